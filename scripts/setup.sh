@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs everything a fresh Debian bookworm machine needs to build, test and
+# boot-test lifeboat. Idempotent: re-running it only checks.
+set -euo pipefail
+need=(musl-tools qemu-system-x86 ovmf systemd-boot-efi systemd-boot mtools dosfstools
+      gdisk e2fsprogs cpio xxhash zstd file python3 sqlite3 fdisk kmod)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if command -v rustup >/dev/null; then
+  rustup target list --installed | grep -q x86_64-unknown-linux-musl \
+    || rustup target add x86_64-unknown-linux-musl
+  rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
+fi
+echo "setup: ok"

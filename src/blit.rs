@@ -1,0 +1,155 @@
+//! The blit: materialise a [`Layout`] as a real directory tree, hardlinked from the
+//! store, using only `*at` syscalls relative to directory fds.
+//!
+//! Entries come in depth-first order, so a stack of open directory fds (one per
+//! level) is all the state needed, and no path is ever resolved through a symlink.
+//! Empty files are created, not linked (moss does the same: every empty file would
+//! otherwise share one inode with a huge link count). A blob whose permissions or
+//! owner differ from the entry's, or that has too many links (`EMLINK`), is copied.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::Mode;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, cstr, io_err};
+use crate::layout::{EntryData, Layout, LayoutEntry};
+use crate::store::{self, Store};
+
+/// Counts of what a blit did.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct BlitStats {
+    pub dirs: u64,
+    pub linked: u64,
+    pub copied: u64,
+    pub empty: u64,
+    pub symlinks: u64,
+}
+
+/// Creates directory `name` below `parent` and fills it with `layout`.
+/// `name` must not exist. `shown` is the path used in messages.
+pub fn blit(
+    layout: &Layout,
+    store: &Store,
+    parent: BorrowedFd,
+    name: &[u8],
+    shown: &Path,
+) -> Result<BlitStats> {
+    let cname = cstr(name).ctx("create", shown)?;
+    nix::sys::stat::mkdirat(parent, cname.as_c_str(), Mode::from_bits_truncate(0o700))
+        .map_err(io_err)
+        .ctx("create", shown)?;
+    let top = fsutil::open_dir_at(parent, name).ctx("open", shown)?;
+    let mut stats = BlitStats::default();
+    let mut stack: Vec<OwnedFd> = Vec::with_capacity(32);
+    let root = is_root();
+    for e in layout.entries() {
+        let depth = e.depth();
+        stack.truncate(depth);
+        let dir = match depth {
+            0 => top.as_fd(),
+            _ => match stack.get(depth - 1) {
+                Some(fd) => fd.as_fd(),
+                // A validated layout always has the parent open here.
+                None => {
+                    return Err(Error::Refused(format!(
+                        "{}: parent not created",
+                        e.path_lossy()
+                    )))
+                }
+            },
+        };
+        let shown_e = || shown.join(fsutil::os(&e.path));
+        if let Some(fd) = place(e, dir, store, root, &mut stats).ctx("create", shown_e())? {
+            stack.push(fd);
+        }
+    }
+    nix::sys::stat::fchmod(top.as_fd(), Mode::from_bits_truncate(0o755))
+        .map_err(io_err)
+        .ctx("chmod", shown)?;
+    Ok(stats)
+}
+
+fn is_root() -> bool {
+    store::is_root()
+}
+
+/// Creates one entry in `dir`; returns the new directory's fd for directories.
+pub(crate) fn place(
+    e: &LayoutEntry,
+    dir: BorrowedFd,
+    store: &Store,
+    root: bool,
+    stats: &mut BlitStats,
+) -> std::io::Result<Option<OwnedFd>> {
+    let name = cstr(e.name())?;
+    match &e.data {
+        EntryData::Dir => {
+            nix::sys::stat::mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(0o700))
+                .map_err(io_err)?;
+            let fd = fsutil::open_dir_at(dir, e.name())?;
+            store::set_owner_perm(fd.as_fd(), e.perm, e.uid, e.gid)?;
+            stats.dirs += 1;
+            Ok(Some(fd))
+        }
+        EntryData::File { size: 0, .. } => {
+            let f = store::create_excl(dir, e.name(), e.perm)?;
+            store::set_owner_perm(f.as_fd(), e.perm, e.uid, e.gid)?;
+            stats.empty += 1;
+            Ok(None)
+        }
+        EntryData::File { hash, .. } => {
+            let rel = hash.store_path();
+            let blob = fsutil::lstat_at(store.fd(), rel.as_bytes())?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("store blob {} is missing", hash.moss_hex()),
+                )
+            })?;
+            let fits = blob.st_mode & 0o7777 == e.perm
+                && (!root || (blob.st_uid == e.uid && blob.st_gid == e.gid));
+            if fits {
+                let crel = cstr(rel.as_bytes())?;
+                match nix::unistd::linkat(
+                    store.fd(),
+                    crel.as_c_str(),
+                    dir,
+                    name.as_c_str(),
+                    AtFlags::empty(),
+                ) {
+                    Ok(()) => {
+                        stats.linked += 1;
+                        return Ok(None);
+                    }
+                    Err(Errno::EMLINK | Errno::EXDEV | Errno::EPERM) => {}
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+            let src = store.open_blob(*hash)?;
+            let out = store::create_excl(dir, e.name(), e.perm)?;
+            store::copy_all(&src, &out)?;
+            store::set_owner_perm(out.as_fd(), e.perm, e.uid, e.gid)?;
+            stats.copied += 1;
+            Ok(None)
+        }
+        EntryData::Symlink { target } => {
+            let t = cstr(target)?;
+            nix::unistd::symlinkat(t.as_c_str(), dir, name.as_c_str()).map_err(io_err)?;
+            if root {
+                nix::unistd::fchownat(
+                    dir,
+                    name.as_c_str(),
+                    Some(e.uid.into()),
+                    Some(e.gid.into()),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(io_err)?;
+            }
+            stats.symlinks += 1;
+            Ok(None)
+        }
+    }
+}

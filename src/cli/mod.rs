@@ -1,0 +1,96 @@
+//! The command line: argh definitions and dispatch. Each subcommand module turns a
+//! library result into text for people or JSON for programs; nothing below `cli`
+//! prints.
+
+pub mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+use crate::error::Error;
+use crate::json::Json;
+
+#[derive(FromArgs, Debug)]
+/// lifeboat: transactions, boot entries and rescue for atomic Linux systems.
+pub struct Cli {
+    /// the system root to work on (default /)
+    #[argh(option, default = "PathBuf::from(\"/\")")]
+    pub root: PathBuf,
+    /// print machine-readable JSON
+    #[argh(switch)]
+    pub json: bool,
+    #[argh(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    State(state::StateCmd),
+}
+
+/// How results reach the user.
+pub struct Out {
+    pub json: bool,
+}
+
+impl Out {
+    /// Prints a human line (suppressed in JSON mode).
+    pub fn line(&self, s: impl AsRef<str>) {
+        if !self.json {
+            println!("{}", s.as_ref());
+        }
+    }
+
+    /// A note for the user on stderr (always, JSON mode included).
+    pub fn note(&self, s: impl AsRef<str>) {
+        eprintln!("lifeboat: {}", s.as_ref());
+    }
+
+    pub fn json(&self, j: &Json) {
+        if self.json {
+            println!("{j}");
+        }
+    }
+}
+
+/// Exit status for failures that are not more specific.
+pub const EXIT_FAIL: u8 = 1;
+pub const EXIT_USAGE: u8 = 64;
+
+pub fn run(args: &[&str]) -> ExitCode {
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (*c, r),
+        None => ("lifeboat", &[][..]),
+    };
+    let cli = match Cli::from_args(&[cmd], rest) {
+        Ok(c) => c,
+        Err(e) => {
+            if e.status.is_ok() {
+                println!("{}", e.output);
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("{}", e.output);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let out = Out { json: cli.json };
+    let r = match cli.cmd {
+        Command::State(c) => state::run(&cli.root, c, &out),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => report(&out, &e),
+    }
+}
+
+/// Prints an error (as JSON too when asked) and returns the failure status.
+pub fn report(out: &Out, e: &Error) -> ExitCode {
+    if out.json {
+        println!("{}", Json::obj().with("error", e.to_string()));
+    }
+    eprintln!("lifeboat: error: {e}");
+    ExitCode::from(EXIT_FAIL)
+}

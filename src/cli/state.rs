@@ -1,0 +1,274 @@
+//! `lifeboat state ...`: list, show, commit, activate, prune.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+use super::Out;
+use crate::error::{Error, Result};
+use crate::json::Json;
+use crate::root::SystemRoot;
+use crate::timefmt;
+use crate::txn;
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "state")]
+/// transactions: list, show, commit, activate, prune
+pub struct StateCmd {
+    #[argh(subcommand)]
+    pub cmd: StateSub,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum StateSub {
+    List(ListCmd),
+    Show(ShowCmd),
+    Commit(CommitCmd),
+    Activate(ActivateCmd),
+    Prune(PruneCmd),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+/// list transactions, newest first
+pub struct ListCmd {}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "show")]
+/// show one transaction
+pub struct ShowCmd {
+    #[argh(positional)]
+    pub id: u64,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "commit")]
+/// record TREE (the contents of a /usr) as a new transaction and make it active
+pub struct CommitCmd {
+    /// the tree to commit
+    #[argh(option)]
+    pub from: PathBuf,
+    /// a one-line description
+    #[argh(option, default = "String::new()")]
+    pub summary: String,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "activate")]
+/// make an archived transaction the active /usr
+pub struct ActivateCmd {
+    #[argh(positional)]
+    pub id: u64,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "prune")]
+/// remove old transactions and the content only they used
+pub struct PruneCmd {
+    /// how many of the newest transactions to keep (the active one is always kept)
+    #[argh(option)]
+    pub keep: usize,
+    /// only say what would be removed
+    #[argh(switch)]
+    pub dry_run: bool,
+}
+
+pub fn run(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
+    match c.cmd {
+        StateSub::List(_) => list(root, out),
+        StateSub::Show(s) => show(root, s.id, out),
+        StateSub::Commit(s) => {
+            let r = txn::commit(root, &s.from, &s.summary)?;
+            for n in &r.notes {
+                out.note(n);
+            }
+            out.line(format!(
+                "committed transaction {} ({} entries, {} new blobs; {} linked, {} copied, {} empty, {} symlinks, {} dirs)",
+                r.id, r.entries, r.new_blobs, r.blit.linked, r.blit.copied, r.blit.empty, r.blit.symlinks, r.blit.dirs
+            ));
+            out.json(
+                &Json::obj()
+                    .with("id", r.id)
+                    .with("entries", r.entries)
+                    .with("new_blobs", r.new_blobs),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        StateSub::Activate(s) => {
+            let r = txn::activate(root, s.id)?;
+            for n in &r.notes {
+                out.note(n);
+            }
+            if r.previous == Some(r.id) {
+                out.line(format!("transaction {} is already active", r.id));
+            } else {
+                out.line(format!(
+                    "activated transaction {}{}{}",
+                    r.id,
+                    r.previous
+                        .map(|p| format!(" (transaction {p} archived)"))
+                        .unwrap_or_default(),
+                    if r.rebuilt {
+                        "; its tree was rebuilt from the store"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            out.json(
+                &Json::obj()
+                    .with("id", r.id)
+                    .with("previous", r.previous)
+                    .with("rebuilt", r.rebuilt),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        StateSub::Prune(s) => {
+            let r = txn::prune(root, s.keep, s.dry_run)?;
+            for n in &r.notes {
+                out.note(n);
+            }
+            let ids = |v: &[u64]| {
+                v.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if s.dry_run {
+                out.line(format!(
+                    "would remove: {}",
+                    if r.removed.is_empty() {
+                        "nothing".into()
+                    } else {
+                        ids(&r.removed)
+                    }
+                ));
+            } else {
+                out.line(format!(
+                    "removed: {}; kept: {}; {} blobs freed",
+                    if r.removed.is_empty() {
+                        "nothing".into()
+                    } else {
+                        ids(&r.removed)
+                    },
+                    ids(&r.kept),
+                    r.blobs_removed
+                ));
+            }
+            out.json(
+                &Json::obj()
+                    .with("removed", r.removed.clone())
+                    .with("kept", r.kept.clone())
+                    .with("blobs_removed", r.blobs_removed)
+                    .with("dry_run", s.dry_run),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
+    let root = SystemRoot::open(rootp)?;
+    let loaded = root.load_existing_index()?;
+    if let Some(f) = &loaded.fallback {
+        out.note(f);
+    }
+    let idx = &loaded.index;
+    let archived = root.archived_ids()?;
+    let mut txs: Vec<_> = idx.transactions().collect();
+    txs.reverse();
+    let mut arr = Vec::new();
+    if !out.json {
+        println!(
+            "{:>6}  {:<16}  {:<10}  {:<24}  SUMMARY",
+            "ID", "CREATED (UTC)", "STATE", "KERNELS"
+        );
+    }
+    for t in txs {
+        let st = root.tree_state(idx, t.id, &archived);
+        let short = match st {
+            crate::root::TreeState::Active => "active",
+            crate::root::TreeState::Archived => "archived",
+            crate::root::TreeState::NotMaterialised => "no-tree",
+        };
+        out.line(format!(
+            "{:>6}  {:<16}  {:<10}  {:<24}  {}",
+            t.id,
+            timefmt::utc_minutes(t.created),
+            short,
+            if t.kernels.is_empty() {
+                "-".to_string()
+            } else {
+                t.kernels.join(",")
+            },
+            t.summary
+        ));
+        arr.push(
+            Json::obj()
+                .with("id", t.id)
+                .with("created", timefmt::rfc3339(t.created))
+                .with("state", short)
+                .with("kernels", t.kernels.clone())
+                .with("summary", t.summary.as_str())
+                .with("parent", t.parent),
+        );
+    }
+    out.json(&Json::Arr(arr));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(rootp: &Path, id: u64, out: &Out) -> Result<ExitCode> {
+    let root = SystemRoot::open(rootp)?;
+    let loaded = root.load_existing_index()?;
+    if let Some(f) = &loaded.fallback {
+        out.note(f);
+    }
+    let idx = &loaded.index;
+    let t = idx.get(id).ok_or(Error::NoSuchTransaction(id))?;
+    let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
+    let s = layout.stats();
+    let st = root.tree_state(idx, id, &root.archived_ids()?);
+    out.line(format!("transaction {id}"));
+    out.line(format!("  created:   {}", timefmt::utc_minutes(t.created)));
+    out.line(format!("  summary:   {}", t.summary));
+    out.line(format!(
+        "  parent:    {}",
+        t.parent
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into())
+    ));
+    out.line(format!("  state:     {}", st.as_str()));
+    out.line(format!(
+        "  kernels:   {}",
+        if t.kernels.is_empty() {
+            "-".into()
+        } else {
+            t.kernels.join(", ")
+        }
+    ));
+    out.line(format!(
+        "  layout:    {} entries: {} directories, {} files ({} bytes), {} symlinks",
+        layout.len(),
+        s.dirs,
+        s.files,
+        s.bytes,
+        s.symlinks
+    ));
+    out.json(
+        &Json::obj()
+            .with("id", id)
+            .with("created", timefmt::rfc3339(t.created))
+            .with("summary", t.summary.as_str())
+            .with("parent", t.parent)
+            .with("state", st.as_str())
+            .with("kernels", t.kernels.clone())
+            .with("entries", layout.len())
+            .with("directories", s.dirs)
+            .with("files", s.files)
+            .with("bytes", s.bytes)
+            .with("symlinks", s.symlinks),
+    );
+    Ok(ExitCode::SUCCESS)
+}

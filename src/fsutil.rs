@@ -1,0 +1,323 @@
+//! Thin, typed wrappers over the Linux syscalls the transaction code is built on:
+//! `renameat2(RENAME_EXCHANGE)` (musl has no wrapper), `syncfs`, directory fds, and
+//! walking below a directory without ever following a symlink.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+
+/// Converts a nix errno into an io::Error.
+pub fn io_err(e: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+pub fn cstr(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// Opens a directory by absolute or cwd-relative path.
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_err)
+}
+
+/// Opens the directory `name` (one component) below `dir`, refusing symlinks.
+pub fn open_dir_at(dir: BorrowedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    nix::fcntl::openat(
+        dir,
+        c.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_err)
+}
+
+/// Opens a relative multi-component path below `dir` one component at a time with
+/// `O_NOFOLLOW`, so no symlink anywhere in it is followed.
+pub fn open_dir_beneath(dir: BorrowedFd, rel: &[u8]) -> io::Result<OwnedFd> {
+    let mut cur: Option<OwnedFd> = None;
+    for comp in rel.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        if comp == b".." || comp == b"." {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "`.` or `..` in path",
+            ));
+        }
+        let next = open_dir_at(cur.as_ref().map(|f| f.as_fd()).unwrap_or(dir), comp)?;
+        cur = Some(next);
+    }
+    match cur {
+        Some(f) => Ok(f),
+        None => dup(dir),
+    }
+}
+
+pub fn dup(fd: BorrowedFd) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+const RENAME_EXCHANGE: u32 = 1 << 1;
+const RENAME_NOREPLACE: u32 = 1 << 0;
+
+fn renameat2(
+    olddir: BorrowedFd,
+    old: &[u8],
+    newdir: BorrowedFd,
+    new: &[u8],
+    flags: u32,
+) -> io::Result<()> {
+    let o = cstr(old)?;
+    let n = cstr(new)?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; the fds are
+    // borrowed and open. musl has no renameat2 wrapper, hence the raw syscall.
+    let r = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_renameat2,
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            flags,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Atomically swaps two paths (both must exist).
+pub fn exchange(adir: BorrowedFd, a: &[u8], bdir: BorrowedFd, b: &[u8]) -> io::Result<()> {
+    renameat2(adir, a, bdir, b, RENAME_EXCHANGE)
+}
+
+/// Renames without replacing an existing target.
+pub fn rename_noreplace(adir: BorrowedFd, a: &[u8], bdir: BorrowedFd, b: &[u8]) -> io::Result<()> {
+    renameat2(adir, a, bdir, b, RENAME_NOREPLACE)
+}
+
+/// Plain rename (replaces the target).
+pub fn rename(adir: BorrowedFd, a: &[u8], bdir: BorrowedFd, b: &[u8]) -> io::Result<()> {
+    renameat2(adir, a, bdir, b, 0)
+}
+
+/// Flushes the whole filesystem holding `fd`.
+pub fn syncfs(fd: BorrowedFd) -> io::Result<()> {
+    nix::unistd::syncfs(fd).map_err(io_err)
+}
+
+pub fn fsync(fd: BorrowedFd) -> io::Result<()> {
+    nix::unistd::fsync(fd).map_err(io_err)
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; `Ok(None)` when it does not exist.
+pub fn lstat_at(dir: BorrowedFd, name: &[u8]) -> io::Result<Option<nix::sys::stat::FileStat>> {
+    let c = cstr(name)?;
+    match nix::sys::stat::fstatat(dir, c.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(s) => Ok(Some(s)),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Removes `name` below `dir` and, if it is a directory, everything in it, without
+/// following symlinks or crossing into other mounts.
+pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
+    let Some(st) = lstat_at(dir, name)? else {
+        return Ok(());
+    };
+    let c = cstr(name)?;
+    if st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFDIR {
+        let sub = open_dir_at(dir, name)?;
+        let sub_st = nix::sys::stat::fstat(sub.as_fd()).map_err(io_err)?;
+        if sub_st.st_dev != st.st_dev {
+            return Err(io::Error::other("refusing to remove across a mount point"));
+        }
+        clear_dir(sub.as_fd(), st.st_dev)?;
+        nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir)
+            .map_err(io_err)
+    } else {
+        nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(io_err)
+    }
+}
+
+/// Empties a directory (same device only; entries on other devices are left).
+pub fn clear_dir(dir: BorrowedFd, dev: u64) -> io::Result<()> {
+    for name in list_dir(dir)? {
+        let Some(st) = lstat_at(dir, &name)? else {
+            continue;
+        };
+        if st.st_dev != dev {
+            continue;
+        }
+        let c = cstr(&name)?;
+        if st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFDIR {
+            let sub = open_dir_at(dir, &name)?;
+            clear_dir(sub.as_fd(), dev)?;
+            nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir)
+                .map_err(io_err)?;
+        } else {
+            nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
+                .map_err(io_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Names in a directory, without `.` and `..`.
+pub fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
+    let fd = nix::fcntl::openat(
+        dir,
+        c".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_err)?;
+    let d = nix::dir::Dir::from_fd(fd).map_err(io_err)?;
+    let mut out = Vec::new();
+    for ent in d {
+        let ent = ent.map_err(io_err)?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(n.to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// Directory entries with their `d_type` (`None` when the filesystem does not say).
+pub fn list_dir_typed(dir: BorrowedFd) -> io::Result<Vec<(Vec<u8>, Option<nix::dir::Type>)>> {
+    let fd = nix::fcntl::openat(
+        dir,
+        c".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_err)?;
+    let d = nix::dir::Dir::from_fd(fd).map_err(io_err)?;
+    let mut out = Vec::new();
+    for ent in d {
+        let ent = ent.map_err(io_err)?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push((n.to_vec(), ent.file_type()));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a small file below `dir` (one component, no symlinks).
+pub fn read_small_at(dir: BorrowedFd, name: &[u8], max: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let c = cstr(name)?;
+    let fd = nix::fcntl::openat(
+        dir,
+        c.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_err)?;
+    let mut f = std::fs::File::from(fd);
+    let mut out = Vec::new();
+    (&mut f).take(max as u64 + 1).read_to_end(&mut out)?;
+    if out.len() > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "file too large"));
+    }
+    Ok(out)
+}
+
+/// Writes a small file below `dir` atomically (temp name, fsync, rename).
+pub fn write_small_at(dir: BorrowedFd, name: &[u8], data: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    let mut tmp = b".".to_vec();
+    tmp.extend_from_slice(name);
+    tmp.extend_from_slice(b".lbtmp");
+    let ct = cstr(&tmp)?;
+    let _ = nix::unistd::unlinkat(dir, ct.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let fd = nix::fcntl::openat(
+        dir,
+        ct.as_c_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(io_err)?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    rename(dir, &tmp, dir, name)
+}
+
+pub fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+pub fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+/// Wraps a raw fd the caller owns.
+///
+/// # Safety
+/// `fd` must be an open descriptor that nothing else closes.
+pub unsafe fn owned(fd: i32) -> OwnedFd {
+    OwnedFd::from_raw_fd(fd)
+}
+
+pub fn raw(fd: &impl AsRawFd) -> i32 {
+    fd.as_raw_fd()
+}
+
+/// File-type bits, independent of the libc crate.
+pub mod libc_mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFREG: u32 = 0o100000;
+    pub const S_IFLNK: u32 = 0o120000;
+}
+
+/// Opens `rel` (relative, possibly several components) below `dir` without following
+/// any symlink and without leaving `dir`: `openat2(RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS)`, or a component-by-component `O_NOFOLLOW` walk on kernels
+/// older than 5.6.
+pub fn open_beneath(dir: BorrowedFd, rel: &[u8], flags: OFlag) -> io::Result<OwnedFd> {
+    use nix::fcntl::{OpenHow, ResolveFlag};
+    let c = cstr(rel)?;
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    match nix::fcntl::openat2(dir, c.as_c_str(), how) {
+        Ok(fd) => Ok(fd),
+        Err(nix::errno::Errno::ENOSYS) => {
+            let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+                Some(i) => (&rel[..i], &rel[i + 1..]),
+                None => (&rel[..0], rel),
+            };
+            let pd = open_dir_beneath(dir, parent)?;
+            let cn = cstr(name)?;
+            nix::fcntl::openat(
+                pd.as_fd(),
+                cn.as_c_str(),
+                flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(io_err)
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}

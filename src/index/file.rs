@@ -1,0 +1,382 @@
+//! The state index file: a fixed header, then the zstd-compressed postcard payload.
+//!
+//! ```text
+//! offset size
+//!  0      8   magic "LBSTATE\0"
+//!  8      2   format major (LE); a reader refuses any other
+//! 10      2   format minor (LE); newer minors only add trailing optional data
+//! 12      4   reserved, zero
+//! 16      8   payload length in bytes (compressed)
+//! 24      8   uncompressed length
+//! 32      8   xxh3-64 of the payload
+//! 40          payload
+//! ```
+//!
+//! Writes are atomic: a temporary file is written and fsynced, the current file is
+//! hard-linked to `.prev` (so some generation always exists under the main name), the
+//! temporary file is renamed over the main name and the directory fsynced.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::wire::PayloadWire;
+use super::{IndexError, StateIndex};
+
+pub const MAGIC: [u8; 8] = *b"LBSTATE\0";
+pub const MAJOR: u16 = 1;
+pub const MINOR: u16 = 0;
+pub const HEADER_LEN: usize = 40;
+/// Refuse payloads that would decompress beyond this (a hostile length).
+const MAX_RAW: u64 = 1 << 30;
+const ZSTD_LEVEL: i32 = 12;
+
+/// Why an index file could not be read.
+#[derive(Debug)]
+pub enum IndexFileError {
+    Io(io::Error),
+    Truncated { have: u64, need: u64 },
+    BadMagic,
+    UnknownVersion { major: u16, minor: u16 },
+    Checksum { stored: u64, actual: u64 },
+    TooLarge(u64),
+    Decompress(String),
+    Decode(String),
+    Invalid(IndexError),
+}
+
+impl fmt::Display for IndexFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IndexFileError::Io(e) => write!(f, "{e}"),
+            IndexFileError::Truncated { have, need } => {
+                write!(f, "truncated: {have} bytes, the header says {need}")
+            }
+            IndexFileError::BadMagic => write!(f, "not a lifeboat state index (bad magic)"),
+            IndexFileError::UnknownVersion { major, minor } => write!(
+                f,
+                "format version {major}.{minor} is not supported (this lifeboat reads {MAJOR}.x)"
+            ),
+            IndexFileError::Checksum { stored, actual } => {
+                write!(
+                    f,
+                    "checksum mismatch (stored {stored:016x}, computed {actual:016x})"
+                )
+            }
+            IndexFileError::TooLarge(n) => write!(f, "uncompressed size {n} is implausible"),
+            IndexFileError::Decompress(e) => write!(f, "payload does not decompress: {e}"),
+            IndexFileError::Decode(e) => write!(f, "payload does not decode: {e}"),
+            IndexFileError::Invalid(e) => write!(f, "invalid content: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IndexFileError {}
+
+/// Serialises a payload with its header.
+pub fn encode(w: &PayloadWire) -> Vec<u8> {
+    // postcard into a Vec cannot fail for these types (no maps, no non-string keys).
+    let raw = postcard::to_allocvec(w).unwrap_or_default();
+    let payload = zstd::bulk::compress(&raw, ZSTD_LEVEL).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&MAJOR.to_le_bytes());
+    out.extend_from_slice(&MINOR.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(raw.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Parses and validates a whole file's bytes.
+pub fn decode(bytes: &[u8]) -> Result<StateIndex, IndexFileError> {
+    if bytes.len() < HEADER_LEN {
+        if bytes.len() >= 8 && bytes[..8] != MAGIC {
+            return Err(IndexFileError::BadMagic);
+        }
+        return Err(IndexFileError::Truncated {
+            have: bytes.len() as u64,
+            need: HEADER_LEN as u64,
+        });
+    }
+    if bytes[..8] != MAGIC {
+        return Err(IndexFileError::BadMagic);
+    }
+    let major = u16::from_le_bytes([bytes[8], bytes[9]]);
+    let minor = u16::from_le_bytes([bytes[10], bytes[11]]);
+    if major != MAJOR {
+        return Err(IndexFileError::UnknownVersion { major, minor });
+    }
+    let len = le64(bytes, 16);
+    let raw_len = le64(bytes, 24);
+    let stored = le64(bytes, 32);
+    let have = (bytes.len() - HEADER_LEN) as u64;
+    if have < len {
+        return Err(IndexFileError::Truncated {
+            have: bytes.len() as u64,
+            need: HEADER_LEN as u64 + len,
+        });
+    }
+    if raw_len > MAX_RAW {
+        return Err(IndexFileError::TooLarge(raw_len));
+    }
+    // Bytes after the payload belong to newer minor versions; the checksum covers ours.
+    let payload = &bytes[HEADER_LEN..HEADER_LEN + len as usize];
+    let actual = xxhash_rust::xxh3::xxh3_64(payload);
+    if actual != stored {
+        return Err(IndexFileError::Checksum { stored, actual });
+    }
+    let raw = zstd::bulk::decompress(payload, raw_len as usize)
+        .map_err(|e| IndexFileError::Decompress(e.to_string()))?;
+    if raw.len() as u64 != raw_len {
+        return Err(IndexFileError::Decompress(format!(
+            "{} bytes, the header says {raw_len}",
+            raw.len()
+        )));
+    }
+    let (wire, rest): (PayloadWire, &[u8]) =
+        postcard::take_from_bytes(&raw).map_err(|e| IndexFileError::Decode(e.to_string()))?;
+    if !rest.is_empty() && minor == MINOR {
+        return Err(IndexFileError::Decode(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    StateIndex::from_wire(wire).map_err(IndexFileError::Invalid)
+}
+
+/// The outcome of loading: the index and what the user should be told.
+#[derive(Debug)]
+pub struct Loaded {
+    pub index: StateIndex,
+    /// Set when the main file was bad and `.prev` was used instead.
+    pub fallback: Option<String>,
+    /// False when neither file exists (a fresh root).
+    pub existed: bool,
+}
+
+/// A failure to load either generation.
+#[derive(Debug)]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub error: IndexFileError,
+    pub prev: Option<(PathBuf, IndexFileError)>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.error)?;
+        if let Some((p, e)) = &self.prev {
+            write!(f, "; {}: {}", p.display(), e)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+pub fn prev_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".prev");
+    PathBuf::from(s)
+}
+
+fn read_one(path: &Path) -> Result<Option<StateIndex>, IndexFileError> {
+    match fs::read(path) {
+        Ok(b) => decode(&b).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(IndexFileError::Io(e)),
+    }
+}
+
+/// Loads `path`, falling back to `path.prev` when the main file is missing or bad.
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let prev = prev_path(path);
+    let main_err = match read_one(path) {
+        Ok(Some(index)) => {
+            return Ok(Loaded {
+                index,
+                fallback: None,
+                existed: true,
+            })
+        }
+        Ok(None) => None,
+        Err(e) => Some(e),
+    };
+    match read_one(&prev) {
+        Ok(Some(index)) => {
+            let why = match &main_err {
+                Some(e) => format!(
+                    "{}: {e}; using the previous generation {}",
+                    path.display(),
+                    prev.display()
+                ),
+                None => format!(
+                    "{} is missing; using the previous generation {}",
+                    path.display(),
+                    prev.display()
+                ),
+            };
+            Ok(Loaded {
+                index,
+                fallback: Some(why),
+                existed: true,
+            })
+        }
+        Ok(None) => match main_err {
+            None => Ok(Loaded {
+                index: StateIndex::empty(),
+                fallback: None,
+                existed: false,
+            }),
+            Some(error) => Err(LoadError {
+                path: path.to_owned(),
+                error,
+                prev: None,
+            }),
+        },
+        Err(pe) => Err(LoadError {
+            path: path.to_owned(),
+            error: main_err.unwrap_or(IndexFileError::Io(io::Error::from(io::ErrorKind::NotFound))),
+            prev: Some((prev, pe)),
+        }),
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Atomically replaces `path` with `w`, keeping the old generation as `.prev`.
+pub fn store(path: &Path, w: &PayloadWire) -> io::Result<()> {
+    let bytes = encode(w);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    crate::failpoint::hit("index-tmp-written");
+    if path.exists() {
+        let mut ptmp = path.as_os_str().to_owned();
+        ptmp.push(".prev.tmp");
+        let ptmp = PathBuf::from(ptmp);
+        let _ = fs::remove_file(&ptmp);
+        fs::hard_link(path, &ptmp)?;
+        fs::rename(&ptmp, prev_path(path))?;
+        crate::failpoint::hit("index-prev-linked");
+    }
+    fs::rename(&tmp, path)?;
+    fsync_dir(dir)?;
+    crate::failpoint::hit("index-renamed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::TxMeta;
+    use crate::layout::tests::{dir, file};
+    use crate::layout::Layout;
+
+    fn sample() -> Vec<u8> {
+        let l = Layout::new(vec![dir("bin"), file("bin/x", b"x")]).unwrap();
+        let m = TxMeta {
+            id: 1,
+            created: 5,
+            summary: "s".into(),
+            parent: None,
+            kernels: vec![],
+        };
+        encode(&StateIndex::build(2, &[(m, &l)]))
+    }
+
+    #[test]
+    fn header_is_pinned() {
+        let b = sample();
+        assert_eq!(&b[..8], b"LBSTATE\0");
+        assert_eq!(&b[8..16], &[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(le64(&b, 16) as usize, b.len() - HEADER_LEN);
+        assert!(decode(&b).is_ok());
+    }
+
+    #[test]
+    fn every_corruption_is_named() {
+        let b = sample();
+        assert!(matches!(
+            decode(&b[..20]),
+            Err(IndexFileError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode(&b[..b.len() - 1]),
+            Err(IndexFileError::Truncated { .. })
+        ));
+        let mut m = b.clone();
+        m[0] = b'X';
+        assert!(matches!(decode(&m), Err(IndexFileError::BadMagic)));
+        let mut m = b.clone();
+        m[8] = 2;
+        assert!(matches!(
+            decode(&m),
+            Err(IndexFileError::UnknownVersion { major: 2, .. })
+        ));
+        let mut m = b.clone();
+        let last = m.len() - 1;
+        m[last] ^= 1;
+        assert!(matches!(decode(&m), Err(IndexFileError::Checksum { .. })));
+        let mut m = b.clone();
+        m[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(decode(&m), Err(IndexFileError::TooLarge(_))));
+        assert!(matches!(decode(b""), Err(IndexFileError::Truncated { .. })));
+    }
+
+    #[test]
+    fn falls_back_to_prev() {
+        let d = std::env::temp_dir().join(format!("lb-idx-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        let p = d.join("state.idx");
+        let l = Layout::new(vec![dir("bin")]).unwrap();
+        let m = |id| TxMeta {
+            id,
+            created: 5,
+            summary: "s".into(),
+            parent: None,
+            kernels: vec![],
+        };
+        store(&p, &StateIndex::build(2, &[(m(1), &l)])).unwrap();
+        store(&p, &StateIndex::build(3, &[(m(1), &l), (m(2), &l)])).unwrap();
+        assert_eq!(load(&p).unwrap().index.transactions().count(), 2);
+        fs::write(&p, b"garbage! garbage! garbage! garbage! garbage!").unwrap();
+        let got = load(&p).unwrap();
+        assert_eq!(got.index.transactions().count(), 1);
+        let why = got.fallback.unwrap();
+        assert!(
+            why.contains("state.idx") && why.contains("bad magic"),
+            "{why}"
+        );
+        fs::write(prev_path(&p), b"LBSTATE\0").unwrap();
+        let err = load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("state.idx.prev") && err.contains("truncated"),
+            "{err}"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,693 @@
+//! The state index: every retained transaction's metadata and full `/usr` layout.
+//!
+//! [`StateIndex`] is the validated in-memory form. It is decoded from the compact
+//! wire shape in [`wire`] (validation refuses any path that is not relative and
+//! normalised, duplicates, and counts that do not add up), materialises one
+//! transaction's [`Layout`] on demand, and is rebuilt from layouts by
+//! [`StateIndex::build`] whenever the set of transactions changes. The file framing
+//! (header, checksum, atomic replacement, fallback to `.prev`) is in [`file`].
+
+pub mod file;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::hash::Hash128;
+use crate::layout::{
+    check_name, path_order, EntryData, Layout, LayoutEntry, MAX_DEPTH, S_IFDIR, S_IFLNK, S_IFMT,
+    S_IFREG,
+};
+use wire::{Bytes, EntriesWire, PathsWire, PayloadWire, TxWire};
+
+/// Longest symlink target accepted (PATH_MAX).
+const MAX_TARGET: usize = 4095;
+
+/// Why a decoded payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexError {
+    Path { index: usize, why: String },
+    Entry { index: usize, why: String },
+    Transaction { id: u64, why: String },
+    Counts(String),
+}
+
+impl fmt::Display for IndexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IndexError::Path { index, why } => write!(f, "path #{index}: {why}"),
+            IndexError::Entry { index, why } => write!(f, "entry #{index}: {why}"),
+            IndexError::Transaction { id, why } => write!(f, "transaction {id}: {why}"),
+            IndexError::Counts(why) => write!(f, "inconsistent tables: {why}"),
+        }
+    }
+}
+
+/// Metadata of one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxMeta {
+    pub id: u64,
+    pub created: i64,
+    pub summary: String,
+    pub parent: Option<u64>,
+    pub kernels: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+struct TxRecord {
+    meta: TxMeta,
+    runs: Vec<u32>,
+    entries: usize,
+}
+
+/// The decoded, validated state index.
+#[derive(Clone, Debug, Default)]
+pub struct StateIndex {
+    next_id: u64,
+    depth: Vec<u8>,
+    name_end: Vec<u32>,
+    names: Vec<u8>,
+    ent_path: Vec<u32>,
+    ent_mode: Vec<u32>,
+    ent_uid: Vec<u32>,
+    ent_gid: Vec<u32>,
+    /// Index into the file or symlink table, by the entry's type.
+    ent_slot: Vec<u32>,
+    file_size: Vec<u64>,
+    file_hash: Vec<u8>,
+    link_target: Vec<Bytes>,
+    txs: Vec<TxRecord>,
+}
+
+const NO_PARENT: u32 = u32::MAX;
+
+impl StateIndex {
+    /// An index with no transactions.
+    pub fn empty() -> Self {
+        StateIndex {
+            next_id: 1,
+            ..Default::default()
+        }
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Metadata of every transaction, oldest first.
+    pub fn transactions(&self) -> impl Iterator<Item = &TxMeta> {
+        self.txs.iter().map(|t| &t.meta)
+    }
+
+    pub fn get(&self, id: u64) -> Option<&TxMeta> {
+        self.txs.iter().find(|t| t.meta.id == id).map(|t| &t.meta)
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Number of entries in transaction `id`'s layout.
+    pub fn entry_count(&self, id: u64) -> Option<usize> {
+        self.txs.iter().find(|t| t.meta.id == id).map(|t| t.entries)
+    }
+
+    /// Distinct paths and entries stored (for statistics).
+    pub fn table_sizes(&self) -> (usize, usize) {
+        (self.depth.len(), self.ent_path.len())
+    }
+
+    fn name(&self, p: usize) -> &[u8] {
+        let start = if p == 0 {
+            0
+        } else {
+            self.name_end[p - 1] as usize
+        };
+        &self.names[start..self.name_end[p] as usize]
+    }
+
+    fn entry_ids(runs: &[u32]) -> impl Iterator<Item = usize> + '_ {
+        let mut pos = 0usize;
+        runs.chunks_exact(2).flat_map(move |c| {
+            let start = pos + c[0] as usize;
+            pos = start + c[1] as usize;
+            start..pos
+        })
+    }
+
+    /// Materialises transaction `id`'s layout, or `None` if it is not in the index.
+    pub fn layout(&self, id: u64) -> Option<Layout> {
+        let tx = self.txs.iter().find(|t| t.meta.id == id)?;
+        let mut out = Vec::with_capacity(tx.entries);
+        // Full path of the directories enclosing the current entry, by depth.
+        let mut buf: Vec<u8> = Vec::with_capacity(256);
+        let mut ends: Vec<usize> = Vec::with_capacity(32);
+        for e in Self::entry_ids(&tx.runs) {
+            let p = self.ent_path[e] as usize;
+            let d = self.depth[p] as usize;
+            ends.truncate(d);
+            buf.truncate(ends.last().copied().unwrap_or(0));
+            if d > 0 {
+                buf.push(b'/');
+            }
+            buf.extend_from_slice(self.name(p));
+            let mode = self.ent_mode[e];
+            let slot = self.ent_slot[e] as usize;
+            let data = match mode & S_IFMT {
+                S_IFDIR => {
+                    ends.push(buf.len());
+                    EntryData::Dir
+                }
+                S_IFREG => {
+                    let h: [u8; 16] = self.file_hash[slot * 16..slot * 16 + 16]
+                        .try_into()
+                        .unwrap_or([0; 16]);
+                    EntryData::File {
+                        hash: Hash128::from_be_bytes(h),
+                        size: self.file_size[slot],
+                    }
+                }
+                _ => EntryData::Symlink {
+                    target: self.link_target[slot].0.clone().into(),
+                },
+            };
+            out.push(LayoutEntry {
+                path: buf.as_slice().into(),
+                perm: mode & 0o7777,
+                uid: self.ent_uid[e],
+                gid: self.ent_gid[e],
+                data,
+            });
+        }
+        // Decoding checked names, order, uniqueness and parents of every transaction.
+        Some(Layout::from_trusted(out))
+    }
+
+    /// Every content hash any transaction references.
+    pub fn referenced_hashes(&self) -> std::collections::HashSet<Hash128> {
+        self.file_hash
+            .chunks_exact(16)
+            .map(|c| Hash128::from_be_bytes(c.try_into().unwrap_or([0; 16])))
+            .collect()
+    }
+
+    /// Decodes and validates a wire payload.
+    pub fn from_wire(w: PayloadWire) -> Result<Self, IndexError> {
+        let PayloadWire {
+            next_id,
+            paths,
+            entries,
+            transactions,
+        } = w;
+        let PathsWire {
+            depth,
+            name_len,
+            names,
+        } = paths;
+        let depth = depth.0;
+        let names = names.0;
+        let n = depth.len();
+        if name_len.len() != n {
+            return Err(IndexError::Counts(format!(
+                "{} depths but {} names",
+                n,
+                name_len.len()
+            )));
+        }
+        if n >= NO_PARENT as usize {
+            return Err(IndexError::Counts("too many paths".into()));
+        }
+        let mut name_end = Vec::with_capacity(n);
+        let mut parent = Vec::with_capacity(n);
+        // Last path seen at each depth among the current ancestors' children.
+        let mut stack: Vec<usize> = Vec::with_capacity(32);
+        let mut off = 0usize;
+        for i in 0..n {
+            let bad = |why: String| IndexError::Path { index: i, why };
+            let len = name_len[i] as usize;
+            let end = off.checked_add(len).filter(|&e| e <= names.len());
+            let Some(end) = end else {
+                return Err(bad("name runs past the name table".into()));
+            };
+            let name = &names[off..end];
+            check_name(name).map_err(|e| bad(e.to_string()))?;
+            let d = depth[i] as usize;
+            if d > MAX_DEPTH || d > stack.len() {
+                return Err(bad(format!("depth {d} skips a level")));
+            }
+            if d < stack.len() {
+                // A sibling of stack[d]: names must strictly increase.
+                let prev = stack[d];
+                let ps = if prev == 0 {
+                    0
+                } else {
+                    name_end[prev - 1] as usize
+                };
+                let prev_name = &names[ps..name_end[prev] as usize];
+                if path_order(prev_name, name) != std::cmp::Ordering::Less {
+                    return Err(bad("duplicate or out-of-order name".into()));
+                }
+                stack.truncate(d);
+            }
+            parent.push(if d == 0 {
+                NO_PARENT
+            } else {
+                stack[d - 1] as u32
+            });
+            stack.push(i);
+            name_end.push(end as u32);
+            off = end;
+        }
+        if off != names.len() {
+            return Err(IndexError::Counts("unused bytes in the name table".into()));
+        }
+
+        let EntriesWire {
+            path_delta,
+            mode,
+            uid,
+            gid,
+            file_size,
+            file_hash,
+            link_target,
+        } = entries;
+        let m = path_delta.len();
+        if mode.len() != m || uid.len() != m || gid.len() != m {
+            return Err(IndexError::Counts("entry columns differ in length".into()));
+        }
+        let mut ent_path = Vec::with_capacity(m);
+        let mut ent_slot = Vec::with_capacity(m);
+        let (mut files, mut links) = (0u32, 0u32);
+        let mut p = 0u64;
+        for i in 0..m {
+            let bad = |why: String| IndexError::Entry { index: i, why };
+            p += path_delta[i] as u64;
+            if p >= n as u64 {
+                return Err(bad("path id out of range".into()));
+            }
+            ent_path.push(p as u32);
+            if mode[i] & !(S_IFMT | 0o7777) != 0 {
+                return Err(bad(format!("mode {:o} invalid", mode[i])));
+            }
+            match mode[i] & S_IFMT {
+                S_IFDIR => ent_slot.push(0),
+                S_IFREG => {
+                    ent_slot.push(files);
+                    files += 1;
+                }
+                S_IFLNK => {
+                    ent_slot.push(links);
+                    links += 1;
+                }
+                t => return Err(bad(format!("unsupported file type {t:o}"))),
+            }
+        }
+        if file_size.len() != files as usize || file_hash.0.len() != files as usize * 16 {
+            return Err(IndexError::Counts(format!(
+                "{files} files but {} sizes and {} hash bytes",
+                file_size.len(),
+                file_hash.0.len()
+            )));
+        }
+        if link_target.len() != links as usize {
+            return Err(IndexError::Counts(format!(
+                "{links} symlinks but {} targets",
+                link_target.len()
+            )));
+        }
+        for (i, t) in link_target.iter().enumerate() {
+            if t.0.is_empty() || t.0.len() > MAX_TARGET || t.0.contains(&0) {
+                return Err(IndexError::Counts(format!("symlink target #{i} invalid")));
+            }
+        }
+
+        let mut txs: Vec<TxRecord> = Vec::with_capacity(transactions.len());
+        for t in transactions {
+            let bad = |why: &str| IndexError::Transaction {
+                id: t.id,
+                why: why.into(),
+            };
+            if t.id >= next_id {
+                return Err(bad("id not below next_id"));
+            }
+            if txs.last().is_some_and(|l| l.meta.id >= t.id) {
+                return Err(bad("ids not strictly increasing"));
+            }
+            if t.runs.len() % 2 != 0 {
+                return Err(bad("odd run list"));
+            }
+            let mut pos = 0u64;
+            let mut last_path: Option<u32> = None;
+            let mut count = 0usize;
+            // Directories of this transaction enclosing the current entry, by depth.
+            let mut dirs: Vec<u32> = Vec::with_capacity(32);
+            for c in t.runs.chunks_exact(2) {
+                let start = pos + c[0] as u64;
+                let end = start + c[1] as u64;
+                if end > m as u64 || (c[1] == 0) {
+                    return Err(bad("entry run out of range"));
+                }
+                for e in start..end {
+                    let pp = ent_path[e as usize];
+                    if last_path.is_some_and(|l| l >= pp) {
+                        return Err(bad("two entries for one path"));
+                    }
+                    last_path = Some(pp);
+                    let d = depth[pp as usize] as usize;
+                    dirs.truncate(d);
+                    if d > 0 && (dirs.len() != d || dirs[d - 1] != parent[pp as usize]) {
+                        return Err(bad("an entry's parent directory is not in it"));
+                    }
+                    if mode[e as usize] & S_IFMT == S_IFDIR {
+                        dirs.push(pp);
+                    }
+                }
+                count += c[1] as usize;
+                pos = end;
+            }
+            let TxWire {
+                id,
+                created,
+                summary,
+                parent,
+                kernels,
+                runs,
+            } = t;
+            txs.push(TxRecord {
+                meta: TxMeta {
+                    id,
+                    created,
+                    summary,
+                    parent,
+                    kernels,
+                },
+                runs,
+                entries: count,
+            });
+        }
+        Ok(StateIndex {
+            next_id,
+            depth,
+            name_end,
+            names,
+            ent_path,
+            ent_mode: mode,
+            ent_uid: uid,
+            ent_gid: gid,
+            ent_slot,
+            file_size,
+            file_hash: file_hash.0,
+            link_target,
+            txs,
+        })
+    }
+
+    /// Builds an index holding exactly `txs` (metadata and layout each), sharing
+    /// paths and entries between them.
+    pub fn build(next_id: u64, txs: &[(TxMeta, &Layout)]) -> PayloadWire {
+        // Distinct paths, in depth-first order.
+        let mut paths: Vec<&[u8]> = Vec::new();
+        {
+            let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+            for (_, l) in txs {
+                for e in l.entries() {
+                    if seen.insert(&e.path) {
+                        paths.push(&e.path);
+                    }
+                }
+            }
+        }
+        paths.sort_unstable_by(|a, b| path_order(a, b));
+        let path_id: HashMap<&[u8], u32> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i as u32))
+            .collect();
+
+        // Distinct entries; first-seen order breaks ties between entries of one path.
+        #[derive(Hash, PartialEq, Eq)]
+        struct Key<'a> {
+            path: u32,
+            mode: u32,
+            uid: u32,
+            gid: u32,
+            data: &'a EntryData,
+        }
+        let mut ids: HashMap<Key, u32> = HashMap::new();
+        let mut uniq: Vec<(u32, u32, &LayoutEntry)> = Vec::new(); // (path, seq, entry)
+        let mut tx_seq: Vec<Vec<u32>> = Vec::with_capacity(txs.len());
+        for (_, l) in txs {
+            let mut mine = Vec::with_capacity(l.len());
+            for e in l.entries() {
+                let pid = path_id[&e.path[..]];
+                let key = Key {
+                    path: pid,
+                    mode: e.perm | e.data.type_bits(),
+                    uid: e.uid,
+                    gid: e.gid,
+                    data: &e.data,
+                };
+                let next = uniq.len() as u32;
+                let seq = *ids.entry(key).or_insert_with(|| {
+                    uniq.push((pid, next, e));
+                    next
+                });
+                mine.push(seq);
+            }
+            tx_seq.push(mine);
+        }
+        let mut order: Vec<u32> = (0..uniq.len() as u32).collect();
+        order.sort_unstable_by_key(|&s| (uniq[s as usize].0, s));
+        let mut rank = vec![0u32; uniq.len()];
+        for (r, &s) in order.iter().enumerate() {
+            rank[s as usize] = r as u32;
+        }
+
+        let mut pw = PathsWire::default();
+        for p in &paths {
+            let depth = p.iter().filter(|&&b| b == b'/').count();
+            let name = match p.iter().rposition(|&b| b == b'/') {
+                Some(i) => &p[i + 1..],
+                None => p,
+            };
+            pw.depth.0.push(depth as u8);
+            pw.name_len.push(name.len() as u32);
+            pw.names.0.extend_from_slice(name);
+        }
+
+        let mut ew = EntriesWire::default();
+        let mut prev_path = 0u32;
+        for &s in &order {
+            let (pid, _, e) = uniq[s as usize];
+            ew.path_delta.push(pid - prev_path);
+            prev_path = pid;
+            ew.mode.push(e.perm | e.data.type_bits());
+            ew.uid.push(e.uid);
+            ew.gid.push(e.gid);
+            match &e.data {
+                EntryData::Dir => {}
+                EntryData::File { hash, size } => {
+                    ew.file_size.push(*size);
+                    ew.file_hash.0.extend_from_slice(&hash.to_be_bytes());
+                }
+                EntryData::Symlink { target } => ew.link_target.push(Bytes(target.to_vec())),
+            }
+        }
+
+        let mut transactions = Vec::with_capacity(txs.len());
+        for ((meta, _), seqs) in txs.iter().zip(tx_seq) {
+            let mut ranks: Vec<u32> = seqs.iter().map(|&s| rank[s as usize]).collect();
+            ranks.sort_unstable();
+            let mut runs = Vec::new();
+            let mut pos = 0u32;
+            let mut i = 0;
+            while i < ranks.len() {
+                let start = ranks[i];
+                let mut end = start + 1;
+                i += 1;
+                while i < ranks.len() && ranks[i] == end {
+                    end += 1;
+                    i += 1;
+                }
+                runs.push(start - pos);
+                runs.push(end - start);
+                pos = end;
+            }
+            transactions.push(TxWire {
+                id: meta.id,
+                created: meta.created,
+                summary: meta.summary.clone(),
+                parent: meta.parent,
+                kernels: meta.kernels.clone(),
+                runs,
+            });
+        }
+        transactions.sort_by_key(|t| t.id);
+        PayloadWire {
+            next_id,
+            paths: pw,
+            entries: ew,
+            transactions,
+        }
+    }
+
+    /// Rebuilds this index with `add` added and the transactions in `drop` removed.
+    pub fn rebuilt(
+        &self,
+        add: Option<(TxMeta, &Layout)>,
+        drop: &[u64],
+    ) -> Result<PayloadWire, IndexError> {
+        let mut owned: Vec<(TxMeta, Layout)> = Vec::new();
+        for t in &self.txs {
+            if drop.contains(&t.meta.id) {
+                continue;
+            }
+            let l = self
+                .layout(t.meta.id)
+                .ok_or_else(|| IndexError::Transaction {
+                    id: t.meta.id,
+                    why: "layout does not materialise".into(),
+                })?;
+            owned.push((t.meta.clone(), l));
+        }
+        let mut refs: Vec<(TxMeta, &Layout)> = owned.iter().map(|(m, l)| (m.clone(), l)).collect();
+        let mut next = self.next_id;
+        if let Some((m, l)) = add {
+            next = next.max(m.id + 1);
+            refs.push((m, l));
+        }
+        Ok(Self::build(next, &refs))
+    }
+
+    /// The wire form of this index, unchanged.
+    pub fn to_wire(&self) -> Result<PayloadWire, IndexError> {
+        self.rebuilt(None, &[])
+    }
+
+    /// Raises `next_id` (after an id was handed out without being committed).
+    pub fn with_next_id(mut self, next: u64) -> Self {
+        self.next_id = self.next_id.max(next);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::tests::{dir, file, link};
+
+    fn meta(id: u64) -> TxMeta {
+        TxMeta {
+            id,
+            created: 1_700_000_000 + id as i64,
+            summary: format!("tx {id}"),
+            parent: None,
+            kernels: vec![],
+        }
+    }
+
+    fn sample(v: u8) -> Layout {
+        Layout::new(vec![
+            dir("bin"),
+            file("bin/sh", &[b's', v]),
+            link("bin/bash", "sh"),
+            dir("lib"),
+            file("lib/libc.so.6", b"libc"),
+            dir("lib-extra"),
+            file(&format!("lib/v{v}"), b""),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trip_shares_entries() {
+        let (a, b) = (sample(1), sample(2));
+        let w = StateIndex::build(3, &[(meta(1), &a), (meta(2), &b)]);
+        // Shared: bin, bin/bash, lib, lib/libc.so.6, lib-extra; distinct: bin/sh x2, lib/v1, lib/v2.
+        assert_eq!(w.entries.mode.len(), 9);
+        let idx = StateIndex::from_wire(w).unwrap();
+        assert_eq!(idx.layout(1).unwrap(), a);
+        assert_eq!(idx.layout(2).unwrap(), b);
+        assert!(idx.layout(3).is_none());
+    }
+
+    #[test]
+    fn rebuilt_drops_and_adds() {
+        let (a, b) = (sample(1), sample(2));
+        let idx =
+            StateIndex::from_wire(StateIndex::build(3, &[(meta(1), &a), (meta(2), &b)])).unwrap();
+        let c = sample(3);
+        let w = idx.rebuilt(Some((meta(3), &c)), &[1]).unwrap();
+        let idx = StateIndex::from_wire(w).unwrap();
+        assert_eq!(idx.transactions().map(|t| t.id).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(idx.next_id(), 4);
+        assert_eq!(idx.layout(3).unwrap(), c);
+        assert!(idx.referenced_hashes().contains(&Hash128::of(b"s\x03")));
+        assert!(!idx.referenced_hashes().contains(&Hash128::of(b"s\x01")));
+    }
+
+    fn wire() -> PayloadWire {
+        StateIndex::build(2, &[(meta(1), &sample(1))])
+    }
+
+    #[test]
+    fn hostile_payloads_refused() {
+        let mut w = wire();
+        w.paths.names.0[0] = b'/';
+        assert!(StateIndex::from_wire(w).is_err());
+
+        let mut w = wire();
+        // Make the first name "..".
+        let n0 = w.paths.name_len[0] as usize;
+        w.paths.names.0.splice(0..n0, b"..".iter().copied());
+        w.paths.name_len[0] = 2;
+        assert!(StateIndex::from_wire(w).is_err());
+
+        let mut w = wire();
+        w.paths.depth.0[0] = 1;
+        assert!(StateIndex::from_wire(w).is_err(), "depth skips a level");
+
+        let mut w = wire();
+        w.paths.name_len[0] = u32::MAX;
+        assert!(StateIndex::from_wire(w).is_err(), "name past table");
+
+        let mut w = wire();
+        w.entries.path_delta[1] = 1_000_000;
+        assert!(StateIndex::from_wire(w).is_err(), "path id out of range");
+
+        let mut w = wire();
+        w.transactions[0].runs = vec![0, u32::MAX];
+        assert!(StateIndex::from_wire(w).is_err(), "huge run");
+
+        let mut w = wire();
+        w.entries.file_hash.0.pop();
+        assert!(StateIndex::from_wire(w).is_err(), "hash count");
+
+        let mut w = wire();
+        w.entries.mode[0] = 0o020644; // character device
+        assert!(StateIndex::from_wire(w).is_err(), "device");
+
+        let mut w = wire();
+        // Duplicate a path: two depth-0 paths with the same name.
+        let first = w.paths.name_len[0] as usize;
+        let name = w.paths.names.0[..first].to_vec();
+        w.paths.depth.0.insert(0, 0);
+        w.paths.name_len.insert(0, first as u32);
+        let mut names = name.clone();
+        names.extend_from_slice(&w.paths.names.0);
+        w.paths.names.0 = names;
+        assert!(StateIndex::from_wire(w).is_err(), "duplicate path");
+
+        let mut w = wire();
+        w.transactions[0].id = 7;
+        assert!(StateIndex::from_wire(w).is_err(), "id >= next_id");
+    }
+
+    #[test]
+    fn missing_parent_refused() {
+        let mut w = wire();
+        // Drop the "bin" directory entry (entry 0) from the transaction.
+        w.transactions[0].runs = vec![1, (w.entries.mode.len() - 1) as u32];
+        assert!(StateIndex::from_wire(w).is_err());
+    }
+}

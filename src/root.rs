@@ -1,0 +1,310 @@
+//! A system root lifeboat manages: `DIR/usr`, `DIR/.moss/root/<id>/usr`, the store
+//! and the state index, all reached through fds relative to `DIR` so nothing is
+//! written outside it.
+//!
+//! [`SystemRoot::reconcile`] puts trees back where they belong after a crash: every
+//! tree carries its own id in `usr/.stateID`, so a tree left under the wrong name by
+//! an interrupted exchange is recognised and moved, a stale staging tree is removed,
+//! and trees of commits that never reached the index are deleted.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::Mode;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, cstr, io_err};
+use crate::index::{self, file::Loaded, StateIndex};
+use crate::store::Store;
+
+pub const STATE_ID: &[u8] = b".stateID";
+pub const INDEX_REL: &str = ".moss/lifeboat/state.idx";
+
+/// Where a transaction's tree is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeState {
+    Active,
+    Archived,
+    /// In the index, but its tree is gone; activation rebuilds it from the store.
+    NotMaterialised,
+}
+
+impl TreeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TreeState::Active => "active",
+            TreeState::Archived => "archived",
+            TreeState::NotMaterialised => "archived (tree rebuilt from the store on activation)",
+        }
+    }
+}
+
+/// An opened system root.
+pub struct SystemRoot {
+    pub path: PathBuf,
+    fd: OwnedFd,
+    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+impl SystemRoot {
+    /// Opens `path` for reading (no lock, nothing created).
+    pub fn open(path: &Path) -> Result<Self> {
+        let fd = fsutil::open_dir(path).ctx("open root", path)?;
+        Ok(SystemRoot {
+            path: path.to_owned(),
+            fd,
+            _lock: None,
+        })
+    }
+
+    /// Opens `path` for changes: creates `.moss/...` if `init`, and takes the lock.
+    pub fn open_locked(path: &Path, init: bool) -> Result<Self> {
+        let fd = fsutil::open_dir(path).ctx("open root", path)?;
+        let lb = path.join(".moss/lifeboat");
+        if init {
+            mkdir_at(fd.as_fd(), ".moss", &path.join(".moss"))?;
+            let moss = fsutil::open_dir_at(fd.as_fd(), b".moss").ctx("open", path.join(".moss"))?;
+            for rel in ["root", "lifeboat"] {
+                mkdir_at(moss.as_fd(), rel, &path.join(".moss").join(rel))?;
+            }
+        } else if fsutil::lstat_at(fd.as_fd(), b".moss/lifeboat")
+            .ctx("stat", &lb)?
+            .is_none()
+        {
+            return Err(Error::NotARoot {
+                path: path.to_owned(),
+                why: "not a lifeboat root (no .moss/lifeboat); `state commit --from TREE` initialises one".into(),
+            });
+        }
+        let lbfd = fsutil::open_dir_beneath(fd.as_fd(), b".moss/lifeboat").ctx("open", &lb)?;
+        let c = cstr(b"lock").ctx("lock", &lb)?;
+        let lf = nix::fcntl::openat(
+            lbfd.as_fd(),
+            c.as_c_str(),
+            nix::fcntl::OFlag::O_RDWR
+                | nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_CLOEXEC
+                | nix::fcntl::OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(io_err)
+        .ctx("open", lb.join("lock"))?;
+        let lock = nix::fcntl::Flock::lock(
+            std::fs::File::from(lf),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        )
+        .map_err(|_| Error::Busy(lb.join("lock")))?;
+        Ok(SystemRoot {
+            path: path.to_owned(),
+            fd,
+            _lock: Some(lock),
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.path.join(INDEX_REL)
+    }
+
+    /// Loads the index (falling back to `.prev`). The path is resolved below the root
+    /// fd, so a symlinked `.moss` cannot redirect it.
+    pub fn load_index(&self) -> Result<Loaded> {
+        self.check_no_symlinks(b".moss/lifeboat")?;
+        index::file::load(&self.index_path()).map_err(Error::Index)
+    }
+
+    /// Like [`SystemRoot::load_index`], but a root without an index is an error.
+    pub fn load_existing_index(&self) -> Result<Loaded> {
+        let l = self.load_index()?;
+        if !l.existed {
+            return Err(Error::NotARoot {
+                path: self.path.clone(),
+                why: format!("no state index at {}", self.index_path().display()),
+            });
+        }
+        Ok(l)
+    }
+
+    pub fn store_index(&self, w: &index::wire::PayloadWire) -> Result<()> {
+        self.check_no_symlinks(b".moss/lifeboat")?;
+        index::file::store(&self.index_path(), w).ctx("write", self.index_path())
+    }
+
+    /// Refuses when any component of `rel` is a symlink.
+    fn check_no_symlinks(&self, rel: &[u8]) -> Result<()> {
+        match fsutil::open_dir_beneath(self.fd.as_fd(), rel) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::NotARoot {
+                path: self.path.join(fsutil::os(rel)),
+                why: format!("cannot be used ({e}); it must be a real directory"),
+            }),
+        }
+    }
+
+    pub fn store(&self, create: bool) -> Result<Store> {
+        Store::open(self.fd.as_fd(), &self.path, create)
+    }
+
+    /// `.moss/root`, opened.
+    pub fn trees_dir(&self) -> Result<OwnedFd> {
+        fsutil::open_dir_beneath(self.fd.as_fd(), b".moss/root")
+            .ctx("open", self.path.join(".moss/root"))
+    }
+
+    /// The id in `usr/.stateID` of the tree at `dir/name`.
+    pub fn tree_id_at(dir: BorrowedFd, name: &[u8]) -> Option<u64> {
+        let usr = fsutil::open_dir_at(dir, name).ok()?;
+        let b = fsutil::read_small_at(usr.as_fd(), STATE_ID, 64).ok()?;
+        std::str::from_utf8(&b).ok()?.trim().parse().ok()
+    }
+
+    /// The active transaction id (`DIR/usr/.stateID`), if any.
+    pub fn active_id(&self) -> Option<u64> {
+        Self::tree_id_at(self.fd.as_fd(), b"usr")
+    }
+
+    pub fn has_usr(&self) -> Result<bool> {
+        Ok(fsutil::lstat_at(self.fd.as_fd(), b"usr")
+            .ctx("stat", self.path.join("usr"))?
+            .is_some())
+    }
+
+    /// Ids of archived trees present under `.moss/root` (by directory name).
+    pub fn archived_ids(&self) -> Result<Vec<u64>> {
+        let Ok(d) = self.trees_dir() else {
+            return Ok(vec![]);
+        };
+        let mut ids: Vec<u64> = fsutil::list_dir(d.as_fd())
+            .ctx("list", self.path.join(".moss/root"))?
+            .into_iter()
+            .filter_map(|n| std::str::from_utf8(&n).ok().and_then(|s| s.parse().ok()))
+            .filter(|&id: &u64| {
+                fsutil::lstat_at(d.as_fd(), format!("{id}/usr").as_bytes())
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Where each transaction of `idx` lives.
+    pub fn tree_state(&self, idx: &StateIndex, id: u64, archived: &[u64]) -> TreeState {
+        if self.active_id() == Some(id) {
+            TreeState::Active
+        } else if archived.contains(&id) && idx.contains(id) {
+            TreeState::Archived
+        } else {
+            TreeState::NotMaterialised
+        }
+    }
+
+    /// Repairs tree placement after a crash; returns what it did, for the user.
+    /// `clean` says whether the index loaded without falling back; only then are trees
+    /// unknown to it deleted.
+    pub fn reconcile(&self, idx: &StateIndex, clean: bool) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        let rootp = self.path.join(".moss/root");
+        let Ok(d) = self.trees_dir() else {
+            return Ok(notes);
+        };
+        if fsutil::lstat_at(d.as_fd(), b"staging")
+            .ctx("stat", &rootp)?
+            .is_some()
+        {
+            crate::failpoint::hit("reconcile-remove-staging");
+            fsutil::remove_tree_at(d.as_fd(), b"staging")
+                .ctx("remove stale", rootp.join("staging"))?;
+            notes.push("removed a stale staging tree left by an interrupted run".into());
+        }
+        let active = self.active_id();
+        for name in fsutil::list_dir(d.as_fd()).ctx("list", &rootp)? {
+            let Some(dir_id) = std::str::from_utf8(&name)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let slot =
+                fsutil::open_dir_at(d.as_fd(), &name).ctx("open", rootp.join(fsutil::os(&name)))?;
+            let real = Self::tree_id_at(slot.as_fd(), b"usr");
+            let shown = rootp.join(fsutil::os(&name));
+            match real {
+                None => {
+                    if fsutil::lstat_at(slot.as_fd(), b"usr")
+                        .ctx("stat", &shown)?
+                        .is_none()
+                    {
+                        // An empty slot: the tree was moved or never made.
+                        crate::failpoint::hit("reconcile-remove-slot");
+                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
+                    } else if clean && !idx.contains(dir_id) {
+                        crate::failpoint::hit("reconcile-remove-unknown");
+                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
+                        notes.push(format!(
+                            "removed {} (no .stateID, not in the index)",
+                            shown.display()
+                        ));
+                    }
+                }
+                Some(real) if Some(real) == active => {
+                    // A duplicate of the active tree: an exchange completed, its
+                    // archive rename did not, and the old copy was already replaced.
+                    crate::failpoint::hit("reconcile-remove-dup");
+                    fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
+                    notes.push(format!(
+                        "removed {}, a second copy of the active transaction {real}",
+                        shown.display()
+                    ));
+                }
+                Some(real) if real != dir_id => {
+                    let target = real.to_string();
+                    if fsutil::lstat_at(d.as_fd(), target.as_bytes())
+                        .ctx("stat", &rootp)?
+                        .is_none()
+                    {
+                        crate::failpoint::hit("reconcile-move");
+                        fsutil::rename_noreplace(d.as_fd(), &name, d.as_fd(), target.as_bytes())
+                            .ctx("move", &shown)?;
+                        notes.push(format!(
+                            "moved transaction {real}'s tree from {} to its own place",
+                            shown.display()
+                        ));
+                    } else {
+                        crate::failpoint::hit("reconcile-remove-misplaced");
+                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
+                        notes.push(format!(
+                            "removed {}, a misplaced copy of transaction {real}",
+                            shown.display()
+                        ));
+                    }
+                }
+                Some(real) => {
+                    let leftover = real >= idx.next_id() || !idx.contains(real);
+                    if clean && leftover {
+                        crate::failpoint::hit("reconcile-remove-unknown");
+                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
+                        notes.push(format!(
+                            "removed {} (transaction {real} is not in the index: an interrupted commit or prune)",
+                            shown.display()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(notes)
+    }
+}
+
+fn mkdir_at(root: BorrowedFd, rel: &str, shown: &Path) -> Result<()> {
+    let c = cstr(rel.as_bytes()).ctx("create", shown)?;
+    match nix::sys::stat::mkdirat(root, c.as_c_str(), Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(e) => Err(Error::io("create", shown, io_err(e))),
+    }
+}

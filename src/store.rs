@@ -1,0 +1,276 @@
+//! The content-addressed store, in moss's v2 layout:
+//! `.moss/assets/v2/<h[0:2]>/<h[2:4]>/<h[4:6]>/<h>`.
+//!
+//! A blob is added by copying into a temporary name inside the store and renaming it
+//! into place, so a blob under its final name is always complete. Blobs are made
+//! durable with one `syncfs` per operation, before any index that needs them is
+//! written.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, cstr, io_err};
+use crate::hash::Hash128;
+
+pub const STORE_REL: &str = ".moss/assets/v2";
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// An open content store.
+pub struct Store {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl Store {
+    /// Opens (and with `create`, makes) the store below the root directory `root`.
+    pub fn open(root: BorrowedFd, root_path: &Path, create: bool) -> Result<Self> {
+        let path = root_path.join(STORE_REL);
+        if create {
+            let mut cur = fsutil::dup(root).ctx("open", root_path)?;
+            for c in STORE_REL.split('/') {
+                let cs = cstr(c.as_bytes()).ctx("open", &path)?;
+                match nix::sys::stat::mkdirat(
+                    cur.as_fd(),
+                    cs.as_c_str(),
+                    Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(Error::io("create", &path, io_err(e))),
+                }
+                cur = fsutil::open_dir_at(cur.as_fd(), c.as_bytes()).ctx("open", &path)?;
+            }
+            return Ok(Store { path, fd: cur });
+        }
+        let fd = fsutil::open_dir_beneath(root, STORE_REL.as_bytes()).ctx("open store", &path)?;
+        Ok(Store { path, fd })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn blob_path(&self, h: Hash128) -> PathBuf {
+        self.path.join(h.store_path())
+    }
+
+    /// `lstat` of a blob; `None` when absent.
+    pub fn stat(&self, h: Hash128) -> io::Result<Option<FileStat>> {
+        fsutil::lstat_at(self.fd.as_fd(), h.store_path().as_bytes())
+    }
+
+    /// Opens a blob for reading (never following a symlink in its name).
+    pub fn open_blob(&self, h: Hash128) -> io::Result<File> {
+        let rel = h.store_path();
+        let c = cstr(rel.as_bytes())?;
+        let fd = nix::fcntl::openat(
+            self.fd.as_fd(),
+            c.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io_err)?;
+        Ok(File::from(fd))
+    }
+
+    fn ensure_dirs(&self, h: Hash128) -> io::Result<OwnedFd> {
+        let rel = h.store_path();
+        let parts: Vec<&str> = rel.split('/').collect();
+        let mut cur = fsutil::dup(self.fd.as_fd())?;
+        for p in &parts[..3] {
+            let c = cstr(p.as_bytes())?;
+            match nix::sys::stat::mkdirat(
+                cur.as_fd(),
+                c.as_c_str(),
+                Mode::from_bits_truncate(0o755),
+            ) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(io_err(e)),
+            }
+            cur = fsutil::open_dir_at(cur.as_fd(), p.as_bytes())?;
+        }
+        Ok(cur)
+    }
+
+    /// Copies `src` into the store as blob `h`, with the given permissions and
+    /// owner (owner only when running as root). Existing blobs are left alone.
+    pub fn add(&self, h: Hash128, src: &File, perm: u32, uid: u32, gid: u32) -> Result<()> {
+        let dest = self.blob_path(h);
+        let dir = self
+            .ensure_dirs(h)
+            .ctx("create store directory for", &dest)?;
+        let name = h.moss_hex();
+        if fsutil::lstat_at(dir.as_fd(), name.as_bytes())
+            .ctx("stat", &dest)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let tmp = format!(
+            ".lbtmp-{}-{}",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let out = create_excl(dir.as_fd(), tmp.as_bytes(), perm)
+            .ctx("create", dest.with_file_name(&tmp))?;
+        let res = (|| -> io::Result<()> {
+            copy_all(src, &out)?;
+            set_owner_perm(out.as_fd(), perm, uid, gid)?;
+            crate::failpoint::hit("store-add");
+            fsutil::rename(dir.as_fd(), tmp.as_bytes(), dir.as_fd(), name.as_bytes())
+        })();
+        if let Err(e) = res {
+            let c = cstr(tmp.as_bytes()).ctx("remove", &dest)?;
+            let _ = nix::unistd::unlinkat(
+                dir.as_fd(),
+                c.as_c_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            return Err(Error::io("add to store", dest, e));
+        }
+        Ok(())
+    }
+
+    /// Removes a blob and the directories it leaves empty.
+    pub fn remove(&self, h: Hash128) -> io::Result<()> {
+        let rel = h.store_path();
+        let c = cstr(rel.as_bytes())?;
+        match nix::unistd::unlinkat(
+            self.fd.as_fd(),
+            c.as_c_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let parts: Vec<&str> = rel.split('/').collect();
+        for depth in (1..=3).rev() {
+            let d = parts[..depth].join("/");
+            let c = cstr(d.as_bytes())?;
+            if nix::unistd::unlinkat(
+                self.fd.as_fd(),
+                c.as_c_str(),
+                nix::unistd::UnlinkatFlags::RemoveDir,
+            )
+            .is_err()
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every blob name in the store (temporary files and foreign names skipped).
+    pub fn list(&self) -> Result<Vec<Hash128>> {
+        let mut out = Vec::new();
+        let lvl = |fd: BorrowedFd, p: &Path| -> Result<Vec<Vec<u8>>> {
+            let mut v = fsutil::list_dir(fd).ctx("list", p)?;
+            v.retain(|n| n.len() == 2 && n.iter().all(|b| b.is_ascii_hexdigit()));
+            Ok(v)
+        };
+        for a in lvl(self.fd.as_fd(), &self.path)? {
+            let fa = fsutil::open_dir_at(self.fd.as_fd(), &a).ctx("open", &self.path)?;
+            for b in lvl(fa.as_fd(), &self.path)? {
+                let fb = fsutil::open_dir_at(fa.as_fd(), &b).ctx("open", &self.path)?;
+                for c in lvl(fb.as_fd(), &self.path)? {
+                    let fc = fsutil::open_dir_at(fb.as_fd(), &c).ctx("open", &self.path)?;
+                    for n in fsutil::list_dir(fc.as_fd()).ctx("list", &self.path)? {
+                        let Ok(s) = std::str::from_utf8(&n) else {
+                            continue;
+                        };
+                        if let Some(h) = Hash128::parse_hex(s) {
+                            if h.store_path()
+                                .as_bytes()
+                                .starts_with(&[a[0], a[1], b'/', b[0], b[1], b'/', c[0], c[1]])
+                            {
+                                out.push(h);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-hashes a blob; `Ok(false)` when its content no longer matches its name.
+    pub fn check(&self, h: Hash128, buf: &mut [u8]) -> io::Result<bool> {
+        let f = self.open_blob(h)?;
+        let (got, _) = Hash128::of_reader(f, buf)?;
+        Ok(got == h)
+    }
+}
+
+/// Creates a new file with `O_EXCL`, never following a symlink.
+pub fn create_excl(dir: BorrowedFd, name: &[u8], perm: u32) -> io::Result<File> {
+    let c = cstr(name)?;
+    let fd = nix::fcntl::openat(
+        dir,
+        c.as_c_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(perm & 0o777),
+    )
+    .map_err(io_err)?;
+    Ok(File::from(fd))
+}
+
+/// Copies a whole file, in the kernel where it can.
+pub fn copy_all(src: &File, dst: &File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut s = src;
+    s.seek(SeekFrom::Start(0))?;
+    let mut total = 0u64;
+    loop {
+        match nix::fcntl::copy_file_range(src.as_fd(), None, dst.as_fd(), None, 1 << 30) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(
+                nix::errno::Errno::EXDEV
+                | nix::errno::Errno::ENOSYS
+                | nix::errno::Errno::EINVAL
+                | nix::errno::Errno::EOPNOTSUPP,
+            ) if total == 0 => {
+                break;
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut d = dst;
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        d.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Whether this process may change owners (effective uid 0).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Sets permissions, and the owner when running as root.
+pub fn set_owner_perm(fd: BorrowedFd, perm: u32, uid: u32, gid: u32) -> io::Result<()> {
+    if is_root() {
+        nix::unistd::fchown(fd, Some(uid.into()), Some(gid.into())).map_err(io_err)?;
+    }
+    // After chown, which clears set-id bits.
+    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(perm)).map_err(io_err)
+}

@@ -1,0 +1,332 @@
+//! Transactions: commit a tree, activate one, prune old ones.
+//!
+//! Ordering is what makes these crash-safe. Blobs are durable before an index names
+//! them; a new tree is complete (and carries its id) before it is exchanged with
+//! `/usr`; the index drops a transaction before its tree and blobs are deleted. A
+//! crash at any point leaves `/usr` one complete transaction, an index that loads
+//! (old or new), and every blob the index needs; [`SystemRoot::reconcile`] tidies
+//! the rest on the next run.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::blit::{self, BlitStats};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::index::{StateIndex, TxMeta};
+use crate::layout::Layout;
+use crate::root::{SystemRoot, STATE_ID};
+use crate::scan;
+use crate::store::Store;
+
+/// What a commit did.
+#[derive(Debug)]
+pub struct CommitReport {
+    pub id: u64,
+    pub entries: usize,
+    pub new_blobs: u64,
+    pub blit: BlitStats,
+    pub notes: Vec<String>,
+}
+
+/// What an activation did.
+#[derive(Debug)]
+pub struct ActivateReport {
+    pub id: u64,
+    pub previous: Option<u64>,
+    /// The tree was rebuilt from the store first.
+    pub rebuilt: bool,
+    pub notes: Vec<String>,
+}
+
+/// What a prune did.
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    pub removed: Vec<u64>,
+    pub kept: Vec<u64>,
+    pub blobs_removed: u64,
+    pub notes: Vec<String>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Loads the index for a change and reconciles the trees with it.
+fn prepare(root: &SystemRoot, must_exist: bool) -> Result<(StateIndex, Vec<String>)> {
+    let loaded = if must_exist {
+        root.load_existing_index()?
+    } else {
+        root.load_index()?
+    };
+    let mut notes: Vec<String> = loaded.fallback.iter().cloned().collect();
+    let clean = loaded.fallback.is_none();
+    let mut idx = loaded.index;
+    if !clean {
+        // A newer generation may have handed out ids we cannot see: never reuse them.
+        let mut hi = idx.next_id();
+        for id in root.archived_ids()?.into_iter().chain(root.active_id()) {
+            hi = hi.max(id + 1);
+        }
+        idx = idx.with_next_id(hi);
+    }
+    notes.extend(root.reconcile(&idx, clean)?);
+    Ok((idx, notes))
+}
+
+/// Builds transaction `id`'s tree under `.moss/root/<id>/usr` from the store.
+fn materialise(root: &SystemRoot, store: &Store, layout: &Layout, id: u64) -> Result<BlitStats> {
+    let trees = root.trees_dir()?;
+    let rootp = root.path.join(".moss/root");
+    // Never reuse a stale staging tree: it may be half-built.
+    fsutil::remove_tree_at(trees.as_fd(), b"staging").ctx("remove stale", rootp.join("staging"))?;
+    crate::failpoint::hit("staging-create");
+    let c = fsutil::cstr(b"staging").ctx("create", &rootp)?;
+    nix::sys::stat::mkdirat(
+        trees.as_fd(),
+        c.as_c_str(),
+        nix::sys::stat::Mode::from_bits_truncate(0o755),
+    )
+    .map_err(fsutil::io_err)
+    .ctx("create", rootp.join("staging"))?;
+    let staging =
+        fsutil::open_dir_at(trees.as_fd(), b"staging").ctx("open", rootp.join("staging"))?;
+    let stats = blit::blit(
+        layout,
+        store,
+        staging.as_fd(),
+        b"usr",
+        &rootp.join("staging/usr"),
+    )?;
+    crate::failpoint::hit("blit-done");
+    let usr =
+        fsutil::open_dir_at(staging.as_fd(), b"usr").ctx("open", rootp.join("staging/usr"))?;
+    fsutil::write_small_at(usr.as_fd(), STATE_ID, format!("{id}\n").as_bytes(), 0o644)
+        .ctx("write", rootp.join("staging/usr/.stateID"))?;
+    fsutil::syncfs(usr.as_fd()).ctx("sync", &rootp)?;
+    crate::failpoint::hit("staging-complete");
+    fsutil::rename_noreplace(
+        trees.as_fd(),
+        b"staging",
+        trees.as_fd(),
+        id.to_string().as_bytes(),
+    )
+    .ctx("archive", rootp.join(id.to_string()))?;
+    fsutil::fsync(trees.as_fd()).ctx("sync", &rootp)?;
+    Ok(stats)
+}
+
+/// Makes the archived (or rebuildable) transaction `id` the active `/usr`.
+fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateReport> {
+    let rootp = root.path.join(".moss/root");
+    let trees = root.trees_dir()?;
+    let slot = id.to_string();
+    let mut rebuilt = false;
+    if SystemRoot::tree_id_at(trees.as_fd(), format!("{slot}/usr").as_bytes()) != Some(id) {
+        let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
+        let store = root.store(false)?;
+        fsutil::remove_tree_at(trees.as_fd(), slot.as_bytes()).ctx("remove", rootp.join(&slot))?;
+        materialise(root, &store, &layout, id)?;
+        rebuilt = true;
+    }
+    let previous = root.active_id();
+    let slot_fd =
+        fsutil::open_dir_at(trees.as_fd(), slot.as_bytes()).ctx("open", rootp.join(&slot))?;
+    crate::failpoint::hit("activate-exchange");
+    if root.has_usr()? {
+        fsutil::exchange(slot_fd.as_fd(), b"usr", root.fd(), b"usr")
+            .ctx("exchange with", root.path.join("usr"))?;
+        crate::failpoint::hit("activate-exchanged");
+        // The slot now holds the previous tree; file it under its own id.
+        match previous {
+            Some(prev) => {
+                let p = prev.to_string();
+                if fsutil::lstat_at(trees.as_fd(), p.as_bytes())
+                    .ctx("stat", &rootp)?
+                    .is_some()
+                {
+                    fsutil::remove_tree_at(trees.as_fd(), p.as_bytes())
+                        .ctx("remove", rootp.join(&p))?;
+                }
+                fsutil::rename_noreplace(
+                    trees.as_fd(),
+                    slot.as_bytes(),
+                    trees.as_fd(),
+                    p.as_bytes(),
+                )
+                .ctx("archive", rootp.join(&p))?;
+            }
+            None => {
+                // An unmanaged /usr: keep it, named so that nobody mistakes it.
+                let name = format!("unmanaged-{}", now());
+                fsutil::rename_noreplace(
+                    trees.as_fd(),
+                    slot.as_bytes(),
+                    trees.as_fd(),
+                    name.as_bytes(),
+                )
+                .ctx("archive", rootp.join(&name))?;
+            }
+        }
+    } else {
+        fsutil::rename_noreplace(slot_fd.as_fd(), b"usr", root.fd(), b"usr")
+            .ctx("move into", root.path.join("usr"))?;
+        crate::failpoint::hit("activate-moved");
+        fsutil::remove_tree_at(trees.as_fd(), slot.as_bytes()).ctx("remove", rootp.join(&slot))?;
+    }
+    fsutil::fsync(trees.as_fd()).ctx("sync", &rootp)?;
+    fsutil::fsync(root.fd()).ctx("sync", &root.path)?;
+    crate::failpoint::hit("activate-done");
+    Ok(ActivateReport {
+        id,
+        previous,
+        rebuilt,
+        notes: Vec::new(),
+    })
+}
+
+/// `state commit --from TREE`.
+pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> {
+    let root = SystemRoot::open_locked(rootp, true)?;
+    let (idx, mut notes) = prepare(&root, false)?;
+    if root.has_usr()? && root.active_id().is_none() {
+        let usr = root.path.join("usr");
+        let empty = fsutil::open_dir(&usr)
+            .and_then(|d| fsutil::list_dir(d.as_fd()))
+            .map(|v| v.is_empty())
+            .unwrap_or(false);
+        if !empty {
+            return Err(Error::NotARoot {
+                path: usr,
+                why: "exists but is not a lifeboat/moss transaction (no .stateID); refusing to replace it".into(),
+            });
+        }
+        fsutil::remove_tree_at(root.fd(), b"usr").ctx("remove empty", root.path.join("usr"))?;
+    }
+    let scanned = scan::scan(tree)?;
+    let store = root.store(true)?;
+    let mut new_blobs = 0u64;
+    for (hash, rel) in &scanned.sources {
+        if store
+            .stat(*hash)
+            .ctx("stat", store.blob_path(*hash))?
+            .is_some()
+        {
+            continue;
+        }
+        let e = scanned
+            .layout
+            .find(rel)
+            .ok_or_else(|| Error::Refused("scan lost a path".into()))?;
+        if matches!(e.data, crate::layout::EntryData::File { size: 0, .. }) {
+            continue; // empty files are created by the blit, never linked
+        }
+        let src = fsutil::open_beneath(scanned.root_fd.as_fd(), rel, nix::fcntl::OFlag::O_RDONLY)
+            .ctx("open", tree.join(fsutil::os(rel)))?;
+        store.add(*hash, &std::fs::File::from(src), e.perm, e.uid, e.gid)?;
+        new_blobs += 1;
+    }
+    fsutil::syncfs(store.fd()).ctx("sync", store.path())?;
+    let id = idx.next_id();
+    let parent = root.active_id();
+    let blit = materialise(&root, &store, &scanned.layout, id)?;
+    let meta = TxMeta {
+        id,
+        created: now(),
+        summary: summary.to_owned(),
+        parent,
+        kernels: scanned.layout.kernels(),
+    };
+    let wire = idx
+        .rebuilt(Some((meta, &scanned.layout)), &[])
+        .map_err(|e| Error::Refused(format!("state index: {e}")))?;
+    crate::failpoint::hit("commit-index");
+    root.store_index(&wire)?;
+    let idx =
+        StateIndex::from_wire(wire).map_err(|e| Error::Refused(format!("state index: {e}")))?;
+    let r = swap_in(&root, &idx, id)?;
+    notes.extend(r.notes);
+    Ok(CommitReport {
+        id,
+        entries: scanned.layout.len(),
+        new_blobs,
+        blit,
+        notes,
+    })
+}
+
+/// `state activate ID`: also what PID 1 runs for `lifeboat.tx=`.
+pub fn activate(rootp: &Path, id: u64) -> Result<ActivateReport> {
+    let root = SystemRoot::open_locked(rootp, false)?;
+    let (idx, notes) = prepare(&root, true)?;
+    if !idx.contains(id) {
+        return Err(Error::NoSuchTransaction(id));
+    }
+    if root.active_id() == Some(id) {
+        return Ok(ActivateReport {
+            id,
+            previous: Some(id),
+            rebuilt: false,
+            notes,
+        });
+    }
+    let mut r = swap_in(&root, &idx, id)?;
+    r.notes.splice(0..0, notes);
+    Ok(r)
+}
+
+/// `state prune --keep N`: keeps the active transaction and the N newest.
+pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
+    let root = SystemRoot::open_locked(rootp, false)?;
+    let (idx, notes) = prepare(&root, true)?;
+    let active = root.active_id();
+    let mut ids: Vec<u64> = idx.transactions().map(|t| t.id).collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    let mut kept: Vec<u64> = ids.iter().copied().take(keep).collect();
+    if let Some(a) = active.filter(|a| idx.contains(*a) && !kept.contains(a)) {
+        kept.push(a);
+    }
+    let removed: Vec<u64> = ids.iter().copied().filter(|i| !kept.contains(i)).collect();
+    kept.sort_unstable();
+    let mut report = PruneReport {
+        removed: removed.clone(),
+        kept,
+        blobs_removed: 0,
+        notes,
+    };
+    if dry_run {
+        return Ok(report);
+    }
+    let idx = if removed.is_empty() {
+        idx
+    } else {
+        let wire = idx
+            .rebuilt(None, &removed)
+            .map_err(|e| Error::Refused(format!("state index: {e}")))?;
+        crate::failpoint::hit("prune-index");
+        root.store_index(&wire)?;
+        StateIndex::from_wire(wire).map_err(|e| Error::Refused(format!("state index: {e}")))?
+    };
+    let trees = root.trees_dir()?;
+    for id in &removed {
+        let s = id.to_string();
+        crate::failpoint::hit("prune-tree");
+        fsutil::remove_tree_at(trees.as_fd(), s.as_bytes())
+            .ctx("remove", root.path.join(".moss/root").join(&s))?;
+    }
+    // Blobs go last, and only those no retained transaction references.
+    let wanted = idx.referenced_hashes();
+    let store = root.store(false)?;
+    for h in store.list()? {
+        if !wanted.contains(&h) {
+            crate::failpoint::hit("prune-blob");
+            store.remove(h).ctx("remove", store.blob_path(h))?;
+            report.blobs_removed += 1;
+        }
+    }
+    Ok(report)
+}
