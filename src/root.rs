@@ -59,6 +59,13 @@ impl SystemRoot {
 
     /// Opens `path` for changes: creates `.moss/...` if `init`, and takes the lock.
     pub fn open_locked(path: &Path, init: bool) -> Result<Self> {
+        if init {
+            match std::fs::create_dir(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("create root", path, e)),
+            }
+        }
         let fd = fsutil::open_dir(path).ctx("open root", path)?;
         let lb = path.join(".moss/lifeboat");
         if init {

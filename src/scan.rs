@@ -133,13 +133,15 @@ pub fn scan(root: &Path) -> Result<ScannedTree> {
                         data: EntryData::Symlink { target: t.into() },
                     });
                 }
-                _ => return Err(Error::BadTree {
-                    path: abs(&path),
-                    why: format!(
+                _ => {
+                    return Err(Error::BadTree {
+                        path: abs(&path),
+                        why: format!(
                         "is {}; a transaction holds only directories, regular files and symlinks",
                         kind_name(mode)
                     ),
-                }),
+                    })
+                }
             }
         }
     }

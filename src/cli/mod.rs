@@ -2,6 +2,7 @@
 //! library result into text for people or JSON for programs; nothing below `cli`
 //! prints.
 
+pub mod disk;
 pub mod state;
 
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub struct Cli {
 #[argh(subcommand)]
 pub enum Command {
     State(state::StateCmd),
+    Disk(disk::DiskCmd),
 }
 
 /// How results reach the user.
@@ -79,6 +81,7 @@ pub fn run(args: &[&str]) -> ExitCode {
     let out = Out { json: cli.json };
     let r = match cli.cmd {
         Command::State(c) => state::run(&cli.root, c, &out),
+        Command::Disk(c) => disk::run(c, &out),
     };
     match r {
         Ok(code) => code,

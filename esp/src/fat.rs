@@ -1,0 +1,364 @@
+//! FAT volumes on a partition window, through `fatfs`.
+//!
+//! Every operation runs with a read budget on the window (so a looping cluster chain
+//! ends in an error, not a hang) and inside `catch_unwind` (so a malformed volume
+//! that trips an assertion in `fatfs` becomes an error, not a crash of PID 1).
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fatfs::{FileSystem, FsOptions};
+
+use crate::volume::{components, DirEntry, Space, Volume};
+use crate::window::{Backing, Window};
+use crate::{Error, Result};
+
+type Fs = FileSystem<Window>;
+
+/// A mounted-in-process FAT volume.
+pub struct FatVolume {
+    fs: Option<Fs>,
+    name: String,
+    guard: Arc<AtomicU64>,
+    budget: u64,
+    backing: Arc<dyn Backing>,
+    /// A second handle on the partition (same cache) for raw fix-ups.
+    raw: Window,
+    fat_type: &'static str,
+}
+
+const MIN_FAT32_CLUSTERS: u64 = 65525 + 1024;
+
+/// Formats a window as FAT (FAT32 when the size allows it with clusters of at least
+/// 512 bytes; the largest such cluster up to 4 KiB, for write speed).
+pub fn format(mut w: Window, label: [u8; 11], volume_id: u32) -> io::Result<()> {
+    w.seek(SeekFrom::Start(0))?;
+    let size = w.len();
+    let mut opts = fatfs::FormatVolumeOptions::new()
+        .volume_label(label)
+        .volume_id(volume_id);
+    for cluster in [4096u64, 2048, 1024, 512] {
+        let n = size / cluster;
+        let fat_sectors = (n * 4).div_ceil(512) * 2;
+        let usable = n.saturating_sub((fat_sectors + 64) * 512 / cluster + 1);
+        if usable >= MIN_FAT32_CLUSTERS {
+            opts = opts
+                .fat_type(fatfs::FatType::Fat32)
+                .bytes_per_cluster(cluster as u32);
+            break;
+        }
+    }
+    let (backing, offset, len) = w.backing();
+    catch_unwind(AssertUnwindSafe(|| fatfs::format_volume(w, opts)))
+        .unwrap_or_else(|_| Err(io::Error::other("formatter failed on this size")))?;
+    // The formatter leaves the FAT32 free-cluster count unknown, which fsck.fat
+    // reports; count once so FSInfo is right from the start.
+    let w = Window::new(backing, offset, len, true);
+    let fs = FileSystem::new(w, FsOptions::new())?;
+    fs.stats()?;
+    fs.unmount()
+}
+
+fn fat_err(name: &str, e: io::Error) -> Error {
+    Error::Fat {
+        volume: name.to_owned(),
+        why: e.to_string(),
+    }
+}
+
+/// Checks the boot sector before `fatfs` sees it, with messages a user can act on.
+fn check_boot_sector(w: &mut Window) -> std::result::Result<(), String> {
+    let mut b = [0u8; 512];
+    w.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    w.read_exact(&mut b)
+        .map_err(|e| format!("cannot read the boot sector: {e}"))?;
+    w.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    if b.iter().all(|&x| x == 0) {
+        return Err("the partition is empty (no filesystem)".into());
+    }
+    if b[510] != 0x55 || b[511] != 0xAA {
+        return Err("no boot sector signature (not FAT, or the boot sector is damaged)".into());
+    }
+    let bps = u16::from_le_bytes([b[11], b[12]]) as u64;
+    if !matches!(bps, 512 | 1024 | 2048 | 4096) {
+        return Err(format!("bytes per sector {bps} is invalid"));
+    }
+    let spc = b[13] as u64;
+    if spc == 0 || !spc.is_power_of_two() {
+        return Err(format!("sectors per cluster {spc} is invalid"));
+    }
+    let reserved = u16::from_le_bytes([b[14], b[15]]) as u64;
+    let fats = b[16] as u64;
+    if reserved == 0 || fats == 0 {
+        return Err("reserved sectors or FAT count is zero".into());
+    }
+    let total16 = u16::from_le_bytes([b[19], b[20]]) as u64;
+    let total32 = u32::from_le_bytes([b[32], b[33], b[34], b[35]]) as u64;
+    let total = if total16 != 0 { total16 } else { total32 };
+    if total == 0 || total * bps > w.len() {
+        return Err(format!(
+            "the volume claims {} bytes but its partition has {}",
+            total * bps,
+            w.len()
+        ));
+    }
+    Ok(())
+}
+
+impl FatVolume {
+    /// Opens the FAT volume in `w`; `name` is used in messages.
+    pub fn open(mut w: Window, name: &str) -> Result<Self> {
+        check_boot_sector(&mut w).map_err(|why| Error::Fat {
+            volume: name.to_owned(),
+            why,
+        })?;
+        let guard = w.guard();
+        let raw = w.share();
+        let (backing, _, len) = w.backing();
+        let budget = len.saturating_mul(3).saturating_add(64 << 20);
+        guard.store(budget, Ordering::Relaxed);
+        let opts = FsOptions::new().update_accessed_date(false);
+        let fs = catch_unwind(AssertUnwindSafe(|| FileSystem::new(w, opts)))
+            .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
+            .map_err(|e| fat_err(name, e))?;
+        guard.store(u64::MAX, Ordering::Relaxed);
+        let fat_type = match fs.fat_type() {
+            fatfs::FatType::Fat12 => "FAT12",
+            fatfs::FatType::Fat16 => "FAT16",
+            fatfs::FatType::Fat32 => "FAT32",
+        };
+        Ok(FatVolume {
+            fs: Some(fs),
+            name: name.to_owned(),
+            guard,
+            budget,
+            backing,
+            raw,
+            fat_type,
+        })
+    }
+
+    pub fn fat_type(&self) -> &'static str {
+        self.fat_type
+    }
+
+    /// Runs `f` on the filesystem with the read guard armed and panics contained.
+    fn with<T>(&mut self, what: &str, f: impl FnOnce(&Fs) -> io::Result<T>) -> Result<T> {
+        let Some(fs) = self.fs.as_ref() else {
+            return Err(Error::Fat {
+                volume: self.name.clone(),
+                why: "volume was closed after an error".into(),
+            });
+        };
+        self.guard.store(self.budget, Ordering::Relaxed);
+        let r = catch_unwind(AssertUnwindSafe(|| f(fs)));
+        self.guard.store(u64::MAX, Ordering::Relaxed);
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound {
+                volume: self.name.clone(),
+                path: what.to_owned(),
+            }),
+            Ok(Err(e)) => Err(Error::Fat {
+                volume: self.name.clone(),
+                why: format!("{what}: {e}"),
+            }),
+            Err(_) => {
+                // The filesystem state is unknown after a panic: stop using it.
+                self.fs = None;
+                Err(Error::Fat {
+                    volume: self.name.clone(),
+                    why: format!("{what}: the volume is malformed"),
+                })
+            }
+        }
+    }
+
+    /// Writes the FSInfo and clears the dirty flag.
+    pub fn close(mut self) -> Result<()> {
+        self.unmount()
+    }
+
+    fn unmount(&mut self) -> Result<()> {
+        if let Some(fs) = self.fs.take() {
+            fs.unmount().map_err(|e| fat_err(&self.name, e))?;
+            self.backing
+                .sync()
+                .map_err(|e| Error::io(self.name.clone(), e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FatVolume {
+    fn drop(&mut self) {
+        let _ = self.unmount();
+    }
+}
+
+fn norm(path: &str) -> Result<String> {
+    Ok(components(path)?.join("/"))
+}
+
+fn entry_of(e: &fatfs::DirEntry<Window>) -> DirEntry {
+    DirEntry {
+        name: e.file_name(),
+        is_dir: e.is_dir(),
+        size: if e.is_dir() { 0 } else { e.len() },
+    }
+}
+
+fn open_dir<'a>(fs: &'a Fs, p: &str) -> io::Result<fatfs::Dir<'a, Window>> {
+    if p.is_empty() {
+        Ok(fs.root_dir())
+    } else {
+        fs.root_dir().open_dir(p)
+    }
+}
+
+impl Volume for FatVolume {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn list(&mut self, dir: &str) -> Result<Vec<DirEntry>> {
+        let p = norm(dir)?;
+        self.with(&p.clone(), |fs| {
+            let d = open_dir(fs, &p)?;
+            let mut out = Vec::new();
+            for e in d.iter() {
+                let e = e?;
+                let n = e.file_name();
+                if n == "." || n == ".." {
+                    continue;
+                }
+                out.push(entry_of(&e));
+            }
+            Ok(out)
+        })
+    }
+
+    fn stat(&mut self, path: &str) -> Result<Option<DirEntry>> {
+        let p = norm(path)?;
+        if p.is_empty() {
+            return Ok(Some(DirEntry {
+                name: String::new(),
+                is_dir: true,
+                size: 0,
+            }));
+        }
+        let (parent, name) = crate::volume::split(&p);
+        let (parent, name) = (parent.to_owned(), name.to_owned());
+        let r = self.with(&p, |fs| {
+            let d = open_dir(fs, &parent)?;
+            for e in d.iter() {
+                let e = e?;
+                if e.file_name().eq_ignore_ascii_case(&name) {
+                    return Ok(Some(entry_of(&e)));
+                }
+            }
+            Ok(None)
+        });
+        match r {
+            Err(Error::NotFound { .. }) => Ok(None),
+            r => r,
+        }
+    }
+
+    fn read_into(&mut self, path: &str, out: &mut dyn Write) -> Result<u64> {
+        let p = norm(path)?;
+        self.with(&p.clone(), |fs| {
+            let mut f = fs.root_dir().open_file(&p)?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(total);
+                }
+                out.write_all(&buf[..n])?;
+                total += n as u64;
+            }
+        })
+    }
+
+    fn create_dir_all(&mut self, path: &str) -> Result<()> {
+        let comps: Vec<String> = components(path)?.into_iter().map(str::to_owned).collect();
+        for i in 0..comps.len() {
+            let sub = comps[..=i].join("/");
+            let created = self.with(&sub.clone(), |fs| match fs.root_dir().open_dir(&sub) {
+                Ok(_) => Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs.root_dir().create_dir(&sub).map(|_| true)
+                }
+                Err(e) => Err(e),
+            })?;
+            if created {
+                let parts: Vec<&str> = comps[..=i].iter().map(String::as_str).collect();
+                self.guard.store(self.budget, Ordering::Relaxed);
+                let r = crate::fatraw::fix_dot_entries(&mut self.raw, &parts);
+                self.guard.store(u64::MAX, Ordering::Relaxed);
+                r.map_err(|e| Error::Fat {
+                    volume: self.name.clone(),
+                    why: format!("{sub}: {e}"),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
+        let p = norm(path)?;
+        self.with(&p.clone(), |fs| {
+            let mut f = fs.root_dir().create_file(&p)?;
+            f.truncate()?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                let n = match data.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                f.write_all(&buf[..n])?;
+                total += n as u64;
+            }
+            f.flush()?;
+            Ok(total)
+        })
+    }
+
+    fn remove(&mut self, path: &str) -> Result<()> {
+        let p = norm(path)?;
+        self.with(&p.clone(), |fs| fs.root_dir().remove(&p))
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        let (a, b) = (norm(from)?, norm(to)?);
+        self.with(&a.clone(), |fs| {
+            let root = fs.root_dir();
+            root.rename(&a, &root, &b)
+        })
+    }
+
+    fn space(&mut self) -> Result<Space> {
+        self.with("", |fs| {
+            let s = fs.stats()?;
+            let c = s.cluster_size() as u64;
+            Ok(Space {
+                total: s.total_clusters() as u64 * c,
+                free: s.free_clusters() as u64 * c,
+                cluster: c,
+            })
+        })
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.backing
+            .sync()
+            .map_err(|e| Error::io(self.name.clone(), e))
+    }
+}

@@ -1,0 +1,207 @@
+//! The one interface boot management writes through, whatever holds the files: a
+//! FAT volume on a partition window, a mounted directory, or memory.
+//!
+//! Paths are `/`-separated and relative to the volume root. [`Volume::replace`] is
+//! the crash-safe write: the new content goes to `<name>.lbtmp`, is flushed, and only
+//! then takes the final name; [`Volume::recover`] completes or discards an
+//! interrupted replacement, so a file is always either its old or its new content.
+
+use std::io::{Read, Write};
+
+use crate::{Error, Result};
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+/// Capacity of a volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    pub total: u64,
+    pub free: u64,
+    /// Allocation unit: a file occupies a multiple of it.
+    pub cluster: u64,
+}
+
+impl Space {
+    /// Bytes a file of `len` bytes occupies.
+    pub fn alloc(&self, len: u64) -> u64 {
+        let c = self.cluster.max(1);
+        len.div_ceil(c) * c
+    }
+}
+
+/// Suffix of the temporary name of a file being replaced.
+pub const TMP_SUFFIX: &str = ".lbtmp";
+
+/// Splits and checks a volume path: no empty, `.` or `..` components.
+pub fn components(path: &str) -> Result<Vec<&str>> {
+    let mut out = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" => continue,
+            "." | ".." => {
+                return Err(Error::Invalid(format!(
+                    "{path:?}: `.` and `..` are not allowed"
+                )))
+            }
+            c if c.contains('\0') || c.contains('\\') => {
+                return Err(Error::Invalid(format!("{path:?}: bad character in a name")))
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Joins a directory and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    let d = dir.trim_matches('/');
+    if d.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{d}/{name}")
+    }
+}
+
+/// Splits a path into its parent directory and last component.
+pub fn split(path: &str) -> (&str, &str) {
+    let p = path.trim_matches('/');
+    match p.rfind('/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => ("", p),
+    }
+}
+
+pub trait Volume {
+    /// Where this volume is, for messages (`disk.img:1`, `/boot/efi`, ...).
+    fn describe(&self) -> String;
+    /// Entries of a directory (without `.` and `..`).
+    fn list(&mut self, dir: &str) -> Result<Vec<DirEntry>>;
+    /// The entry at `path`, or `None`. Name matching follows the volume's rules
+    /// (case-insensitive on FAT).
+    fn stat(&mut self, path: &str) -> Result<Option<DirEntry>>;
+    /// Streams a file's content into `out`.
+    fn read_into(&mut self, path: &str, out: &mut dyn Write) -> Result<u64>;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&mut self, path: &str) -> Result<()>;
+    /// Creates or truncates a file and writes `data` to it (not crash-safe; see
+    /// [`Volume::replace`]).
+    fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<u64>;
+    /// Removes a file or an empty directory.
+    fn remove(&mut self, path: &str) -> Result<()>;
+    /// Renames within the volume; the target must not exist.
+    fn rename(&mut self, from: &str, to: &str) -> Result<()>;
+    fn space(&mut self) -> Result<Space>;
+    /// Makes everything written so far durable.
+    fn flush(&mut self) -> Result<()>;
+
+    fn read(&mut self, path: &str) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.read_into(path, &mut v)?;
+        Ok(v)
+    }
+
+    fn exists(&mut self, path: &str) -> Result<bool> {
+        Ok(self.stat(path)?.is_some())
+    }
+
+    /// Crash-safe replacement of `path` with `data`.
+    fn replace(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
+        let tmp = format!("{}{TMP_SUFFIX}", path.trim_matches('/'));
+        if self.exists(&tmp)? {
+            self.remove(&tmp)?;
+        }
+        let n = self.write_file(&tmp, data)?;
+        self.flush()?;
+        if self.exists(path)? {
+            self.remove(path)?;
+        }
+        self.rename(&tmp, path)?;
+        self.flush()?;
+        Ok(n)
+    }
+
+    /// Completes replacements in `dir` that a crash interrupted: a temporary file
+    /// whose final name is missing was complete (it is flushed before the old file is
+    /// removed) and takes the name; one whose final name exists is discarded.
+    fn recover(&mut self, dir: &str) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        let entries = match self.list(dir) {
+            Ok(e) => e,
+            Err(Error::NotFound { .. }) => return Ok(done),
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let Some(base) = e.name.strip_suffix(TMP_SUFFIX) else {
+                continue;
+            };
+            if e.is_dir || base.is_empty() {
+                continue;
+            }
+            let tmp = join(dir, &e.name);
+            let fin = join(dir, base);
+            if self.exists(&fin)? {
+                self.remove(&tmp)?;
+                done.push(format!("discarded unfinished {tmp}"));
+            } else {
+                self.rename(&tmp, &fin)?;
+                done.push(format!("completed interrupted replacement of {fin}"));
+            }
+        }
+        if !done.is_empty() {
+            self.flush()?;
+        }
+        Ok(done)
+    }
+
+    /// Removes a file if present; true if it was there.
+    fn remove_if_exists(&mut self, path: &str) -> Result<bool> {
+        if self.exists(path)? {
+            self.remove(path)?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+}
+
+impl<V: Volume + ?Sized> Volume for Box<V> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn list(&mut self, dir: &str) -> Result<Vec<DirEntry>> {
+        (**self).list(dir)
+    }
+    fn stat(&mut self, path: &str) -> Result<Option<DirEntry>> {
+        (**self).stat(path)
+    }
+    fn read_into(&mut self, path: &str, out: &mut dyn Write) -> Result<u64> {
+        (**self).read_into(path, out)
+    }
+    fn create_dir_all(&mut self, path: &str) -> Result<()> {
+        (**self).create_dir_all(path)
+    }
+    fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
+        (**self).write_file(path, data)
+    }
+    fn remove(&mut self, path: &str) -> Result<()> {
+        (**self).remove(path)
+    }
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        (**self).rename(from, to)
+    }
+    fn space(&mut self) -> Result<Space> {
+        (**self).space()
+    }
+    fn flush(&mut self) -> Result<()> {
+        (**self).flush()
+    }
+    fn replace(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
+        (**self).replace(path, data)
+    }
+}

@@ -1,0 +1,354 @@
+//! `lifeboat disk ...`: make GPT disk images and work on their partitions without
+//! mounting (`IMG[:PART[:PATH]]`, PART a number, `esp`, `xbootldr` or `root`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use lifeboat_esp::disk::{self, CreateSpec, Disk};
+use lifeboat_esp::fat::FatVolume;
+use lifeboat_esp::{parse_size, Volume};
+
+use super::Out;
+use crate::error::{Error, Result};
+use crate::json::Json;
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "disk")]
+/// disk images and partitions: create, ls, cat, put, rm, df
+pub struct DiskCmd {
+    #[argh(subcommand)]
+    pub cmd: DiskSub,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum DiskSub {
+    Create(CreateCmd),
+    Ls(LsCmd),
+    Cat(CatCmd),
+    Put(PutCmd),
+    Rm(RmCmd),
+    Df(DfCmd),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "create")]
+/// create a GPT disk image with a FAT ESP, optional XBOOTLDR and a root partition
+pub struct CreateCmd {
+    #[argh(positional)]
+    pub image: PathBuf,
+    /// total size (e.g. 2G)
+    #[argh(option)]
+    pub size: String,
+    /// ESP size (default 256M)
+    #[argh(option, default = "String::from(\"256M\")")]
+    pub esp: String,
+    /// XBOOTLDR size (none by default)
+    #[argh(option)]
+    pub xbootldr: Option<String>,
+    /// root partition size (default: the rest of the disk; 0 for none)
+    #[argh(option)]
+    pub root: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "ls")]
+/// list partitions (IMG) or a directory (IMG:PART[:PATH])
+pub struct LsCmd {
+    #[argh(positional)]
+    pub spec: String,
+    /// list directories recursively
+    #[argh(switch, short = 'r')]
+    pub recursive: bool,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "cat")]
+/// write a file from IMG:PART:PATH to stdout
+pub struct CatCmd {
+    #[argh(positional)]
+    pub spec: String,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "put")]
+/// copy a local file to IMG:PART:PATH (crash-safe replace; parents created)
+pub struct PutCmd {
+    #[argh(positional)]
+    pub local: PathBuf,
+    #[argh(positional)]
+    pub spec: String,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "rm")]
+/// remove a file or empty directory at IMG:PART:PATH
+pub struct RmCmd {
+    #[argh(positional)]
+    pub spec: String,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "df")]
+/// free and total space of IMG:PART
+pub struct DfCmd {
+    #[argh(positional)]
+    pub spec: String,
+}
+
+/// `IMG[:PART[:PATH]]`, where IMG is the longest prefix naming an existing file.
+pub struct Spec {
+    pub image: PathBuf,
+    pub part: Option<String>,
+    pub path: Option<String>,
+}
+
+pub fn parse_spec(s: &str) -> Result<Spec> {
+    if Path::new(s).exists() {
+        return Ok(Spec {
+            image: s.into(),
+            part: None,
+            path: None,
+        });
+    }
+    for (i, _) in s.match_indices(':').collect::<Vec<_>>().into_iter().rev() {
+        if Path::new(&s[..i]).exists() {
+            let rest = &s[i + 1..];
+            let (part, path) = match rest.split_once(':') {
+                Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+                None => (rest.to_owned(), None),
+            };
+            return Ok(Spec {
+                image: s[..i].into(),
+                part: Some(part),
+                path,
+            });
+        }
+    }
+    Err(Error::Refused(format!(
+        "{s}: no such image (expected IMG[:PART[:PATH]])"
+    )))
+}
+
+fn size(s: &str, what: &str) -> Result<u64> {
+    parse_size(s)
+        .ok_or_else(|| Error::Refused(format!("{what}: {s:?} is not a size (e.g. 512M, 2G)")))
+}
+
+/// Opens the FAT volume of `spec`'s partition.
+pub fn open_volume(spec: &Spec, writable: bool) -> Result<(FatVolume, Vec<String>)> {
+    let part = spec
+        .part
+        .as_deref()
+        .ok_or_else(|| Error::Refused("a partition is needed: IMG:PART".into()))?;
+    let d = Disk::open(&spec.image, writable)?;
+    let p = d.select(part)?.clone();
+    let v = FatVolume::open(
+        d.window(&p),
+        &format!("{}:{}", spec.image.display(), p.number),
+    )?;
+    Ok((v, d.notes.clone()))
+}
+
+pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
+    match c.cmd {
+        DiskSub::Create(c) => {
+            let spec = CreateSpec {
+                size: size(&c.size, "--size")?,
+                esp: size(&c.esp, "--esp")?,
+                xbootldr: c
+                    .xbootldr
+                    .as_deref()
+                    .map(|s| size(s, "--xbootldr"))
+                    .transpose()?,
+                root: c.root.as_deref().map(|s| size(s, "--root")).transpose()?,
+            };
+            let d = disk::create(&c.image, &spec)?;
+            out.line(format!(
+                "created {} ({} bytes, GPT {})",
+                c.image.display(),
+                d.size,
+                d.disk_guid
+            ));
+            print_parts(&d, out);
+            Ok(ExitCode::SUCCESS)
+        }
+        DiskSub::Ls(c) => {
+            let spec = parse_spec(&c.spec)?;
+            if spec.part.is_none() {
+                let d = Disk::open(&spec.image, false)?;
+                for n in &d.notes {
+                    out.note(n);
+                }
+                print_parts(&d, out);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (mut v, notes) = open_volume(&spec, false)?;
+            for n in notes {
+                out.note(n);
+            }
+            let dir = spec.path.clone().unwrap_or_default();
+            let mut rows = Vec::new();
+            list(&mut v, &dir, c.recursive, &mut rows)?;
+            let mut arr = Vec::new();
+            for (path, e) in rows {
+                out.line(format!(
+                    "{:>10}  {}{}",
+                    if e.is_dir {
+                        "-".into()
+                    } else {
+                        e.size.to_string()
+                    },
+                    path,
+                    if e.is_dir { "/" } else { "" }
+                ));
+                arr.push(
+                    Json::obj()
+                        .with("path", path)
+                        .with("dir", e.is_dir)
+                        .with("size", e.size),
+                );
+            }
+            out.json(&Json::Arr(arr));
+            Ok(ExitCode::SUCCESS)
+        }
+        DiskSub::Cat(c) => {
+            let spec = parse_spec(&c.spec)?;
+            let path = spec
+                .path
+                .clone()
+                .ok_or_else(|| Error::Refused("cat needs IMG:PART:PATH".into()))?;
+            let (mut v, _) = open_volume(&spec, false)?;
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            v.read_into(&path, &mut lock)?;
+            lock.flush().map_err(|e| Error::io("write", "stdout", e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DiskSub::Put(c) => {
+            let spec = parse_spec(&c.spec)?;
+            let path = spec
+                .path
+                .clone()
+                .ok_or_else(|| Error::Refused("put needs IMG:PART:PATH".into()))?;
+            let mut f =
+                std::fs::File::open(&c.local).map_err(|e| Error::io("open", &c.local, e))?;
+            let (mut v, _) = open_volume(&spec, true)?;
+            let (parent, _) = lifeboat_esp::volume::split(&path);
+            if !parent.is_empty() {
+                v.create_dir_all(parent)?;
+            }
+            let n = v.replace(&path, &mut f)?;
+            v.close()?;
+            out.line(format!("wrote {n} bytes to {}", c.spec));
+            Ok(ExitCode::SUCCESS)
+        }
+        DiskSub::Rm(c) => {
+            let spec = parse_spec(&c.spec)?;
+            let path = spec
+                .path
+                .clone()
+                .ok_or_else(|| Error::Refused("rm needs IMG:PART:PATH".into()))?;
+            let (mut v, _) = open_volume(&spec, true)?;
+            v.remove(&path)?;
+            v.close()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DiskSub::Df(c) => {
+            let spec = parse_spec(&c.spec)?;
+            let (mut v, _) = open_volume(&spec, false)?;
+            let s = v.space()?;
+            out.line(format!(
+                "{}: {} total, {} free, {} used ({}, cluster {} bytes)",
+                c.spec,
+                human(s.total),
+                human(s.free),
+                human(s.total - s.free),
+                v.fat_type(),
+                s.cluster
+            ));
+            out.json(
+                &Json::obj()
+                    .with("total", s.total)
+                    .with("free", s.free)
+                    .with("cluster", s.cluster)
+                    .with("fat", v.fat_type()),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn list(
+    v: &mut FatVolume,
+    dir: &str,
+    recursive: bool,
+    rows: &mut Vec<(String, lifeboat_esp::DirEntry)>,
+) -> Result<()> {
+    let mut entries = v.list(dir)?;
+    entries.sort_by_key(|e| e.name.to_lowercase());
+    for e in entries {
+        let p = lifeboat_esp::volume::join(dir, &e.name);
+        let is_dir = e.is_dir;
+        rows.push((p.clone(), e));
+        if recursive && is_dir {
+            list(v, &p, true, rows)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut f = n as f64;
+    let mut i = 0;
+    while f >= 1024.0 && i < U.len() - 1 {
+        f /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{f:.1} {}", U[i])
+    }
+}
+
+fn print_parts(d: &Disk, out: &Out) {
+    out.line(format!(
+        "{:>3}  {:<12}  {:>12}  {:>12}  {:<36}  {}",
+        "#", "KIND", "START", "SIZE", "PARTUUID", "NAME"
+    ));
+    let mut arr = Vec::new();
+    for p in &d.partitions {
+        out.line(format!(
+            "{:>3}  {:<12}  {:>12}  {:>12}  {:<36}  {}",
+            p.number,
+            p.kind.as_str(),
+            p.start,
+            p.size,
+            p.part_guid,
+            p.name
+        ));
+        arr.push(
+            Json::obj()
+                .with("number", p.number)
+                .with("kind", p.kind.as_str())
+                .with("type", p.type_guid.as_str())
+                .with("partuuid", p.part_guid.as_str())
+                .with("name", p.name.as_str())
+                .with("attributes", p.attributes)
+                .with("start", p.start)
+                .with("size", p.size),
+        );
+    }
+    out.json(
+        &Json::obj()
+            .with("disk", d.path.display().to_string())
+            .with("size", d.size)
+            .with("guid", d.disk_guid.as_str())
+            .with("notes", d.notes.clone())
+            .with("partitions", Json::Arr(arr)),
+    );
+}
