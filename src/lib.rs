@@ -6,7 +6,9 @@
 //! benchmarks drive the same code; `main.rs` only dispatches.
 
 pub mod blit;
+pub mod bootsync;
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod fsutil;

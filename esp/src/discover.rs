@@ -249,3 +249,53 @@ mod tests {
         fs::remove_dir_all(&t).unwrap();
     }
 }
+
+/// Where the boot partitions of a live system are, as specs `open_target` accepts:
+/// the mount point when mounted, else `DISK:N`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootPartitions {
+    pub disk: PathBuf,
+    pub esp: Option<String>,
+    pub xbootldr: Option<String>,
+    /// PARTUUID of the partition holding `root`.
+    pub root_partuuid: Option<String>,
+}
+
+/// Finds the disk holding the filesystem mounted at (or containing) `root`, and its
+/// ESP and XBOOTLDR, using existing mounts where there are any.
+pub fn boot_partitions(
+    root: &Path,
+    proc_mountinfo: &Path,
+    sys: &SysBlock,
+) -> Result<BootPartitions> {
+    let text = fs::read_to_string(proc_mountinfo)
+        .map_err(|e| Error::io(proc_mountinfo.display().to_string(), e))?;
+    let mounts = parse_mountinfo(&text);
+    let m = mount_of(&mounts, root)
+        .ok_or_else(|| Error::Invalid(format!("no mount holds {}", root.display())))?;
+    let d = sys.disk_of(m.major, m.minor)?;
+    let disk = crate::disk::Disk::open(&d.disk, false)?;
+    let root_partuuid = d
+        .partition
+        .and_then(|n| disk.partitions.iter().find(|p| p.number == n))
+        .map(|p| p.part_guid.clone());
+    let spec_for = |kind: crate::disk::PartitionKind| -> Option<String> {
+        let p = disk.find(kind)?;
+        if let Some((ma, mi, _)) = sys.partition_devnum(&d.disk, p.number) {
+            // Prefer an existing mount, but only a real FAT one of that device.
+            if let Some(mp) = mounts
+                .iter()
+                .find(|x| x.major == ma && x.minor == mi && x.fstype == "vfat")
+            {
+                return Some(mp.mount_point.display().to_string());
+            }
+        }
+        Some(format!("{}:{}", d.disk.display(), p.number))
+    };
+    Ok(BootPartitions {
+        esp: spec_for(crate::disk::PartitionKind::Esp),
+        xbootldr: spec_for(crate::disk::PartitionKind::Xbootldr),
+        disk: d.disk.clone(),
+        root_partuuid,
+    })
+}

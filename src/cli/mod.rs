@@ -2,6 +2,7 @@
 //! library result into text for people or JSON for programs; nothing below `cli`
 //! prints.
 
+pub mod boot;
 pub mod disk;
 pub mod state;
 
@@ -22,6 +23,15 @@ pub struct Cli {
     /// print machine-readable JSON
     #[argh(switch)]
     pub json: bool,
+    /// the ESP: a mount point, a partition, or a whole disk (image or device)
+    #[argh(option)]
+    pub esp: Option<String>,
+    /// $BOOT (XBOOTLDR), when not the ESP or found on the ESP's disk
+    #[argh(option)]
+    pub boot: Option<String>,
+    /// efivarfs directory (default /sys/firmware/efi/efivars)
+    #[argh(option)]
+    pub efivars: Option<PathBuf>,
     #[argh(subcommand)]
     pub cmd: Command,
 }
@@ -31,6 +41,7 @@ pub struct Cli {
 pub enum Command {
     State(state::StateCmd),
     Disk(disk::DiskCmd),
+    Boot(boot::BootCmd),
 }
 
 /// How results reach the user.
@@ -82,6 +93,21 @@ pub fn run(args: &[&str]) -> ExitCode {
     let r = match cli.cmd {
         Command::State(c) => state::run(&cli.root, c, &out),
         Command::Disk(c) => disk::run(c, &out),
+        Command::Boot(c) => {
+            let args = crate::bootsync::BootArgs {
+                esp: cli.esp.clone(),
+                boot: cli.boot.clone(),
+                efivars: cli.efivars.clone(),
+            };
+            boot::run(
+                &boot::Ctx {
+                    root: &cli.root,
+                    args: &args,
+                    out: &out,
+                },
+                c,
+            )
+        }
     };
     match r {
         Ok(code) => code,

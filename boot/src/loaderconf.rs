@@ -1,0 +1,75 @@
+//! `loader.conf` on the ESP: lifeboat owns the `default` and `timeout` keys and
+//! keeps every other line, comment and blank exactly as it was (clr-boot-manager
+//! rewrote the whole file and lost users' settings).
+
+/// Sets `key` to `value` (or removes it for `None`): the first occurrence is
+/// rewritten in place, later duplicates removed, a missing key appended. Returns the
+/// new text; identical input and output mean nothing needs writing.
+pub fn set_key(text: &str, key: &str, value: Option<&str>) -> String {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut done = false;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        let is_key = t.split([' ', '\t']).next() == Some(key) && !t.starts_with('#');
+        if is_key {
+            if !done {
+                if let Some(v) = value {
+                    out.push_str(key);
+                    out.push(' ');
+                    out.push_str(v);
+                    out.push('\n');
+                }
+                done = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+    }
+    if !done {
+        if let Some(v) = value {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(key);
+            out.push(' ');
+            out.push_str(v);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The value of `key`, if set.
+pub fn get_key<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let t = l.trim();
+        if t.starts_with('#') {
+            return None;
+        }
+        let (k, v) = t.split_once([' ', '\t'])?;
+        (k == key).then(|| v.trim())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_everything_else() {
+        let t = "# my settings\ntimeout 3\nconsole-mode max\n#default foo\ndefault old\neditor no\ndefault again\n";
+        let n = set_key(t, "default", Some("lb-*"));
+        assert_eq!(
+            n,
+            "# my settings\ntimeout 3\nconsole-mode max\n#default foo\ndefault lb-*\neditor no\n"
+        );
+        assert_eq!(set_key(&n, "default", Some("lb-*")), n);
+        assert_eq!(
+            set_key("editor no", "timeout", Some("5")),
+            "editor no\ntimeout 5\n"
+        );
+        assert_eq!(set_key("timeout 5\n", "timeout", None), "");
+        assert_eq!(get_key(&n, "default"), Some("lb-*"));
+        assert_eq!(get_key(&n, "beep"), None);
+    }
+}

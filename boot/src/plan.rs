@@ -1,0 +1,623 @@
+//! Boot sync: compute the wanted contents of `$BOOT` and the ESP from the retained
+//! transactions, compare with what is there, plan, check the plan fits, apply.
+//!
+//! lifeboat's namespace is narrow: entry files `loader/entries/<token>-<tx>-<kver>
+//! [+L-D].conf` that carry `lifeboat.tx=`, and content-named files below `<token>/`
+//! (`vmlinuz-<h>`, `<name>-<h>.initrd`, `lifeboat-<h>.initrd`). Nothing else is
+//! removed or changed, whoever else shares the ESP. Of `loader.conf` only the
+//! `default` and `timeout` keys are touched.
+//!
+//! Order of application: interrupted replacements are completed, unwanted entries
+//! are removed before the files they reference, files are copied before the entries
+//! that reference them, `loader.conf` last. An entry that is already right is never
+//! rewritten, so the active transaction's entry stays bootable throughout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use lifeboat_esp::volume::{join, Space, Volume};
+
+use crate::bls::{self, Entry};
+use crate::loaderconf;
+use crate::{Error, Result};
+
+/// Where a file's bytes come from.
+#[derive(Clone)]
+pub enum Source {
+    Path(PathBuf),
+    Bytes(Arc<[u8]>),
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Path(p) => write!(f, "{}", p.display()),
+            Source::Bytes(b) => write!(f, "<{} bytes>", b.len()),
+        }
+    }
+}
+
+impl Source {
+    fn open(&self) -> std::io::Result<Box<dyn Read>> {
+        match self {
+            Source::Path(p) => Ok(Box::new(std::fs::File::open(p)?)),
+            Source::Bytes(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
+        }
+    }
+}
+
+/// A file to place on `$BOOT`, identified by its content hash.
+#[derive(Clone, Debug)]
+pub struct Blob {
+    /// Lowercase hex digest; part of the file name.
+    pub hash: String,
+    pub len: u64,
+    pub source: Source,
+}
+
+/// One retained transaction's wanted entry.
+#[derive(Clone, Debug)]
+pub struct WantedEntry {
+    pub tx: u64,
+    pub active: bool,
+    pub title: String,
+    pub version: String,
+    pub sort_key: String,
+    pub machine_id: Option<String>,
+    pub kver: String,
+    pub linux: Blob,
+    /// The transaction's own initrds, in order: (name stem, content).
+    pub initrds: Vec<(String, Blob)>,
+    /// lifeboat's rescue initrd, appended last so its /init wins.
+    pub rescue_initrd: Option<Blob>,
+    pub options: String,
+}
+
+/// What to sync.
+#[derive(Clone, Debug)]
+pub struct SyncRequest {
+    pub token: String,
+    /// Every candidate; `keep` of them are retained (the active one always).
+    pub entries: Vec<WantedEntry>,
+    pub keep: usize,
+    /// Boot-counting tries for entries created by this sync.
+    pub tries: Option<u32>,
+    /// `timeout` for loader.conf, when lifeboat should set it.
+    pub timeout: Option<u32>,
+    /// Transactions whose wanted entry cannot be built now (say, a kernel missing
+    /// from the store): their existing entries and files are left as they are.
+    pub protected: Vec<u64>,
+}
+
+/// One file operation of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Remove a file in lifeboat's namespace.
+    Remove { path: String, size: u64 },
+    /// Copy content to a new content-named file.
+    Copy { path: String, size: u64 },
+    /// Write (or rewrite) an entry file.
+    WriteEntry { path: String, tx: u64 },
+    /// Write loader.conf on the ESP.
+    LoaderConf,
+}
+
+/// The computed plan.
+#[derive(Debug)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Transactions that will have an entry.
+    pub kept: Vec<u64>,
+    /// Transactions left out because the volume is too small.
+    pub dropped_for_space: Vec<u64>,
+    pub need: u64,
+    pub free: u64,
+    contents: BTreeMap<String, Vec<u8>>,
+    sources: BTreeMap<String, Blob>,
+    loader_conf: Option<String>,
+    recover_dirs: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_noop(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// A file of ours found on `$BOOT`.
+#[derive(Clone, Debug)]
+struct Present {
+    path: String,
+    size: u64,
+}
+
+/// An entry of ours found on `$BOOT`.
+#[derive(Clone, Debug)]
+pub struct OurEntry {
+    pub file: String,
+    pub tx: u64,
+    pub kver: String,
+    pub counter: Option<bls::Counter>,
+    pub text: String,
+}
+
+/// The file-name form of a kernel version: no `/`, and no `+` (which would read
+/// as a boot counter).
+pub fn kver_name(kver: &str) -> String {
+    kver.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '^') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Entry file stem of a transaction (without counter and `.conf`).
+pub fn entry_stem(token: &str, tx: u64, kver: &str) -> String {
+    format!("{token}-{tx}-{}", kver_name(kver))
+}
+
+/// The `default` pattern selecting transaction `tx`'s entry (whatever its counter).
+pub fn default_pattern(token: &str, tx: u64) -> String {
+    format!("{token}-{tx}-*")
+}
+
+/// Parses an entry file name of ours: `<token>-<tx>-<kver>[+L[-D]].conf`.
+pub fn parse_entry_name(token: &str, file: &str) -> Option<(u64, String, Option<bls::Counter>)> {
+    let (stem, counter) = bls::split_counter(file, ".conf")?;
+    let rest = stem.strip_prefix(token)?.strip_prefix('-')?;
+    let (tx, kver) = rest.split_once('-')?;
+    if tx.is_empty() || !tx.bytes().all(|b| b.is_ascii_digit()) || kver.is_empty() {
+        return None;
+    }
+    Some((tx.parse().ok()?, kver.to_owned(), counter))
+}
+
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether a file below `<token>/` has a name lifeboat gives files.
+fn is_our_file(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    if let Some(h) = n.strip_prefix("vmlinuz-") {
+        return is_hex(h);
+    }
+    if let Some(stem) = n.strip_suffix(".initrd") {
+        if let Some((_, h)) = stem.rsplit_once('-') {
+            return is_hex(h);
+        }
+    }
+    n.ends_with(lifeboat_esp::volume::TMP_SUFFIX)
+}
+
+/// Lists lifeboat's entries on a volume.
+pub fn our_entries(boot: &mut dyn Volume, token: &str) -> Result<Vec<OurEntry>> {
+    let list = match boot.list("loader/entries") {
+        Ok(l) => l,
+        Err(lifeboat_esp::Error::NotFound { .. }) => return Ok(vec![]),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for f in list {
+        if f.is_dir {
+            continue;
+        }
+        let Some((tx, kver, counter)) = parse_entry_name(token, &f.name) else {
+            continue;
+        };
+        let bytes = boot.read(&join("loader/entries", &f.name))?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        // A name in our namespace is not enough: the entry must be one we wrote.
+        let tx_opt = format!("lifeboat.tx={tx}");
+        if !Entry::parse(&text)
+            .options()
+            .split_whitespace()
+            .any(|o| o == tx_opt)
+        {
+            continue;
+        }
+        out.push(OurEntry {
+            file: f.name,
+            tx,
+            kver,
+            counter,
+            text,
+        });
+    }
+    out.sort_by_key(|e| e.tx);
+    Ok(out)
+}
+
+fn our_files(boot: &mut dyn Volume, token: &str) -> Result<(Vec<Present>, Vec<String>)> {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    let mut stack = vec![token.to_owned()];
+    while let Some(d) = stack.pop() {
+        let list = match boot.list(&d) {
+            Ok(l) => l,
+            Err(lifeboat_esp::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        dirs.push(d.clone());
+        for e in list {
+            let p = join(&d, &e.name);
+            if e.is_dir {
+                stack.push(p);
+            } else if is_our_file(&e.name) {
+                files.push(Present {
+                    path: p,
+                    size: e.size,
+                });
+            }
+        }
+    }
+    Ok((files, dirs))
+}
+
+/// Renders the entry of `w` with `files` as its paths.
+fn render_entry(w: &WantedEntry, linux: &str, initrds: &[String]) -> String {
+    let mut e = Entry::default();
+    e.push("title", &w.title);
+    e.push("version", &w.version);
+    e.push("sort-key", &w.sort_key);
+    if let Some(m) = &w.machine_id {
+        e.push("machine-id", m);
+    }
+    e.push("linux", &format!("/{linux}"));
+    for i in initrds {
+        e.push("initrd", &format!("/{i}"));
+    }
+    e.push("options", &w.options);
+    let mut s = String::from("# Written by lifeboat; `lifeboat boot sync` rewrites it.\n");
+    s.push_str(&e.render());
+    s
+}
+
+struct Layout {
+    /// path -> blob, for every file the kept entries need.
+    files: BTreeMap<String, Blob>,
+    /// tx -> (linux path, initrd paths)
+    per_tx: BTreeMap<u64, (String, Vec<String>)>,
+}
+
+fn layout(token: &str, kept: &[&WantedEntry]) -> Layout {
+    let mut files = BTreeMap::new();
+    let mut per_tx = BTreeMap::new();
+    for w in kept {
+        let kdir = join(token, &kver_name(&w.kver));
+        let linux = join(&kdir, &format!("vmlinuz-{}", w.linux.hash));
+        files.insert(linux.clone(), w.linux.clone());
+        let mut ins = Vec::new();
+        for (stem, b) in &w.initrds {
+            let p = join(&kdir, &format!("{}-{}.initrd", kver_name(stem), b.hash));
+            files.insert(p.clone(), b.clone());
+            ins.push(p);
+        }
+        if let Some(b) = &w.rescue_initrd {
+            let p = join(token, &format!("lifeboat-{}.initrd", b.hash));
+            files.insert(p.clone(), b.clone());
+            ins.push(p);
+        }
+        per_tx.insert(w.tx, (linux, ins));
+    }
+    Layout { files, per_tx }
+}
+
+/// Computes the plan. `esp` is `None` when `$BOOT` is the ESP.
+pub fn plan(
+    req: &SyncRequest,
+    boot: &mut dyn Volume,
+    mut esp: Option<&mut dyn Volume>,
+) -> Result<Plan> {
+    if req.token.is_empty() || req.token.contains('/') {
+        return Err(Error::Invalid(format!(
+            "entry token {:?} is not usable",
+            req.token
+        )));
+    }
+    let token = req.token.as_str();
+    let present_entries = our_entries(boot, token)?;
+    let (present_files, token_dirs) = our_files(boot, token)?;
+    let space = boot.space()?;
+
+    // Candidates: the active one first, then newest first.
+    let mut cands: Vec<&WantedEntry> = req.entries.iter().collect();
+    cands.sort_by(|a, b| b.active.cmp(&a.active).then(b.tx.cmp(&a.tx)));
+    let target = req.keep.max(1).min(cands.len());
+    let mut n = target;
+
+    let loader_text = match esp.as_deref_mut() {
+        Some(v) => read_opt(v, "loader/loader.conf")?,
+        None => read_opt(boot, "loader/loader.conf")?,
+    };
+
+    loop {
+        let kept: Vec<&WantedEntry> = cands[..n].to_vec();
+        let lay = layout(token, &kept);
+        let mut steps = Vec::new();
+        let mut contents = BTreeMap::new();
+        let mut freed = 0u64;
+        let mut need = 0u64;
+        let present_lc: BTreeMap<String, &Present> = present_files
+            .iter()
+            .map(|p| (p.path.to_lowercase(), p))
+            .collect();
+
+        // Entries.
+        let mut entry_file_for: BTreeMap<u64, String> = BTreeMap::new();
+        let mut protected_files: BTreeSet<String> = BTreeSet::new();
+        for e in &present_entries {
+            if req.protected.contains(&e.tx) && !kept.iter().any(|w| w.tx == e.tx) {
+                let parsed = Entry::parse(&e.text);
+                for f in parsed.all("linux").into_iter().chain(parsed.all("initrd")) {
+                    protected_files.insert(f.trim_start_matches('/').to_lowercase());
+                }
+                continue;
+            }
+            let wanted = kept
+                .iter()
+                .any(|w| w.tx == e.tx && kver_name(&w.kver).eq_ignore_ascii_case(&e.kver));
+            if wanted && !entry_file_for.contains_key(&e.tx) {
+                entry_file_for.insert(e.tx, e.file.clone());
+            } else {
+                let size = e.text.len() as u64;
+                freed += space.alloc(size);
+                steps.push(Step::Remove {
+                    path: join("loader/entries", &e.file),
+                    size,
+                });
+            }
+        }
+        // Files no kept entry needs.
+        for p in &present_files {
+            if !lay.files.keys().any(|k| k.eq_ignore_ascii_case(&p.path))
+                && !protected_files.contains(&p.path.to_lowercase())
+            {
+                freed += space.alloc(p.size);
+                steps.push(Step::Remove {
+                    path: p.path.clone(),
+                    size: p.size,
+                });
+            }
+        }
+        // Files to copy.
+        let mut new_dirs = BTreeSet::new();
+        for (path, blob) in &lay.files {
+            match present_lc.get(&path.to_lowercase()) {
+                Some(p) if p.size == blob.len => {}
+                Some(p) => {
+                    // Same name, wrong size: an interrupted or damaged copy.
+                    freed += space.alloc(p.size);
+                    need += space.alloc(blob.len);
+                    steps.push(Step::Copy {
+                        path: path.clone(),
+                        size: blob.len,
+                    });
+                }
+                None => {
+                    need += space.alloc(blob.len);
+                    let (dir, _) = lifeboat_esp::volume::split(path);
+                    if !token_dirs.iter().any(|d| d.eq_ignore_ascii_case(dir)) {
+                        new_dirs.insert(dir.to_owned());
+                    }
+                    steps.push(Step::Copy {
+                        path: path.clone(),
+                        size: blob.len,
+                    });
+                }
+            }
+        }
+        need += new_dirs.len() as u64 * space.cluster;
+        // Entry files, after their kernels.
+        for w in &kept {
+            let (linux, ins) = &lay.per_tx[&w.tx];
+            let text = render_entry(w, linux, ins);
+            let path = match entry_file_for.get(&w.tx) {
+                Some(f) => {
+                    let cur = present_entries
+                        .iter()
+                        .find(|e| &e.file == f)
+                        .map(|e| e.text.as_str());
+                    if cur == Some(text.as_str()) {
+                        continue;
+                    }
+                    join("loader/entries", f)
+                }
+                None => {
+                    let stem = entry_stem(token, w.tx, &w.kver);
+                    let name = match req.tries {
+                        Some(t) => format!("{stem}+{t}-0.conf"),
+                        None => format!("{stem}.conf"),
+                    };
+                    join("loader/entries", &name)
+                }
+            };
+            // A replacement briefly holds old and new.
+            need += space.alloc(text.len() as u64);
+            contents.insert(path.clone(), text.into_bytes());
+            steps.push(Step::WriteEntry { path, tx: w.tx });
+        }
+        if !boot.exists("loader/entries")? {
+            need += 2 * space.cluster;
+        }
+
+        // loader.conf: default follows the active transaction, unless its entry is
+        // still being tried, in which case the loader's own order (newest first,
+        // exhausted entries last) must be free to fall back.
+        let active = kept.iter().find(|w| w.active);
+        let counting = active.is_some_and(|a| match entry_file_for.get(&a.tx) {
+            Some(f) => bls::split_counter(f, ".conf")
+                .and_then(|(_, c)| c)
+                .is_some(),
+            None => req.tries.is_some(),
+        });
+        let default = match active {
+            Some(_) if counting => Some(format!("{token}-*")),
+            Some(a) => Some(default_pattern(token, a.tx)),
+            None => None,
+        };
+        let mut lc = loader_text.clone().unwrap_or_default();
+        if let Some(d) = &default {
+            lc = loaderconf::set_key(&lc, "default", Some(d));
+        }
+        if let Some(t) = req.timeout {
+            lc = loaderconf::set_key(&lc, "timeout", Some(&t.to_string()));
+        }
+        let loader_conf = (Some(&lc) != loader_text.as_ref()
+            && !(lc.is_empty() && loader_text.is_none()))
+        .then_some(lc);
+        if loader_conf.is_some() {
+            steps.push(Step::LoaderConf);
+        }
+
+        let free = space.free + freed;
+        let fits = need <= free;
+        if fits || n <= 1 {
+            if !fits {
+                return Err(Error::NoSpace {
+                    volume: boot.describe(),
+                    need,
+                    free,
+                    detail: format!(
+                        "even the active transaction alone needs {need} bytes on {} ({} free now, {} after removing what lifeboat no longer needs); nothing was changed",
+                        boot.describe(),
+                        space.free,
+                        free
+                    ),
+                });
+            }
+            let kept_ids: Vec<u64> = kept.iter().map(|w| w.tx).collect();
+            let dropped_for_space: Vec<u64> = cands[n..target].iter().map(|w| w.tx).collect();
+            let mut recover_dirs = vec!["loader/entries".to_owned(), "loader".to_owned()];
+            recover_dirs.extend(token_dirs.iter().cloned());
+            // Removals first, then copies, then entries, then loader.conf.
+            steps.sort_by_key(|s| match s {
+                Step::Remove { path, .. } if path.starts_with("loader/") => 0,
+                Step::Remove { .. } => 1,
+                Step::Copy { .. } => 2,
+                Step::WriteEntry { .. } => 3,
+                Step::LoaderConf => 4,
+            });
+            return Ok(Plan {
+                steps,
+                kept: kept_ids,
+                dropped_for_space,
+                need,
+                free,
+                contents,
+                sources: lay.files,
+                loader_conf,
+                recover_dirs,
+            });
+        }
+        // Drop the oldest transaction that is not the active one.
+        n -= 1;
+    }
+}
+
+fn read_opt(v: &mut dyn Volume, path: &str) -> Result<Option<String>> {
+    match v.read(path) {
+        Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+        Err(lifeboat_esp::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What applying a plan did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub recovered: Vec<String>,
+    pub bytes_copied: u64,
+}
+
+/// Applies a plan computed against the same volumes.
+pub fn apply(
+    plan: &Plan,
+    boot: &mut dyn Volume,
+    mut esp: Option<&mut dyn Volume>,
+) -> Result<Applied> {
+    let mut done = Applied::default();
+    if plan.is_noop() {
+        return Ok(done);
+    }
+    for d in &plan.recover_dirs {
+        done.recovered.extend(boot.recover(d)?);
+    }
+    let mut removed_any = false;
+    for s in &plan.steps {
+        match s {
+            Step::Remove { path, .. } => {
+                boot.remove_if_exists(path)?;
+                removed_any = true;
+            }
+            Step::Copy { path, size } => {
+                if removed_any {
+                    boot.flush()?;
+                    removed_any = false;
+                }
+                let blob = plan
+                    .sources
+                    .get(path)
+                    .ok_or_else(|| Error::Invalid(format!("no source for {path}")))?;
+                let (dir, _) = lifeboat_esp::volume::split(path);
+                boot.create_dir_all(dir)?;
+                let mut r = blob.source.open().map_err(|e| Error::Io {
+                    at: format!("{:?}", blob.source),
+                    source: e,
+                })?;
+                let n = boot.replace(path, &mut r)?;
+                if n != *size {
+                    return Err(Error::Invalid(format!(
+                        "{:?} changed while copying it to {path}",
+                        blob.source
+                    )));
+                }
+                done.bytes_copied += n;
+            }
+            Step::WriteEntry { path, .. } => {
+                boot.create_dir_all("loader/entries")?;
+                let text = plan
+                    .contents
+                    .get(path)
+                    .ok_or_else(|| Error::Invalid(format!("no content for {path}")))?;
+                boot.replace(path, &mut text.as_slice())?;
+            }
+            Step::LoaderConf => {
+                let text = plan.loader_conf.as_deref().unwrap_or_default();
+                let v: &mut dyn Volume = match esp.as_deref_mut() {
+                    Some(v) => v,
+                    None => &mut *boot,
+                };
+                v.create_dir_all("loader")?;
+                v.replace("loader/loader.conf", &mut text.as_bytes())?;
+            }
+        }
+    }
+    // Directories below the token that became empty.
+    remove_empty_dirs(boot, &plan.recover_dirs)?;
+    boot.flush()?;
+    Ok(done)
+}
+
+fn remove_empty_dirs(boot: &mut dyn Volume, dirs: &[String]) -> Result<()> {
+    let mut ds: Vec<&String> = dirs.iter().filter(|d| !d.starts_with("loader")).collect();
+    ds.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for d in ds {
+        if matches!(boot.list(d), Ok(l) if l.is_empty()) {
+            boot.remove(d)?;
+        }
+    }
+    Ok(())
+}
+
+/// Space that a set of files would take.
+pub fn footprint(space: &Space, sizes: impl IntoIterator<Item = u64>) -> u64 {
+    sizes.into_iter().map(|s| space.alloc(s)).sum()
+}

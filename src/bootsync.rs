@@ -1,0 +1,351 @@
+//! The bridge from transactions to boot entries: opens `$BOOT` and the ESP (from
+//! the command line, the config file, or discovery on a live system), and describes
+//! each transaction's wanted entry — kernel, initrds and options — from its layout,
+//! reading file content from the store by hash so that even a transaction whose
+//! tree is gone gets its entry.
+
+use std::path::{Path, PathBuf};
+
+use lifeboat_boot::plan::{Blob, Source, SyncRequest, WantedEntry};
+use lifeboat_boot::{token, version};
+use lifeboat_esp::discover::{self, SysBlock};
+use lifeboat_esp::{open_target, PartitionKind, Target};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::hash::Hash128;
+use crate::index::StateIndex;
+use crate::layout::{EntryData, Layout};
+use crate::root::SystemRoot;
+use crate::timefmt;
+
+/// The opened boot volumes: `$BOOT`, and the ESP when it is a different partition.
+pub struct BootTargets {
+    pub boot: Target,
+    pub esp: Option<Target>,
+}
+
+/// Where boot volumes come from.
+#[derive(Clone, Debug, Default)]
+pub struct BootArgs {
+    pub esp: Option<String>,
+    pub boot: Option<String>,
+    pub efivars: Option<PathBuf>,
+}
+
+fn is_live(root: &Path) -> bool {
+    root == Path::new("/")
+}
+
+/// Opens the boot volumes for `root`.
+pub fn open_targets(
+    root: &Path,
+    args: &BootArgs,
+    cfg: &Config,
+    writable: bool,
+) -> Result<BootTargets> {
+    let mut esp_spec = args.esp.clone().or_else(|| cfg.esp.clone());
+    let mut boot_spec = args.boot.clone().or_else(|| cfg.boot.clone());
+    if esp_spec.is_none() {
+        if !is_live(root) {
+            return Err(Error::Refused(format!(
+                "no ESP for {}: pass --esp (a mount point, a partition, or a disk image) or set esp = ... in {}",
+                root.display(),
+                root.join(crate::config::CONFIG_REL).display()
+            )));
+        }
+        let found = discover::boot_partitions(
+            root,
+            Path::new("/proc/self/mountinfo"),
+            &SysBlock::default(),
+        )?;
+        esp_spec = found.esp;
+        boot_spec = boot_spec.or(found.xbootldr);
+        if esp_spec.is_none() {
+            return Err(Error::Refused(format!(
+                "no ESP on {}",
+                found.disk.display()
+            )));
+        }
+    }
+    let esp_spec = esp_spec.unwrap_or_default();
+    let esp = open_target(&esp_spec, PartitionKind::Esp, writable)?;
+    // On a whole disk given as the ESP, its XBOOTLDR is $BOOT.
+    if boot_spec.is_none() {
+        if let Some(d) = &esp.disk {
+            let (_, part) = lifeboat_esp::target::split_spec(&esp_spec);
+            if part.is_none() {
+                let disk = lifeboat_esp::Disk::open(d, false)?;
+                if disk.find(PartitionKind::Xbootldr).is_some() {
+                    boot_spec = Some(format!("{}:xbootldr", d.display()));
+                }
+            }
+        }
+    }
+    match boot_spec {
+        Some(b) => {
+            let boot = open_target(&b, PartitionKind::Xbootldr, writable)?;
+            Ok(BootTargets {
+                boot,
+                esp: Some(esp),
+            })
+        }
+        None => Ok(BootTargets {
+            boot: esp,
+            esp: None,
+        }),
+    }
+}
+
+/// Reads a file of a transaction: from the store by hash (always there for a
+/// retained transaction), else from the tree.
+fn content(root: &SystemRoot, layout: &Layout, rel: &[u8]) -> Option<(Hash128, u64, PathBuf)> {
+    let e = layout.find(rel)?;
+    let EntryData::File { hash, size } = e.data else {
+        return None;
+    };
+    let store = root
+        .path
+        .join(crate::store::STORE_REL)
+        .join(hash.store_path());
+    if size == 0 {
+        return Some((hash, 0, PathBuf::new()));
+    }
+    Some((hash, size, store))
+}
+
+fn read_small(p: &Path) -> String {
+    std::fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Joins cmdline fragments: comments dropped, whitespace collapsed.
+pub fn join_cmdline<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    let mut words = Vec::new();
+    for p in parts {
+        for line in p.lines() {
+            let l = line.trim();
+            if l.starts_with('#') {
+                continue;
+            }
+            words.extend(l.split_whitespace().map(str::to_owned));
+        }
+    }
+    words.join(" ")
+}
+
+/// Options of every entry that lifeboat itself does not derive from the tree.
+pub struct Common {
+    pub token: String,
+    pub machine_id: Option<String>,
+    pub rescue_initrd: Option<Blob>,
+    pub root_arg: Option<String>,
+    pub local_cmdline: String,
+}
+
+pub fn common(root: &Path, cfg: &Config, initrd: Option<&Path>) -> Result<Common> {
+    let token = token::entry_token(root).ok_or_else(|| {
+        Error::Refused(format!(
+            "no entry token for {}: write one to etc/kernel/entry-token, or set etc/machine-id or os-release ID",
+            root.display()
+        ))
+    })?;
+    let machine_id = token::machine_id(root);
+    let initrd_path = initrd.map(Path::to_path_buf).or_else(|| {
+        cfg.initrd.as_ref().map(|p| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() && !is_live(root) {
+                root.join(p.strip_prefix("/").unwrap_or(&p))
+            } else {
+                p
+            }
+        })
+    });
+    let rescue_initrd = match initrd_path {
+        Some(p) => {
+            let bytes = std::fs::read(&p).map_err(|e| Error::io("read rescue initrd", &p, e))?;
+            Some(Blob {
+                hash: Hash128::of(&bytes).to_string(),
+                len: bytes.len() as u64,
+                source: Source::Path(p),
+            })
+        }
+        None => None,
+    };
+    let mut local = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(root.join("etc/kernel/cmdline.d")) {
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cmdline"))
+            .collect();
+        files.sort();
+        local.extend(files.iter().map(|p| read_small(p)));
+    }
+    let local_cmdline = join_cmdline(local.iter().map(String::as_str));
+    // On the running system, the root partition is known; elsewhere only cmdline
+    // files may name it, and PID 1 finds the DPS root otherwise.
+    let root_arg = if is_live(root) {
+        discover::boot_partitions(
+            root,
+            Path::new("/proc/self/mountinfo"),
+            &SysBlock::default(),
+        )
+        .ok()
+        .and_then(|b| b.root_partuuid)
+        .map(|u| format!("root=PARTUUID={u}"))
+    } else {
+        None
+    };
+    Ok(Common {
+        token,
+        machine_id,
+        rescue_initrd,
+        root_arg,
+        local_cmdline,
+    })
+}
+
+/// The wanted entry of every transaction that has a kernel; transactions without
+/// one are returned by id with the reason.
+pub fn wanted(
+    root: &SystemRoot,
+    idx: &StateIndex,
+    common: &Common,
+) -> (Vec<WantedEntry>, Vec<(u64, String)>) {
+    let active = root.active_id();
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for t in idx.transactions() {
+        let Some(layout) = idx.layout(t.id) else {
+            skipped.push((t.id, "layout unreadable".into()));
+            continue;
+        };
+        let mut kvers = layout.kernels();
+        kvers.sort_by(|a, b| version::compare(b, a));
+        let Some(kver) = kvers.first().cloned() else {
+            skipped.push((
+                t.id,
+                "carries no kernel (lib/kernel/<version>/vmlinuz)".into(),
+            ));
+            continue;
+        };
+        let kdir = format!("lib/kernel/{kver}");
+        let blob = |rel: &[u8]| {
+            content(root, &layout, rel).map(|(h, len, p)| Blob {
+                hash: h.to_string(),
+                len,
+                source: Source::Path(p),
+            })
+        };
+        let Some(linux) = blob(format!("{kdir}/vmlinuz").as_bytes()) else {
+            continue;
+        };
+        if let Source::Path(p) = &linux.source {
+            if !p.exists() {
+                skipped.push((
+                    t.id,
+                    format!("kernel {kver}: {} is missing from the store", p.display()),
+                ));
+                continue;
+            }
+        }
+        let mut initrds = Vec::new();
+        let mut cmdlines = Vec::new();
+        let kprefix = format!("{kdir}/");
+        for e in layout.entries() {
+            let Some(name) = e.path.strip_prefix(kprefix.as_bytes()) else {
+                continue;
+            };
+            if name.contains(&b'/') {
+                continue;
+            }
+            let name = String::from_utf8_lossy(name).into_owned();
+            if let Some(stem) = name.strip_suffix(".initrd") {
+                if let Some(b) = blob(&e.path) {
+                    initrds.push((stem.to_owned(), b));
+                }
+            } else if name.ends_with(".cmdline") {
+                if let Some((_, _, p)) = content(root, &layout, &e.path) {
+                    cmdlines.push(read_small(&p));
+                }
+            }
+        }
+        let mut tree_cmd = Vec::new();
+        for e in layout.entries() {
+            if let Some(n) = e.path.strip_prefix(b"lib/kernel/cmdline.d/".as_slice()) {
+                if n.ends_with(b".cmdline") && !n.contains(&b'/') {
+                    if let Some((_, _, p)) = content(root, &layout, &e.path) {
+                        tree_cmd.push(read_small(&p));
+                    }
+                }
+            }
+        }
+        let mut options = join_cmdline(
+            tree_cmd
+                .iter()
+                .chain(cmdlines.iter())
+                .map(String::as_str)
+                .chain(std::iter::once(common.local_cmdline.as_str())),
+        );
+        if !options.split_whitespace().any(|w| w.starts_with("root=")) {
+            if let Some(r) = &common.root_arg {
+                options = format!("{r} {options}");
+            }
+        }
+        options = join_cmdline([options.as_str(), &format!("lifeboat.tx={}", t.id)]);
+        let os = content(root, &layout, b"lib/os-release")
+            .map(|(_, _, p)| token::parse_os_release(&read_small(&p)))
+            .unwrap_or_default();
+        let name = token::field(&os, "PRETTY_NAME")
+            .or_else(|| token::field(&os, "NAME"))
+            .unwrap_or("Linux");
+        let sort_key = token::field(&os, "IMAGE_ID")
+            .or_else(|| token::field(&os, "ID"))
+            .unwrap_or("lifeboat");
+        out.push(WantedEntry {
+            tx: t.id,
+            active: active == Some(t.id),
+            title: format!(
+                "{name}, transaction {} ({})",
+                t.id,
+                timefmt::utc_minutes(t.created)
+            ),
+            version: format!("{}-{kver}", t.id),
+            sort_key: sort_key.to_owned(),
+            machine_id: common.machine_id.clone(),
+            kver,
+            linux,
+            initrds,
+            rescue_initrd: common.rescue_initrd.clone(),
+            options,
+        });
+    }
+    (out, skipped)
+}
+
+/// Builds the request for `boot sync`.
+pub fn request(
+    root: &SystemRoot,
+    idx: &StateIndex,
+    cfg: &Config,
+    keep: Option<usize>,
+    tries: Option<u32>,
+    timeout: Option<u32>,
+    initrd: Option<&Path>,
+) -> Result<(SyncRequest, Vec<(u64, String)>)> {
+    let common = common(&root.path, cfg, initrd)?;
+    let (entries, skipped) = wanted(root, idx, &common);
+    Ok((
+        SyncRequest {
+            token: common.token,
+            entries,
+            keep: keep.or(cfg.keep).unwrap_or(5),
+            tries: tries.or(cfg.tries),
+            timeout: timeout.or(cfg.timeout),
+            protected: skipped.iter().map(|(id, _)| *id).collect(),
+        },
+        skipped,
+    ))
+}

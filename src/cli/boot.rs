@@ -1,0 +1,734 @@
+//! `lifeboat boot ...`: entries on `$BOOT`, sync, default and one-shot, boot
+//! counting, and installing systemd-boot.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use lifeboat_boot::bls::{self, Entry, SortInfo};
+use lifeboat_boot::efivars::{EfiVars, LOADER_GUID, NV_BS_RT};
+use lifeboat_boot::plan::{self, Step};
+use lifeboat_boot::{loaderconf, sdboot};
+use lifeboat_esp::volume::join;
+use lifeboat_esp::Volume;
+
+use super::disk::human;
+use super::Out;
+use crate::bootsync::{self, BootArgs, BootTargets};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::json::Json;
+use crate::root::SystemRoot;
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "boot")]
+/// boot entries: status, list, sync, set-default, set-oneshot, bless, install
+pub struct BootCmd {
+    #[argh(subcommand)]
+    pub cmd: BootSub,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum BootSub {
+    Status(StatusCmd),
+    List(ListCmd),
+    Sync(SyncCmd),
+    SetDefault(SetDefaultCmd),
+    SetOneshot(SetOneshotCmd),
+    Bless(BlessCmd),
+    Install(InstallCmd),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "status")]
+/// where the boot partitions are, their space, entries, default, one-shot, others
+pub struct StatusCmd {}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+/// every entry on $BOOT in boot-menu order
+pub struct ListCmd {}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "sync")]
+/// make $BOOT hold one entry per retained transaction (and nothing stale of ours)
+pub struct SyncCmd {
+    /// entries to keep, the active transaction's included (default 5)
+    #[argh(option)]
+    pub keep: Option<usize>,
+    /// only print the plan
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// boot-counting tries for new entries
+    #[argh(option)]
+    pub tries: Option<u32>,
+    /// loader.conf timeout in seconds
+    #[argh(option)]
+    pub timeout: Option<u32>,
+    /// lifeboat rescue initrd to add to every entry
+    #[argh(option)]
+    pub initrd: Option<PathBuf>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "set-default")]
+/// boot this transaction (or entry pattern) by default (loader.conf)
+pub struct SetDefaultCmd {
+    #[argh(positional)]
+    pub target: String,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "set-oneshot")]
+/// boot this transaction once, on the next boot (LoaderEntryOneShot)
+pub struct SetOneshotCmd {
+    #[argh(positional)]
+    pub target: String,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "bless")]
+/// mark the booted entry good (drop its boot counter)
+pub struct BlessCmd {
+    /// the entry file to bless (default: from LoaderBootCountPath)
+    #[argh(option)]
+    pub entry: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "install")]
+/// install systemd-boot on the ESP (only over nothing or systemd-boot)
+pub struct InstallCmd {
+    /// the loader binary (default: the active tree's systemd-bootx64.efi)
+    #[argh(option)]
+    pub loader: Option<PathBuf>,
+}
+
+/// Shared context of the boot commands.
+pub struct Ctx<'a> {
+    pub root: &'a Path,
+    pub args: &'a BootArgs,
+    pub out: &'a Out,
+}
+
+fn cfg(ctx: &Ctx) -> Config {
+    let (c, warnings) = Config::load(ctx.root);
+    for w in warnings {
+        ctx.out.note(w);
+    }
+    c
+}
+
+fn efivars(ctx: &Ctx) -> Result<EfiVars> {
+    let dir = ctx
+        .args
+        .efivars
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(lifeboat_boot::efivars::DEFAULT_DIR));
+    Ok(EfiVars::open(&dir)?)
+}
+
+fn esp_vol(t: &mut BootTargets) -> &mut dyn Volume {
+    match t.esp.as_mut() {
+        Some(e) => e.volume.as_mut(),
+        None => t.boot.volume.as_mut(),
+    }
+}
+
+pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
+    match c.cmd {
+        BootSub::Sync(s) => {
+            sync(
+                ctx,
+                s.keep,
+                s.tries,
+                s.timeout,
+                s.initrd.as_deref(),
+                s.dry_run,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BootSub::List(_) => list(ctx),
+        BootSub::Status(_) => status(ctx),
+        BootSub::SetDefault(s) => set_default(ctx, &s.target),
+        BootSub::SetOneshot(s) => set_oneshot(ctx, &s.target),
+        BootSub::Bless(b) => bless(ctx, b.entry.as_deref()),
+        BootSub::Install(i) => install(ctx, i.loader.as_deref()),
+    }
+}
+
+/// `boot sync`; also run after commit, activate and prune when a boot target is
+/// configured.
+pub fn sync(
+    ctx: &Ctx,
+    keep: Option<usize>,
+    tries: Option<u32>,
+    timeout: Option<u32>,
+    initrd: Option<&Path>,
+    dry_run: bool,
+) -> Result<()> {
+    let config = cfg(ctx);
+    let root = SystemRoot::open(ctx.root)?;
+    let loaded = root.load_existing_index()?;
+    if let Some(f) = &loaded.fallback {
+        ctx.out.note(f);
+    }
+    let (req, skipped) =
+        bootsync::request(&root, &loaded.index, &config, keep, tries, timeout, initrd)?;
+    for (id, why) in &skipped {
+        ctx.out.note(format!(
+            "transaction {id}: {why}; its entry (if any) is left as it is"
+        ));
+    }
+    if req.entries.is_empty() {
+        return Err(Error::Refused(
+            "no transaction carries a kernel: nothing to put on $BOOT".into(),
+        ));
+    }
+    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, !dry_run)?;
+    for n in t
+        .boot
+        .notes
+        .iter()
+        .chain(t.esp.iter().flat_map(|e| e.notes.iter()))
+    {
+        ctx.out.note(n);
+    }
+    let BootTargets { boot, esp } = &mut t;
+    let esp_v: Option<&mut dyn Volume> = esp.as_mut().map(|e| e.volume.as_mut() as &mut dyn Volume);
+    let plan = plan::plan(&req, boot.volume.as_mut(), esp_v)?;
+    let mut steps = Vec::new();
+    for s in &plan.steps {
+        let (what, path) = match s {
+            Step::Remove { path, .. } => ("remove", path.clone()),
+            Step::Copy { path, .. } => ("copy", path.clone()),
+            Step::WriteEntry { path, .. } => ("entry", path.clone()),
+            Step::LoaderConf => ("loader.conf", "loader/loader.conf".to_owned()),
+        };
+        if dry_run || !ctx.out.json {
+            ctx.out.line(format!(
+                "{}{what:<12} {path}",
+                if dry_run { "would " } else { "" }
+            ));
+        }
+        steps.push(Json::obj().with("op", what).with("path", path));
+    }
+    if !plan.dropped_for_space.is_empty() {
+        ctx.out.note(format!(
+            "not enough space for every entry: transactions {:?} get none ({} bytes needed, {} free)",
+            plan.dropped_for_space, plan.need, plan.free
+        ));
+    }
+    if !dry_run {
+        let esp_v: Option<&mut dyn Volume> =
+            esp.as_mut().map(|e| e.volume.as_mut() as &mut dyn Volume);
+        let done = plan::apply(&plan, boot.volume.as_mut(), esp_v)?;
+        for r in &done.recovered {
+            ctx.out.note(r);
+        }
+    }
+    if plan.is_noop() {
+        ctx.out.line(format!(
+            "{} is up to date ({} entries)",
+            boot.location,
+            plan.kept.len()
+        ));
+    } else if !dry_run {
+        ctx.out.line(format!(
+            "synced {} entries to {}",
+            plan.kept.len(),
+            boot.location
+        ));
+    }
+    ctx.out.json(
+        &Json::obj()
+            .with("boot", boot.location.as_str())
+            .with("kept", plan.kept.clone())
+            .with("dropped_for_space", plan.dropped_for_space.clone())
+            .with("steps", Json::Arr(steps))
+            .with("dry_run", dry_run),
+    );
+    Ok(())
+}
+
+/// One entry file found on a volume.
+struct Found {
+    file: String,
+    entry: Entry,
+    sort: SortInfo,
+    on_esp: bool,
+    ours: Option<u64>,
+}
+
+fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>) -> Result<Vec<Found>> {
+    let list = match v.list("loader/entries") {
+        Ok(l) => l,
+        Err(lifeboat_esp::Error::NotFound { .. }) => return Ok(vec![]),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for f in list {
+        if f.is_dir || !f.name.to_ascii_lowercase().ends_with(".conf") || f.name.starts_with('.') {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&v.read(&join("loader/entries", &f.name))?).into_owned();
+        let entry = Entry::parse(&text);
+        let ours = token
+            .and_then(|t| plan::parse_entry_name(t, &f.name))
+            .map(|(tx, _, _)| tx)
+            .filter(|tx| {
+                entry
+                    .options()
+                    .split_whitespace()
+                    .any(|o| o == format!("lifeboat.tx={tx}"))
+            });
+        out.push(Found {
+            sort: SortInfo::of(&f.name, &entry),
+            file: f.name,
+            entry,
+            on_esp,
+            ours,
+        });
+    }
+    Ok(out)
+}
+
+fn all_entries(t: &mut BootTargets, token: Option<&str>) -> Result<Vec<Found>> {
+    let mut v = entries_on(t.boot.volume.as_mut(), t.esp.is_none(), token)?;
+    if let Some(e) = t.esp.as_mut() {
+        v.extend(entries_on(e.volume.as_mut(), true, token)?);
+    }
+    v.sort_by(|a, b| bls::compare(&a.sort, &b.sort));
+    Ok(v)
+}
+
+/// Which entry a loader.conf default pattern selects (the first match in order).
+fn glob_match(pat: &str, s: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (
+        pat.to_lowercase().chars().collect(),
+        s.to_lowercase().chars().collect(),
+    );
+    fn rec(p: &[char], s: &[char]) -> bool {
+        match p.first() {
+            None => s.is_empty(),
+            Some('*') => (0..=s.len()).any(|i| rec(&p[1..], &s[i..])),
+            Some('?') => !s.is_empty() && rec(&p[1..], &s[1..]),
+            Some(c) => s.first() == Some(c) && rec(&p[1..], &s[1..]),
+        }
+    }
+    rec(&p, &s)
+}
+
+fn list(ctx: &Ctx) -> Result<ExitCode> {
+    let config = cfg(ctx);
+    let token = lifeboat_boot::token::entry_token(ctx.root);
+    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
+    let entries = all_entries(&mut t, token.as_deref())?;
+    let lc = esp_vol(&mut t)
+        .read("loader/loader.conf")
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let default = lc
+        .as_deref()
+        .and_then(|l| loaderconf::get_key(l, "default"))
+        .map(str::to_owned);
+    let default_idx = match &default {
+        Some(p) => entries.iter().position(|e| glob_match(p, &e.sort.id)),
+        None => (!entries.is_empty()).then_some(0),
+    };
+    let mut arr = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let mark = if Some(i) == default_idx { "*" } else { " " };
+        let counter = e
+            .sort
+            .counter
+            .map(|c| format!(" [tries left {}, done {}]", c.left, c.done))
+            .unwrap_or_default();
+        ctx.out.line(format!(
+            "{mark} {:<48} {}{}{}",
+            e.file,
+            e.entry.get("title").unwrap_or("(no title)"),
+            counter,
+            if e.ours.is_none() {
+                "  (not lifeboat's)"
+            } else {
+                ""
+            }
+        ));
+        arr.push(
+            Json::obj()
+                .with("id", e.sort.id.as_str())
+                .with("title", e.entry.get("title").map(str::to_owned))
+                .with("version", e.entry.get("version").map(str::to_owned))
+                .with("transaction", e.ours)
+                .with("default", Some(i) == default_idx)
+                .with("tries_left", e.sort.counter.map(|c| c.left))
+                .with("tries_done", e.sort.counter.map(|c| c.done))
+                .with("on_esp", e.on_esp)
+                .with("linux", e.entry.get("linux").map(str::to_owned))
+                .with("options", e.entry.options()),
+        );
+    }
+    ctx.out.json(&Json::Arr(arr));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(ctx: &Ctx) -> Result<ExitCode> {
+    let config = cfg(ctx);
+    let token = lifeboat_boot::token::entry_token(ctx.root);
+    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
+    let mut j = Json::obj();
+    let bs = t.boot.volume.space()?;
+    match &mut t.esp {
+        Some(e) => {
+            let es = e.volume.space()?;
+            ctx.out.line(format!(
+                "ESP:      {} ({} free of {})",
+                e.location,
+                human(es.free),
+                human(es.total)
+            ));
+            ctx.out.line(format!(
+                "$BOOT:    {} ({} free of {})",
+                t.boot.location,
+                human(bs.free),
+                human(bs.total)
+            ));
+            j.push(
+                "esp",
+                Json::obj()
+                    .with("location", e.location.as_str())
+                    .with("free", es.free)
+                    .with("total", es.total),
+            );
+        }
+        None => {
+            ctx.out.line(format!(
+                "ESP:      {} ({} free of {}); also $BOOT",
+                t.boot.location,
+                human(bs.free),
+                human(bs.total)
+            ));
+        }
+    }
+    j.push(
+        "boot",
+        Json::obj()
+            .with("location", t.boot.location.as_str())
+            .with("free", bs.free)
+            .with("total", bs.total),
+    );
+    ctx.out.line(format!(
+        "token:    {}",
+        token.as_deref().unwrap_or("(none)")
+    ));
+    j.push("token", token.clone());
+    // Loaders under EFI/.
+    let mut loaders = Vec::new();
+    let esp = esp_vol(&mut t);
+    for path in [
+        "EFI/systemd/systemd-bootx64.efi",
+        "EFI/BOOT/BOOTX64.EFI",
+        "EFI/Microsoft/Boot/bootmgfw.efi",
+    ] {
+        if let Ok(b) = esp.read(path) {
+            let what = match sdboot::version(&b) {
+                Some(v) => format!("systemd-boot {v}"),
+                None if path.contains("Microsoft") => "Windows Boot Manager".into(),
+                None => "another loader".into(),
+            };
+            ctx.out.line(format!("loader:   {path}: {what}"));
+            loaders.push(Json::obj().with("path", path).with("what", what));
+        }
+    }
+    if let Ok(dirs) = esp.list("EFI") {
+        for d in dirs.iter().filter(|d| d.is_dir) {
+            let n = d.name.to_ascii_lowercase();
+            if !matches!(n.as_str(), "boot" | "systemd" | "linux" | "microsoft") {
+                ctx.out.line(format!(
+                    "other:    EFI/{}/ (another operating system's loader)",
+                    d.name
+                ));
+                loaders.push(
+                    Json::obj()
+                        .with("path", format!("EFI/{}", d.name))
+                        .with("what", "other"),
+                );
+            }
+        }
+    }
+    j.push("loaders", Json::Arr(loaders));
+    let lc = esp
+        .read("loader/loader.conf")
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let default = lc
+        .as_deref()
+        .and_then(|l| loaderconf::get_key(l, "default"))
+        .map(str::to_owned);
+    let timeout = lc
+        .as_deref()
+        .and_then(|l| loaderconf::get_key(l, "timeout"))
+        .map(str::to_owned);
+    ctx.out.line(format!(
+        "default:  {}",
+        default.as_deref().unwrap_or("(first entry)")
+    ));
+    ctx.out.line(format!(
+        "timeout:  {}",
+        timeout.as_deref().unwrap_or("(loader default)")
+    ));
+    j.push("default", default.clone());
+    j.push("timeout", timeout);
+    let vars = efivars(ctx).ok();
+    let get = |n: &str| {
+        vars.as_ref()
+            .and_then(|v| v.read_string(n, LOADER_GUID).ok().flatten())
+    };
+    let oneshot = get("LoaderEntryOneShot");
+    let selected = get("LoaderEntrySelected");
+    ctx.out
+        .line(format!("one-shot: {}", oneshot.as_deref().unwrap_or("-")));
+    ctx.out.line(format!(
+        "booted:   {}",
+        selected
+            .as_deref()
+            .unwrap_or("- (no efivarfs, or not booted by systemd-boot)")
+    ));
+    j.push("oneshot", oneshot);
+    j.push("selected", selected);
+    let entries = all_entries(&mut t, token.as_deref())?;
+    let mut arr = Vec::new();
+    ctx.out.line("entries:");
+    for e in &entries {
+        let counter = e
+            .sort
+            .counter
+            .map(|c| format!(" +{}-{}", c.left, c.done))
+            .unwrap_or_default();
+        let owner = match e.ours {
+            Some(tx) => format!("transaction {tx}"),
+            None => format!(
+                "foreign ({})",
+                e.entry
+                    .get("machine-id")
+                    .map(|m| format!("machine-id {m}"))
+                    .unwrap_or_else(|| "other install".into())
+            ),
+        };
+        ctx.out.line(format!("  {:<48} {owner}{counter}", e.file));
+        arr.push(
+            Json::obj()
+                .with("id", e.sort.id.as_str())
+                .with("transaction", e.ours)
+                .with("tries_left", e.sort.counter.map(|c| c.left)),
+        );
+    }
+    j.push("entries", Json::Arr(arr));
+    ctx.out.json(&j);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Turns `ID` or an entry name into a loader.conf pattern.
+fn target_pattern(token: Option<&str>, target: &str) -> Result<String> {
+    match target.parse::<u64>() {
+        Ok(id) => {
+            let t = token.ok_or_else(|| Error::Refused("no entry token for this root".into()))?;
+            Ok(plan::default_pattern(t, id))
+        }
+        Err(_) => Ok(target.to_lowercase()),
+    }
+}
+
+fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
+    let config = cfg(ctx);
+    let token = lifeboat_boot::token::entry_token(ctx.root);
+    let pattern = target_pattern(token.as_deref(), target)?;
+    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
+    let entries = all_entries(&mut t, token.as_deref())?;
+    let Some(hit) = entries.iter().find(|e| glob_match(&pattern, &e.sort.id)) else {
+        return Err(Error::Refused(format!(
+            "no entry on $BOOT matches {pattern:?}; run `lifeboat boot sync` first?"
+        )));
+    };
+    let hit = hit.file.clone();
+    let esp = esp_vol(&mut t);
+    let old = esp
+        .read("loader/loader.conf")
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let new = loaderconf::set_key(&old, "default", Some(&pattern));
+    if new != old {
+        esp.create_dir_all("loader")?;
+        esp.replace("loader/loader.conf", &mut new.as_bytes())?;
+    }
+    ctx.out.line(format!("default: {pattern} (now {hit})"));
+    ctx.out
+        .json(&Json::obj().with("default", pattern).with("entry", hit));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set_oneshot(ctx: &Ctx, target: &str) -> Result<ExitCode> {
+    let config = cfg(ctx);
+    let token = lifeboat_boot::token::entry_token(ctx.root);
+    let pattern = target_pattern(token.as_deref(), target)?;
+    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
+    let entries = all_entries(&mut t, token.as_deref())?;
+    // The one-shot variable names one entry exactly, counter included.
+    let hit = entries
+        .iter()
+        .find(|e| glob_match(&pattern, &e.sort.id))
+        .ok_or_else(|| Error::Refused(format!("no entry on $BOOT matches {pattern:?}")))?;
+    let vars = efivars(ctx)?;
+    vars.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, &hit.sort.id)?;
+    ctx.out.line(format!("next boot (once): {}", hit.sort.id));
+    ctx.out
+        .json(&Json::obj().with("oneshot", hit.sort.id.as_str()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
+    let config = cfg(ctx);
+    let token = lifeboat_boot::token::entry_token(ctx.root);
+    let name = match entry {
+        Some(e) => e.to_owned(),
+        None => {
+            let vars = efivars(ctx)?;
+            let p = vars.read_string("LoaderBootCountPath", LOADER_GUID)?;
+            match p {
+                Some(p) => p.rsplit(['\\', '/']).next().unwrap_or("").to_owned(),
+                None => {
+                    ctx.out.line("nothing to bless: the booted entry has no boot counter (LoaderBootCountPath is not set)");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+    };
+    let Some((stem, Some(_))) = bls::split_counter(&name, ".conf") else {
+        ctx.out
+            .line(format!("{name} has no boot counter; nothing to do"));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let good = format!("{stem}.conf");
+    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
+    let from = join("loader/entries", &name);
+    let to = join("loader/entries", &good);
+    let on_boot = t.boot.volume.exists(&from)?;
+    let on_esp = match t.esp.as_mut() {
+        Some(e) => e.volume.exists(&from)?,
+        None => false,
+    };
+    let vol: &mut dyn Volume = match (on_boot, t.esp.as_mut()) {
+        (true, _) => t.boot.volume.as_mut(),
+        (false, Some(e)) if on_esp => e.volume.as_mut(),
+        _ => {
+            return Err(Error::Refused(format!(
+                "{from} is on neither $BOOT nor the ESP"
+            )))
+        }
+    };
+    vol.rename(&from, &to)?;
+    vol.flush()?;
+    // A proven entry of ours becomes the default again.
+    if let Some((tx, _, _)) = token
+        .as_deref()
+        .and_then(|t| plan::parse_entry_name(t, &good))
+    {
+        let pattern = plan::default_pattern(token.as_deref().unwrap_or_default(), tx);
+        let esp = esp_vol(&mut t);
+        let old = esp
+            .read("loader/loader.conf")
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let new = loaderconf::set_key(&old, "default", Some(&pattern));
+        if new != old {
+            esp.replace("loader/loader.conf", &mut new.as_bytes())?;
+        }
+    }
+    ctx.out.line(format!("blessed: {name} -> {good}"));
+    ctx.out
+        .json(&Json::obj().with("from", name).with("to", good));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
+    let config = cfg(ctx);
+    let src = match loader {
+        Some(p) => p.to_owned(),
+        None => ctx
+            .root
+            .join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
+    };
+    let bin = std::fs::read(&src).map_err(|e| Error::io("read loader", &src, e))?;
+    let new_v = sdboot::version(&bin)
+        .ok_or_else(|| Error::Refused(format!("{} is not a systemd-boot binary", src.display())))?;
+    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
+    let esp = esp_vol(&mut t);
+    let mut results = Vec::new();
+    for dest in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"] {
+        let found = match esp.read(dest) {
+            Ok(b) => Some(sdboot::version(&b)),
+            Err(lifeboat_esp::Error::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let action = match &found {
+            Some(None) => {
+                ctx.out.line(format!(
+                    "{dest}: another loader is installed there; left alone"
+                ));
+                "kept-foreign"
+            }
+            Some(Some(v)) if v == &new_v => {
+                ctx.out
+                    .line(format!("{dest}: systemd-boot {v} already installed"));
+                "up-to-date"
+            }
+            _ => {
+                let (dir, _) = lifeboat_esp::volume::split(dest);
+                esp.create_dir_all(dir)?;
+                esp.replace(dest, &mut bin.as_slice())?;
+                match &found {
+                    Some(Some(v)) => ctx.out.line(format!("{dest}: systemd-boot {v} -> {new_v}")),
+                    _ => ctx
+                        .out
+                        .line(format!("{dest}: installed systemd-boot {new_v}")),
+                }
+                "installed"
+            }
+        };
+        results.push(
+            Json::obj()
+                .with("path", dest)
+                .with(
+                    "found",
+                    found.map(|f| f.unwrap_or_else(|| "foreign".into())),
+                )
+                .with("action", action),
+        );
+    }
+    esp.create_dir_all("loader/entries")?;
+    if !esp.exists("loader/entries.srel")? {
+        esp.replace("loader/entries.srel", &mut &b"type1\n"[..])?;
+    }
+    esp.flush()?;
+    ctx.out.json(
+        &Json::obj()
+            .with("version", new_v)
+            .with("files", Json::Arr(results)),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn globs() {
+        assert!(super::glob_match("lb-12-*", "lb-12-6.1.conf"));
+        assert!(super::glob_match("LB-12-*", "lb-12-6.1+3-0.conf"));
+        assert!(!super::glob_match("lb-12-*", "lb-120-6.1.conf"));
+        assert!(super::glob_match("a?c", "abc"));
+    }
+}
