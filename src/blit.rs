@@ -85,18 +85,31 @@ pub(crate) fn place(
     root: bool,
     stats: &mut BlitStats,
 ) -> std::io::Result<Option<OwnedFd>> {
-    let name = cstr(e.name())?;
+    place_as(e, e.name(), dir, store, root, stats)
+}
+
+/// Like [`place`], under another name (repair builds under a temporary name and
+/// renames over the damaged file).
+pub(crate) fn place_as(
+    e: &LayoutEntry,
+    as_name: &[u8],
+    dir: BorrowedFd,
+    store: &Store,
+    root: bool,
+    stats: &mut BlitStats,
+) -> std::io::Result<Option<OwnedFd>> {
+    let name = cstr(as_name)?;
     match &e.data {
         EntryData::Dir => {
             nix::sys::stat::mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(0o700))
                 .map_err(io_err)?;
-            let fd = fsutil::open_dir_at(dir, e.name())?;
+            let fd = fsutil::open_dir_at(dir, as_name)?;
             store::set_owner_perm(fd.as_fd(), e.perm, e.uid, e.gid)?;
             stats.dirs += 1;
             Ok(Some(fd))
         }
         EntryData::File { size: 0, .. } => {
-            let f = store::create_excl(dir, e.name(), e.perm)?;
+            let f = store::create_excl(dir, as_name, e.perm)?;
             store::set_owner_perm(f.as_fd(), e.perm, e.uid, e.gid)?;
             stats.empty += 1;
             Ok(None)
@@ -129,7 +142,7 @@ pub(crate) fn place(
                 }
             }
             let src = store.open_blob(*hash)?;
-            let out = store::create_excl(dir, e.name(), e.perm)?;
+            let out = store::create_excl(dir, as_name, e.perm)?;
             store::copy_all(&src, &out)?;
             store::set_owner_perm(out.as_fd(), e.perm, e.uid, e.gid)?;
             stats.copied += 1;

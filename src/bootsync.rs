@@ -349,3 +349,40 @@ pub fn request(
         skipped,
     ))
 }
+
+/// Points `loader.conf`'s `default` at transaction `tx`'s entry on the boot disk of
+/// `root_dev` (PID 1, after a rollback chosen in the boot menu). Returns the
+/// pattern written, or `None` when the disk has no entry for `tx`.
+pub fn set_default_for_disk(root: &Path, root_dev: &Path, tx: u64) -> Result<Option<String>> {
+    let disk = crate::pid1::probe::Probe::default()
+        .disk_of(root_dev)
+        .ok_or_else(|| Error::Refused(format!("no disk for {}", root_dev.display())))?;
+    let args = BootArgs {
+        esp: Some(disk.display().to_string()),
+        boot: None,
+        efivars: None,
+    };
+    let mut t = open_targets(root, &args, &Config::default(), true)?;
+    let tok = token::entry_token(root).ok_or_else(|| Error::Refused("no entry token".into()))?;
+    let ours = lifeboat_boot::plan::our_entries(t.boot.volume.as_mut(), &tok)?;
+    if !ours.iter().any(|e| e.tx == tx) {
+        return Ok(None);
+    }
+    let pattern = lifeboat_boot::plan::default_pattern(&tok, tx);
+    let esp: &mut dyn lifeboat_esp::Volume = match t.esp.as_mut() {
+        Some(e) => e.volume.as_mut(),
+        None => t.boot.volume.as_mut(),
+    };
+    let old = match esp.read("loader/loader.conf") {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(lifeboat_esp::Error::NotFound { .. }) => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let new = lifeboat_boot::loaderconf::set_key(&old, "default", Some(&pattern));
+    if new != old {
+        esp.create_dir_all("loader")?;
+        esp.replace("loader/loader.conf", &mut new.as_bytes())?;
+        esp.flush()?;
+    }
+    Ok(Some(pattern))
+}

@@ -4,7 +4,9 @@
 
 pub mod boot;
 pub mod disk;
+pub mod initrd;
 pub mod state;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,7 +44,22 @@ pub enum Command {
     State(state::StateCmd),
     Disk(disk::DiskCmd),
     Boot(boot::BootCmd),
+    Verify(verify::VerifyCmd),
+    Repair(verify::RepairCmd),
+    Initrd(initrd::InitrdCmd),
+    Shell(ShellCmd),
+    Init(InitCmd),
 }
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "shell")]
+/// the rescue shell (what PID 1 opens when the boot cannot go on)
+pub struct ShellCmd {}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "init")]
+/// run as the initrd's PID 1 (what /init does)
+pub struct InitCmd {}
 
 /// How results reach the user.
 pub struct Out {
@@ -93,6 +110,34 @@ pub fn run(args: &[&str]) -> ExitCode {
     let r = match cli.cmd {
         Command::State(c) => state::run(&cli.root, c, &out),
         Command::Disk(c) => disk::run(c, &out),
+        Command::Verify(c) => match verify::verify(&cli.root, &c, &out) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                report(&out, &e);
+                return ExitCode::from(verify::EXIT_CANNOT_CHECK);
+            }
+        },
+        Command::Repair(c) => match verify::repair(&cli.root, &c, &out) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                report(&out, &e);
+                return ExitCode::from(verify::EXIT_CANNOT_CHECK);
+            }
+        },
+        Command::Initrd(c) => initrd::run(c, &out),
+        Command::Shell(_) => {
+            let ctx = crate::shell::ShellCtx {
+                root: cli.root.clone(),
+                pid1: false,
+                esp: cli.esp.clone(),
+                cmdline: crate::pid1::cmdline::KernelCmdline::parse(
+                    &std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+                ),
+            };
+            crate::shell::Shell::new(ctx).run();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init(_) => crate::pid1::main(),
         Command::Boot(c) => {
             let args = crate::bootsync::BootArgs {
                 esp: cli.esp.clone(),

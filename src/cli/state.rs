@@ -169,7 +169,7 @@ pub fn run(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
     }
 }
 
-fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
+pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
     let loaded = root.load_existing_index()?;
     if let Some(f) = &loaded.fallback {

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Fetches the boot stack from Debian packages into qemu/cache (kept between runs):
+# the cloud kernel (with its modules), OVMF firmware, systemd-boot, and a glibc for
+# the test userspace. Prints nothing but errors; idempotent.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${LIFEBOAT_QEMU_CACHE:-$here/cache}
+mkdir -p "$cache"
+cd "$cache"
+if [ ! -f kernel/.done ]; then
+  pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  [ -n "$pkg" ] || { echo "fetch: cannot resolve linux-image-cloud-amd64 (run apt-get update)" >&2; exit 1; }
+  rm -rf kernel dl && mkdir -p dl kernel
+  (cd dl && apt-get download -q "$pkg" >/dev/null 2>&1) || { echo "fetch: apt-get download $pkg failed" >&2; exit 1; }
+  dpkg-deb -x dl/*.deb kernel
+  rm -rf dl
+  kv=$(ls kernel/lib/modules | head -n1)
+  # The package ships no modules.dep (depmod runs at install time).
+  depmod -b "$PWD/kernel" "$kv"
+  touch kernel/.done
+fi
+vmlinuz=$(ls kernel/boot/vmlinuz-* | head -n1)
+kver=${vmlinuz##*/vmlinuz-}
+ln -sfn "$PWD/$vmlinuz" vmlinuz
+ln -sfn "$PWD/kernel/lib/modules/$kver" modules
+echo "$kver" > kver
+for f in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd \
+         /usr/lib/systemd/boot/efi/systemd-bootx64.efi; do
+  [ -f "$f" ] || { echo "fetch: $f missing (run scripts/setup.sh)" >&2; exit 1; }
+done

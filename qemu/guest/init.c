@@ -1,0 +1,82 @@
+/* The test userspace of the QEMU scenarios: a dynamically linked init (so that
+ * deleting glibc breaks it, as it would break a real system's init). It reports
+ * which transaction booted, performs the actions /etc/lbtest.conf lists for this
+ * boot ("bootN = command args..." run via /usr/bin/lifeboat), and ends the VM with
+ * isa-debug-exit so the harness gets a clean verdict (exit status 33). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/io.h>
+#include <sys/reboot.h>
+#include <sys/wait.h>
+#include <sys/mount.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+static void slurp(const char *path, char *buf, size_t n) {
+    buf[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    size_t r = fread(buf, 1, n - 1, f);
+    buf[r] = 0;
+    while (r > 0 && (buf[r - 1] == '\n' || buf[r - 1] == ' ')) buf[--r] = 0;
+    fclose(f);
+}
+
+static int run(char *line) {
+    char *argv[32];
+    int argc = 0;
+    argv[argc++] = "/usr/bin/lifeboat";
+    for (char *t = strtok(line, " \t\n"); t && argc < 31; t = strtok(NULL, " \t\n")) argv[argc++] = t;
+    argv[argc] = NULL;
+    printf("LBTEST: run:");
+    for (int i = 0; i < argc; i++) printf(" %s", argv[i]);
+    printf("\n");
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) {
+        execv(argv[0], argv);
+        perror("exec lifeboat");
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(p, &st, 0);
+    printf("LBTEST: exit %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : 128);
+    fflush(stdout);
+    return st;
+}
+
+static void finish(int code) {
+    fflush(stdout);
+    sync();
+    if (ioperm(0xf4, 4, 1) == 0) outb(code, 0xf4);
+    reboot(RB_POWER_OFF);
+    for (;;) pause();
+}
+
+int main(void) {
+    char tx[64], marker[128], boots[32];
+    mkdir("/proc", 0755);
+    mount("proc", "/proc", "proc", 0, NULL);
+    slurp("/usr/.stateID", tx, sizeof tx);
+    slurp("/usr/lib/lbtest/marker", marker, sizeof marker);
+    slurp("/var/lbtest-boots", boots, sizeof boots);
+    int n = atoi(boots) + 1;
+    FILE *bf = fopen("/var/lbtest-boots", "w");
+    if (bf) { fprintf(bf, "%d\n", n); fclose(bf); }
+    printf("LBTEST: booted tx=%s marker=%s boot=%d\n", tx, marker, n);
+    fflush(stdout);
+    FILE *c = fopen("/etc/lbtest.conf", "r");
+    char line[512], key[32];
+    snprintf(key, sizeof key, "boot%d =", n);
+    if (c) {
+        while (fgets(line, sizeof line, c)) {
+            if (strncmp(line, key, strlen(key)) == 0) run(line + strlen(key));
+        }
+        fclose(c);
+    }
+    printf("LBTEST: done\n");
+    finish(0x10);
+    return 0;
+}

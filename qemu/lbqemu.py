@@ -1,0 +1,213 @@
+"""The QEMU harness: compose a bootable disk image with lifeboat itself and boot it
+with real OVMF, systemd-boot and a Debian kernel, driving the serial console.
+
+Composition (all unprivileged on regular files, no loop devices):
+  lifeboat disk create -> state commit of test /usr trees into a root directory
+  -> boot install + boot sync onto the image's ESP -> initrd build -> the ext4 root
+  written into the image with `mke2fs -d DIR -E offset=BYTES`.
+
+Boot: qemu-system-x86_64 -machine q35,accel=tcg, OVMF as pflash with a per-test copy
+of the VARS file (kept between the boots of one test), the disk on NVMe, the serial
+console on stdio, and isa-debug-exit so the guest can end the VM with a verdict.
+
+Usable for your own images: Vm(disk, vars).boot() and expect()/send() on the console.
+"""
+import os, re, select, shutil, subprocess, sys, time, json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+CACHE = os.environ.get("LIFEBOAT_QEMU_CACHE", os.path.join(HERE, "cache"))
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+SDBOOT = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+LIFEBOAT = os.environ.get("LIFEBOAT_BIN", os.path.join(REPO, "target/x86_64-unknown-linux-musl/release/lifeboat"))
+GUEST_EXIT_OK = 0x10 * 2 + 1  # isa-debug-exit: (value << 1) | 1
+VERBOSE = os.environ.get("LIFEBOAT_QEMU_VERBOSE") == "1"
+
+
+class Failure(Exception):
+    pass
+
+
+def sh(*cmd, **kw):
+    """Runs a command; raises with its output when it fails."""
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    if r.returncode != 0:
+        raise Failure(f"{' '.join(map(str, cmd))} exited {r.returncode}:\n{r.stdout}")
+    return r.stdout
+
+
+def lb(*args):
+    return sh(LIFEBOAT, *map(str, args))
+
+
+def kver():
+    return open(os.path.join(CACHE, "kver")).read().strip()
+
+
+def guest_init(work):
+    out = os.path.join(work, "guest-init")
+    if not os.path.exists(out):
+        sh("gcc", "-O2", "-o", out, os.path.join(HERE, "guest/init.c"))
+    return out
+
+
+def make_tree(work, name, marker, extra_cmdline=""):
+    """A test /usr: the dynamic guest init with glibc, a kernel, systemd-boot, lifeboat."""
+    t = os.path.join(work, name)
+    shutil.rmtree(t, ignore_errors=True)
+    k = kver()
+    for d in ["bin", "sbin", "lib/x86_64-linux-gnu", "lib64", f"lib/kernel/{k}", "lib/kernel/cmdline.d",
+              "lib/systemd/boot/efi", "lib/lbtest"]:
+        os.makedirs(os.path.join(t, d), exist_ok=True)
+    shutil.copy(guest_init(work), os.path.join(t, "sbin/init"))
+    shutil.copy("/lib/x86_64-linux-gnu/libc.so.6", os.path.join(t, "lib/x86_64-linux-gnu/libc.so.6"))
+    shutil.copy("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", os.path.join(t, "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"))
+    os.symlink("../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", os.path.join(t, "lib64/ld-linux-x86-64.so.2"))
+    shutil.copy(os.path.join(CACHE, "vmlinuz"), os.path.join(t, f"lib/kernel/{k}/vmlinuz"))
+    shutil.copy(SDBOOT, os.path.join(t, "lib/systemd/boot/efi/systemd-bootx64.efi"))
+    shutil.copy(LIFEBOAT, os.path.join(t, "bin/lifeboat"))
+    with open(os.path.join(t, "lib/kernel/cmdline.d/10-console.cmdline"), "w") as f:
+        f.write("console=ttyS0,115200 panic=-1 loglevel=4 " + extra_cmdline + "\n")
+    with open(os.path.join(t, "lib/os-release"), "w") as f:
+        f.write('NAME="Lifeboat Test OS"\nID=lbtest\nPRETTY_NAME="Lifeboat Test OS"\n')
+    with open(os.path.join(t, "lib/lbtest/marker"), "w") as f:
+        f.write(marker + "\n")
+    return t
+
+
+class Image:
+    """A composed disk: a root directory with transactions, and the disk image."""
+
+    def __init__(self, work, size="1G", esp="200M"):
+        self.work = work
+        os.makedirs(work, exist_ok=True)
+        self.root = os.path.join(work, "root")
+        self.disk = os.path.join(work, "disk.img")
+        self.initrd = os.path.join(work, "lifeboat.initrd")
+        shutil.rmtree(self.root, ignore_errors=True)
+        for f in (self.disk,):
+            if os.path.exists(f):
+                os.unlink(f)
+        for d in ["etc", "proc", "sys", "dev", "run", "tmp", "var", "sysroot"]:
+            os.makedirs(os.path.join(self.root, d), exist_ok=True)
+        for link, target in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]:
+            os.symlink(target, os.path.join(self.root, link))
+        with open(os.path.join(self.root, "etc/machine-id"), "w") as f:
+            f.write("4c424f4154544553544d414348494e45\n")
+        lb("disk", "create", self.disk, "--size", size, "--esp", esp)
+        self.parts = json.loads(lb("--json", "disk", "ls", self.disk))["partitions"]
+
+    def commit(self, tree, summary):
+        return lb("--root", self.root, "state", "commit", "--from", tree, "--summary", summary)
+
+    def build_initrd(self):
+        lb("initrd", "build", "--out", self.initrd, "--modules", os.path.join(CACHE, "modules"),
+           "--module", "efivarfs", "--binary", LIFEBOAT)
+
+    def boot_setup(self, timeout=0, tries=None):
+        lb("--root", self.root, "--esp", self.disk, "boot", "install")
+        args = ["--root", self.root, "--esp", self.disk, "boot", "sync", "--initrd", self.initrd, "--timeout", str(timeout)]
+        if tries is not None:
+            args += ["--tries", str(tries)]
+        return lb(*args)
+
+    def lbtest(self, text):
+        with open(os.path.join(self.root, "etc/lbtest.conf"), "w") as f:
+            f.write(text)
+
+    def write_root(self):
+        """Writes the root directory as ext4 into the image's root partition."""
+        p = next(p for p in self.parts if p["kind"] == "root-x86-64")
+        sh("mke2fs", "-q", "-F", "-t", "ext4", "-E", f"offset={p['start']}", "-d", self.root,
+           self.disk, f"{p['size'] // 1024}k")
+
+
+class Vm:
+    """One QEMU run on the serial console."""
+
+    def __init__(self, disk, vars_file, log, extra=()):
+        self.disk, self.vars, self.log_path = disk, vars_file, log
+        if not os.path.exists(vars_file):
+            shutil.copy(OVMF_VARS, vars_file)
+        self.extra = list(extra)
+        self.buf = ""
+        self.proc = None
+        self.started = None
+
+    def boot(self):
+        cmd = ["qemu-system-x86_64", "-machine", "q35,accel=tcg", "-m", "1024", "-smp", "1",
+               "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+               "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+               "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
+               "-drive", f"file={self.disk},if=none,id=d0,format=raw",
+               "-device", "nvme,drive=d0,serial=lifeboat0",
+               "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"] + self.extra
+        self.logf = open(self.log_path, "a")
+        self.logf.write(f"\n===== boot {time.strftime('%H:%M:%S')} =====\n")
+        self.started = time.time()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        return self
+
+    def _pump(self, wait):
+        r, _, _ = select.select([self.proc.stdout], [], [], wait)
+        if not r:
+            return False
+        try:
+            data = os.read(self.proc.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return False
+        if not data:
+            return None
+        text = data.decode("utf-8", "replace")
+        self.buf += text
+        self.logf.write(text)
+        self.logf.flush()
+        if VERBOSE:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return True
+
+    def expect(self, pattern, timeout=60):
+        """Waits for a regex on the console; returns the match."""
+        rx = re.compile(pattern)
+        deadline = time.time() + timeout
+        while True:
+            m = rx.search(self.buf)
+            if m:
+                self.buf = self.buf[m.end():]
+                return m
+            left = deadline - time.time()
+            if left <= 0:
+                raise Failure(f"timed out after {timeout}s waiting for {pattern!r}; see {self.log_path}")
+            got = self._pump(min(left, 0.5))
+            if got is None:
+                if rx.search(self.buf):
+                    continue
+                raise Failure(f"VM exited (status {self.proc.wait()}) while waiting for {pattern!r}; see {self.log_path}")
+
+    def send(self, text, slow=False):
+        self.logf.write(f"<<sent {text!r}>>")
+        for ch in (text if slow else [text]):
+            self.proc.stdin.write(ch.encode())
+            self.proc.stdin.flush()
+            if slow:
+                time.sleep(0.15)
+
+    def wait_exit(self, timeout=120):
+        deadline = time.time() + timeout
+        while self.proc.poll() is None:
+            if time.time() > deadline:
+                self.proc.kill()
+                raise Failure(f"VM did not stop within {timeout}s; see {self.log_path}")
+            self._pump(0.5)
+        while self._pump(0):
+            pass
+        self.logf.close()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

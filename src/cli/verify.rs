@@ -1,0 +1,222 @@
+//! `lifeboat verify` and `lifeboat repair`. Exit status of verify: 0 clean, 1
+//! differences found, 2 could not check; of repair: 0 all fixed, 1 something could
+//! not be recovered (listed), 2 could not run.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+use super::Out;
+use crate::error::Result;
+use crate::json::Json;
+use crate::root::SystemRoot;
+use crate::verify::{self, Options, Which};
+
+pub const EXIT_DIFFERENT: u8 = 1;
+pub const EXIT_CANNOT_CHECK: u8 = 2;
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "verify")]
+/// compare /usr (or an archived transaction) with its layout
+pub struct VerifyCmd {
+    /// the transaction to check (default: the active one)
+    #[argh(option)]
+    pub state: Option<u64>,
+    /// re-hash every file (default: metadata, and content only of files that are
+    /// not the store's inode)
+    #[argh(switch)]
+    pub full: bool,
+    /// also re-hash every store blob against its name
+    #[argh(switch)]
+    pub store: bool,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "repair")]
+/// restore /usr (or an archived transaction) from the store
+pub struct RepairCmd {
+    /// the transaction to repair (default: the active one)
+    #[argh(option)]
+    pub state: Option<u64>,
+    /// also remove files the transaction does not have
+    #[argh(switch)]
+    pub prune_extra: bool,
+}
+
+fn which(s: Option<u64>) -> Which {
+    s.map(Which::State).unwrap_or(Which::Active)
+}
+
+/// Runs verify; the exit code says clean / different.
+pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
+    let root = SystemRoot::open(rootp)?;
+    let loaded = root.load_existing_index()?;
+    if let Some(f) = &loaded.fallback {
+        out.note(f);
+    }
+    let idx = &loaded.index;
+    let (id, tree, path) = verify::open_tree(&root, idx, which(c.state))?;
+    let layout = idx
+        .layout(id)
+        .ok_or(crate::error::Error::NoSuchTransaction(id))?;
+    let store = root.store(false)?;
+    let start = std::time::Instant::now();
+    let diffs = verify::verify_tree(
+        std::os::fd::AsFd::as_fd(&tree),
+        &layout,
+        &store,
+        Options {
+            full: c.full,
+            progress: !out.json,
+        },
+    )?;
+    let bad_blobs = if c.store {
+        verify::verify_store(&store, !out.json)?
+    } else {
+        vec![]
+    };
+    for d in &diffs {
+        out.line(d.to_string());
+    }
+    for (h, why) in &bad_blobs {
+        out.line(format!(
+            "{:<14} {} ({why})",
+            "bad-blob",
+            store.blob_path(*h).display()
+        ));
+    }
+    let clean = diffs.is_empty() && bad_blobs.is_empty();
+    out.line(format!(
+        "transaction {id} ({}): {} entries, {} {}, {} ms",
+        path.display(),
+        layout.len(),
+        if clean {
+            "no".to_string()
+        } else {
+            (diffs.len() + bad_blobs.len()).to_string()
+        },
+        if diffs.len() + bad_blobs.len() == 1 {
+            "difference"
+        } else {
+            "differences"
+        },
+        start.elapsed().as_millis()
+    ));
+    out.json(
+        &Json::obj()
+            .with("transaction", id)
+            .with("clean", clean)
+            .with("entries", layout.len())
+            .with(
+                "differences",
+                Json::Arr(
+                    diffs
+                        .iter()
+                        .map(|d| {
+                            Json::obj()
+                                .with("class", d.class.as_str())
+                                .with("path", d.path.as_str())
+                                .with("detail", d.detail.as_str())
+                        })
+                        .collect(),
+                ),
+            )
+            .with(
+                "bad_blobs",
+                Json::Arr(
+                    bad_blobs
+                        .iter()
+                        .map(|(h, w)| {
+                            Json::obj()
+                                .with("hash", h.to_string())
+                                .with("why", w.as_str())
+                        })
+                        .collect(),
+                ),
+            ),
+    );
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DIFFERENT)
+    })
+}
+
+pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
+    let root = SystemRoot::open_locked(rootp, false)?;
+    let loaded = root.load_existing_index()?;
+    if let Some(f) = &loaded.fallback {
+        out.note(f);
+    }
+    let start = std::time::Instant::now();
+    let r = verify::repair(
+        &root,
+        &loaded.index,
+        which(c.state),
+        c.prune_extra,
+        !out.json,
+    )?;
+    for f in &r.fixed {
+        out.line(format!("fixed   {f}"));
+    }
+    for p in &r.removed_extra {
+        out.line(format!("removed {p}"));
+    }
+    for (h, from) in &r.recovered_blobs {
+        out.line(format!("recovered blob {h} from {}", from.display()));
+    }
+    for (p, why) in &r.unrecoverable {
+        out.line(format!("NOT RECOVERED {p}: {why}"));
+    }
+    out.line(format!(
+        "repair: {} fixed, {} not recoverable, {} ms",
+        r.fixed.len(),
+        r.unrecoverable.len(),
+        start.elapsed().as_millis()
+    ));
+    out.json(
+        &Json::obj()
+            .with(
+                "fixed",
+                Json::Arr(
+                    r.fixed
+                        .iter()
+                        .map(|d| {
+                            Json::obj()
+                                .with("class", d.class.as_str())
+                                .with("path", d.path.as_str())
+                        })
+                        .collect(),
+                ),
+            )
+            .with("removed_extra", r.removed_extra.clone())
+            .with(
+                "recovered_blobs",
+                Json::Arr(
+                    r.recovered_blobs
+                        .iter()
+                        .map(|(h, p)| {
+                            Json::obj()
+                                .with("hash", h.to_string())
+                                .with("from", p.display().to_string())
+                        })
+                        .collect(),
+                ),
+            )
+            .with(
+                "unrecoverable",
+                Json::Arr(
+                    r.unrecoverable
+                        .iter()
+                        .map(|(p, w)| Json::obj().with("path", p.as_str()).with("why", w.as_str()))
+                        .collect(),
+                ),
+            ),
+    );
+    Ok(if r.unrecoverable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

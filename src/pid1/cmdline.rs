@@ -1,0 +1,95 @@
+//! The kernel command line as PID 1 reads it: words split on blanks, double quotes
+//! grouping (`a="b c"`), and the parameters lifeboat acts on.
+
+/// Parsed `/proc/cmdline`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelCmdline {
+    pub words: Vec<String>,
+}
+
+impl KernelCmdline {
+    pub fn parse(text: &str) -> Self {
+        let mut words = Vec::new();
+        let mut cur = String::new();
+        let mut quoted = false;
+        let mut any = false;
+        for c in text.chars() {
+            match c {
+                '"' => {
+                    quoted = !quoted;
+                    any = true;
+                }
+                c if c.is_whitespace() && !quoted => {
+                    if any {
+                        words.push(std::mem::take(&mut cur));
+                        any = false;
+                    }
+                }
+                c => {
+                    cur.push(c);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            words.push(cur);
+        }
+        KernelCmdline { words }
+    }
+
+    /// The value of the last `key=value` (later parameters win, as in the kernel).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.words
+            .iter()
+            .rev()
+            .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    }
+
+    /// Whether a bare flag (or `flag=1`/`flag=yes`) is present.
+    pub fn flag(&self, key: &str) -> bool {
+        self.words.iter().any(|w| {
+            w == key
+                || w.strip_prefix(key)
+                    .and_then(|r| r.strip_prefix('='))
+                    .is_some_and(|v| matches!(v, "1" | "yes" | "true" | "on"))
+        })
+    }
+
+    /// The transaction to boot: `lifeboat.tx=` (or moss's `moss.fstx=`).
+    pub fn tx(&self) -> Option<Result<u64, String>> {
+        let v = self.get("lifeboat.tx").or_else(|| self.get("moss.fstx"))?;
+        Some(v.parse().map_err(|_| v.to_owned()))
+    }
+
+    /// Read-only root unless `rw` comes after any `ro`.
+    pub fn read_only(&self) -> bool {
+        self.words.iter().rev().find_map(|w| match w.as_str() {
+            "ro" => Some(true),
+            "rw" => Some(false),
+            _ => None,
+        }) == Some(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_quotes_and_params() {
+        let c = KernelCmdline::parse("BOOT_IMAGE=/v root=PARTUUID=ab-cd ro quiet foo=\"a b\" lifeboat.tx=7 rw lifeboat.repair\n");
+        assert_eq!(c.get("root"), Some("PARTUUID=ab-cd"));
+        assert_eq!(c.get("foo"), Some("a b"));
+        assert_eq!(c.tx(), Some(Ok(7)));
+        assert!(c.flag("lifeboat.repair"));
+        assert!(!c.flag("lifeboat.shell"));
+        assert!(!c.read_only());
+        assert_eq!(KernelCmdline::parse("moss.fstx=3 ro").tx(), Some(Ok(3)));
+        assert!(KernelCmdline::parse("ro").read_only());
+        assert_eq!(
+            KernelCmdline::parse("lifeboat.tx=x").tx(),
+            Some(Err("x".into()))
+        );
+        assert_eq!(KernelCmdline::parse("").tx(), None);
+    }
+}

@@ -1,0 +1,446 @@
+//! lifeboat as PID 1 of the initrd: mount the API filesystems, load the bundled
+//! modules, find and mount the root, roll back to the transaction chosen in the
+//! boot menu, verify or repair `/usr` when asked, check that the real init can run,
+//! and switch root. Any failure, and any panic, lands in the rescue shell on the
+//! console; PID 1 never exits.
+
+pub mod cmdline;
+pub mod execcheck;
+pub mod probe;
+pub mod switchroot;
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::mount::{mount, MsFlags};
+
+use crate::shell::{Shell, ShellCtx, ShellExit};
+use cmdline::KernelCmdline;
+use probe::{Probe, RootSpec};
+
+/// Where the real root is mounted.
+pub const SYSROOT: &str = "/sysroot";
+
+/// Prints a line on the console.
+pub fn say(msg: impl AsRef<str>) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "lifeboat: {}", msg.as_ref());
+    let _ = o.flush();
+}
+
+/// Seconds since boot (CLOCK_BOOTTIME), for the timings PID 1 reports.
+pub fn uptime() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+        .unwrap_or(0.0)
+}
+
+/// State of the boot, kept across visits to the rescue shell so `continue` resumes.
+pub struct Boot {
+    pub cmdline: KernelCmdline,
+    pub root_dev: Option<PathBuf>,
+    rollback_done: bool,
+    check_done: bool,
+    shell_done: bool,
+    started: f64,
+}
+
+fn none() -> Option<&'static str> {
+    None
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+fn mount_api() -> Vec<String> {
+    let mut notes = Vec::new();
+    let fs: [(&str, &str, MsFlags, Option<&str>); 4] = [
+        (
+            "proc",
+            "/proc",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        (
+            "sysfs",
+            "/sys",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        ("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755")),
+        (
+            "tmpfs",
+            "/run",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+    ];
+    for (t, dir, flags, data) in fs {
+        let _ = std::fs::create_dir_all(dir);
+        if is_mountpoint(Path::new(dir)) {
+            continue;
+        }
+        if let Err(e) = mount(Some(t), dir, Some(t), flags, data) {
+            notes.push(format!("mount {t} on {dir}: {e}"));
+        }
+    }
+    notes
+}
+
+/// Loads the modules bundled in the initrd, in their recorded order.
+fn load_modules() -> Vec<String> {
+    let mut notes = Vec::new();
+    let list = match std::fs::read_to_string(Path::new("/").join(lifeboat_initrd::LOAD_LIST)) {
+        Ok(l) => l,
+        Err(_) => return notes,
+    };
+    for m in list.lines().filter(|l| !l.trim().is_empty()) {
+        let p = Path::new("/").join(m);
+        let r = std::fs::File::open(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                match nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty()) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            });
+        if let Err(e) = r {
+            notes.push(format!("module {}: {e}", p.display()));
+        }
+    }
+    notes
+}
+
+fn mount_efivarfs() {
+    let dir = Path::new("/sys/firmware/efi/efivars");
+    if dir.is_dir() && !is_mountpoint(dir) {
+        let _ = mount(
+            Some("efivarfs"),
+            dir,
+            Some("efivarfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            none(),
+        );
+    }
+}
+
+/// `LoaderDevicePartUUID`: the partition systemd-boot was started from.
+pub fn loader_partuuid() -> Option<String> {
+    let v = lifeboat_boot::efivars::EfiVars::open(Path::new(lifeboat_boot::efivars::DEFAULT_DIR))
+        .ok()?;
+    v.read_string("LoaderDevicePartUUID", lifeboat_boot::efivars::LOADER_GUID)
+        .ok()
+        .flatten()
+        .map(|s| s.to_ascii_lowercase())
+}
+
+impl Boot {
+    pub fn new(cmdline: KernelCmdline) -> Self {
+        Boot {
+            cmdline,
+            root_dev: None,
+            rollback_done: false,
+            check_done: false,
+            shell_done: false,
+            started: uptime(),
+        }
+    }
+
+    fn find_root(&mut self) -> Result<PathBuf, String> {
+        if let Some(d) = &self.root_dev {
+            return Ok(d.clone());
+        }
+        let spec = RootSpec::parse(self.cmdline.get("root"));
+        let wait = self
+            .cmdline
+            .get("lifeboat.rootwait")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(30);
+        let probe = Probe::default();
+        let boot_part = loader_partuuid();
+        let deadline = Instant::now() + Duration::from_secs(wait);
+        let mut announced = false;
+        loop {
+            match probe.find_root(&spec, boot_part.as_deref()) {
+                Ok(Some(d)) => {
+                    self.root_dev = Some(d.clone());
+                    return Ok(d);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                let seen: Vec<String> = probe
+                    .scan()
+                    .iter()
+                    .map(|d| {
+                        let mut s = d.name.clone();
+                        if let Some(k) = d.part_kind {
+                            s.push_str(&format!(" {}", k.as_str()));
+                        }
+                        if let Some(t) = d.fstype {
+                            s.push_str(&format!(" {t}"));
+                        }
+                        if let Some(u) = &d.partuuid {
+                            s.push_str(&format!(" PARTUUID={u}"));
+                        }
+                        s
+                    })
+                    .collect();
+                let what = match &spec {
+                    RootSpec::Discover => "a root-x86-64 partition (no root= given)".to_owned(),
+                    s => format!(
+                        "root={}",
+                        self.cmdline.get("root").unwrap_or(&format!("{s:?}"))
+                    ),
+                };
+                return Err(format!(
+                    "{what} did not appear within {wait} s; block devices seen: {}",
+                    if seen.is_empty() {
+                        "none".into()
+                    } else {
+                        seen.join("; ")
+                    }
+                ));
+            }
+            if !announced {
+                say(format!("waiting up to {wait} s for the root device"));
+                announced = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn mount_root(&mut self, dev: &Path) -> Result<(), String> {
+        let target = Path::new(SYSROOT);
+        let _ = std::fs::create_dir_all(target);
+        if is_mountpoint(target) {
+            return Ok(());
+        }
+        let fstype = match self.cmdline.get("rootfstype") {
+            Some(t) => t.to_owned(),
+            None => probe::probe_fs(dev)
+                .map(|(t, _)| t.to_owned())
+                .ok_or_else(|| {
+                    format!(
+                        "{}: no filesystem lifeboat recognises (pass rootfstype=)",
+                        dev.display()
+                    )
+                })?,
+        };
+        let data = self.cmdline.get("rootflags");
+        mount(
+            Some(dev),
+            target,
+            Some(fstype.as_str()),
+            MsFlags::empty(),
+            data,
+        )
+        .map_err(|e| format!("mount {} ({fstype}) on {SYSROOT}: {e}", dev.display()))?;
+        say(format!("mounted {} ({fstype}) on {SYSROOT}", dev.display()));
+        Ok(())
+    }
+
+    /// Rolls back to the transaction named on the command line.
+    fn rollback(&mut self) -> Result<(), String> {
+        if self.rollback_done {
+            return Ok(());
+        }
+        self.rollback_done = true;
+        let root = Path::new(SYSROOT);
+        if !root.join(".moss/lifeboat").is_dir() {
+            say("the root holds no lifeboat state index; booting it as it is");
+            return Ok(());
+        }
+        let sr = crate::root::SystemRoot::open(root).map_err(|e| e.to_string())?;
+        let active = sr.active_id();
+        let Some(req) = self.cmdline.tx() else {
+            return Ok(());
+        };
+        let req = match req {
+            Ok(r) => r,
+            Err(v) => {
+                say(format!(
+                    "lifeboat.tx={v} is not a transaction id; booting the active transaction"
+                ));
+                return Ok(());
+            }
+        };
+        if Some(req) == active {
+            say(format!("transaction {req} is active"));
+            return Ok(());
+        }
+        let idx = sr.load_existing_index().map_err(|e| e.to_string())?;
+        if let Some(f) = &idx.fallback {
+            say(f);
+        }
+        if !idx.index.contains(req) {
+            say(format!(
+                "transaction {req} (named by the boot entry) is no longer retained: it was pruned; booting the active transaction {}",
+                active.map(|a| a.to_string()).unwrap_or_else(|| "(unknown)".into())
+            ));
+            return Ok(());
+        }
+        say(format!(
+            "rolling back /usr: transaction {} -> {req}",
+            active
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "(none)".into())
+        ));
+        let r = crate::txn::activate(root, req)
+            .map_err(|e| format!("activating transaction {req}: {e}"))?;
+        for n in r.notes {
+            say(n);
+        }
+        if r.rebuilt {
+            say(format!(
+                "transaction {req}'s tree was rebuilt from the store"
+            ));
+        }
+        say(format!("transaction {req} is now active"));
+        // Keep booting it by default: the entry the user chose becomes the default.
+        if let Some(dev) = &self.root_dev {
+            match crate::bootsync::set_default_for_disk(root, dev, req) {
+                Ok(Some(p)) => say(format!("default boot entry is now {p}")),
+                Ok(None) => {}
+                Err(e) => say(format!("could not update the default boot entry ({e}); the next boot may pick another transaction")),
+            }
+        }
+        Ok(())
+    }
+
+    fn checks(&mut self) -> Result<(), String> {
+        if self.check_done {
+            return Ok(());
+        }
+        let root = Path::new(SYSROOT);
+        let has_index = root.join(".moss/lifeboat").is_dir();
+        if has_index && self.cmdline.flag("lifeboat.repair") {
+            say("repairing /usr from the store (lifeboat.repair)");
+            let r = crate::verify::repair_for_boot(root).map_err(|e| format!("repair: {e}"))?;
+            say(r);
+        } else if has_index && self.cmdline.flag("lifeboat.verify") {
+            say("verifying /usr (lifeboat.verify)");
+            let (clean, summary) =
+                crate::verify::verify_for_boot(root).map_err(|e| format!("verify: {e}"))?;
+            say(&summary);
+            if !clean {
+                return Err(
+                    "/usr differs from its transaction; `repair` fixes it, `continue` boots anyway"
+                        .into(),
+                );
+            }
+        }
+        self.check_done = true;
+        Ok(())
+    }
+
+    /// The whole boot; returns only with the reason it stopped.
+    pub fn run(&mut self) -> Result<std::convert::Infallible, String> {
+        let dev = self.find_root()?;
+        self.mount_root(&dev)?;
+        self.rollback()?;
+        self.checks()?;
+        let init = PathBuf::from(self.cmdline.get("init").unwrap_or("/sbin/init"));
+        let what = execcheck::check_init(Path::new(SYSROOT), &init)?;
+        if self.cmdline.flag("lifeboat.shell") && !self.shell_done {
+            self.shell_done = true;
+            return Err(
+                "lifeboat.shell: stopping before switching root as asked; `continue` boots".into(),
+            );
+        }
+        if self.cmdline.read_only() {
+            let _ = mount(
+                none(),
+                SYSROOT,
+                none(),
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                none(),
+            );
+        }
+        let now = uptime();
+        say(format!(
+            "starting {} ({what}) at {:.3} s after boot, {:.0} ms after lifeboat started",
+            init.display(),
+            now,
+            (now - self.started) * 1000.0
+        ));
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        switchroot::switch_root(Path::new(SYSROOT), &init, &args)
+    }
+}
+
+/// PID 1's entry point.
+pub fn main() -> ! {
+    std::panic::set_hook(Box::new(|info| {
+        say(format!("internal error: {info}"));
+    }));
+    // Keep the console's descriptors whatever happened before us.
+    // SAFETY: F_GETFD on fd 1 only queries; a closed fd yields EBADF.
+    let closed = unsafe { nix::libc::fcntl(std::io::stdout().as_raw_fd(), nix::libc::F_GETFD) } < 0;
+    if closed {
+        let _ = std::fs::create_dir_all("/dev");
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/console")
+        {
+            for fd in 0..3 {
+                // SAFETY: dup2 onto 0..2 of an open descriptor we own.
+                unsafe { nix::libc::dup2(f.as_raw_fd(), fd) };
+            }
+        }
+    }
+    let start = uptime();
+    for n in mount_api() {
+        say(n);
+    }
+    say(format!(
+        "lifeboat {} (PID 1) started at {start:.3} s",
+        env!("CARGO_PKG_VERSION")
+    ));
+    for n in load_modules() {
+        say(n);
+    }
+    mount_efivarfs();
+    let cmdline =
+        KernelCmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let mut boot = Boot::new(cmdline);
+    loop {
+        let why = match catch_unwind(AssertUnwindSafe(|| boot.run())) {
+            Ok(Err(msg)) => msg,
+            Ok(Ok(never)) => match never {},
+            Err(_) => "internal error (see above)".to_owned(),
+        };
+        say(&why);
+        say("opening the rescue shell; `help` lists commands, `continue` resumes the boot");
+        let ctx = ShellCtx {
+            root: PathBuf::from(SYSROOT),
+            pid1: true,
+            esp: boot
+                .root_dev
+                .as_ref()
+                .and_then(|d| Probe::default().disk_of(d))
+                .map(|d| d.display().to_string()),
+            cmdline: boot.cmdline.clone(),
+        };
+        let r = catch_unwind(AssertUnwindSafe(|| Shell::new(ctx).run()));
+        match r {
+            Ok(ShellExit::Continue) => {
+                // A changed root device (mounted by hand) is found again.
+                if !is_mountpoint(Path::new(SYSROOT)) {
+                    boot.root_dev = None;
+                }
+            }
+            Ok(ShellExit::Quit) | Err(_) => {}
+        }
+    }
+}

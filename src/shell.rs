@@ -1,0 +1,339 @@
+//! The rescue shell: a line-oriented console that needs nothing but this binary —
+//! no `/usr`, no libc on the system, no other program. PID 1 opens it whenever the
+//! boot cannot go on; `lifeboat shell` opens it on a running system. Output is
+//! plain text that reads well on a serial console.
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::bootsync::BootArgs;
+use crate::cli::Out;
+use crate::pid1::cmdline::KernelCmdline;
+use crate::pid1::probe::{self, Probe};
+
+/// What the shell works on.
+pub struct ShellCtx {
+    /// The system root (`/sysroot` in PID 1).
+    pub root: PathBuf,
+    pub pid1: bool,
+    /// A boot disk or ESP spec for `entries` and `set-default`.
+    pub esp: Option<String>,
+    pub cmdline: KernelCmdline,
+}
+
+pub enum ShellExit {
+    /// `continue`: resume the boot (PID 1) or leave the shell.
+    Continue,
+    /// End of input or `exit` outside PID 1.
+    Quit,
+}
+
+pub struct Shell {
+    ctx: ShellCtx,
+}
+
+const HELP: &str = "\
+commands:
+  help                 this list
+  states               transactions in the state index (active, archived)
+  activate ID          make transaction ID the active /usr
+  verify [--full]      compare the active /usr with its transaction
+  repair               restore the active /usr from the store
+  entries              boot entries on the ESP / $BOOT
+  set-default ID       boot transaction ID by default
+  ls [PATH]            list a directory
+  cat PATH             print a file
+  mount DEV DIR [TYPE] mount a filesystem (type detected when omitted)
+  umount DIR           unmount
+  disks                block devices, partitions, filesystems
+  dmesg                kernel messages
+  cmdline              the kernel command line
+  continue             resume the boot
+  reboot | poweroff    restart or stop the machine";
+
+fn p(s: impl AsRef<str>) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{}", s.as_ref());
+    let _ = o.flush();
+}
+
+impl Shell {
+    pub fn new(ctx: ShellCtx) -> Self {
+        Shell { ctx }
+    }
+
+    /// Reads and runs commands until `continue` (or end of input).
+    pub fn run(&mut self) -> ShellExit {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        let mut eofs = 0;
+        loop {
+            {
+                let mut o = std::io::stdout().lock();
+                let _ = write!(o, "lifeboat> ");
+                let _ = o.flush();
+            }
+            line.clear();
+            match stdin.lock().read_line(&mut line) {
+                Ok(0) => {
+                    if !self.ctx.pid1 {
+                        return ShellExit::Quit;
+                    }
+                    // PID 1 must not exit: wait for a console to appear.
+                    eofs += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(if eofs > 10 {
+                        2000
+                    } else {
+                        200
+                    }));
+                    continue;
+                }
+                Ok(_) => eofs = 0,
+                Err(e) => {
+                    p(format!("error reading the console: {e}"));
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    continue;
+                }
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let Some((&cmd, args)) = words.split_first() else {
+                continue;
+            };
+            match cmd {
+                "continue" | "exit" | "quit" => return ShellExit::Continue,
+                c => {
+                    if let Err(e) = self.exec(c, args) {
+                        p(format!("error: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn boot_ctx(&self) -> BootArgs {
+        BootArgs {
+            esp: self.ctx.esp.clone(),
+            boot: None,
+            efivars: None,
+        }
+    }
+
+    fn exec(&mut self, cmd: &str, args: &[&str]) -> Result<(), String> {
+        let root = self.ctx.root.clone();
+        let out = Out { json: false };
+        let need_arg = |n: usize, usage: &str| {
+            if args.len() < n {
+                Err(format!("usage: {usage}"))
+            } else {
+                Ok(())
+            }
+        };
+        match cmd {
+            "help" | "?" => p(HELP),
+            "states" => {
+                crate::cli::state::list(&root, &out).map_err(|e| e.to_string())?;
+            }
+            "activate" => {
+                need_arg(1, "activate ID")?;
+                let id: u64 = args[0]
+                    .parse()
+                    .map_err(|_| format!("{} is not a transaction id", args[0]))?;
+                let r = crate::txn::activate(&root, id).map_err(|e| e.to_string())?;
+                for n in r.notes {
+                    p(n);
+                }
+                p(format!("transaction {id} is active"));
+            }
+            "verify" => {
+                let full = args.contains(&"--full");
+                let c = crate::cli::verify::VerifyCmd {
+                    state: None,
+                    full,
+                    store: false,
+                };
+                crate::cli::verify::verify(&root, &c, &out).map_err(|e| e.to_string())?;
+            }
+            "repair" => {
+                let c = crate::cli::verify::RepairCmd {
+                    state: None,
+                    prune_extra: args.contains(&"--prune-extra"),
+                };
+                crate::cli::verify::repair(&root, &c, &out).map_err(|e| e.to_string())?;
+            }
+            "entries" => {
+                let a = self.boot_ctx();
+                let ctx = crate::cli::boot::Ctx {
+                    root: &root,
+                    args: &a,
+                    out: &out,
+                };
+                crate::cli::boot::run(
+                    &ctx,
+                    crate::cli::boot::BootCmd {
+                        cmd: crate::cli::boot::BootSub::List(crate::cli::boot::ListCmd {}),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            "set-default" => {
+                need_arg(1, "set-default ID")?;
+                let a = self.boot_ctx();
+                let ctx = crate::cli::boot::Ctx {
+                    root: &root,
+                    args: &a,
+                    out: &out,
+                };
+                let c = crate::cli::boot::SetDefaultCmd {
+                    target: args[0].to_owned(),
+                };
+                crate::cli::boot::run(
+                    &ctx,
+                    crate::cli::boot::BootCmd {
+                        cmd: crate::cli::boot::BootSub::SetDefault(c),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            "ls" => {
+                let path = args.first().copied().unwrap_or(".");
+                let mut v: Vec<_> = std::fs::read_dir(path)
+                    .map_err(|e| format!("{path}: {e}"))?
+                    .flatten()
+                    .collect();
+                v.sort_by_key(|e| e.file_name());
+                for e in v {
+                    let m = e.path().symlink_metadata();
+                    let (kind, size) = match &m {
+                        Ok(m) if m.is_dir() => ("d", 0),
+                        Ok(m) if m.file_type().is_symlink() => ("l", 0),
+                        Ok(m) => ("-", m.len()),
+                        Err(_) => ("?", 0),
+                    };
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let tail = if kind == "l" {
+                        format!(
+                            " -> {}",
+                            std::fs::read_link(e.path())
+                                .map(|t| t.display().to_string())
+                                .unwrap_or_default()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    p(format!("{kind} {size:>10} {name}{tail}"));
+                }
+            }
+            "cat" => {
+                need_arg(1, "cat PATH")?;
+                let mut f =
+                    std::fs::File::open(args[0]).map_err(|e| format!("{}: {e}", args[0]))?;
+                let mut b = Vec::new();
+                (&mut f)
+                    .take(1 << 20)
+                    .read_to_end(&mut b)
+                    .map_err(|e| format!("{}: {e}", args[0]))?;
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(&b);
+                if !b.ends_with(b"\n") {
+                    let _ = o.write_all(b"\n");
+                }
+                let _ = o.flush();
+            }
+            "mount" => {
+                need_arg(2, "mount DEV DIR [TYPE]")?;
+                let fstype = match args.get(2) {
+                    Some(t) => t.to_string(),
+                    None => probe::probe_fs(Path::new(args[0]))
+                        .map(|(t, _)| t.to_owned())
+                        .ok_or_else(|| format!("{}: unknown filesystem; give TYPE", args[0]))?,
+                };
+                let _ = std::fs::create_dir_all(args[1]);
+                nix::mount::mount(
+                    Some(args[0]),
+                    args[1],
+                    Some(fstype.as_str()),
+                    nix::mount::MsFlags::empty(),
+                    None::<&str>,
+                )
+                .map_err(|e| format!("mount {} on {}: {e}", args[0], args[1]))?;
+                p(format!("mounted {} ({fstype}) on {}", args[0], args[1]));
+            }
+            "umount" => {
+                need_arg(1, "umount DIR")?;
+                nix::mount::umount(args[0]).map_err(|e| format!("umount {}: {e}", args[0]))?;
+            }
+            "disks" => {
+                let devs = Probe::default().scan();
+                if devs.is_empty() {
+                    p("no block devices (is the disk driver loaded?)");
+                }
+                for d in devs {
+                    let indent = if d.parent.is_some() { "  " } else { "" };
+                    p(format!(
+                        "{indent}{:<12} {:>10}  {:<12} {:<6} {}{}",
+                        d.name,
+                        crate::cli::disk::human(d.size),
+                        d.part_kind
+                            .map(|k| k.as_str())
+                            .unwrap_or(if d.parent.is_some() { "-" } else { "disk" }),
+                        d.fstype.unwrap_or("-"),
+                        d.partuuid
+                            .map(|u| format!("PARTUUID={u} "))
+                            .unwrap_or_default(),
+                        d.uuid.map(|u| format!("UUID={u}")).unwrap_or_default()
+                    ));
+                }
+            }
+            "dmesg" => {
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nix::libc::O_NONBLOCK)
+                    .open("/dev/kmsg")
+                    .map_err(|e| format!("/dev/kmsg: {e}"))?;
+                let mut r = std::io::BufReader::new(f);
+                let mut rec = String::new();
+                loop {
+                    rec.clear();
+                    match r.read_line(&mut rec) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            if let Some((head, msg)) = rec.split_once(';') {
+                                let ts = head
+                                    .split(',')
+                                    .nth(2)
+                                    .and_then(|t| t.parse::<u64>().ok())
+                                    .unwrap_or(0);
+                                p(format!(
+                                    "[{:>5}.{:06}] {}",
+                                    ts / 1_000_000,
+                                    ts % 1_000_000,
+                                    msg.trim_end()
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            "cmdline" => p(std::fs::read_to_string("/proc/cmdline")
+                .unwrap_or_else(|_| self.ctx.cmdline.words.join(" "))),
+            "reboot" | "poweroff" => {
+                if !self.ctx.pid1 {
+                    return Err(format!(
+                        "{cmd} works only as PID 1 (in the initrd); use your init system"
+                    ));
+                }
+                nix::unistd::sync();
+                let mode = if cmd == "reboot" {
+                    nix::sys::reboot::RebootMode::RB_AUTOBOOT
+                } else {
+                    nix::sys::reboot::RebootMode::RB_POWER_OFF
+                };
+                nix::sys::reboot::reboot(mode).map_err(|e| format!("{cmd}: {e}"))?;
+            }
+            other => return Err(format!("unknown command {other:?}; `help` lists commands")),
+        }
+        Ok(())
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;

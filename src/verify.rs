@@ -1,0 +1,756 @@
+//! verify and repair: prove a transaction's tree matches its layout, and bring it
+//! back from the store.
+//!
+//! Quick mode checks metadata only — existence, type, size, permissions, owner,
+//! symlink targets, extra files — and whether each file is still the store's inode;
+//! a file that is not (a copy, or replaced) is hashed, so quick mode misses only
+//! damage to the store's own inode, which `--full` (hash every file) and `--store`
+//! (hash every blob) find. The walk uses `*at` calls with `O_NOFOLLOW` on directory
+//! fds, so a symlink planted in the tree never leads it outside.
+//!
+//! Repair goes in layout order (parents first). Each file is rebuilt under a
+//! temporary name in its directory and renamed over the damaged one, so every path
+//! is always either the old or the restored file. A blob missing from the store or
+//! corrupt is recovered from another retained transaction's tree (hashed first),
+//! then linked back into the store.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs::File;
+use std::io::IsTerminal;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::blit::{self, BlitStats};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{self, cstr, io_err, libc_mode::*};
+use crate::hash::Hash128;
+use crate::index::StateIndex;
+use crate::layout::{EntryData, Layout, LayoutEntry};
+use crate::root::{SystemRoot, STATE_ID};
+use crate::store::Store;
+
+/// Kinds of difference, as reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Class {
+    Missing,
+    Extra,
+    WrongType,
+    WrongMode,
+    WrongOwner,
+    WrongTarget,
+    WrongContent,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Missing => "missing",
+            Class::Extra => "extra",
+            Class::WrongType => "wrong-type",
+            Class::WrongMode => "wrong-mode",
+            Class::WrongOwner => "wrong-owner",
+            Class::WrongTarget => "wrong-target",
+            Class::WrongContent => "wrong-content",
+        }
+    }
+}
+
+/// One difference between a tree and its layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    pub class: Class,
+    /// Relative to the tree (`/usr`).
+    pub path: String,
+    pub detail: String,
+    /// Index into the layout (`None` for extra files).
+    pub entry: Option<usize>,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<14} {}", self.class.as_str(), self.path)?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which tree to check.
+#[derive(Clone, Copy, Debug)]
+pub enum Which {
+    Active,
+    State(u64),
+}
+
+/// Progress on a terminal: entries done, bytes hashed.
+pub struct Progress {
+    pub total: u64,
+    pub done: AtomicU64,
+    pub bytes: AtomicU64,
+    enabled: bool,
+    start: Instant,
+    last: AtomicU64,
+}
+
+impl Progress {
+    pub fn new(total: u64, enabled: bool) -> Self {
+        Progress {
+            total,
+            done: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            enabled: enabled && std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn tick(&self, n: u64, bytes: u64) {
+        let d = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if !self.enabled {
+            return;
+        }
+        let ms = self.start.elapsed().as_millis() as u64;
+        let last = self.last.load(Ordering::Relaxed);
+        if ms >= last + 200
+            && self
+                .last
+                .compare_exchange(last, ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let mb = self.bytes.load(Ordering::Relaxed) as f64 / 1e6;
+            let secs = (ms as f64 / 1000.0).max(0.001);
+            eprint!("\r{d}/{} entries, {:.0} MB/s   ", self.total, mb / secs);
+        }
+    }
+
+    pub fn finish(&self) {
+        if self.enabled {
+            eprint!("\r{:60}\r", "");
+        }
+    }
+}
+
+/// Options of a verify run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub full: bool,
+    pub progress: bool,
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+}
+
+/// Splits the layout into ranges starting at top-level entries, balanced by count.
+fn ranges(layout: &Layout, parts: usize) -> Vec<(usize, usize)> {
+    let es = layout.entries();
+    let target = es.len().div_ceil(parts.max(1)).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..es.len() {
+        if i - start >= target && es[i].depth() == 0 {
+            out.push((start, i));
+            start = i;
+        }
+    }
+    if start < es.len() {
+        out.push((start, es.len()));
+    }
+    out
+}
+
+/// Children names of every directory in the layout (and of the tree root, key "").
+fn children(layout: &Layout) -> HashMap<&[u8], HashSet<&[u8]>> {
+    let mut m: HashMap<&[u8], HashSet<&[u8]>> = HashMap::new();
+    for e in layout.entries() {
+        m.entry(e.parent()).or_default().insert(e.name());
+    }
+    m
+}
+
+fn hash_at(dir: BorrowedFd, name: &[u8], buf: &mut [u8]) -> std::io::Result<(Hash128, u64)> {
+    let c = cstr(name)?;
+    let fd = nix::fcntl::openat(
+        dir,
+        c.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io_err)?;
+    Hash128::of_reader(File::from(fd), buf)
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Compares the tree below `tree` with `layout`.
+pub fn verify_tree(
+    tree: BorrowedFd,
+    layout: &Layout,
+    store: &Store,
+    opts: Options,
+) -> Result<Vec<Difference>> {
+    let kids = children(layout);
+    let progress = Progress::new(layout.len() as u64, opts.progress);
+    let es = layout.entries();
+    let parts = ranges(layout, workers());
+    let results: Vec<std::io::Result<Vec<Difference>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|&(a, b)| {
+                let kids = &kids;
+                let progress = &progress;
+                s.spawn(move || check_range(tree, es, a, b, store, kids, opts, progress))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("verify worker panicked")))
+            })
+            .collect()
+    });
+    progress.finish();
+    let mut diffs = Vec::new();
+    for r in results {
+        diffs.extend(r.map_err(|e| Error::io("verify", "tree", e))?);
+    }
+    // Extras at the top of the tree.
+    let top = kids.get(&b""[..]);
+    for name in fsutil::list_dir(tree).map_err(|e| Error::io("list", "tree", e))? {
+        if name == STATE_ID || top.is_some_and(|t| t.contains(name.as_slice())) {
+            continue;
+        }
+        diffs.push(Difference {
+            class: Class::Extra,
+            path: lossy(&name),
+            detail: String::new(),
+            entry: None,
+        });
+    }
+    diffs.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.path.cmp(&b.path)));
+    Ok(diffs)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_range(
+    tree: BorrowedFd,
+    es: &[LayoutEntry],
+    a: usize,
+    b: usize,
+    store: &Store,
+    kids: &HashMap<&[u8], HashSet<&[u8]>>,
+    opts: Options,
+    progress: &Progress,
+) -> std::io::Result<Vec<Difference>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    // Open directory fds by depth; `None` where the directory is missing or wrong.
+    let mut stack: Vec<Option<OwnedFd>> = Vec::with_capacity(32);
+    let mut hashed = 0u64;
+    for (i, e) in es.iter().enumerate().take(b).skip(a) {
+        let depth = e.depth();
+        stack.truncate(depth);
+        let dir = if depth == 0 {
+            Some(tree)
+        } else {
+            match stack.get(depth - 1) {
+                Some(Some(fd)) => Some(fd.as_fd()),
+                _ => None,
+            }
+        };
+        let diff = |class, detail: String| Difference {
+            class,
+            path: e.path_lossy(),
+            detail,
+            entry: Some(i),
+        };
+        let Some(dir) = dir else {
+            out.push(diff(Class::Missing, String::new()));
+            if matches!(e.data, EntryData::Dir) {
+                stack.push(None);
+            }
+            continue;
+        };
+        let st = match fsutil::lstat_at(dir, e.name())? {
+            Some(st) => st,
+            None => {
+                out.push(diff(Class::Missing, String::new()));
+                if matches!(e.data, EntryData::Dir) {
+                    stack.push(None);
+                }
+                continue;
+            }
+        };
+        let is = st.st_mode & S_IFMT;
+        if is != e.data.type_bits() {
+            let found = match is {
+                S_IFDIR => "directory",
+                S_IFREG => "file",
+                S_IFLNK => "symlink",
+                _ => "special file",
+            };
+            out.push(diff(
+                Class::WrongType,
+                format!("{found} instead of {}", e.data.kind_name()),
+            ));
+            if matches!(e.data, EntryData::Dir) {
+                stack.push(None);
+            }
+            continue;
+        }
+        if is != S_IFLNK && st.st_mode & 0o7777 != e.perm {
+            out.push(diff(
+                Class::WrongMode,
+                format!("{:o} instead of {:o}", st.st_mode & 0o7777, e.perm),
+            ));
+        }
+        if st.st_uid != e.uid || st.st_gid != e.gid {
+            out.push(diff(
+                Class::WrongOwner,
+                format!("{}:{} instead of {}:{}", st.st_uid, st.st_gid, e.uid, e.gid),
+            ));
+        }
+        match &e.data {
+            EntryData::Dir => {
+                let fd = fsutil::open_dir_at(dir, e.name())?;
+                let want = kids.get(&e.path[..]);
+                for name in fsutil::list_dir(fd.as_fd())? {
+                    if !want.is_some_and(|w| w.contains(name.as_slice())) {
+                        let mut p = e.path.to_vec();
+                        p.push(b'/');
+                        p.extend_from_slice(&name);
+                        out.push(Difference {
+                            class: Class::Extra,
+                            path: lossy(&p),
+                            detail: String::new(),
+                            entry: None,
+                        });
+                    }
+                }
+                stack.push(Some(fd));
+            }
+            EntryData::File { hash, size } => {
+                if st.st_size as u64 != *size {
+                    out.push(diff(
+                        Class::WrongContent,
+                        format!("{} bytes instead of {size}", st.st_size),
+                    ));
+                } else if *size > 0 {
+                    let linked = !opts.full
+                        && store
+                            .stat(*hash)?
+                            .is_some_and(|b| b.st_dev == st.st_dev && b.st_ino == st.st_ino);
+                    if !linked {
+                        let (h, n) = hash_at(dir, e.name(), &mut buf)?;
+                        hashed += n;
+                        if h != *hash {
+                            out.push(diff(
+                                Class::WrongContent,
+                                format!("xxh3-128 {h} instead of {hash}"),
+                            ));
+                        }
+                    }
+                }
+            }
+            EntryData::Symlink { target } => {
+                let c = cstr(e.name())?;
+                let t = nix::fcntl::readlinkat(dir, c.as_c_str()).map_err(io_err)?;
+                let t = std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec();
+                if t != target.as_ref() {
+                    out.push(diff(
+                        Class::WrongTarget,
+                        format!("-> {} instead of -> {}", lossy(&t), lossy(target)),
+                    ));
+                }
+            }
+        }
+        progress.tick(1, std::mem::take(&mut hashed));
+    }
+    Ok(out)
+}
+
+/// Re-hashes every blob in the store; returns the names whose content differs (or
+/// that cannot be read).
+pub fn verify_store(store: &Store, progress: bool) -> Result<Vec<(Hash128, String)>> {
+    let blobs = store.list()?;
+    let p = Progress::new(blobs.len() as u64, progress);
+    let chunk = blobs.len().div_ceil(workers()).max(1);
+    let results: Vec<Vec<(Hash128, String)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = blobs
+            .chunks(chunk)
+            .map(|part| {
+                let p = &p;
+                s.spawn(move || {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    let mut bad = Vec::new();
+                    for &h in part {
+                        match store
+                            .open_blob(h)
+                            .and_then(|f| Hash128::of_reader(f, &mut buf))
+                        {
+                            Ok((got, n)) => {
+                                p.tick(1, n);
+                                if got != h {
+                                    bad.push((h, format!("content hashes to {got}")));
+                                }
+                            }
+                            Err(e) => bad.push((h, e.to_string())),
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    p.finish();
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// The tree of a transaction: `usr` (active) or `.moss/root/<id>/usr`.
+pub fn open_tree(
+    root: &SystemRoot,
+    idx: &StateIndex,
+    which: Which,
+) -> Result<(u64, OwnedFd, PathBuf)> {
+    let active = root.active_id();
+    let id = match which {
+        Which::Active => active.ok_or_else(|| Error::NotARoot {
+            path: root.path.join("usr"),
+            why: "has no .stateID: no active transaction to verify".into(),
+        })?,
+        Which::State(id) => id,
+    };
+    if !idx.contains(id) {
+        return Err(Error::NoSuchTransaction(id));
+    }
+    if active == Some(id) {
+        let p = root.path.join("usr");
+        let fd = fsutil::open_dir_at(root.fd(), b"usr").ctx("open", &p)?;
+        return Ok((id, fd, p));
+    }
+    let rel = format!(".moss/root/{id}/usr");
+    let p = root.path.join(&rel);
+    let fd = fsutil::open_dir_beneath(root.fd(), rel.as_bytes()).ctx(
+        "open (the transaction's tree is not materialised; `state activate` rebuilds it)",
+        &p,
+    )?;
+    Ok((id, fd, p))
+}
+
+/// What a repair did.
+#[derive(Debug, Default)]
+pub struct RepairReport {
+    pub fixed: Vec<Difference>,
+    pub removed_extra: Vec<String>,
+    pub recovered_blobs: Vec<(Hash128, PathBuf)>,
+    pub unrecoverable: Vec<(String, String)>,
+}
+
+/// Trees of other retained transactions that may hold a blob's content.
+fn other_trees(root: &SystemRoot, idx: &StateIndex, skip: u64) -> Vec<(u64, PathBuf, Layout)> {
+    let active = root.active_id();
+    let mut out = Vec::new();
+    for t in idx.transactions() {
+        let p = if Some(t.id) == active {
+            root.path.join("usr")
+        } else {
+            root.path.join(format!(".moss/root/{}/usr", t.id))
+        };
+        if t.id == skip && Some(t.id) != active {
+            continue;
+        }
+        if let Some(l) = idx.layout(t.id) {
+            if p.is_dir() {
+                out.push((t.id, p, l));
+            }
+        }
+    }
+    out
+}
+
+/// Makes sure blob `h` is in the store with the right content, recovering it from
+/// another tree when needed. Returns where it was recovered from, if it was.
+fn ensure_blob(
+    root: &SystemRoot,
+    store: &Store,
+    h: Hash128,
+    trees: &[(u64, PathBuf, Layout)],
+    buf: &mut [u8],
+) -> std::result::Result<Option<PathBuf>, String> {
+    let bad_ino = match store.stat(h) {
+        Ok(Some(st)) => {
+            if store.check(h, buf).unwrap_or(false) {
+                return Ok(None);
+            }
+            Some((st.st_dev, st.st_ino))
+        }
+        Ok(None) => None,
+        Err(e) => return Err(e.to_string()),
+    };
+    for (_, tree_path, layout) in trees {
+        for e in layout.entries() {
+            if !matches!(&e.data, EntryData::File { hash, .. } if *hash == h) {
+                continue;
+            }
+            let tree_fd = match fsutil::open_dir(tree_path) {
+                Ok(f) => f,
+                Err(_) => continue,
+            };
+            let Ok(fd) = fsutil::open_beneath(tree_fd.as_fd(), &e.path, OFlag::O_RDONLY) else {
+                continue;
+            };
+            let Ok(st) = nix::sys::stat::fstat(fd.as_fd()) else {
+                continue;
+            };
+            if bad_ino == Some((st.st_dev, st.st_ino)) {
+                continue; // the same damaged inode
+            }
+            let f = File::from(fd);
+            let Ok((got, _)) = Hash128::of_reader(&f, buf) else {
+                continue;
+            };
+            if got != h {
+                continue;
+            }
+            // Replace the store's copy: remove the bad one, then add the good one.
+            if bad_ino.is_some() {
+                store.remove(h).map_err(|e| e.to_string())?;
+            }
+            store
+                .add(h, &f, e.perm, e.uid, e.gid)
+                .map_err(|e| e.to_string())?;
+            let _ = root;
+            return Ok(Some(tree_path.join(fsutil::os(&e.path))));
+        }
+    }
+    Err(match bad_ino {
+        Some(_) => "its store blob is corrupt and no retained tree holds an intact copy".into(),
+        None => "its store blob is missing and no retained tree holds a copy".into(),
+    })
+}
+
+fn tmp_name(name: &[u8]) -> Vec<u8> {
+    let mut t = b".lbrepair-".to_vec();
+    t.extend_from_slice(name);
+    t
+}
+
+/// Repairs the tree of `which` from the store.
+pub fn repair(
+    root: &SystemRoot,
+    idx: &StateIndex,
+    which: Which,
+    prune_extra: bool,
+    progress: bool,
+) -> Result<RepairReport> {
+    let (id, tree, tree_path) = open_tree(root, idx, which)?;
+    let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
+    let store = root.store(false)?;
+    let diffs = verify_tree(
+        tree.as_fd(),
+        &layout,
+        &store,
+        Options {
+            full: false,
+            progress,
+        },
+    )?;
+    let mut report = RepairReport::default();
+    if diffs.is_empty() {
+        return Ok(report);
+    }
+    let trees = other_trees(root, idx, id);
+    let es = layout.entries();
+    let mut buf = vec![0u8; 256 * 1024];
+    let is_root = crate::store::is_root();
+    let mut stats = BlitStats::default();
+    // Per entry, the most severe difference decides the fix: a rebuild also
+    // restores permissions and owner.
+    let mut by_entry: std::collections::BTreeMap<usize, Vec<&Difference>> =
+        std::collections::BTreeMap::new();
+    for d in &diffs {
+        if let Some(i) = d.entry {
+            by_entry.entry(i).or_default().push(d);
+        }
+    }
+    for (i, ds) in by_entry {
+        let rebuild = ds
+            .iter()
+            .find(|d| !matches!(d.class, Class::WrongMode | Class::WrongOwner));
+        let d = *rebuild.unwrap_or(&ds[0]);
+        let e = &es[i];
+        let shown = tree_path.join(fsutil::os(&e.path));
+        let parent = match fsutil::open_dir_beneath(tree.as_fd(), e.parent()) {
+            Ok(p) => p,
+            Err(err) => {
+                report
+                    .unrecoverable
+                    .push((e.path_lossy(), format!("cannot open its directory: {err}")));
+                continue;
+            }
+        };
+        let r: std::result::Result<(), String> = (|| match d.class {
+            Class::WrongMode | Class::WrongOwner => {
+                let c = cstr(e.name()).map_err(|x| x.to_string())?;
+                let owner_wrong = ds.iter().any(|d| d.class == Class::WrongOwner);
+                if is_root {
+                    nix::unistd::fchownat(
+                        parent.as_fd(),
+                        c.as_c_str(),
+                        Some(e.uid.into()),
+                        Some(e.gid.into()),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|x| x.to_string())?;
+                } else if owner_wrong {
+                    return Err("fixing an owner needs root".into());
+                }
+                if !matches!(e.data, EntryData::Symlink { .. }) {
+                    nix::sys::stat::fchmodat(
+                        parent.as_fd(),
+                        c.as_c_str(),
+                        Mode::from_bits_truncate(e.perm),
+                        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                    )
+                    .or_else(|_| {
+                        nix::sys::stat::fchmodat(
+                            parent.as_fd(),
+                            c.as_c_str(),
+                            Mode::from_bits_truncate(e.perm),
+                            nix::sys::stat::FchmodatFlags::FollowSymlink,
+                        )
+                    })
+                    .map_err(|x| x.to_string())?;
+                }
+                Ok(())
+            }
+            Class::Missing | Class::WrongType | Class::WrongContent | Class::WrongTarget => {
+                if let EntryData::File { hash, size } = &e.data {
+                    if *size > 0 {
+                        if let Some(from) = ensure_blob(root, &store, *hash, &trees, &mut buf)? {
+                            report.recovered_blobs.push((*hash, from));
+                        }
+                    }
+                }
+                if matches!(e.data, EntryData::Dir) {
+                    if d.class == Class::WrongType {
+                        fsutil::remove_tree_at(parent.as_fd(), e.name())
+                            .map_err(|x| x.to_string())?;
+                    }
+                    blit::place(e, parent.as_fd(), &store, is_root, &mut stats)
+                        .map_err(|x| x.to_string())?;
+                    return Ok(());
+                }
+                let tmp = tmp_name(e.name());
+                let _ = fsutil::remove_tree_at(parent.as_fd(), &tmp);
+                blit::place_as(e, &tmp, parent.as_fd(), &store, is_root, &mut stats)
+                    .map_err(|x| x.to_string())?;
+                crate::failpoint::hit("repair-rename");
+                if d.class == Class::WrongType {
+                    if let Ok(Some(st)) = fsutil::lstat_at(parent.as_fd(), e.name()) {
+                        if st.st_mode & S_IFMT == S_IFDIR {
+                            fsutil::remove_tree_at(parent.as_fd(), e.name())
+                                .map_err(|x| x.to_string())?;
+                        }
+                    }
+                }
+                fsutil::rename(parent.as_fd(), &tmp, parent.as_fd(), e.name())
+                    .map_err(|x| x.to_string())
+            }
+            Class::Extra => Ok(()),
+        })();
+        match r {
+            Ok(()) => report.fixed.extend(ds.iter().map(|d| (*d).clone())),
+            Err(why) => report
+                .unrecoverable
+                .push((shown.display().to_string(), why)),
+        }
+    }
+    if prune_extra {
+        for d in diffs.iter().filter(|d| d.class == Class::Extra) {
+            let p = d.path.as_bytes();
+            let (parent, name) = match p.iter().rposition(|&b| b == b'/') {
+                Some(i) => (&p[..i], &p[i + 1..]),
+                None => (&p[..0], p),
+            };
+            match fsutil::open_dir_beneath(tree.as_fd(), parent)
+                .and_then(|f| fsutil::remove_tree_at(f.as_fd(), name))
+            {
+                Ok(()) => report.removed_extra.push(d.path.clone()),
+                Err(e) => report
+                    .unrecoverable
+                    .push((d.path.clone(), format!("cannot remove: {e}"))),
+            }
+        }
+    }
+    fsutil::syncfs(tree.as_fd()).ctx("sync", &tree_path)?;
+    Ok(report)
+}
+
+/// PID 1's quick verify of the active tree: (clean, one-line summary).
+pub fn verify_for_boot(root: &Path) -> Result<(bool, String)> {
+    let sr = SystemRoot::open(root)?;
+    let idx = sr.load_existing_index()?.index;
+    let (id, tree, _) = open_tree(&sr, &idx, Which::Active)?;
+    let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
+    let store = sr.store(false)?;
+    let t = Instant::now();
+    let diffs = verify_tree(tree.as_fd(), &layout, &store, Options::default())?;
+    let mut s = format!(
+        "transaction {id}: {} entries checked in {} ms",
+        layout.len(),
+        t.elapsed().as_millis()
+    );
+    if diffs.is_empty() {
+        s.push_str(", no differences");
+    } else {
+        s.push_str(&format!(", {} differences:", diffs.len()));
+        for d in diffs.iter().take(20) {
+            s.push_str(&format!("\n  {d}"));
+        }
+    }
+    Ok((diffs.is_empty(), s))
+}
+
+/// PID 1's repair of the active tree; an error when something stays broken.
+pub fn repair_for_boot(root: &Path) -> Result<String> {
+    let sr = SystemRoot::open_locked(root, false)?;
+    let idx = sr.load_existing_index()?.index;
+    let t = Instant::now();
+    let r = repair(&sr, &idx, Which::Active, false, false)?;
+    let mut s = format!(
+        "repair: {} fixed in {} ms",
+        r.fixed.len(),
+        t.elapsed().as_millis()
+    );
+    for f in r.fixed.iter().take(20) {
+        s.push_str(&format!("\n  fixed {f}"));
+    }
+    for (h, from) in &r.recovered_blobs {
+        s.push_str(&format!("\n  recovered blob {h} from {}", from.display()));
+    }
+    if !r.unrecoverable.is_empty() {
+        for (p, why) in &r.unrecoverable {
+            s.push_str(&format!("\n  NOT recovered: {p}: {why}"));
+        }
+        return Err(Error::Refused(s));
+    }
+    Ok(s)
+}
