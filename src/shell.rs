@@ -24,6 +24,8 @@ pub struct ShellCtx {
 pub enum ShellExit {
     /// `continue`: resume the boot (PID 1) or leave the shell.
     Continue,
+    /// `continue --force`: resume without the check that the real init can run.
+    ContinueForce,
     /// End of input or `exit` outside PID 1.
     Quit,
 }
@@ -48,7 +50,7 @@ commands:
   disks                block devices, partitions, filesystems
   dmesg                kernel messages
   cmdline              the kernel command line
-  continue             resume the boot
+  continue [--force]   resume the boot (--force: skip the check of the real init)
   reboot | poweroff    restart or stop the machine";
 
 fn p(s: impl AsRef<str>) {
@@ -100,6 +102,7 @@ impl Shell {
                 continue;
             };
             match cmd {
+                "continue" if args.contains(&"--force") => return ShellExit::ContinueForce,
                 "continue" | "exit" | "quit" => return ShellExit::Continue,
                 c => {
                     if let Err(e) = self.exec(c, args) {

@@ -56,7 +56,7 @@ pub fn format(mut w: Window, label: [u8; 11], volume_id: u32) -> io::Result<()> 
     // The formatter leaves the FAT32 free-cluster count unknown, which fsck.fat
     // reports; count once so FSInfo is right from the start.
     let w = Window::new(backing, offset, len, true);
-    let fs = FileSystem::new(w, FsOptions::new())?;
+    let fs = FileSystem::new(w, FsOptions::new().time_provider(&crate::clock::CLOCK))?;
     fs.stats()?;
     fs.unmount()
 }
@@ -119,7 +119,9 @@ impl FatVolume {
         let (backing, _, len) = w.backing();
         let budget = len.saturating_mul(3).saturating_add(64 << 20);
         guard.store(budget, Ordering::Relaxed);
-        let opts = FsOptions::new().update_accessed_date(false);
+        let opts = FsOptions::new()
+            .update_accessed_date(false)
+            .time_provider(&crate::clock::CLOCK);
         let fs = catch_unwind(AssertUnwindSafe(|| FileSystem::new(w, opts)))
             .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
             .map_err(|e| fat_err(name, e))?;

@@ -45,6 +45,8 @@ pub struct Boot {
     rollback_done: bool,
     check_done: bool,
     shell_done: bool,
+    /// Set by `continue --force`: exec the real init even if it looks unrunnable.
+    force: bool,
     started: f64,
 }
 
@@ -150,6 +152,7 @@ impl Boot {
             rollback_done: false,
             check_done: false,
             shell_done: false,
+            force: false,
             started: uptime(),
         }
     }
@@ -350,7 +353,11 @@ impl Boot {
         self.rollback()?;
         self.checks()?;
         let init = PathBuf::from(self.cmdline.get("init").unwrap_or("/sbin/init"));
-        let what = execcheck::check_init(Path::new(SYSROOT), &init)?;
+        let what = match execcheck::check_init(Path::new(SYSROOT), &init) {
+            Ok(w) => w,
+            Err(e) if self.force => format!("unchecked: {e}"),
+            Err(e) => return Err(e),
+        };
         if self.cmdline.flag("lifeboat.shell") && !self.shell_done {
             self.shell_done = true;
             return Err(
@@ -434,7 +441,8 @@ pub fn main() -> ! {
         };
         let r = catch_unwind(AssertUnwindSafe(|| Shell::new(ctx).run()));
         match r {
-            Ok(ShellExit::Continue) => {
+            Ok(exit @ (ShellExit::Continue | ShellExit::ContinueForce)) => {
+                boot.force = matches!(exit, ShellExit::ContinueForce);
                 // A changed root device (mounted by hand) is found again.
                 if !is_mountpoint(Path::new(SYSROOT)) {
                     boot.root_dev = None;

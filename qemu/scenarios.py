@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""End-to-end boot scenarios: real OVMF, systemd-boot and kernel in QEMU (TCG).
+
+  python3 qemu/scenarios.py            all scenarios
+  python3 qemu/scenarios.py a b d      some of them
+  LIFEBOAT_QEMU_VERBOSE=1 ...          echo the serial console
+
+Each scenario composes its own image under qemu/out/<name>/ (console.log kept;
+images of passing scenarios removed). Exit status 0 only if every one passed.
+"""
+import os, shutil, subprocess, sys, time, traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lbqemu as q
+from lbqemu import Failure, lb
+
+OUT = os.path.join(q.HERE, "out")
+
+
+def say(msg):
+    print(f"  | {msg}", flush=True)
+
+
+def booted(vm, timeout=150):
+    m = vm.expect(r"LBTEST: booted tx=(\d+) marker=(\S+) boot=(\d+)", timeout)
+    return int(m.group(1))
+
+
+def finish_ok(vm):
+    code = vm.wait_exit(60)
+    if code != q.GUEST_EXIT_OK:
+        raise Failure(f"guest did not end cleanly (QEMU status {code}, want {q.GUEST_EXIT_OK})")
+
+
+def three_tx(work, extra_cmdline="", timeout=0, tries=None, lbtest=""):
+    img = q.Image(work)
+    for i in (1, 2, 3):
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}", extra_cmdline), f"test transaction {i}")
+    img.build_initrd()
+    img.lbtest(lbtest)
+    img.boot_setup(timeout=timeout, tries=tries)
+    return img
+
+
+def a_default_boot(work):
+    """A default boot reaches the newest transaction."""
+    img = three_tx(work)
+    img.write_root()
+    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
+    tx = booted(vm)
+    say(f"userspace reports transaction {tx}")
+    if tx != 3:
+        raise Failure(f"booted transaction {tx}, want 3")
+    finish_ok(vm)
+
+
+def b_menu_rollback(work):
+    """Choose an older transaction in the systemd-boot menu; PID 1 rolls back; it sticks."""
+    img = three_tx(work, timeout=30)
+    img.write_root()
+    vars_ = f"{work}/vars.fd"
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    vm.expect(r"transaction 1 \(", 90)
+    say("systemd-boot menu is up; pressing Down, Down, Enter to pick transaction 1")
+    time.sleep(1)
+    vm.send("\x1b[B")
+    time.sleep(0.5)
+    vm.send("\x1b[B")
+    time.sleep(0.5)
+    vm.send("\r")
+    m = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 120)
+    say(f"PID 1: rolling back /usr: transaction {m.group(1)} -> {m.group(2)}")
+    tx = booted(vm)
+    say(f"userspace reports transaction {tx}")
+    if tx != 1:
+        raise Failure(f"booted transaction {tx}, want 1")
+    finish_ok(vm)
+    say("rebooting with the default entry")
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    # The menu waits 30 s; Enter boots the default at once.
+    vm.expect(r"transaction 1 \(", 90)
+    time.sleep(1)
+    vm.send("\r")
+    tx = booted(vm)
+    say(f"default boot: userspace reports transaction {tx}")
+    if tx != 1:
+        raise Failure(f"the default boot after rollback went to {tx}, want 1")
+    finish_ok(vm)
+
+
+def c_oneshot(work):
+    """After `boot set-oneshot 1`, the next boot goes to 1 once."""
+    img = three_tx(work, lbtest="boot1 = --esp /dev/nvme0n1 boot set-oneshot 1\n")
+    img.write_root()
+    vars_ = f"{work}/vars.fd"
+    for n, want in ((1, 3), (2, 1), (3, 1)):
+        vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+        tx = booted(vm)
+        say(f"boot {n}: transaction {tx}")
+        if n == 1:
+            vm.expect(r"next boot \(once\): (\S+)", 30)
+        if tx != want:
+            raise Failure(f"boot {n} reached transaction {tx}, want {want}")
+        finish_ok(vm)
+    # Boot 2 rolled back to 1 and made it the default: boot 3 staying on 1 is that.
+
+
+def d_glibc_removed(work):
+    """libc.so.6 deleted: lifeboat.repair boots; without it the rescue shell repairs."""
+    for mode in ("cmdline", "shell"):
+        w = os.path.join(work, mode)
+        extra = "lifeboat.repair" if mode == "cmdline" else ""
+        img = three_tx(w, extra_cmdline=extra)
+        os.unlink(os.path.join(img.root, "usr/lib/x86_64-linux-gnu/libc.so.6"))
+        say(f"[{mode}] deleted /usr/lib/x86_64-linux-gnu/libc.so.6 from the root image")
+        img.write_root()
+        vm = q.Vm(img.disk, f"{w}/vars.fd", f"{w}/console.log").boot()
+        if mode == "cmdline":
+            m = vm.expect(r"repair: (\d+) fixed", 150)
+            say(f"PID 1 with lifeboat.repair: {m.group(0)}")
+        else:
+            m = vm.expect(r"needs libc\.so\.6[^\n]*", 150)
+            say(f"PID 1: {m.group(0).strip()}")
+            vm.expect(r"lifeboat> ", 30)
+            say("rescue shell is up; typing `repair`")
+            vm.send("repair\n")
+            m = vm.expect(r"repair: (\d+) fixed, (\d+) not recoverable", 60)
+            say(m.group(0))
+            vm.expect(r"lifeboat> ", 30)
+            say("typing `continue`")
+            vm.send("continue\n")
+        tx = booted(vm)
+        say(f"[{mode}] the dynamic init runs: transaction {tx}")
+        finish_ok(vm)
+
+
+def e_pruned(work):
+    """The entry's transaction was pruned: the active one boots, with a message."""
+    img = three_tx(work)
+    lb("--root", img.root, "state", "prune", "--keep", "2")
+    lb("--root", img.root, "--esp", img.disk, "boot", "set-default", "1")
+    say("pruned transaction 1 but kept its entry, and made it the default")
+    img.write_root()
+    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
+    m = vm.expect(r"transaction 1 \(named by the boot entry\) is no longer retained[^\n]*", 150)
+    say(f"PID 1: {m.group(0).strip()}")
+    tx = booted(vm)
+    if tx != 3:
+        raise Failure(f"booted {tx}, want the active transaction 3")
+    say(f"userspace reports transaction {tx}")
+    finish_ok(vm)
+
+
+def f_wrong_root(work):
+    """A root that never appears: the rescue shell answers on serial."""
+    img = three_tx(work, extra_cmdline="root=PARTUUID=00000000-0000-4000-8000-00000000dead lifeboat.rootwait=3")
+    img.write_root()
+    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
+    m = vm.expect(r"did not appear within 3 s; block devices seen: [^\n]*", 150)
+    say(f"PID 1: {m.group(0).strip()[:160]}")
+    vm.expect(r"lifeboat> ", 30)
+    vm.send("help\n")
+    vm.expect(r"continue \[--force\]", 30)
+    say("`help` answered")
+    vm.send("disks\n")
+    vm.expect(r"nvme0n1p1\s+\S+ \S+\s+esp", 30)
+    say("`disks` lists the ESP and the root partition")
+    vm.expect(r"lifeboat> ", 30)
+    vm.send("poweroff\n")
+    code = vm.wait_exit(60)
+    say(f"`poweroff` ended the VM (status {code})")
+    if code != 0:
+        raise Failure(f"poweroff gave QEMU status {code}")
+
+
+OTHER_ENTRY = b"title Other Linux 5.15\nversion 5.15\nmachine-id 0000000000000000000000000000beef\nlinux /other/vmlinuz\noptions root=/dev/sdz1\n"
+TWIN_ENTRY = (b"title Lifeboat Test OS (another install)\nsort-key lbtest\nmachine-id feedfacefeedfacefeedfacefeedface\n"
+              b"linux /feedfacefeedfacefeedfacefeedface/6.1/vmlinuz-00\noptions lifeboat.tx=7\n")
+
+
+def g_dual_boot(work):
+    """Another OS's entries and files on the ESP: listed, booted around, never changed."""
+    img = q.Image(work)
+    for i in (1, 2):
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}"), f"test transaction {i}")
+    img.build_initrd()
+    seeds = {
+        "loader/entries/other-5.15.conf": OTHER_ENTRY,
+        "other/vmlinuz": b"not really a kernel\n" * 100,
+        "loader/entries/feedfacefeedfacefeedfacefeedface-7-6.1.conf": TWIN_ENTRY,
+        "feedfacefeedfacefeedfacefeedface/6.1/vmlinuz-00": b"twin kernel",
+        "EFI/Microsoft/Boot/bootmgfw.efi": b"MZ windows boot manager stand-in",
+    }
+    for path, data in seeds.items():
+        f = os.path.join(work, "seed")
+        open(f, "wb").write(data)
+        lb("disk", "put", f, f"{img.disk}:esp:{path}")
+    img.lbtest("boot1 = --esp /dev/nvme0n1 boot list\n")
+    img.boot_setup()
+    lb("--root", img.root, "state", "prune", "--keep", "1")
+    lb("--root", img.root, "--esp", img.disk, "boot", "sync", "--initrd", img.initrd)
+    lb("--root", img.root, "--esp", img.disk, "boot", "set-default", "2")
+    for path, data in seeds.items():
+        got = subprocess.run([q.LIFEBOAT, "disk", "cat", f"{img.disk}:esp:{path}"], stdout=subprocess.PIPE).stdout
+        if got != data:
+            raise Failure(f"{path} changed on the ESP")
+    say(f"{len(seeds)} foreign files byte-identical after sync, prune, sync, set-default")
+    img.write_root()
+    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
+    tx = booted(vm)
+    # BLS order: entries with a sort key (ours, then the twin install by machine id)
+    # before the one without.
+    vm.expect(r"feedface\S+\s+Lifeboat Test OS \(another install\)\s+\(not lifeboat's\)", 60)
+    vm.expect(r"other-5\.15\.conf\s+Other Linux 5\.15\s+\(not lifeboat's\)", 60)
+    say(f"booted transaction {tx}; `boot list` in the guest shows the other OS and the other install")
+    finish_ok(vm)
+
+
+def h_boot_counting(work):
+    """An entry with tries that is never blessed is passed over; the previous good one boots."""
+    img = q.Image(work)
+    img.commit(q.make_tree(work, "t1", "v1"), "good")
+    img.build_initrd()
+    img.lbtest("")
+    img.boot_setup()
+    img.commit(q.make_tree(work, "t2", "v2"), "never blessed")
+    img.boot_setup(tries=2)
+    img.write_root()
+    vars_ = f"{work}/vars.fd"
+    seen = []
+    for n in range(1, 4):
+        vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+        tx = booted(vm)
+        seen.append(tx)
+        say(f"boot {n}: transaction {tx}")
+        finish_ok(vm)
+    if seen != [2, 2, 1]:
+        raise Failure(f"transactions booted {seen}, want [2, 2, 1]")
+    entries = lb("disk", "ls", f"{img.disk}:esp:loader/entries")
+    if "+0-2.conf" not in entries:
+        raise Failure(f"entry of transaction 2 not at +0-2:\n{entries}")
+    say("transaction 2's entry ran out of tries (+0-2) and transaction 1 booted")
+
+
+SCENARIOS = {
+    "a": a_default_boot,
+    "b": b_menu_rollback,
+    "c": c_oneshot,
+    "d": d_glibc_removed,
+    "e": e_pruned,
+    "f": f_wrong_root,
+    "g": g_dual_boot,
+    "h": h_boot_counting,
+}
+
+
+def main(argv):
+    names = argv or list(SCENARIOS)
+    if not os.path.exists(q.LIFEBOAT):
+        print(f"no static lifeboat at {q.LIFEBOAT}: cargo build --release --target x86_64-unknown-linux-musl")
+        return 2
+    subprocess.run([os.path.join(q.HERE, "fetch.sh")], check=True)
+    failed = []
+    for n in names:
+        fn = SCENARIOS[n]
+        work = os.path.join(OUT, n)
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
+        print(f"[{n}] {fn.__doc__}", flush=True)
+        t = time.time()
+        try:
+            fn(work)
+            print(f"[{n}] PASS ({time.time() - t:.0f} s)", flush=True)
+            for root, _, files in os.walk(work):
+                for f in files:
+                    if f.endswith((".img", ".fd")):
+                        os.unlink(os.path.join(root, f))
+        except Exception as e:
+            failed.append(n)
+            print(f"[{n}] FAIL ({time.time() - t:.0f} s): {e}", flush=True)
+            if not isinstance(e, Failure):
+                traceback.print_exc()
+            log = os.path.join(work, "console.log")
+            if os.path.exists(log):
+                print(f"[{n}] last console lines ({log}):")
+                print("".join(open(log, errors="replace").readlines()[-25:]))
+    print(f"{len(names) - len(failed)}/{len(names)} scenarios passed" + (f"; failed: {' '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
