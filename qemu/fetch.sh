@@ -8,7 +8,9 @@ cache=${LIFEBOAT_QEMU_CACHE:-$here/cache}
 mkdir -p "$cache"
 cd "$cache"
 if [ ! -f kernel/.done ]; then
-  pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  resolve() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
+  pkg=$(resolve)
+  if [ -z "$pkg" ]; then apt-get update -q >/dev/null; pkg=$(resolve); fi
   [ -n "$pkg" ] || { echo "fetch: cannot resolve linux-image-cloud-amd64 (run apt-get update)" >&2; exit 1; }
   rm -rf kernel dl && mkdir -p dl kernel
   (cd dl && apt-get download -q "$pkg" >/dev/null 2>&1) || { echo "fetch: apt-get download $pkg failed" >&2; exit 1; }

@@ -17,7 +17,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Neither generation of the state index could be read.
-    Index(LoadError),
+    Index(Box<LoadError>),
     /// The source tree of a commit has something a transaction cannot hold.
     BadTree {
         path: PathBuf,

@@ -120,7 +120,7 @@ impl SystemRoot {
     /// fd, so a symlinked `.moss` cannot redirect it.
     pub fn load_index(&self) -> Result<Loaded> {
         self.check_no_symlinks(b".moss/lifeboat")?;
-        index::file::load(&self.index_path()).map_err(Error::Index)
+        index::file::load(&self.index_path()).map_err(|e| Error::Index(Box::new(e)))
     }
 
     /// Like [`SystemRoot::load_index`], but a root without an index is an error.

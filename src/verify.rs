@@ -158,8 +158,8 @@ fn ranges(layout: &Layout, parts: usize) -> Vec<(usize, usize)> {
     let target = es.len().div_ceil(parts.max(1)).max(1);
     let mut out = Vec::new();
     let mut start = 0;
-    for i in 1..es.len() {
-        if i - start >= target && es[i].depth() == 0 {
+    for (i, e) in es.iter().enumerate().skip(1) {
+        if i - start >= target && e.depth() == 0 {
             out.push((start, i));
             start = i;
         }

@@ -232,7 +232,7 @@ impl EfiVars {
 fn is_efivarfs(dir: &Path) -> bool {
     const EFIVARFS_MAGIC: i64 = 0xde5e_81e4;
     nix::sys::statfs::statfs(dir)
-        .map(|s| s.filesystem_type().0 as i64 == EFIVARFS_MAGIC)
+        .map(|s| s.filesystem_type().0 == EFIVARFS_MAGIC)
         .unwrap_or(false)
 }
 

@@ -314,7 +314,7 @@ fn layout(token: &str, kept: &[&WantedEntry]) -> Layout {
 pub fn plan(
     req: &SyncRequest,
     boot: &mut dyn Volume,
-    mut esp: Option<&mut dyn Volume>,
+    esp: Option<&mut dyn Volume>,
 ) -> Result<Plan> {
     if req.token.is_empty() || req.token.contains('/') {
         return Err(Error::Invalid(format!(
@@ -333,7 +333,7 @@ pub fn plan(
     let target = req.keep.max(1).min(cands.len());
     let mut n = target;
 
-    let loader_text = match esp.as_deref_mut() {
+    let loader_text = match esp {
         Some(v) => read_opt(v, "loader/loader.conf")?,
         None => read_opt(boot, "loader/loader.conf")?,
     };

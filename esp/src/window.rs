@@ -49,8 +49,11 @@ pub struct Window {
     budget: Arc<AtomicU64>,
     /// Shared by every handle from [`Window::share`], so writes through one are seen
     /// by reads through the other.
-    cache: Arc<Mutex<Vec<Option<(u64, Box<[u8]>)>>>>,
+    cache: Arc<Mutex<BlockCache>>,
 }
+
+/// Direct-mapped slots of (block number, block bytes).
+type BlockCache = Vec<Option<(u64, Box<[u8]>)>>;
 
 const BLOCK: u64 = 4096;
 const SLOTS: usize = 1024;
@@ -150,7 +153,7 @@ impl Window {
 
     /// Copies bytes of block `b` (window-relative) from `off` into `out`, loading the
     /// block into the cache if needed; returns how many were copied.
-    fn from_block(&self, b: u64, off: usize, out: &mut [u8]) -> io::Result<usize> {
+    fn copy_from_block(&self, b: u64, off: usize, out: &mut [u8]) -> io::Result<usize> {
         let slot = (b as usize) % SLOTS;
         let mut cache = self
             .cache
@@ -221,7 +224,7 @@ impl Read for Window {
                 let at = self.pos + done as u64;
                 let b = at / BLOCK;
                 let off = (at - b * BLOCK) as usize;
-                let take = self.from_block(b, off, &mut buf[done..n])?;
+                let take = self.copy_from_block(b, off, &mut buf[done..n])?;
                 if take == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,

@@ -108,7 +108,14 @@ pub fn run(args: &[&str]) -> ExitCode {
     };
     let out = Out { json: cli.json };
     let r = match cli.cmd {
-        Command::State(c) => state::run(&cli.root, c, &out),
+        Command::State(c) => {
+            let args = crate::bootsync::BootArgs {
+                esp: cli.esp.clone(),
+                boot: cli.boot.clone(),
+                efivars: cli.efivars.clone(),
+            };
+            state::run(&cli.root, c, &out, &args)
+        }
         Command::Disk(c) => disk::run(c, &out),
         Command::Verify(c) => match verify::verify(&cli.root, &c, &out) {
             Ok(code) => Ok(code),

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use argh::FromArgs;
 
 use super::Out;
+use crate::bootsync::BootArgs;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::json::Json;
 use crate::root::SystemRoot;
@@ -75,7 +77,30 @@ pub struct PruneCmd {
     pub dry_run: bool,
 }
 
-pub fn run(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
+/// After a change of transactions, syncs the boot entries when a boot target is
+/// configured (`--esp`, or `esp =` in the machine's lifeboat.conf).
+fn sync_if_configured(root: &Path, args: &BootArgs, out: &Out) -> Result<()> {
+    let (cfg, _) = Config::load(root);
+    if args.esp.is_none() && cfg.esp.is_none() {
+        return Ok(());
+    }
+    let ctx = crate::cli::boot::Ctx { root, args, out };
+    crate::cli::boot::sync(&ctx, None, None, None, None, false)
+}
+
+pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitCode> {
+    let changes = !matches!(
+        c.cmd,
+        StateSub::List(_) | StateSub::Show(_) | StateSub::Prune(PruneCmd { dry_run: true, .. })
+    );
+    let code = run_inner(root, c, out)?;
+    if changes {
+        sync_if_configured(root, args, out)?;
+    }
+    Ok(code)
+}
+
+fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
     match c.cmd {
         StateSub::List(_) => list(root, out),
         StateSub::Show(s) => show(root, s.id, out),

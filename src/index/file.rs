@@ -169,13 +169,14 @@ pub struct Loaded {
 pub struct LoadError {
     pub path: PathBuf,
     pub error: IndexFileError,
-    pub prev: Option<(PathBuf, IndexFileError)>,
+    pub prev: Option<Box<(PathBuf, IndexFileError)>>,
 }
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path.display(), self.error)?;
-        if let Some((p, e)) = &self.prev {
+        if let Some(pe) = &self.prev {
+            let (p, e) = &**pe;
             write!(f, "; {}: {}", p.display(), e)?;
         }
         Ok(())
@@ -247,7 +248,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         Err(pe) => Err(LoadError {
             path: path.to_owned(),
             error: main_err.unwrap_or(IndexFileError::Io(io::Error::from(io::ErrorKind::NotFound))),
-            prev: Some((prev, pe)),
+            prev: Some(Box::new((prev, pe))),
         }),
     }
 }
