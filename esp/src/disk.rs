@@ -153,7 +153,9 @@ fn check_header(
         return Err(format!("{num_parts} partition entries is implausible"));
     }
     if first_usable > last_usable || last_usable >= total_sectors {
-        return Err(format!("usable range {first_usable}..{last_usable} does not fit a disk of {total_sectors} sectors"));
+        return Err(format!(
+            "usable range {first_usable}..{last_usable} does not fit a disk of {total_sectors} sectors (truncated?)"
+        ));
     }
     let array_len = num_parts as u64 * part_size as u64;
     let array_end = part_start * sector + array_len;
