@@ -1,0 +1,279 @@
+//! The sync planner on an in-memory volume: what goes where, GC of pruned
+//! transactions, space pressure, protected entries, no-op syncs, and foreign files
+//! that must stay byte-identical.
+
+use std::sync::Arc;
+
+use lifeboat_boot::plan::{self, Blob, Source, Step, SyncRequest, WantedEntry};
+use lifeboat_boot::Error;
+use lifeboat_esp::mem::MemVolume;
+use lifeboat_esp::Volume;
+
+const TOKEN: &str = "4c424f4154544553544d414348494e45";
+
+fn blob(tag: &str, len: usize) -> Blob {
+    let data: Arc<[u8]> = vec![tag.as_bytes()[0]; len].into();
+    Blob {
+        hash: format!(
+            "{:032x}",
+            tag.len() * 7919 + len + tag.as_bytes()[0] as usize
+        ),
+        len: len as u64,
+        source: Source::Bytes(data),
+    }
+}
+
+fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
+    WantedEntry {
+        tx,
+        active,
+        title: format!("Test OS, transaction {tx}"),
+        version: format!("{tx}-6.1"),
+        sort_key: "test".into(),
+        machine_id: Some(TOKEN.into()),
+        kver: "6.1".into(),
+        linux: kernel.clone(),
+        initrds: vec![],
+        rescue_initrd: Some(blob("r", 1000)),
+        options: format!("quiet lifeboat.tx={tx}"),
+    }
+}
+
+fn req(entries: Vec<WantedEntry>, keep: usize) -> SyncRequest {
+    SyncRequest {
+        token: TOKEN.into(),
+        entries,
+        keep,
+        tries: None,
+        timeout: None,
+        protected: vec![],
+    }
+}
+
+fn sync(v: &mut MemVolume, r: &SyncRequest) -> Result<plan::Plan, Error> {
+    let p = plan::plan(r, v, None)?;
+    plan::apply(&p, v, None)?;
+    Ok(p)
+}
+
+fn seed_foreign(v: &mut MemVolume) {
+    for (p, d) in [
+        (
+            "loader/entries/fedora-6.5.conf",
+            &b"title Fedora\nlinux /fedora/vmlinuz\n"[..],
+        ),
+        (
+            "loader/entries/garbage.conf",
+            &b"\x00\xff not an entry at all"[..],
+        ),
+        // Another install of this OS (another machine id), with lifeboat entries of its own.
+        (
+            "loader/entries/feedfacefeedfacefeedfacefeedface-3-6.1.conf",
+            &b"title Twin\noptions lifeboat.tx=3\n"[..],
+        ),
+        // A name in our namespace that we did not write.
+        (
+            &format!("loader/entries/{TOKEN}-9-6.1.conf"),
+            &b"title Hand-written\noptions quiet\n"[..],
+        ),
+        ("fedora/vmlinuz", &b"fedora kernel"[..]),
+        ("EFI/Microsoft/Boot/bootmgfw.efi", &b"MZ"[..]),
+        ("loader/loader.conf", &b"# mine\neditor no\ntimeout 4\n"[..]),
+    ] {
+        let (dir, _) = lifeboat_esp::volume::split(p);
+        v.create_dir_all(dir).unwrap();
+        v.write_file(p, &mut &*d).unwrap();
+    }
+}
+
+/// Everything on the volume that is not lifeboat's: not below the token
+/// directory, not an entry lifeboat wrote, not loader.conf (whose other lines are
+/// checked on their own).
+fn foreign(v: &MemVolume) -> Vec<(String, Option<Vec<u8>>)> {
+    v.snapshot()
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(TOKEN))
+        .filter(|(p, d)| {
+            let ours = p.starts_with(&format!("loader/entries/{TOKEN}-"))
+                && d.as_ref()
+                    .is_some_and(|d| String::from_utf8_lossy(d).contains("Written by lifeboat"));
+            !ours
+        })
+        .filter(|(p, _)| p != "loader/loader.conf")
+        .collect()
+}
+
+#[test]
+fn one_entry_per_transaction_shared_kernels_and_gc() {
+    let mut v = MemVolume::new(64 << 20, 4096);
+    seed_foreign(&mut v);
+    let before = foreign(&v);
+    let k1 = blob("k", 3 << 20);
+    let k2 = blob("kk", 3 << 20);
+    let r = req(
+        vec![
+            entry(1, false, &k1),
+            entry(2, false, &k1),
+            entry(3, true, &k2),
+        ],
+        5,
+    );
+    let p = sync(&mut v, &r).unwrap();
+    assert_eq!(p.kept, [3, 2, 1]);
+    let copies = p
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Copy { .. }))
+        .count();
+    assert_eq!(
+        copies, 3,
+        "two kernels (shared by content) and the rescue initrd: {:?}",
+        p.steps
+    );
+    let snap = v.snapshot();
+    for tx in 1..=3 {
+        assert!(snap.contains_key(&format!("loader/entries/{TOKEN}-{tx}-6.1.conf")));
+    }
+    let lc = String::from_utf8(v.read("loader/loader.conf").unwrap()).unwrap();
+    assert_eq!(
+        lc,
+        format!("# mine\neditor no\ntimeout 4\ndefault {TOKEN}-3-*\n")
+    );
+
+    // Nothing to do writes nothing.
+    let m = v.mutations;
+    let p = sync(&mut v, &r).unwrap();
+    assert!(p.is_noop(), "{:?}", p.steps);
+    assert_eq!(v.mutations, m);
+
+    // Transaction 1 pruned: its entry goes; the kernel stays (2 uses it).
+    let r = req(vec![entry(2, false, &k1), entry(3, true, &k2)], 5);
+    sync(&mut v, &r).unwrap();
+    let snap = v.snapshot();
+    assert!(!snap.contains_key(&format!("loader/entries/{TOKEN}-1-6.1.conf")));
+    assert!(snap.keys().any(|k| k.contains(&k1.hash)));
+    // Only 3 left: k1 is collected, and so is its version directory if empty.
+    let r = req(vec![entry(3, true, &k2)], 5);
+    sync(&mut v, &r).unwrap();
+    assert!(!v.snapshot().keys().any(|k| k.contains(&k1.hash)));
+    assert_eq!(foreign(&v), before, "foreign files changed");
+}
+
+#[test]
+fn full_volume_drops_oldest_then_refuses() {
+    let k: Vec<Blob> = (0..4).map(|i| blob(&"k".repeat(i + 1), 10 << 20)).collect();
+    // Room for two kernels (and entries), not three.
+    let mut v = MemVolume::new(24 << 20, 4096);
+    seed_foreign(&mut v);
+    let before = foreign(&v);
+    let r = req(
+        vec![
+            entry(1, false, &k[0]),
+            entry(2, false, &k[1]),
+            entry(3, true, &k[2]),
+        ],
+        5,
+    );
+    let p = sync(&mut v, &r).unwrap();
+    assert_eq!(p.kept, [3, 2]);
+    assert_eq!(p.dropped_for_space, [1]);
+    // A new transaction: the old kernels must go before the new one fits.
+    let r = req(
+        vec![
+            entry(2, false, &k[1]),
+            entry(3, false, &k[2]),
+            entry(4, true, &k[3]),
+        ],
+        5,
+    );
+    let p = sync(&mut v, &r).unwrap();
+    assert_eq!(p.kept, [4, 3]);
+    let order: Vec<usize> = p
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, Step::Remove { .. } | Step::Copy { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!order.is_empty());
+    let first_copy = p
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::Copy { .. }))
+        .unwrap();
+    let last_remove = p
+        .steps
+        .iter()
+        .rposition(|s| matches!(s, Step::Remove { .. }))
+        .unwrap();
+    assert!(
+        last_remove < first_copy,
+        "removals must come before copies: {:?}",
+        p.steps
+    );
+    // Even the active transaction alone does not fit: nothing changes.
+    let huge = blob("h", 40 << 20);
+    let snap = v.snapshot();
+    let m = v.mutations;
+    let err = plan::plan(&req(vec![entry(5, true, &huge)], 5), &mut v, None).unwrap_err();
+    match err {
+        Error::NoSpace { need, .. } => assert!(need > 40 << 20),
+        e => panic!("{e}"),
+    }
+    assert_eq!(v.snapshot(), snap);
+    assert_eq!(v.mutations, m);
+    assert_eq!(foreign(&v), before);
+}
+
+#[test]
+fn protected_transactions_keep_their_entries() {
+    let mut v = MemVolume::new(64 << 20, 4096);
+    let k = blob("k", 1 << 20);
+    sync(
+        &mut v,
+        &req(vec![entry(1, false, &k), entry(2, true, &k)], 5),
+    )
+    .unwrap();
+    // Transaction 1's kernel can no longer be read (say, missing from the store):
+    // it is not wanted, but protected, so its entry and kernel stay.
+    let mut r = req(vec![entry(2, true, &blob("k2", 1 << 20))], 5);
+    r.protected = vec![1];
+    sync(&mut v, &r).unwrap();
+    let snap = v.snapshot();
+    assert!(snap.contains_key(&format!("loader/entries/{TOKEN}-1-6.1.conf")));
+    assert!(snap.keys().any(|p| p.contains(&k.hash)));
+}
+
+#[test]
+fn boot_counting_names_and_default() {
+    let mut v = MemVolume::new(64 << 20, 4096);
+    let k = blob("k", 1 << 20);
+    sync(&mut v, &req(vec![entry(1, true, &k)], 5)).unwrap();
+    let mut r = req(vec![entry(1, false, &k), entry(2, true, &k)], 5);
+    r.tries = Some(3);
+    sync(&mut v, &r).unwrap();
+    let snap = v.snapshot();
+    assert!(
+        snap.contains_key(&format!("loader/entries/{TOKEN}-2-6.1+3-0.conf")),
+        "{:?}",
+        snap.keys()
+    );
+    assert!(
+        snap.contains_key(&format!("loader/entries/{TOKEN}-1-6.1.conf")),
+        "existing entries keep their name"
+    );
+    let lc = String::from_utf8(v.read("loader/loader.conf").unwrap()).unwrap();
+    assert_eq!(
+        lc,
+        format!("default {TOKEN}-*\n"),
+        "an unproven default lets the loader fall back"
+    );
+    // The loader counted a boot: a resync keeps the counter where it is.
+    v.rename(
+        &format!("loader/entries/{TOKEN}-2-6.1+3-0.conf"),
+        &format!("loader/entries/{TOKEN}-2-6.1+2-1.conf"),
+    )
+    .unwrap();
+    let p = sync(&mut v, &r).unwrap();
+    assert!(p.is_noop(), "{:?}", p.steps);
+}
