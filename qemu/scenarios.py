@@ -142,7 +142,7 @@ def e_pruned(work):
     say("pruned transaction 1 but kept its entry, and made it the default")
     img.write_root()
     vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
-    m = vm.expect(r"transaction 1 \(named by the boot entry\) is no longer retained[^\n]*", 150)
+    m = vm.expect(r"transaction 1 \(named by the boot entry\) is no longer retained: it was pruned; booting the active transaction 3", 150)
     say(f"PID 1: {m.group(0).strip()}")
     tx = booted(vm)
     if tx != 3:

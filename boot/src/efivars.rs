@@ -230,9 +230,9 @@ impl EfiVars {
 
 /// efivarfs rejects O_TRUNC; a stand-in directory needs it.
 fn is_efivarfs(dir: &Path) -> bool {
-    const EFIVARFS_MAGIC: i64 = 0xde5e_81e4;
+    const EFIVARFS_MAGIC: u64 = 0xde5e_81e4;
     nix::sys::statfs::statfs(dir)
-        .map(|s| s.filesystem_type().0 == EFIVARFS_MAGIC)
+        .map(|s| s.filesystem_type().0 as u64 == EFIVARFS_MAGIC)
         .unwrap_or(false)
 }
 

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
 
-const RAMFS_MAGIC: i64 = 0x8584_58f6;
-const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: u64 = 0x8584_58f6;
+const TMPFS_MAGIC: u64 = 0x0102_1994;
 
 fn e(what: &str, err: impl std::fmt::Display) -> String {
     format!("{what}: {err}")
@@ -40,7 +40,7 @@ pub fn switch_root(
     std::env::set_current_dir(new_root).map_err(|x| e("chdir to the new root", x))?;
     // Only an initramfs may be emptied.
     let st = nix::sys::statfs::statfs("/").map_err(|x| e("statfs /", x))?;
-    let magic = st.filesystem_type().0 as i64;
+    let magic = st.filesystem_type().0 as u64;
     if magic == RAMFS_MAGIC || magic == TMPFS_MAGIC {
         let root = crate::fsutil::open_dir(Path::new("/")).map_err(|x| e("open /", x))?;
         let dev = nix::sys::stat::fstat(root.as_fd())
