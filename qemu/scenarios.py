@@ -242,6 +242,32 @@ def h_boot_counting(work):
     say("transaction 2's entry ran out of tries (+0-2) and transaction 1 booted")
 
 
+def i_firmware_entry(work):
+    """A firmware entry added from the booted system, with BootNext: the firmware boots it."""
+    img = q.Image(work)
+    img.commit(q.make_tree(work, "t1", "v1"), "one")
+    img.build_initrd()
+    img.lbtest("boot1 = --esp /dev/nvme0n1 firmware add --label lifeboat-test --next\n"
+               "boot2 = --esp /dev/nvme0n1 firmware list\n")
+    img.boot_setup()
+    img.write_root()
+    vars_ = f"{work}/vars.fd"
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    booted(vm)
+    m = vm.expect(r"added (Boot[0-9A-F]{4}): lifeboat-test -> \\EFI\\systemd\\systemd-bootx64\.efi", 30)
+    num = m.group(1)
+    say(f"boot 1: PID 1 mounted efivarfs (module from the initrd); userspace added {num} and set BootNext")
+    finish_ok(vm)
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    vm.expect(rf'BdsDxe: (loading|starting) {num} "lifeboat-test"', 60)
+    say(f"boot 2: the firmware started {num} (the VARS file persisted)")
+    booted(vm)
+    vm.expect(rf"BootCurrent: {num[4:]}", 30)
+    vm.expect(rf"\*{num} lifeboat-test\s+HD\(1,GPT,[0-9a-f-]+,0x800,0x[0-9a-f]+\)/\\EFI\\systemd\\systemd-bootx64\.efi \[on /dev/nvme0n1:1 \(esp\)\]", 30)
+    say("`firmware list` in the guest: BootCurrent is the new entry, tied to the ESP")
+    finish_ok(vm)
+
+
 SCENARIOS = {
     "a": a_default_boot,
     "b": b_menu_rollback,
@@ -251,6 +277,7 @@ SCENARIOS = {
     "f": f_wrong_root,
     "g": g_dual_boot,
     "h": h_boot_counting,
+    "i": i_firmware_entry,
 }
 
 

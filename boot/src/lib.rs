@@ -10,6 +10,7 @@
 
 pub mod bls;
 pub mod efivars;
+pub mod firmware;
 pub mod loaderconf;
 pub mod loadopt;
 pub mod plan;

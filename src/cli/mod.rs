@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod disk;
+pub mod firmware;
 pub mod initrd;
 pub mod state;
 pub mod verify;
@@ -47,6 +48,7 @@ pub enum Command {
     Verify(verify::VerifyCmd),
     Repair(verify::RepairCmd),
     Initrd(initrd::InitrdCmd),
+    Firmware(firmware::FirmwareCmd),
     Shell(ShellCmd),
     Init(InitCmd),
 }
@@ -132,6 +134,14 @@ pub fn run(args: &[&str]) -> ExitCode {
             }
         },
         Command::Initrd(c) => initrd::run(c, &out),
+        Command::Firmware(c) => {
+            let args = crate::bootsync::BootArgs {
+                esp: cli.esp.clone(),
+                boot: cli.boot.clone(),
+                efivars: cli.efivars.clone(),
+            };
+            firmware::run(&cli.root, &args, c, &out)
+        }
         Command::Shell(_) => {
             let ctx = crate::shell::ShellCtx {
                 root: cli.root.clone(),
