@@ -31,13 +31,7 @@ pub struct BlitStats {
 
 /// Creates directory `name` below `parent` and fills it with `layout`.
 /// `name` must not exist. `shown` is the path used in messages.
-pub fn blit(
-    layout: &Layout,
-    store: &Store,
-    parent: BorrowedFd,
-    name: &[u8],
-    shown: &Path,
-) -> Result<BlitStats> {
+pub fn blit(layout: &Layout, store: &Store, parent: BorrowedFd, name: &[u8], shown: &Path) -> Result<BlitStats> {
     let cname = cstr(name).ctx("create", shown)?;
     nix::sys::stat::mkdirat(parent, cname.as_c_str(), Mode::from_bits_truncate(0o700))
         .map_err(io_err)
@@ -54,12 +48,7 @@ pub fn blit(
             _ => match stack.get(depth - 1) {
                 Some(fd) => fd.as_fd(),
                 // A validated layout always has the parent open here.
-                None => {
-                    return Err(Error::Refused(format!(
-                        "{}: parent not created",
-                        e.path_lossy()
-                    )))
-                }
+                None => return Err(Error::Refused(format!("{}: parent not created", e.path_lossy()))),
             },
         };
         let shown_e = || shown.join(fsutil::os(&e.path));
@@ -67,9 +56,7 @@ pub fn blit(
             stack.push(fd);
         }
     }
-    nix::sys::stat::fchmod(top.as_fd(), Mode::from_bits_truncate(0o755))
-        .map_err(io_err)
-        .ctx("chmod", shown)?;
+    nix::sys::stat::fchmod(top.as_fd(), Mode::from_bits_truncate(0o755)).map_err(io_err).ctx("chmod", shown)?;
     Ok(stats)
 }
 
@@ -101,8 +88,7 @@ pub(crate) fn place_as(
     let name = cstr(as_name)?;
     match &e.data {
         EntryData::Dir => {
-            nix::sys::stat::mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(0o700))
-                .map_err(io_err)?;
+            nix::sys::stat::mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(0o700)).map_err(io_err)?;
             let fd = fsutil::open_dir_at(dir, as_name)?;
             store::set_owner_perm(fd.as_fd(), e.perm, e.uid, e.gid)?;
             stats.dirs += 1;
@@ -117,22 +103,12 @@ pub(crate) fn place_as(
         EntryData::File { hash, .. } => {
             let rel = hash.store_path();
             let blob = fsutil::lstat_at(store.fd(), rel.as_bytes())?.ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("store blob {} is missing", hash.moss_hex()),
-                )
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("store blob {} is missing", hash.moss_hex()))
             })?;
-            let fits = blob.st_mode & 0o7777 == e.perm
-                && (!root || (blob.st_uid == e.uid && blob.st_gid == e.gid));
+            let fits = blob.st_mode & 0o7777 == e.perm && (!root || (blob.st_uid == e.uid && blob.st_gid == e.gid));
             if fits {
                 let crel = cstr(rel.as_bytes())?;
-                match nix::unistd::linkat(
-                    store.fd(),
-                    crel.as_c_str(),
-                    dir,
-                    name.as_c_str(),
-                    AtFlags::empty(),
-                ) {
+                match nix::unistd::linkat(store.fd(), crel.as_c_str(), dir, name.as_c_str(), AtFlags::empty()) {
                     Ok(()) => {
                         stats.linked += 1;
                         return Ok(None);

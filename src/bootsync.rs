@@ -38,12 +38,7 @@ fn is_live(root: &Path) -> bool {
 }
 
 /// Opens the boot volumes for `root`.
-pub fn open_targets(
-    root: &Path,
-    args: &BootArgs,
-    cfg: &Config,
-    writable: bool,
-) -> Result<BootTargets> {
+pub fn open_targets(root: &Path, args: &BootArgs, cfg: &Config, writable: bool) -> Result<BootTargets> {
     let mut esp_spec = args.esp.clone().or_else(|| cfg.esp.clone());
     let mut boot_spec = args.boot.clone().or_else(|| cfg.boot.clone());
     if esp_spec.is_none() {
@@ -54,18 +49,11 @@ pub fn open_targets(
                 root.join(crate::config::CONFIG_REL).display()
             )));
         }
-        let found = discover::boot_partitions(
-            root,
-            Path::new("/proc/self/mountinfo"),
-            &SysBlock::default(),
-        )?;
+        let found = discover::boot_partitions(root, Path::new("/proc/self/mountinfo"), &SysBlock::default())?;
         esp_spec = found.esp;
         boot_spec = boot_spec.or(found.xbootldr);
         if esp_spec.is_none() {
-            return Err(Error::Refused(format!(
-                "no ESP on {}",
-                found.disk.display()
-            )));
+            return Err(Error::Refused(format!("no ESP on {}", found.disk.display())));
         }
     }
     let esp_spec = esp_spec.unwrap_or_default();
@@ -85,15 +73,9 @@ pub fn open_targets(
     match boot_spec {
         Some(b) => {
             let boot = open_target(&b, PartitionKind::Xbootldr, writable)?;
-            Ok(BootTargets {
-                boot,
-                esp: Some(esp),
-            })
+            Ok(BootTargets { boot, esp: Some(esp) })
         }
-        None => Ok(BootTargets {
-            boot: esp,
-            esp: None,
-        }),
+        None => Ok(BootTargets { boot: esp, esp: None }),
     }
 }
 
@@ -104,10 +86,7 @@ fn content(root: &SystemRoot, layout: &Layout, rel: &[u8]) -> Option<(Hash128, u
     let EntryData::File { hash, size } = e.data else {
         return None;
     };
-    let store = root
-        .path
-        .join(crate::store::STORE_REL)
-        .join(hash.store_path());
+    let store = root.path.join(crate::store::STORE_REL).join(hash.store_path());
     if size == 0 {
         return Some((hash, 0, PathBuf::new()));
     }
@@ -115,9 +94,7 @@ fn content(root: &SystemRoot, layout: &Layout, rel: &[u8]) -> Option<(Hash128, u
 }
 
 fn read_small(p: &Path) -> String {
-    std::fs::read(p)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 /// Joins cmdline fragments: comments dropped, whitespace collapsed.
@@ -165,21 +142,14 @@ pub fn common(root: &Path, cfg: &Config, initrd: Option<&Path>) -> Result<Common
     let rescue_initrd = match initrd_path {
         Some(p) => {
             let bytes = std::fs::read(&p).map_err(|e| Error::io("read rescue initrd", &p, e))?;
-            Some(Blob {
-                hash: Hash128::of(&bytes).to_string(),
-                len: bytes.len() as u64,
-                source: Source::Path(p),
-            })
+            Some(Blob { hash: Hash128::of(&bytes).to_string(), len: bytes.len() as u64, source: Source::Path(p) })
         }
         None => None,
     };
     let mut local = Vec::new();
     if let Ok(rd) = std::fs::read_dir(root.join("etc/kernel/cmdline.d")) {
-        let mut files: Vec<PathBuf> = rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "cmdline"))
-            .collect();
+        let mut files: Vec<PathBuf> =
+            rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "cmdline")).collect();
         files.sort();
         local.extend(files.iter().map(|p| read_small(p)));
     }
@@ -187,33 +157,19 @@ pub fn common(root: &Path, cfg: &Config, initrd: Option<&Path>) -> Result<Common
     // On the running system, the root partition is known; elsewhere only cmdline
     // files may name it, and PID 1 finds the DPS root otherwise.
     let root_arg = if is_live(root) {
-        discover::boot_partitions(
-            root,
-            Path::new("/proc/self/mountinfo"),
-            &SysBlock::default(),
-        )
-        .ok()
-        .and_then(|b| b.root_partuuid)
-        .map(|u| format!("root=PARTUUID={u}"))
+        discover::boot_partitions(root, Path::new("/proc/self/mountinfo"), &SysBlock::default())
+            .ok()
+            .and_then(|b| b.root_partuuid)
+            .map(|u| format!("root=PARTUUID={u}"))
     } else {
         None
     };
-    Ok(Common {
-        token,
-        machine_id,
-        rescue_initrd,
-        root_arg,
-        local_cmdline,
-    })
+    Ok(Common { token, machine_id, rescue_initrd, root_arg, local_cmdline })
 }
 
 /// The wanted entry of every transaction that has a kernel; transactions without
 /// one are returned by id with the reason.
-pub fn wanted(
-    root: &SystemRoot,
-    idx: &StateIndex,
-    common: &Common,
-) -> (Vec<WantedEntry>, Vec<(u64, String)>) {
+pub fn wanted(root: &SystemRoot, idx: &StateIndex, common: &Common) -> (Vec<WantedEntry>, Vec<(u64, String)>) {
     let active = root.active_id();
     let mut out = Vec::new();
     let mut skipped = Vec::new();
@@ -225,29 +181,19 @@ pub fn wanted(
         let mut kvers = layout.kernels();
         kvers.sort_by(|a, b| version::compare(b, a));
         let Some(kver) = kvers.first().cloned() else {
-            skipped.push((
-                t.id,
-                "carries no kernel (lib/kernel/<version>/vmlinuz)".into(),
-            ));
+            skipped.push((t.id, "carries no kernel (lib/kernel/<version>/vmlinuz)".into()));
             continue;
         };
         let kdir = format!("lib/kernel/{kver}");
         let blob = |rel: &[u8]| {
-            content(root, &layout, rel).map(|(h, len, p)| Blob {
-                hash: h.to_string(),
-                len,
-                source: Source::Path(p),
-            })
+            content(root, &layout, rel).map(|(h, len, p)| Blob { hash: h.to_string(), len, source: Source::Path(p) })
         };
         let Some(linux) = blob(format!("{kdir}/vmlinuz").as_bytes()) else {
             continue;
         };
         if let Source::Path(p) = &linux.source {
             if !p.exists() {
-                skipped.push((
-                    t.id,
-                    format!("kernel {kver}: {} is missing from the store", p.display()),
-                ));
+                skipped.push((t.id, format!("kernel {kver}: {} is missing from the store", p.display())));
                 continue;
             }
         }
@@ -298,20 +244,12 @@ pub fn wanted(
         let os = content(root, &layout, b"lib/os-release")
             .map(|(_, _, p)| token::parse_os_release(&read_small(&p)))
             .unwrap_or_default();
-        let name = token::field(&os, "PRETTY_NAME")
-            .or_else(|| token::field(&os, "NAME"))
-            .unwrap_or("Linux");
-        let sort_key = token::field(&os, "IMAGE_ID")
-            .or_else(|| token::field(&os, "ID"))
-            .unwrap_or("lifeboat");
+        let name = token::field(&os, "PRETTY_NAME").or_else(|| token::field(&os, "NAME")).unwrap_or("Linux");
+        let sort_key = token::field(&os, "IMAGE_ID").or_else(|| token::field(&os, "ID")).unwrap_or("lifeboat");
         out.push(WantedEntry {
             tx: t.id,
             active: active == Some(t.id),
-            title: format!(
-                "{name}, transaction {} ({})",
-                t.id,
-                timefmt::utc_minutes(t.created)
-            ),
+            title: format!("{name}, transaction {} ({})", t.id, timefmt::utc_minutes(t.created)),
             version: format!("{}-{kver}", t.id),
             sort_key: sort_key.to_owned(),
             machine_id: common.machine_id.clone(),
@@ -357,11 +295,7 @@ pub fn set_default_for_disk(root: &Path, root_dev: &Path, tx: u64) -> Result<Opt
     let disk = crate::pid1::probe::Probe::default()
         .disk_of(root_dev)
         .ok_or_else(|| Error::Refused(format!("no disk for {}", root_dev.display())))?;
-    let args = BootArgs {
-        esp: Some(disk.display().to_string()),
-        boot: None,
-        efivars: None,
-    };
+    let args = BootArgs { esp: Some(disk.display().to_string()), boot: None, efivars: None };
     let mut t = open_targets(root, &args, &Config::default(), true)?;
     let tok = token::entry_token(root).ok_or_else(|| Error::Refused("no entry token".into()))?;
     let ours = lifeboat_boot::plan::our_entries(t.boot.volume.as_mut(), &tok)?;

@@ -40,9 +40,7 @@ impl Config {
             };
             let (k, v) = (k.trim(), v.trim().to_owned());
             let num = |w: &mut Vec<String>| {
-                v.parse::<u32>()
-                    .map_err(|_| w.push(format!("line {}: {k} needs a number", n + 1)))
-                    .ok()
+                v.parse::<u32>().map_err(|_| w.push(format!("line {}: {k} needs a number", n + 1))).ok()
             };
             match k {
                 "esp" => c.esp = Some(v.clone()),
@@ -61,12 +59,7 @@ impl Config {
         match std::fs::read_to_string(root.join(CONFIG_REL)) {
             Ok(t) => {
                 let (c, w) = Config::parse(&t);
-                (
-                    c,
-                    w.into_iter()
-                        .map(|x| format!("{}: {x}", root.join(CONFIG_REL).display()))
-                        .collect(),
-                )
+                (c, w.into_iter().map(|x| format!("{}: {x}", root.join(CONFIG_REL).display())).collect())
             }
             Err(_) => (Config::default(), vec![]),
         }

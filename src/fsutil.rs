@@ -22,12 +22,7 @@ pub fn cstr(b: &[u8]) -> io::Result<CString> {
 
 /// Opens a directory by absolute or cwd-relative path.
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_err)
+    nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(io_err)
 }
 
 /// Opens the directory `name` (one component) below `dir`, refusing symlinks.
@@ -48,10 +43,7 @@ pub fn open_dir_beneath(dir: BorrowedFd, rel: &[u8]) -> io::Result<OwnedFd> {
     let mut cur: Option<OwnedFd> = None;
     for comp in rel.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
         if comp == b".." || comp == b"." {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "`.` or `..` in path",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "`.` or `..` in path"));
         }
         let next = open_dir_at(cur.as_ref().map(|f| f.as_fd()).unwrap_or(dir), comp)?;
         cur = Some(next);
@@ -69,13 +61,7 @@ pub fn dup(fd: BorrowedFd) -> io::Result<OwnedFd> {
 const RENAME_EXCHANGE: u32 = 1 << 1;
 const RENAME_NOREPLACE: u32 = 1 << 0;
 
-fn renameat2(
-    olddir: BorrowedFd,
-    old: &[u8],
-    newdir: BorrowedFd,
-    new: &[u8],
-    flags: u32,
-) -> io::Result<()> {
+fn renameat2(olddir: BorrowedFd, old: &[u8], newdir: BorrowedFd, new: &[u8], flags: u32) -> io::Result<()> {
     let o = cstr(old)?;
     let n = cstr(new)?;
     // SAFETY: both strings are NUL-terminated and outlive the call; the fds are
@@ -144,11 +130,9 @@ pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
             return Err(io::Error::other("refusing to remove across a mount point"));
         }
         clear_dir(sub.as_fd(), st.st_dev)?;
-        nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir)
-            .map_err(io_err)
+        nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir).map_err(io_err)
     } else {
-        nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
-            .map_err(io_err)
+        nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir).map_err(io_err)
     }
 }
 
@@ -165,11 +149,9 @@ pub fn clear_dir(dir: BorrowedFd, dev: u64) -> io::Result<()> {
         if st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFDIR {
             let sub = open_dir_at(dir, &name)?;
             clear_dir(sub.as_fd(), dev)?;
-            nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir)
-                .map_err(io_err)?;
+            nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir).map_err(io_err)?;
         } else {
-            nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
-                .map_err(io_err)?;
+            nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir).map_err(io_err)?;
         }
     }
     Ok(())
@@ -177,13 +159,8 @@ pub fn clear_dir(dir: BorrowedFd, dev: u64) -> io::Result<()> {
 
 /// Names in a directory, without `.` and `..`.
 pub fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
-    let fd = nix::fcntl::openat(
-        dir,
-        c".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_err)?;
+    let fd = nix::fcntl::openat(dir, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(io_err)?;
     let d = nix::dir::Dir::from_fd(fd).map_err(io_err)?;
     let mut out = Vec::new();
     for ent in d {
@@ -198,13 +175,8 @@ pub fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
 
 /// Directory entries with their `d_type` (`None` when the filesystem does not say).
 pub fn list_dir_typed(dir: BorrowedFd) -> io::Result<Vec<(Vec<u8>, Option<nix::dir::Type>)>> {
-    let fd = nix::fcntl::openat(
-        dir,
-        c".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_err)?;
+    let fd = nix::fcntl::openat(dir, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(io_err)?;
     let d = nix::dir::Dir::from_fd(fd).map_err(io_err)?;
     let mut out = Vec::new();
     for ent in d {
@@ -221,13 +193,9 @@ pub fn list_dir_typed(dir: BorrowedFd) -> io::Result<Vec<(Vec<u8>, Option<nix::d
 pub fn read_small_at(dir: BorrowedFd, name: &[u8], max: usize) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let c = cstr(name)?;
-    let fd = nix::fcntl::openat(
-        dir,
-        c.as_c_str(),
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_err)?;
+    let fd =
+        nix::fcntl::openat(dir, c.as_c_str(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(io_err)?;
     let mut f = std::fs::File::from(fd);
     let mut out = Vec::new();
     (&mut f).take(max as u64 + 1).read_to_end(&mut out)?;
@@ -296,11 +264,7 @@ pub fn open_beneath(dir: BorrowedFd, rel: &[u8], flags: OFlag) -> io::Result<Own
     let c = cstr(rel)?;
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     match nix::fcntl::openat2(dir, c.as_c_str(), how) {
         Ok(fd) => Ok(fd),
         Err(nix::errno::Errno::ENOSYS) => {
@@ -310,13 +274,8 @@ pub fn open_beneath(dir: BorrowedFd, rel: &[u8], flags: OFlag) -> io::Result<Own
             };
             let pd = open_dir_beneath(dir, parent)?;
             let cn = cstr(name)?;
-            nix::fcntl::openat(
-                pd.as_fd(),
-                cn.as_c_str(),
-                flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-                Mode::empty(),
-            )
-            .map_err(io_err)
+            nix::fcntl::openat(pd.as_fd(), cn.as_c_str(), flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
+                .map_err(io_err)
         }
         Err(e) => Err(io_err(e)),
     }

@@ -106,9 +106,6 @@ mod tests {
     #[test]
     fn known_vector() {
         // xxh3-128 of the empty input, as `xxhsum -H2 /dev/null` prints it.
-        assert_eq!(
-            Hash128::of(b"").to_string(),
-            "99aa06d3014798d86001c324468d497f"
-        );
+        assert_eq!(Hash128::of(b"").to_string(), "99aa06d3014798d86001c324468d497f");
     }
 }

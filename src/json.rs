@@ -116,13 +116,7 @@ mod tests {
     use super::*;
     #[test]
     fn escapes() {
-        let j = Json::obj()
-            .with("a\"", "x\n\u{1}")
-            .with("n", 5u32)
-            .with("l", vec![true, false]);
-        assert_eq!(
-            j.to_string(),
-            r#"{"a\"":"x\n\u0001","n":5,"l":[true,false]}"#
-        );
+        let j = Json::obj().with("a\"", "x\n\u{1}").with("n", 5u32).with("l", vec![true, false]);
+        assert_eq!(j.to_string(), r#"{"a\"":"x\n\u0001","n":5,"l":[true,false]}"#);
     }
 }

@@ -254,19 +254,14 @@ impl Layout {
 
     /// Binary search by path.
     pub fn find(&self, path: &[u8]) -> Option<&LayoutEntry> {
-        self.entries
-            .binary_search_by(|e| path_order(&e.path, path))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by(|e| path_order(&e.path, path)).ok().map(|i| &self.entries[i])
     }
 
     /// Kernel versions this layout carries: `lib/kernel/<kver>/vmlinuz` files.
     pub fn kernels(&self) -> Vec<String> {
         let mut out = Vec::new();
         for e in &self.entries {
-            if let (Some(rest), EntryData::File { .. }) =
-                (e.path.strip_prefix(b"lib/kernel/".as_slice()), &e.data)
-            {
+            if let (Some(rest), EntryData::File { .. }) = (e.path.strip_prefix(b"lib/kernel/".as_slice()), &e.data) {
                 if let Some(kver) = rest.strip_suffix(b"/vmlinuz".as_slice()) {
                     if !kver.contains(&b'/') {
                         out.push(String::from_utf8_lossy(kver).into_owned());
@@ -307,13 +302,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn dir(p: &str) -> LayoutEntry {
-        LayoutEntry {
-            path: p.as_bytes().into(),
-            perm: 0o755,
-            uid: 0,
-            gid: 0,
-            data: EntryData::Dir,
-        }
+        LayoutEntry { path: p.as_bytes().into(), perm: 0o755, uid: 0, gid: 0, data: EntryData::Dir }
     }
     pub fn file(p: &str, content: &[u8]) -> LayoutEntry {
         LayoutEntry {
@@ -321,10 +310,7 @@ pub(crate) mod tests {
             perm: 0o644,
             uid: 0,
             gid: 0,
-            data: EntryData::File {
-                hash: Hash128::of(content),
-                size: content.len() as u64,
-            },
+            data: EntryData::File { hash: Hash128::of(content), size: content.len() as u64 },
         }
     }
     pub fn link(p: &str, t: &str) -> LayoutEntry {
@@ -333,9 +319,7 @@ pub(crate) mod tests {
             perm: 0o777,
             uid: 0,
             gid: 0,
-            data: EntryData::Symlink {
-                target: t.as_bytes().into(),
-            },
+            data: EntryData::Symlink { target: t.as_bytes().into() },
         }
     }
 
@@ -351,26 +335,10 @@ pub(crate) mod tests {
         for p in ["", "/a", "a/../b", "a//b", "./a", "a/.", "a\0b"] {
             assert!(Layout::new(vec![file(p, b"")]).is_err(), "{p:?}");
         }
-        assert_eq!(
-            Layout::new(vec![file("a/b", b"")]).unwrap_err().0,
-            LayoutError::ParentMissing
-        );
-        assert_eq!(
-            Layout::new(vec![file("a", b""), file("a/b", b"")])
-                .unwrap_err()
-                .0,
-            LayoutError::ParentNotDirectory
-        );
-        assert_eq!(
-            Layout::new(vec![link("a", "x"), link("a", "x")])
-                .unwrap_err()
-                .0,
-            LayoutError::Duplicate
-        );
-        assert_eq!(
-            Layout::from_sorted(vec![dir("b"), dir("a")]).unwrap_err().0,
-            LayoutError::OutOfOrder
-        );
+        assert_eq!(Layout::new(vec![file("a/b", b"")]).unwrap_err().0, LayoutError::ParentMissing);
+        assert_eq!(Layout::new(vec![file("a", b""), file("a/b", b"")]).unwrap_err().0, LayoutError::ParentNotDirectory);
+        assert_eq!(Layout::new(vec![link("a", "x"), link("a", "x")]).unwrap_err().0, LayoutError::Duplicate);
+        assert_eq!(Layout::from_sorted(vec![dir("b"), dir("a")]).unwrap_err().0, LayoutError::OutOfOrder);
     }
 
     #[test]

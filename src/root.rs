@@ -50,11 +50,7 @@ impl SystemRoot {
     /// Opens `path` for reading (no lock, nothing created).
     pub fn open(path: &Path) -> Result<Self> {
         let fd = fsutil::open_dir(path).ctx("open root", path)?;
-        Ok(SystemRoot {
-            path: path.to_owned(),
-            fd,
-            _lock: None,
-        })
+        Ok(SystemRoot { path: path.to_owned(), fd, _lock: None })
     }
 
     /// Opens `path` for changes: creates `.moss/...` if `init`, and takes the lock.
@@ -74,10 +70,7 @@ impl SystemRoot {
             for rel in ["root", "lifeboat"] {
                 mkdir_at(moss.as_fd(), rel, &path.join(".moss").join(rel))?;
             }
-        } else if fsutil::lstat_at(fd.as_fd(), b".moss/lifeboat")
-            .ctx("stat", &lb)?
-            .is_none()
-        {
+        } else if fsutil::lstat_at(fd.as_fd(), b".moss/lifeboat").ctx("stat", &lb)?.is_none() {
             return Err(Error::NotARoot {
                 path: path.to_owned(),
                 why: "not a lifeboat root (no .moss/lifeboat); `state commit --from TREE` initialises one".into(),
@@ -96,16 +89,9 @@ impl SystemRoot {
         )
         .map_err(io_err)
         .ctx("open", lb.join("lock"))?;
-        let lock = nix::fcntl::Flock::lock(
-            std::fs::File::from(lf),
-            nix::fcntl::FlockArg::LockExclusiveNonblock,
-        )
-        .map_err(|_| Error::Busy(lb.join("lock")))?;
-        Ok(SystemRoot {
-            path: path.to_owned(),
-            fd,
-            _lock: Some(lock),
-        })
+        let lock = nix::fcntl::Flock::lock(std::fs::File::from(lf), nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| Error::Busy(lb.join("lock")))?;
+        Ok(SystemRoot { path: path.to_owned(), fd, _lock: Some(lock) })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -158,8 +144,7 @@ impl SystemRoot {
 
     /// `.moss/root`, opened.
     pub fn trees_dir(&self) -> Result<OwnedFd> {
-        fsutil::open_dir_beneath(self.fd.as_fd(), b".moss/root")
-            .ctx("open", self.path.join(".moss/root"))
+        fsutil::open_dir_beneath(self.fd.as_fd(), b".moss/root").ctx("open", self.path.join(".moss/root"))
     }
 
     /// The id in `usr/.stateID` of the tree at `dir/name`.
@@ -175,9 +160,7 @@ impl SystemRoot {
     }
 
     pub fn has_usr(&self) -> Result<bool> {
-        Ok(fsutil::lstat_at(self.fd.as_fd(), b"usr")
-            .ctx("stat", self.path.join("usr"))?
-            .is_some())
+        Ok(fsutil::lstat_at(self.fd.as_fd(), b"usr").ctx("stat", self.path.join("usr"))?.is_some())
     }
 
     /// Ids of archived trees present under `.moss/root` (by directory name).
@@ -189,12 +172,7 @@ impl SystemRoot {
             .ctx("list", self.path.join(".moss/root"))?
             .into_iter()
             .filter_map(|n| std::str::from_utf8(&n).ok().and_then(|s| s.parse().ok()))
-            .filter(|&id: &u64| {
-                fsutil::lstat_at(d.as_fd(), format!("{id}/usr").as_bytes())
-                    .ok()
-                    .flatten()
-                    .is_some()
-            })
+            .filter(|&id: &u64| fsutil::lstat_at(d.as_fd(), format!("{id}/usr").as_bytes()).ok().flatten().is_some())
             .collect();
         ids.sort_unstable();
         Ok(ids)
@@ -220,43 +198,29 @@ impl SystemRoot {
         let Ok(d) = self.trees_dir() else {
             return Ok(notes);
         };
-        if fsutil::lstat_at(d.as_fd(), b"staging")
-            .ctx("stat", &rootp)?
-            .is_some()
-        {
+        if fsutil::lstat_at(d.as_fd(), b"staging").ctx("stat", &rootp)?.is_some() {
             crate::failpoint::hit("reconcile-remove-staging");
-            fsutil::remove_tree_at(d.as_fd(), b"staging")
-                .ctx("remove stale", rootp.join("staging"))?;
+            fsutil::remove_tree_at(d.as_fd(), b"staging").ctx("remove stale", rootp.join("staging"))?;
             notes.push("removed a stale staging tree left by an interrupted run".into());
         }
         let active = self.active_id();
         for name in fsutil::list_dir(d.as_fd()).ctx("list", &rootp)? {
-            let Some(dir_id) = std::str::from_utf8(&name)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-            else {
+            let Some(dir_id) = std::str::from_utf8(&name).ok().and_then(|s| s.parse::<u64>().ok()) else {
                 continue;
             };
-            let slot =
-                fsutil::open_dir_at(d.as_fd(), &name).ctx("open", rootp.join(fsutil::os(&name)))?;
+            let slot = fsutil::open_dir_at(d.as_fd(), &name).ctx("open", rootp.join(fsutil::os(&name)))?;
             let real = Self::tree_id_at(slot.as_fd(), b"usr");
             let shown = rootp.join(fsutil::os(&name));
             match real {
                 None => {
-                    if fsutil::lstat_at(slot.as_fd(), b"usr")
-                        .ctx("stat", &shown)?
-                        .is_none()
-                    {
+                    if fsutil::lstat_at(slot.as_fd(), b"usr").ctx("stat", &shown)?.is_none() {
                         // An empty slot: the tree was moved or never made.
                         crate::failpoint::hit("reconcile-remove-slot");
                         fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
                     } else if clean && !idx.contains(dir_id) {
                         crate::failpoint::hit("reconcile-remove-unknown");
                         fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                        notes.push(format!(
-                            "removed {} (no .stateID, not in the index)",
-                            shown.display()
-                        ));
+                        notes.push(format!("removed {} (no .stateID, not in the index)", shown.display()));
                     }
                 }
                 Some(real) if Some(real) == active => {
@@ -264,31 +228,19 @@ impl SystemRoot {
                     // archive rename did not, and the old copy was already replaced.
                     crate::failpoint::hit("reconcile-remove-dup");
                     fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                    notes.push(format!(
-                        "removed {}, a second copy of the active transaction {real}",
-                        shown.display()
-                    ));
+                    notes.push(format!("removed {}, a second copy of the active transaction {real}", shown.display()));
                 }
                 Some(real) if real != dir_id => {
                     let target = real.to_string();
-                    if fsutil::lstat_at(d.as_fd(), target.as_bytes())
-                        .ctx("stat", &rootp)?
-                        .is_none()
-                    {
+                    if fsutil::lstat_at(d.as_fd(), target.as_bytes()).ctx("stat", &rootp)?.is_none() {
                         crate::failpoint::hit("reconcile-move");
-                        fsutil::rename_noreplace(d.as_fd(), &name, d.as_fd(), target.as_bytes())
-                            .ctx("move", &shown)?;
-                        notes.push(format!(
-                            "moved transaction {real}'s tree from {} to its own place",
-                            shown.display()
-                        ));
+                        fsutil::rename_noreplace(d.as_fd(), &name, d.as_fd(), target.as_bytes()).ctx("move", &shown)?;
+                        notes
+                            .push(format!("moved transaction {real}'s tree from {} to its own place", shown.display()));
                     } else {
                         crate::failpoint::hit("reconcile-remove-misplaced");
                         fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                        notes.push(format!(
-                            "removed {}, a misplaced copy of transaction {real}",
-                            shown.display()
-                        ));
+                        notes.push(format!("removed {}, a misplaced copy of transaction {real}", shown.display()));
                     }
                 }
                 Some(real) => {

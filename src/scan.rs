@@ -45,11 +45,8 @@ pub fn scan(root: &Path) -> Result<ScannedTree> {
     let mut entries: Vec<LayoutEntry> = Vec::new();
     let mut files: Vec<PendingFile> = Vec::new();
     // (directory fd, its relative path, depth)
-    let mut stack: Vec<(OwnedFd, Vec<u8>, usize)> = vec![(
-        fsutil::dup(root_fd.as_fd()).ctx("open", root)?,
-        Vec::new(),
-        0,
-    )];
+    let mut stack: Vec<(OwnedFd, Vec<u8>, usize)> =
+        vec![(fsutil::dup(root_fd.as_fd()).ctx("open", root)?, Vec::new(), 0)];
     while let Some((dfd, rel, depth)) = stack.pop() {
         let full = |name: &[u8]| {
             let mut p = rel.clone();
@@ -64,53 +61,30 @@ pub fn scan(root: &Path) -> Result<ScannedTree> {
         names.sort();
         for name in names {
             let path = full(&name);
-            check_name(&name).map_err(|e| Error::BadTree {
-                path: abs(&path),
-                why: e.to_string(),
-            })?;
+            check_name(&name).map_err(|e| Error::BadTree { path: abs(&path), why: e.to_string() })?;
             if depth > MAX_DEPTH {
-                return Err(Error::BadTree {
-                    path: abs(&path),
-                    why: "nested too deeply".into(),
-                });
+                return Err(Error::BadTree { path: abs(&path), why: "nested too deeply".into() });
             }
             let st = fsutil::lstat_at(dfd.as_fd(), &name)
                 .ctx("stat", abs(&path))?
-                .ok_or_else(|| Error::BadTree {
-                    path: abs(&path),
-                    why: "vanished while scanning".into(),
-                })?;
+                .ok_or_else(|| Error::BadTree { path: abs(&path), why: "vanished while scanning".into() })?;
             let mode = st.st_mode;
             let perm = mode & 0o7777;
             let (uid, gid) = (st.st_uid, st.st_gid);
             match mode & S_IFMT {
                 S_IFDIR => {
-                    let sub = fsutil::open_dir_at(dfd.as_fd(), &name)
-                        .ctx("open directory", abs(&path))?;
-                    entries.push(LayoutEntry {
-                        path: path.clone().into(),
-                        perm,
-                        uid,
-                        gid,
-                        data: EntryData::Dir,
-                    });
+                    let sub = fsutil::open_dir_at(dfd.as_fd(), &name).ctx("open directory", abs(&path))?;
+                    entries.push(LayoutEntry { path: path.clone().into(), perm, uid, gid, data: EntryData::Dir });
                     stack.push((sub, path, depth + 1));
                 }
                 S_IFREG => {
-                    files.push(PendingFile {
-                        index: entries.len(),
-                        dev: st.st_dev,
-                        ino: st.st_ino,
-                    });
+                    files.push(PendingFile { index: entries.len(), dev: st.st_dev, ino: st.st_ino });
                     entries.push(LayoutEntry {
                         path: path.into(),
                         perm,
                         uid,
                         gid,
-                        data: EntryData::File {
-                            hash: Hash128(0),
-                            size: st.st_size as u64,
-                        },
+                        data: EntryData::File { hash: Hash128(0), size: st.st_size as u64 },
                     });
                 }
                 S_IFLNK => {
@@ -137,9 +111,9 @@ pub fn scan(root: &Path) -> Result<ScannedTree> {
                     return Err(Error::BadTree {
                         path: abs(&path),
                         why: format!(
-                        "is {}; a transaction holds only directories, regular files and symlinks",
-                        kind_name(mode)
-                    ),
+                            "is {}; a transaction holds only directories, regular files and symlinks",
+                            kind_name(mode)
+                        ),
                     })
                 }
             }
@@ -154,26 +128,14 @@ pub fn scan(root: &Path) -> Result<ScannedTree> {
             sources.entry(hash).or_insert_with(|| e.path.clone());
         }
     }
-    let layout = Layout::new(entries).map_err(|(why, p)| Error::Layout {
-        path: root.join(fsutil::os(&p)).display().to_string(),
-        why,
-    })?;
-    Ok(ScannedTree {
-        root: root.to_owned(),
-        root_fd,
-        layout,
-        sources,
-    })
+    let layout = Layout::new(entries)
+        .map_err(|(why, p)| Error::Layout { path: root.join(fsutil::os(&p)).display().to_string(), why })?;
+    Ok(ScannedTree { root: root.to_owned(), root_fd, layout, sources })
 }
 
 /// Hashes the pending files with one worker per core; files sharing an inode are
 /// read once.
-fn hash_files(
-    root: &Path,
-    root_fd: BorrowedFd,
-    entries: &mut [LayoutEntry],
-    files: &[PendingFile],
-) -> Result<()> {
+fn hash_files(root: &Path, root_fd: BorrowedFd, entries: &mut [LayoutEntry], files: &[PendingFile]) -> Result<()> {
     let mut first: HashMap<(u64, u64), usize> = HashMap::new();
     let mut unique: Vec<&PendingFile> = Vec::new();
     for f in files {
@@ -181,10 +143,7 @@ fn hash_files(
             unique.push(f);
         }
     }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
     let chunk = unique.len().div_ceil(workers).max(1);
     let ents: &[LayoutEntry] = entries;
     let results: Vec<Result<Vec<(usize, Hash128, u64)>>> = std::thread::scope(|s| {
@@ -197,17 +156,13 @@ fn hash_files(
                     for f in part {
                         let path = &ents[f.index].path;
                         let abs = root.join(fsutil::os(path));
-                        let fd =
-                            fsutil::open_beneath(root_fd, path, OFlag::O_RDONLY).map_err(|e| {
-                                if e.kind() == std::io::ErrorKind::PermissionDenied {
-                                    Error::BadTree {
-                                        path: abs.clone(),
-                                        why: "is not readable".into(),
-                                    }
-                                } else {
-                                    Error::io("open", abs.clone(), e)
-                                }
-                            })?;
+                        let fd = fsutil::open_beneath(root_fd, path, OFlag::O_RDONLY).map_err(|e| {
+                            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                                Error::BadTree { path: abs.clone(), why: "is not readable".into() }
+                            } else {
+                                Error::io("open", abs.clone(), e)
+                            }
+                        })?;
                         let file = File::from(fd);
                         let (h, n) = Hash128::of_reader(&file, &mut buf).ctx("read", abs)?;
                         out.push((f.index, h, n));
@@ -218,10 +173,7 @@ fn hash_files(
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Refused("hash worker panicked".into())))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Refused("hash worker panicked".into()))))
             .collect()
     });
     let mut by_inode: HashMap<usize, (Hash128, u64)> = HashMap::new();

@@ -83,11 +83,7 @@ impl Shell {
                     }
                     // PID 1 must not exit: wait for a console to appear.
                     eofs += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(if eofs > 10 {
-                        2000
-                    } else {
-                        200
-                    }));
+                    std::thread::sleep(std::time::Duration::from_millis(if eofs > 10 { 2000 } else { 200 }));
                     continue;
                 }
                 Ok(_) => eofs = 0,
@@ -114,11 +110,7 @@ impl Shell {
     }
 
     fn boot_ctx(&self) -> BootArgs {
-        BootArgs {
-            esp: self.ctx.esp.clone(),
-            boot: None,
-            efivars: None,
-        }
+        BootArgs { esp: self.ctx.esp.clone(), boot: None, efivars: None }
     }
 
     fn exec(&mut self, cmd: &str, args: &[&str]) -> Result<(), String> {
@@ -138,9 +130,7 @@ impl Shell {
             }
             "activate" => {
                 need_arg(1, "activate ID")?;
-                let id: u64 = args[0]
-                    .parse()
-                    .map_err(|_| format!("{} is not a transaction id", args[0]))?;
+                let id: u64 = args[0].parse().map_err(|_| format!("{} is not a transaction id", args[0]))?;
                 let r = crate::txn::activate(&root, id).map_err(|e| e.to_string())?;
                 for n in r.notes {
                     p(n);
@@ -149,60 +139,36 @@ impl Shell {
             }
             "verify" => {
                 let full = args.contains(&"--full");
-                let c = crate::cli::verify::VerifyCmd {
-                    state: None,
-                    full,
-                    store: false,
-                };
+                let c = crate::cli::verify::VerifyCmd { state: None, full, store: false };
                 crate::cli::verify::verify(&root, &c, &out).map_err(|e| e.to_string())?;
             }
             "repair" => {
-                let c = crate::cli::verify::RepairCmd {
-                    state: None,
-                    prune_extra: args.contains(&"--prune-extra"),
-                };
+                let c = crate::cli::verify::RepairCmd { state: None, prune_extra: args.contains(&"--prune-extra") };
                 crate::cli::verify::repair(&root, &c, &out).map_err(|e| e.to_string())?;
             }
             "entries" => {
                 let a = self.boot_ctx();
-                let ctx = crate::cli::boot::Ctx {
-                    root: &root,
-                    args: &a,
-                    out: &out,
-                };
+                let ctx = crate::cli::boot::Ctx { root: &root, args: &a, out: &out };
                 crate::cli::boot::run(
                     &ctx,
-                    crate::cli::boot::BootCmd {
-                        cmd: crate::cli::boot::BootSub::List(crate::cli::boot::ListCmd {}),
-                    },
+                    crate::cli::boot::BootCmd { cmd: crate::cli::boot::BootSub::List(crate::cli::boot::ListCmd {}) },
                 )
                 .map_err(|e| e.to_string())?;
             }
             "set-default" => {
                 need_arg(1, "set-default ID")?;
                 let a = self.boot_ctx();
-                let ctx = crate::cli::boot::Ctx {
-                    root: &root,
-                    args: &a,
-                    out: &out,
-                };
-                let c = crate::cli::boot::SetDefaultCmd {
-                    target: args[0].to_owned(),
-                };
+                let ctx = crate::cli::boot::Ctx { root: &root, args: &a, out: &out };
+                let c = crate::cli::boot::SetDefaultCmd { target: args[0].to_owned() };
                 crate::cli::boot::run(
                     &ctx,
-                    crate::cli::boot::BootCmd {
-                        cmd: crate::cli::boot::BootSub::SetDefault(c),
-                    },
+                    crate::cli::boot::BootCmd { cmd: crate::cli::boot::BootSub::SetDefault(c) },
                 )
                 .map_err(|e| e.to_string())?;
             }
             "ls" => {
                 let path = args.first().copied().unwrap_or(".");
-                let mut v: Vec<_> = std::fs::read_dir(path)
-                    .map_err(|e| format!("{path}: {e}"))?
-                    .flatten()
-                    .collect();
+                let mut v: Vec<_> = std::fs::read_dir(path).map_err(|e| format!("{path}: {e}"))?.flatten().collect();
                 v.sort_by_key(|e| e.file_name());
                 for e in v {
                     let m = e.path().symlink_metadata();
@@ -216,9 +182,7 @@ impl Shell {
                     let tail = if kind == "l" {
                         format!(
                             " -> {}",
-                            std::fs::read_link(e.path())
-                                .map(|t| t.display().to_string())
-                                .unwrap_or_default()
+                            std::fs::read_link(e.path()).map(|t| t.display().to_string()).unwrap_or_default()
                         )
                     } else {
                         String::new()
@@ -228,13 +192,9 @@ impl Shell {
             }
             "cat" => {
                 need_arg(1, "cat PATH")?;
-                let mut f =
-                    std::fs::File::open(args[0]).map_err(|e| format!("{}: {e}", args[0]))?;
+                let mut f = std::fs::File::open(args[0]).map_err(|e| format!("{}: {e}", args[0]))?;
                 let mut b = Vec::new();
-                (&mut f)
-                    .take(1 << 20)
-                    .read_to_end(&mut b)
-                    .map_err(|e| format!("{}: {e}", args[0]))?;
+                (&mut f).take(1 << 20).read_to_end(&mut b).map_err(|e| format!("{}: {e}", args[0]))?;
                 let mut o = std::io::stdout().lock();
                 let _ = o.write_all(&b);
                 if !b.ends_with(b"\n") {
@@ -276,13 +236,9 @@ impl Shell {
                         "{indent}{:<12} {:>10}  {:<12} {:<6} {}{}",
                         d.name,
                         crate::cli::disk::human(d.size),
-                        d.part_kind
-                            .map(|k| k.as_str())
-                            .unwrap_or(if d.parent.is_some() { "-" } else { "disk" }),
+                        d.part_kind.map(|k| k.as_str()).unwrap_or(if d.parent.is_some() { "-" } else { "disk" }),
                         d.fstype.unwrap_or("-"),
-                        d.partuuid
-                            .map(|u| format!("PARTUUID={u} "))
-                            .unwrap_or_default(),
+                        d.partuuid.map(|u| format!("PARTUUID={u} ")).unwrap_or_default(),
                         d.uuid.map(|u| format!("UUID={u}")).unwrap_or_default()
                     ));
                 }
@@ -301,29 +257,19 @@ impl Shell {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {
                             if let Some((head, msg)) = rec.split_once(';') {
-                                let ts = head
-                                    .split(',')
-                                    .nth(2)
-                                    .and_then(|t| t.parse::<u64>().ok())
-                                    .unwrap_or(0);
-                                p(format!(
-                                    "[{:>5}.{:06}] {}",
-                                    ts / 1_000_000,
-                                    ts % 1_000_000,
-                                    msg.trim_end()
-                                ));
+                                let ts = head.split(',').nth(2).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+                                p(format!("[{:>5}.{:06}] {}", ts / 1_000_000, ts % 1_000_000, msg.trim_end()));
                             }
                         }
                     }
                 }
             }
-            "cmdline" => p(std::fs::read_to_string("/proc/cmdline")
-                .unwrap_or_else(|_| self.ctx.cmdline.words.join(" "))),
+            "cmdline" => {
+                p(std::fs::read_to_string("/proc/cmdline").unwrap_or_else(|_| self.ctx.cmdline.words.join(" ")))
+            }
             "reboot" | "poweroff" => {
                 if !self.ctx.pid1 {
-                    return Err(format!(
-                        "{cmd} works only as PID 1 (in the initrd); use your init system"
-                    ));
+                    return Err(format!("{cmd} works only as PID 1 (in the initrd); use your init system"));
                 }
                 nix::unistd::sync();
                 let mode = if cmd == "reboot" {

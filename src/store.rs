@@ -37,11 +37,7 @@ impl Store {
             let mut cur = fsutil::dup(root).ctx("open", root_path)?;
             for c in STORE_REL.split('/') {
                 let cs = cstr(c.as_bytes()).ctx("open", &path)?;
-                match nix::sys::stat::mkdirat(
-                    cur.as_fd(),
-                    cs.as_c_str(),
-                    Mode::from_bits_truncate(0o755),
-                ) {
+                match nix::sys::stat::mkdirat(cur.as_fd(), cs.as_c_str(), Mode::from_bits_truncate(0o755)) {
                     Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
                     Err(e) => return Err(Error::io("create", &path, io_err(e))),
                 }
@@ -90,11 +86,7 @@ impl Store {
         let mut cur = fsutil::dup(self.fd.as_fd())?;
         for p in &parts[..3] {
             let c = cstr(p.as_bytes())?;
-            match nix::sys::stat::mkdirat(
-                cur.as_fd(),
-                c.as_c_str(),
-                Mode::from_bits_truncate(0o755),
-            ) {
+            match nix::sys::stat::mkdirat(cur.as_fd(), c.as_c_str(), Mode::from_bits_truncate(0o755)) {
                 Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
                 Err(e) => return Err(io_err(e)),
             }
@@ -107,23 +99,13 @@ impl Store {
     /// owner (owner only when running as root). Existing blobs are left alone.
     pub fn add(&self, h: Hash128, src: &File, perm: u32, uid: u32, gid: u32) -> Result<()> {
         let dest = self.blob_path(h);
-        let dir = self
-            .ensure_dirs(h)
-            .ctx("create store directory for", &dest)?;
+        let dir = self.ensure_dirs(h).ctx("create store directory for", &dest)?;
         let name = h.moss_hex();
-        if fsutil::lstat_at(dir.as_fd(), name.as_bytes())
-            .ctx("stat", &dest)?
-            .is_some()
-        {
+        if fsutil::lstat_at(dir.as_fd(), name.as_bytes()).ctx("stat", &dest)?.is_some() {
             return Ok(());
         }
-        let tmp = format!(
-            ".lbtmp-{}-{}",
-            std::process::id(),
-            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let out = create_excl(dir.as_fd(), tmp.as_bytes(), perm)
-            .ctx("create", dest.with_file_name(&tmp))?;
+        let tmp = format!(".lbtmp-{}-{}", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed));
+        let out = create_excl(dir.as_fd(), tmp.as_bytes(), perm).ctx("create", dest.with_file_name(&tmp))?;
         let res = (|| -> io::Result<()> {
             copy_all(src, &out)?;
             set_owner_perm(out.as_fd(), perm, uid, gid)?;
@@ -132,11 +114,7 @@ impl Store {
         })();
         if let Err(e) = res {
             let c = cstr(tmp.as_bytes()).ctx("remove", &dest)?;
-            let _ = nix::unistd::unlinkat(
-                dir.as_fd(),
-                c.as_c_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
+            let _ = nix::unistd::unlinkat(dir.as_fd(), c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
             return Err(Error::io("add to store", dest, e));
         }
         Ok(())
@@ -146,11 +124,7 @@ impl Store {
     pub fn remove(&self, h: Hash128) -> io::Result<()> {
         let rel = h.store_path();
         let c = cstr(rel.as_bytes())?;
-        match nix::unistd::unlinkat(
-            self.fd.as_fd(),
-            c.as_c_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        ) {
+        match nix::unistd::unlinkat(self.fd.as_fd(), c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
             Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
             Err(e) => return Err(io_err(e)),
         }
@@ -158,13 +132,7 @@ impl Store {
         for depth in (1..=3).rev() {
             let d = parts[..depth].join("/");
             let c = cstr(d.as_bytes())?;
-            if nix::unistd::unlinkat(
-                self.fd.as_fd(),
-                c.as_c_str(),
-                nix::unistd::UnlinkatFlags::RemoveDir,
-            )
-            .is_err()
-            {
+            if nix::unistd::unlinkat(self.fd.as_fd(), c.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir).is_err() {
                 break;
             }
         }
@@ -190,9 +158,7 @@ impl Store {
                             continue;
                         };
                         if let Some(h) = Hash128::parse_hex(s) {
-                            if h.store_path()
-                                .as_bytes()
-                                .starts_with(&[a[0], a[1], b'/', b[0], b[1], b'/', c[0], c[1]])
+                            if h.store_path().as_bytes().starts_with(&[a[0], a[1], b'/', b[0], b[1], b'/', c[0], c[1]])
                             {
                                 out.push(h);
                             }

@@ -9,7 +9,7 @@
 
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::blit::{self, BlitStats};
 use crate::error::{Error, IoContext, Result};
@@ -28,6 +28,8 @@ pub struct CommitReport {
     pub new_blobs: u64,
     pub blit: BlitStats,
     pub notes: Vec<String>,
+    /// Phase durations: scan (walk and hash), store, blit, index, swap.
+    pub timings: Vec<(&'static str, Duration)>,
 }
 
 /// What an activation did.
@@ -38,6 +40,8 @@ pub struct ActivateReport {
     /// The tree was rebuilt from the store first.
     pub rebuilt: bool,
     pub notes: Vec<String>,
+    /// The exchange and archive rename, with their syncs (not the rebuild).
+    pub swap: Duration,
 }
 
 /// What a prune did.
@@ -50,19 +54,12 @@ pub struct PruneReport {
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Loads the index for a change and reconciles the trees with it.
 fn prepare(root: &SystemRoot, must_exist: bool) -> Result<(StateIndex, Vec<String>)> {
-    let loaded = if must_exist {
-        root.load_existing_index()?
-    } else {
-        root.load_index()?
-    };
+    let loaded = if must_exist { root.load_existing_index()? } else { root.load_index()? };
     let mut notes: Vec<String> = loaded.fallback.iter().cloned().collect();
     let clean = loaded.fallback.is_none();
     let mut idx = loaded.index;
@@ -86,36 +83,19 @@ fn materialise(root: &SystemRoot, store: &Store, layout: &Layout, id: u64) -> Re
     fsutil::remove_tree_at(trees.as_fd(), b"staging").ctx("remove stale", rootp.join("staging"))?;
     crate::failpoint::hit("staging-create");
     let c = fsutil::cstr(b"staging").ctx("create", &rootp)?;
-    nix::sys::stat::mkdirat(
-        trees.as_fd(),
-        c.as_c_str(),
-        nix::sys::stat::Mode::from_bits_truncate(0o755),
-    )
-    .map_err(fsutil::io_err)
-    .ctx("create", rootp.join("staging"))?;
-    let staging =
-        fsutil::open_dir_at(trees.as_fd(), b"staging").ctx("open", rootp.join("staging"))?;
-    let stats = blit::blit(
-        layout,
-        store,
-        staging.as_fd(),
-        b"usr",
-        &rootp.join("staging/usr"),
-    )?;
+    nix::sys::stat::mkdirat(trees.as_fd(), c.as_c_str(), nix::sys::stat::Mode::from_bits_truncate(0o755))
+        .map_err(fsutil::io_err)
+        .ctx("create", rootp.join("staging"))?;
+    let staging = fsutil::open_dir_at(trees.as_fd(), b"staging").ctx("open", rootp.join("staging"))?;
+    let stats = blit::blit(layout, store, staging.as_fd(), b"usr", &rootp.join("staging/usr"))?;
     crate::failpoint::hit("blit-done");
-    let usr =
-        fsutil::open_dir_at(staging.as_fd(), b"usr").ctx("open", rootp.join("staging/usr"))?;
+    let usr = fsutil::open_dir_at(staging.as_fd(), b"usr").ctx("open", rootp.join("staging/usr"))?;
     fsutil::write_small_at(usr.as_fd(), STATE_ID, format!("{id}\n").as_bytes(), 0o644)
         .ctx("write", rootp.join("staging/usr/.stateID"))?;
     fsutil::syncfs(usr.as_fd()).ctx("sync", &rootp)?;
     crate::failpoint::hit("staging-complete");
-    fsutil::rename_noreplace(
-        trees.as_fd(),
-        b"staging",
-        trees.as_fd(),
-        id.to_string().as_bytes(),
-    )
-    .ctx("archive", rootp.join(id.to_string()))?;
+    fsutil::rename_noreplace(trees.as_fd(), b"staging", trees.as_fd(), id.to_string().as_bytes())
+        .ctx("archive", rootp.join(id.to_string()))?;
     fsutil::fsync(trees.as_fd()).ctx("sync", &rootp)?;
     Ok(stats)
 }
@@ -134,59 +114,38 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
         rebuilt = true;
     }
     let previous = root.active_id();
-    let slot_fd =
-        fsutil::open_dir_at(trees.as_fd(), slot.as_bytes()).ctx("open", rootp.join(&slot))?;
+    let swap_start = Instant::now();
+    let slot_fd = fsutil::open_dir_at(trees.as_fd(), slot.as_bytes()).ctx("open", rootp.join(&slot))?;
     crate::failpoint::hit("activate-exchange");
     if root.has_usr()? {
-        fsutil::exchange(slot_fd.as_fd(), b"usr", root.fd(), b"usr")
-            .ctx("exchange with", root.path.join("usr"))?;
+        fsutil::exchange(slot_fd.as_fd(), b"usr", root.fd(), b"usr").ctx("exchange with", root.path.join("usr"))?;
         crate::failpoint::hit("activate-exchanged");
         // The slot now holds the previous tree; file it under its own id.
         match previous {
             Some(prev) => {
                 let p = prev.to_string();
-                if fsutil::lstat_at(trees.as_fd(), p.as_bytes())
-                    .ctx("stat", &rootp)?
-                    .is_some()
-                {
-                    fsutil::remove_tree_at(trees.as_fd(), p.as_bytes())
-                        .ctx("remove", rootp.join(&p))?;
+                if fsutil::lstat_at(trees.as_fd(), p.as_bytes()).ctx("stat", &rootp)?.is_some() {
+                    fsutil::remove_tree_at(trees.as_fd(), p.as_bytes()).ctx("remove", rootp.join(&p))?;
                 }
-                fsutil::rename_noreplace(
-                    trees.as_fd(),
-                    slot.as_bytes(),
-                    trees.as_fd(),
-                    p.as_bytes(),
-                )
-                .ctx("archive", rootp.join(&p))?;
+                fsutil::rename_noreplace(trees.as_fd(), slot.as_bytes(), trees.as_fd(), p.as_bytes())
+                    .ctx("archive", rootp.join(&p))?;
             }
             None => {
                 // An unmanaged /usr: keep it, named so that nobody mistakes it.
                 let name = format!("unmanaged-{}", now());
-                fsutil::rename_noreplace(
-                    trees.as_fd(),
-                    slot.as_bytes(),
-                    trees.as_fd(),
-                    name.as_bytes(),
-                )
-                .ctx("archive", rootp.join(&name))?;
+                fsutil::rename_noreplace(trees.as_fd(), slot.as_bytes(), trees.as_fd(), name.as_bytes())
+                    .ctx("archive", rootp.join(&name))?;
             }
         }
     } else {
-        fsutil::rename_noreplace(slot_fd.as_fd(), b"usr", root.fd(), b"usr")
-            .ctx("move into", root.path.join("usr"))?;
+        fsutil::rename_noreplace(slot_fd.as_fd(), b"usr", root.fd(), b"usr").ctx("move into", root.path.join("usr"))?;
         crate::failpoint::hit("activate-moved");
         fsutil::remove_tree_at(trees.as_fd(), slot.as_bytes()).ctx("remove", rootp.join(&slot))?;
     }
     fsutil::fsync(trees.as_fd()).ctx("sync", &rootp)?;
     fsutil::fsync(root.fd()).ctx("sync", &root.path)?;
     crate::failpoint::hit("activate-done");
-    Ok(ActivateReport {
-        id,
-        previous,
-        rebuilt,
-        notes: Vec::new(),
-    })
+    Ok(ActivateReport { id, previous, rebuilt, notes: Vec::new(), swap: swap_start.elapsed() })
 }
 
 /// `state commit --from TREE`.
@@ -195,10 +154,8 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
     let (idx, mut notes) = prepare(&root, false)?;
     if root.has_usr()? && root.active_id().is_none() {
         let usr = root.path.join("usr");
-        let empty = fsutil::open_dir(&usr)
-            .and_then(|d| fsutil::list_dir(d.as_fd()))
-            .map(|v| v.is_empty())
-            .unwrap_or(false);
+        let empty =
+            fsutil::open_dir(&usr).and_then(|d| fsutil::list_dir(d.as_fd())).map(|v| v.is_empty()).unwrap_or(false);
         if !empty {
             return Err(Error::NotARoot {
                 path: usr,
@@ -207,21 +164,18 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
         }
         fsutil::remove_tree_at(root.fd(), b"usr").ctx("remove empty", root.path.join("usr"))?;
     }
+    let mut timings = Vec::new();
+    let t = Instant::now();
     let scanned = scan::scan(tree)?;
+    timings.push(("scan", t.elapsed()));
+    let t = Instant::now();
     let store = root.store(true)?;
     let mut new_blobs = 0u64;
     for (hash, rel) in &scanned.sources {
-        if store
-            .stat(*hash)
-            .ctx("stat", store.blob_path(*hash))?
-            .is_some()
-        {
+        if store.stat(*hash).ctx("stat", store.blob_path(*hash))?.is_some() {
             continue;
         }
-        let e = scanned
-            .layout
-            .find(rel)
-            .ok_or_else(|| Error::Refused("scan lost a path".into()))?;
+        let e = scanned.layout.find(rel).ok_or_else(|| Error::Refused("scan lost a path".into()))?;
         if matches!(e.data, crate::layout::EntryData::File { size: 0, .. }) {
             continue; // empty files are created by the blit, never linked
         }
@@ -231,32 +185,24 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
         new_blobs += 1;
     }
     fsutil::syncfs(store.fd()).ctx("sync", store.path())?;
+    timings.push(("store", t.elapsed()));
     let id = idx.next_id();
     let parent = root.active_id();
+    let t = Instant::now();
     let blit = materialise(&root, &store, &scanned.layout, id)?;
-    let meta = TxMeta {
-        id,
-        created: now(),
-        summary: summary.to_owned(),
-        parent,
-        kernels: scanned.layout.kernels(),
-    };
-    let wire = idx
-        .rebuilt(Some((meta, &scanned.layout)), &[])
-        .map_err(|e| Error::Refused(format!("state index: {e}")))?;
+    timings.push(("blit", t.elapsed()));
+    let t = Instant::now();
+    let meta = TxMeta { id, created: now(), summary: summary.to_owned(), parent, kernels: scanned.layout.kernels() };
+    let wire =
+        idx.rebuilt(Some((meta, &scanned.layout)), &[]).map_err(|e| Error::Refused(format!("state index: {e}")))?;
     crate::failpoint::hit("commit-index");
     root.store_index(&wire)?;
-    let idx =
-        StateIndex::from_wire(wire).map_err(|e| Error::Refused(format!("state index: {e}")))?;
+    let idx = StateIndex::from_wire(wire).map_err(|e| Error::Refused(format!("state index: {e}")))?;
+    timings.push(("index", t.elapsed()));
     let r = swap_in(&root, &idx, id)?;
+    timings.push(("swap", r.swap));
     notes.extend(r.notes);
-    Ok(CommitReport {
-        id,
-        entries: scanned.layout.len(),
-        new_blobs,
-        blit,
-        notes,
-    })
+    Ok(CommitReport { id, entries: scanned.layout.len(), new_blobs, blit, notes, timings })
 }
 
 /// `state activate ID`: also what PID 1 runs for `lifeboat.tx=`.
@@ -267,12 +213,7 @@ pub fn activate(rootp: &Path, id: u64) -> Result<ActivateReport> {
         return Err(Error::NoSuchTransaction(id));
     }
     if root.active_id() == Some(id) {
-        return Ok(ActivateReport {
-            id,
-            previous: Some(id),
-            rebuilt: false,
-            notes,
-        });
+        return Ok(ActivateReport { id, previous: Some(id), rebuilt: false, notes, swap: Duration::ZERO });
     }
     let mut r = swap_in(&root, &idx, id)?;
     r.notes.splice(0..0, notes);
@@ -292,21 +233,14 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
     }
     let removed: Vec<u64> = ids.iter().copied().filter(|i| !kept.contains(i)).collect();
     kept.sort_unstable();
-    let mut report = PruneReport {
-        removed: removed.clone(),
-        kept,
-        blobs_removed: 0,
-        notes,
-    };
+    let mut report = PruneReport { removed: removed.clone(), kept, blobs_removed: 0, notes };
     if dry_run {
         return Ok(report);
     }
     let idx = if removed.is_empty() {
         idx
     } else {
-        let wire = idx
-            .rebuilt(None, &removed)
-            .map_err(|e| Error::Refused(format!("state index: {e}")))?;
+        let wire = idx.rebuilt(None, &removed).map_err(|e| Error::Refused(format!("state index: {e}")))?;
         crate::failpoint::hit("prune-index");
         root.store_index(&wire)?;
         StateIndex::from_wire(wire).map_err(|e| Error::Refused(format!("state index: {e}")))?
@@ -315,8 +249,7 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
     for id in &removed {
         let s = id.to_string();
         crate::failpoint::hit("prune-tree");
-        fsutil::remove_tree_at(trees.as_fd(), s.as_bytes())
-            .ctx("remove", root.path.join(".moss/root").join(&s))?;
+        fsutil::remove_tree_at(trees.as_fd(), s.as_bytes()).ctx("remove", root.path.join(".moss/root").join(&s))?;
     }
     // Blobs go last, and only those no retained transaction references.
     let wanted = idx.referenced_hashes();

@@ -119,12 +119,7 @@ impl Progress {
         }
         let ms = self.start.elapsed().as_millis() as u64;
         let last = self.last.load(Ordering::Relaxed);
-        if ms >= last + 200
-            && self
-                .last
-                .compare_exchange(last, ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if ms >= last + 200 && self.last.compare_exchange(last, ms, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             let mb = self.bytes.load(Ordering::Relaxed) as f64 / 1e6;
             let secs = (ms as f64 / 1000.0).max(0.001);
             eprint!("\r{d}/{} entries, {:.0} MB/s   ", self.total, mb / secs);
@@ -146,10 +141,7 @@ pub struct Options {
 }
 
 fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8)
 }
 
 /// Splits the layout into ranges starting at top-level entries, balanced by count.
@@ -181,13 +173,9 @@ fn children(layout: &Layout) -> HashMap<&[u8], HashSet<&[u8]>> {
 
 fn hash_at(dir: BorrowedFd, name: &[u8], buf: &mut [u8]) -> std::io::Result<(Hash128, u64)> {
     let c = cstr(name)?;
-    let fd = nix::fcntl::openat(
-        dir,
-        c.as_c_str(),
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(io_err)?;
+    let fd =
+        nix::fcntl::openat(dir, c.as_c_str(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(io_err)?;
     Hash128::of_reader(File::from(fd), buf)
 }
 
@@ -196,12 +184,7 @@ fn lossy(b: &[u8]) -> String {
 }
 
 /// Compares the tree below `tree` with `layout`.
-pub fn verify_tree(
-    tree: BorrowedFd,
-    layout: &Layout,
-    store: &Store,
-    opts: Options,
-) -> Result<Vec<Difference>> {
+pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Options) -> Result<Vec<Difference>> {
     let kids = children(layout);
     let progress = Progress::new(layout.len() as u64, opts.progress);
     let es = layout.entries();
@@ -217,10 +200,7 @@ pub fn verify_tree(
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("verify worker panicked")))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("verify worker panicked"))))
             .collect()
     });
     progress.finish();
@@ -234,12 +214,7 @@ pub fn verify_tree(
         if name == STATE_ID || top.is_some_and(|t| t.contains(name.as_slice())) {
             continue;
         }
-        diffs.push(Difference {
-            class: Class::Extra,
-            path: lossy(&name),
-            detail: String::new(),
-            entry: None,
-        });
+        diffs.push(Difference { class: Class::Extra, path: lossy(&name), detail: String::new(), entry: None });
     }
     diffs.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.path.cmp(&b.path)));
     Ok(diffs)
@@ -272,12 +247,7 @@ fn check_range(
                 _ => None,
             }
         };
-        let diff = |class, detail: String| Difference {
-            class,
-            path: e.path_lossy(),
-            detail,
-            entry: Some(i),
-        };
+        let diff = |class, detail: String| Difference { class, path: e.path_lossy(), detail, entry: Some(i) };
         let Some(dir) = dir else {
             out.push(diff(Class::Missing, String::new()));
             if matches!(e.data, EntryData::Dir) {
@@ -303,26 +273,17 @@ fn check_range(
                 S_IFLNK => "symlink",
                 _ => "special file",
             };
-            out.push(diff(
-                Class::WrongType,
-                format!("{found} instead of {}", e.data.kind_name()),
-            ));
+            out.push(diff(Class::WrongType, format!("{found} instead of {}", e.data.kind_name())));
             if matches!(e.data, EntryData::Dir) {
                 stack.push(None);
             }
             continue;
         }
         if is != S_IFLNK && st.st_mode & 0o7777 != e.perm {
-            out.push(diff(
-                Class::WrongMode,
-                format!("{:o} instead of {:o}", st.st_mode & 0o7777, e.perm),
-            ));
+            out.push(diff(Class::WrongMode, format!("{:o} instead of {:o}", st.st_mode & 0o7777, e.perm)));
         }
         if st.st_uid != e.uid || st.st_gid != e.gid {
-            out.push(diff(
-                Class::WrongOwner,
-                format!("{}:{} instead of {}:{}", st.st_uid, st.st_gid, e.uid, e.gid),
-            ));
+            out.push(diff(Class::WrongOwner, format!("{}:{} instead of {}:{}", st.st_uid, st.st_gid, e.uid, e.gid)));
         }
         match &e.data {
             EntryData::Dir => {
@@ -345,23 +306,15 @@ fn check_range(
             }
             EntryData::File { hash, size } => {
                 if st.st_size as u64 != *size {
-                    out.push(diff(
-                        Class::WrongContent,
-                        format!("{} bytes instead of {size}", st.st_size),
-                    ));
+                    out.push(diff(Class::WrongContent, format!("{} bytes instead of {size}", st.st_size)));
                 } else if *size > 0 {
                     let linked = !opts.full
-                        && store
-                            .stat(*hash)?
-                            .is_some_and(|b| b.st_dev == st.st_dev && b.st_ino == st.st_ino);
+                        && store.stat(*hash)?.is_some_and(|b| b.st_dev == st.st_dev && b.st_ino == st.st_ino);
                     if !linked {
                         let (h, n) = hash_at(dir, e.name(), &mut buf)?;
                         hashed += n;
                         if h != *hash {
-                            out.push(diff(
-                                Class::WrongContent,
-                                format!("xxh3-128 {h} instead of {hash}"),
-                            ));
+                            out.push(diff(Class::WrongContent, format!("xxh3-128 {h} instead of {hash}")));
                         }
                     }
                 }
@@ -371,10 +324,7 @@ fn check_range(
                 let t = nix::fcntl::readlinkat(dir, c.as_c_str()).map_err(io_err)?;
                 let t = std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec();
                 if t != target.as_ref() {
-                    out.push(diff(
-                        Class::WrongTarget,
-                        format!("-> {} instead of -> {}", lossy(&t), lossy(target)),
-                    ));
+                    out.push(diff(Class::WrongTarget, format!("-> {} instead of -> {}", lossy(&t), lossy(target))));
                 }
             }
         }
@@ -398,10 +348,7 @@ pub fn verify_store(store: &Store, progress: bool) -> Result<Vec<(Hash128, Strin
                     let mut buf = vec![0u8; 256 * 1024];
                     let mut bad = Vec::new();
                     for &h in part {
-                        match store
-                            .open_blob(h)
-                            .and_then(|f| Hash128::of_reader(f, &mut buf))
-                        {
+                        match store.open_blob(h).and_then(|f| Hash128::of_reader(f, &mut buf)) {
                             Ok((got, n)) => {
                                 p.tick(1, n);
                                 if got != h {
@@ -415,20 +362,14 @@ pub fn verify_store(store: &Store, progress: bool) -> Result<Vec<(Hash128, Strin
                 })
             })
             .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
+        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
     });
     p.finish();
     Ok(results.into_iter().flatten().collect())
 }
 
 /// The tree of a transaction: `usr` (active) or `.moss/root/<id>/usr`.
-pub fn open_tree(
-    root: &SystemRoot,
-    idx: &StateIndex,
-    which: Which,
-) -> Result<(u64, OwnedFd, PathBuf)> {
+pub fn open_tree(root: &SystemRoot, idx: &StateIndex, which: Which) -> Result<(u64, OwnedFd, PathBuf)> {
     let active = root.active_id();
     let id = match which {
         Which::Active => active.ok_or_else(|| Error::NotARoot {
@@ -447,10 +388,8 @@ pub fn open_tree(
     }
     let rel = format!(".moss/root/{id}/usr");
     let p = root.path.join(&rel);
-    let fd = fsutil::open_dir_beneath(root.fd(), rel.as_bytes()).ctx(
-        "open (the transaction's tree is not materialised; `state activate` rebuilds it)",
-        &p,
-    )?;
+    let fd = fsutil::open_dir_beneath(root.fd(), rel.as_bytes())
+        .ctx("open (the transaction's tree is not materialised; `state activate` rebuilds it)", &p)?;
     Ok((id, fd, p))
 }
 
@@ -533,9 +472,7 @@ fn ensure_blob(
             if bad_ino.is_some() {
                 store.remove(h).map_err(|e| e.to_string())?;
             }
-            store
-                .add(h, &f, e.perm, e.uid, e.gid)
-                .map_err(|e| e.to_string())?;
+            store.add(h, &f, e.perm, e.uid, e.gid).map_err(|e| e.to_string())?;
             let _ = root;
             return Ok(Some(tree_path.join(fsutil::os(&e.path))));
         }
@@ -563,15 +500,7 @@ pub fn repair(
     let (id, tree, tree_path) = open_tree(root, idx, which)?;
     let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
     let store = root.store(false)?;
-    let diffs = verify_tree(
-        tree.as_fd(),
-        &layout,
-        &store,
-        Options {
-            full: false,
-            progress,
-        },
-    )?;
+    let diffs = verify_tree(tree.as_fd(), &layout, &store, Options { full: false, progress })?;
     let mut report = RepairReport::default();
     if diffs.is_empty() {
         return Ok(report);
@@ -583,26 +512,21 @@ pub fn repair(
     let mut stats = BlitStats::default();
     // Per entry, the most severe difference decides the fix: a rebuild also
     // restores permissions and owner.
-    let mut by_entry: std::collections::BTreeMap<usize, Vec<&Difference>> =
-        std::collections::BTreeMap::new();
+    let mut by_entry: std::collections::BTreeMap<usize, Vec<&Difference>> = std::collections::BTreeMap::new();
     for d in &diffs {
         if let Some(i) = d.entry {
             by_entry.entry(i).or_default().push(d);
         }
     }
     for (i, ds) in by_entry {
-        let rebuild = ds
-            .iter()
-            .find(|d| !matches!(d.class, Class::WrongMode | Class::WrongOwner));
+        let rebuild = ds.iter().find(|d| !matches!(d.class, Class::WrongMode | Class::WrongOwner));
         let d = *rebuild.unwrap_or(&ds[0]);
         let e = &es[i];
         let shown = tree_path.join(fsutil::os(&e.path));
         let parent = match fsutil::open_dir_beneath(tree.as_fd(), e.parent()) {
             Ok(p) => p,
             Err(err) => {
-                report
-                    .unrecoverable
-                    .push((e.path_lossy(), format!("cannot open its directory: {err}")));
+                report.unrecoverable.push((e.path_lossy(), format!("cannot open its directory: {err}")));
                 continue;
             }
         };
@@ -651,36 +575,29 @@ pub fn repair(
                 }
                 if matches!(e.data, EntryData::Dir) {
                     if d.class == Class::WrongType {
-                        fsutil::remove_tree_at(parent.as_fd(), e.name())
-                            .map_err(|x| x.to_string())?;
+                        fsutil::remove_tree_at(parent.as_fd(), e.name()).map_err(|x| x.to_string())?;
                     }
-                    blit::place(e, parent.as_fd(), &store, is_root, &mut stats)
-                        .map_err(|x| x.to_string())?;
+                    blit::place(e, parent.as_fd(), &store, is_root, &mut stats).map_err(|x| x.to_string())?;
                     return Ok(());
                 }
                 let tmp = tmp_name(e.name());
                 let _ = fsutil::remove_tree_at(parent.as_fd(), &tmp);
-                blit::place_as(e, &tmp, parent.as_fd(), &store, is_root, &mut stats)
-                    .map_err(|x| x.to_string())?;
+                blit::place_as(e, &tmp, parent.as_fd(), &store, is_root, &mut stats).map_err(|x| x.to_string())?;
                 crate::failpoint::hit("repair-rename");
                 if d.class == Class::WrongType {
                     if let Ok(Some(st)) = fsutil::lstat_at(parent.as_fd(), e.name()) {
                         if st.st_mode & S_IFMT == S_IFDIR {
-                            fsutil::remove_tree_at(parent.as_fd(), e.name())
-                                .map_err(|x| x.to_string())?;
+                            fsutil::remove_tree_at(parent.as_fd(), e.name()).map_err(|x| x.to_string())?;
                         }
                     }
                 }
-                fsutil::rename(parent.as_fd(), &tmp, parent.as_fd(), e.name())
-                    .map_err(|x| x.to_string())
+                fsutil::rename(parent.as_fd(), &tmp, parent.as_fd(), e.name()).map_err(|x| x.to_string())
             }
             Class::Extra => Ok(()),
         })();
         match r {
             Ok(()) => report.fixed.extend(ds.iter().map(|d| (*d).clone())),
-            Err(why) => report
-                .unrecoverable
-                .push((shown.display().to_string(), why)),
+            Err(why) => report.unrecoverable.push((shown.display().to_string(), why)),
         }
     }
     if prune_extra {
@@ -690,13 +607,9 @@ pub fn repair(
                 Some(i) => (&p[..i], &p[i + 1..]),
                 None => (&p[..0], p),
             };
-            match fsutil::open_dir_beneath(tree.as_fd(), parent)
-                .and_then(|f| fsutil::remove_tree_at(f.as_fd(), name))
-            {
+            match fsutil::open_dir_beneath(tree.as_fd(), parent).and_then(|f| fsutil::remove_tree_at(f.as_fd(), name)) {
                 Ok(()) => report.removed_extra.push(d.path.clone()),
-                Err(e) => report
-                    .unrecoverable
-                    .push((d.path.clone(), format!("cannot remove: {e}"))),
+                Err(e) => report.unrecoverable.push((d.path.clone(), format!("cannot remove: {e}"))),
             }
         }
     }
@@ -713,11 +626,7 @@ pub fn verify_for_boot(root: &Path) -> Result<(bool, String)> {
     let store = sr.store(false)?;
     let t = Instant::now();
     let diffs = verify_tree(tree.as_fd(), &layout, &store, Options::default())?;
-    let mut s = format!(
-        "transaction {id}: {} entries checked in {} ms",
-        layout.len(),
-        t.elapsed().as_millis()
-    );
+    let mut s = format!("transaction {id}: {} entries checked in {} ms", layout.len(), t.elapsed().as_millis());
     if diffs.is_empty() {
         s.push_str(", no differences");
     } else {
@@ -735,11 +644,7 @@ pub fn repair_for_boot(root: &Path) -> Result<String> {
     let idx = sr.load_existing_index()?.index;
     let t = Instant::now();
     let r = repair(&sr, &idx, Which::Active, false, false)?;
-    let mut s = format!(
-        "repair: {} fixed in {} ms",
-        r.fixed.len(),
-        t.elapsed().as_millis()
-    );
+    let mut s = format!("repair: {} fixed in {} ms", r.fixed.len(), t.elapsed().as_millis());
     for f in r.fixed.iter().take(20) {
         s.push_str(&format!("\n  fixed {f}"));
     }

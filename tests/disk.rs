@@ -9,18 +9,8 @@ use std::process::Command;
 use common::*;
 
 fn oracle(cmd: &str, args: &[&str]) -> (bool, String) {
-    let o = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    let o = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
 }
 
 fn parts(img: &str) -> Vec<(u32, String, u64, u64)> {
@@ -30,21 +20,9 @@ fn parts(img: &str) -> Vec<(u32, String, u64, u64)> {
     for p in j.split("{\"number\":").skip(1) {
         let num: u32 = p.split(',').next().unwrap().parse().unwrap();
         let field = |k: &str| {
-            p.split(&format!("\"{k}\":"))
-                .nth(1)
-                .unwrap()
-                .split([',', '}'])
-                .next()
-                .unwrap()
-                .trim_matches('"')
-                .to_owned()
+            p.split(&format!("\"{k}\":")).nth(1).unwrap().split([',', '}']).next().unwrap().trim_matches('"').to_owned()
         };
-        out.push((
-            num,
-            field("kind"),
-            field("start").parse().unwrap(),
-            field("size").parse().unwrap(),
-        ));
+        out.push((num, field("kind"), field("start").parse().unwrap(), field("size").parse().unwrap()));
     }
     out
 }
@@ -67,29 +45,11 @@ fn created_images_satisfy_sgdisk_fsck_and_mtools() {
     let s = Scratch::new("disk");
     let img = s.join("d.img");
     let img = img.to_str().unwrap();
-    ok(&[
-        "disk",
-        "create",
-        img,
-        "--size",
-        "700M",
-        "--esp",
-        "300M",
-        "--xbootldr",
-        "64M",
-        "--root",
-        "100M",
-    ]);
+    ok(&["disk", "create", img, "--size", "700M", "--esp", "300M", "--xbootldr", "64M", "--root", "100M"]);
     let (okk, out) = oracle("sgdisk", &["-v", img]);
-    assert!(
-        okk && out.contains("No problems found"),
-        "sgdisk -v:\n{out}"
-    );
+    assert!(okk && out.contains("No problems found"), "sgdisk -v:\n{out}");
     let p = parts(img);
-    assert_eq!(
-        p.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
-        ["esp", "xbootldr", "root-x86-64"]
-    );
+    assert_eq!(p.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(), ["esp", "xbootldr", "root-x86-64"]);
     for (_, _, start, size) in &p {
         assert_eq!(start % (1 << 20), 0, "partition not 1 MiB aligned");
         assert_eq!(size % (1 << 20), 0);
@@ -107,59 +67,26 @@ fn created_images_satisfy_sgdisk_fsck_and_mtools() {
     write(&s.join("small"), b"hello\n", 0o644);
     write(&s.join("small2"), b"hello again, longer\n", 0o644);
     let e = |p: &str| format!("{img}:esp:{p}");
-    ok(&[
-        "disk",
-        "put",
-        s.join("big").to_str().unwrap(),
-        &e("EFI/Linux/kernel-a.efi"),
-    ]);
-    ok(&[
-        "disk",
-        "put",
-        s.join("small").to_str().unwrap(),
-        &e("loader/entries/a-very-long-entry-name-1.conf"),
-    ]);
-    ok(&[
-        "disk",
-        "put",
-        s.join("small2").to_str().unwrap(),
-        &e("loader/entries/a-very-long-entry-name-1.conf"),
-    ]);
-    ok(&[
-        "disk",
-        "put",
-        s.join("small").to_str().unwrap(),
-        &e("deep/er/and/deeper/x"),
-    ]);
+    ok(&["disk", "put", s.join("big").to_str().unwrap(), &e("EFI/Linux/kernel-a.efi")]);
+    ok(&["disk", "put", s.join("small").to_str().unwrap(), &e("loader/entries/a-very-long-entry-name-1.conf")]);
+    ok(&["disk", "put", s.join("small2").to_str().unwrap(), &e("loader/entries/a-very-long-entry-name-1.conf")]);
+    ok(&["disk", "put", s.join("small").to_str().unwrap(), &e("deep/er/and/deeper/x")]);
     ok(&["disk", "rm", &e("deep/er/and/deeper/x")]);
     ok(&["disk", "rm", &e("deep/er/and/deeper")]);
     fsck_clean(img, esp_start, esp_size, &s);
 
     // mtools reads what lifeboat wrote, byte for byte.
     let at = format!("{img}@@{esp_start}");
-    let o = Command::new("mtype")
-        .args(["-i", &at, "::/EFI/Linux/kernel-a.efi"])
-        .output()
-        .unwrap();
+    let o = Command::new("mtype").args(["-i", &at, "::/EFI/Linux/kernel-a.efi"]).output().unwrap();
     assert_eq!(o.stdout, big, "mtype returned different bytes");
-    let o = Command::new("mtype")
-        .args(["-i", &at, "::/loader/entries/a-very-long-entry-name-1.conf"])
-        .output()
-        .unwrap();
+    let o =
+        Command::new("mtype").args(["-i", &at, "::/loader/entries/a-very-long-entry-name-1.conf"]).output().unwrap();
     assert_eq!(o.stdout, b"hello again, longer\n");
     // lifeboat reads what mtools wrote.
     write(&s.join("m"), &big[..123_457], 0o644);
     let (okk, out) = oracle("mmd", &["-i", &at, "::/MTOOLS"]);
     assert!(okk, "{out}");
-    let (okk, out) = oracle(
-        "mcopy",
-        &[
-            "-i",
-            &at,
-            s.join("m").to_str().unwrap(),
-            "::/MTOOLS/Mixed Case Name.bin",
-        ],
-    );
+    let (okk, out) = oracle("mcopy", &["-i", &at, s.join("m").to_str().unwrap(), "::/MTOOLS/Mixed Case Name.bin"]);
     assert!(okk, "{out}");
     let o = run(&["disk", "cat", &e("mtools/mixed case name.bin")]);
     assert!(o.status.success());
@@ -177,29 +104,11 @@ fn mkfs_fat_volumes_open() {
     drop(f);
     let (okk, out) = oracle("sgdisk", &["-n", "1:2048:+60M", "-t", "1:ef00", img]);
     assert!(okk, "{out}");
-    let (okk, out) = oracle(
-        "mkfs.fat",
-        &[
-            "-F",
-            "32",
-            "--offset",
-            "2048",
-            img,
-            &(60 * 1024).to_string(),
-        ],
-    );
+    let (okk, out) = oracle("mkfs.fat", &["-F", "32", "--offset", "2048", img, &(60 * 1024).to_string()]);
     assert!(okk, "{out}");
     write(&s.join("x"), b"through lifeboat", 0o644);
-    ok(&[
-        "disk",
-        "put",
-        s.join("x").to_str().unwrap(),
-        &format!("{img}:esp:EFI/test/x"),
-    ]);
-    assert_eq!(
-        ok(&["disk", "cat", &format!("{img}:1:EFI/test/x")]),
-        "through lifeboat"
-    );
+    ok(&["disk", "put", s.join("x").to_str().unwrap(), &format!("{img}:esp:EFI/test/x")]);
+    assert_eq!(ok(&["disk", "cat", &format!("{img}:1:EFI/test/x")]), "through lifeboat");
     fsck_clean(img, 2048 * 512, 60 << 20, &s);
 }
 
@@ -215,12 +124,7 @@ fn bad_images_fail_cleanly_without_writing() {
     ok(&["disk", "create", img, "--size", "160M", "--esp", "100M"]);
     let (_, _, esp_start, _) = parts(img)[0].clone();
     write(&s.join("x"), b"payload", 0o644);
-    ok(&[
-        "disk",
-        "put",
-        s.join("x").to_str().unwrap(),
-        &format!("{img}:esp:dir/x"),
-    ]);
+    ok(&["disk", "put", s.join("x").to_str().unwrap(), &format!("{img}:esp:dir/x")]);
     let pristine = fs::read(img).unwrap();
     let case = |name: &str, data: Vec<u8>, args: &[&str], want: &str| {
         let p = s.join(name);
@@ -236,18 +140,8 @@ fn bad_images_fail_cleanly_without_writing() {
         assert!(!err.contains("panicked"), "{name}: {err}");
         assert_eq!(sha(path), data, "{name}: the image was written");
     };
-    case(
-        "empty.img",
-        vec![],
-        &["disk", "ls", "IMG"],
-        "empty (0 bytes)",
-    );
-    case(
-        "trunc.img",
-        pristine[..60 << 20].to_vec(),
-        &["disk", "ls", "IMG"],
-        "(truncated?)",
-    );
+    case("empty.img", vec![], &["disk", "ls", "IMG"], "empty (0 bytes)");
+    case("trunc.img", pristine[..60 << 20].to_vec(), &["disk", "ls", "IMG"], "(truncated?)");
     let mut both = pristine.clone();
     both[512 + 20] ^= 1;
     let n = both.len() - 512 + 20;
@@ -258,20 +152,10 @@ fn bad_images_fail_cleanly_without_writing() {
     // that only the range check can catch it.
     past[1024 + 40..1024 + 48].copy_from_slice(&(1u64 << 40).to_le_bytes());
     fix_gpt_crcs(&mut past);
-    case(
-        "past.img",
-        past,
-        &["disk", "ls", "IMG"],
-        "past the end of the disk",
-    );
+    case("past.img", past, &["disk", "ls", "IMG"], "past the end of the disk");
     let mut bs = pristine.clone();
     bs[esp_start as usize + 510] = 0;
-    case(
-        "bootsector.img",
-        bs,
-        &["disk", "ls", "IMG:esp"],
-        "no boot sector signature",
-    );
+    case("bootsector.img", bs, &["disk", "ls", "IMG:esp"], "no boot sector signature");
     case(
         "bootsector2.img",
         {
@@ -305,20 +189,12 @@ fn bad_images_fail_cleanly_without_writing() {
     let mut args = vec!["-i".to_string(), at.clone()];
     args.extend(names);
     args.push("::/DIR/".into());
-    let (okk, out) = oracle(
-        "mcopy",
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let (okk, out) = oracle("mcopy", &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(okk, "{out}");
     let mut lp = fs::read(&full).unwrap();
     let dir_cluster = cluster_of(&lp, esp_start, "DIR");
     set_fat32(&mut lp, esp_start, dir_cluster, dir_cluster);
-    case(
-        "loop.img",
-        lp,
-        &["disk", "ls", "IMG:esp:dir"],
-        "cluster chain loops",
-    );
+    case("loop.img", lp, &["disk", "ls", "IMG:esp:dir"], "cluster chain loops");
 }
 
 fn le32(b: &[u8], o: usize) -> u32 {
@@ -330,11 +206,7 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
         }
     }
     !c
@@ -363,8 +235,7 @@ fn cluster_of(d: &[u8], part: u64, short: &str) -> u32 {
     let rootoff = data + (root - 2) * spc * bps;
     for e in b[rootoff..rootoff + spc * bps].chunks(32) {
         if e[11] != 0x0f && std::str::from_utf8(&e[..8]).unwrap_or("").trim_end() == short {
-            return (u16::from_le_bytes([e[20], e[21]]) as u32) << 16
-                | u16::from_le_bytes([e[26], e[27]]) as u32;
+            return (u16::from_le_bytes([e[20], e[21]]) as u32) << 16 | u16::from_le_bytes([e[26], e[27]]) as u32;
         }
     }
     panic!("{short} not in the root directory");

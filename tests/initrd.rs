@@ -9,52 +9,26 @@ use std::process::{Command, Stdio};
 use common::*;
 
 fn cpio_list(bytes: &[u8]) -> Vec<String> {
-    let mut c = Command::new("cpio")
-        .args(["-t", "--quiet"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut c =
+        Command::new("cpio").args(["-t", "--quiet"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     use std::io::Write;
     c.stdin.take().unwrap().write_all(bytes).unwrap();
     let o = c.wait_with_output().unwrap();
     assert!(o.status.success(), "cpio -t failed");
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    String::from_utf8_lossy(&o.stdout).lines().map(str::to_owned).collect()
 }
 
 #[test]
 fn layout_determinism_and_size() {
     let s = Scratch::new("initrd");
     let (a, b, z) = (s.join("a.cpio"), s.join("b.cpio"), s.join("z.initrd"));
-    ok(&[
-        "initrd",
-        "build",
-        "--out",
-        a.to_str().unwrap(),
-        "--compress",
-        "none",
-    ]);
-    ok(&[
-        "initrd",
-        "build",
-        "--out",
-        b.to_str().unwrap(),
-        "--compress",
-        "none",
-    ]);
+    ok(&["initrd", "build", "--out", a.to_str().unwrap(), "--compress", "none"]);
+    ok(&["initrd", "build", "--out", b.to_str().unwrap(), "--compress", "none"]);
     let bytes = fs::read(&a).unwrap();
     assert_eq!(bytes, fs::read(&b).unwrap(), "same input, different bytes");
     assert_eq!(bytes.len() % 4, 0);
     let names = cpio_list(&bytes);
-    let pos = |n: &str| {
-        names
-            .iter()
-            .position(|x| x == n)
-            .unwrap_or_else(|| panic!("{n} missing: {names:?}"))
-    };
+    let pos = |n: &str| names.iter().position(|x| x == n).unwrap_or_else(|| panic!("{n} missing: {names:?}"));
     assert!(pos("dev") < pos("dev/console"));
     assert!(pos("usr") < pos("usr/bin") && pos("usr/bin") < pos("usr/bin/lifeboat"));
     pos("init");
@@ -64,15 +38,9 @@ fn layout_determinism_and_size() {
     assert!(matches!(&init.kind, lifeboat_initrd::Kind::File(d) if *d == fs::read(bin()).unwrap()));
 
     ok(&["initrd", "build", "--out", z.to_str().unwrap()]);
-    let o = Command::new("zstd")
-        .args(["-d", "-c", z.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = Command::new("zstd").args(["-d", "-c", z.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success());
-    assert_eq!(
-        o.stdout, bytes,
-        "the zstd initrd decompresses to the same archive"
-    );
+    assert_eq!(o.stdout, bytes, "the zstd initrd decompresses to the same archive");
 }
 
 #[test]
@@ -81,12 +49,12 @@ fn modules_with_dependencies_and_append() {
     let kdir = s.join("lib/modules/6.1.0-test");
     write(&kdir.join("kernel/fs/fat/vfat.ko"), b"vfat module", 0o644);
     write(&kdir.join("kernel/fs/fat/fat.ko"), b"fat module", 0o644);
+    write(&kdir.join("kernel/fs/efivarfs/efivarfs.ko"), b"efivarfs module", 0o644);
     write(
-        &kdir.join("kernel/fs/efivarfs/efivarfs.ko"),
-        b"efivarfs module",
+        &kdir.join("modules.dep"),
+        b"kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko\nkernel/fs/fat/fat.ko:\nkernel/fs/efivarfs/efivarfs.ko:\n",
         0o644,
     );
-    write(&kdir.join("modules.dep"), b"kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko\nkernel/fs/fat/fat.ko:\nkernel/fs/efivarfs/efivarfs.ko:\n", 0o644);
     let out = s.join("m.cpio");
     ok(&[
         "initrd",
@@ -104,19 +72,10 @@ fn modules_with_dependencies_and_append() {
     ]);
     let bytes = fs::read(&out).unwrap();
     let names = cpio_list(&bytes);
-    assert!(
-        names.contains(&"lib/modules/6.1.0-test/kernel/fs/fat/fat.ko".to_string()),
-        "{names:?}"
-    );
+    assert!(names.contains(&"lib/modules/6.1.0-test/kernel/fs/fat/fat.ko".to_string()), "{names:?}");
     let a = lifeboat_initrd::Archive::parse(&bytes).unwrap();
-    let list = a
-        .entries
-        .iter()
-        .find(|e| e.name == lifeboat_initrd::LOAD_LIST)
-        .unwrap();
-    let lifeboat_initrd::Kind::File(d) = &list.kind else {
-        panic!()
-    };
+    let list = a.entries.iter().find(|e| e.name == lifeboat_initrd::LOAD_LIST).unwrap();
+    let lifeboat_initrd::Kind::File(d) = &list.kind else { panic!() };
     assert_eq!(
         String::from_utf8_lossy(d),
         "lib/modules/6.1.0-test/kernel/fs/fat/fat.ko\nlib/modules/6.1.0-test/kernel/fs/fat/vfat.ko\nlib/modules/6.1.0-test/kernel/fs/efivarfs/efivarfs.ko\n"

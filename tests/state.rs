@@ -14,16 +14,7 @@ use lifeboat::hash::Hash128;
 use lifeboat::layout::EntryData;
 
 fn commit(root: &Path, tree: &Path, summary: &str) -> String {
-    ok(&[
-        "--root",
-        root.to_str().unwrap(),
-        "state",
-        "commit",
-        "--from",
-        tree.to_str().unwrap(),
-        "--summary",
-        summary,
-    ])
+    ok(&["--root", root.to_str().unwrap(), "state", "commit", "--from", tree.to_str().unwrap(), "--summary", summary])
 }
 
 fn r(root: &Path) -> &str {
@@ -40,16 +31,8 @@ fn commit_list_activate_prune() {
     }
     let list = ok(&["--root", r(&root), "--json", "state", "list"]);
     assert!(list.starts_with("[{\"id\":3"), "{list}");
-    assert!(
-        list.contains("\"state\":\"active\"") && list.contains("\"kernels\":[\"6.1.0-test\"]"),
-        "{list}"
-    );
-    assert_eq!(
-        fs::read_to_string(root.join("usr/.stateID"))
-            .unwrap()
-            .trim(),
-        "3"
-    );
+    assert!(list.contains("\"state\":\"active\"") && list.contains("\"kernels\":[\"6.1.0-test\"]"), "{list}");
+    assert_eq!(fs::read_to_string(root.join("usr/.stateID")).unwrap().trim(), "3");
     assert_eq!(snapshot(&root.join("usr")), snapshot(&s.join("t3")));
 
     // The tree is hardlinked from the store; empty files are not.
@@ -57,65 +40,26 @@ fn commit_list_activate_prune() {
     let h = Hash128::of(&vec![b'c'; 70_000]);
     let blob = fs::metadata(root.join(".moss/assets/v2").join(h.store_path())).unwrap();
     assert_eq!((libc.dev(), libc.ino()), (blob.dev(), blob.ino()));
-    assert_eq!(
-        fs::metadata(root.join("usr/share/empty")).unwrap().nlink(),
-        1
-    );
-    assert_eq!(
-        fs::read_link(root.join("usr/bin/bash")).unwrap().to_str(),
-        Some("sh")
-    );
+    assert_eq!(fs::metadata(root.join("usr/share/empty")).unwrap().nlink(), 1);
+    assert_eq!(fs::read_link(root.join("usr/bin/bash")).unwrap().to_str(), Some("sh"));
 
     let show = ok(&["--root", r(&root), "--json", "state", "show", "2"]);
-    assert!(
-        show.contains("\"state\":\"archived\"") && show.contains("\"symlinks\":1"),
-        "{show}"
-    );
+    assert!(show.contains("\"state\":\"archived\"") && show.contains("\"symlinks\":1"), "{show}");
 
     ok(&["--root", r(&root), "state", "activate", "1"]);
-    assert_eq!(
-        fs::read_to_string(root.join("usr/.stateID"))
-            .unwrap()
-            .trim(),
-        "1"
-    );
+    assert_eq!(fs::read_to_string(root.join("usr/.stateID")).unwrap().trim(), "1");
     assert_eq!(snapshot(&root.join("usr")), snapshot(&s.join("t1")));
-    assert_eq!(
-        fs::read_to_string(root.join(".moss/root/3/usr/.stateID"))
-            .unwrap()
-            .trim(),
-        "3"
-    );
+    assert_eq!(fs::read_to_string(root.join(".moss/root/3/usr/.stateID")).unwrap().trim(), "3");
     assert!(!root.join(".moss/root/1").exists());
 
     // Prune keeps the newest N and always the active one; blobs only tx 2 had go.
     let only2 = Hash128::of(b"only in 2");
-    assert!(root
-        .join(".moss/assets/v2")
-        .join(only2.store_path())
-        .exists());
-    let out = ok(&[
-        "--root",
-        r(&root),
-        "--json",
-        "state",
-        "prune",
-        "--keep",
-        "1",
-    ]);
-    assert!(
-        out.contains("\"removed\":[2]") && out.contains("\"kept\":[1,3]"),
-        "{out}"
-    );
+    assert!(root.join(".moss/assets/v2").join(only2.store_path()).exists());
+    let out = ok(&["--root", r(&root), "--json", "state", "prune", "--keep", "1"]);
+    assert!(out.contains("\"removed\":[2]") && out.contains("\"kept\":[1,3]"), "{out}");
     assert!(!root.join(".moss/root/2").exists());
-    assert!(!root
-        .join(".moss/assets/v2")
-        .join(only2.store_path())
-        .exists());
-    assert!(root
-        .join(".moss/assets/v2")
-        .join(Hash128::of(b"only in 3").store_path())
-        .exists());
+    assert!(!root.join(".moss/assets/v2").join(only2.store_path()).exists());
+    assert!(root.join(".moss/assets/v2").join(Hash128::of(b"only in 3").store_path()).exists());
     let list = ok(&["--root", r(&root), "state", "list"]);
     assert!(!list.contains("tx 2") && list.contains("tx 1") && list.contains("tx 3"));
     // An id is never reused after a prune.
@@ -136,77 +80,29 @@ fn bad_trees_are_refused_and_change_nothing() {
     tree(&s.join("t2"), 2);
     let sock = s.join("t2/share/socket");
     let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let err = fails(&[
-        "--root",
-        r(&root),
-        "state",
-        "commit",
-        "--from",
-        s.join("t2").to_str().unwrap(),
-    ]);
-    assert!(
-        err.contains("share/socket") && err.contains("socket"),
-        "{err}"
-    );
+    let err = fails(&["--root", r(&root), "state", "commit", "--from", s.join("t2").to_str().unwrap()]);
+    assert!(err.contains("share/socket") && err.contains("socket"), "{err}");
 
     tree(&s.join("t3"), 3);
-    nix::unistd::mkfifo(
-        &s.join("t3/bin/fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o644),
-    )
-    .unwrap();
-    let err = fails(&[
-        "--root",
-        r(&root),
-        "state",
-        "commit",
-        "--from",
-        s.join("t3").to_str().unwrap(),
-    ]);
+    nix::unistd::mkfifo(&s.join("t3/bin/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let err = fails(&["--root", r(&root), "state", "commit", "--from", s.join("t3").to_str().unwrap()]);
     assert!(err.contains("bin/fifo") && err.contains("FIFO"), "{err}");
 
     if !is_root() {
         tree(&s.join("t5"), 5);
         write(&s.join("t5/share/secret"), b"x", 0o000);
-        let err = fails(&[
-            "--root",
-            r(&root),
-            "state",
-            "commit",
-            "--from",
-            s.join("t5").to_str().unwrap(),
-        ]);
-        assert!(
-            err.contains("share/secret") && err.contains("not readable"),
-            "{err}"
-        );
+        let err = fails(&["--root", r(&root), "state", "commit", "--from", s.join("t5").to_str().unwrap()]);
+        assert!(err.contains("share/secret") && err.contains("not readable"), "{err}");
     }
-    assert_eq!(
-        fs::read(root.join(".moss/lifeboat/state.idx")).unwrap(),
-        before
-    );
-    assert_eq!(
-        fs::read_dir(root.join(".moss/assets/v2")).unwrap().count(),
-        blobs_before
-    );
-    assert_eq!(
-        fs::read_to_string(root.join("usr/.stateID"))
-            .unwrap()
-            .trim(),
-        "1"
-    );
+    assert_eq!(fs::read(root.join(".moss/lifeboat/state.idx")).unwrap(), before);
+    assert_eq!(fs::read_dir(root.join(".moss/assets/v2")).unwrap().count(), blobs_before);
+    assert_eq!(fs::read_to_string(root.join("usr/.stateID")).unwrap().trim(), "1");
 
     let err = fails(&["--root", r(&root), "state", "activate", "42"]);
     assert!(err.contains("no transaction 42"), "{err}");
     let err = fails(&["--root", s.join("t1").to_str().unwrap(), "state", "list"]);
     assert!(err.contains("no state index"), "{err}");
-    let err = fails(&[
-        "--root",
-        s.join("t1").to_str().unwrap(),
-        "state",
-        "activate",
-        "1",
-    ]);
+    let err = fails(&["--root", s.join("t1").to_str().unwrap(), "state", "activate", "1"]);
     assert!(err.contains("not a lifeboat root"), "{err}");
 }
 
@@ -229,28 +125,19 @@ fn damaged_and_hostile_indexes() {
     let o = run(&["--root", r(&root), "state", "list"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success());
-    assert!(
-        err.contains("state.idx: checksum mismatch") && err.contains("state.idx.prev"),
-        "{err}"
-    );
+    assert!(err.contains("state.idx: checksum mismatch") && err.contains("state.idx.prev"), "{err}");
     assert!(!String::from_utf8_lossy(&o.stdout).contains("two"));
 
     // Truncated, bad magic, future version: each named.
     for (bytes, want) in [
         (good[..30].to_vec(), "truncated"),
         ([b"NOTMAGIC".as_slice(), &good[8..]].concat(), "bad magic"),
-        (
-            [&good[..8], &[9u8, 0][..], &good[10..]].concat(),
-            "format version 9",
-        ),
+        ([&good[..8], &[9u8, 0][..], &good[10..]].concat(), "format version 9"),
     ] {
         fs::write(&idx, &bytes).unwrap();
         fs::remove_file(root.join(".moss/lifeboat/state.idx.prev")).ok();
         let err = fails(&["--root", r(&root), "state", "list"]);
-        assert!(
-            err.contains(want) && err.contains("state.idx"),
-            "{want}: {err}"
-        );
+        assert!(err.contains(want) && err.contains("state.idx"), "{want}: {err}");
     }
 
     // A hostile payload: a path `..` and an absolute-looking name, with a valid
@@ -260,39 +147,21 @@ fn damaged_and_hostile_indexes() {
         perm: 0o644,
         uid: 0,
         gid: 0,
-        data: EntryData::File {
-            hash: Hash128::of(b"x"),
-            size: 1,
-        },
+        data: EntryData::File { hash: Hash128::of(b"x"), size: 1 },
     }])
     .unwrap();
-    let meta = lifeboat::index::TxMeta {
-        id: 1,
-        created: 0,
-        summary: "evil".into(),
-        parent: None,
-        kernels: vec![],
-    };
+    let meta = lifeboat::index::TxMeta { id: 1, created: 0, summary: "evil".into(), parent: None, kernels: vec![] };
     let mut w = lifeboat::index::StateIndex::build(5, &[(meta, &layout)]);
     w.paths.names.0 = b"..".to_vec();
     w.paths.name_len[0] = 2;
     fs::write(&idx, lifeboat::index::file::encode(&w)).unwrap();
     let err = fails(&["--root", r(&root), "state", "activate", "1"]);
-    assert!(
-        err.contains("invalid content") && err.contains("path #0"),
-        "{err}"
-    );
+    assert!(err.contains("invalid content") && err.contains("path #0"), "{err}");
     // Huge counts: a run past every table.
     let mut w = lifeboat::index::StateIndex::build(
         5,
         &[(
-            lifeboat::index::TxMeta {
-                id: 1,
-                created: 0,
-                summary: String::new(),
-                parent: None,
-                kernels: vec![],
-            },
+            lifeboat::index::TxMeta { id: 1, created: 0, summary: String::new(), parent: None, kernels: vec![] },
             &layout,
         )],
     );
@@ -307,33 +176,15 @@ fn damaged_and_hostile_indexes() {
 /// knows, the index loads, and every blob a retained transaction needs exists.
 fn check_invariants(root: &Path, trees: &[(u64, &Path)], what: &str) {
     let o = run(&["--root", r(root), "--json", "state", "list"]);
-    assert!(
-        o.status.success(),
-        "{what}: index does not load: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{what}: index does not load: {}", String::from_utf8_lossy(&o.stderr));
     let sr = lifeboat::root::SystemRoot::open(root).unwrap();
     let idx = sr.load_existing_index().unwrap().index;
-    let active = sr
-        .active_id()
-        .unwrap_or_else(|| panic!("{what}: /usr has no .stateID"));
-    assert!(
-        idx.contains(active),
-        "{what}: active {active} not in the index"
-    );
+    let active = sr.active_id().unwrap_or_else(|| panic!("{what}: /usr has no .stateID"));
+    assert!(idx.contains(active), "{what}: active {active} not in the index");
     // A commit rerun after a crash that recorded (but did not activate) transaction
     // 3 commits the same tree again as 4: the newest tree stands for both.
-    let src = trees
-        .iter()
-        .find(|(id, _)| *id == active)
-        .or(trees.last())
-        .unwrap()
-        .1;
-    assert_eq!(
-        snapshot(&root.join("usr")),
-        snapshot(src),
-        "{what}: /usr is not transaction {active}"
-    );
+    let src = trees.iter().find(|(id, _)| *id == active).or(trees.last()).unwrap().1;
+    assert_eq!(snapshot(&root.join("usr")), snapshot(src), "{what}: /usr is not transaction {active}");
     let store = root.join(".moss/assets/v2");
     for t in idx.transactions() {
         for e in idx.layout(t.id).unwrap().entries() {
@@ -367,17 +218,10 @@ fn crash_everywhere(
         let o = run_env(&refs, &[("LIFEBOAT_FAILPOINT", &format!("@{n}"))]);
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         if o.status.code() != Some(lifeboat::failpoint::CRASH_STATUS) {
-            assert!(
-                o.status.success(),
-                "{name}: run {n} failed without a crash: {err}"
-            );
+            assert!(o.status.success(), "{name}: run {n} failed without a crash: {err}");
             return n - 1;
         }
-        let at = err
-            .lines()
-            .find_map(|l| l.strip_prefix("failpoint: simulated crash at "))
-            .unwrap_or("?")
-            .to_owned();
+        let at = err.lines().find_map(|l| l.strip_prefix("failpoint: simulated crash at ")).unwrap_or("?").to_owned();
         points.insert(at.clone());
         check_invariants(&root, trees, &format!("{name} crashed at #{n} ({at})"));
         // The next run recovers and completes.
@@ -407,12 +251,7 @@ fn crash_at_every_mutation_point() {
     let fresh = || {
         let root = s.join("work");
         let _ = fs::remove_dir_all(&root);
-        let st = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(&base)
-            .arg(&root)
-            .status()
-            .unwrap();
+        let st = std::process::Command::new("cp").arg("-a").arg(&base).arg(&root).status().unwrap();
         assert!(st.success());
         root
     };
@@ -435,31 +274,14 @@ fn crash_at_every_mutation_point() {
     let n = crash_everywhere(
         "activate",
         &fresh,
-        &|root| {
-            vec![
-                "--root".into(),
-                r(root).into(),
-                "state".into(),
-                "activate".into(),
-                "1".into(),
-            ]
-        },
+        &|root| vec!["--root".into(), r(root).into(), "state".into(), "activate".into(), "1".into()],
         &trees,
     );
     assert!(n >= 3, "activate passed only {n} failpoints");
     let n = crash_everywhere(
         "prune",
         &fresh,
-        &|root| {
-            vec![
-                "--root".into(),
-                r(root).into(),
-                "state".into(),
-                "prune".into(),
-                "--keep".into(),
-                "1".into(),
-            ]
-        },
+        &|root| vec!["--root".into(), r(root).into(), "state".into(), "prune".into(), "--keep".into(), "1".into()],
         &trees,
     );
     assert!(n >= 3, "prune passed only {n} failpoints");

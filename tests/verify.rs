@@ -18,22 +18,8 @@ fn setup(s: &Scratch) -> std::path::PathBuf {
     let root = s.join("root");
     tree(&s.join("t1"), 1);
     tree(&s.join("t2"), 2);
-    ok(&[
-        "--root",
-        r(&root),
-        "state",
-        "commit",
-        "--from",
-        r(&s.join("t1")),
-    ]);
-    ok(&[
-        "--root",
-        r(&root),
-        "state",
-        "commit",
-        "--from",
-        r(&s.join("t2")),
-    ]);
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&s.join("t1"))]);
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&s.join("t2"))]);
     root
 }
 
@@ -41,10 +27,7 @@ fn verify(root: &Path, extra: &[&str]) -> (i32, String) {
     let mut a = vec!["--root", r(root), "verify"];
     a.extend_from_slice(extra);
     let o = run(&a);
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-    )
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 #[test]
@@ -59,11 +42,7 @@ fn damage_found_repaired_and_proved() {
     // does (write a new file in its place).
     fs::remove_file(usr.join("lib/x86_64-linux-gnu/libm.so.6")).unwrap();
     fs::write(usr.join("lib/x86_64-linux-gnu/libm.so.6"), b"truncated").unwrap();
-    fs::set_permissions(
-        usr.join("lib/x86_64-linux-gnu/libm.so.6"),
-        fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    fs::set_permissions(usr.join("lib/x86_64-linux-gnu/libm.so.6"), fs::Permissions::from_mode(0o644)).unwrap();
     fs::set_permissions(usr.join("bin/true"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::remove_file(usr.join("share/doc/readme")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", usr.join("share/doc/readme")).unwrap();
@@ -90,9 +69,7 @@ fn damage_found_repaired_and_proved() {
     // Extras stay unless asked to prune them.
     assert_eq!(code, 1);
     assert_eq!(
-        out.lines()
-            .filter(|l| !l.starts_with("transaction"))
-            .collect::<Vec<_>>(),
+        out.lines().filter(|l| !l.starts_with("transaction")).collect::<Vec<_>>(),
         ["extra          share/stray"]
     );
     ok(&["--root", r(&root), "repair", "--prune-extra"]);
@@ -119,17 +96,11 @@ fn store_damage_recovered_from_another_tree_or_reported() {
     fs::remove_file(root.join("usr/lib/x86_64-linux-gnu/libc.so.6")).unwrap();
     let (code, out) = verify(&root, &["--store"]);
     assert_eq!(code, 1);
-    assert!(
-        out.contains("bad-blob") && out.contains(&libc.moss_hex()),
-        "{out}"
-    );
+    assert!(out.contains("bad-blob") && out.contains(&libc.moss_hex()), "{out}");
     let o = run(&["--root", r(&root), "repair"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");
-    assert!(
-        out.contains(&format!("recovered blob {libc} from")) && out.contains(".moss/root/1/usr"),
-        "{out}"
-    );
+    assert!(out.contains(&format!("recovered blob {libc} from")) && out.contains(".moss/root/1/usr"), "{out}");
     assert_eq!(fs::read(&blob).unwrap(), vec![b'c'; 70_000]);
     assert_eq!(verify(&root, &["--full", "--store"]).0, 0);
 
@@ -163,25 +134,15 @@ fn verify_exit_codes_and_archived_states() {
     assert!(out.contains("missing        bin/sh"));
     ok(&["--root", r(&root), "repair", "--state", "1"]);
     assert_eq!(verify(&root, &["--state", "1"]).0, 0);
-    assert_eq!(
-        verify(&root, &["--state", "9"]).0,
-        2,
-        "an unknown state cannot be checked"
-    );
+    assert_eq!(verify(&root, &["--state", "9"]).0, 2, "an unknown state cannot be checked");
     assert_eq!(verify(&s.join("nowhere"), &[]).0, 2);
     // A symlink planted in the tree is reported, never followed.
     fs::remove_dir_all(root.join("usr/share/doc")).unwrap();
     std::os::unix::fs::symlink(s.join("t1"), root.join("usr/share/doc")).unwrap();
     let (code, out) = verify(&root, &[]);
     assert_eq!(code, 1);
-    assert!(
-        out.contains("wrong-type     share/doc (symlink instead of directory)"),
-        "{out}"
-    );
+    assert!(out.contains("wrong-type     share/doc (symlink instead of directory)"), "{out}");
     ok(&["--root", r(&root), "repair"]);
     assert_eq!(verify(&root, &["--full"]).0, 0);
-    assert!(
-        s.join("t1/share/doc/readme").exists(),
-        "repair wrote through a symlink"
-    );
+    assert!(s.join("t1/share/doc/readme").exists(), "repair wrote through a symlink");
 }

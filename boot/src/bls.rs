@@ -32,9 +32,7 @@ impl Entry {
                 continue;
             }
             match t.split_once([' ', '\t']) {
-                Some((k, v)) if !v.trim().is_empty() => {
-                    lines.push(Line::Pair(k.to_owned(), v.trim().to_owned()))
-                }
+                Some((k, v)) if !v.trim().is_empty() => lines.push(Line::Pair(k.to_owned(), v.trim().to_owned())),
                 _ => lines.push(Line::Other(raw.to_owned())),
             }
         }
@@ -77,8 +75,7 @@ impl Entry {
     }
 
     pub fn push(&mut self, key: &str, value: &str) {
-        self.lines
-            .push(Line::Pair(key.to_owned(), value.to_owned()));
+        self.lines.push(Line::Pair(key.to_owned(), value.to_owned()));
     }
 
     /// All `options` lines joined, as the loader passes them.
@@ -99,9 +96,7 @@ pub struct Counter {
 pub fn split_counter<'a>(file: &'a str, suffix: &str) -> Option<(&'a str, Option<Counter>)> {
     let stem = file.strip_suffix(suffix).or_else(|| {
         let n = file.len().checked_sub(suffix.len())?;
-        file.get(n..)?
-            .eq_ignore_ascii_case(suffix)
-            .then(|| &file[..n])
+        file.get(n..)?.eq_ignore_ascii_case(suffix).then(|| &file[..n])
     })?;
     let Some(plus) = stem.rfind('+') else {
         return Some((stem, None));
@@ -111,11 +106,8 @@ pub fn split_counter<'a>(file: &'a str, suffix: &str) -> Option<(&'a str, Option
         Some((l, d)) => (l, Some(d)),
         None => (tail, None),
     };
-    let num = |s: &str| {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse::<u32>().ok())
-            .flatten()
-    };
+    let num =
+        |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<u32>().ok()).flatten();
     match (num(l), d.map(num)) {
         (Some(left), None) => Some((&stem[..plus], Some(Counter { left, done: 0 }))),
         (Some(left), Some(Some(done))) => Some((&stem[..plus], Some(Counter { left, done }))),
@@ -162,16 +154,9 @@ pub fn compare(a: &SortInfo, b: &SortInfo) -> Ordering {
         return o;
     }
     if let (Some(ka), Some(kb)) = (&a.sort_key, &b.sort_key) {
-        let o = ka
-            .cmp(kb)
-            .then_with(|| a.machine_id.cmp(&b.machine_id))
-            .then_with(|| {
-                version::compare(
-                    a.version.as_deref().unwrap_or(""),
-                    b.version.as_deref().unwrap_or(""),
-                )
-                .reverse()
-            });
+        let o = ka.cmp(kb).then_with(|| a.machine_id.cmp(&b.machine_id)).then_with(|| {
+            version::compare(a.version.as_deref().unwrap_or(""), b.version.as_deref().unwrap_or("")).reverse()
+        });
         if o != Ordering::Equal {
             return o;
         }
@@ -202,14 +187,8 @@ mod tests {
 
     #[test]
     fn counters() {
-        assert_eq!(
-            split_counter("a+3-1.conf", ".conf"),
-            Some(("a", Some(Counter { left: 3, done: 1 })))
-        );
-        assert_eq!(
-            split_counter("a+3.conf", ".conf"),
-            Some(("a", Some(Counter { left: 3, done: 0 })))
-        );
+        assert_eq!(split_counter("a+3-1.conf", ".conf"), Some(("a", Some(Counter { left: 3, done: 1 }))));
+        assert_eq!(split_counter("a+3.conf", ".conf"), Some(("a", Some(Counter { left: 3, done: 0 }))));
         assert_eq!(split_counter("a+x.conf", ".conf"), Some(("a+x", None)));
         assert_eq!(split_counter("a-1.conf", ".conf"), Some(("a-1", None)));
         assert_eq!(split_counter("A.CONF", ".conf"), Some(("A", None)));
@@ -225,11 +204,7 @@ mod tests {
             version: Some(v.into()),
             counter: c.map(|(left, done)| Counter { left, done }),
         };
-        let mut v = [
-            mk("t-2.conf", "2", None),
-            mk("t-10.conf", "10", None),
-            mk("t-11.conf", "11", Some((0, 3))),
-        ];
+        let mut v = [mk("t-2.conf", "2", None), mk("t-10.conf", "10", None), mk("t-11.conf", "11", Some((0, 3)))];
         v.sort_by(compare);
         let ids: Vec<_> = v.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["t-10.conf", "t-2.conf", "t-11.conf"]);

@@ -33,17 +33,12 @@ pub struct EfiVars {
 }
 
 fn var_err(name: &str, why: impl Into<String>) -> Error {
-    Error::EfiVar {
-        name: name.to_owned(),
-        why: why.into(),
-    }
+    Error::EfiVar { name: name.to_owned(), why: why.into() }
 }
 
 fn explain(name: &str, e: io::Error) -> Error {
     let why = match e.raw_os_error() {
-        Some(nix::libc::EROFS) => {
-            "efivarfs is mounted read-only (remount it read-write)".to_owned()
-        }
+        Some(nix::libc::EROFS) => "efivarfs is mounted read-only (remount it read-write)".to_owned(),
         Some(nix::libc::EPERM) | Some(nix::libc::EACCES) => {
             format!("permission denied ({e}); root is needed")
         }
@@ -58,16 +53,11 @@ fn explain(name: &str, e: io::Error) -> Error {
 fn set_immutable(f: &fs::File, on: bool) -> io::Result<bool> {
     let mut flags: i32 = 0;
     // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer we pass.
-    let r =
-        unsafe { nix::libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS as _, &mut flags as *mut i32) };
+    let r = unsafe { nix::libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS as _, &mut flags as *mut i32) };
     if r < 0 {
         return Ok(false);
     }
-    let new = if on {
-        flags | FS_IMMUTABLE_FL
-    } else {
-        flags & !FS_IMMUTABLE_FL
-    };
+    let new = if on { flags | FS_IMMUTABLE_FL } else { flags & !FS_IMMUTABLE_FL };
     if new == flags {
         return Ok(flags & FS_IMMUTABLE_FL != 0);
     }
@@ -81,19 +71,12 @@ fn set_immutable(f: &fs::File, on: bool) -> io::Result<bool> {
 
 /// Encodes a string as EFI wants it: UTF-16LE with a NUL terminator.
 pub fn utf16_nul(s: &str) -> Vec<u8> {
-    s.encode_utf16()
-        .chain(std::iter::once(0))
-        .flat_map(u16::to_le_bytes)
-        .collect()
+    s.encode_utf16().chain(std::iter::once(0)).flat_map(u16::to_le_bytes).collect()
 }
 
 /// Decodes UTF-16LE up to the first NUL.
 pub fn from_utf16(b: &[u8]) -> String {
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
-        .collect();
+    let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
     String::from_utf16_lossy(&units)
 }
 
@@ -109,9 +92,7 @@ impl EfiVars {
                 ),
             ));
         }
-        Ok(EfiVars {
-            dir: dir.to_owned(),
-        })
+        Ok(EfiVars { dir: dir.to_owned() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -139,10 +120,7 @@ impl EfiVars {
             }
         }
         if b.len() < 4 {
-            return Err(var_err(
-                name,
-                format!("{} bytes: too short for the attribute word", b.len()),
-            ));
+            return Err(var_err(name, format!("{} bytes: too short for the attribute word", b.len())));
         }
         let attrs = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         Ok(Some((attrs, b[4..].to_vec())))
@@ -160,21 +138,12 @@ impl EfiVars {
             Ok(r) => set_immutable(&r, false).map_err(|e| explain(name, e))?,
             Err(_) => false,
         };
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(!is_efivarfs(&self.dir))
-            .open(&p);
+        let f = fs::OpenOptions::new().write(true).create(true).truncate(!is_efivarfs(&self.dir)).open(&p);
         let mut f = f.map_err(|e| explain(name, e))?;
         let r = loop {
             match f.write(&buf) {
                 Ok(n) if n == buf.len() => break Ok(()),
-                Ok(n) => {
-                    break Err(var_err(
-                        name,
-                        format!("short write ({n} of {} bytes)", buf.len()),
-                    ))
-                }
+                Ok(n) => break Err(var_err(name, format!("short write ({n} of {} bytes)", buf.len()))),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => break Err(explain(name, e)),
             }
@@ -206,10 +175,7 @@ impl EfiVars {
     pub fn list(&self, guid: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let suffix = format!("-{guid}");
-        for e in fs::read_dir(&self.dir)
-            .map_err(|e| explain("*", e))?
-            .flatten()
-        {
+        for e in fs::read_dir(&self.dir).map_err(|e| explain("*", e))?.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
             if let Some(name) = n.strip_suffix(&suffix) {
                 out.push(name.to_owned());
@@ -231,9 +197,7 @@ impl EfiVars {
 /// efivarfs rejects O_TRUNC; a stand-in directory needs it.
 fn is_efivarfs(dir: &Path) -> bool {
     const EFIVARFS_MAGIC: u64 = 0xde5e_81e4;
-    nix::sys::statfs::statfs(dir)
-        .map(|s| s.filesystem_type().0 as u64 == EFIVARFS_MAGIC)
-        .unwrap_or(false)
+    nix::sys::statfs::statfs(dir).map(|s| s.filesystem_type().0 as u64 == EFIVARFS_MAGIC).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -246,26 +210,14 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         let v = EfiVars::open(&d).unwrap();
-        v.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, "lb-5-6.1.conf")
-            .unwrap();
+        v.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, "lb-5-6.1.conf").unwrap();
         let raw = fs::read(d.join(format!("LoaderEntryOneShot-{LOADER_GUID}"))).unwrap();
         assert_eq!(&raw[..4], &[7, 0, 0, 0]);
         assert_eq!(&raw[4..8], &[b'l', 0, b'b', 0]);
         assert_eq!(&raw[raw.len() - 2..], &[0, 0]);
-        assert_eq!(
-            v.read_string("LoaderEntryOneShot", LOADER_GUID)
-                .unwrap()
-                .as_deref(),
-            Some("lb-5-6.1.conf")
-        );
-        v.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, "x")
-            .unwrap();
-        assert_eq!(
-            v.read_string("LoaderEntryOneShot", LOADER_GUID)
-                .unwrap()
-                .as_deref(),
-            Some("x")
-        );
+        assert_eq!(v.read_string("LoaderEntryOneShot", LOADER_GUID).unwrap().as_deref(), Some("lb-5-6.1.conf"));
+        v.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, "x").unwrap();
+        assert_eq!(v.read_string("LoaderEntryOneShot", LOADER_GUID).unwrap().as_deref(), Some("x"));
         assert_eq!(v.list(LOADER_GUID).unwrap(), ["LoaderEntryOneShot"]);
         v.delete("LoaderEntryOneShot", LOADER_GUID).unwrap();
         assert!(v.read("LoaderEntryOneShot", LOADER_GUID).unwrap().is_none());

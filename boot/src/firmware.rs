@@ -29,14 +29,11 @@ pub fn boot_name(n: u16) -> String {
 
 fn parse_boot_name(s: &str) -> Option<u16> {
     let h = s.strip_prefix("Boot")?;
-    (h.len() == 4 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| u16::from_str_radix(h, 16).ok())
-        .flatten()
+    (h.len() == 4 && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| u16::from_str_radix(h, 16).ok()).flatten()
 }
 
 fn one_u16(v: &EfiVars, name: &str) -> Result<Option<u16>> {
-    Ok(v.read(name, GLOBAL_GUID)?
-        .and_then(|(_, d)| u16_list(&d).first().copied()))
+    Ok(v.read(name, GLOBAL_GUID)?.and_then(|(_, d)| u16_list(&d).first().copied()))
 }
 
 pub fn read(v: &EfiVars) -> Result<Firmware> {
@@ -48,18 +45,12 @@ pub fn read(v: &EfiVars) -> Result<Firmware> {
         let Some((_, data)) = v.read(&name, GLOBAL_GUID)? else {
             continue;
         };
-        entries.push(BootVar {
-            num,
-            option: LoadOption::decode(&data).map_err(|e| e.to_string()),
-        });
+        entries.push(BootVar { num, option: LoadOption::decode(&data).map_err(|e| e.to_string()) });
     }
     entries.sort_by_key(|e| e.num);
     Ok(Firmware {
         entries,
-        order: v
-            .read("BootOrder", GLOBAL_GUID)?
-            .map(|(_, d)| u16_list(&d))
-            .unwrap_or_default(),
+        order: v.read("BootOrder", GLOBAL_GUID)?.map(|(_, d)| u16_list(&d)).unwrap_or_default(),
         current: one_u16(v, "BootCurrent")?,
         next: one_u16(v, "BootNext")?,
         timeout: one_u16(v, "Timeout")?,
@@ -76,15 +67,10 @@ fn write_order(v: &EfiVars, order: &[u16]) -> Result<()> {
 pub fn add(v: &EfiVars, opt: &LoadOption, first: bool) -> Result<(u16, bool)> {
     let fw = read(v)?;
     let same = |o: &LoadOption| {
-        o.partition().map(|(g, _)| g.to_ascii_lowercase())
-            == opt.partition().map(|(g, _)| g.to_ascii_lowercase())
+        o.partition().map(|(g, _)| g.to_ascii_lowercase()) == opt.partition().map(|(g, _)| g.to_ascii_lowercase())
             && o.file().map(str::to_ascii_lowercase) == opt.file().map(str::to_ascii_lowercase)
     };
-    let existing = fw
-        .entries
-        .iter()
-        .find(|e| e.option.as_ref().is_ok_and(same))
-        .map(|e| e.num);
+    let existing = fw.entries.iter().find(|e| e.option.as_ref().is_ok_and(same)).map(|e| e.num);
     let num = match existing {
         Some(n) => n,
         None => (0..=0xffffu16)
@@ -94,12 +80,7 @@ pub fn add(v: &EfiVars, opt: &LoadOption, first: bool) -> Result<(u16, bool)> {
     let mut o = opt.clone();
     o.attributes |= ACTIVE;
     let bytes = o.encode();
-    let current = fw
-        .entries
-        .iter()
-        .find(|e| e.num == num)
-        .and_then(|e| e.option.as_ref().ok())
-        .map(|c| c.encode());
+    let current = fw.entries.iter().find(|e| e.num == num).and_then(|e| e.option.as_ref().ok()).map(|c| c.encode());
     if current.as_deref() != Some(bytes.as_slice()) {
         v.write(&boot_name(num), GLOBAL_GUID, NV_BS_RT, &bytes)?;
     }
@@ -165,12 +146,7 @@ mod tests {
             attributes: ACTIVE,
             description: label.into(),
             path: vec![
-                Node::HardDrive {
-                    number: 1,
-                    start: 2048,
-                    size: 4096,
-                    guid: guid.into(),
-                },
+                Node::HardDrive { number: 1, start: 2048, size: 4096, guid: guid.into() },
                 Node::File(file.into()),
             ],
             optional: vec![],
@@ -196,30 +172,13 @@ mod tests {
             .encode(),
         )
         .unwrap();
-        v.write("BootOrder", GLOBAL_GUID, NV_BS_RT, &u16_bytes(&[0]))
-            .unwrap();
-        let (n, reused) = add(
-            &v,
-            &opt(
-                g,
-                "\\EFI\\systemd\\systemd-bootx64.efi",
-                "Linux Boot Manager",
-            ),
-            false,
-        )
-        .unwrap();
+        v.write("BootOrder", GLOBAL_GUID, NV_BS_RT, &u16_bytes(&[0])).unwrap();
+        let (n, reused) = add(&v, &opt(g, "\\EFI\\systemd\\systemd-bootx64.efi", "Linux Boot Manager"), false).unwrap();
         assert_eq!((n, reused), (1, false));
         assert_eq!(read(&v).unwrap().order, [0, 1]);
-        let (n, reused) = add(
-            &v,
-            &opt(
-                &g.to_uppercase(),
-                "\\efi\\SYSTEMD\\systemd-bootx64.efi",
-                "Linux Boot Manager",
-            ),
-            true,
-        )
-        .unwrap();
+        let (n, reused) =
+            add(&v, &opt(&g.to_uppercase(), "\\efi\\SYSTEMD\\systemd-bootx64.efi", "Linux Boot Manager"), true)
+                .unwrap();
         assert_eq!((n, reused), (1, true));
         assert_eq!(read(&v).unwrap().order, [1, 0]);
         set_next(&v, 0).unwrap();

@@ -65,12 +65,7 @@ impl From<lifeboat_esp::Error> for Error {
         match e {
             lifeboat_esp::Error::NoSpace { volume, need, free } => {
                 let detail = format!("{volume}: {need} bytes needed, {free} free");
-                Error::NoSpace {
-                    volume,
-                    need,
-                    free,
-                    detail,
-                }
+                Error::NoSpace { volume, need, free, detail }
             }
             e => Error::Volume(e),
         }

@@ -59,15 +59,9 @@ mod tests {
     fn keeps_everything_else() {
         let t = "# my settings\ntimeout 3\nconsole-mode max\n#default foo\ndefault old\neditor no\ndefault again\n";
         let n = set_key(t, "default", Some("lb-*"));
-        assert_eq!(
-            n,
-            "# my settings\ntimeout 3\nconsole-mode max\n#default foo\ndefault lb-*\neditor no\n"
-        );
+        assert_eq!(n, "# my settings\ntimeout 3\nconsole-mode max\n#default foo\ndefault lb-*\neditor no\n");
         assert_eq!(set_key(&n, "default", Some("lb-*")), n);
-        assert_eq!(
-            set_key("editor no", "timeout", Some("5")),
-            "editor no\ntimeout 5\n"
-        );
+        assert_eq!(set_key("editor no", "timeout", Some("5")), "editor no\ntimeout 5\n");
         assert_eq!(set_key("timeout 5\n", "timeout", None), "");
         assert_eq!(get_key(&n, "default"), Some("lb-*"));
         assert_eq!(get_key(&n, "beep"), None);

@@ -16,12 +16,7 @@ pub const HIDDEN: u32 = 0x8;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
     /// Media / Hard Drive (4/1) of a GPT partition.
-    HardDrive {
-        number: u32,
-        start: u64,
-        size: u64,
-        guid: String,
-    },
+    HardDrive { number: u32, start: u64, size: u64, guid: String },
     /// Media / File Path (4/4).
     File(String),
     /// Any other node, raw.
@@ -91,12 +86,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
-        let end = end.ok_or_else(|| {
-            DecodeError(format!(
-                "{what}: {n} bytes past the end at offset {}",
-                self.at
-            ))
-        })?;
+        let end = end.ok_or_else(|| DecodeError(format!("{what}: {n} bytes past the end at offset {}", self.at)))?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -126,9 +116,7 @@ pub fn decode_path(b: &[u8]) -> Result<Vec<Node>, DecodeError> {
         let sub = r.take(1, "node subtype")?[0];
         let len = r.u16("node length")? as usize;
         if len < 4 {
-            return Err(DecodeError(format!(
-                "node {kind:#x}/{sub:#x} with length {len}"
-            )));
+            return Err(DecodeError(format!("node {kind:#x}/{sub:#x} with length {len}")));
         }
         let data = r.take(len - 4, "node data")?;
         match (kind, sub) {
@@ -150,11 +138,7 @@ pub fn decode_path(b: &[u8]) -> Result<Vec<Node>, DecodeError> {
                 }
                 out.push(Node::File(from_utf16(data)));
             }
-            _ => out.push(Node::Other {
-                kind,
-                sub,
-                data: data.to_vec(),
-            }),
+            _ => out.push(Node::Other { kind, sub, data: data.to_vec() }),
         }
     }
 }
@@ -170,12 +154,7 @@ pub fn encode_path(nodes: &[Node]) -> Vec<u8> {
     };
     for n in nodes {
         match n {
-            Node::HardDrive {
-                number,
-                start,
-                size,
-                guid,
-            } => {
+            Node::HardDrive { number, start, size, guid } => {
                 let mut d = Vec::with_capacity(38);
                 d.extend_from_slice(&number.to_le_bytes());
                 d.extend_from_slice(&start.to_le_bytes());
@@ -211,12 +190,7 @@ impl LoadOption {
         let path_bytes = r.take(path_len, "file path list")?;
         let path = decode_path(path_bytes)?;
         let optional = b[r.at..].to_vec();
-        Ok(LoadOption {
-            attributes,
-            description,
-            path,
-            optional,
-        })
+        Ok(LoadOption { attributes, description, path, optional })
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -249,86 +223,37 @@ impl LoadOption {
 impl fmt::Display for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Node::HardDrive {
-                number,
-                start,
-                size,
-                guid,
-            } => write!(f, "HD({number},GPT,{guid},{start:#x},{size:#x})"),
+            Node::HardDrive { number, start, size, guid } => write!(f, "HD({number},GPT,{guid},{start:#x},{size:#x})"),
             Node::File(p) => write!(f, "{p}"),
-            Node::Other {
-                kind: 2,
-                sub: 1,
-                data,
-            } if data.len() >= 8 => {
-                write!(
-                    f,
-                    "PciRoot({:#x})",
-                    u32::from_le_bytes([data[4], data[5], data[6], data[7]])
-                )
+            Node::Other { kind: 2, sub: 1, data } if data.len() >= 8 => {
+                write!(f, "PciRoot({:#x})", u32::from_le_bytes([data[4], data[5], data[6], data[7]]))
             }
-            Node::Other {
-                kind: 1,
-                sub: 1,
-                data,
-            } if data.len() >= 2 => write!(f, "Pci({:#x},{:#x})", data[1], data[0]),
-            Node::Other {
-                kind: 3,
-                sub: 23,
-                data,
-            } if data.len() >= 4 => {
-                write!(
-                    f,
-                    "NVMe({:#x})",
-                    u32::from_le_bytes([data[0], data[1], data[2], data[3]])
-                )
+            Node::Other { kind: 1, sub: 1, data } if data.len() >= 2 => write!(f, "Pci({:#x},{:#x})", data[1], data[0]),
+            Node::Other { kind: 3, sub: 23, data } if data.len() >= 4 => {
+                write!(f, "NVMe({:#x})", u32::from_le_bytes([data[0], data[1], data[2], data[3]]))
             }
-            Node::Other {
-                kind: 3,
-                sub: 18,
-                data,
-            } if data.len() >= 6 => write!(
+            Node::Other { kind: 3, sub: 18, data } if data.len() >= 6 => write!(
                 f,
                 "Sata({:#x},{:#x},{:#x})",
                 u16::from_le_bytes([data[0], data[1]]),
                 u16::from_le_bytes([data[2], data[3]]),
                 u16::from_le_bytes([data[4], data[5]])
             ),
-            Node::Other {
-                kind: 3,
-                sub: 11,
-                data,
-            } if data.len() >= 33 => {
+            Node::Other { kind: 3, sub: 11, data } if data.len() >= 33 => {
                 write!(f, "MAC(")?;
                 for b in &data[..6] {
                     write!(f, "{b:02x}")?;
                 }
                 write!(f, ",{:#x})", data[32])
             }
-            Node::Other {
-                kind: 3, sub: 12, ..
-            } => write!(f, "IPv4(...)"),
-            Node::Other {
-                kind: 3, sub: 13, ..
-            } => write!(f, "IPv6(...)"),
-            Node::Other {
-                kind: 3,
-                sub: 24,
-                data,
-            } => write!(f, "Uri({})", String::from_utf8_lossy(data)),
-            Node::Other {
-                kind: 4,
-                sub: 6,
-                data,
-            } if data.len() == 16 => {
+            Node::Other { kind: 3, sub: 12, .. } => write!(f, "IPv4(...)"),
+            Node::Other { kind: 3, sub: 13, .. } => write!(f, "IPv6(...)"),
+            Node::Other { kind: 3, sub: 24, data } => write!(f, "Uri({})", String::from_utf8_lossy(data)),
+            Node::Other { kind: 4, sub: 6, data } if data.len() == 16 => {
                 let g: [u8; 16] = data[..16].try_into().unwrap_or([0; 16]);
                 write!(f, "FvFile({})", guid_from_efi(&g))
             }
-            Node::Other {
-                kind: 4,
-                sub: 7,
-                data,
-            } if data.len() == 16 => {
+            Node::Other { kind: 4, sub: 7, data } if data.len() == 16 => {
                 let g: [u8; 16] = data[..16].try_into().unwrap_or([0; 16]);
                 write!(f, "Fv({})", guid_from_efi(&g))
             }
@@ -345,18 +270,12 @@ impl fmt::Display for Node {
 
 /// A device path as people read it: nodes joined by `/`.
 pub fn path_string(nodes: &[Node]) -> String {
-    nodes
-        .iter()
-        .map(|n| n.to_string())
-        .collect::<Vec<_>>()
-        .join("/")
+    nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join("/")
 }
 
 /// `BootOrder` and friends: little-endian u16 arrays.
 pub fn u16_list(b: &[u8]) -> Vec<u16> {
-    b.chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect()
+    b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
 }
 
 pub fn u16_bytes(v: &[u16]) -> Vec<u8> {
@@ -378,8 +297,7 @@ mod tests {
         path.extend_from_slice(&0x100000u64.to_le_bytes());
         // 12345678-9abc-def0-1122-334455667788 in EFI byte order.
         path.extend_from_slice(&[
-            0x78, 0x56, 0x34, 0x12, 0xbc, 0x9a, 0xf0, 0xde, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66,
-            0x77, 0x88,
+            0x78, 0x56, 0x34, 0x12, 0xbc, 0x9a, 0xf0, 0xde, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
         ]);
         path.extend_from_slice(&[2, 2]);
         let file = "\\EFI\\x.efi";

@@ -148,13 +148,7 @@ pub struct OurEntry {
 /// as a boot counter).
 pub fn kver_name(kver: &str) -> String {
     kver.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '^') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '^') { c } else { '_' })
         .collect()
 }
 
@@ -194,7 +188,7 @@ fn is_our_file(name: &str) -> bool {
             return is_hex(h);
         }
     }
-    n.ends_with(lifeboat_esp::volume::TMP_SUFFIX)
+    n.ends_with(lifeboat_esp::volume::TMP_SUFFIX) || n.ends_with(lifeboat_esp::volume::NEW_SUFFIX)
 }
 
 /// Lists lifeboat's entries on a volume.
@@ -216,20 +210,10 @@ pub fn our_entries(boot: &mut dyn Volume, token: &str) -> Result<Vec<OurEntry>> 
         let text = String::from_utf8_lossy(&bytes).into_owned();
         // A name in our namespace is not enough: the entry must be one we wrote.
         let tx_opt = format!("lifeboat.tx={tx}");
-        if !Entry::parse(&text)
-            .options()
-            .split_whitespace()
-            .any(|o| o == tx_opt)
-        {
+        if !Entry::parse(&text).options().split_whitespace().any(|o| o == tx_opt) {
             continue;
         }
-        out.push(OurEntry {
-            file: f.name,
-            tx,
-            kver,
-            counter,
-            text,
-        });
+        out.push(OurEntry { file: f.name, tx, kver, counter, text });
     }
     out.sort_by_key(|e| e.tx);
     Ok(out)
@@ -251,10 +235,7 @@ fn our_files(boot: &mut dyn Volume, token: &str) -> Result<(Vec<Present>, Vec<St
             if e.is_dir {
                 stack.push(p);
             } else if is_our_file(&e.name) {
-                files.push(Present {
-                    path: p,
-                    size: e.size,
-                });
+                files.push(Present { path: p, size: e.size });
             }
         }
     }
@@ -311,16 +292,9 @@ fn layout(token: &str, kept: &[&WantedEntry]) -> Layout {
 }
 
 /// Computes the plan. `esp` is `None` when `$BOOT` is the ESP.
-pub fn plan(
-    req: &SyncRequest,
-    boot: &mut dyn Volume,
-    esp: Option<&mut dyn Volume>,
-) -> Result<Plan> {
+pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -> Result<Plan> {
     if req.token.is_empty() || req.token.contains('/') {
-        return Err(Error::Invalid(format!(
-            "entry token {:?} is not usable",
-            req.token
-        )));
+        return Err(Error::Invalid(format!("entry token {:?} is not usable", req.token)));
     }
     let token = req.token.as_str();
     let present_entries = our_entries(boot, token)?;
@@ -345,10 +319,7 @@ pub fn plan(
         let mut contents = BTreeMap::new();
         let mut freed = 0u64;
         let mut need = 0u64;
-        let present_lc: BTreeMap<String, &Present> = present_files
-            .iter()
-            .map(|p| (p.path.to_lowercase(), p))
-            .collect();
+        let present_lc: BTreeMap<String, &Present> = present_files.iter().map(|p| (p.path.to_lowercase(), p)).collect();
 
         // Entries.
         let mut entry_file_for: BTreeMap<u64, String> = BTreeMap::new();
@@ -361,18 +332,13 @@ pub fn plan(
                 }
                 continue;
             }
-            let wanted = kept
-                .iter()
-                .any(|w| w.tx == e.tx && kver_name(&w.kver).eq_ignore_ascii_case(&e.kver));
+            let wanted = kept.iter().any(|w| w.tx == e.tx && kver_name(&w.kver).eq_ignore_ascii_case(&e.kver));
             if wanted && !entry_file_for.contains_key(&e.tx) {
                 entry_file_for.insert(e.tx, e.file.clone());
             } else {
                 let size = e.text.len() as u64;
                 freed += space.alloc(size);
-                steps.push(Step::Remove {
-                    path: join("loader/entries", &e.file),
-                    size,
-                });
+                steps.push(Step::Remove { path: join("loader/entries", &e.file), size });
             }
         }
         // Files no kept entry needs.
@@ -381,10 +347,7 @@ pub fn plan(
                 && !protected_files.contains(&p.path.to_lowercase())
             {
                 freed += space.alloc(p.size);
-                steps.push(Step::Remove {
-                    path: p.path.clone(),
-                    size: p.size,
-                });
+                steps.push(Step::Remove { path: p.path.clone(), size: p.size });
             }
         }
         // Files to copy.
@@ -396,10 +359,7 @@ pub fn plan(
                     // Same name, wrong size: an interrupted or damaged copy.
                     freed += space.alloc(p.size);
                     need += space.alloc(blob.len);
-                    steps.push(Step::Copy {
-                        path: path.clone(),
-                        size: blob.len,
-                    });
+                    steps.push(Step::Copy { path: path.clone(), size: blob.len });
                 }
                 None => {
                     need += space.alloc(blob.len);
@@ -407,10 +367,7 @@ pub fn plan(
                     if !token_dirs.iter().any(|d| d.eq_ignore_ascii_case(dir)) {
                         new_dirs.insert(dir.to_owned());
                     }
-                    steps.push(Step::Copy {
-                        path: path.clone(),
-                        size: blob.len,
-                    });
+                    steps.push(Step::Copy { path: path.clone(), size: blob.len });
                 }
             }
         }
@@ -421,10 +378,7 @@ pub fn plan(
             let text = render_entry(w, linux, ins);
             let path = match entry_file_for.get(&w.tx) {
                 Some(f) => {
-                    let cur = present_entries
-                        .iter()
-                        .find(|e| &e.file == f)
-                        .map(|e| e.text.as_str());
+                    let cur = present_entries.iter().find(|e| &e.file == f).map(|e| e.text.as_str());
                     if cur == Some(text.as_str()) {
                         continue;
                     }
@@ -453,9 +407,7 @@ pub fn plan(
         // exhausted entries last) must be free to fall back.
         let active = kept.iter().find(|w| w.active);
         let counting = active.is_some_and(|a| match entry_file_for.get(&a.tx) {
-            Some(f) => bls::split_counter(f, ".conf")
-                .and_then(|(_, c)| c)
-                .is_some(),
+            Some(f) => bls::split_counter(f, ".conf").and_then(|(_, c)| c).is_some(),
             None => req.tries.is_some(),
         });
         let default = match active {
@@ -470,9 +422,8 @@ pub fn plan(
         if let Some(t) = req.timeout {
             lc = loaderconf::set_key(&lc, "timeout", Some(&t.to_string()));
         }
-        let loader_conf = (Some(&lc) != loader_text.as_ref()
-            && !(lc.is_empty() && loader_text.is_none()))
-        .then_some(lc);
+        let loader_conf =
+            (Some(&lc) != loader_text.as_ref() && !(lc.is_empty() && loader_text.is_none())).then_some(lc);
         if loader_conf.is_some() {
             steps.push(Step::LoaderConf);
         }
@@ -538,11 +489,7 @@ pub struct Applied {
 }
 
 /// Applies a plan computed against the same volumes.
-pub fn apply(
-    plan: &Plan,
-    boot: &mut dyn Volume,
-    mut esp: Option<&mut dyn Volume>,
-) -> Result<Applied> {
+pub fn apply(plan: &Plan, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -> Result<Applied> {
     let mut done = Applied::default();
     if plan.is_noop() {
         return Ok(done);
@@ -550,55 +497,58 @@ pub fn apply(
     for d in &plan.recover_dirs {
         done.recovered.extend(boot.recover(d)?);
     }
+    // Removals, then all copies (written, flushed, renamed: two flushes in all),
+    // then all entries the same way, then loader.conf.
     let mut removed_any = false;
     for s in &plan.steps {
-        match s {
-            Step::Remove { path, .. } => {
-                boot.remove_if_exists(path)?;
-                removed_any = true;
-            }
-            Step::Copy { path, size } => {
-                if removed_any {
-                    boot.flush()?;
-                    removed_any = false;
-                }
-                let blob = plan
-                    .sources
-                    .get(path)
-                    .ok_or_else(|| Error::Invalid(format!("no source for {path}")))?;
-                let (dir, _) = lifeboat_esp::volume::split(path);
-                boot.create_dir_all(dir)?;
-                let mut r = blob.source.open().map_err(|e| Error::Io {
-                    at: format!("{:?}", blob.source),
-                    source: e,
-                })?;
-                let n = boot.replace(path, &mut r)?;
-                if n != *size {
-                    return Err(Error::Invalid(format!(
-                        "{:?} changed while copying it to {path}",
-                        blob.source
-                    )));
-                }
-                done.bytes_copied += n;
-            }
-            Step::WriteEntry { path, .. } => {
-                boot.create_dir_all("loader/entries")?;
-                let text = plan
-                    .contents
-                    .get(path)
-                    .ok_or_else(|| Error::Invalid(format!("no content for {path}")))?;
-                boot.replace(path, &mut text.as_slice())?;
-            }
-            Step::LoaderConf => {
-                let text = plan.loader_conf.as_deref().unwrap_or_default();
-                let v: &mut dyn Volume = match esp.as_deref_mut() {
-                    Some(v) => v,
-                    None => &mut *boot,
-                };
-                v.create_dir_all("loader")?;
-                v.replace("loader/loader.conf", &mut text.as_bytes())?;
-            }
+        if let Step::Remove { path, .. } = s {
+            boot.remove_if_exists(path)?;
+            removed_any = true;
         }
+    }
+    if removed_any {
+        boot.flush()?;
+    }
+    let mut copies: Vec<(String, Box<dyn Read>)> = Vec::new();
+    let mut expect = Vec::new();
+    for s in &plan.steps {
+        if let Step::Copy { path, size } = s {
+            let blob = plan.sources.get(path).ok_or_else(|| Error::Invalid(format!("no source for {path}")))?;
+            let (dir, _) = lifeboat_esp::volume::split(path);
+            boot.create_dir_all(dir)?;
+            let r = blob.source.open().map_err(|e| Error::Io { at: format!("{:?}", blob.source), source: e })?;
+            copies.push((path.clone(), r));
+            expect.push((path.clone(), *size, blob.source.clone()));
+        }
+    }
+    if !copies.is_empty() {
+        let sizes = boot.replace_all(&mut copies)?;
+        for ((path, size, src), n) in expect.iter().zip(sizes) {
+            if n != *size {
+                return Err(Error::Invalid(format!("{src:?} changed while copying it to {path}")));
+            }
+            done.bytes_copied += n;
+        }
+    }
+    let mut entries: Vec<(String, Box<dyn Read>)> = Vec::new();
+    for s in &plan.steps {
+        if let Step::WriteEntry { path, .. } = s {
+            let text = plan.contents.get(path).ok_or_else(|| Error::Invalid(format!("no content for {path}")))?;
+            entries.push((path.clone(), Box::new(std::io::Cursor::new(text.clone()))));
+        }
+    }
+    if !entries.is_empty() {
+        boot.create_dir_all("loader/entries")?;
+        boot.replace_all(&mut entries)?;
+    }
+    if plan.steps.contains(&Step::LoaderConf) {
+        let text = plan.loader_conf.as_deref().unwrap_or_default();
+        let v: &mut dyn Volume = match esp {
+            Some(v) => v,
+            None => &mut *boot,
+        };
+        v.create_dir_all("loader")?;
+        v.replace("loader/loader.conf", &mut text.as_bytes())?;
     }
     // Directories below the token that became empty.
     remove_empty_dirs(boot, &plan.recover_dirs)?;

@@ -17,8 +17,7 @@ pub fn parse_os_release(text: &str) -> Vec<(String, String)> {
         };
         let v = v.trim();
         let v = if v.len() >= 2
-            && ((v.starts_with('"') && v.ends_with('"'))
-                || (v.starts_with('\'') && v.ends_with('\'')))
+            && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
         {
             &v[1..v.len() - 1]
         } else {
@@ -52,26 +51,21 @@ pub fn os_release(root: &Path) -> Vec<(String, String)> {
 }
 
 pub fn field<'a>(os: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    os.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
+    os.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
 }
 
 /// A valid machine id: 32 lowercase hex digits, not all zero.
 pub fn machine_id(root: &Path) -> Option<String> {
     let t = fs::read_to_string(root.join("etc/machine-id")).ok()?;
     let t = t.trim().to_ascii_lowercase();
-    (t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) && t.bytes().any(|b| b != b'0'))
-        .then_some(t)
+    (t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) && t.bytes().any(|b| b != b'0')).then_some(t)
 }
 
 /// Characters an entry token may hold (it becomes part of file names on FAT).
 fn token_ok(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 64
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && !t.starts_with('.')
 }
 
@@ -106,9 +100,7 @@ mod tests {
 
     #[test]
     fn os_release_quoting() {
-        let os = parse_os_release(
-            "NAME=\"Aeryn OS\"\nID=aerynos\n# c\nPRETTY_NAME='A \\\"q\\\"'\nBAD\n",
-        );
+        let os = parse_os_release("NAME=\"Aeryn OS\"\nID=aerynos\n# c\nPRETTY_NAME='A \\\"q\\\"'\nBAD\n");
         assert_eq!(field(&os, "NAME"), Some("Aeryn OS"));
         assert_eq!(field(&os, "ID"), Some("aerynos"));
         assert_eq!(field(&os, "PRETTY_NAME"), Some("A \"q\""));
@@ -122,22 +114,12 @@ mod tests {
         fs::create_dir_all(d.join("usr/lib")).unwrap();
         fs::write(d.join("usr/lib/os-release"), "ID=demo\nIMAGE_ID=demoimg\n").unwrap();
         assert_eq!(entry_token(&d).as_deref(), Some("demoimg"));
-        fs::write(
-            d.join("etc/machine-id"),
-            "0123456789ABCDEF0123456789abcdef\n",
-        )
-        .unwrap();
-        assert_eq!(
-            entry_token(&d).as_deref(),
-            Some("0123456789abcdef0123456789abcdef")
-        );
+        fs::write(d.join("etc/machine-id"), "0123456789ABCDEF0123456789abcdef\n").unwrap();
+        assert_eq!(entry_token(&d).as_deref(), Some("0123456789abcdef0123456789abcdef"));
         fs::write(d.join("etc/kernel/entry-token"), "MyToken\n").unwrap();
         assert_eq!(entry_token(&d).as_deref(), Some("mytoken"));
         fs::write(d.join("etc/kernel/entry-token"), "../evil\n").unwrap();
-        assert_eq!(
-            entry_token(&d).as_deref(),
-            Some("0123456789abcdef0123456789abcdef")
-        );
+        assert_eq!(entry_token(&d).as_deref(), Some("0123456789abcdef0123456789abcdef"));
         fs::remove_dir_all(&d).unwrap();
     }
 }

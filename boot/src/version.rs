@@ -43,14 +43,8 @@ pub fn compare(a: &str, b: &str) -> Ordering {
             }
         }
         if at(a, i).is_ascii_digit() || at(b, j).is_ascii_digit() {
-            let ea = i + a[i.min(a.len())..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
-            let eb = j + b[j.min(b.len())..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
+            let ea = i + a[i.min(a.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let eb = j + b[j.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
             // A numeric segment is newer than a missing one.
             let o = (ea > i).cmp(&(eb > j));
             if o != Ordering::Equal {
@@ -62,23 +56,15 @@ pub fn compare(a: &str, b: &str) -> Ordering {
             while j < eb && b[j] == b'0' {
                 j += 1;
             }
-            let o = (ea - i)
-                .cmp(&(eb - j))
-                .then_with(|| a[i..ea].cmp(&b[j..eb]));
+            let o = (ea - i).cmp(&(eb - j)).then_with(|| a[i..ea].cmp(&b[j..eb]));
             if o != Ordering::Equal {
                 return o;
             }
             i = ea;
             j = eb;
         } else {
-            let ea = i + a[i.min(a.len())..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphabetic())
-                .count();
-            let eb = j + b[j.min(b.len())..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphabetic())
-                .count();
+            let ea = i + a[i.min(a.len())..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+            let eb = j + b[j.min(b.len())..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
             let n = (ea - i).min(eb - j);
             let o = a[i..i + n].cmp(&b[j..j + n]).then((ea - i).cmp(&(eb - j)));
             if o != Ordering::Equal {

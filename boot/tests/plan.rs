@@ -14,10 +14,7 @@ const TOKEN: &str = "4c424f4154544553544d414348494e45";
 fn blob(tag: &str, len: usize) -> Blob {
     let data: Arc<[u8]> = vec![tag.as_bytes()[0]; len].into();
     Blob {
-        hash: format!(
-            "{:032x}",
-            tag.len() * 7919 + len + tag.as_bytes()[0] as usize
-        ),
+        hash: format!("{:032x}", tag.len() * 7919 + len + tag.as_bytes()[0] as usize),
         len: len as u64,
         source: Source::Bytes(data),
     }
@@ -40,14 +37,7 @@ fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
 }
 
 fn req(entries: Vec<WantedEntry>, keep: usize) -> SyncRequest {
-    SyncRequest {
-        token: TOKEN.into(),
-        entries,
-        keep,
-        tries: None,
-        timeout: None,
-        protected: vec![],
-    }
+    SyncRequest { token: TOKEN.into(), entries, keep, tries: None, timeout: None, protected: vec![] }
 }
 
 fn sync(v: &mut MemVolume, r: &SyncRequest) -> Result<plan::Plan, Error> {
@@ -58,24 +48,12 @@ fn sync(v: &mut MemVolume, r: &SyncRequest) -> Result<plan::Plan, Error> {
 
 fn seed_foreign(v: &mut MemVolume) {
     for (p, d) in [
-        (
-            "loader/entries/fedora-6.5.conf",
-            &b"title Fedora\nlinux /fedora/vmlinuz\n"[..],
-        ),
-        (
-            "loader/entries/garbage.conf",
-            &b"\x00\xff not an entry at all"[..],
-        ),
+        ("loader/entries/fedora-6.5.conf", &b"title Fedora\nlinux /fedora/vmlinuz\n"[..]),
+        ("loader/entries/garbage.conf", &b"\x00\xff not an entry at all"[..]),
         // Another install of this OS (another machine id), with lifeboat entries of its own.
-        (
-            "loader/entries/feedfacefeedfacefeedfacefeedface-3-6.1.conf",
-            &b"title Twin\noptions lifeboat.tx=3\n"[..],
-        ),
+        ("loader/entries/feedfacefeedfacefeedfacefeedface-3-6.1.conf", &b"title Twin\noptions lifeboat.tx=3\n"[..]),
         // A name in our namespace that we did not write.
-        (
-            &format!("loader/entries/{TOKEN}-9-6.1.conf"),
-            &b"title Hand-written\noptions quiet\n"[..],
-        ),
+        (&format!("loader/entries/{TOKEN}-9-6.1.conf"), &b"title Hand-written\noptions quiet\n"[..]),
         ("fedora/vmlinuz", &b"fedora kernel"[..]),
         ("EFI/Microsoft/Boot/bootmgfw.efi", &b"MZ"[..]),
         ("loader/loader.conf", &b"# mine\neditor no\ntimeout 4\n"[..]),
@@ -95,8 +73,7 @@ fn foreign(v: &MemVolume) -> Vec<(String, Option<Vec<u8>>)> {
         .filter(|(p, _)| !p.starts_with(TOKEN))
         .filter(|(p, d)| {
             let ours = p.starts_with(&format!("loader/entries/{TOKEN}-"))
-                && d.as_ref()
-                    .is_some_and(|d| String::from_utf8_lossy(d).contains("Written by lifeboat"));
+                && d.as_ref().is_some_and(|d| String::from_utf8_lossy(d).contains("Written by lifeboat"));
             !ours
         })
         .filter(|(p, _)| p != "loader/loader.conf")
@@ -110,35 +87,17 @@ fn one_entry_per_transaction_shared_kernels_and_gc() {
     let before = foreign(&v);
     let k1 = blob("k", 3 << 20);
     let k2 = blob("kk", 3 << 20);
-    let r = req(
-        vec![
-            entry(1, false, &k1),
-            entry(2, false, &k1),
-            entry(3, true, &k2),
-        ],
-        5,
-    );
+    let r = req(vec![entry(1, false, &k1), entry(2, false, &k1), entry(3, true, &k2)], 5);
     let p = sync(&mut v, &r).unwrap();
     assert_eq!(p.kept, [3, 2, 1]);
-    let copies = p
-        .steps
-        .iter()
-        .filter(|s| matches!(s, Step::Copy { .. }))
-        .count();
-    assert_eq!(
-        copies, 3,
-        "two kernels (shared by content) and the rescue initrd: {:?}",
-        p.steps
-    );
+    let copies = p.steps.iter().filter(|s| matches!(s, Step::Copy { .. })).count();
+    assert_eq!(copies, 3, "two kernels (shared by content) and the rescue initrd: {:?}", p.steps);
     let snap = v.snapshot();
     for tx in 1..=3 {
         assert!(snap.contains_key(&format!("loader/entries/{TOKEN}-{tx}-6.1.conf")));
     }
     let lc = String::from_utf8(v.read("loader/loader.conf").unwrap()).unwrap();
-    assert_eq!(
-        lc,
-        format!("# mine\neditor no\ntimeout 4\ndefault {TOKEN}-3-*\n")
-    );
+    assert_eq!(lc, format!("# mine\neditor no\ntimeout 4\ndefault {TOKEN}-3-*\n"));
 
     // Nothing to do writes nothing.
     let m = v.mutations;
@@ -166,26 +125,12 @@ fn full_volume_drops_oldest_then_refuses() {
     let mut v = MemVolume::new(24 << 20, 4096);
     seed_foreign(&mut v);
     let before = foreign(&v);
-    let r = req(
-        vec![
-            entry(1, false, &k[0]),
-            entry(2, false, &k[1]),
-            entry(3, true, &k[2]),
-        ],
-        5,
-    );
+    let r = req(vec![entry(1, false, &k[0]), entry(2, false, &k[1]), entry(3, true, &k[2])], 5);
     let p = sync(&mut v, &r).unwrap();
     assert_eq!(p.kept, [3, 2]);
     assert_eq!(p.dropped_for_space, [1]);
     // A new transaction: the old kernels must go before the new one fits.
-    let r = req(
-        vec![
-            entry(2, false, &k[1]),
-            entry(3, false, &k[2]),
-            entry(4, true, &k[3]),
-        ],
-        5,
-    );
+    let r = req(vec![entry(2, false, &k[1]), entry(3, false, &k[2]), entry(4, true, &k[3])], 5);
     let p = sync(&mut v, &r).unwrap();
     assert_eq!(p.kept, [4, 3]);
     let order: Vec<usize> = p
@@ -196,21 +141,9 @@ fn full_volume_drops_oldest_then_refuses() {
         .map(|(i, _)| i)
         .collect();
     assert!(!order.is_empty());
-    let first_copy = p
-        .steps
-        .iter()
-        .position(|s| matches!(s, Step::Copy { .. }))
-        .unwrap();
-    let last_remove = p
-        .steps
-        .iter()
-        .rposition(|s| matches!(s, Step::Remove { .. }))
-        .unwrap();
-    assert!(
-        last_remove < first_copy,
-        "removals must come before copies: {:?}",
-        p.steps
-    );
+    let first_copy = p.steps.iter().position(|s| matches!(s, Step::Copy { .. })).unwrap();
+    let last_remove = p.steps.iter().rposition(|s| matches!(s, Step::Remove { .. })).unwrap();
+    assert!(last_remove < first_copy, "removals must come before copies: {:?}", p.steps);
     // Even the active transaction alone does not fit: nothing changes.
     let huge = blob("h", 40 << 20);
     let snap = v.snapshot();
@@ -229,11 +162,7 @@ fn full_volume_drops_oldest_then_refuses() {
 fn protected_transactions_keep_their_entries() {
     let mut v = MemVolume::new(64 << 20, 4096);
     let k = blob("k", 1 << 20);
-    sync(
-        &mut v,
-        &req(vec![entry(1, false, &k), entry(2, true, &k)], 5),
-    )
-    .unwrap();
+    sync(&mut v, &req(vec![entry(1, false, &k), entry(2, true, &k)], 5)).unwrap();
     // Transaction 1's kernel can no longer be read (say, missing from the store):
     // it is not wanted, but protected, so its entry and kernel stay.
     let mut r = req(vec![entry(2, true, &blob("k2", 1 << 20))], 5);
@@ -253,27 +182,13 @@ fn boot_counting_names_and_default() {
     r.tries = Some(3);
     sync(&mut v, &r).unwrap();
     let snap = v.snapshot();
-    assert!(
-        snap.contains_key(&format!("loader/entries/{TOKEN}-2-6.1+3-0.conf")),
-        "{:?}",
-        snap.keys()
-    );
-    assert!(
-        snap.contains_key(&format!("loader/entries/{TOKEN}-1-6.1.conf")),
-        "existing entries keep their name"
-    );
+    assert!(snap.contains_key(&format!("loader/entries/{TOKEN}-2-6.1+3-0.conf")), "{:?}", snap.keys());
+    assert!(snap.contains_key(&format!("loader/entries/{TOKEN}-1-6.1.conf")), "existing entries keep their name");
     let lc = String::from_utf8(v.read("loader/loader.conf").unwrap()).unwrap();
-    assert_eq!(
-        lc,
-        format!("default {TOKEN}-*\n"),
-        "an unproven default lets the loader fall back"
-    );
+    assert_eq!(lc, format!("default {TOKEN}-*\n"), "an unproven default lets the loader fall back");
     // The loader counted a boot: a resync keeps the counter where it is.
-    v.rename(
-        &format!("loader/entries/{TOKEN}-2-6.1+3-0.conf"),
-        &format!("loader/entries/{TOKEN}-2-6.1+2-1.conf"),
-    )
-    .unwrap();
+    v.rename(&format!("loader/entries/{TOKEN}-2-6.1+3-0.conf"), &format!("loader/entries/{TOKEN}-2-6.1+2-1.conf"))
+        .unwrap();
     let p = sync(&mut v, &r).unwrap();
     assert!(p.is_noop(), "{:?}", p.steps);
 }

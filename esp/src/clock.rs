@@ -12,10 +12,8 @@ pub struct UtcClock;
 pub static CLOCK: UtcClock = UtcClock;
 
 fn now() -> (u16, u16, u16, u16, u16, u16) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Days since 1970-01-01 to a civil date (Hinnant's algorithm).
@@ -31,14 +29,7 @@ fn now() -> (u16, u16, u16, u16, u16, u16) {
     if !(1980..=2107).contains(&y) {
         return (1980, 1, 1, 0, 0, 0);
     }
-    (
-        y as u16,
-        m as u16,
-        d as u16,
-        (rem / 3600) as u16,
-        ((rem % 3600) / 60) as u16,
-        (rem % 60) as u16,
-    )
+    (y as u16, m as u16, d as u16, (rem / 3600) as u16, ((rem % 3600) / 60) as u16, (rem % 60) as u16)
 }
 
 impl TimeProvider for UtcClock {
@@ -49,15 +40,7 @@ impl TimeProvider for UtcClock {
 
     fn get_current_date_time(&self) -> DateTime {
         let (year, month, day, hour, min, sec) = now();
-        DateTime {
-            date: Date { year, month, day },
-            time: Time {
-                hour,
-                min,
-                sec,
-                millis: 0,
-            },
-        }
+        DateTime { date: Date { year, month, day }, time: Time { hour, min, sec, millis: 0 } }
     }
 }
 
@@ -68,10 +51,6 @@ mod tests {
     #[test]
     fn valid_dates() {
         let d = CLOCK.get_current_date_time();
-        assert!(
-            d.date.year >= 2024
-                && (1..=12).contains(&d.date.month)
-                && (1..=31).contains(&d.date.day)
-        );
+        assert!(d.date.year >= 2024 && (1..=12).contains(&d.date.month) && (1..=31).contains(&d.date.day));
     }
 }

@@ -26,10 +26,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -73,8 +70,7 @@ pub fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
     let mut best: Option<&Mount> = None;
     for m in mounts {
         if path.starts_with(&m.mount_point)
-            && best
-                .is_none_or(|b| m.mount_point.as_os_str().len() >= b.mount_point.as_os_str().len())
+            && best.is_none_or(|b| m.mount_point.as_os_str().len() >= b.mount_point.as_os_str().len())
         {
             best = Some(m);
         }
@@ -90,10 +86,7 @@ pub struct SysBlock {
 
 impl Default for SysBlock {
     fn default() -> Self {
-        SysBlock {
-            sys: PathBuf::from("/sys"),
-            dev: PathBuf::from("/dev"),
-        }
+        SysBlock { sys: PathBuf::from("/sys"), dev: PathBuf::from("/dev") }
     }
 }
 
@@ -128,30 +121,14 @@ impl SysBlock {
                 }
             }
         }
-        let name = real
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(n) = self
-            .read(&real.join("partition"))
-            .and_then(|s| s.parse::<u32>().ok())
-        {
-            let parent = real
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned());
-            let parent = parent.ok_or_else(|| {
-                Error::Invalid(format!("{}: partition without a disk", real.display()))
-            })?;
-            return Ok(DiskOf {
-                disk: self.dev.join(parent),
-                partition: Some(n),
-            });
+        let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(n) = self.read(&real.join("partition")).and_then(|s| s.parse::<u32>().ok()) {
+            let parent = real.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+            let parent =
+                parent.ok_or_else(|| Error::Invalid(format!("{}: partition without a disk", real.display())))?;
+            return Ok(DiskOf { disk: self.dev.join(parent), partition: Some(n) });
         }
-        Ok(DiskOf {
-            disk: self.dev.join(name),
-            partition: None,
-        })
+        Ok(DiskOf { disk: self.dev.join(name), partition: None })
     }
 
     /// `major:minor` of partition `n` of `disk` (by sysfs), if it exists.
@@ -160,11 +137,7 @@ impl SysBlock {
         let dir = self.sys.join("class/block").join(&dname);
         for e in fs::read_dir(&dir).ok()?.flatten() {
             let p = e.path();
-            if self
-                .read(&p.join("partition"))
-                .and_then(|s| s.parse::<u32>().ok())
-                == Some(n)
-            {
+            if self.read(&p.join("partition")).and_then(|s| s.parse::<u32>().ok()) == Some(n) {
                 let dev = self.read(&p.join("dev"))?;
                 let (a, b) = dev.split_once(':')?;
                 let pname = e.file_name().to_string_lossy().into_owned();
@@ -185,10 +158,7 @@ impl SysBlock {
             if n.starts_with("loop") || n.starts_with("ram") || n.starts_with("zram") {
                 continue;
             }
-            let sectors = self
-                .read(&e.path().join("size"))
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0);
+            let sectors = self.read(&e.path().join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
             out.push((n, sectors * 512));
         }
         out.sort();
@@ -231,18 +201,9 @@ mod tests {
         fs::create_dir_all(t.join("class/block")).unwrap();
         std::os::unix::fs::symlink(dev.join("nvme0n1p2"), t.join("dev/block/259:2")).unwrap();
         std::os::unix::fs::symlink(&dev, t.join("class/block/nvme0n1")).unwrap();
-        let sb = SysBlock {
-            sys: t.clone(),
-            dev: PathBuf::from("/dev"),
-        };
+        let sb = SysBlock { sys: t.clone(), dev: PathBuf::from("/dev") };
         let d = sb.disk_of(259, 2).unwrap();
-        assert_eq!(
-            d,
-            DiskOf {
-                disk: PathBuf::from("/dev/nvme0n1"),
-                partition: Some(2)
-            }
-        );
+        assert_eq!(d, DiskOf { disk: PathBuf::from("/dev/nvme0n1"), partition: Some(2) });
         let (a, b, p) = sb.partition_devnum(&d.disk, 1).unwrap();
         assert_eq!((a, b), (259, 1));
         assert_eq!(p, PathBuf::from("/dev/nvme0n1p1"));
@@ -263,30 +224,19 @@ pub struct BootPartitions {
 
 /// Finds the disk holding the filesystem mounted at (or containing) `root`, and its
 /// ESP and XBOOTLDR, using existing mounts where there are any.
-pub fn boot_partitions(
-    root: &Path,
-    proc_mountinfo: &Path,
-    sys: &SysBlock,
-) -> Result<BootPartitions> {
-    let text = fs::read_to_string(proc_mountinfo)
-        .map_err(|e| Error::io(proc_mountinfo.display().to_string(), e))?;
+pub fn boot_partitions(root: &Path, proc_mountinfo: &Path, sys: &SysBlock) -> Result<BootPartitions> {
+    let text = fs::read_to_string(proc_mountinfo).map_err(|e| Error::io(proc_mountinfo.display().to_string(), e))?;
     let mounts = parse_mountinfo(&text);
-    let m = mount_of(&mounts, root)
-        .ok_or_else(|| Error::Invalid(format!("no mount holds {}", root.display())))?;
+    let m = mount_of(&mounts, root).ok_or_else(|| Error::Invalid(format!("no mount holds {}", root.display())))?;
     let d = sys.disk_of(m.major, m.minor)?;
     let disk = crate::disk::Disk::open(&d.disk, false)?;
-    let root_partuuid = d
-        .partition
-        .and_then(|n| disk.partitions.iter().find(|p| p.number == n))
-        .map(|p| p.part_guid.clone());
+    let root_partuuid =
+        d.partition.and_then(|n| disk.partitions.iter().find(|p| p.number == n)).map(|p| p.part_guid.clone());
     let spec_for = |kind: crate::disk::PartitionKind| -> Option<String> {
         let p = disk.find(kind)?;
         if let Some((ma, mi, _)) = sys.partition_devnum(&d.disk, p.number) {
             // Prefer an existing mount, but only a real FAT one of that device.
-            if let Some(mp) = mounts
-                .iter()
-                .find(|x| x.major == ma && x.minor == mi && x.fstype == "vfat")
-            {
+            if let Some(mp) = mounts.iter().find(|x| x.major == ma && x.minor == mi && x.fstype == "vfat") {
                 return Some(mp.mount_point.display().to_string());
             }
         }

@@ -85,10 +85,7 @@ pub struct Disk {
 
 impl fmt::Debug for Disk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Disk")
-            .field("path", &self.path)
-            .field("size", &self.size)
-            .finish()
+        f.debug_struct("Disk").field("path", &self.path).field("size", &self.size).finish()
     }
 }
 
@@ -112,15 +109,9 @@ fn le64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Reads and checks the header at `lba` and its partition array.
-fn check_header(
-    f: &File,
-    sector: u64,
-    lba: u64,
-    total_sectors: u64,
-) -> std::result::Result<RawHeader, String> {
+fn check_header(f: &File, sector: u64, lba: u64, total_sectors: u64) -> std::result::Result<RawHeader, String> {
     let mut hdr = vec![0u8; sector as usize];
-    f.read_exact_at(&mut hdr, lba * sector)
-        .map_err(|e| format!("cannot read LBA {lba}: {e}"))?;
+    f.read_exact_at(&mut hdr, lba * sector).map_err(|e| format!("cannot read LBA {lba}: {e}"))?;
     if &hdr[..8] != b"EFI PART" {
         return Err("no GPT signature".into());
     }
@@ -135,10 +126,7 @@ fn check_header(
         return Err("header CRC mismatch".into());
     }
     if le64(&hdr, 24) != lba {
-        return Err(format!(
-            "header claims to be at LBA {}, found at {lba}",
-            le64(&hdr, 24)
-        ));
+        return Err(format!("header claims to be at LBA {}, found at {lba}", le64(&hdr, 24)));
     }
     let first_usable = le64(&hdr, 40);
     let last_usable = le64(&hdr, 48);
@@ -163,18 +151,11 @@ fn check_header(
         return Err("partition array outside the disk".into());
     }
     let mut arr = vec![0u8; array_len as usize];
-    f.read_exact_at(&mut arr, part_start * sector)
-        .map_err(|e| format!("cannot read partition array: {e}"))?;
+    f.read_exact_at(&mut arr, part_start * sector).map_err(|e| format!("cannot read partition array: {e}"))?;
     if crc32(&arr) != parts_crc {
         return Err("partition array CRC mismatch".into());
     }
-    Ok(RawHeader {
-        part_start,
-        num_parts,
-        part_size,
-        first_usable,
-        last_usable,
-    })
+    Ok(RawHeader { part_start, num_parts, part_size, first_usable, last_usable })
 }
 
 /// A read/seek view of the disk that shows zeros in place of a damaged primary
@@ -212,20 +193,11 @@ impl Write for Masked<'_> {
 impl Seek for Masked<'_> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-        let len = if len == 0 {
-            device_size(self.file).unwrap_or(0)
-        } else {
-            len
-        };
+        let len = if len == 0 { device_size(self.file).unwrap_or(0) } else { len };
         self.pos = match to {
             SeekFrom::Start(n) => n,
-            SeekFrom::End(d) => len
-                .checked_add_signed(d)
-                .ok_or_else(|| io::Error::other("seek"))?,
-            SeekFrom::Current(d) => self
-                .pos
-                .checked_add_signed(d)
-                .ok_or_else(|| io::Error::other("seek"))?,
+            SeekFrom::End(d) => len.checked_add_signed(d).ok_or_else(|| io::Error::other("seek"))?,
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or_else(|| io::Error::other("seek"))?,
         };
         Ok(self.pos)
     }
@@ -252,10 +224,7 @@ impl Disk {
             .open(path)
             .map_err(|e| Error::io(path.display().to_string(), e))?;
         let size = device_size(&file).map_err(|e| Error::io(path.display().to_string(), e))?;
-        let gerr = |why: String| Error::Gpt {
-            disk: path.to_owned(),
-            why,
-        };
+        let gerr = |why: String| Error::Gpt { disk: path.to_owned(), why };
         if size == 0 {
             return Err(gerr("the disk is empty (0 bytes)".into()));
         }
@@ -277,34 +246,22 @@ impl Disk {
         let (hdr, mask) = match (&primary, &backup) {
             (Ok(h), Ok(_)) => (h.clone(), None),
             (Ok(h), Err(b)) => {
-                notes.push(format!(
-                    "backup GPT header is damaged ({b}); the primary is intact"
-                ));
+                notes.push(format!("backup GPT header is damaged ({b}); the primary is intact"));
                 (h.clone(), None)
             }
             (Err(p), Ok(h)) => {
-                notes.push(format!(
-                    "primary GPT header is damaged ({p}); using the backup"
-                ));
+                notes.push(format!("primary GPT header is damaged ({p}); using the backup"));
                 (h.clone(), Some((sector, 2 * sector)))
             }
             (Err(p), Err(b)) => {
                 return Err(gerr(format!("no usable GPT: primary: {p}; backup: {b}")));
             }
         };
-        let lb = if sector == 4096 {
-            gpt::disk::LogicalBlockSize::Lb4096
-        } else {
-            gpt::disk::LogicalBlockSize::Lb512
-        };
+        let lb = if sector == 4096 { gpt::disk::LogicalBlockSize::Lb4096 } else { gpt::disk::LogicalBlockSize::Lb512 };
         let g = gpt::GptConfig::new()
             .writable(false)
             .logical_block_size(lb)
-            .open_from_device(Masked {
-                file: &file,
-                pos: 0,
-                mask,
-            })
+            .open_from_device(Masked { file: &file, pos: 0, mask })
             .map_err(|e| gerr(e.to_string()))?;
         let parts = g.partitions().clone();
         let disk_guid = guid_lower(g.guid());
@@ -317,22 +274,12 @@ impl Disk {
             if !p.is_used() {
                 continue;
             }
-            let perr = |why: String| Error::Partition {
-                disk: path.to_owned(),
-                number,
-                why,
-            };
+            let perr = |why: String| Error::Partition { disk: path.to_owned(), number, why };
             if p.first_lba > p.last_lba {
-                return Err(perr(format!(
-                    "ends (LBA {}) before it starts (LBA {})",
-                    p.last_lba, p.first_lba
-                )));
+                return Err(perr(format!("ends (LBA {}) before it starts (LBA {})", p.last_lba, p.first_lba)));
             }
             if p.last_lba >= total {
-                return Err(perr(format!(
-                    "ends at LBA {}, past the end of the disk ({} sectors)",
-                    p.last_lba, total
-                )));
+                return Err(perr(format!("ends at LBA {}, past the end of the disk ({} sectors)", p.last_lba, total)));
             }
             if p.first_lba < hdr.first_usable || p.last_lba > hdr.last_usable {
                 return Err(perr(format!(
@@ -366,16 +313,7 @@ impl Disk {
         }
         partitions.sort_by_key(|p| p.number);
         let _ = (hdr.part_start, hdr.part_size);
-        Ok(Disk {
-            path: path.to_owned(),
-            file: Arc::new(file),
-            size,
-            sector,
-            disk_guid,
-            partitions,
-            notes,
-            writable,
-        })
+        Ok(Disk { path: path.to_owned(), file: Arc::new(file), size, sector, disk_guid, partitions, notes, writable })
     }
 
     /// The first partition of a kind.
@@ -398,10 +336,7 @@ impl Disk {
                 }
             },
         };
-        found.ok_or_else(|| Error::NoPartition {
-            disk: self.path.clone(),
-            what: spec.to_owned(),
-        })
+        found.ok_or_else(|| Error::NoPartition { disk: self.path.clone(), what: spec.to_owned() })
     }
 
     /// A bounded read/write window over a partition.
@@ -415,9 +350,7 @@ impl Disk {
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.file
-            .sync_all()
-            .map_err(|e| Error::io(self.path.display().to_string(), e))
+        self.file.sync_all().map_err(|e| Error::io(self.path.display().to_string(), e))
     }
 }
 
@@ -439,10 +372,7 @@ const MIB: u64 = 1 << 20;
 pub fn create(path: &Path, spec: &CreateSpec) -> Result<Disk> {
     let inv = |s: String| Error::Invalid(s);
     if spec.size < 8 * MIB {
-        return Err(inv(format!(
-            "disk size {} is too small (at least 8 MiB)",
-            spec.size
-        )));
+        return Err(inv(format!("disk size {} is too small (at least 8 MiB)", spec.size)));
     }
     if spec.esp < 2 * MIB {
         return Err(inv("the ESP must be at least 2 MiB".into()));
@@ -455,9 +385,7 @@ pub fn create(path: &Path, spec: &CreateSpec) -> Result<Disk> {
         need += round(r);
     }
     if need > size {
-        return Err(inv(format!(
-            "partitions need {need} bytes but the disk has {size}"
-        )));
+        return Err(inv(format!("partitions need {need} bytes but the disk has {size}")));
     }
     let at = path.display().to_string();
     if let Ok(m) = std::fs::metadata(path) {
@@ -475,14 +403,8 @@ pub fn create(path: &Path, spec: &CreateSpec) -> Result<Disk> {
     file.set_len(size).map_err(|e| Error::io(&at, e))?;
     let sectors = size / 512;
     let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(sectors - 1).unwrap_or(u32::MAX));
-    mbr.overwrite_lba0(&mut file).map_err(|e| Error::Gpt {
-        disk: path.to_owned(),
-        why: e.to_string(),
-    })?;
-    let gerr = |e: gpt::GptError| Error::Gpt {
-        disk: path.to_owned(),
-        why: e.to_string(),
-    };
+    mbr.overwrite_lba0(&mut file).map_err(|e| Error::Gpt { disk: path.to_owned(), why: e.to_string() })?;
+    let gerr = |e: gpt::GptError| Error::Gpt { disk: path.to_owned(), why: e.to_string() };
     let mut g = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
@@ -494,30 +416,21 @@ pub fn create(path: &Path, spec: &CreateSpec) -> Result<Disk> {
         os: gpt::partition_types::OperatingSystem::None,
     };
     let align = Some(MIB / 512);
-    g.add_partition("esp", round(spec.esp), ty(ESP_TYPE), 0, align)
-        .map_err(gerr)?;
+    g.add_partition("esp", round(spec.esp), ty(ESP_TYPE), 0, align).map_err(gerr)?;
     if let Some(x) = spec.xbootldr {
-        g.add_partition("xbootldr", round(x), ty(XBOOTLDR_TYPE), 0, align)
-            .map_err(gerr)?;
+        g.add_partition("xbootldr", round(x), ty(XBOOTLDR_TYPE), 0, align).map_err(gerr)?;
     }
     let root = match spec.root {
         Some(0) => None,
         Some(r) => Some(round(r)),
         None => {
-            let free = g
-                .find_free_sectors()
-                .into_iter()
-                .map(|(_, len)| len)
-                .max()
-                .unwrap_or(0)
-                * 512;
+            let free = g.find_free_sectors().into_iter().map(|(_, len)| len).max().unwrap_or(0) * 512;
             let usable = free.saturating_sub(MIB) / MIB * MIB;
             (usable >= MIB).then_some(usable)
         }
     };
     if let Some(r) = root {
-        g.add_partition("root-x86-64", r, ty(ROOT_X86_64_TYPE), 0, align)
-            .map_err(gerr)?;
+        g.add_partition("root-x86-64", r, ty(ROOT_X86_64_TYPE), 0, align).map_err(gerr)?;
     }
     let file = g.write().map_err(gerr)?;
     file.sync_all().map_err(|e| Error::io(&at, e))?;
@@ -531,10 +444,8 @@ pub fn create(path: &Path, spec: &CreateSpec) -> Result<Disk> {
         };
         if let Some(label) = label {
             let vid = u32::from_str_radix(&p.part_guid[..8], 16).unwrap_or(0x4c42_4f41);
-            crate::fat::format(disk.window(&p), label, vid).map_err(|e| Error::Fat {
-                volume: format!("{at}:{}", p.number),
-                why: e.to_string(),
-            })?;
+            crate::fat::format(disk.window(&p), label, vid)
+                .map_err(|e| Error::Fat { volume: format!("{at}:{}", p.number), why: e.to_string() })?;
         }
     }
     disk.sync()?;

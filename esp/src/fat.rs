@@ -12,7 +12,7 @@ use std::sync::Arc;
 use fatfs::{FileSystem, FsOptions};
 
 use crate::volume::{components, DirEntry, Space, Volume};
-use crate::window::{Backing, Window};
+use crate::window::Window;
 use crate::{Error, Result};
 
 type Fs = FileSystem<Window>;
@@ -23,7 +23,6 @@ pub struct FatVolume {
     name: String,
     guard: Arc<AtomicU64>,
     budget: u64,
-    backing: Arc<dyn Backing>,
     /// A second handle on the partition (same cache) for raw fix-ups.
     raw: Window,
     fat_type: &'static str,
@@ -36,17 +35,13 @@ const MIN_FAT32_CLUSTERS: u64 = 65525 + 1024;
 pub fn format(mut w: Window, label: [u8; 11], volume_id: u32) -> io::Result<()> {
     w.seek(SeekFrom::Start(0))?;
     let size = w.len();
-    let mut opts = fatfs::FormatVolumeOptions::new()
-        .volume_label(label)
-        .volume_id(volume_id);
+    let mut opts = fatfs::FormatVolumeOptions::new().volume_label(label).volume_id(volume_id);
     for cluster in [4096u64, 2048, 1024, 512] {
         let n = size / cluster;
         let fat_sectors = (n * 4).div_ceil(512) * 2;
         let usable = n.saturating_sub((fat_sectors + 64) * 512 / cluster + 1);
         if usable >= MIN_FAT32_CLUSTERS {
-            opts = opts
-                .fat_type(fatfs::FatType::Fat32)
-                .bytes_per_cluster(cluster as u32);
+            opts = opts.fat_type(fatfs::FatType::Fat32).bytes_per_cluster(cluster as u32);
             break;
         }
     }
@@ -62,18 +57,14 @@ pub fn format(mut w: Window, label: [u8; 11], volume_id: u32) -> io::Result<()> 
 }
 
 fn fat_err(name: &str, e: io::Error) -> Error {
-    Error::Fat {
-        volume: name.to_owned(),
-        why: e.to_string(),
-    }
+    Error::Fat { volume: name.to_owned(), why: e.to_string() }
 }
 
 /// Checks the boot sector before `fatfs` sees it, with messages a user can act on.
 fn check_boot_sector(w: &mut Window) -> std::result::Result<(), String> {
     let mut b = [0u8; 512];
     w.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    w.read_exact(&mut b)
-        .map_err(|e| format!("cannot read the boot sector: {e}"))?;
+    w.read_exact(&mut b).map_err(|e| format!("cannot read the boot sector: {e}"))?;
     w.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     if b.iter().all(|&x| x == 0) {
         return Err("the partition is empty (no filesystem)".into());
@@ -98,11 +89,7 @@ fn check_boot_sector(w: &mut Window) -> std::result::Result<(), String> {
     let total32 = u32::from_le_bytes([b[32], b[33], b[34], b[35]]) as u64;
     let total = if total16 != 0 { total16 } else { total32 };
     if total == 0 || total * bps > w.len() {
-        return Err(format!(
-            "the volume claims {} bytes but its partition has {}",
-            total * bps,
-            w.len()
-        ));
+        return Err(format!("the volume claims {} bytes but its partition has {}", total * bps, w.len()));
     }
     Ok(())
 }
@@ -110,18 +97,13 @@ fn check_boot_sector(w: &mut Window) -> std::result::Result<(), String> {
 impl FatVolume {
     /// Opens the FAT volume in `w`; `name` is used in messages.
     pub fn open(mut w: Window, name: &str) -> Result<Self> {
-        check_boot_sector(&mut w).map_err(|why| Error::Fat {
-            volume: name.to_owned(),
-            why,
-        })?;
+        check_boot_sector(&mut w).map_err(|why| Error::Fat { volume: name.to_owned(), why })?;
         let guard = w.guard();
         let raw = w.share();
-        let (backing, _, len) = w.backing();
+        let (_, _, len) = w.backing();
         let budget = len.saturating_mul(3).saturating_add(64 << 20);
         guard.store(budget, Ordering::Relaxed);
-        let opts = FsOptions::new()
-            .update_accessed_date(false)
-            .time_provider(&crate::clock::CLOCK);
+        let opts = FsOptions::new().update_accessed_date(false).time_provider(&crate::clock::CLOCK);
         let fs = catch_unwind(AssertUnwindSafe(|| FileSystem::new(w, opts)))
             .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
             .map_err(|e| fat_err(name, e))?;
@@ -131,15 +113,7 @@ impl FatVolume {
             fatfs::FatType::Fat16 => "FAT16",
             fatfs::FatType::Fat32 => "FAT32",
         };
-        Ok(FatVolume {
-            fs: Some(fs),
-            name: name.to_owned(),
-            guard,
-            budget,
-            backing,
-            raw,
-            fat_type,
-        })
+        Ok(FatVolume { fs: Some(fs), name: name.to_owned(), guard, budget, raw, fat_type })
     }
 
     pub fn fat_type(&self) -> &'static str {
@@ -149,31 +123,26 @@ impl FatVolume {
     /// Runs `f` on the filesystem with the read guard armed and panics contained.
     fn with<T>(&mut self, what: &str, f: impl FnOnce(&Fs) -> io::Result<T>) -> Result<T> {
         let Some(fs) = self.fs.as_ref() else {
-            return Err(Error::Fat {
-                volume: self.name.clone(),
-                why: "volume was closed after an error".into(),
-            });
+            return Err(Error::Fat { volume: self.name.clone(), why: "volume was closed after an error".into() });
         };
         self.guard.store(self.budget, Ordering::Relaxed);
         let r = catch_unwind(AssertUnwindSafe(|| f(fs)));
         self.guard.store(u64::MAX, Ordering::Relaxed);
+        // Gathered writes reach the backing by the end of every operation.
+        let r = match (r, self.raw.write_pending()) {
+            (Ok(Ok(_)), Err(e)) => Ok(Err(e)),
+            (r, _) => r,
+        };
         match r {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound {
-                volume: self.name.clone(),
-                path: what.to_owned(),
-            }),
-            Ok(Err(e)) => Err(Error::Fat {
-                volume: self.name.clone(),
-                why: format!("{what}: {e}"),
-            }),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::NotFound { volume: self.name.clone(), path: what.to_owned() })
+            }
+            Ok(Err(e)) => Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: {e}") }),
             Err(_) => {
                 // The filesystem state is unknown after a panic: stop using it.
                 self.fs = None;
-                Err(Error::Fat {
-                    volume: self.name.clone(),
-                    why: format!("{what}: the volume is malformed"),
-                })
+                Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: the volume is malformed") })
             }
         }
     }
@@ -186,9 +155,7 @@ impl FatVolume {
     fn unmount(&mut self) -> Result<()> {
         if let Some(fs) = self.fs.take() {
             fs.unmount().map_err(|e| fat_err(&self.name, e))?;
-            self.backing
-                .sync()
-                .map_err(|e| Error::io(self.name.clone(), e))?;
+            self.raw.sync().map_err(|e| Error::io(self.name.clone(), e))?;
         }
         Ok(())
     }
@@ -205,11 +172,7 @@ fn norm(path: &str) -> Result<String> {
 }
 
 fn entry_of(e: &fatfs::DirEntry<Window>) -> DirEntry {
-    DirEntry {
-        name: e.file_name(),
-        is_dir: e.is_dir(),
-        size: if e.is_dir() { 0 } else { e.len() },
-    }
+    DirEntry { name: e.file_name(), is_dir: e.is_dir(), size: if e.is_dir() { 0 } else { e.len() } }
 }
 
 fn open_dir<'a>(fs: &'a Fs, p: &str) -> io::Result<fatfs::Dir<'a, Window>> {
@@ -245,11 +208,7 @@ impl Volume for FatVolume {
     fn stat(&mut self, path: &str) -> Result<Option<DirEntry>> {
         let p = norm(path)?;
         if p.is_empty() {
-            return Ok(Some(DirEntry {
-                name: String::new(),
-                is_dir: true,
-                size: 0,
-            }));
+            return Ok(Some(DirEntry { name: String::new(), is_dir: true, size: 0 }));
         }
         let (parent, name) = crate::volume::split(&p);
         let (parent, name) = (parent.to_owned(), name.to_owned());
@@ -292,9 +251,7 @@ impl Volume for FatVolume {
             let sub = comps[..=i].join("/");
             let created = self.with(&sub.clone(), |fs| match fs.root_dir().open_dir(&sub) {
                 Ok(_) => Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs.root_dir().create_dir(&sub).map(|_| true)
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => fs.root_dir().create_dir(&sub).map(|_| true),
                 Err(e) => Err(e),
             })?;
             if created {
@@ -302,10 +259,7 @@ impl Volume for FatVolume {
                 self.guard.store(self.budget, Ordering::Relaxed);
                 let r = crate::fatraw::fix_dot_entries(&mut self.raw, &parts);
                 self.guard.store(u64::MAX, Ordering::Relaxed);
-                r.map_err(|e| Error::Fat {
-                    volume: self.name.clone(),
-                    why: format!("{sub}: {e}"),
-                })?;
+                r.map_err(|e| Error::Fat { volume: self.name.clone(), why: format!("{sub}: {e}") })?;
             }
         }
         Ok(())
@@ -350,17 +304,11 @@ impl Volume for FatVolume {
         self.with("", |fs| {
             let s = fs.stats()?;
             let c = s.cluster_size() as u64;
-            Ok(Space {
-                total: s.total_clusters() as u64 * c,
-                free: s.free_clusters() as u64 * c,
-                cluster: c,
-            })
+            Ok(Space { total: s.total_clusters() as u64 * c, free: s.free_clusters() as u64 * c, cluster: c })
         })
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.backing
-            .sync()
-            .map_err(|e| Error::io(self.name.clone(), e))
+        self.raw.sync().map_err(|e| Error::io(self.name.clone(), e))
     }
 }

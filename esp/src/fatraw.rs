@@ -60,10 +60,7 @@ impl Geometry {
         let fat_start = reserved * bps;
         let root_dir_start = (reserved + fats * fat_size) * bps;
         let first_data_sector = reserved + fats * fat_size + root_dir_sectors;
-        let clusters = total
-            .checked_sub(first_data_sector)
-            .ok_or_else(|| bad("no data region"))?
-            / spc;
+        let clusters = total.checked_sub(first_data_sector).ok_or_else(|| bad("no data region"))? / spc;
         let kind = if clusters < 4085 {
             Kind::Fat12
         } else if clusters < 65525 {
@@ -79,11 +76,7 @@ impl Geometry {
             root_entries,
             first_data: first_data_sector * bps,
             clusters: clusters as u32,
-            root_cluster: if kind == Kind::Fat32 {
-                u32at(44) as u32
-            } else {
-                0
-            },
+            root_cluster: if kind == Kind::Fat32 { u32at(44) as u32 } else { 0 },
             kind,
         })
     }
@@ -160,20 +153,12 @@ impl Geometry {
         if cluster == 0 {
             return Ok(vec![(self.root_dir_start, self.root_entries * 32)]);
         }
-        Ok(self
-            .chain(w, cluster)?
-            .into_iter()
-            .map(|c| (self.cluster_offset(c), self.cluster_bytes()))
-            .collect())
+        Ok(self.chain(w, cluster)?.into_iter().map(|c| (self.cluster_offset(c), self.cluster_bytes())).collect())
     }
 
     fn first_cluster(&self, e: &[u8]) -> u32 {
         let lo = u16::from_le_bytes([e[26], e[27]]) as u32;
-        let hi = if self.kind == Kind::Fat32 {
-            u16::from_le_bytes([e[20], e[21]]) as u32
-        } else {
-            0
-        };
+        let hi = if self.kind == Kind::Fat32 { u16::from_le_bytes([e[20], e[21]]) as u32 } else { 0 };
         hi << 16 | lo
     }
 
@@ -205,20 +190,13 @@ impl Geometry {
                 let long: String = {
                     let mut parts = std::mem::take(&mut lfn);
                     parts.sort_by_key(|p| p.0);
-                    let units: Vec<u16> = parts
-                        .iter()
-                        .flat_map(|p| p.1)
-                        .take_while(|&u| u != 0 && u != 0xFFFF)
-                        .collect();
+                    let units: Vec<u16> =
+                        parts.iter().flat_map(|p| p.1).take_while(|&u| u != 0 && u != 0xFFFF).collect();
                     String::from_utf16_lossy(&units)
                 };
                 let base = String::from_utf8_lossy(&e[0..8]).trim_end().to_owned();
                 let ext = String::from_utf8_lossy(&e[8..11]).trim_end().to_owned();
-                let short = if ext.is_empty() {
-                    base
-                } else {
-                    format!("{base}.{ext}")
-                };
+                let short = if ext.is_empty() { base } else { format!("{base}.{ext}") };
                 if long.eq_ignore_ascii_case(name) || short.eq_ignore_ascii_case(name) {
                     return Ok(Some((self.first_cluster(e), e[11] & 0x10 != 0)));
                 }

@@ -38,11 +38,7 @@ pub enum Error {
     /// The disk's partition table is unusable.
     Gpt { disk: PathBuf, why: String },
     /// A partition entry is inconsistent (past the end, overlapping, ...).
-    Partition {
-        disk: PathBuf,
-        number: u32,
-        why: String,
-    },
+    Partition { disk: PathBuf, number: u32, why: String },
     /// A wanted partition is not on the disk.
     NoPartition { disk: PathBuf, what: String },
     /// A FAT volume is damaged or not FAT.
@@ -50,11 +46,7 @@ pub enum Error {
     /// A path does not exist on a volume.
     NotFound { volume: String, path: String },
     /// Not enough free space.
-    NoSpace {
-        volume: String,
-        need: u64,
-        free: u64,
-    },
+    NoSpace { volume: String, need: u64, free: u64 },
     /// A request that cannot work (bad size, bad name, ...).
     Invalid(String),
 }
@@ -63,10 +55,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(at: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            at: at.into(),
-            source,
-        }
+        Error::Io { at: at.into(), source }
     }
 }
 
@@ -83,10 +72,9 @@ impl fmt::Display for Error {
             }
             Error::Fat { volume, why } => write!(f, "{volume}: FAT: {why}"),
             Error::NotFound { volume, path } => write!(f, "{volume}: {path}: not found"),
-            Error::NoSpace { volume, need, free } => write!(
-                f,
-                "{volume}: not enough space: {need} bytes needed, {free} bytes free"
-            ),
+            Error::NoSpace { volume, need, free } => {
+                write!(f, "{volume}: not enough space: {need} bytes needed, {free} bytes free")
+            }
             Error::Invalid(why) => write!(f, "{why}"),
         }
     }

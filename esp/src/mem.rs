@@ -26,12 +26,7 @@ pub struct MemVolume {
 
 impl MemVolume {
     pub fn new(total: u64, cluster: u64) -> Self {
-        MemVolume {
-            nodes: BTreeMap::new(),
-            total,
-            cluster,
-            mutations: 0,
-        }
+        MemVolume { nodes: BTreeMap::new(), total, cluster, mutations: 0 }
     }
 
     fn key(path: &str) -> Result<String> {
@@ -67,12 +62,7 @@ impl MemVolume {
                     acc.push('/');
                 }
                 acc.push_str(c);
-                written.push(
-                    self.nodes
-                        .get(&acc)
-                        .map(|(n, _)| n.clone())
-                        .unwrap_or_default(),
-                );
+                written.push(self.nodes.get(&acc).map(|(n, _)| n.clone()).unwrap_or_default());
             }
             out.insert(
                 written.join("/"),
@@ -94,16 +84,9 @@ impl Volume for MemVolume {
     fn list(&mut self, dir: &str) -> Result<Vec<DirEntry>> {
         let k = Self::key(dir)?;
         if !k.is_empty() && !matches!(self.nodes.get(&k), Some((_, Node::Dir))) {
-            return Err(Error::NotFound {
-                volume: "memory".into(),
-                path: dir.into(),
-            });
+            return Err(Error::NotFound { volume: "memory".into(), path: dir.into() });
         }
-        let prefix = if k.is_empty() {
-            String::new()
-        } else {
-            format!("{k}/")
-        };
+        let prefix = if k.is_empty() { String::new() } else { format!("{k}/") };
         Ok(self
             .nodes
             .range(prefix.clone()..)
@@ -123,11 +106,7 @@ impl Volume for MemVolume {
     fn stat(&mut self, path: &str) -> Result<Option<DirEntry>> {
         let k = Self::key(path)?;
         if k.is_empty() {
-            return Ok(Some(DirEntry {
-                name: String::new(),
-                is_dir: true,
-                size: 0,
-            }));
+            return Ok(Some(DirEntry { name: String::new(), is_dir: true, size: 0 }));
         }
         Ok(self.nodes.get(&k).map(|(name, n)| DirEntry {
             name: name.clone(),
@@ -146,10 +125,7 @@ impl Volume for MemVolume {
                 out.write_all(d).map_err(|e| Error::io(path, e))?;
                 Ok(d.len() as u64)
             }
-            _ => Err(Error::NotFound {
-                volume: "memory".into(),
-                path: path.into(),
-            }),
+            _ => Err(Error::NotFound { volume: "memory".into(), path: path.into() }),
         }
     }
 
@@ -176,32 +152,20 @@ impl Volume for MemVolume {
     fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
         let k = Self::key(path)?;
         if !self.parent_exists(&k) {
-            return Err(Error::NotFound {
-                volume: "memory".into(),
-                path: path.into(),
-            });
+            return Err(Error::NotFound { volume: "memory".into(), path: path.into() });
         }
         let mut buf = Vec::new();
         data.read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
         let old = match self.nodes.get(&k) {
-            Some((_, Node::File(d))) => {
-                d.len().div_ceil(self.cluster as usize) as u64 * self.cluster
-            }
+            Some((_, Node::File(d))) => d.len().div_ceil(self.cluster as usize) as u64 * self.cluster,
             _ => 0,
         };
         let need = (buf.len() as u64).div_ceil(self.cluster) * self.cluster;
         let free = self.total.saturating_sub(self.used()) + old;
         if need > free {
-            return Err(Error::NoSpace {
-                volume: "memory".into(),
-                need,
-                free,
-            });
+            return Err(Error::NoSpace { volume: "memory".into(), need, free });
         }
-        let name = components(path)?
-            .last()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let name = components(path)?.last().map(|s| s.to_string()).unwrap_or_default();
         let n = buf.len() as u64;
         self.nodes.insert(k, (name, Node::File(buf)));
         self.mutations += 1;
@@ -214,10 +178,7 @@ impl Volume for MemVolume {
         if self.nodes.keys().any(|p| p.starts_with(&prefix)) {
             return Err(Error::Invalid(format!("{path}: directory not empty")));
         }
-        self.nodes.remove(&k).ok_or_else(|| Error::NotFound {
-            volume: "memory".into(),
-            path: path.into(),
-        })?;
+        self.nodes.remove(&k).ok_or_else(|| Error::NotFound { volume: "memory".into(), path: path.into() })?;
         self.mutations += 1;
         Ok(())
     }
@@ -228,30 +189,18 @@ impl Volume for MemVolume {
             return Err(Error::Invalid(format!("{to} exists")));
         }
         if !self.parent_exists(&b) {
-            return Err(Error::NotFound {
-                volume: "memory".into(),
-                path: to.into(),
-            });
+            return Err(Error::NotFound { volume: "memory".into(), path: to.into() });
         }
-        let (_, node) = self.nodes.remove(&a).ok_or_else(|| Error::NotFound {
-            volume: "memory".into(),
-            path: from.into(),
-        })?;
-        let name = components(to)?
-            .last()
-            .map(|s| s.to_string())
-            .unwrap_or_default();
+        let (_, node) =
+            self.nodes.remove(&a).ok_or_else(|| Error::NotFound { volume: "memory".into(), path: from.into() })?;
+        let name = components(to)?.last().map(|s| s.to_string()).unwrap_or_default();
         self.nodes.insert(b, (name, node));
         self.mutations += 1;
         Ok(())
     }
 
     fn space(&mut self) -> Result<Space> {
-        Ok(Space {
-            total: self.total,
-            free: self.total.saturating_sub(self.used()),
-            cluster: self.cluster,
-        })
+        Ok(Space { total: self.total, free: self.total.saturating_sub(self.used()), cluster: self.cluster })
     }
 
     fn flush(&mut self) -> Result<()> {

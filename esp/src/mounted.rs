@@ -18,14 +18,9 @@ impl DirVolume {
     pub fn open(root: &Path) -> Result<Self> {
         let m = fs::metadata(root).map_err(|e| Error::io(root.display().to_string(), e))?;
         if !m.is_dir() {
-            return Err(Error::Invalid(format!(
-                "{} is not a directory",
-                root.display()
-            )));
+            return Err(Error::Invalid(format!("{} is not a directory", root.display())));
         }
-        Ok(DirVolume {
-            root: root.to_owned(),
-        })
+        Ok(DirVolume { root: root.to_owned() })
     }
 
     pub fn root(&self) -> &Path {
@@ -55,10 +50,7 @@ impl DirVolume {
         }
         if let Ok(m) = fs::symlink_metadata(&cur) {
             if m.file_type().is_symlink() {
-                return Err(Error::Invalid(format!(
-                    "{}: symlinks are not followed on a boot volume",
-                    cur.display()
-                )));
+                return Err(Error::Invalid(format!("{}: symlinks are not followed on a boot volume", cur.display())));
             }
         }
         Ok(cur)
@@ -66,10 +58,7 @@ impl DirVolume {
 
     fn err(&self, p: &Path, e: io::Error) -> Error {
         if e.kind() == io::ErrorKind::NotFound {
-            Error::NotFound {
-                volume: self.root.display().to_string(),
-                path: p.display().to_string(),
-            }
+            Error::NotFound { volume: self.root.display().to_string(), path: p.display().to_string() }
         } else {
             Error::io(p.display().to_string(), e)
         }
@@ -101,10 +90,7 @@ impl Volume for DirVolume {
         let p = self.resolve(path)?;
         match fs::symlink_metadata(&p) {
             Ok(m) => Ok(Some(DirEntry {
-                name: p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                name: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                 is_dir: m.is_dir(),
                 size: if m.is_dir() { 0 } else { m.len() },
             })),
@@ -152,32 +138,17 @@ impl Volume for DirVolume {
     }
 
     fn space(&mut self) -> Result<Space> {
-        let s = nix::sys::statvfs::statvfs(&self.root).map_err(|e| {
-            Error::io(
-                self.root.display().to_string(),
-                io::Error::from_raw_os_error(e as i32),
-            )
-        })?;
+        let s = nix::sys::statvfs::statvfs(&self.root)
+            .map_err(|e| Error::io(self.root.display().to_string(), io::Error::from_raw_os_error(e as i32)))?;
         let bs = s.fragment_size().max(1);
-        let cluster = fs::metadata(&self.root)
-            .map(|m| m.blksize())
-            .unwrap_or(4096)
-            .max(512);
-        Ok(Space {
-            total: s.blocks() * bs,
-            free: s.blocks_available() * bs,
-            cluster,
-        })
+        let cluster = fs::metadata(&self.root).map(|m| m.blksize()).unwrap_or(4096).max(512);
+        Ok(Space { total: s.blocks() * bs, free: s.blocks_available() * bs, cluster })
     }
 
     fn flush(&mut self) -> Result<()> {
         let f = fs::File::open(&self.root).map_err(|e| self.err(&self.root, e))?;
-        nix::unistd::syncfs(&f).map_err(|e| {
-            Error::io(
-                self.root.display().to_string(),
-                io::Error::from_raw_os_error(e as i32),
-            )
-        })
+        nix::unistd::syncfs(&f)
+            .map_err(|e| Error::io(self.root.display().to_string(), io::Error::from_raw_os_error(e as i32)))
     }
 
     fn replace(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {

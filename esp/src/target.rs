@@ -43,9 +43,7 @@ pub fn open_target(spec: &str, want: PartitionKind, writable: bool) -> Result<Ta
     let meta = fs::metadata(p).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
         if part.is_some() {
-            return Err(Error::Invalid(format!(
-                "{spec}: a directory has no partitions"
-            )));
+            return Err(Error::Invalid(format!("{spec}: a directory has no partitions")));
         }
         return Ok(Target {
             volume: Box::new(DirVolume::open(p)?),
@@ -56,9 +54,7 @@ pub fn open_target(spec: &str, want: PartitionKind, writable: bool) -> Result<Ta
         });
     }
     if !(meta.is_file() || meta.file_type().is_block_device()) {
-        return Err(Error::Invalid(format!(
-            "{path}: not a directory, image file or block device"
-        )));
+        return Err(Error::Invalid(format!("{path}: not a directory, image file or block device")));
     }
     match Disk::open(p, writable) {
         Ok(disk) => {
@@ -66,20 +62,12 @@ pub fn open_target(spec: &str, want: PartitionKind, writable: bool) -> Result<Ta
                 Some(s) => disk.select(s)?.clone(),
                 None => disk
                     .find(want)
-                    .ok_or_else(|| Error::NoPartition {
-                        disk: p.to_owned(),
-                        what: want.as_str().into(),
-                    })?
+                    .ok_or_else(|| Error::NoPartition { disk: p.to_owned(), what: want.as_str().into() })?
                     .clone(),
             };
             let name = format!("{path}:{}", info.number);
             let fat = FatVolume::open(disk.window(&info), &name)?;
-            let location = format!(
-                "{name} ({}, {}, PARTUUID {})",
-                info.kind.as_str(),
-                fat.fat_type(),
-                info.part_guid
-            );
+            let location = format!("{name} ({}, {}, PARTUUID {})", info.kind.as_str(), fat.fat_type(), info.part_guid);
             Ok(Target {
                 volume: Box::new(fat),
                 location,
@@ -93,28 +81,18 @@ pub fn open_target(spec: &str, want: PartitionKind, writable: bool) -> Result<Ta
                 return Err(gpt_err);
             }
             // No GPT: a partition device or a bare FAT image.
-            let f = fs::OpenOptions::new()
-                .read(true)
-                .write(writable)
-                .open(p)
-                .map_err(|e| Error::io(path, e))?;
+            let f = fs::OpenOptions::new().read(true).write(writable).open(p).map_err(|e| Error::io(path, e))?;
             let len = device_size(&f).map_err(|e| Error::io(path, e))?;
             let backing: Arc<dyn Backing> = Arc::new(f);
             let w = Window::new(backing, 0, len, writable);
             let fat = FatVolume::open(w, path).map_err(|fat_err| match fat_err {
-                Error::Fat { why, .. } => Error::Invalid(format!(
-                    "{path}: neither a GPT disk ({gpt_err}) nor a FAT volume ({why})"
-                )),
+                Error::Fat { why, .. } => {
+                    Error::Invalid(format!("{path}: neither a GPT disk ({gpt_err}) nor a FAT volume ({why})"))
+                }
                 e => e,
             })?;
             let location = format!("{path} ({})", fat.fat_type());
-            Ok(Target {
-                volume: Box::new(fat),
-                location,
-                disk: None,
-                part_uuid: None,
-                notes: vec![],
-            })
+            Ok(Target { volume: Box::new(fat), location, disk: None, part_uuid: None, notes: vec![] })
         }
     }
 }

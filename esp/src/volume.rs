@@ -2,9 +2,11 @@
 //! FAT volume on a partition window, a mounted directory, or memory.
 //!
 //! Paths are `/`-separated and relative to the volume root. [`Volume::replace`] is
-//! the crash-safe write: the new content goes to `<name>.lbtmp`, is flushed, and only
-//! then takes the final name; [`Volume::recover`] completes or discards an
-//! interrupted replacement, so a file is always either its old or its new content.
+//! the crash-safe write on a filesystem without atomic rename-over (FAT): the new
+//! content goes to `<name>.lbtmp`; once flushed it is renamed `<name>.lbnew`, which
+//! marks it complete; then the old file is removed and `.lbnew` takes the final
+//! name. [`Volume::recover`] deletes any `.lbtmp` (maybe incomplete) and finishes any
+//! `.lbnew`, so after a crash a file is always its old or its new content.
 
 use std::io::{Read, Write};
 
@@ -35,8 +37,10 @@ impl Space {
     }
 }
 
-/// Suffix of the temporary name of a file being replaced.
+/// Suffix of a file being written (possibly incomplete).
 pub const TMP_SUFFIX: &str = ".lbtmp";
+/// Suffix of a written and flushed file waiting to take its final name.
+pub const NEW_SUFFIX: &str = ".lbnew";
 
 /// Splits and checks a volume path: no empty, `.` or `..` components.
 pub fn components(path: &str) -> Result<Vec<&str>> {
@@ -44,11 +48,7 @@ pub fn components(path: &str) -> Result<Vec<&str>> {
     for c in path.split('/') {
         match c {
             "" => continue,
-            "." | ".." => {
-                return Err(Error::Invalid(format!(
-                    "{path:?}: `.` and `..` are not allowed"
-                )))
-            }
+            "." | ".." => return Err(Error::Invalid(format!("{path:?}: `.` and `..` are not allowed"))),
             c if c.contains('\0') || c.contains('\\') => {
                 return Err(Error::Invalid(format!("{path:?}: bad character in a name")))
             }
@@ -112,23 +112,46 @@ pub trait Volume {
 
     /// Crash-safe replacement of `path` with `data`.
     fn replace(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
-        let tmp = format!("{}{TMP_SUFFIX}", path.trim_matches('/'));
-        if self.exists(&tmp)? {
-            self.remove(&tmp)?;
-        }
+        let p = path.trim_matches('/');
+        let (tmp, new) = (format!("{p}{TMP_SUFFIX}"), format!("{p}{NEW_SUFFIX}"));
+        self.remove_if_exists(&tmp)?;
+        self.remove_if_exists(&new)?;
         let n = self.write_file(&tmp, data)?;
         self.flush()?;
-        if self.exists(path)? {
-            self.remove(path)?;
-        }
-        self.rename(&tmp, path)?;
+        self.rename(&tmp, &new)?;
+        self.remove_if_exists(p)?;
+        self.rename(&new, p)?;
         self.flush()?;
         Ok(n)
     }
 
-    /// Completes replacements in `dir` that a crash interrupted: a temporary file
-    /// whose final name is missing was complete (it is flushed before the old file is
-    /// removed) and takes the name; one whose final name exists is discarded.
+    /// [`Volume::replace`] for several files with two flushes in all instead of two
+    /// each: every `.lbtmp` is written, one flush, then each becomes `.lbnew` and
+    /// takes its final name, one flush.
+    fn replace_all(&mut self, items: &mut [(String, Box<dyn Read + '_>)]) -> Result<Vec<u64>> {
+        let mut sizes = Vec::with_capacity(items.len());
+        for (path, data) in items.iter_mut() {
+            let p = path.trim_matches('/');
+            self.remove_if_exists(&format!("{p}{TMP_SUFFIX}"))?;
+            self.remove_if_exists(&format!("{p}{NEW_SUFFIX}"))?;
+            sizes.push(self.write_file(&format!("{p}{TMP_SUFFIX}"), data)?);
+        }
+        self.flush()?;
+        for (path, _) in items.iter() {
+            let p = path.trim_matches('/');
+            self.rename(&format!("{p}{TMP_SUFFIX}"), &format!("{p}{NEW_SUFFIX}"))?;
+        }
+        for (path, _) in items.iter() {
+            let p = path.trim_matches('/');
+            self.remove_if_exists(p)?;
+            self.rename(&format!("{p}{NEW_SUFFIX}"), p)?;
+        }
+        self.flush()?;
+        Ok(sizes)
+    }
+
+    /// Completes replacements in `dir` that a crash interrupted: a `.lbtmp` may be
+    /// incomplete and is deleted; a `.lbnew` is complete and takes its final name.
     fn recover(&mut self, dir: &str) -> Result<Vec<String>> {
         let mut done = Vec::new();
         let entries = match self.list(dir) {
@@ -136,22 +159,23 @@ pub trait Volume {
             Err(Error::NotFound { .. }) => return Ok(done),
             Err(e) => return Err(e),
         };
-        for e in entries {
-            let Some(base) = e.name.strip_suffix(TMP_SUFFIX) else {
-                continue;
-            };
-            if e.is_dir || base.is_empty() {
-                continue;
-            }
-            let tmp = join(dir, &e.name);
-            let fin = join(dir, base);
-            if self.exists(&fin)? {
+        for e in entries.iter().filter(|e| !e.is_dir) {
+            if e.name.len() > TMP_SUFFIX.len() && e.name.ends_with(TMP_SUFFIX) {
+                let tmp = join(dir, &e.name);
                 self.remove(&tmp)?;
                 done.push(format!("discarded unfinished {tmp}"));
-            } else {
-                self.rename(&tmp, &fin)?;
-                done.push(format!("completed interrupted replacement of {fin}"));
             }
+        }
+        for e in entries.iter().filter(|e| !e.is_dir) {
+            let Some(base) = e.name.strip_suffix(NEW_SUFFIX) else { continue };
+            if base.is_empty() {
+                continue;
+            }
+            let new = join(dir, &e.name);
+            let fin = join(dir, base);
+            self.remove_if_exists(&fin)?;
+            self.rename(&new, &fin)?;
+            done.push(format!("completed interrupted replacement of {fin}"));
         }
         if !done.is_empty() {
             self.flush()?;

@@ -76,16 +76,7 @@ impl Archive {
                 Kind::Symlink(t) => (t.as_bytes(), 0, 0, 1),
                 Kind::CharDev { major, minor } => (&[], *major, *minor, 1),
             };
-            header(
-                &mut out,
-                i as u32 + 1,
-                e.mode,
-                nlink,
-                data.len() as u32,
-                rmaj,
-                rmin,
-                &e.name,
-            );
+            header(&mut out, i as u32 + 1, e.mode, nlink, data.len() as u32, rmaj, rmin, &e.name);
             out.extend_from_slice(data);
             pad4(&mut out);
         }
@@ -98,19 +89,14 @@ impl Archive {
         let mut a = Archive::new();
         let mut pos = 0usize;
         loop {
-            let h = b
-                .get(pos..pos + HEADER)
-                .ok_or_else(|| Error::Cpio(format!("truncated header at byte {pos}")))?;
+            let h = b.get(pos..pos + HEADER).ok_or_else(|| Error::Cpio(format!("truncated header at byte {pos}")))?;
             if &h[..6] != MAGIC {
-                return Err(Error::Cpio(format!(
-                    "bad magic at byte {pos} (only newc is supported)"
-                )));
+                return Err(Error::Cpio(format!("bad magic at byte {pos} (only newc is supported)")));
             }
             let field = |i: usize| -> Result<u32> {
                 let s = std::str::from_utf8(&h[6 + i * 8..6 + i * 8 + 8])
                     .map_err(|_| Error::Cpio("non-ASCII header".into()))?;
-                u32::from_str_radix(s, 16)
-                    .map_err(|_| Error::Cpio(format!("bad hex field {s:?} at byte {pos}")))
+                u32::from_str_radix(s, 16).map_err(|_| Error::Cpio(format!("bad hex field {s:?} at byte {pos}")))
             };
             for i in 0..13 {
                 field(i)?;
@@ -124,9 +110,7 @@ impl Archive {
                 return Err(Error::Cpio(format!("name size {namesize} at byte {pos}")));
             }
             let name_at = pos + HEADER;
-            let nb = b
-                .get(name_at..name_at + namesize)
-                .ok_or_else(|| Error::Cpio("truncated name".into()))?;
+            let nb = b.get(name_at..name_at + namesize).ok_or_else(|| Error::Cpio("truncated name".into()))?;
             if nb[namesize - 1] != 0 {
                 return Err(Error::Cpio("name not NUL-terminated".into()));
             }
@@ -136,17 +120,13 @@ impl Archive {
             if name == TRAILER {
                 return Ok(a);
             }
-            let data = b
-                .get(data_at..data_at + size)
-                .ok_or_else(|| Error::Cpio(format!("{name}: data runs past the end")))?;
+            let data =
+                b.get(data_at..data_at + size).ok_or_else(|| Error::Cpio(format!("{name}: data runs past the end")))?;
             let kind = match mode & 0o170000 {
                 0o040000 => Kind::Dir,
                 0o100000 => Kind::File(data.to_vec()),
                 0o120000 => Kind::Symlink(String::from_utf8_lossy(data).into_owned()),
-                0o020000 => Kind::CharDev {
-                    major: rmaj,
-                    minor: rmin,
-                },
+                0o020000 => Kind::CharDev { major: rmaj, minor: rmin },
                 t => return Err(Error::Cpio(format!("{name}: unsupported type {t:o}"))),
             };
             a.entries.push(CpioEntry { name, mode, kind });
@@ -157,32 +137,9 @@ impl Archive {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn header(
-    out: &mut Vec<u8>,
-    ino: u32,
-    mode: u32,
-    nlink: u32,
-    size: u32,
-    rmaj: u32,
-    rmin: u32,
-    name: &str,
-) {
+fn header(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, size: u32, rmaj: u32, rmin: u32, name: &str) {
     out.extend_from_slice(MAGIC);
-    let fields = [
-        ino,
-        mode,
-        0,
-        0,
-        nlink,
-        0,
-        size,
-        0,
-        0,
-        rmaj,
-        rmin,
-        name.len() as u32 + 1,
-        0,
-    ];
+    let fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rmaj, rmin, name.len() as u32 + 1, 0];
     for f in fields {
         out.extend_from_slice(format!("{f:08X}").as_bytes());
     }

@@ -43,10 +43,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 fn io_at(at: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        at: at.to_owned(),
-        source,
-    }
+    move |source| Error::Io { at: at.to_owned(), source }
 }
 
 /// Compression of the archive.
@@ -73,19 +70,7 @@ pub const LOAD_LIST: &str = "lib/modules/lifeboat.load";
 /// Builds the archive bytes (compressed as asked).
 pub fn build(spec: &BuildSpec) -> Result<Vec<u8>> {
     let mut a = Archive::new();
-    for d in [
-        "dev",
-        "proc",
-        "sys",
-        "run",
-        "sysroot",
-        "tmp",
-        "usr",
-        "usr/bin",
-        "etc",
-        "lib",
-        "lib/modules",
-    ] {
+    for d in ["dev", "proc", "sys", "run", "sysroot", "tmp", "usr", "usr/bin", "etc", "lib", "lib/modules"] {
         a.dir(d, 0o755);
     }
     a.char_dev("dev/console", 0o600, 5, 1);
@@ -94,17 +79,10 @@ pub fn build(spec: &BuildSpec) -> Result<Vec<u8>> {
     a.file("init", 0o755, bin);
     a.symlink("usr/bin/lifeboat", "../../init");
     // Tells PID 1 that it runs from lifeboat's own initrd.
-    a.file(
-        "etc/initrd-release",
-        0o644,
-        b"NAME=\"lifeboat rescue initrd\"\nID=lifeboat\n".to_vec(),
-    );
+    a.file("etc/initrd-release", 0o644, b"NAME=\"lifeboat rescue initrd\"\nID=lifeboat\n".to_vec());
     if let Some(dir) = &spec.modules_dir {
         let resolved = modules::closure(dir, &spec.modules)?;
-        let kver = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let kver = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let mut list = String::new();
         for rel in &resolved {
             let src = dir.join(rel);
@@ -125,17 +103,14 @@ pub fn build(spec: &BuildSpec) -> Result<Vec<u8>> {
         }
         a.file(LOAD_LIST, 0o644, list.into_bytes());
     } else if !spec.modules.is_empty() {
-        return Err(Error::Module(
-            "--module needs --modules DIR (the kernel's /lib/modules/<version>)".into(),
-        ));
+        return Err(Error::Module("--module needs --modules DIR (the kernel's /lib/modules/<version>)".into()));
     }
     let raw = a.to_bytes();
     match spec.compression {
         Compression::None => Ok(raw),
-        Compression::Zstd => zstd::bulk::compress(&raw, 19).map_err(|e| Error::Io {
-            at: PathBuf::from("<zstd>"),
-            source: e,
-        }),
+        Compression::Zstd => {
+            zstd::bulk::compress(&raw, 19).map_err(|e| Error::Io { at: PathBuf::from("<zstd>"), source: e })
+        }
     }
 }
 

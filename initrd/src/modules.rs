@@ -25,20 +25,13 @@ pub fn parse_dep(text: &str) -> Result<BTreeMap<String, Vec<String>>> {
         if line.trim().is_empty() {
             continue;
         }
-        let (m, deps) = line
-            .split_once(':')
-            .ok_or_else(|| Error::Module(format!("modules.dep line {}: no ':'", n + 1)))?;
+        let (m, deps) =
+            line.split_once(':').ok_or_else(|| Error::Module(format!("modules.dep line {}: no ':'", n + 1)))?;
         let m = m.trim();
         if m.contains("..") || m.starts_with('/') {
-            return Err(Error::Module(format!(
-                "modules.dep line {}: bad path {m:?}",
-                n + 1
-            )));
+            return Err(Error::Module(format!("modules.dep line {}: bad path {m:?}", n + 1)));
         }
-        out.insert(
-            m.to_owned(),
-            deps.split_whitespace().map(str::to_owned).collect(),
-        );
+        out.insert(m.to_owned(), deps.split_whitespace().map(str::to_owned).collect());
     }
     Ok(out)
 }
@@ -46,8 +39,7 @@ pub fn parse_dep(text: &str) -> Result<BTreeMap<String, Vec<String>>> {
 /// The module paths (relative to `dir`) to load for `names`, dependencies first.
 pub fn closure(dir: &Path, names: &[String]) -> Result<Vec<String>> {
     let dep_file = dir.join("modules.dep");
-    let text = std::fs::read_to_string(&dep_file)
-        .map_err(|e| Error::Module(format!("{}: {e}", dep_file.display())))?;
+    let text = std::fs::read_to_string(&dep_file).map_err(|e| Error::Module(format!("{}: {e}", dep_file.display())))?;
     let deps = parse_dep(&text)?;
     let by_name: BTreeMap<String, &String> = deps.keys().map(|p| (module_name(p), p)).collect();
     let mut order = Vec::new();
@@ -76,10 +68,7 @@ pub fn closure(dir: &Path, names: &[String]) -> Result<Vec<String>> {
     }
     for n in names {
         let p = by_name.get(&norm(n)).ok_or_else(|| {
-            Error::Module(format!(
-                "module {n} is not in {} (built in, or not built?)",
-                dep_file.display()
-            ))
+            Error::Module(format!("module {n} is not in {} (built in, or not built?)", dep_file.display()))
         })?;
         visit(p, &deps, &mut order, &mut done, &mut Vec::new())?;
     }

@@ -121,11 +121,7 @@ fn cfg(ctx: &Ctx) -> Config {
 }
 
 fn efivars(ctx: &Ctx) -> Result<EfiVars> {
-    let dir = ctx
-        .args
-        .efivars
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(lifeboat_boot::efivars::DEFAULT_DIR));
+    let dir = ctx.args.efivars.clone().unwrap_or_else(|| PathBuf::from(lifeboat_boot::efivars::DEFAULT_DIR));
     Ok(EfiVars::open(&dir)?)
 }
 
@@ -139,14 +135,7 @@ fn esp_vol(t: &mut BootTargets) -> &mut dyn Volume {
 pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
     match c.cmd {
         BootSub::Sync(s) => {
-            sync(
-                ctx,
-                s.keep,
-                s.tries,
-                s.timeout,
-                s.initrd.as_deref(),
-                s.dry_run,
-            )?;
+            sync(ctx, s.keep, s.tries, s.timeout, s.initrd.as_deref(), s.dry_run)?;
             Ok(ExitCode::SUCCESS)
         }
         BootSub::List(_) => list(ctx),
@@ -174,25 +163,15 @@ pub fn sync(
     if let Some(f) = &loaded.fallback {
         ctx.out.note(f);
     }
-    let (req, skipped) =
-        bootsync::request(&root, &loaded.index, &config, keep, tries, timeout, initrd)?;
+    let (req, skipped) = bootsync::request(&root, &loaded.index, &config, keep, tries, timeout, initrd)?;
     for (id, why) in &skipped {
-        ctx.out.note(format!(
-            "transaction {id}: {why}; its entry (if any) is left as it is"
-        ));
+        ctx.out.note(format!("transaction {id}: {why}; its entry (if any) is left as it is"));
     }
     if req.entries.is_empty() {
-        return Err(Error::Refused(
-            "no transaction carries a kernel: nothing to put on $BOOT".into(),
-        ));
+        return Err(Error::Refused("no transaction carries a kernel: nothing to put on $BOOT".into()));
     }
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, !dry_run)?;
-    for n in t
-        .boot
-        .notes
-        .iter()
-        .chain(t.esp.iter().flat_map(|e| e.notes.iter()))
-    {
+    for n in t.boot.notes.iter().chain(t.esp.iter().flat_map(|e| e.notes.iter())) {
         ctx.out.note(n);
     }
     let BootTargets { boot, esp } = &mut t;
@@ -207,10 +186,7 @@ pub fn sync(
             Step::LoaderConf => ("loader.conf", "loader/loader.conf".to_owned()),
         };
         if dry_run || !ctx.out.json {
-            ctx.out.line(format!(
-                "{}{what:<12} {path}",
-                if dry_run { "would " } else { "" }
-            ));
+            ctx.out.line(format!("{}{what:<12} {path}", if dry_run { "would " } else { "" }));
         }
         steps.push(Json::obj().with("op", what).with("path", path));
     }
@@ -221,25 +197,16 @@ pub fn sync(
         ));
     }
     if !dry_run {
-        let esp_v: Option<&mut dyn Volume> =
-            esp.as_mut().map(|e| e.volume.as_mut() as &mut dyn Volume);
+        let esp_v: Option<&mut dyn Volume> = esp.as_mut().map(|e| e.volume.as_mut() as &mut dyn Volume);
         let done = plan::apply(&plan, boot.volume.as_mut(), esp_v)?;
         for r in &done.recovered {
             ctx.out.note(r);
         }
     }
     if plan.is_noop() {
-        ctx.out.line(format!(
-            "{} is up to date ({} entries)",
-            boot.location,
-            plan.kept.len()
-        ));
+        ctx.out.line(format!("{} is up to date ({} entries)", boot.location, plan.kept.len()));
     } else if !dry_run {
-        ctx.out.line(format!(
-            "synced {} entries to {}",
-            plan.kept.len(),
-            boot.location
-        ));
+        ctx.out.line(format!("synced {} entries to {}", plan.kept.len(), boot.location));
     }
     ctx.out.json(
         &Json::obj()
@@ -277,19 +244,8 @@ fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>) -> Result<V
         let ours = token
             .and_then(|t| plan::parse_entry_name(t, &f.name))
             .map(|(tx, _, _)| tx)
-            .filter(|tx| {
-                entry
-                    .options()
-                    .split_whitespace()
-                    .any(|o| o == format!("lifeboat.tx={tx}"))
-            });
-        out.push(Found {
-            sort: SortInfo::of(&f.name, &entry),
-            file: f.name,
-            entry,
-            on_esp,
-            ours,
-        });
+            .filter(|tx| entry.options().split_whitespace().any(|o| o == format!("lifeboat.tx={tx}")));
+        out.push(Found { sort: SortInfo::of(&f.name, &entry), file: f.name, entry, on_esp, ours });
     }
     Ok(out)
 }
@@ -305,10 +261,7 @@ fn all_entries(t: &mut BootTargets, token: Option<&str>) -> Result<Vec<Found>> {
 
 /// Which entry a loader.conf default pattern selects (the first match in order).
 fn glob_match(pat: &str, s: &str) -> bool {
-    let (p, s): (Vec<char>, Vec<char>) = (
-        pat.to_lowercase().chars().collect(),
-        s.to_lowercase().chars().collect(),
-    );
+    let (p, s): (Vec<char>, Vec<char>) = (pat.to_lowercase().chars().collect(), s.to_lowercase().chars().collect());
     fn rec(p: &[char], s: &[char]) -> bool {
         match p.first() {
             None => s.is_empty(),
@@ -325,14 +278,8 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
     let entries = all_entries(&mut t, token.as_deref())?;
-    let lc = esp_vol(&mut t)
-        .read("loader/loader.conf")
-        .ok()
-        .map(|b| String::from_utf8_lossy(&b).into_owned());
-    let default = lc
-        .as_deref()
-        .and_then(|l| loaderconf::get_key(l, "default"))
-        .map(str::to_owned);
+    let lc = esp_vol(&mut t).read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned());
+    let default = lc.as_deref().and_then(|l| loaderconf::get_key(l, "default")).map(str::to_owned);
     let default_idx = match &default {
         Some(p) => entries.iter().position(|e| glob_match(p, &e.sort.id)),
         None => (!entries.is_empty()).then_some(0),
@@ -340,21 +287,13 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
     let mut arr = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let mark = if Some(i) == default_idx { "*" } else { " " };
-        let counter = e
-            .sort
-            .counter
-            .map(|c| format!(" [tries left {}, done {}]", c.left, c.done))
-            .unwrap_or_default();
+        let counter = e.sort.counter.map(|c| format!(" [tries left {}, done {}]", c.left, c.done)).unwrap_or_default();
         ctx.out.line(format!(
             "{mark} {:<48} {}{}{}",
             e.file,
             e.entry.get("title").unwrap_or("(no title)"),
             counter,
-            if e.ours.is_none() {
-                "  (not lifeboat's)"
-            } else {
-                ""
-            }
+            if e.ours.is_none() { "  (not lifeboat's)" } else { "" }
         ));
         arr.push(
             Json::obj()
@@ -383,24 +322,11 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     match &mut t.esp {
         Some(e) => {
             let es = e.volume.space()?;
-            ctx.out.line(format!(
-                "ESP:      {} ({} free of {})",
-                e.location,
-                human(es.free),
-                human(es.total)
-            ));
-            ctx.out.line(format!(
-                "$BOOT:    {} ({} free of {})",
-                t.boot.location,
-                human(bs.free),
-                human(bs.total)
-            ));
+            ctx.out.line(format!("ESP:      {} ({} free of {})", e.location, human(es.free), human(es.total)));
+            ctx.out.line(format!("$BOOT:    {} ({} free of {})", t.boot.location, human(bs.free), human(bs.total)));
             j.push(
                 "esp",
-                Json::obj()
-                    .with("location", e.location.as_str())
-                    .with("free", es.free)
-                    .with("total", es.total),
+                Json::obj().with("location", e.location.as_str()).with("free", es.free).with("total", es.total),
             );
         }
         None => {
@@ -414,24 +340,14 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     }
     j.push(
         "boot",
-        Json::obj()
-            .with("location", t.boot.location.as_str())
-            .with("free", bs.free)
-            .with("total", bs.total),
+        Json::obj().with("location", t.boot.location.as_str()).with("free", bs.free).with("total", bs.total),
     );
-    ctx.out.line(format!(
-        "token:    {}",
-        token.as_deref().unwrap_or("(none)")
-    ));
+    ctx.out.line(format!("token:    {}", token.as_deref().unwrap_or("(none)")));
     j.push("token", token.clone());
     // Loaders under EFI/.
     let mut loaders = Vec::new();
     let esp = esp_vol(&mut t);
-    for path in [
-        "EFI/systemd/systemd-bootx64.efi",
-        "EFI/BOOT/BOOTX64.EFI",
-        "EFI/Microsoft/Boot/bootmgfw.efi",
-    ] {
+    for path in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI", "EFI/Microsoft/Boot/bootmgfw.efi"] {
         if let Ok(b) = esp.read(path) {
             let what = match sdboot::version(&b) {
                 Some(v) => format!("systemd-boot {v}"),
@@ -446,75 +362,38 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
         for d in dirs.iter().filter(|d| d.is_dir) {
             let n = d.name.to_ascii_lowercase();
             if !matches!(n.as_str(), "boot" | "systemd" | "linux" | "microsoft") {
-                ctx.out.line(format!(
-                    "other:    EFI/{}/ (another operating system's loader)",
-                    d.name
-                ));
-                loaders.push(
-                    Json::obj()
-                        .with("path", format!("EFI/{}", d.name))
-                        .with("what", "other"),
-                );
+                ctx.out.line(format!("other:    EFI/{}/ (another operating system's loader)", d.name));
+                loaders.push(Json::obj().with("path", format!("EFI/{}", d.name)).with("what", "other"));
             }
         }
     }
     j.push("loaders", Json::Arr(loaders));
-    let lc = esp
-        .read("loader/loader.conf")
-        .ok()
-        .map(|b| String::from_utf8_lossy(&b).into_owned());
-    let default = lc
-        .as_deref()
-        .and_then(|l| loaderconf::get_key(l, "default"))
-        .map(str::to_owned);
-    let timeout = lc
-        .as_deref()
-        .and_then(|l| loaderconf::get_key(l, "timeout"))
-        .map(str::to_owned);
-    ctx.out.line(format!(
-        "default:  {}",
-        default.as_deref().unwrap_or("(first entry)")
-    ));
-    ctx.out.line(format!(
-        "timeout:  {}",
-        timeout.as_deref().unwrap_or("(loader default)")
-    ));
+    let lc = esp.read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned());
+    let default = lc.as_deref().and_then(|l| loaderconf::get_key(l, "default")).map(str::to_owned);
+    let timeout = lc.as_deref().and_then(|l| loaderconf::get_key(l, "timeout")).map(str::to_owned);
+    ctx.out.line(format!("default:  {}", default.as_deref().unwrap_or("(first entry)")));
+    ctx.out.line(format!("timeout:  {}", timeout.as_deref().unwrap_or("(loader default)")));
     j.push("default", default.clone());
     j.push("timeout", timeout);
     let vars = efivars(ctx).ok();
-    let get = |n: &str| {
-        vars.as_ref()
-            .and_then(|v| v.read_string(n, LOADER_GUID).ok().flatten())
-    };
+    let get = |n: &str| vars.as_ref().and_then(|v| v.read_string(n, LOADER_GUID).ok().flatten());
     let oneshot = get("LoaderEntryOneShot");
     let selected = get("LoaderEntrySelected");
+    ctx.out.line(format!("one-shot: {}", oneshot.as_deref().unwrap_or("-")));
     ctx.out
-        .line(format!("one-shot: {}", oneshot.as_deref().unwrap_or("-")));
-    ctx.out.line(format!(
-        "booted:   {}",
-        selected
-            .as_deref()
-            .unwrap_or("- (no efivarfs, or not booted by systemd-boot)")
-    ));
+        .line(format!("booted:   {}", selected.as_deref().unwrap_or("- (no efivarfs, or not booted by systemd-boot)")));
     j.push("oneshot", oneshot);
     j.push("selected", selected);
     let entries = all_entries(&mut t, token.as_deref())?;
     let mut arr = Vec::new();
     ctx.out.line("entries:");
     for e in &entries {
-        let counter = e
-            .sort
-            .counter
-            .map(|c| format!(" +{}-{}", c.left, c.done))
-            .unwrap_or_default();
+        let counter = e.sort.counter.map(|c| format!(" +{}-{}", c.left, c.done)).unwrap_or_default();
         let owner = match e.ours {
             Some(tx) => format!("transaction {tx}"),
             None => format!(
                 "foreign ({})",
-                e.entry
-                    .get("machine-id")
-                    .map(|m| format!("machine-id {m}"))
-                    .unwrap_or_else(|| "other install".into())
+                e.entry.get("machine-id").map(|m| format!("machine-id {m}")).unwrap_or_else(|| "other install".into())
             ),
         };
         ctx.out.line(format!("  {:<48} {owner}{counter}", e.file));
@@ -548,25 +427,18 @@ fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
     let entries = all_entries(&mut t, token.as_deref())?;
     let Some(hit) = entries.iter().find(|e| glob_match(&pattern, &e.sort.id)) else {
-        return Err(Error::Refused(format!(
-            "no entry on $BOOT matches {pattern:?}; run `lifeboat boot sync` first?"
-        )));
+        return Err(Error::Refused(format!("no entry on $BOOT matches {pattern:?}; run `lifeboat boot sync` first?")));
     };
     let hit = hit.file.clone();
     let esp = esp_vol(&mut t);
-    let old = esp
-        .read("loader/loader.conf")
-        .ok()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let old = esp.read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let new = loaderconf::set_key(&old, "default", Some(&pattern));
     if new != old {
         esp.create_dir_all("loader")?;
         esp.replace("loader/loader.conf", &mut new.as_bytes())?;
     }
     ctx.out.line(format!("default: {pattern} (now {hit})"));
-    ctx.out
-        .json(&Json::obj().with("default", pattern).with("entry", hit));
+    ctx.out.json(&Json::obj().with("default", pattern).with("entry", hit));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -584,8 +456,7 @@ fn set_oneshot(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     let vars = efivars(ctx)?;
     vars.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, &hit.sort.id)?;
     ctx.out.line(format!("next boot (once): {}", hit.sort.id));
-    ctx.out
-        .json(&Json::obj().with("oneshot", hit.sort.id.as_str()));
+    ctx.out.json(&Json::obj().with("oneshot", hit.sort.id.as_str()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -600,15 +471,16 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
             match p {
                 Some(p) => p.rsplit(['\\', '/']).next().unwrap_or("").to_owned(),
                 None => {
-                    ctx.out.line("nothing to bless: the booted entry has no boot counter (LoaderBootCountPath is not set)");
+                    ctx.out.line(
+                        "nothing to bless: the booted entry has no boot counter (LoaderBootCountPath is not set)",
+                    );
                     return Ok(ExitCode::SUCCESS);
                 }
             }
         }
     };
     let Some((stem, Some(_))) = bls::split_counter(&name, ".conf") else {
-        ctx.out
-            .line(format!("{name} has no boot counter; nothing to do"));
+        ctx.out.line(format!("{name} has no boot counter; nothing to do"));
         return Ok(ExitCode::SUCCESS);
     };
     let good = format!("{stem}.conf");
@@ -623,34 +495,23 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
     let vol: &mut dyn Volume = match (on_boot, t.esp.as_mut()) {
         (true, _) => t.boot.volume.as_mut(),
         (false, Some(e)) if on_esp => e.volume.as_mut(),
-        _ => {
-            return Err(Error::Refused(format!(
-                "{from} is on neither $BOOT nor the ESP"
-            )))
-        }
+        _ => return Err(Error::Refused(format!("{from} is on neither $BOOT nor the ESP"))),
     };
     vol.rename(&from, &to)?;
     vol.flush()?;
     // A proven entry of ours becomes the default again.
-    if let Some((tx, _, _)) = token
-        .as_deref()
-        .and_then(|t| plan::parse_entry_name(t, &good))
-    {
+    if let Some((tx, _, _)) = token.as_deref().and_then(|t| plan::parse_entry_name(t, &good)) {
         let pattern = plan::default_pattern(token.as_deref().unwrap_or_default(), tx);
         let esp = esp_vol(&mut t);
-        let old = esp
-            .read("loader/loader.conf")
-            .ok()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let old =
+            esp.read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         let new = loaderconf::set_key(&old, "default", Some(&pattern));
         if new != old {
             esp.replace("loader/loader.conf", &mut new.as_bytes())?;
         }
     }
     ctx.out.line(format!("blessed: {name} -> {good}"));
-    ctx.out
-        .json(&Json::obj().with("from", name).with("to", good));
+    ctx.out.json(&Json::obj().with("from", name).with("to", good));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -658,9 +519,7 @@ fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
     let config = cfg(ctx);
     let src = match loader {
         Some(p) => p.to_owned(),
-        None => ctx
-            .root
-            .join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
+        None => ctx.root.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
     };
     let bin = std::fs::read(&src).map_err(|e| Error::io("read loader", &src, e))?;
     let new_v = sdboot::version(&bin)
@@ -676,14 +535,11 @@ fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
         };
         let action = match &found {
             Some(None) => {
-                ctx.out.line(format!(
-                    "{dest}: another loader is installed there; left alone"
-                ));
+                ctx.out.line(format!("{dest}: another loader is installed there; left alone"));
                 "kept-foreign"
             }
             Some(Some(v)) if v == &new_v => {
-                ctx.out
-                    .line(format!("{dest}: systemd-boot {v} already installed"));
+                ctx.out.line(format!("{dest}: systemd-boot {v} already installed"));
                 "up-to-date"
             }
             _ => {
@@ -692,9 +548,7 @@ fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
                 esp.replace(dest, &mut bin.as_slice())?;
                 match &found {
                     Some(Some(v)) => ctx.out.line(format!("{dest}: systemd-boot {v} -> {new_v}")),
-                    _ => ctx
-                        .out
-                        .line(format!("{dest}: installed systemd-boot {new_v}")),
+                    _ => ctx.out.line(format!("{dest}: installed systemd-boot {new_v}")),
                 }
                 "installed"
             }
@@ -702,10 +556,7 @@ fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
         results.push(
             Json::obj()
                 .with("path", dest)
-                .with(
-                    "found",
-                    found.map(|f| f.unwrap_or_else(|| "foreign".into())),
-                )
+                .with("found", found.map(|f| f.unwrap_or_else(|| "foreign".into())))
                 .with("action", action),
         );
     }
@@ -714,11 +565,7 @@ fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
         esp.replace("loader/entries.srel", &mut &b"type1\n"[..])?;
     }
     esp.flush()?;
-    ctx.out.json(
-        &Json::obj()
-            .with("version", new_v)
-            .with("files", Json::Arr(results)),
-    );
+    ctx.out.json(&Json::obj().with("version", new_v).with("files", Json::Arr(results)));
     Ok(ExitCode::SUCCESS)
 }
 

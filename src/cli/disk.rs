@@ -74,12 +74,12 @@ pub struct CatCmd {
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "put")]
-/// copy a local file to IMG:PART:PATH (crash-safe replace; parents created)
+/// copy local files to IMG:PART:PATH (crash-safe replace; parents created); with
+/// several files, or PATH ending in /, PATH is a directory
 pub struct PutCmd {
-    #[argh(positional)]
-    pub local: PathBuf,
-    #[argh(positional)]
-    pub spec: String,
+    /// local files, then the destination IMG:PART:PATH
+    #[argh(positional, greedy)]
+    pub args: Vec<String>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -107,11 +107,7 @@ pub struct Spec {
 
 pub fn parse_spec(s: &str) -> Result<Spec> {
     if Path::new(s).exists() {
-        return Ok(Spec {
-            image: s.into(),
-            part: None,
-            path: None,
-        });
+        return Ok(Spec { image: s.into(), part: None, path: None });
     }
     for (i, _) in s.match_indices(':').collect::<Vec<_>>().into_iter().rev() {
         if Path::new(&s[..i]).exists() {
@@ -120,35 +116,22 @@ pub fn parse_spec(s: &str) -> Result<Spec> {
                 Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
                 None => (rest.to_owned(), None),
             };
-            return Ok(Spec {
-                image: s[..i].into(),
-                part: Some(part),
-                path,
-            });
+            return Ok(Spec { image: s[..i].into(), part: Some(part), path });
         }
     }
-    Err(Error::Refused(format!(
-        "{s}: no such image (expected IMG[:PART[:PATH]])"
-    )))
+    Err(Error::Refused(format!("{s}: no such image (expected IMG[:PART[:PATH]])")))
 }
 
 fn size(s: &str, what: &str) -> Result<u64> {
-    parse_size(s)
-        .ok_or_else(|| Error::Refused(format!("{what}: {s:?} is not a size (e.g. 512M, 2G)")))
+    parse_size(s).ok_or_else(|| Error::Refused(format!("{what}: {s:?} is not a size (e.g. 512M, 2G)")))
 }
 
 /// Opens the FAT volume of `spec`'s partition.
 pub fn open_volume(spec: &Spec, writable: bool) -> Result<(FatVolume, Vec<String>)> {
-    let part = spec
-        .part
-        .as_deref()
-        .ok_or_else(|| Error::Refused("a partition is needed: IMG:PART".into()))?;
+    let part = spec.part.as_deref().ok_or_else(|| Error::Refused("a partition is needed: IMG:PART".into()))?;
     let d = Disk::open(&spec.image, writable)?;
     let p = d.select(part)?.clone();
-    let v = FatVolume::open(
-        d.window(&p),
-        &format!("{}:{}", spec.image.display(), p.number),
-    )?;
+    let v = FatVolume::open(d.window(&p), &format!("{}:{}", spec.image.display(), p.number))?;
     Ok((v, d.notes.clone()))
 }
 
@@ -158,20 +141,11 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             let spec = CreateSpec {
                 size: size(&c.size, "--size")?,
                 esp: size(&c.esp, "--esp")?,
-                xbootldr: c
-                    .xbootldr
-                    .as_deref()
-                    .map(|s| size(s, "--xbootldr"))
-                    .transpose()?,
+                xbootldr: c.xbootldr.as_deref().map(|s| size(s, "--xbootldr")).transpose()?,
                 root: c.root.as_deref().map(|s| size(s, "--root")).transpose()?,
             };
             let d = disk::create(&c.image, &spec)?;
-            out.line(format!(
-                "created {} ({} bytes, GPT {})",
-                c.image.display(),
-                d.size,
-                d.disk_guid
-            ));
+            out.line(format!("created {} ({} bytes, GPT {})", c.image.display(), d.size, d.disk_guid));
             print_parts(&d, out);
             Ok(ExitCode::SUCCESS)
         }
@@ -196,30 +170,18 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             for (path, e) in rows {
                 out.line(format!(
                     "{:>10}  {}{}",
-                    if e.is_dir {
-                        "-".into()
-                    } else {
-                        e.size.to_string()
-                    },
+                    if e.is_dir { "-".into() } else { e.size.to_string() },
                     path,
                     if e.is_dir { "/" } else { "" }
                 ));
-                arr.push(
-                    Json::obj()
-                        .with("path", path)
-                        .with("dir", e.is_dir)
-                        .with("size", e.size),
-                );
+                arr.push(Json::obj().with("path", path).with("dir", e.is_dir).with("size", e.size));
             }
             out.json(&Json::Arr(arr));
             Ok(ExitCode::SUCCESS)
         }
         DiskSub::Cat(c) => {
             let spec = parse_spec(&c.spec)?;
-            let path = spec
-                .path
-                .clone()
-                .ok_or_else(|| Error::Refused("cat needs IMG:PART:PATH".into()))?;
+            let path = spec.path.clone().ok_or_else(|| Error::Refused("cat needs IMG:PART:PATH".into()))?;
             let (mut v, _) = open_volume(&spec, false)?;
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
@@ -228,29 +190,38 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DiskSub::Put(c) => {
-            let spec = parse_spec(&c.spec)?;
-            let path = spec
-                .path
-                .clone()
-                .ok_or_else(|| Error::Refused("put needs IMG:PART:PATH".into()))?;
-            let mut f =
-                std::fs::File::open(&c.local).map_err(|e| Error::io("open", &c.local, e))?;
-            let (mut v, _) = open_volume(&spec, true)?;
-            let (parent, _) = lifeboat_esp::volume::split(&path);
-            if !parent.is_empty() {
-                v.create_dir_all(parent)?;
+            let Some((dest, locals)) = c.args.split_last().filter(|(_, l)| !l.is_empty()) else {
+                return Err(Error::Refused("put needs LOCAL... IMG:PART:PATH".into()));
+            };
+            let spec = parse_spec(dest)?;
+            let path = spec.path.clone().ok_or_else(|| Error::Refused("put needs IMG:PART:PATH".into()))?;
+            let into_dir = locals.len() > 1 || path.ends_with('/');
+            let mut items: Vec<(String, Box<dyn std::io::Read>)> = Vec::new();
+            for l in locals {
+                let f = std::fs::File::open(l).map_err(|e| Error::io("open", l, e))?;
+                let target = if into_dir {
+                    let name = Path::new(l).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    lifeboat_esp::volume::join(&path, &name)
+                } else {
+                    path.clone()
+                };
+                items.push((target, Box::new(f)));
             }
-            let n = v.replace(&path, &mut f)?;
+            let (mut v, _) = open_volume(&spec, true)?;
+            for (t, _) in &items {
+                let (parent, _) = lifeboat_esp::volume::split(t);
+                if !parent.is_empty() {
+                    v.create_dir_all(parent)?;
+                }
+            }
+            let sizes = v.replace_all(&mut items)?;
             v.close()?;
-            out.line(format!("wrote {n} bytes to {}", c.spec));
+            out.line(format!("wrote {} bytes in {} files to {dest}", sizes.iter().sum::<u64>(), sizes.len()));
             Ok(ExitCode::SUCCESS)
         }
         DiskSub::Rm(c) => {
             let spec = parse_spec(&c.spec)?;
-            let path = spec
-                .path
-                .clone()
-                .ok_or_else(|| Error::Refused("rm needs IMG:PART:PATH".into()))?;
+            let path = spec.path.clone().ok_or_else(|| Error::Refused("rm needs IMG:PART:PATH".into()))?;
             let (mut v, _) = open_volume(&spec, true)?;
             v.remove(&path)?;
             v.close()?;
@@ -281,12 +252,7 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
     }
 }
 
-fn list(
-    v: &mut FatVolume,
-    dir: &str,
-    recursive: bool,
-    rows: &mut Vec<(String, lifeboat_esp::DirEntry)>,
-) -> Result<()> {
+fn list(v: &mut FatVolume, dir: &str, recursive: bool, rows: &mut Vec<(String, lifeboat_esp::DirEntry)>) -> Result<()> {
     let mut entries = v.list(dir)?;
     entries.sort_by_key(|e| e.name.to_lowercase());
     for e in entries {
@@ -316,10 +282,7 @@ pub fn human(n: u64) -> String {
 }
 
 fn print_parts(d: &Disk, out: &Out) {
-    out.line(format!(
-        "{:>3}  {:<12}  {:>12}  {:>12}  {:<36}  {}",
-        "#", "KIND", "START", "SIZE", "PARTUUID", "NAME"
-    ));
+    out.line(format!("{:>3}  {:<12}  {:>12}  {:>12}  {:<36}  {}", "#", "KIND", "START", "SIZE", "PARTUUID", "NAME"));
     let mut arr = Vec::new();
     for p in &d.partitions {
         out.line(format!(

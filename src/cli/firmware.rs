@@ -48,10 +48,7 @@ pub struct FwList {}
 /// add (or reuse) an entry for a loader on the ESP
 pub struct FwAdd {
     /// loader path on the ESP (default \EFI\systemd\systemd-bootx64.efi)
-    #[argh(
-        option,
-        default = "String::from(\"\\\\EFI\\\\systemd\\\\systemd-bootx64.efi\")"
-    )]
+    #[argh(option, default = "String::from(\"\\\\EFI\\\\systemd\\\\systemd-bootx64.efi\")")]
     pub loader: String,
     /// the entry's description (default "Linux Boot Manager")
     #[argh(option, default = "String::from(\"Linux Boot Manager\")")]
@@ -99,8 +96,7 @@ pub struct FwPrune {
 
 fn num(s: &str) -> Result<u16> {
     let t = s.trim_start_matches("Boot").trim_start_matches("boot");
-    u16::from_str_radix(t, 16)
-        .map_err(|_| Error::Refused(format!("{s:?} is not a boot entry number (hex, e.g. 0003)")))
+    u16::from_str_radix(t, 16).map_err(|_| Error::Refused(format!("{s:?} is not a boot entry number (hex, e.g. 0003)")))
 }
 
 /// A partition lifeboat knows, with a device to open it through.
@@ -141,10 +137,7 @@ fn known_partitions(root: &Path, args: &BootArgs) -> BTreeMap<String, KnownPart>
 }
 
 fn efivars(args: &BootArgs) -> Result<EfiVars> {
-    let dir = args
-        .efivars
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(lifeboat_boot::efivars::DEFAULT_DIR));
+    let dir = args.efivars.clone().unwrap_or_else(|| PathBuf::from(lifeboat_boot::efivars::DEFAULT_DIR));
     Ok(EfiVars::open(&dir)?)
 }
 
@@ -172,51 +165,21 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
         FwSub::List(_) => {
             let fw = firmware::read(&vars)?;
             let known = known_partitions(root, args);
-            let fmt = |v: &[u16]| {
-                v.iter()
-                    .map(|n| format!("{n:04X}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            out.line(format!(
-                "BootCurrent: {}",
-                fw.current
-                    .map(|n| format!("{n:04X}"))
-                    .unwrap_or_else(|| "-".into())
-            ));
-            out.line(format!(
-                "BootNext:    {}",
-                fw.next
-                    .map(|n| format!("{n:04X}"))
-                    .unwrap_or_else(|| "-".into())
-            ));
+            let fmt = |v: &[u16]| v.iter().map(|n| format!("{n:04X}")).collect::<Vec<_>>().join(",");
+            out.line(format!("BootCurrent: {}", fw.current.map(|n| format!("{n:04X}")).unwrap_or_else(|| "-".into())));
+            out.line(format!("BootNext:    {}", fw.next.map(|n| format!("{n:04X}")).unwrap_or_else(|| "-".into())));
             out.line(format!("BootOrder:   {}", fmt(&fw.order)));
-            out.line(format!(
-                "Timeout:     {}",
-                fw.timeout
-                    .map(|t| format!("{t} s"))
-                    .unwrap_or_else(|| "-".into())
-            ));
+            out.line(format!("Timeout:     {}", fw.timeout.map(|t| format!("{t} s")).unwrap_or_else(|| "-".into())));
             let mut arr = Vec::new();
             for e in &fw.entries {
                 let mark = if fw.current == Some(e.num) { "*" } else { " " };
                 match &e.option {
                     Ok(o) => {
-                        let active = if o.attributes & ACTIVE != 0 {
-                            ""
-                        } else {
-                            " (inactive)"
-                        };
+                        let active = if o.attributes & ACTIVE != 0 { "" } else { " (inactive)" };
                         let opt = if o.optional.is_empty() {
                             String::new()
                         } else {
-                            format!(
-                                " data={}",
-                                o.optional
-                                    .iter()
-                                    .map(|b| format!("{b:02x}"))
-                                    .collect::<String>()
-                            )
+                            format!(" data={}", o.optional.iter().map(|b| format!("{b:02x}")).collect::<String>())
                         };
                         out.line(format!(
                             "{mark}{} {}{active}\n      {} [{}]{opt}",
@@ -236,20 +199,13 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
                                 .with("where", describe(o, &known))
                                 .with(
                                     "optional_hex",
-                                    o.optional
-                                        .iter()
-                                        .map(|b| format!("{b:02x}"))
-                                        .collect::<String>(),
+                                    o.optional.iter().map(|b| format!("{b:02x}")).collect::<String>(),
                                 ),
                         );
                     }
                     Err(why) => {
                         out.line(format!("{mark}{} (undecodable: {why})", boot_name(e.num)));
-                        arr.push(
-                            Json::obj()
-                                .with("num", format!("{:04X}", e.num))
-                                .with("error", why.as_str()),
-                        );
+                        arr.push(Json::obj().with("num", format!("{:04X}", e.num)).with("error", why.as_str()));
                     }
                 }
             }
@@ -257,13 +213,7 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
                 &Json::obj()
                     .with("current", fw.current.map(|n| format!("{n:04X}")))
                     .with("next", fw.next.map(|n| format!("{n:04X}")))
-                    .with(
-                        "order",
-                        fw.order
-                            .iter()
-                            .map(|n| format!("{n:04X}"))
-                            .collect::<Vec<_>>(),
-                    )
+                    .with("order", fw.order.iter().map(|n| format!("{n:04X}")).collect::<Vec<_>>())
                     .with("timeout", fw.timeout)
                     .with("entries", Json::Arr(arr)),
             );
@@ -281,19 +231,10 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
                 .partitions
                 .iter()
                 .find(|p| p.part_guid == guid)
-                .ok_or_else(|| {
-                    Error::Refused(format!(
-                        "partition {guid} is not on {}",
-                        disk_path.display()
-                    ))
-                })?;
+                .ok_or_else(|| Error::Refused(format!("partition {guid} is not on {}", disk_path.display())))?;
             let sector = disk.sector;
             let loader = a.loader.replace('/', "\\");
-            let loader = if loader.starts_with('\\') {
-                loader
-            } else {
-                format!("\\{loader}")
-            };
+            let loader = if loader.starts_with('\\') { loader } else { format!("\\{loader}") };
             let opt = LoadOption {
                 attributes: ACTIVE,
                 description: a.label.clone(),
@@ -324,11 +265,7 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
             if a.next {
                 out.line(format!("next boot (once): {}", boot_name(n)));
             }
-            out.json(
-                &Json::obj()
-                    .with("num", format!("{n:04X}"))
-                    .with("reused", reused),
-            );
+            out.json(&Json::obj().with("num", format!("{n:04X}")).with("reused", reused));
         }
         FwSub::Remove(r) => {
             let n = num(&r.num)?;
@@ -341,20 +278,10 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
             out.line(format!("next boot (once): {}", boot_name(n)));
         }
         FwSub::Order(o) => {
-            let list: Vec<u16> = o
-                .list
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| num(s.trim()))
-                .collect::<Result<_>>()?;
+            let list: Vec<u16> =
+                o.list.split(',').filter(|s| !s.trim().is_empty()).map(|s| num(s.trim())).collect::<Result<_>>()?;
             firmware::set_order(&vars, &list)?;
-            out.line(format!(
-                "BootOrder: {}",
-                list.iter()
-                    .map(|n| format!("{n:04X}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ));
+            out.line(format!("BootOrder: {}", list.iter().map(|n| format!("{n:04X}")).collect::<Vec<_>>().join(",")));
         }
         FwSub::Prune(p) => {
             let fw = firmware::read(&vars)?;
@@ -368,20 +295,14 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
                 let why = match known.get(&g.to_ascii_lowercase()) {
                     None => Some(format!("partition {g} does not exist")),
                     Some(k) => match o.file() {
-                        Some(f) if file_exists(k, f) == Some(false) => {
-                            Some(format!("{f} is not on {}", k.shown))
-                        }
+                        Some(f) if file_exists(k, f) == Some(false) => Some(format!("{f} is not on {}", k.shown)),
                         _ => None,
                     },
                 };
                 if let Some(why) = why {
                     out.line(format!(
                         "{}{} ({}): {why}",
-                        if p.dry_run {
-                            "would remove "
-                        } else {
-                            "removed "
-                        },
+                        if p.dry_run { "would remove " } else { "removed " },
                         boot_name(e.num),
                         o.description
                     ));
@@ -394,11 +315,7 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
             if removed.is_empty() {
                 out.line("no stale entries");
             }
-            out.json(
-                &Json::obj()
-                    .with("removed", removed)
-                    .with("dry_run", p.dry_run),
-            );
+            out.json(&Json::obj().with("removed", removed).with("dry_run", p.dry_run));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -406,11 +323,8 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
 
 /// The disk and PARTUUID of a mounted ESP.
 fn esp_of_mount(location: &str) -> Result<(PathBuf, String)> {
-    let found = discover::boot_partitions(
-        Path::new(location),
-        Path::new("/proc/self/mountinfo"),
-        &SysBlock::default(),
-    )?;
+    let found =
+        discover::boot_partitions(Path::new(location), Path::new("/proc/self/mountinfo"), &SysBlock::default())?;
     let disk = Disk::open(&found.disk, false)?;
     let p = disk
         .find(lifeboat_esp::PartitionKind::Esp)

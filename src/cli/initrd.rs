@@ -60,32 +60,15 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
         None => std::env::current_exe().map_err(|e| Error::io("find", "this executable", e))?,
     };
     let t = std::time::Instant::now();
-    let seg = lifeboat_initrd::build(&BuildSpec {
-        binary,
-        modules_dir: b.modules,
-        modules: b.module,
-        compression,
-    })?;
+    let seg = lifeboat_initrd::build(&BuildSpec { binary, modules_dir: b.modules, modules: b.module, compression })?;
     let bytes = match &b.append_to {
-        Some(base) => lifeboat_initrd::append(
-            &std::fs::read(base).map_err(|e| Error::io("read", base, e))?,
-            &seg,
-        ),
+        Some(base) => lifeboat_initrd::append(&std::fs::read(base).map_err(|e| Error::io("read", base, e))?, &seg),
         None => seg,
     };
     let tmp = b.out.with_extension("lbtmp");
     std::fs::write(&tmp, &bytes).map_err(|e| Error::io("write", &tmp, e))?;
     std::fs::rename(&tmp, &b.out).map_err(|e| Error::io("rename", &b.out, e))?;
-    out.line(format!(
-        "wrote {} ({} bytes) in {} ms",
-        b.out.display(),
-        bytes.len(),
-        t.elapsed().as_millis()
-    ));
-    out.json(
-        &Json::obj()
-            .with("out", b.out.display().to_string())
-            .with("bytes", bytes.len()),
-    );
+    out.line(format!("wrote {} ({} bytes) in {} ms", b.out.display(), bytes.len(), t.elapsed().as_millis()));
+    out.json(&Json::obj().with("out", b.out.display().to_string()).with("bytes", bytes.len()));
     Ok(ExitCode::SUCCESS)
 }

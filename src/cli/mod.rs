@@ -161,14 +161,7 @@ pub fn run(args: &[&str]) -> ExitCode {
                 boot: cli.boot.clone(),
                 efivars: cli.efivars.clone(),
             };
-            boot::run(
-                &boot::Ctx {
-                    root: &cli.root,
-                    args: &args,
-                    out: &out,
-                },
-                c,
-            )
+            boot::run(&boot::Ctx { root: &cli.root, args: &args, out: &out }, c)
         }
     };
     match r {

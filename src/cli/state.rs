@@ -43,6 +43,9 @@ pub struct ListCmd {}
 pub struct ShowCmd {
     #[argh(positional)]
     pub id: u64,
+    /// also list every path: type, mode, uid:gid, size, xxh3-128 or target
+    #[argh(switch)]
+    pub files: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -89,10 +92,8 @@ fn sync_if_configured(root: &Path, args: &BootArgs, out: &Out) -> Result<()> {
 }
 
 pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitCode> {
-    let changes = !matches!(
-        c.cmd,
-        StateSub::List(_) | StateSub::Show(_) | StateSub::Prune(PruneCmd { dry_run: true, .. })
-    );
+    let changes =
+        !matches!(c.cmd, StateSub::List(_) | StateSub::Show(_) | StateSub::Prune(PruneCmd { dry_run: true, .. }));
     let code = run_inner(root, c, out)?;
     if changes {
         sync_if_configured(root, args, out)?;
@@ -103,7 +104,7 @@ pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitC
 fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
     match c.cmd {
         StateSub::List(_) => list(root, out),
-        StateSub::Show(s) => show(root, s.id, out),
+        StateSub::Show(s) => show(root, s.id, s.files, out),
         StateSub::Commit(s) => {
             let r = txn::commit(root, &s.from, &s.summary)?;
             for n in &r.notes {
@@ -113,12 +114,7 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
                 "committed transaction {} ({} entries, {} new blobs; {} linked, {} copied, {} empty, {} symlinks, {} dirs)",
                 r.id, r.entries, r.new_blobs, r.blit.linked, r.blit.copied, r.blit.empty, r.blit.symlinks, r.blit.dirs
             ));
-            out.json(
-                &Json::obj()
-                    .with("id", r.id)
-                    .with("entries", r.entries)
-                    .with("new_blobs", r.new_blobs),
-            );
+            out.json(&Json::obj().with("id", r.id).with("entries", r.entries).with("new_blobs", r.new_blobs));
             Ok(ExitCode::SUCCESS)
         }
         StateSub::Activate(s) => {
@@ -132,22 +128,11 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
                 out.line(format!(
                     "activated transaction {}{}{}",
                     r.id,
-                    r.previous
-                        .map(|p| format!(" (transaction {p} archived)"))
-                        .unwrap_or_default(),
-                    if r.rebuilt {
-                        "; its tree was rebuilt from the store"
-                    } else {
-                        ""
-                    }
+                    r.previous.map(|p| format!(" (transaction {p} archived)")).unwrap_or_default(),
+                    if r.rebuilt { "; its tree was rebuilt from the store" } else { "" }
                 ));
             }
-            out.json(
-                &Json::obj()
-                    .with("id", r.id)
-                    .with("previous", r.previous)
-                    .with("rebuilt", r.rebuilt),
-            );
+            out.json(&Json::obj().with("id", r.id).with("previous", r.previous).with("rebuilt", r.rebuilt));
             Ok(ExitCode::SUCCESS)
         }
         StateSub::Prune(s) => {
@@ -155,29 +140,16 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
             for n in &r.notes {
                 out.note(n);
             }
-            let ids = |v: &[u64]| {
-                v.iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+            let ids = |v: &[u64]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
             if s.dry_run {
                 out.line(format!(
                     "would remove: {}",
-                    if r.removed.is_empty() {
-                        "nothing".into()
-                    } else {
-                        ids(&r.removed)
-                    }
+                    if r.removed.is_empty() { "nothing".into() } else { ids(&r.removed) }
                 ));
             } else {
                 out.line(format!(
                     "removed: {}; kept: {}; {} blobs freed",
-                    if r.removed.is_empty() {
-                        "nothing".into()
-                    } else {
-                        ids(&r.removed)
-                    },
+                    if r.removed.is_empty() { "nothing".into() } else { ids(&r.removed) },
                     ids(&r.kept),
                     r.blobs_removed
                 ));
@@ -206,10 +178,7 @@ pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
     txs.reverse();
     let mut arr = Vec::new();
     if !out.json {
-        println!(
-            "{:>6}  {:<16}  {:<10}  {:<24}  SUMMARY",
-            "ID", "CREATED (UTC)", "STATE", "KERNELS"
-        );
+        println!("{:>6}  {:<16}  {:<10}  {:<24}  SUMMARY", "ID", "CREATED (UTC)", "STATE", "KERNELS");
     }
     for t in txs {
         let st = root.tree_state(idx, t.id, &archived);
@@ -223,11 +192,7 @@ pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
             t.id,
             timefmt::utc_minutes(t.created),
             short,
-            if t.kernels.is_empty() {
-                "-".to_string()
-            } else {
-                t.kernels.join(",")
-            },
+            if t.kernels.is_empty() { "-".to_string() } else { t.kernels.join(",") },
             t.summary
         ));
         arr.push(
@@ -244,7 +209,7 @@ pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(rootp: &Path, id: u64, out: &Out) -> Result<ExitCode> {
+fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
     let loaded = root.load_existing_index()?;
     if let Some(f) = &loaded.fallback {
@@ -258,21 +223,9 @@ fn show(rootp: &Path, id: u64, out: &Out) -> Result<ExitCode> {
     out.line(format!("transaction {id}"));
     out.line(format!("  created:   {}", timefmt::utc_minutes(t.created)));
     out.line(format!("  summary:   {}", t.summary));
-    out.line(format!(
-        "  parent:    {}",
-        t.parent
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "-".into())
-    ));
+    out.line(format!("  parent:    {}", t.parent.map(|p| p.to_string()).unwrap_or_else(|| "-".into())));
     out.line(format!("  state:     {}", st.as_str()));
-    out.line(format!(
-        "  kernels:   {}",
-        if t.kernels.is_empty() {
-            "-".into()
-        } else {
-            t.kernels.join(", ")
-        }
-    ));
+    out.line(format!("  kernels:   {}", if t.kernels.is_empty() { "-".into() } else { t.kernels.join(", ") }));
     out.line(format!(
         "  layout:    {} entries: {} directories, {} files ({} bytes), {} symlinks",
         layout.len(),
@@ -281,6 +234,20 @@ fn show(rootp: &Path, id: u64, out: &Out) -> Result<ExitCode> {
         s.bytes,
         s.symlinks
     ));
+    if files && !out.json {
+        use std::io::Write;
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::new(stdout.lock());
+        for e in layout.entries() {
+            let (kind, size, value) = match &e.data {
+                crate::layout::EntryData::Dir => ('d', 0, String::new()),
+                crate::layout::EntryData::File { hash, size } => ('f', *size, hash.to_string()),
+                crate::layout::EntryData::Symlink { target } => ('l', 0, String::from_utf8_lossy(target).into_owned()),
+            };
+            let _ = writeln!(w, "{kind}\t{:o}\t{}:{}\t{size}\t{value}\t{}", e.perm, e.uid, e.gid, e.path_lossy());
+        }
+        let _ = w.flush();
+    }
     out.json(
         &Json::obj()
             .with("id", id)

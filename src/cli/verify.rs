@@ -57,50 +57,29 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
     }
     let idx = &loaded.index;
     let (id, tree, path) = verify::open_tree(&root, idx, which(c.state))?;
-    let layout = idx
-        .layout(id)
-        .ok_or(crate::error::Error::NoSuchTransaction(id))?;
+    let layout = idx.layout(id).ok_or(crate::error::Error::NoSuchTransaction(id))?;
     let store = root.store(false)?;
     let start = std::time::Instant::now();
     let diffs = verify::verify_tree(
         std::os::fd::AsFd::as_fd(&tree),
         &layout,
         &store,
-        Options {
-            full: c.full,
-            progress: !out.json,
-        },
+        Options { full: c.full, progress: !out.json },
     )?;
-    let bad_blobs = if c.store {
-        verify::verify_store(&store, !out.json)?
-    } else {
-        vec![]
-    };
+    let bad_blobs = if c.store { verify::verify_store(&store, !out.json)? } else { vec![] };
     for d in &diffs {
         out.line(d.to_string());
     }
     for (h, why) in &bad_blobs {
-        out.line(format!(
-            "{:<14} {} ({why})",
-            "bad-blob",
-            store.blob_path(*h).display()
-        ));
+        out.line(format!("{:<14} {} ({why})", "bad-blob", store.blob_path(*h).display()));
     }
     let clean = diffs.is_empty() && bad_blobs.is_empty();
     out.line(format!(
         "transaction {id} ({}): {} entries, {} {}, {} ms",
         path.display(),
         layout.len(),
-        if clean {
-            "no".to_string()
-        } else {
-            (diffs.len() + bad_blobs.len()).to_string()
-        },
-        if diffs.len() + bad_blobs.len() == 1 {
-            "difference"
-        } else {
-            "differences"
-        },
+        if clean { "no".to_string() } else { (diffs.len() + bad_blobs.len()).to_string() },
+        if diffs.len() + bad_blobs.len() == 1 { "difference" } else { "differences" },
         start.elapsed().as_millis()
     ));
     out.json(
@@ -127,20 +106,12 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
                 Json::Arr(
                     bad_blobs
                         .iter()
-                        .map(|(h, w)| {
-                            Json::obj()
-                                .with("hash", h.to_string())
-                                .with("why", w.as_str())
-                        })
+                        .map(|(h, w)| Json::obj().with("hash", h.to_string()).with("why", w.as_str()))
                         .collect(),
                 ),
             ),
     );
-    Ok(if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_DIFFERENT)
-    })
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DIFFERENT) })
 }
 
 pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
@@ -150,13 +121,7 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
         out.note(f);
     }
     let start = std::time::Instant::now();
-    let r = verify::repair(
-        &root,
-        &loaded.index,
-        which(c.state),
-        c.prune_extra,
-        !out.json,
-    )?;
+    let r = verify::repair(&root, &loaded.index, which(c.state), c.prune_extra, !out.json)?;
     for f in &r.fixed {
         out.line(format!("fixed   {f}"));
     }
@@ -182,11 +147,7 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
                 Json::Arr(
                     r.fixed
                         .iter()
-                        .map(|d| {
-                            Json::obj()
-                                .with("class", d.class.as_str())
-                                .with("path", d.path.as_str())
-                        })
+                        .map(|d| Json::obj().with("class", d.class.as_str()).with("path", d.path.as_str()))
                         .collect(),
                 ),
             )
@@ -196,11 +157,7 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
                 Json::Arr(
                     r.recovered_blobs
                         .iter()
-                        .map(|(h, p)| {
-                            Json::obj()
-                                .with("hash", h.to_string())
-                                .with("from", p.display().to_string())
-                        })
+                        .map(|(h, p)| Json::obj().with("hash", h.to_string()).with("from", p.display().to_string()))
                         .collect(),
                 ),
             )
@@ -214,9 +171,5 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
                 ),
             ),
     );
-    Ok(if r.unrecoverable.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if r.unrecoverable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

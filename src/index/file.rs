@@ -54,15 +54,11 @@ impl fmt::Display for IndexFileError {
                 write!(f, "truncated: {have} bytes, the header says {need}")
             }
             IndexFileError::BadMagic => write!(f, "not a lifeboat state index (bad magic)"),
-            IndexFileError::UnknownVersion { major, minor } => write!(
-                f,
-                "format version {major}.{minor} is not supported (this lifeboat reads {MAJOR}.x)"
-            ),
+            IndexFileError::UnknownVersion { major, minor } => {
+                write!(f, "format version {major}.{minor} is not supported (this lifeboat reads {MAJOR}.x)")
+            }
             IndexFileError::Checksum { stored, actual } => {
-                write!(
-                    f,
-                    "checksum mismatch (stored {stored:016x}, computed {actual:016x})"
-                )
+                write!(f, "checksum mismatch (stored {stored:016x}, computed {actual:016x})")
             }
             IndexFileError::TooLarge(n) => write!(f, "uncompressed size {n} is implausible"),
             IndexFileError::Decompress(e) => write!(f, "payload does not decompress: {e}"),
@@ -103,10 +99,7 @@ pub fn decode(bytes: &[u8]) -> Result<StateIndex, IndexFileError> {
         if bytes.len() >= 8 && bytes[..8] != MAGIC {
             return Err(IndexFileError::BadMagic);
         }
-        return Err(IndexFileError::Truncated {
-            have: bytes.len() as u64,
-            need: HEADER_LEN as u64,
-        });
+        return Err(IndexFileError::Truncated { have: bytes.len() as u64, need: HEADER_LEN as u64 });
     }
     if bytes[..8] != MAGIC {
         return Err(IndexFileError::BadMagic);
@@ -121,10 +114,7 @@ pub fn decode(bytes: &[u8]) -> Result<StateIndex, IndexFileError> {
     let stored = le64(bytes, 32);
     let have = (bytes.len() - HEADER_LEN) as u64;
     if have < len {
-        return Err(IndexFileError::Truncated {
-            have: bytes.len() as u64,
-            need: HEADER_LEN as u64 + len,
-        });
+        return Err(IndexFileError::Truncated { have: bytes.len() as u64, need: HEADER_LEN as u64 + len });
     }
     if raw_len > MAX_RAW {
         return Err(IndexFileError::TooLarge(raw_len));
@@ -135,21 +125,15 @@ pub fn decode(bytes: &[u8]) -> Result<StateIndex, IndexFileError> {
     if actual != stored {
         return Err(IndexFileError::Checksum { stored, actual });
     }
-    let raw = zstd::bulk::decompress(payload, raw_len as usize)
-        .map_err(|e| IndexFileError::Decompress(e.to_string()))?;
+    let raw =
+        zstd::bulk::decompress(payload, raw_len as usize).map_err(|e| IndexFileError::Decompress(e.to_string()))?;
     if raw.len() as u64 != raw_len {
-        return Err(IndexFileError::Decompress(format!(
-            "{} bytes, the header says {raw_len}",
-            raw.len()
-        )));
+        return Err(IndexFileError::Decompress(format!("{} bytes, the header says {raw_len}", raw.len())));
     }
     let (wire, rest): (PayloadWire, &[u8]) =
         postcard::take_from_bytes(&raw).map_err(|e| IndexFileError::Decode(e.to_string()))?;
     if !rest.is_empty() && minor == MINOR {
-        return Err(IndexFileError::Decode(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
+        return Err(IndexFileError::Decode(format!("{} trailing bytes", rest.len())));
     }
     StateIndex::from_wire(wire).map_err(IndexFileError::Invalid)
 }
@@ -203,47 +187,21 @@ fn read_one(path: &Path) -> Result<Option<StateIndex>, IndexFileError> {
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let prev = prev_path(path);
     let main_err = match read_one(path) {
-        Ok(Some(index)) => {
-            return Ok(Loaded {
-                index,
-                fallback: None,
-                existed: true,
-            })
-        }
+        Ok(Some(index)) => return Ok(Loaded { index, fallback: None, existed: true }),
         Ok(None) => None,
         Err(e) => Some(e),
     };
     match read_one(&prev) {
         Ok(Some(index)) => {
             let why = match &main_err {
-                Some(e) => format!(
-                    "{}: {e}; using the previous generation {}",
-                    path.display(),
-                    prev.display()
-                ),
-                None => format!(
-                    "{} is missing; using the previous generation {}",
-                    path.display(),
-                    prev.display()
-                ),
+                Some(e) => format!("{}: {e}; using the previous generation {}", path.display(), prev.display()),
+                None => format!("{} is missing; using the previous generation {}", path.display(), prev.display()),
             };
-            Ok(Loaded {
-                index,
-                fallback: Some(why),
-                existed: true,
-            })
+            Ok(Loaded { index, fallback: Some(why), existed: true })
         }
         Ok(None) => match main_err {
-            None => Ok(Loaded {
-                index: StateIndex::empty(),
-                fallback: None,
-                existed: false,
-            }),
-            Some(error) => Err(LoadError {
-                path: path.to_owned(),
-                error,
-                prev: None,
-            }),
+            None => Ok(Loaded { index: StateIndex::empty(), fallback: None, existed: false }),
+            Some(error) => Err(LoadError { path: path.to_owned(), error, prev: None }),
         },
         Err(pe) => Err(LoadError {
             path: path.to_owned(),
@@ -265,11 +223,7 @@ pub fn store(path: &Path, w: &PayloadWire) -> io::Result<()> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
     }
@@ -298,13 +252,7 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let l = Layout::new(vec![dir("bin"), file("bin/x", b"x")]).unwrap();
-        let m = TxMeta {
-            id: 1,
-            created: 5,
-            summary: "s".into(),
-            parent: None,
-            kernels: vec![],
-        };
+        let m = TxMeta { id: 1, created: 5, summary: "s".into(), parent: None, kernels: vec![] };
         encode(&StateIndex::build(2, &[(m, &l)]))
     }
 
@@ -320,23 +268,14 @@ mod tests {
     #[test]
     fn every_corruption_is_named() {
         let b = sample();
-        assert!(matches!(
-            decode(&b[..20]),
-            Err(IndexFileError::Truncated { .. })
-        ));
-        assert!(matches!(
-            decode(&b[..b.len() - 1]),
-            Err(IndexFileError::Truncated { .. })
-        ));
+        assert!(matches!(decode(&b[..20]), Err(IndexFileError::Truncated { .. })));
+        assert!(matches!(decode(&b[..b.len() - 1]), Err(IndexFileError::Truncated { .. })));
         let mut m = b.clone();
         m[0] = b'X';
         assert!(matches!(decode(&m), Err(IndexFileError::BadMagic)));
         let mut m = b.clone();
         m[8] = 2;
-        assert!(matches!(
-            decode(&m),
-            Err(IndexFileError::UnknownVersion { major: 2, .. })
-        ));
+        assert!(matches!(decode(&m), Err(IndexFileError::UnknownVersion { major: 2, .. })));
         let mut m = b.clone();
         let last = m.len() - 1;
         m[last] ^= 1;
@@ -354,13 +293,7 @@ mod tests {
         fs::create_dir_all(&d).unwrap();
         let p = d.join("state.idx");
         let l = Layout::new(vec![dir("bin")]).unwrap();
-        let m = |id| TxMeta {
-            id,
-            created: 5,
-            summary: "s".into(),
-            parent: None,
-            kernels: vec![],
-        };
+        let m = |id| TxMeta { id, created: 5, summary: "s".into(), parent: None, kernels: vec![] };
         store(&p, &StateIndex::build(2, &[(m(1), &l)])).unwrap();
         store(&p, &StateIndex::build(3, &[(m(1), &l), (m(2), &l)])).unwrap();
         assert_eq!(load(&p).unwrap().index.transactions().count(), 2);
@@ -368,16 +301,10 @@ mod tests {
         let got = load(&p).unwrap();
         assert_eq!(got.index.transactions().count(), 1);
         let why = got.fallback.unwrap();
-        assert!(
-            why.contains("state.idx") && why.contains("bad magic"),
-            "{why}"
-        );
+        assert!(why.contains("state.idx") && why.contains("bad magic"), "{why}");
         fs::write(prev_path(&p), b"LBSTATE\0").unwrap();
         let err = load(&p).unwrap_err().to_string();
-        assert!(
-            err.contains("state.idx.prev") && err.contains("truncated"),
-            "{err}"
-        );
+        assert!(err.contains("state.idx.prev") && err.contains("truncated"), "{err}");
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -15,8 +15,7 @@ use std::fmt;
 
 use crate::hash::Hash128;
 use crate::layout::{
-    check_name, path_order, EntryData, Layout, LayoutEntry, MAX_DEPTH, S_IFDIR, S_IFLNK, S_IFMT,
-    S_IFREG,
+    check_name, path_order, EntryData, Layout, LayoutEntry, MAX_DEPTH, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
 };
 use wire::{Bytes, EntriesWire, PathsWire, PayloadWire, TxWire};
 
@@ -84,10 +83,7 @@ const NO_PARENT: u32 = u32::MAX;
 impl StateIndex {
     /// An index with no transactions.
     pub fn empty() -> Self {
-        StateIndex {
-            next_id: 1,
-            ..Default::default()
-        }
+        StateIndex { next_id: 1, ..Default::default() }
     }
 
     pub fn next_id(&self) -> u64 {
@@ -118,11 +114,7 @@ impl StateIndex {
     }
 
     fn name(&self, p: usize) -> &[u8] {
-        let start = if p == 0 {
-            0
-        } else {
-            self.name_end[p - 1] as usize
-        };
+        let start = if p == 0 { 0 } else { self.name_end[p - 1] as usize };
         &self.names[start..self.name_end[p] as usize]
     }
 
@@ -159,17 +151,10 @@ impl StateIndex {
                     EntryData::Dir
                 }
                 S_IFREG => {
-                    let h: [u8; 16] = self.file_hash[slot * 16..slot * 16 + 16]
-                        .try_into()
-                        .unwrap_or([0; 16]);
-                    EntryData::File {
-                        hash: Hash128::from_be_bytes(h),
-                        size: self.file_size[slot],
-                    }
+                    let h: [u8; 16] = self.file_hash[slot * 16..slot * 16 + 16].try_into().unwrap_or([0; 16]);
+                    EntryData::File { hash: Hash128::from_be_bytes(h), size: self.file_size[slot] }
                 }
-                _ => EntryData::Symlink {
-                    target: self.link_target[slot].0.clone().into(),
-                },
+                _ => EntryData::Symlink { target: self.link_target[slot].0.clone().into() },
             };
             out.push(LayoutEntry {
                 path: buf.as_slice().into(),
@@ -185,34 +170,18 @@ impl StateIndex {
 
     /// Every content hash any transaction references.
     pub fn referenced_hashes(&self) -> std::collections::HashSet<Hash128> {
-        self.file_hash
-            .chunks_exact(16)
-            .map(|c| Hash128::from_be_bytes(c.try_into().unwrap_or([0; 16])))
-            .collect()
+        self.file_hash.chunks_exact(16).map(|c| Hash128::from_be_bytes(c.try_into().unwrap_or([0; 16]))).collect()
     }
 
     /// Decodes and validates a wire payload.
     pub fn from_wire(w: PayloadWire) -> Result<Self, IndexError> {
-        let PayloadWire {
-            next_id,
-            paths,
-            entries,
-            transactions,
-        } = w;
-        let PathsWire {
-            depth,
-            name_len,
-            names,
-        } = paths;
+        let PayloadWire { next_id, paths, entries, transactions } = w;
+        let PathsWire { depth, name_len, names } = paths;
         let depth = depth.0;
         let names = names.0;
         let n = depth.len();
         if name_len.len() != n {
-            return Err(IndexError::Counts(format!(
-                "{} depths but {} names",
-                n,
-                name_len.len()
-            )));
+            return Err(IndexError::Counts(format!("{} depths but {} names", n, name_len.len())));
         }
         if n >= NO_PARENT as usize {
             return Err(IndexError::Counts("too many paths".into()));
@@ -238,22 +207,14 @@ impl StateIndex {
             if d < stack.len() {
                 // A sibling of stack[d]: names must strictly increase.
                 let prev = stack[d];
-                let ps = if prev == 0 {
-                    0
-                } else {
-                    name_end[prev - 1] as usize
-                };
+                let ps = if prev == 0 { 0 } else { name_end[prev - 1] as usize };
                 let prev_name = &names[ps..name_end[prev] as usize];
                 if path_order(prev_name, name) != std::cmp::Ordering::Less {
                     return Err(bad("duplicate or out-of-order name".into()));
                 }
                 stack.truncate(d);
             }
-            parent.push(if d == 0 {
-                NO_PARENT
-            } else {
-                stack[d - 1] as u32
-            });
+            parent.push(if d == 0 { NO_PARENT } else { stack[d - 1] as u32 });
             stack.push(i);
             name_end.push(end as u32);
             off = end;
@@ -262,15 +223,7 @@ impl StateIndex {
             return Err(IndexError::Counts("unused bytes in the name table".into()));
         }
 
-        let EntriesWire {
-            path_delta,
-            mode,
-            uid,
-            gid,
-            file_size,
-            file_hash,
-            link_target,
-        } = entries;
+        let EntriesWire { path_delta, mode, uid, gid, file_size, file_hash, link_target } = entries;
         let m = path_delta.len();
         if mode.len() != m || uid.len() != m || gid.len() != m {
             return Err(IndexError::Counts("entry columns differ in length".into()));
@@ -310,10 +263,7 @@ impl StateIndex {
             )));
         }
         if link_target.len() != links as usize {
-            return Err(IndexError::Counts(format!(
-                "{links} symlinks but {} targets",
-                link_target.len()
-            )));
+            return Err(IndexError::Counts(format!("{links} symlinks but {} targets", link_target.len())));
         }
         for (i, t) in link_target.iter().enumerate() {
             if t.0.is_empty() || t.0.len() > MAX_TARGET || t.0.contains(&0) {
@@ -323,10 +273,7 @@ impl StateIndex {
 
         let mut txs: Vec<TxRecord> = Vec::with_capacity(transactions.len());
         for t in transactions {
-            let bad = |why: &str| IndexError::Transaction {
-                id: t.id,
-                why: why.into(),
-            };
+            let bad = |why: &str| IndexError::Transaction { id: t.id, why: why.into() };
             if t.id >= next_id {
                 return Err(bad("id not below next_id"));
             }
@@ -365,25 +312,8 @@ impl StateIndex {
                 count += c[1] as usize;
                 pos = end;
             }
-            let TxWire {
-                id,
-                created,
-                summary,
-                parent,
-                kernels,
-                runs,
-            } = t;
-            txs.push(TxRecord {
-                meta: TxMeta {
-                    id,
-                    created,
-                    summary,
-                    parent,
-                    kernels,
-                },
-                runs,
-                entries: count,
-            });
+            let TxWire { id, created, summary, parent, kernels, runs } = t;
+            txs.push(TxRecord { meta: TxMeta { id, created, summary, parent, kernels }, runs, entries: count });
         }
         Ok(StateIndex {
             next_id,
@@ -418,11 +348,7 @@ impl StateIndex {
             }
         }
         paths.sort_unstable_by(|a, b| path_order(a, b));
-        let path_id: HashMap<&[u8], u32> = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (*p, i as u32))
-            .collect();
+        let path_id: HashMap<&[u8], u32> = paths.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
 
         // Distinct entries; first-seen order breaks ties between entries of one path.
         #[derive(Hash, PartialEq, Eq)]
@@ -440,13 +366,7 @@ impl StateIndex {
             let mut mine = Vec::with_capacity(l.len());
             for e in l.entries() {
                 let pid = path_id[&e.path[..]];
-                let key = Key {
-                    path: pid,
-                    mode: e.perm | e.data.type_bits(),
-                    uid: e.uid,
-                    gid: e.gid,
-                    data: &e.data,
-                };
+                let key = Key { path: pid, mode: e.perm | e.data.type_bits(), uid: e.uid, gid: e.gid, data: &e.data };
                 let next = uniq.len() as u32;
                 let seq = *ids.entry(key).or_insert_with(|| {
                     uniq.push((pid, next, e));
@@ -523,20 +443,11 @@ impl StateIndex {
             });
         }
         transactions.sort_by_key(|t| t.id);
-        PayloadWire {
-            next_id,
-            paths: pw,
-            entries: ew,
-            transactions,
-        }
+        PayloadWire { next_id, paths: pw, entries: ew, transactions }
     }
 
     /// Rebuilds this index with `add` added and the transactions in `drop` removed.
-    pub fn rebuilt(
-        &self,
-        add: Option<(TxMeta, &Layout)>,
-        drop: &[u64],
-    ) -> Result<PayloadWire, IndexError> {
+    pub fn rebuilt(&self, add: Option<(TxMeta, &Layout)>, drop: &[u64]) -> Result<PayloadWire, IndexError> {
         let mut owned: Vec<(TxMeta, Layout)> = Vec::new();
         for t in &self.txs {
             if drop.contains(&t.meta.id) {
@@ -544,10 +455,7 @@ impl StateIndex {
             }
             let l = self
                 .layout(t.meta.id)
-                .ok_or_else(|| IndexError::Transaction {
-                    id: t.meta.id,
-                    why: "layout does not materialise".into(),
-                })?;
+                .ok_or_else(|| IndexError::Transaction { id: t.meta.id, why: "layout does not materialise".into() })?;
             owned.push((t.meta.clone(), l));
         }
         let mut refs: Vec<(TxMeta, &Layout)> = owned.iter().map(|(m, l)| (m.clone(), l)).collect();
@@ -577,13 +485,7 @@ mod tests {
     use crate::layout::tests::{dir, file, link};
 
     fn meta(id: u64) -> TxMeta {
-        TxMeta {
-            id,
-            created: 1_700_000_000 + id as i64,
-            summary: format!("tx {id}"),
-            parent: None,
-            kernels: vec![],
-        }
+        TxMeta { id, created: 1_700_000_000 + id as i64, summary: format!("tx {id}"), parent: None, kernels: vec![] }
     }
 
     fn sample(v: u8) -> Layout {
@@ -614,8 +516,7 @@ mod tests {
     #[test]
     fn rebuilt_drops_and_adds() {
         let (a, b) = (sample(1), sample(2));
-        let idx =
-            StateIndex::from_wire(StateIndex::build(3, &[(meta(1), &a), (meta(2), &b)])).unwrap();
+        let idx = StateIndex::from_wire(StateIndex::build(3, &[(meta(1), &a), (meta(2), &b)])).unwrap();
         let c = sample(3);
         let w = idx.rebuilt(Some((meta(3), &c)), &[1]).unwrap();
         let idx = StateIndex::from_wire(w).unwrap();

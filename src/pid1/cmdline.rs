@@ -39,10 +39,7 @@ impl KernelCmdline {
 
     /// The value of the last `key=value` (later parameters win, as in the kernel).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.words
-            .iter()
-            .rev()
-            .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        self.words.iter().rev().find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
     }
 
     /// Whether a bare flag (or `flag=1`/`flag=yes`) is present.
@@ -77,7 +74,9 @@ mod tests {
 
     #[test]
     fn parses_quotes_and_params() {
-        let c = KernelCmdline::parse("BOOT_IMAGE=/v root=PARTUUID=ab-cd ro quiet foo=\"a b\" lifeboat.tx=7 rw lifeboat.repair\n");
+        let c = KernelCmdline::parse(
+            "BOOT_IMAGE=/v root=PARTUUID=ab-cd ro quiet foo=\"a b\" lifeboat.tx=7 rw lifeboat.repair\n",
+        );
         assert_eq!(c.get("root"), Some("PARTUUID=ab-cd"));
         assert_eq!(c.get("foo"), Some("a b"));
         assert_eq!(c.tx(), Some(Ok(7)));
@@ -86,10 +85,7 @@ mod tests {
         assert!(!c.read_only());
         assert_eq!(KernelCmdline::parse("moss.fstx=3 ro").tx(), Some(Ok(3)));
         assert!(KernelCmdline::parse("ro").read_only());
-        assert_eq!(
-            KernelCmdline::parse("lifeboat.tx=x").tx(),
-            Some(Err("x".into()))
-        );
+        assert_eq!(KernelCmdline::parse("lifeboat.tx=x").tx(), Some(Err("x".into())));
         assert_eq!(KernelCmdline::parse("").tx(), None);
     }
 }

@@ -34,10 +34,7 @@ pub fn resolve_in(root: &Path, path: &Path) -> Result<PathBuf, String> {
             Ok(m) if m.file_type().is_symlink() => {
                 hops += 1;
                 if hops > 40 {
-                    return Err(format!(
-                        "{}: too many levels of symbolic links",
-                        path.display()
-                    ));
+                    return Err(format!("{}: too many levels of symbolic links", path.display()));
                 }
                 let t = fs::read_link(&cur).map_err(|e| format!("{}: {e}", cur.display()))?;
                 if t.is_absolute() {
@@ -114,12 +111,8 @@ pub fn elf_needed(data: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
         }
     }
     let (doff, dsize) = dynamic?;
-    let to_off = |va: u64| {
-        loads
-            .iter()
-            .find(|(v, _, sz)| va >= *v && va < v + sz)
-            .map(|(v, o, _)| (va - v + o) as usize)
-    };
+    let to_off =
+        |va: u64| loads.iter().find(|(v, _, sz)| va >= *v && va < v + sz).map(|(v, o, _)| (va - v + o) as usize);
     let (mut strtab, mut needed, mut paths) = (None, Vec::new(), Vec::new());
     let mut k = 0u64;
     while k + 16 <= dsize.min(1 << 20) {
@@ -143,11 +136,8 @@ pub fn elf_needed(data: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
         std::str::from_utf8(&bytes[..end]).ok().map(str::to_owned)
     };
     let needed = needed.into_iter().filter_map(s).collect();
-    let runpath = paths
-        .into_iter()
-        .filter_map(s)
-        .flat_map(|p| p.split(':').map(str::to_owned).collect::<Vec<_>>())
-        .collect();
+    let runpath =
+        paths.into_iter().filter_map(s).flat_map(|p| p.split(':').map(str::to_owned).collect::<Vec<_>>()).collect();
     Some((needed, runpath))
 }
 
@@ -187,15 +177,9 @@ fn check_libs(root: &Path, data: &[u8], who: &str, depth: usize) -> Result<(), S
     let Some((needed, runpath)) = elf_needed(data) else {
         return Ok(());
     };
-    let dirs: Vec<String> = runpath
-        .into_iter()
-        .filter(|p| !p.contains('$'))
-        .chain(lib_dirs(root))
-        .collect();
+    let dirs: Vec<String> = runpath.into_iter().filter(|p| !p.contains('$')).chain(lib_dirs(root)).collect();
     for lib in needed {
-        let found = dirs
-            .iter()
-            .find_map(|d| resolve_in(root, &Path::new(d).join(&lib)).ok());
+        let found = dirs.iter().find_map(|d| resolve_in(root, &Path::new(d).join(&lib)).ok());
         match found {
             Some(p) if depth < 3 => {
                 if let Ok(d) = fs::read(&p) {
@@ -225,27 +209,16 @@ pub fn check_init(root: &Path, init: &Path) -> Result<String, String> {
     head.truncate(n);
     if head.starts_with(b"#!") {
         let line = head[2..].split(|&b| b == b'\n').next().unwrap_or(&[]);
-        let interp = String::from_utf8_lossy(line)
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_owned();
+        let interp = String::from_utf8_lossy(line).split_whitespace().next().unwrap_or("").to_owned();
         resolve_in(root, Path::new(&interp))
             .map_err(|e| format!("init {} is a script for {interp}, but {e}", init.display()))?;
         return Ok(format!("script run by {interp}"));
     }
     if !head.starts_with(b"\x7fELF") {
-        return Err(format!(
-            "init {} is neither an ELF program nor a script",
-            init.display()
-        ));
+        return Err(format!("init {} is neither an ELF program nor a script", init.display()));
     }
     // The interpreter may sit beyond the first 64 KiB only in odd files: read all.
-    let data = if elf_interp(&head).is_none() && n == head.capacity() {
-        fs::read(&real).unwrap_or(head)
-    } else {
-        head
-    };
+    let data = if elf_interp(&head).is_none() && n == head.capacity() { fs::read(&real).unwrap_or(head) } else { head };
     match elf_interp(&data) {
         None => Ok("static program".into()),
         Some(interp) => {
@@ -273,26 +246,14 @@ mod tests {
         fs::create_dir_all(r.join("usr/lib")).unwrap();
         std::os::unix::fs::symlink("usr/bin", r.join("bin")).unwrap();
         std::os::unix::fs::symlink("/usr/lib", r.join("lib64")).unwrap();
-        std::os::unix::fs::symlink("../../../../../../etc/passwd", r.join("usr/lib/escape"))
-            .unwrap();
+        std::os::unix::fs::symlink("../../../../../../etc/passwd", r.join("usr/lib/escape")).unwrap();
         fs::write(r.join("usr/bin/init"), b"#!/bin/sh\n").unwrap();
         fs::write(r.join("usr/lib/ld.so"), b"x").unwrap();
-        assert_eq!(
-            resolve_in(&r, Path::new("/bin/init")).unwrap(),
-            r.join("usr/bin/init")
-        );
-        assert_eq!(
-            resolve_in(&r, Path::new("/lib64/ld.so")).unwrap(),
-            r.join("usr/lib/ld.so")
-        );
+        assert_eq!(resolve_in(&r, Path::new("/bin/init")).unwrap(), r.join("usr/bin/init"));
+        assert_eq!(resolve_in(&r, Path::new("/lib64/ld.so")).unwrap(), r.join("usr/lib/ld.so"));
         // `..` stops at the root, so the escape resolves inside it (and is absent).
-        assert_eq!(
-            resolve_in(&r, Path::new("/usr/lib/escape")).unwrap_err(),
-            "/etc does not exist"
-        );
-        assert!(check_init(&r, Path::new("/bin/init"))
-            .unwrap_err()
-            .contains("/bin/sh"));
+        assert_eq!(resolve_in(&r, Path::new("/usr/lib/escape")).unwrap_err(), "/etc does not exist");
+        assert!(check_init(&r, Path::new("/bin/init")).unwrap_err().contains("/bin/sh"));
         fs::write(r.join("usr/bin/sh"), b"\x7fELF").unwrap();
         assert!(check_init(&r, Path::new("/bin/init")).is_ok());
         fs::remove_dir_all(&r).unwrap();

@@ -65,25 +65,10 @@ fn is_mountpoint(p: &Path) -> bool {
 fn mount_api() -> Vec<String> {
     let mut notes = Vec::new();
     let fs: [(&str, &str, MsFlags, Option<&str>); 4] = [
-        (
-            "proc",
-            "/proc",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None,
-        ),
-        (
-            "sysfs",
-            "/sys",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None,
-        ),
+        ("proc", "/proc", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None),
+        ("sysfs", "/sys", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None),
         ("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755")),
-        (
-            "tmpfs",
-            "/run",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0755"),
-        ),
+        ("tmpfs", "/run", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")),
     ];
     for (t, dir, flags, data) in fs {
         let _ = std::fs::create_dir_all(dir);
@@ -106,14 +91,12 @@ fn load_modules() -> Vec<String> {
     };
     for m in list.lines().filter(|l| !l.trim().is_empty()) {
         let p = Path::new("/").join(m);
-        let r = std::fs::File::open(&p)
-            .map_err(|e| e.to_string())
-            .and_then(|f| {
-                match nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty()) {
-                    Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                }
-            });
+        let r = std::fs::File::open(&p).map_err(|e| e.to_string()).and_then(|f| {
+            match nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty()) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
         if let Err(e) = r {
             notes.push(format!("module {}: {e}", p.display()));
         }
@@ -136,8 +119,7 @@ fn mount_efivarfs() {
 
 /// `LoaderDevicePartUUID`: the partition systemd-boot was started from.
 pub fn loader_partuuid() -> Option<String> {
-    let v = lifeboat_boot::efivars::EfiVars::open(Path::new(lifeboat_boot::efivars::DEFAULT_DIR))
-        .ok()?;
+    let v = lifeboat_boot::efivars::EfiVars::open(Path::new(lifeboat_boot::efivars::DEFAULT_DIR)).ok()?;
     v.read_string("LoaderDevicePartUUID", lifeboat_boot::efivars::LOADER_GUID)
         .ok()
         .flatten()
@@ -162,11 +144,7 @@ impl Boot {
             return Ok(d.clone());
         }
         let spec = RootSpec::parse(self.cmdline.get("root"));
-        let wait = self
-            .cmdline
-            .get("lifeboat.rootwait")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(30);
+        let wait = self.cmdline.get("lifeboat.rootwait").and_then(|v| v.parse::<u64>().ok()).unwrap_or(30);
         let probe = Probe::default();
         let boot_part = loader_partuuid();
         let deadline = Instant::now() + Duration::from_secs(wait);
@@ -200,18 +178,11 @@ impl Boot {
                     .collect();
                 let what = match &spec {
                     RootSpec::Discover => "a root-x86-64 partition (no root= given)".to_owned(),
-                    s => format!(
-                        "root={}",
-                        self.cmdline.get("root").unwrap_or(&format!("{s:?}"))
-                    ),
+                    s => format!("root={}", self.cmdline.get("root").unwrap_or(&format!("{s:?}"))),
                 };
                 return Err(format!(
                     "{what} did not appear within {wait} s; block devices seen: {}",
-                    if seen.is_empty() {
-                        "none".into()
-                    } else {
-                        seen.join("; ")
-                    }
+                    if seen.is_empty() { "none".into() } else { seen.join("; ") }
                 ));
             }
             if !announced {
@@ -232,22 +203,11 @@ impl Boot {
             Some(t) => t.to_owned(),
             None => probe::probe_fs(dev)
                 .map(|(t, _)| t.to_owned())
-                .ok_or_else(|| {
-                    format!(
-                        "{}: no filesystem lifeboat recognises (pass rootfstype=)",
-                        dev.display()
-                    )
-                })?,
+                .ok_or_else(|| format!("{}: no filesystem lifeboat recognises (pass rootfstype=)", dev.display()))?,
         };
         let data = self.cmdline.get("rootflags");
-        mount(
-            Some(dev),
-            target,
-            Some(fstype.as_str()),
-            MsFlags::empty(),
-            data,
-        )
-        .map_err(|e| format!("mount {} ({fstype}) on {SYSROOT}: {e}", dev.display()))?;
+        mount(Some(dev), target, Some(fstype.as_str()), MsFlags::empty(), data)
+            .map_err(|e| format!("mount {} ({fstype}) on {SYSROOT}: {e}", dev.display()))?;
         say(format!("mounted {} ({fstype}) on {SYSROOT}", dev.display()));
         Ok(())
     }
@@ -271,9 +231,7 @@ impl Boot {
         let req = match req {
             Ok(r) => r,
             Err(v) => {
-                say(format!(
-                    "lifeboat.tx={v} is not a transaction id; booting the active transaction"
-                ));
+                say(format!("lifeboat.tx={v} is not a transaction id; booting the active transaction"));
                 return Ok(());
             }
         };
@@ -294,19 +252,14 @@ impl Boot {
         }
         say(format!(
             "rolling back /usr: transaction {} -> {req}",
-            active
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "(none)".into())
+            active.map(|a| a.to_string()).unwrap_or_else(|| "(none)".into())
         ));
-        let r = crate::txn::activate(root, req)
-            .map_err(|e| format!("activating transaction {req}: {e}"))?;
+        let r = crate::txn::activate(root, req).map_err(|e| format!("activating transaction {req}: {e}"))?;
         for n in r.notes {
             say(n);
         }
         if r.rebuilt {
-            say(format!(
-                "transaction {req}'s tree was rebuilt from the store"
-            ));
+            say(format!("transaction {req}'s tree was rebuilt from the store"));
         }
         say(format!("transaction {req} is now active"));
         // Keep booting it by default: the entry the user chose becomes the default.
@@ -314,7 +267,9 @@ impl Boot {
             match crate::bootsync::set_default_for_disk(root, dev, req) {
                 Ok(Some(p)) => say(format!("default boot entry is now {p}")),
                 Ok(None) => {}
-                Err(e) => say(format!("could not update the default boot entry ({e}); the next boot may pick another transaction")),
+                Err(e) => say(format!(
+                    "could not update the default boot entry ({e}); the next boot may pick another transaction"
+                )),
             }
         }
         Ok(())
@@ -332,14 +287,10 @@ impl Boot {
             say(r);
         } else if has_index && self.cmdline.flag("lifeboat.verify") {
             say("verifying /usr (lifeboat.verify)");
-            let (clean, summary) =
-                crate::verify::verify_for_boot(root).map_err(|e| format!("verify: {e}"))?;
+            let (clean, summary) = crate::verify::verify_for_boot(root).map_err(|e| format!("verify: {e}"))?;
             say(&summary);
             if !clean {
-                return Err(
-                    "/usr differs from its transaction; `repair` fixes it, `continue` boots anyway"
-                        .into(),
-                );
+                return Err("/usr differs from its transaction; `repair` fixes it, `continue` boots anyway".into());
             }
         }
         self.check_done = true;
@@ -360,18 +311,10 @@ impl Boot {
         };
         if self.cmdline.flag("lifeboat.shell") && !self.shell_done {
             self.shell_done = true;
-            return Err(
-                "lifeboat.shell: stopping before switching root as asked; `continue` boots".into(),
-            );
+            return Err("lifeboat.shell: stopping before switching root as asked; `continue` boots".into());
         }
         if self.cmdline.read_only() {
-            let _ = mount(
-                none(),
-                SYSROOT,
-                none(),
-                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                none(),
-            );
+            let _ = mount(none(), SYSROOT, none(), MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, none());
         }
         let now = uptime();
         say(format!(
@@ -395,11 +338,7 @@ pub fn main() -> ! {
     let closed = unsafe { nix::libc::fcntl(std::io::stdout().as_raw_fd(), nix::libc::F_GETFD) } < 0;
     if closed {
         let _ = std::fs::create_dir_all("/dev");
-        if let Ok(f) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/console")
-        {
+        if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/console") {
             for fd in 0..3 {
                 // SAFETY: dup2 onto 0..2 of an open descriptor we own.
                 unsafe { nix::libc::dup2(f.as_raw_fd(), fd) };
@@ -410,16 +349,12 @@ pub fn main() -> ! {
     for n in mount_api() {
         say(n);
     }
-    say(format!(
-        "lifeboat {} (PID 1) started at {start:.3} s",
-        env!("CARGO_PKG_VERSION")
-    ));
+    say(format!("lifeboat {} (PID 1) started at {start:.3} s", env!("CARGO_PKG_VERSION")));
     for n in load_modules() {
         say(n);
     }
     mount_efivarfs();
-    let cmdline =
-        KernelCmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let cmdline = KernelCmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     let mut boot = Boot::new(cmdline);
     loop {
         let why = match catch_unwind(AssertUnwindSafe(|| boot.run())) {
@@ -432,11 +367,7 @@ pub fn main() -> ! {
         let ctx = ShellCtx {
             root: PathBuf::from(SYSROOT),
             pid1: true,
-            esp: boot
-                .root_dev
-                .as_ref()
-                .and_then(|d| Probe::default().disk_of(d))
-                .map(|d| d.display().to_string()),
+            esp: boot.root_dev.as_ref().and_then(|d| Probe::default().disk_of(d)).map(|d| d.display().to_string()),
             cmdline: boot.cmdline.clone(),
         };
         let r = catch_unwind(AssertUnwindSafe(|| Shell::new(ctx).run()));

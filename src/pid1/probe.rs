@@ -61,14 +61,7 @@ fn hex(b: &[u8]) -> String {
 
 fn uuid_str(b: &[u8]) -> String {
     let h = hex(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 /// Filesystem type and UUID from the superblock (ext2/3/4, XFS, btrfs, FAT).
@@ -95,20 +88,9 @@ pub fn probe_fs(dev: &Path) -> Option<(&'static str, Option<String>)> {
     if b.len() >= 65536 + 72 && &b[65536 + 64..65536 + 72] == b"_BHRfS_M" {
         return Some(("btrfs", Some(uuid_str(&b[65536 + 32..65536 + 48]))));
     }
-    if b.len() >= 512
-        && b[510] == 0x55
-        && b[511] == 0xAA
-        && (&b[82..87] == b"FAT32" || &b[54..57] == b"FAT")
-    {
-        let serial = if &b[82..87] == b"FAT32" {
-            &b[67..71]
-        } else {
-            &b[39..43]
-        };
-        let s = format!(
-            "{:02X}{:02X}-{:02X}{:02X}",
-            serial[3], serial[2], serial[1], serial[0]
-        );
+    if b.len() >= 512 && b[510] == 0x55 && b[511] == 0xAA && (&b[82..87] == b"FAT32" || &b[54..57] == b"FAT") {
+        let serial = if &b[82..87] == b"FAT32" { &b[67..71] } else { &b[39..43] };
+        let s = format!("{:02X}{:02X}-{:02X}{:02X}", serial[3], serial[2], serial[1], serial[0]);
         return Some(("vfat", Some(s)));
     }
     None
@@ -122,10 +104,7 @@ pub struct Probe {
 
 impl Default for Probe {
     fn default() -> Self {
-        Probe {
-            sys: PathBuf::from("/sys"),
-            dev: PathBuf::from("/dev"),
-        }
+        Probe { sys: PathBuf::from("/sys"), dev: PathBuf::from("/dev") }
     }
 }
 
@@ -140,10 +119,7 @@ impl Probe {
         let Ok(rd) = fs::read_dir(self.sys.join("class/block")) else {
             return out;
         };
-        let mut names: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         let mut gpts: BTreeMap<String, Option<Disk>> = BTreeMap::new();
         for name in names {
@@ -151,10 +127,7 @@ impl Probe {
                 continue;
             }
             let base = self.sys.join("class/block").join(&name);
-            let size = read_trim(&base.join("size"))
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0)
-                * 512;
+            let size = read_trim(&base.join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512;
             let partno = read_trim(&base.join("partition")).and_then(|s| s.parse::<u32>().ok());
             let parent = partno.and_then(|n| {
                 let real = fs::canonicalize(&base).ok()?;
@@ -164,13 +137,8 @@ impl Probe {
             let dev = self.dev.join(&name);
             let (mut partuuid, mut part_kind) = (None, None);
             if let Some((disk, n)) = &parent {
-                let d = gpts
-                    .entry(disk.clone())
-                    .or_insert_with(|| Disk::open(&self.dev.join(disk), false).ok());
-                if let Some(p) = d
-                    .as_ref()
-                    .and_then(|d| d.partitions.iter().find(|p| p.number == *n))
-                {
+                let d = gpts.entry(disk.clone()).or_insert_with(|| Disk::open(&self.dev.join(disk), false).ok());
+                if let Some(p) = d.as_ref().and_then(|d| d.partitions.iter().find(|p| p.number == *n)) {
                     partuuid = Some(p.part_guid.clone());
                     part_kind = Some(p.kind);
                 }
@@ -179,51 +147,30 @@ impl Probe {
                 Some((t, u)) => (Some(t), u),
                 None => (None, None),
             };
-            out.push(BlockDev {
-                name,
-                dev,
-                size,
-                parent,
-                partuuid,
-                part_kind,
-                fstype,
-                uuid,
-            });
+            out.push(BlockDev { name, dev, size, parent, partuuid, part_kind, fstype, uuid });
         }
         out
     }
 
     /// The device `spec` names, if it is present now. `boot_partuuid` is the
     /// loader's `LoaderDevicePartUUID`, which picks the disk for discovery.
-    pub fn find_root(
-        &self,
-        spec: &RootSpec,
-        boot_partuuid: Option<&str>,
-    ) -> Result<Option<PathBuf>, String> {
+    pub fn find_root(&self, spec: &RootSpec, boot_partuuid: Option<&str>) -> Result<Option<PathBuf>, String> {
         if let RootSpec::Path(p) = spec {
             return Ok(p.exists().then(|| p.clone()));
         }
         let devs = self.scan();
         match spec {
-            RootSpec::PartUuid(u) => Ok(devs
-                .iter()
-                .find(|d| d.partuuid.as_deref() == Some(u))
-                .map(|d| d.dev.clone())),
+            RootSpec::PartUuid(u) => Ok(devs.iter().find(|d| d.partuuid.as_deref() == Some(u)).map(|d| d.dev.clone())),
             RootSpec::Uuid(u) => Ok(devs
                 .iter()
                 .find(|d| d.uuid.as_deref().map(str::to_ascii_lowercase).as_deref() == Some(u))
                 .map(|d| d.dev.clone())),
             RootSpec::Path(_) => Ok(None),
             RootSpec::Discover => {
-                let roots: Vec<&BlockDev> = devs
-                    .iter()
-                    .filter(|d| d.part_kind == Some(PartitionKind::RootX86_64))
-                    .collect();
+                let roots: Vec<&BlockDev> =
+                    devs.iter().filter(|d| d.part_kind == Some(PartitionKind::RootX86_64)).collect();
                 if let Some(b) = boot_partuuid {
-                    let disk = devs
-                        .iter()
-                        .find(|d| d.partuuid.as_deref() == Some(b))
-                        .and_then(|d| d.parent.clone());
+                    let disk = devs.iter().find(|d| d.partuuid.as_deref() == Some(b)).and_then(|d| d.parent.clone());
                     if let Some((disk, _)) = disk {
                         return Ok(roots
                             .iter()
@@ -231,10 +178,7 @@ impl Probe {
                             .map(|r| r.dev.clone()));
                     }
                 }
-                let mut disks: Vec<&String> = roots
-                    .iter()
-                    .filter_map(|r| r.parent.as_ref().map(|p| &p.0))
-                    .collect();
+                let mut disks: Vec<&String> = roots.iter().filter_map(|r| r.parent.as_ref().map(|p| &p.0)).collect();
                 disks.dedup();
                 match disks.len() {
                     0 => Ok(None),
@@ -266,19 +210,10 @@ mod tests {
 
     #[test]
     fn root_specs() {
-        assert_eq!(
-            RootSpec::parse(Some("PARTUUID=AB")),
-            RootSpec::PartUuid("ab".into())
-        );
+        assert_eq!(RootSpec::parse(Some("PARTUUID=AB")), RootSpec::PartUuid("ab".into()));
         assert_eq!(RootSpec::parse(Some("UUID=x")), RootSpec::Uuid("x".into()));
-        assert_eq!(
-            RootSpec::parse(Some("/dev/disk/by-partuuid/Q")),
-            RootSpec::PartUuid("q".into())
-        );
-        assert_eq!(
-            RootSpec::parse(Some("/dev/sda2")),
-            RootSpec::Path("/dev/sda2".into())
-        );
+        assert_eq!(RootSpec::parse(Some("/dev/disk/by-partuuid/Q")), RootSpec::PartUuid("q".into()));
+        assert_eq!(RootSpec::parse(Some("/dev/sda2")), RootSpec::Path("/dev/sda2".into()));
         assert_eq!(RootSpec::parse(None), RootSpec::Discover);
     }
 
@@ -310,12 +245,7 @@ mod tests {
         let img = dev.join("vda");
         lifeboat_esp::disk::create(
             &img,
-            &lifeboat_esp::disk::CreateSpec {
-                size: 64 << 20,
-                esp: 8 << 20,
-                xbootldr: None,
-                root: None,
-            },
+            &lifeboat_esp::disk::CreateSpec { size: 64 << 20, esp: 8 << 20, xbootldr: None, root: None },
         )
         .unwrap();
         let d = Disk::open(&img, false).unwrap();
@@ -325,37 +255,16 @@ mod tests {
         for p in &d.partitions {
             let pname = format!("vda{}", p.number);
             fs::create_dir_all(devices.join(&pname)).unwrap();
-            fs::write(
-                devices.join(&pname).join("partition"),
-                format!("{}\n", p.number),
-            )
-            .unwrap();
-            std::os::unix::fs::symlink(devices.join(&pname), sys.join("class/block").join(&pname))
-                .unwrap();
+            fs::write(devices.join(&pname).join("partition"), format!("{}\n", p.number)).unwrap();
+            std::os::unix::fs::symlink(devices.join(&pname), sys.join("class/block").join(&pname)).unwrap();
             fs::write(dev.join(&pname), b"").unwrap();
         }
-        let probe = Probe {
-            sys,
-            dev: dev.clone(),
-        };
+        let probe = Probe { sys, dev: dev.clone() };
         let root = d.find(PartitionKind::RootX86_64).unwrap();
         let want = dev.join(format!("vda{}", root.number));
-        assert_eq!(
-            probe.find_root(&RootSpec::Discover, None).unwrap(),
-            Some(want.clone())
-        );
-        assert_eq!(
-            probe
-                .find_root(&RootSpec::PartUuid(root.part_guid.clone()), None)
-                .unwrap(),
-            Some(want.clone())
-        );
-        assert_eq!(
-            probe
-                .find_root(&RootSpec::PartUuid("nope".into()), None)
-                .unwrap(),
-            None
-        );
+        assert_eq!(probe.find_root(&RootSpec::Discover, None).unwrap(), Some(want.clone()));
+        assert_eq!(probe.find_root(&RootSpec::PartUuid(root.part_guid.clone()), None).unwrap(), Some(want.clone()));
+        assert_eq!(probe.find_root(&RootSpec::PartUuid("nope".into()), None).unwrap(), None);
         assert_eq!(probe.disk_of(&want), Some(dev.join("vda")));
         fs::remove_dir_all(&t).unwrap();
     }

@@ -16,14 +16,9 @@ fn e(what: &str, err: impl std::fmt::Display) -> String {
 }
 
 /// Never returns on success.
-pub fn switch_root(
-    new_root: &Path,
-    init: &Path,
-    args: &[String],
-) -> Result<std::convert::Infallible, String> {
+pub fn switch_root(new_root: &Path, init: &Path, args: &[String]) -> Result<std::convert::Infallible, String> {
     let none: Option<&str> = None;
-    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
-        .map_err(|x| e("make / private", x))?;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).map_err(|x| e("make / private", x))?;
     for m in ["dev", "proc", "sys", "run"] {
         let src = Path::new("/").join(m);
         let dst = new_root.join(m);
@@ -43,14 +38,11 @@ pub fn switch_root(
     let magic = st.filesystem_type().0 as u64;
     if magic == RAMFS_MAGIC || magic == TMPFS_MAGIC {
         let root = crate::fsutil::open_dir(Path::new("/")).map_err(|x| e("open /", x))?;
-        let dev = nix::sys::stat::fstat(root.as_fd())
-            .map_err(|x| e("stat /", x))?
-            .st_dev;
+        let dev = nix::sys::stat::fstat(root.as_fd()).map_err(|x| e("stat /", x))?.st_dev;
         // Errors only leave some initramfs memory in use.
         let _ = crate::fsutil::clear_dir(root.as_fd(), dev);
     }
-    mount(Some("."), "/", none, MsFlags::MS_MOVE, none)
-        .map_err(|x| e("move the new root to /", x))?;
+    mount(Some("."), "/", none, MsFlags::MS_MOVE, none).map_err(|x| e("move the new root to /", x))?;
     nix::unistd::chroot(".").map_err(|x| e("chroot", x))?;
     std::env::set_current_dir("/").map_err(|x| e("chdir /", x))?;
     let prog = CString::new(init.as_os_str().as_encoded_bytes()).map_err(|x| e("init path", x))?;
@@ -58,9 +50,6 @@ pub fn switch_root(
     for a in args {
         argv.push(CString::new(a.as_bytes()).map_err(|x| e("init argument", x))?);
     }
-    let envp = [
-        CString::new("HOME=/").unwrap_or_default(),
-        CString::new("TERM=linux").unwrap_or_default(),
-    ];
+    let envp = [CString::new("HOME=/").unwrap_or_default(), CString::new("TERM=linux").unwrap_or_default()];
     nix::unistd::execve(&prog, &argv, &envp).map_err(|x| e(&format!("exec {}", init.display()), x))
 }

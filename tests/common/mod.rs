@@ -69,11 +69,7 @@ pub fn ok(args: &[&str]) -> String {
 /// Runs and requires failure; returns stderr.
 pub fn fails(args: &[&str]) -> String {
     let o = run(args);
-    assert!(
-        !o.status.success(),
-        "lifeboat {args:?} should have failed:\n{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    assert!(!o.status.success(), "lifeboat {args:?} should have failed:\n{}", String::from_utf8_lossy(&o.stdout));
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -89,37 +85,13 @@ pub fn tree(at: &Path, v: u32) {
     write(&at.join("bin/sh"), format!("shell v{v}").as_bytes(), 0o755);
     write(&at.join("bin/true"), b"true binary", 0o755);
     std::os::unix::fs::symlink("sh", at.join("bin/bash")).unwrap();
-    write(
-        &at.join("lib/x86_64-linux-gnu/libc.so.6"),
-        &vec![b'c'; 70_000],
-        0o755,
-    );
-    write(
-        &at.join("lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
-        &vec![b'l'; 20_000],
-        0o755,
-    );
-    write(
-        &at.join("lib/x86_64-linux-gnu/libm.so.6"),
-        &vec![b'm'; 30_000],
-        0o644,
-    );
-    write(
-        &at.join("lib/kernel/6.1.0-test/vmlinuz"),
-        &vec![b'k'; 50_000],
-        0o644,
-    );
-    write(
-        &at.join("share/doc/readme"),
-        format!("readme {v}").as_bytes(),
-        0o644,
-    );
+    write(&at.join("lib/x86_64-linux-gnu/libc.so.6"), &vec![b'c'; 70_000], 0o755);
+    write(&at.join("lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"), &vec![b'l'; 20_000], 0o755);
+    write(&at.join("lib/x86_64-linux-gnu/libm.so.6"), &vec![b'm'; 30_000], 0o644);
+    write(&at.join("lib/kernel/6.1.0-test/vmlinuz"), &vec![b'k'; 50_000], 0o644);
+    write(&at.join("share/doc/readme"), format!("readme {v}").as_bytes(), 0o644);
     write(&at.join("share/empty"), b"", 0o644);
-    write(
-        &at.join(format!("share/only-v{v}")),
-        format!("only in {v}").as_bytes(),
-        0o644,
-    );
+    write(&at.join(format!("share/only-v{v}")), format!("only in {v}").as_bytes(), 0o644);
     fs::create_dir_all(at.join("share/emptydir")).unwrap();
 }
 
@@ -137,15 +109,7 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, u32)> {
             }
             let m = fs::symlink_metadata(&p).unwrap();
             if m.file_type().is_symlink() {
-                out.push((
-                    rel,
-                    fs::read_link(&p)
-                        .unwrap()
-                        .display()
-                        .to_string()
-                        .into_bytes(),
-                    0o777,
-                ));
+                out.push((rel, fs::read_link(&p).unwrap().display().to_string().into_bytes(), 0o777));
             } else if m.is_dir() {
                 out.push((rel.clone() + "/", vec![], m.permissions().mode() & 0o7777));
                 walk(base, &p, out);
@@ -164,10 +128,5 @@ pub fn is_root() -> bool {
 }
 
 pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false)
 }
