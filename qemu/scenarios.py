@@ -268,6 +268,26 @@ def i_firmware_entry(work):
     finish_ok(vm)
 
 
+def j_worker_crash(work):
+    """The boot worker dies (simulated crash): PID 1 survives and opens the rescue shell."""
+    # The kernel hands unknown NAME=value parameters to init as environment.
+    img = three_tx(work, extra_cmdline="LIFEBOAT_FAILPOINT=pid1-prepare")
+    img.write_root()
+    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
+    vm.expect(r"failpoint: simulated crash at pid1-prepare", 150)
+    m = vm.expect(r"the boot worker exited with status 99", 30)
+    say(f"PID 1: {m.group(0)}")
+    vm.expect(r"lifeboat> ", 30)
+    vm.send("cmdline\n")
+    vm.expect(r"lifeboat\.tx=3", 30)
+    say("a new worker opened the rescue shell; `cmdline` answers")
+    vm.send("poweroff\n")
+    code = vm.wait_exit(60)
+    if code != 0:
+        raise Failure(f"poweroff gave QEMU status {code}")
+    say("no kernel panic; `poweroff` ended the VM")
+
+
 SCENARIOS = {
     "a": a_default_boot,
     "b": b_menu_rollback,
@@ -278,6 +298,7 @@ SCENARIOS = {
     "g": g_dual_boot,
     "h": h_boot_counting,
     "i": i_firmware_entry,
+    "j": j_worker_crash,
 }
 
 

@@ -298,12 +298,14 @@ impl Boot {
     }
 
     /// The whole boot; returns only with the reason it stopped.
-    pub fn run(&mut self) -> Result<std::convert::Infallible, String> {
+    /// Everything before the switch; `Ok` means the new root is ready for it.
+    pub fn prepare(&mut self) -> Result<(), String> {
+        crate::failpoint::hit("pid1-prepare");
         let dev = self.find_root()?;
         self.mount_root(&dev)?;
         self.rollback()?;
         self.checks()?;
-        let init = PathBuf::from(self.cmdline.get("init").unwrap_or("/sbin/init"));
+        let init = init_path(&self.cmdline);
         let what = match execcheck::check_init(Path::new(SYSROOT), &init) {
             Ok(w) => w,
             Err(e) if self.force => format!("unchecked: {e}"),
@@ -313,9 +315,6 @@ impl Boot {
             self.shell_done = true;
             return Err("lifeboat.shell: stopping before switching root as asked; `continue` boots".into());
         }
-        if self.cmdline.read_only() {
-            let _ = mount(none(), SYSROOT, none(), MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, none());
-        }
         let now = uptime();
         say(format!(
             "starting {} ({what}) at {:.3} s after boot, {:.0} ms after lifeboat started",
@@ -323,12 +322,63 @@ impl Boot {
             now,
             (now - self.started) * 1000.0
         ));
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        switchroot::switch_root(Path::new(SYSROOT), &init, &args)
+        Ok(())
     }
 }
 
-/// PID 1's entry point.
+fn init_path(c: &KernelCmdline) -> PathBuf {
+    PathBuf::from(c.get("init").unwrap_or("/sbin/init"))
+}
+
+fn read_cmdline() -> KernelCmdline {
+    KernelCmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default())
+}
+
+/// The worker: prepares the boot, opening the rescue shell on every failure, and
+/// returns (as its exit status) 0 when PID 1 may switch root.
+fn worker(shell_first: bool) -> i32 {
+    for n in mount_api() {
+        say(n);
+    }
+    for n in load_modules() {
+        say(n);
+    }
+    mount_efivarfs();
+    let mut boot = Boot::new(read_cmdline());
+    let mut why = shell_first.then(|| "the previous attempt stopped unexpectedly".to_owned());
+    loop {
+        if let Some(w) = why.take() {
+            say(&w);
+            say("opening the rescue shell; `help` lists commands, `continue` resumes the boot");
+            let ctx = ShellCtx {
+                root: PathBuf::from(SYSROOT),
+                pid1: true,
+                esp: boot.root_dev.as_ref().and_then(|d| Probe::default().disk_of(d)).map(|d| d.display().to_string()),
+                cmdline: boot.cmdline.clone(),
+            };
+            match Shell::new(ctx).run() {
+                exit @ (ShellExit::Continue | ShellExit::ContinueForce) => {
+                    boot.force = matches!(exit, ShellExit::ContinueForce);
+                    // A root mounted or unmounted by hand is found again.
+                    if !is_mountpoint(Path::new(SYSROOT)) {
+                        boot.root_dev = None;
+                    }
+                }
+                ShellExit::Quit => {}
+            }
+        }
+        match catch_unwind(AssertUnwindSafe(|| boot.prepare())) {
+            Ok(Ok(())) => return 0,
+            Ok(Err(msg)) => why = Some(msg),
+            Err(_) => why = Some("internal error (see above)".to_owned()),
+        }
+    }
+}
+
+/// PID 1's entry point. PID 1 itself only supervises: a forked worker does the
+/// work (and opens the rescue shell), so a crash there — a panic, an abort, a
+/// segfault — costs a restart of the shell, not a kernel panic. PID 1 then switches
+/// root itself, since the real init must be PID 1.
 pub fn main() -> ! {
     std::panic::set_hook(Box::new(|info| {
         say(format!("internal error: {info}"));
@@ -345,41 +395,49 @@ pub fn main() -> ! {
             }
         }
     }
-    let start = uptime();
-    for n in mount_api() {
-        say(n);
-    }
-    say(format!("lifeboat {} (PID 1) started at {start:.3} s", env!("CARGO_PKG_VERSION")));
-    for n in load_modules() {
-        say(n);
-    }
-    mount_efivarfs();
-    let cmdline = KernelCmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    let mut boot = Boot::new(cmdline);
+    say(format!("lifeboat {} (PID 1) started at {:.3} s", env!("CARGO_PKG_VERSION"), uptime()));
+    let mut shell_first = false;
     loop {
-        let why = match catch_unwind(AssertUnwindSafe(|| boot.run())) {
-            Ok(Err(msg)) => msg,
-            Ok(Ok(never)) => match never {},
-            Err(_) => "internal error (see above)".to_owned(),
-        };
-        say(&why);
-        say("opening the rescue shell; `help` lists commands, `continue` resumes the boot");
-        let ctx = ShellCtx {
-            root: PathBuf::from(SYSROOT),
-            pid1: true,
-            esp: boot.root_dev.as_ref().and_then(|d| Probe::default().disk_of(d)).map(|d| d.display().to_string()),
-            cmdline: boot.cmdline.clone(),
-        };
-        let r = catch_unwind(AssertUnwindSafe(|| Shell::new(ctx).run()));
-        match r {
-            Ok(exit @ (ShellExit::Continue | ShellExit::ContinueForce)) => {
-                boot.force = matches!(exit, ShellExit::ContinueForce);
-                // A changed root device (mounted by hand) is found again.
-                if !is_mountpoint(Path::new(SYSROOT)) {
-                    boot.root_dev = None;
-                }
+        // SAFETY: single-threaded here; the child only runs our own code.
+        let ready = match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                let code = worker(shell_first);
+                let _ = std::io::stdout().flush();
+                // SAFETY: ending the worker without running PID 1's destructors.
+                unsafe { nix::libc::_exit(code) }
             }
-            Ok(ShellExit::Quit) | Err(_) => {}
+            Ok(nix::unistd::ForkResult::Parent { child }) => loop {
+                match nix::sys::wait::waitpid(child, None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => break true,
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => {
+                        say(format!("the boot worker exited with status {c}"));
+                        break false;
+                    }
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
+                        say(format!("the boot worker was killed by {sig:?}"));
+                        break false;
+                    }
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        say(format!("waiting for the boot worker: {e}"));
+                        break false;
+                    }
+                }
+            },
+            Err(e) => {
+                say(format!("fork: {e}; working without a supervisor"));
+                worker(shell_first) == 0
+            }
+        };
+        if ready {
+            let cmdline = read_cmdline();
+            if cmdline.read_only() {
+                let _ = mount(none(), SYSROOT, none(), MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, none());
+            }
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            let Err(e) = switchroot::switch_root(Path::new(SYSROOT), &init_path(&cmdline), &args);
+            say(format!("switching root failed: {e}"));
         }
+        shell_first = true;
     }
 }
