@@ -168,7 +168,7 @@ def bench_verify(work, root):
     with open(listing, "w") as f:
         f.write("\0".join(files))
     t_x = time.perf_counter()
-    subprocess.run(f"xargs -0 -n 5000 xxhsum -H2 < {listing} > /dev/null", shell=True, check=True)
+    subprocess.run(f"xargs -0 -n 5000 xxhsum -q -H2 < {listing} > /dev/null 2>&1", shell=True, check=True)
     t_x = time.perf_counter() - t_x
     out(f"- `verify --full --store`: {len(files):,} files, {total / 1e9:.2f} GB hashed in **{t_full:.2f} s** "
         f"({total / t_full / 1e6:.0f} MB/s) vs `xxhsum -H2` over the same files {t_x:.2f} s ({total / t_x / 1e6:.0f} MB/s): "

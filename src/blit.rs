@@ -31,32 +31,79 @@ pub struct BlitStats {
 
 /// Creates directory `name` below `parent` and fills it with `layout`.
 /// `name` must not exist. `shown` is the path used in messages.
+///
+/// Top-level entries are made first; then workers (one per core) each make a
+/// contiguous run of the depth-first entries, runs starting at entries one level
+/// down so that every worker finds its parents already made.
 pub fn blit(layout: &Layout, store: &Store, parent: BorrowedFd, name: &[u8], shown: &Path) -> Result<BlitStats> {
     let cname = cstr(name).ctx("create", shown)?;
     nix::sys::stat::mkdirat(parent, cname.as_c_str(), Mode::from_bits_truncate(0o700))
         .map_err(io_err)
         .ctx("create", shown)?;
     let top = fsutil::open_dir_at(parent, name).ctx("open", shown)?;
+    let root = is_root();
+    let es = layout.entries();
+    let mut stats = BlitStats::default();
+    for e in es.iter().filter(|e| e.depth() == 0) {
+        place(e, top.as_fd(), store, root, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
+    }
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let target = es.len().div_ceil(workers).max(1);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for (i, e) in es.iter().enumerate().skip(1) {
+        if i - start >= target && e.depth() <= 1 {
+            runs.push((start, i));
+            start = i;
+        }
+    }
+    runs.push((start, es.len()));
+    let top_fd = top.as_fd();
+    let results: Vec<Result<BlitStats>> = std::thread::scope(|s| {
+        let hs: Vec<_> =
+            runs.iter().map(|&(a, b)| s.spawn(move || blit_run(&es[a..b], store, top_fd, root, shown))).collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Refused("blit worker failed".into())))).collect()
+    });
+    for r in results {
+        let st = r?;
+        stats.dirs += st.dirs;
+        stats.linked += st.linked;
+        stats.copied += st.copied;
+        stats.empty += st.empty;
+        stats.symlinks += st.symlinks;
+    }
+    nix::sys::stat::fchmod(top.as_fd(), Mode::from_bits_truncate(0o755)).map_err(io_err).ctx("chmod", shown)?;
+    Ok(stats)
+}
+
+/// Makes a run of entries below `top`; top-level entries exist already.
+fn blit_run(run: &[LayoutEntry], store: &Store, top: BorrowedFd, root: bool, shown: &Path) -> Result<BlitStats> {
     let mut stats = BlitStats::default();
     let mut stack: Vec<OwnedFd> = Vec::with_capacity(32);
-    let root = is_root();
-    for e in layout.entries() {
+    for e in run {
         let depth = e.depth();
-        stack.truncate(depth);
-        let dir = match depth {
-            0 => top.as_fd(),
-            _ => match stack.get(depth - 1) {
-                Some(fd) => fd.as_fd(),
-                // A validated layout always has the parent open here.
-                None => return Err(Error::Refused(format!("{}: parent not created", e.path_lossy()))),
-            },
-        };
         let shown_e = || shown.join(fsutil::os(&e.path));
+        if depth == 0 {
+            stack.clear();
+            if matches!(e.data, EntryData::Dir) {
+                stack.push(fsutil::open_dir_at(top, e.name()).ctx("open", shown_e())?);
+            }
+            continue;
+        }
+        stack.truncate(depth);
+        if stack.is_empty() && depth == 1 {
+            // The run starts inside a top-level directory.
+            stack.push(fsutil::open_dir_at(top, e.parent()).ctx("open", shown_e())?);
+        }
+        let dir = match stack.get(depth - 1) {
+            Some(fd) => fd.as_fd(),
+            // A validated layout always has the parent open here.
+            None => return Err(Error::Refused(format!("{}: parent not created", e.path_lossy()))),
+        };
         if let Some(fd) = place(e, dir, store, root, &mut stats).ctx("create", shown_e())? {
             stack.push(fd);
         }
     }
-    nix::sys::stat::fchmod(top.as_fd(), Mode::from_bits_truncate(0o755)).map_err(io_err).ctx("chmod", shown)?;
     Ok(stats)
 }
 

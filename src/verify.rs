@@ -14,7 +14,7 @@
 //! corrupt is recovered from another retained transaction's tree (hashed first),
 //! then linked back into the store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::io::IsTerminal;
@@ -144,14 +144,15 @@ fn workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8)
 }
 
-/// Splits the layout into ranges starting at top-level entries, balanced by count.
+/// Splits the layout into ranges starting at entries at most one level down,
+/// balanced by count (a range starting one level down opens its parent itself).
 fn ranges(layout: &Layout, parts: usize) -> Vec<(usize, usize)> {
     let es = layout.entries();
     let target = es.len().div_ceil(parts.max(1)).max(1);
     let mut out = Vec::new();
     let mut start = 0;
     for (i, e) in es.iter().enumerate().skip(1) {
-        if i - start >= target && e.depth() == 0 {
+        if i - start >= target && e.depth() <= 1 {
             out.push((start, i));
             start = i;
         }
@@ -162,13 +163,33 @@ fn ranges(layout: &Layout, parts: usize) -> Vec<(usize, usize)> {
     out
 }
 
-/// Children names of every directory in the layout (and of the tree root, key "").
-fn children(layout: &Layout) -> HashMap<&[u8], HashSet<&[u8]>> {
-    let mut m: HashMap<&[u8], HashSet<&[u8]>> = HashMap::new();
-    for e in layout.entries() {
-        m.entry(e.parent()).or_default().insert(e.name());
+/// The children of each directory (by entry index; the tree root is the last
+/// slot), in sibling order, found with one depth-first pass and no hashing.
+struct Children {
+    of: Vec<Vec<u32>>,
+}
+
+impl Children {
+    fn new(es: &[LayoutEntry]) -> Self {
+        let root = es.len();
+        let mut of: Vec<Vec<u32>> = vec![Vec::new(); es.len() + 1];
+        let mut stack: Vec<usize> = Vec::with_capacity(32);
+        for (i, e) in es.iter().enumerate() {
+            stack.truncate(e.depth());
+            of[stack.last().copied().unwrap_or(root)].push(i as u32);
+            if matches!(e.data, EntryData::Dir) {
+                stack.push(i);
+            }
+        }
+        Children { of }
     }
-    m
+
+    /// Whether directory `dir` (an entry index, or the root) has a child `name`.
+    fn has(&self, es: &[LayoutEntry], dir: usize, name: &[u8]) -> bool {
+        self.of.get(dir).is_some_and(|kids| {
+            kids.binary_search_by(|&k| crate::layout::path_order(es[k as usize].name(), name)).is_ok()
+        })
+    }
 }
 
 fn hash_at(dir: BorrowedFd, name: &[u8], buf: &mut [u8]) -> std::io::Result<(Hash128, u64)> {
@@ -183,13 +204,22 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The result of a tree check.
+#[derive(Debug, Default)]
+pub struct Verified {
+    pub diffs: Vec<Difference>,
+    /// Inodes (device, inode) whose content was hashed and found right; a store
+    /// check can skip blobs that are these inodes.
+    pub good: HashSet<(u64, u64)>,
+}
+
 /// Compares the tree below `tree` with `layout`.
-pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Options) -> Result<Vec<Difference>> {
-    let kids = children(layout);
+pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Options) -> Result<Verified> {
+    let kids = Children::new(layout.entries());
     let progress = Progress::new(layout.len() as u64, opts.progress);
     let es = layout.entries();
     let parts = ranges(layout, workers());
-    let results: Vec<std::io::Result<Vec<Difference>>> = std::thread::scope(|s| {
+    let results: Vec<std::io::Result<(Vec<Difference>, Vec<(u64, u64)>)>> = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .iter()
             .map(|&(a, b)| {
@@ -205,19 +235,21 @@ pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Optio
     });
     progress.finish();
     let mut diffs = Vec::new();
+    let mut good = HashSet::new();
     for r in results {
-        diffs.extend(r.map_err(|e| Error::io("verify", "tree", e))?);
+        let (d, g) = r.map_err(|e| Error::io("verify", "tree", e))?;
+        diffs.extend(d);
+        good.extend(g);
     }
     // Extras at the top of the tree.
-    let top = kids.get(&b""[..]);
     for name in fsutil::list_dir(tree).map_err(|e| Error::io("list", "tree", e))? {
-        if name == STATE_ID || top.is_some_and(|t| t.contains(name.as_slice())) {
+        if name == STATE_ID || kids.has(es, es.len(), &name) {
             continue;
         }
         diffs.push(Difference { class: Class::Extra, path: lossy(&name), detail: String::new(), entry: None });
     }
     diffs.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.path.cmp(&b.path)));
-    Ok(diffs)
+    Ok(Verified { diffs, good })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -227,11 +259,12 @@ fn check_range(
     a: usize,
     b: usize,
     store: &Store,
-    kids: &HashMap<&[u8], HashSet<&[u8]>>,
+    kids: &Children,
     opts: Options,
     progress: &Progress,
-) -> std::io::Result<Vec<Difference>> {
+) -> std::io::Result<(Vec<Difference>, Vec<(u64, u64)>)> {
     let mut out = Vec::new();
+    let mut good = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
     // Open directory fds by depth; `None` where the directory is missing or wrong.
     let mut stack: Vec<Option<OwnedFd>> = Vec::with_capacity(32);
@@ -239,6 +272,11 @@ fn check_range(
     for (i, e) in es.iter().enumerate().take(b).skip(a) {
         let depth = e.depth();
         stack.truncate(depth);
+        if depth == 1 && stack.is_empty() {
+            // This range starts inside a top-level directory another range checks.
+            let parent = fsutil::open_dir_at(tree, e.parent()).ok();
+            stack.push(parent);
+        }
         let dir = if depth == 0 {
             Some(tree)
         } else {
@@ -288,9 +326,8 @@ fn check_range(
         match &e.data {
             EntryData::Dir => {
                 let fd = fsutil::open_dir_at(dir, e.name())?;
-                let want = kids.get(&e.path[..]);
                 for name in fsutil::list_dir(fd.as_fd())? {
-                    if !want.is_some_and(|w| w.contains(name.as_slice())) {
+                    if !kids.has(es, i, &name) {
                         let mut p = e.path.to_vec();
                         p.push(b'/');
                         p.extend_from_slice(&name);
@@ -315,6 +352,8 @@ fn check_range(
                         hashed += n;
                         if h != *hash {
                             out.push(diff(Class::WrongContent, format!("xxh3-128 {h} instead of {hash}")));
+                        } else {
+                            good.push((st.st_dev, st.st_ino));
                         }
                     }
                 }
@@ -330,42 +369,68 @@ fn check_range(
         }
         progress.tick(1, std::mem::take(&mut hashed));
     }
-    Ok(out)
+    Ok((out, good))
 }
 
 /// Re-hashes every blob in the store; returns the names whose content differs (or
 /// that cannot be read).
-pub fn verify_store(store: &Store, progress: bool) -> Result<Vec<(Hash128, String)>> {
-    let blobs = store.list()?;
-    let p = Progress::new(blobs.len() as u64, progress);
-    let chunk = blobs.len().div_ceil(workers()).max(1);
-    let results: Vec<Vec<(Hash128, String)>> = std::thread::scope(|s| {
-        let hs: Vec<_> = blobs
+pub fn verify_store(store: &Store, skip: &HashSet<(u64, u64)>, progress: bool) -> Result<Vec<(Hash128, String)>> {
+    let dev = nix::sys::stat::fstat(store.fd()).map_err(io_err).ctx("stat", store.path())?.st_dev;
+    let two_hex = |n: &[u8]| n.len() == 2 && n.iter().all(|b| b.is_ascii_hexdigit());
+    let mut tops = fsutil::list_dir(store.fd()).ctx("list", store.path())?;
+    tops.retain(|n| two_hex(n));
+    tops.sort();
+    let p = Progress::new(0, progress);
+    let chunk = tops.len().div_ceil(workers()).max(1);
+    let results: Vec<std::io::Result<Vec<(Hash128, String)>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = tops
             .chunks(chunk)
             .map(|part| {
                 let p = &p;
-                s.spawn(move || {
+                s.spawn(move || -> std::io::Result<Vec<(Hash128, String)>> {
                     let mut buf = vec![0u8; 256 * 1024];
                     let mut bad = Vec::new();
-                    for &h in part {
-                        match store.open_blob(h).and_then(|f| Hash128::of_reader(f, &mut buf)) {
-                            Ok((got, n)) => {
-                                p.tick(1, n);
-                                if got != h {
-                                    bad.push((h, format!("content hashes to {got}")));
+                    for a in part {
+                        let fa = fsutil::open_dir_at(store.fd(), a)?;
+                        for b in fsutil::list_dir(fa.as_fd())?.into_iter().filter(|n| two_hex(n)) {
+                            let fb = fsutil::open_dir_at(fa.as_fd(), &b)?;
+                            for c in fsutil::list_dir(fb.as_fd())?.into_iter().filter(|n| two_hex(n)) {
+                                let fc = fsutil::open_dir_at(fb.as_fd(), &c)?;
+                                for (name, ino) in fsutil::list_dir_ino(fc.as_fd())? {
+                                    let Some(h) = std::str::from_utf8(&name).ok().and_then(Hash128::parse_hex) else {
+                                        continue;
+                                    };
+                                    if skip.contains(&(dev, ino)) {
+                                        p.tick(1, 0);
+                                        continue;
+                                    }
+                                    match hash_at(fc.as_fd(), &name, &mut buf) {
+                                        Ok((got, n)) => {
+                                            p.tick(1, n);
+                                            if got != h {
+                                                bad.push((h, format!("content hashes to {got}")));
+                                            }
+                                        }
+                                        Err(e) => bad.push((h, e.to_string())),
+                                    }
                                 }
                             }
-                            Err(e) => bad.push((h, e.to_string())),
                         }
                     }
-                    bad
+                    Ok(bad)
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("store worker panicked"))))
+            .collect()
     });
     p.finish();
-    Ok(results.into_iter().flatten().collect())
+    let mut out = Vec::new();
+    for r in results {
+        out.extend(r.ctx("verify", store.path())?);
+    }
+    Ok(out)
 }
 
 /// The tree of a transaction: `usr` (active) or `.moss/root/<id>/usr`.
@@ -426,11 +491,16 @@ fn other_trees(root: &SystemRoot, idx: &StateIndex, skip: u64) -> Vec<(u64, Path
 
 /// Makes sure blob `h` is in the store with the right content, recovering it from
 /// another tree when needed. Returns where it was recovered from, if it was.
+/// Other trees: computed on first use (materialising every layout is not free).
+type Trees = Option<Vec<(u64, PathBuf, Layout)>>;
+
 fn ensure_blob(
     root: &SystemRoot,
+    idx: &StateIndex,
+    skip: u64,
     store: &Store,
     h: Hash128,
-    trees: &[(u64, PathBuf, Layout)],
+    trees: &mut Trees,
     buf: &mut [u8],
 ) -> std::result::Result<Option<PathBuf>, String> {
     let bad_ino = match store.stat(h) {
@@ -443,7 +513,8 @@ fn ensure_blob(
         Ok(None) => None,
         Err(e) => return Err(e.to_string()),
     };
-    for (_, tree_path, layout) in trees {
+    let trees = trees.get_or_insert_with(|| other_trees(root, idx, skip));
+    for (_, tree_path, layout) in trees.iter() {
         for e in layout.entries() {
             if !matches!(&e.data, EntryData::File { hash, .. } if *hash == h) {
                 continue;
@@ -500,12 +571,13 @@ pub fn repair(
     let (id, tree, tree_path) = open_tree(root, idx, which)?;
     let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
     let store = root.store(false)?;
-    let diffs = verify_tree(tree.as_fd(), &layout, &store, Options { full: false, progress })?;
+    let diffs = verify_tree(tree.as_fd(), &layout, &store, Options { full: false, progress })?.diffs;
     let mut report = RepairReport::default();
     if diffs.is_empty() {
         return Ok(report);
     }
-    let trees = other_trees(root, idx, id);
+    // Other trees are only needed when a blob is missing or damaged.
+    let mut trees: Trees = None;
     let es = layout.entries();
     let mut buf = vec![0u8; 256 * 1024];
     let is_root = crate::store::is_root();
@@ -568,7 +640,7 @@ pub fn repair(
             Class::Missing | Class::WrongType | Class::WrongContent | Class::WrongTarget => {
                 if let EntryData::File { hash, size } = &e.data {
                     if *size > 0 {
-                        if let Some(from) = ensure_blob(root, &store, *hash, &trees, &mut buf)? {
+                        if let Some(from) = ensure_blob(root, idx, id, &store, *hash, &mut trees, &mut buf)? {
                             report.recovered_blobs.push((*hash, from));
                         }
                     }
@@ -625,7 +697,7 @@ pub fn verify_for_boot(root: &Path) -> Result<(bool, String)> {
     let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
     let store = sr.store(false)?;
     let t = Instant::now();
-    let diffs = verify_tree(tree.as_fd(), &layout, &store, Options::default())?;
+    let diffs = verify_tree(tree.as_fd(), &layout, &store, Options::default())?.diffs;
     let mut s = format!("transaction {id}: {} entries checked in {} ms", layout.len(), t.elapsed().as_millis());
     if diffs.is_empty() {
         s.push_str(", no differences");

@@ -56,16 +56,19 @@ static void finish(int code) {
 }
 
 int main(void) {
-    char tx[64], marker[128], boots[32];
+    char tx[64], marker[128], boots[32], up[64];
     mkdir("/proc", 0755);
     mount("proc", "/proc", "proc", 0, NULL);
+    slurp("/proc/uptime", up, sizeof up);
+    char *sp = strchr(up, ' ');
+    if (sp) *sp = 0;
     slurp("/usr/.stateID", tx, sizeof tx);
     slurp("/usr/lib/lbtest/marker", marker, sizeof marker);
     slurp("/var/lbtest-boots", boots, sizeof boots);
     int n = atoi(boots) + 1;
     FILE *bf = fopen("/var/lbtest-boots", "w");
     if (bf) { fprintf(bf, "%d\n", n); fclose(bf); }
-    printf("LBTEST: booted tx=%s marker=%s boot=%d\n", tx, marker, n);
+    printf("LBTEST: booted tx=%s marker=%s boot=%d uptime=%s\n", tx, marker, n, up);
     fflush(stdout);
     FILE *c = fopen("/etc/lbtest.conf", "r");
     char line[512], key[32];

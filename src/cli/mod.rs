@@ -51,7 +51,14 @@ pub enum Command {
     Firmware(firmware::FirmwareCmd),
     Shell(ShellCmd),
     Init(InitCmd),
+    InitrdHook(InitrdHookCmd),
 }
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "initrd-hook")]
+/// in a systemd initrd (dracut): roll back / repair the root mounted at --root
+/// (default /sysroot) as the kernel command line asks, then let systemd switch root
+pub struct InitrdHookCmd {}
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "shell")]
@@ -155,6 +162,17 @@ pub fn run(args: &[&str]) -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Init(_) => crate::pid1::main(),
+        Command::InitrdHook(_) => {
+            let root = if cli.root == std::path::Path::new("/") {
+                PathBuf::from(crate::pid1::SYSROOT)
+            } else {
+                cli.root.clone()
+            };
+            match crate::pid1::initrd_hook(&root) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(Error::Refused(e)),
+            }
+        }
         Command::Boot(c) => {
             let args = crate::bootsync::BootArgs {
                 esp: cli.esp.clone(),

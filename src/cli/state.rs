@@ -114,7 +114,11 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
                 "committed transaction {} ({} entries, {} new blobs; {} linked, {} copied, {} empty, {} symlinks, {} dirs)",
                 r.id, r.entries, r.new_blobs, r.blit.linked, r.blit.copied, r.blit.empty, r.blit.symlinks, r.blit.dirs
             ));
-            out.json(&Json::obj().with("id", r.id).with("entries", r.entries).with("new_blobs", r.new_blobs));
+            let mut j = Json::obj().with("id", r.id).with("entries", r.entries).with("new_blobs", r.new_blobs);
+            for (k, d) in &r.timings {
+                j.push(&format!("{k}_us"), d.as_micros() as u64);
+            }
+            out.json(&j);
             Ok(ExitCode::SUCCESS)
         }
         StateSub::Activate(s) => {
@@ -132,7 +136,13 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
                     if r.rebuilt { "; its tree was rebuilt from the store" } else { "" }
                 ));
             }
-            out.json(&Json::obj().with("id", r.id).with("previous", r.previous).with("rebuilt", r.rebuilt));
+            out.json(
+                &Json::obj()
+                    .with("id", r.id)
+                    .with("previous", r.previous)
+                    .with("rebuilt", r.rebuilt)
+                    .with("swap_us", r.swap.as_micros() as u64),
+            );
             Ok(ExitCode::SUCCESS)
         }
         StateSub::Prune(s) => {

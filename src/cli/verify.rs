@@ -60,13 +60,14 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
     let layout = idx.layout(id).ok_or(crate::error::Error::NoSuchTransaction(id))?;
     let store = root.store(false)?;
     let start = std::time::Instant::now();
-    let diffs = verify::verify_tree(
+    let verified = verify::verify_tree(
         std::os::fd::AsFd::as_fd(&tree),
         &layout,
         &store,
         Options { full: c.full, progress: !out.json },
     )?;
-    let bad_blobs = if c.store { verify::verify_store(&store, !out.json)? } else { vec![] };
+    let bad_blobs = if c.store { verify::verify_store(&store, &verified.good, !out.json)? } else { vec![] };
+    let diffs = verified.diffs;
     for d in &diffs {
         out.line(d.to_string());
     }

@@ -45,6 +45,8 @@ pub struct Boot {
     rollback_done: bool,
     check_done: bool,
     shell_done: bool,
+    /// Where the real root is (or will be) mounted.
+    sysroot: PathBuf,
     /// Set by `continue --force`: exec the real init even if it looks unrunnable.
     force: bool,
     started: f64,
@@ -134,6 +136,7 @@ impl Boot {
             rollback_done: false,
             check_done: false,
             shell_done: false,
+            sysroot: PathBuf::from(SYSROOT),
             force: false,
             started: uptime(),
         }
@@ -218,7 +221,8 @@ impl Boot {
             return Ok(());
         }
         self.rollback_done = true;
-        let root = Path::new(SYSROOT);
+        let root = self.sysroot.clone();
+        let root = root.as_path();
         if !root.join(".moss/lifeboat").is_dir() {
             say("the root holds no lifeboat state index; booting it as it is");
             return Ok(());
@@ -279,7 +283,8 @@ impl Boot {
         if self.check_done {
             return Ok(());
         }
-        let root = Path::new(SYSROOT);
+        let root = self.sysroot.clone();
+        let root = root.as_path();
         let has_index = root.join(".moss/lifeboat").is_dir();
         if has_index && self.cmdline.flag("lifeboat.repair") {
             say("repairing /usr from the store (lifeboat.repair)");
@@ -324,6 +329,39 @@ impl Boot {
         ));
         Ok(())
     }
+}
+
+/// The embedded mode for systemd-based initrds (dracut): after `sysroot.mount`,
+/// before `initrd-root-fs.target`, do what PID 1 would do to the mounted root —
+/// roll back to the entry's transaction, repair or verify when asked — and leave
+/// the switch to systemd. The root is remounted read-write for the change and back.
+pub fn initrd_hook(sysroot: &Path) -> Result<(), String> {
+    let cmdline = read_cmdline();
+    let mut boot = Boot::new(cmdline);
+    boot.sysroot = sysroot.to_path_buf();
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
+    let mounts = lifeboat_esp::discover::parse_mountinfo(&text);
+    let m = mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == sysroot)
+        .ok_or_else(|| format!("{} is not a mount point", sysroot.display()))?;
+    if m.source.starts_with("/dev/") {
+        boot.root_dev = Some(PathBuf::from(&m.source));
+    }
+    let st = nix::sys::statvfs::statvfs(sysroot).map_err(|e| format!("statvfs {}: {e}", sysroot.display()))?;
+    let was_ro = st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+    if was_ro {
+        mount(none(), sysroot, none(), MsFlags::MS_REMOUNT, none())
+            .map_err(|e| format!("remount {} read-write: {e}", sysroot.display()))?;
+    }
+    let r = boot.rollback().and_then(|_| boot.checks());
+    if was_ro {
+        let _ = nix::unistd::syncfs(std::fs::File::open(sysroot).map_err(|e| e.to_string())?);
+        mount(none(), sysroot, none(), MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, none())
+            .map_err(|e| format!("remount {} read-only: {e}", sysroot.display()))?;
+    }
+    r
 }
 
 fn init_path(c: &KernelCmdline) -> PathBuf {
