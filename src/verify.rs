@@ -219,7 +219,7 @@ pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Optio
     let progress = Progress::new(layout.len() as u64, opts.progress);
     let es = layout.entries();
     let parts = ranges(layout, workers());
-    let results: Vec<std::io::Result<(Vec<Difference>, Vec<(u64, u64)>)>> = std::thread::scope(|s| {
+    let results: Vec<std::io::Result<RangeResult>> = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .iter()
             .map(|&(a, b)| {
@@ -252,6 +252,9 @@ pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Optio
     Ok(Verified { diffs, good })
 }
 
+/// Differences and verified inodes of one range.
+type RangeResult = (Vec<Difference>, Vec<(u64, u64)>);
+
 #[allow(clippy::too_many_arguments)]
 fn check_range(
     tree: BorrowedFd,
@@ -262,7 +265,7 @@ fn check_range(
     kids: &Children,
     opts: Options,
     progress: &Progress,
-) -> std::io::Result<(Vec<Difference>, Vec<(u64, u64)>)> {
+) -> std::io::Result<RangeResult> {
     let mut out = Vec::new();
     let mut good = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
