@@ -154,7 +154,7 @@ fn gpt_and_fat_of_damaged_images() {
         let hot = match i % 3 {
             0 => 0..34 * 512,
             1 => esp..esp + 64 * 512,
-            _ => esp..esp + 2 << 20,
+            _ => esp..esp + (2 << 20),
         };
         let data = mutate(&seed, &mut r, hot);
         std::fs::write(&m, &data).unwrap();
