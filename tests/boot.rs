@@ -306,3 +306,25 @@ fn transactions_without_kernels_and_missing_kernels() {
     assert!(list.contains("transaction 4") && list.contains("transaction 3"), "{list}");
     fsck(&img, &s);
 }
+
+#[test]
+fn xbootldr_holds_entries_and_kernels_esp_holds_loader_conf() {
+    let s = Scratch::new("xbootldr");
+    let (root, _) = setup(&s);
+    let img = s.join("x.img").display().to_string();
+    ok(&["disk", "create", &img, "--size", "128M", "--esp", "40M", "--xbootldr", "64M", "--root", "0"]);
+    // A whole disk as --esp: its XBOOTLDR becomes $BOOT.
+    ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--timeout", "2"]);
+    let boot_ls = ok(&["disk", "ls", "-r", &format!("{img}:xbootldr")]);
+    assert!(boot_ls.contains("loader/entries/00112233445566778899aabbccddeeff-3-6.1.0-test.conf"), "{boot_ls}");
+    assert!(boot_ls.contains("00112233445566778899aabbccddeeff/6.1.0-test/vmlinuz-"), "{boot_ls}");
+    assert!(!boot_ls.contains("loader.conf"), "{boot_ls}");
+    let esp_ls = ok(&["disk", "ls", "-r", &format!("{img}:esp")]);
+    assert!(esp_ls.contains("loader/loader.conf") && !esp_ls.contains("vmlinuz"), "{esp_ls}");
+    let status = ok(&["--root", r(&root), "--esp", &img, "boot", "status"]);
+    assert!(status.contains("$BOOT:") && status.contains("xbootldr"), "{status}");
+    // The same with each partition named explicitly.
+    ok(&["--root", r(&root), "--esp", &format!("{img}:esp"), "--boot", &format!("{img}:xbootldr"), "state", "prune", "--keep", "1"]);
+    let boot_ls = ok(&["disk", "ls", "-r", &format!("{img}:xbootldr")]);
+    assert!(!boot_ls.contains("-1-6.1.0-test.conf") && boot_ls.contains("-3-6.1.0-test.conf"), "{boot_ls}");
+}
