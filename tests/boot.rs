@@ -324,7 +324,18 @@ fn xbootldr_holds_entries_and_kernels_esp_holds_loader_conf() {
     let status = ok(&["--root", r(&root), "--esp", &img, "boot", "status"]);
     assert!(status.contains("$BOOT:") && status.contains("xbootldr"), "{status}");
     // The same with each partition named explicitly.
-    ok(&["--root", r(&root), "--esp", &format!("{img}:esp"), "--boot", &format!("{img}:xbootldr"), "state", "prune", "--keep", "1"]);
+    ok(&[
+        "--root",
+        r(&root),
+        "--esp",
+        &format!("{img}:esp"),
+        "--boot",
+        &format!("{img}:xbootldr"),
+        "state",
+        "prune",
+        "--keep",
+        "1",
+    ]);
     let boot_ls = ok(&["disk", "ls", "-r", &format!("{img}:xbootldr")]);
     assert!(!boot_ls.contains("-1-6.1.0-test.conf") && boot_ls.contains("-3-6.1.0-test.conf"), "{boot_ls}");
 }
