@@ -19,9 +19,42 @@ use crate::fsutil::{self, cstr, io_err};
 use crate::layout::{EntryData, Layout, LayoutEntry};
 use crate::store::{self, Store};
 
+/// How entries are being created: decides which chown/chmod calls can be left out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx {
+    /// Running as root (owners are applied).
+    pub root: bool,
+    /// The process umask is 0, so creation modes are exact.
+    pub umask_zero: bool,
+    /// The parent directory is set-group-ID, so new entries inherit its group.
+    pub parent_setgid: bool,
+}
+
+impl Ctx {
+    /// A context that always applies owner and permissions (repair).
+    pub fn careful(root: bool) -> Self {
+        Ctx { root, umask_zero: false, parent_setgid: true }
+    }
+
+    /// Whether a newly created entry already has owner `uid:gid`: root creates as
+    /// 0:0 unless the parent passes its group on.
+    fn owner_is(&self, uid: u32, gid: u32) -> bool {
+        !self.root || (uid == 0 && gid == 0 && !self.parent_setgid)
+    }
+
+    fn settle(&self, fd: BorrowedFd, perm: u32, uid: u32, gid: u32) -> std::io::Result<()> {
+        if !self.owner_is(uid, gid) || !self.umask_zero || perm & 0o7000 != 0 {
+            return store::set_owner_perm(fd, perm, uid, gid);
+        }
+        Ok(())
+    }
+}
+
 /// Counts of what a blit did.
 #[derive(Default, Debug, Clone, Copy)]
 pub struct BlitStats {
+    /// Wall time of the blit itself (no fsync).
+    pub duration: std::time::Duration,
     pub dirs: u64,
     pub linked: u64,
     pub copied: u64,
@@ -40,12 +73,25 @@ pub fn blit(layout: &Layout, store: &Store, parent: BorrowedFd, name: &[u8], sho
     nix::sys::stat::mkdirat(parent, cname.as_c_str(), Mode::from_bits_truncate(0o700))
         .map_err(io_err)
         .ctx("create", shown)?;
+    let started = std::time::Instant::now();
     let top = fsutil::open_dir_at(parent, name).ctx("open", shown)?;
+    // With umask 0, creation modes are exact and most chmod calls can go.
+    let old_umask = nix::sys::stat::umask(Mode::empty());
+    let r = blit_all(layout, store, top.as_fd(), shown);
+    nix::sys::stat::umask(old_umask);
+    let mut stats = r?;
+    nix::sys::stat::fchmod(top.as_fd(), Mode::from_bits_truncate(0o755)).map_err(io_err).ctx("chmod", shown)?;
+    stats.duration = started.elapsed();
+    Ok(stats)
+}
+
+fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Result<BlitStats> {
     let root = is_root();
     let es = layout.entries();
     let mut stats = BlitStats::default();
+    let ctx = Ctx { root, umask_zero: true, parent_setgid: false };
     for e in es.iter().filter(|e| e.depth() == 0) {
-        place(e, top.as_fd(), store, root, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
+        place(e, top, store, ctx, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
     }
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
     let target = es.len().div_ceil(workers).max(1);
@@ -58,7 +104,7 @@ pub fn blit(layout: &Layout, store: &Store, parent: BorrowedFd, name: &[u8], sho
         }
     }
     runs.push((start, es.len()));
-    let top_fd = top.as_fd();
+    let top_fd = top;
     let results: Vec<Result<BlitStats>> = std::thread::scope(|s| {
         let hs: Vec<_> =
             runs.iter().map(|&(a, b)| s.spawn(move || blit_run(&es[a..b], store, top_fd, root, shown))).collect();
@@ -72,36 +118,40 @@ pub fn blit(layout: &Layout, store: &Store, parent: BorrowedFd, name: &[u8], sho
         stats.empty += st.empty;
         stats.symlinks += st.symlinks;
     }
-    nix::sys::stat::fchmod(top.as_fd(), Mode::from_bits_truncate(0o755)).map_err(io_err).ctx("chmod", shown)?;
     Ok(stats)
 }
 
 /// Makes a run of entries below `top`; top-level entries exist already.
 fn blit_run(run: &[LayoutEntry], store: &Store, top: BorrowedFd, root: bool, shown: &Path) -> Result<BlitStats> {
     let mut stats = BlitStats::default();
-    let mut stack: Vec<OwnedFd> = Vec::with_capacity(32);
+    // Open directories by depth, and whether each is set-group-ID.
+    let mut stack: Vec<(OwnedFd, bool)> = Vec::with_capacity(32);
+    let layout_setgid = |e: &LayoutEntry| e.perm & 0o2000 != 0;
     for e in run {
         let depth = e.depth();
         let shown_e = || shown.join(fsutil::os(&e.path));
         if depth == 0 {
             stack.clear();
             if matches!(e.data, EntryData::Dir) {
-                stack.push(fsutil::open_dir_at(top, e.name()).ctx("open", shown_e())?);
+                stack.push((fsutil::open_dir_at(top, e.name()).ctx("open", shown_e())?, layout_setgid(e)));
             }
             continue;
         }
         stack.truncate(depth);
         if stack.is_empty() && depth == 1 {
-            // The run starts inside a top-level directory.
-            stack.push(fsutil::open_dir_at(top, e.parent()).ctx("open", shown_e())?);
+            // The run starts inside a top-level directory; its mode says setgid.
+            let fd = fsutil::open_dir_at(top, e.parent()).ctx("open", shown_e())?;
+            let st = nix::sys::stat::fstat(fd.as_fd()).map_err(io_err).ctx("stat", shown_e())?;
+            stack.push((fd, st.st_mode & 0o2000 != 0));
         }
-        let dir = match stack.get(depth - 1) {
-            Some(fd) => fd.as_fd(),
+        let (dir, parent_setgid) = match stack.get(depth - 1) {
+            Some((fd, sg)) => (fd.as_fd(), *sg),
             // A validated layout always has the parent open here.
             None => return Err(Error::Refused(format!("{}: parent not created", e.path_lossy()))),
         };
-        if let Some(fd) = place(e, dir, store, root, &mut stats).ctx("create", shown_e())? {
-            stack.push(fd);
+        let ctx = Ctx { root, umask_zero: true, parent_setgid };
+        if let Some(fd) = place(e, dir, store, ctx, &mut stats).ctx("create", shown_e())? {
+            stack.push((fd, layout_setgid(e)));
         }
     }
     Ok(stats)
@@ -116,10 +166,10 @@ pub(crate) fn place(
     e: &LayoutEntry,
     dir: BorrowedFd,
     store: &Store,
-    root: bool,
+    ctx: Ctx,
     stats: &mut BlitStats,
 ) -> std::io::Result<Option<OwnedFd>> {
-    place_as(e, e.name(), dir, store, root, stats)
+    place_as(e, e.name(), dir, store, ctx, stats)
 }
 
 /// Like [`place`], under another name (repair builds under a temporary name and
@@ -129,21 +179,23 @@ pub(crate) fn place_as(
     as_name: &[u8],
     dir: BorrowedFd,
     store: &Store,
-    root: bool,
+    ctx: Ctx,
     stats: &mut BlitStats,
 ) -> std::io::Result<Option<OwnedFd>> {
+    let root = ctx.root;
     let name = cstr(as_name)?;
     match &e.data {
         EntryData::Dir => {
-            nix::sys::stat::mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(0o700)).map_err(io_err)?;
+            let m = if ctx.umask_zero { e.perm & 0o1777 } else { 0o700 };
+            nix::sys::stat::mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(m)).map_err(io_err)?;
             let fd = fsutil::open_dir_at(dir, as_name)?;
-            store::set_owner_perm(fd.as_fd(), e.perm, e.uid, e.gid)?;
+            ctx.settle(fd.as_fd(), e.perm, e.uid, e.gid)?;
             stats.dirs += 1;
             Ok(Some(fd))
         }
         EntryData::File { size: 0, .. } => {
             let f = store::create_excl(dir, as_name, e.perm)?;
-            store::set_owner_perm(f.as_fd(), e.perm, e.uid, e.gid)?;
+            ctx.settle(f.as_fd(), e.perm, e.uid, e.gid)?;
             stats.empty += 1;
             Ok(None)
         }
@@ -174,7 +226,7 @@ pub(crate) fn place_as(
         EntryData::Symlink { target } => {
             let t = cstr(target)?;
             nix::unistd::symlinkat(t.as_c_str(), dir, name.as_c_str()).map_err(io_err)?;
-            if root {
+            if !ctx.owner_is(e.uid, e.gid) {
                 nix::unistd::fchownat(
                     dir,
                     name.as_c_str(),

@@ -190,7 +190,8 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
     let parent = root.active_id();
     let t = Instant::now();
     let blit = materialise(&root, &store, &scanned.layout, id)?;
-    timings.push(("blit", t.elapsed()));
+    timings.push(("blit", blit.duration));
+    timings.push(("tree_sync", t.elapsed().saturating_sub(blit.duration)));
     let t = Instant::now();
     let meta = TxMeta { id, created: now(), summary: summary.to_owned(), parent, kernels: scanned.layout.kernels() };
     let wire =

@@ -652,12 +652,14 @@ pub fn repair(
                     if d.class == Class::WrongType {
                         fsutil::remove_tree_at(parent.as_fd(), e.name()).map_err(|x| x.to_string())?;
                     }
-                    blit::place(e, parent.as_fd(), &store, is_root, &mut stats).map_err(|x| x.to_string())?;
+                    blit::place(e, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats)
+                        .map_err(|x| x.to_string())?;
                     return Ok(());
                 }
                 let tmp = tmp_name(e.name());
                 let _ = fsutil::remove_tree_at(parent.as_fd(), &tmp);
-                blit::place_as(e, &tmp, parent.as_fd(), &store, is_root, &mut stats).map_err(|x| x.to_string())?;
+                blit::place_as(e, &tmp, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats)
+                    .map_err(|x| x.to_string())?;
                 crate::failpoint::hit("repair-rename");
                 if d.class == Class::WrongType {
                     if let Ok(Some(st)) = fsutil::lstat_at(parent.as_fd(), e.name()) {
