@@ -157,23 +157,8 @@ pub fn clear_dir(dir: BorrowedFd, dev: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Names in a directory, without `.` and `..`.
-pub fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
-    let fd = nix::fcntl::openat(dir, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(io_err)?;
-    let d = nix::dir::Dir::from_fd(fd).map_err(io_err)?;
-    let mut out = Vec::new();
-    for ent in d {
-        let ent = ent.map_err(io_err)?;
-        let n = ent.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push(n.to_vec());
-        }
-    }
-    Ok(out)
-}
-
-/// Names in a directory with their inode numbers (from `getdents`, no `stat`).
+/// Entries of a directory (without `.` and `..`): name and inode number, from
+/// `getdents` alone.
 pub fn list_dir_ino(dir: BorrowedFd) -> io::Result<Vec<(Vec<u8>, u64)>> {
     let fd = nix::fcntl::openat(dir, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(io_err)?;
@@ -189,20 +174,9 @@ pub fn list_dir_ino(dir: BorrowedFd) -> io::Result<Vec<(Vec<u8>, u64)>> {
     Ok(out)
 }
 
-/// Directory entries with their `d_type` (`None` when the filesystem does not say).
-pub fn list_dir_typed(dir: BorrowedFd) -> io::Result<Vec<(Vec<u8>, Option<nix::dir::Type>)>> {
-    let fd = nix::fcntl::openat(dir, c".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(io_err)?;
-    let d = nix::dir::Dir::from_fd(fd).map_err(io_err)?;
-    let mut out = Vec::new();
-    for ent in d {
-        let ent = ent.map_err(io_err)?;
-        let n = ent.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push((n.to_vec(), ent.file_type()));
-        }
-    }
-    Ok(out)
+/// Names in a directory, without `.` and `..`.
+pub fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
+    Ok(list_dir_ino(dir)?.into_iter().map(|(n, _)| n).collect())
 }
 
 /// Reads a small file below `dir` (one component, no symlinks).

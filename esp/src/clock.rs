@@ -11,9 +11,8 @@ pub struct UtcClock;
 
 pub static CLOCK: UtcClock = UtcClock;
 
-fn now() -> (u16, u16, u16, u16, u16, u16) {
-    let secs =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+/// Seconds since the Unix epoch to UTC (year, month, day, hour, minute, second).
+pub fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Days since 1970-01-01 to a civil date (Hinnant's algorithm).
@@ -26,10 +25,17 @@ fn now() -> (u16, u16, u16, u16, u16, u16) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    (y, m as u32, d as u32, (rem / 3600) as u32, ((rem % 3600) / 60) as u32, (rem % 60) as u32)
+}
+
+fn now() -> (u16, u16, u16, u16, u16, u16) {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let (y, m, d, hh, mm, ss) = civil(secs);
     if !(1980..=2107).contains(&y) {
         return (1980, 1, 1, 0, 0, 0);
     }
-    (y as u16, m as u16, d as u16, (rem / 3600) as u16, ((rem % 3600) / 60) as u16, (rem % 60) as u16)
+    (y as u16, m as u16, d as u16, hh as u16, mm as u16, ss as u16)
 }
 
 impl TimeProvider for UtcClock {

@@ -10,7 +10,7 @@
 //! finds the boot disk and its partitions on a live system. The crate never mounts
 //! anything, prints nothing and exits nothing: it returns typed [`Error`]s.
 
-mod clock;
+pub mod clock;
 mod crc32;
 pub mod discover;
 pub mod disk;
