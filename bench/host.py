@@ -74,20 +74,28 @@ def bench_index(work, vs):
     ph = lambda j, k: j.get(f"{k}_us", 0) / 1e6
     out(f"- first commit {first[0]:.1f} s (scan+hash {ph(first[1], 'scan'):.1f} s, store {ph(first[1], 'store'):.1f} s, "
         f"blit {ph(first[1], 'blit'):.1f} s); later commits median {statistics.median(r[0] for r in later):.1f} s")
-    blits = [ph(j, "blit") for _, j in later]
-    blit = statistics.median(blits)
+    # Blits measured the same way as cp -al: a quiet system (dirty data written
+    # out first), hot cache, no fsync. A transaction whose tree is gone is rebuilt
+    # from the store on activation.
+    blits, cpal = [], []
     ents = rows[-1][1]["entries"]
-    cpal = []
-    for _ in range(3):
+    for i in range(3):
+        shutil.rmtree(os.path.join(root, ".moss/root/9"), ignore_errors=True)
+        os.sync()
+        j = json.loads(run(LB, "--root", root, "--json", "state", "activate", "9"))
+        blits.append(j["blit_us"] / 1e6)
+        run(LB, "--root", root, "state", "activate", "10")
         dst = os.path.join(work, "cpal")
         shutil.rmtree(dst, ignore_errors=True)
+        os.sync()
         t = time.perf_counter()
-        run("cp", "-al", vs[-1], dst)
+        run("cp", "-al", vs[9], dst)
         cpal.append(time.perf_counter() - t)
-    shutil.rmtree(os.path.join(work, "cpal"), ignore_errors=True)
-    cp = statistics.median(cpal)
-    out(f"- blit of {ents:,} entries from the store: median **{blit:.2f} s** ({ents / blit:,.0f} entries/s) vs `cp -al` of the same tree "
-        f"on the same filesystem {cp:.2f} s (median of 3) = **{blit / cp:.2f}x** the time of cp -al")
+        shutil.rmtree(dst, ignore_errors=True)
+    blit, cp = statistics.median(blits), statistics.median(cpal)
+    out(f"- blit of {ents:,} entries from the store (rebuilding a transaction's tree): median **{blit:.2f} s** "
+        f"({ents / blit:,.0f} entries/s) vs `cp -al` of the same tree on the same filesystem {cp:.2f} s "
+        f"(medians of 3, alternating) = **{blit / cp:.2f}x** the time of cp -al")
     swaps = []
     for i in range(6):
         j = json.loads(run(LB, "--root", root, "--json", "state", "activate", str(3 + i % 2)))

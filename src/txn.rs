@@ -42,6 +42,8 @@ pub struct ActivateReport {
     pub notes: Vec<String>,
     /// The exchange and archive rename, with their syncs (not the rebuild).
     pub swap: Duration,
+    /// The blit of a rebuilt tree (without its fsync).
+    pub blit: Option<Duration>,
 }
 
 /// What a prune did.
@@ -106,11 +108,12 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
     let trees = root.trees_dir()?;
     let slot = id.to_string();
     let mut rebuilt = false;
+    let mut blit_time = None;
     if SystemRoot::tree_id_at(trees.as_fd(), format!("{slot}/usr").as_bytes()) != Some(id) {
         let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
         let store = root.store(false)?;
         fsutil::remove_tree_at(trees.as_fd(), slot.as_bytes()).ctx("remove", rootp.join(&slot))?;
-        materialise(root, &store, &layout, id)?;
+        blit_time = Some(materialise(root, &store, &layout, id)?.duration);
         rebuilt = true;
     }
     let previous = root.active_id();
@@ -145,7 +148,7 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
     fsutil::fsync(trees.as_fd()).ctx("sync", &rootp)?;
     fsutil::fsync(root.fd()).ctx("sync", &root.path)?;
     crate::failpoint::hit("activate-done");
-    Ok(ActivateReport { id, previous, rebuilt, notes: Vec::new(), swap: swap_start.elapsed() })
+    Ok(ActivateReport { id, previous, rebuilt, notes: Vec::new(), swap: swap_start.elapsed(), blit: blit_time })
 }
 
 /// `state commit --from TREE`.
@@ -214,7 +217,7 @@ pub fn activate(rootp: &Path, id: u64) -> Result<ActivateReport> {
         return Err(Error::NoSuchTransaction(id));
     }
     if root.active_id() == Some(id) {
-        return Ok(ActivateReport { id, previous: Some(id), rebuilt: false, notes, swap: Duration::ZERO });
+        return Ok(ActivateReport { id, previous: Some(id), rebuilt: false, notes, swap: Duration::ZERO, blit: None });
     }
     let mut r = swap_in(&root, &idx, id)?;
     r.notes.splice(0..0, notes);

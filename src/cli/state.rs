@@ -141,7 +141,8 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
                     .with("id", r.id)
                     .with("previous", r.previous)
                     .with("rebuilt", r.rebuilt)
-                    .with("swap_us", r.swap.as_micros() as u64),
+                    .with("swap_us", r.swap.as_micros() as u64)
+                    .with("blit_us", r.blit.map(|d| d.as_micros() as u64)),
             );
             Ok(ExitCode::SUCCESS)
         }
