@@ -288,6 +288,54 @@ def j_worker_crash(work):
     say("no kernel panic; `poweroff` ended the VM")
 
 
+def k_dracut_hook(work):
+    """A dracut (systemd) initrd with lifeboat's module: the unit rolls /usr back to the entry's transaction."""
+    if not shutil.which("dracut"):
+        raise Failure("dracut is not installed (scripts/setup.sh installs it)")
+    img = three_tx(work)
+    # A private copy of dracut's tree with lifeboat's module added: nothing on the
+    # host changes.
+    base = os.path.join(work, "dracut")
+    shutil.copytree("/usr/lib/dracut", base, symlinks=True)
+    mod = os.path.join(base, "modules.d", "90lifeboat")
+    os.makedirs(mod)
+    contrib = os.path.join(q.REPO, "contrib")
+    shutil.copy(os.path.join(contrib, "dracut/90lifeboat/module-setup.sh"), mod)
+    shutil.copy(os.path.join(contrib, "systemd/lifeboat-initrd.service"), mod)
+    bindir = os.path.join(work, "bin")
+    os.makedirs(bindir)
+    shutil.copy(q.LIFEBOAT, os.path.join(bindir, "lifeboat"))
+    kver = q.kver()
+    initrd = os.path.join(work, "dracut.img")
+    env = dict(os.environ, dracutbasedir=base, LIFEBOAT_BIN=os.path.join(bindir, "lifeboat"))
+    q.sh("dracut", "--no-hostonly", "--add", "lifeboat", "--kver", kver,
+         "--kmoddir", os.path.join(q.CACHE, "kernel/lib/modules", kver), "--force", initrd, env=env)
+    listing = q.sh("lsinitrd", initrd)
+    if "lifeboat-initrd.service" not in listing or "usr/bin/lifeboat" not in listing:
+        raise Failure("dracut did not include lifeboat's module")
+    say("built a dracut initrd with the lifeboat module (unit + static binary)")
+    root_uuid = next(p["partuuid"] for p in img.parts if p["kind"] == "root-x86-64")
+    ours = [l.split()[-1] for l in lb("disk", "ls", f"{img.disk}:esp:loader/entries").splitlines() if l.strip().endswith(".conf")]
+    linux = next(l.split()[1] for l in lb("disk", "cat", f"{img.disk}:esp:{ours[0]}").splitlines()
+                 if l.startswith("linux "))
+    entry = (f"title dracut with lifeboat, transaction 1\nlinux {linux}\ninitrd /dracut-lifeboat.img\n"
+             f"options root=PARTUUID={root_uuid} ro console=ttyS0,115200 panic=-1 init=/sbin/init lifeboat.tx=1\n")
+    with open(os.path.join(work, "e.conf"), "w") as f:
+        f.write(entry)
+    lb("disk", "put", initrd, f"{img.disk}:esp:dracut-lifeboat.img")
+    lb("disk", "put", os.path.join(work, "e.conf"), f"{img.disk}:esp:loader/entries/dracut-lifeboat.conf")
+    lb("--root", img.root, "--esp", img.disk, "boot", "set-default", "dracut-lifeboat.conf")
+    img.write_root()
+    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
+    m = vm.expect(r"rolling back /usr: transaction 3 -> 1", 240)
+    say("systemd in the dracut initrd ran lifeboat-initrd.service: rolling back /usr: transaction 3 -> 1")
+    tx = booted(vm, 240)
+    if tx != 1:
+        raise Failure(f"booted {tx}, want 1")
+    say(f"userspace reports transaction {tx}")
+    finish_ok(vm)
+
+
 SCENARIOS = {
     "a": a_default_boot,
     "b": b_menu_rollback,
@@ -299,6 +347,7 @@ SCENARIOS = {
     "h": h_boot_counting,
     "i": i_firmware_entry,
     "j": j_worker_crash,
+    "k": k_dracut_hook,
 }
 
 

@@ -1,10 +1,16 @@
 #!/bin/bash
 # dracut module: puts the static lifeboat binary and its unit into a systemd-based
 # initrd. Install as /usr/lib/dracut/modules.d/90lifeboat/ together with
-# lifeboat-initrd.service, then `dracut --add lifeboat`.
+# lifeboat-initrd.service, then `dracut --add lifeboat`. The binary is taken from
+# $LIFEBOAT_BIN, else /usr/bin/lifeboat; it is static, so nothing else is needed.
+
+lifeboat_bin() {
+    local b="${LIFEBOAT_BIN:-/usr/bin/lifeboat}"
+    [[ -x $b ]] && echo "$b"
+}
 
 check() {
-    require_binaries lifeboat || return 1
+    [[ -n $(lifeboat_bin) ]] || return 1
     return 255
 }
 
@@ -13,7 +19,7 @@ depends() {
 }
 
 install() {
-    inst_binary lifeboat /usr/bin/lifeboat
+    inst_simple "$(lifeboat_bin)" /usr/bin/lifeboat
     inst_simple "$moddir/lifeboat-initrd.service" "$systemdsystemunitdir/lifeboat-initrd.service"
     $SYSTEMCTL -q --root "$initdir" add-wants initrd-root-fs.target lifeboat-initrd.service
 }
