@@ -16,6 +16,8 @@ fi
 if command -v rustup >/dev/null; then
   rustup target list --installed | grep -q x86_64-unknown-linux-musl \
     || rustup target add x86_64-unknown-linux-musl
-  rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt || true
+  for c in clippy rustfmt; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
 fi
 echo "setup: ok"
