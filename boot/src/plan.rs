@@ -191,6 +191,15 @@ fn is_our_file(name: &str) -> bool {
     n.ends_with(lifeboat_esp::volume::TMP_SUFFIX) || n.ends_with(lifeboat_esp::volume::NEW_SUFFIX)
 }
 
+/// Whether an entry file is lifeboat's: its name is in the token's namespace
+/// (`<token>-<tx>-<kver>[+L-D].conf`) and its options carry `lifeboat.tx=<tx>` — a
+/// name alone is not enough. Returns (tx, kver, counter).
+pub fn owned_by_us(token: &str, file: &str, entry: &Entry) -> Option<(u64, String, Option<bls::Counter>)> {
+    let (tx, kver, counter) = parse_entry_name(token, file)?;
+    let tx_opt = format!("lifeboat.tx={tx}");
+    entry.options().split_whitespace().any(|o| o == tx_opt).then_some((tx, kver, counter))
+}
+
 /// Lists lifeboat's entries on a volume.
 pub fn our_entries(boot: &mut dyn Volume, token: &str) -> Result<Vec<OurEntry>> {
     let list = match boot.list("loader/entries") {
@@ -203,16 +212,14 @@ pub fn our_entries(boot: &mut dyn Volume, token: &str) -> Result<Vec<OurEntry>> 
         if f.is_dir {
             continue;
         }
-        let Some((tx, kver, counter)) = parse_entry_name(token, &f.name) else {
-            continue;
-        };
-        let bytes = boot.read(&join("loader/entries", &f.name))?;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        // A name in our namespace is not enough: the entry must be one we wrote.
-        let tx_opt = format!("lifeboat.tx={tx}");
-        if !Entry::parse(&text).options().split_whitespace().any(|o| o == tx_opt) {
+        if parse_entry_name(token, &f.name).is_none() {
             continue;
         }
+        let bytes = boot.read(&join("loader/entries", &f.name))?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let Some((tx, kver, counter)) = owned_by_us(token, &f.name, &Entry::parse(&text)) else {
+            continue;
+        };
         out.push(OurEntry { file: f.name, tx, kver, counter, text });
     }
     out.sort_by_key(|e| e.tx);

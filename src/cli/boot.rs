@@ -241,10 +241,7 @@ fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>) -> Result<V
         }
         let text = String::from_utf8_lossy(&v.read(&join("loader/entries", &f.name))?).into_owned();
         let entry = Entry::parse(&text);
-        let ours = token
-            .and_then(|t| plan::parse_entry_name(t, &f.name))
-            .map(|(tx, _, _)| tx)
-            .filter(|tx| entry.options().split_whitespace().any(|o| o == format!("lifeboat.tx={tx}")));
+        let ours = token.and_then(|t| plan::owned_by_us(t, &f.name, &entry)).map(|(tx, _, _)| tx);
         out.push(Found { sort: SortInfo::of(&f.name, &entry), file: f.name, entry, on_esp, ours });
     }
     Ok(out)
