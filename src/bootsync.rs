@@ -307,16 +307,6 @@ pub fn set_default_for_disk(root: &Path, root_dev: &Path, tx: u64) -> Result<Opt
         Some(e) => e.volume.as_mut(),
         None => t.boot.volume.as_mut(),
     };
-    let old = match esp.read("loader/loader.conf") {
-        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-        Err(lifeboat_esp::Error::NotFound { .. }) => String::new(),
-        Err(e) => return Err(e.into()),
-    };
-    let new = lifeboat_boot::loaderconf::set_key(&old, "default", Some(&pattern));
-    if new != old {
-        esp.create_dir_all("loader")?;
-        esp.replace("loader/loader.conf", &mut new.as_bytes())?;
-        esp.flush()?;
-    }
+    lifeboat_boot::loaderconf::set_on(esp, "default", Some(&pattern))?;
     Ok(Some(pattern))
 }

@@ -4,7 +4,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -238,24 +238,8 @@ pub fn write_small_at(dir: BorrowedFd, name: &[u8], data: &[u8], mode: u32) -> i
     rename(dir, &tmp, dir, name)
 }
 
-pub fn path_bytes(p: &Path) -> &[u8] {
-    p.as_os_str().as_bytes()
-}
-
 pub fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
-}
-
-/// Wraps a raw fd the caller owns.
-///
-/// # Safety
-/// `fd` must be an open descriptor that nothing else closes.
-pub unsafe fn owned(fd: i32) -> OwnedFd {
-    OwnedFd::from_raw_fd(fd)
-}
-
-pub fn raw(fd: &impl AsRawFd) -> i32 {
-    fd.as_raw_fd()
 }
 
 /// File-type bits, independent of the libc crate.

@@ -39,6 +39,25 @@ pub fn set_key(text: &str, key: &str, value: Option<&str>) -> String {
     out
 }
 
+/// Sets `key` in `loader/loader.conf` on `esp` (crash-safe replace), keeping
+/// every other line; writes nothing when the value is already there. A file that
+/// cannot be read is an error, never treated as empty — that would lose the
+/// user's settings.
+pub fn set_on(esp: &mut dyn lifeboat_esp::Volume, key: &str, value: Option<&str>) -> crate::Result<bool> {
+    let old = match esp.read("loader/loader.conf") {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(lifeboat_esp::Error::NotFound { .. }) => String::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let new = set_key(&old, key, value);
+    if new == old {
+        return Ok(false);
+    }
+    esp.create_dir_all("loader")?;
+    esp.replace("loader/loader.conf", &mut new.as_bytes())?;
+    Ok(true)
+}
+
 /// The value of `key`, if set.
 pub fn get_key<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|l| {

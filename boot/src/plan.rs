@@ -18,7 +18,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lifeboat_esp::volume::{join, Space, Volume};
+use lifeboat_esp::volume::{join, Volume};
 
 use crate::bls::{self, Entry};
 use crate::loaderconf;
@@ -572,9 +572,4 @@ fn remove_empty_dirs(boot: &mut dyn Volume, dirs: &[String]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Space that a set of files would take.
-pub fn footprint(space: &Space, sizes: impl IntoIterator<Item = u64>) -> u64 {
-    sizes.into_iter().map(|s| space.alloc(s)).sum()
 }

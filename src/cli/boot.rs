@@ -427,13 +427,7 @@ fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
         return Err(Error::Refused(format!("no entry on $BOOT matches {pattern:?}; run `lifeboat boot sync` first?")));
     };
     let hit = hit.file.clone();
-    let esp = esp_vol(&mut t);
-    let old = esp.read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let new = loaderconf::set_key(&old, "default", Some(&pattern));
-    if new != old {
-        esp.create_dir_all("loader")?;
-        esp.replace("loader/loader.conf", &mut new.as_bytes())?;
-    }
+    loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
     ctx.out.line(format!("default: {pattern} (now {hit})"));
     ctx.out.json(&Json::obj().with("default", pattern).with("entry", hit));
     Ok(ExitCode::SUCCESS)
@@ -499,13 +493,7 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
     // A proven entry of ours becomes the default again.
     if let Some((tx, _, _)) = token.as_deref().and_then(|t| plan::parse_entry_name(t, &good)) {
         let pattern = plan::default_pattern(token.as_deref().unwrap_or_default(), tx);
-        let esp = esp_vol(&mut t);
-        let old =
-            esp.read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-        let new = loaderconf::set_key(&old, "default", Some(&pattern));
-        if new != old {
-            esp.replace("loader/loader.conf", &mut new.as_bytes())?;
-        }
+        loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
     }
     ctx.out.line(format!("blessed: {name} -> {good}"));
     ctx.out.json(&Json::obj().with("from", name).with("to", good));

@@ -116,15 +116,9 @@ pub fn run(args: &[&str]) -> ExitCode {
         }
     };
     let out = Out { json: cli.json };
+    let args = crate::bootsync::BootArgs { esp: cli.esp.clone(), boot: cli.boot.clone(), efivars: cli.efivars.clone() };
     let r = match cli.cmd {
-        Command::State(c) => {
-            let args = crate::bootsync::BootArgs {
-                esp: cli.esp.clone(),
-                boot: cli.boot.clone(),
-                efivars: cli.efivars.clone(),
-            };
-            state::run(&cli.root, c, &out, &args)
-        }
+        Command::State(c) => state::run(&cli.root, c, &out, &args),
         Command::Disk(c) => disk::run(c, &out),
         Command::Verify(c) => match verify::verify(&cli.root, &c, &out) {
             Ok(code) => Ok(code),
@@ -141,14 +135,7 @@ pub fn run(args: &[&str]) -> ExitCode {
             }
         },
         Command::Initrd(c) => initrd::run(c, &out),
-        Command::Firmware(c) => {
-            let args = crate::bootsync::BootArgs {
-                esp: cli.esp.clone(),
-                boot: cli.boot.clone(),
-                efivars: cli.efivars.clone(),
-            };
-            firmware::run(&cli.root, &args, c, &out)
-        }
+        Command::Firmware(c) => firmware::run(&cli.root, &args, c, &out),
         Command::Shell(_) => {
             let ctx = crate::shell::ShellCtx {
                 root: cli.root.clone(),
@@ -173,14 +160,7 @@ pub fn run(args: &[&str]) -> ExitCode {
                 Err(e) => Err(Error::Refused(e)),
             }
         }
-        Command::Boot(c) => {
-            let args = crate::bootsync::BootArgs {
-                esp: cli.esp.clone(),
-                boot: cli.boot.clone(),
-                efivars: cli.efivars.clone(),
-            };
-            boot::run(&boot::Ctx { root: &cli.root, args: &args, out: &out }, c)
-        }
+        Command::Boot(c) => boot::run(&boot::Ctx { root: &cli.root, args: &args, out: &out }, c),
     };
     match r {
         Ok(code) => code,

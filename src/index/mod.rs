@@ -103,16 +103,6 @@ impl StateIndex {
         self.get(id).is_some()
     }
 
-    /// Number of entries in transaction `id`'s layout.
-    pub fn entry_count(&self, id: u64) -> Option<usize> {
-        self.txs.iter().find(|t| t.meta.id == id).map(|t| t.entries)
-    }
-
-    /// Distinct paths and entries stored (for statistics).
-    pub fn table_sizes(&self) -> (usize, usize) {
-        (self.depth.len(), self.ent_path.len())
-    }
-
     fn name(&self, p: usize) -> &[u8] {
         let start = if p == 0 { 0 } else { self.name_end[p - 1] as usize };
         &self.names[start..self.name_end[p] as usize]
@@ -465,11 +455,6 @@ impl StateIndex {
             refs.push((m, l));
         }
         Ok(Self::build(next, &refs))
-    }
-
-    /// The wire form of this index, unchanged.
-    pub fn to_wire(&self) -> Result<PayloadWire, IndexError> {
-        self.rebuilt(None, &[])
     }
 
     /// Raises `next_id` (after an id was handed out without being committed).

@@ -115,6 +115,12 @@ fn read_trim(p: &Path) -> Option<String> {
 impl Probe {
     /// Every disk and partition (loop, ram and zram devices skipped).
     pub fn scan(&self) -> Vec<BlockDev> {
+        self.scan_with(true)
+    }
+
+    /// Like [`Probe::scan`]; without `filesystems`, superblocks are not read (the
+    /// root-device poll needs them only for `root=UUID=`).
+    pub fn scan_with(&self, filesystems: bool) -> Vec<BlockDev> {
         let mut out = Vec::new();
         let Ok(rd) = fs::read_dir(self.sys.join("class/block")) else {
             return out;
@@ -143,7 +149,7 @@ impl Probe {
                     part_kind = Some(p.kind);
                 }
             }
-            let (fstype, uuid) = match probe_fs(&dev) {
+            let (fstype, uuid) = match if filesystems { probe_fs(&dev) } else { None } {
                 Some((t, u)) => (Some(t), u),
                 None => (None, None),
             };
@@ -158,7 +164,7 @@ impl Probe {
         if let RootSpec::Path(p) = spec {
             return Ok(p.exists().then(|| p.clone()));
         }
-        let devs = self.scan();
+        let devs = self.scan_with(matches!(spec, RootSpec::Uuid(_)));
         match spec {
             RootSpec::PartUuid(u) => Ok(devs.iter().find(|d| d.partuuid.as_deref() == Some(u)).map(|d| d.dev.clone())),
             RootSpec::Uuid(u) => Ok(devs
