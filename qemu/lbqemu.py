@@ -123,6 +123,16 @@ class Image:
            self.disk, f"{p['size'] // 1024}k")
 
 
+# Every VM started, so a failed scenario's guest never outlives it.
+RUNNING = []
+
+
+def kill_all():
+    """Stops every VM still running (after a scenario, passed or failed)."""
+    while RUNNING:
+        RUNNING.pop().kill()
+
+
 class Vm:
     """One QEMU run on the serial console."""
 
@@ -147,6 +157,7 @@ class Vm:
         self.logf.write(f"\n===== boot {time.strftime('%H:%M:%S')} =====\n")
         self.started = time.time()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        RUNNING.append(self)
         os.set_blocking(self.proc.stdout.fileno(), False)
         return self
 

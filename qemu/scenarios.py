@@ -288,6 +288,27 @@ def j_worker_crash(work):
     say("no kernel panic; `poweroff` ended the VM")
 
 
+def l_stalled_step(work):
+    """A boot step that never returns: PID 1 names it, shows kernel warnings, and Enter opens the shell."""
+    img = three_tx(work, extra_cmdline="LIFEBOAT_FAILPOINT=hang:pid1-prepare")
+    img.write_root()
+    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
+    vm.expect(r"failpoint: hanging at pid1-prepare", 150)
+    m = vm.expect(r"lifeboat: still looking for the root device after (\d+) s; the kernel", 40)
+    say(f"PID 1: {m.group(0)[len('lifeboat: '):]}...")
+    vm.expect(r"press Enter to stop it and open the rescue shell", 10)
+    vm.send("\r")
+    vm.expect(r"the boot worker was stopped after it stalled", 30)
+    vm.expect(r"lifeboat> ", 30)
+    vm.send("cmdline\n")
+    vm.expect(r"hang:pid1-prepare", 30)
+    say("Enter stopped the stalled worker; a new one opened the rescue shell")
+    vm.send("poweroff\n")
+    code = vm.wait_exit(60)
+    if code != 0:
+        raise Failure(f"poweroff gave QEMU status {code}")
+
+
 def k_dracut_hook(work):
     """A dracut (systemd) initrd with lifeboat's module: the unit rolls /usr back to the entry's transaction."""
     if not shutil.which("dracut"):
@@ -348,6 +369,7 @@ SCENARIOS = {
     "i": i_firmware_entry,
     "j": j_worker_crash,
     "k": k_dracut_hook,
+    "l": l_stalled_step,
 }
 
 
@@ -357,30 +379,48 @@ def main(argv):
         print(f"no static lifeboat at {q.LIFEBOAT}: cargo build --release --target x86_64-unknown-linux-musl")
         return 2
     subprocess.run([os.path.join(q.HERE, "fetch.sh")], check=True)
-    failed = []
+    failed, flaky = [], []
     for n in names:
         fn = SCENARIOS[n]
         work = os.path.join(OUT, n)
-        shutil.rmtree(work, ignore_errors=True)
-        os.makedirs(work)
         print(f"[{n}] {fn.__doc__}", flush=True)
-        t = time.time()
-        try:
-            fn(work)
-            print(f"[{n}] PASS ({time.time() - t:.0f} s)", flush=True)
-            for root, _, files in os.walk(work):
-                for f in files:
-                    if f.endswith((".img", ".fd")):
-                        os.unlink(os.path.join(root, f))
-        except Exception as e:
-            failed.append(n)
-            print(f"[{n}] FAIL ({time.time() - t:.0f} s): {e}", flush=True)
-            if not isinstance(e, Failure):
-                traceback.print_exc()
-            log = os.path.join(work, "console.log")
-            if os.path.exists(log):
-                print(f"[{n}] last console lines ({log}):")
-                print("".join(open(log, errors="replace").readlines()[-25:]))
+        # A guest that stops making progress gets one more try, reported as flaky
+        # with the first attempt's console kept. (Seen once in CI: a boot silent
+        # for 150 s right after PID 1 started, not reproduced in dozens of runs
+        # since; PID 1's stall report now names the step and the kernel's warnings.)
+        for attempt in (1, 2):
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(work)
+            t = time.time()
+            try:
+                fn(work)
+                print(f"[{n}] PASS ({time.time() - t:.0f} s)", flush=True)
+                for root, _, files in os.walk(work):
+                    for f in files:
+                        if f.endswith((".img", ".fd")):
+                            os.unlink(os.path.join(root, f))
+                q.kill_all()
+                break
+            except Exception as e:
+                q.kill_all()
+                print(f"[{n}] FAIL ({time.time() - t:.0f} s): {e}", flush=True)
+                if not isinstance(e, Failure):
+                    traceback.print_exc()
+                log = os.path.join(work, "console.log")
+                if os.path.exists(log):
+                    print(f"[{n}] last console lines ({log}):")
+                    print("".join(open(log, errors="replace").readlines()[-25:]))
+                if attempt == 1 and isinstance(e, Failure) and "timed out" in str(e):
+                    kept = os.path.join(OUT, f"{n}.first-attempt.log")
+                    if os.path.exists(log):
+                        shutil.copy(log, kept)
+                    flaky.append(n)
+                    print(f"[{n}] the guest stalled; retrying once (first console log: {kept})", flush=True)
+                    continue
+                failed.append(n)
+                break
+    if flaky:
+        print(f"flaky (passed or failed on a second try): {' '.join(flaky)}")
     print(f"{len(names) - len(failed)}/{len(names)} scenarios passed" + (f"; failed: {' '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -8,6 +8,8 @@
 //! - `LIFEBOAT_FAILPOINT=@N`: die at the N-th failpoint reached (1-based), whichever
 //!   it is; a test raises N until the operation completes, covering every point.
 //! - `LIFEBOAT_FAILPOINT=name`: die at the first hit of `name`.
+//! - `LIFEBOAT_FAILPOINT=hang:name`: stop forever at the first hit of `name`, as a
+//!   process stuck on a dead disk would (for PID 1's stall reports).
 //! - `LIFEBOAT_FAILPOINT=trace`: print each failpoint reached to stderr.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,7 @@ enum Mode {
     Off,
     Nth(u64),
     Named(String),
+    Hang(String),
     Trace,
 }
 
@@ -30,6 +33,7 @@ fn mode() -> &'static Mode {
     MODE.get_or_init(|| match std::env::var("LIFEBOAT_FAILPOINT") {
         Ok(v) if v == "trace" => Mode::Trace,
         Ok(v) if v.starts_with('@') => v[1..].parse().map(Mode::Nth).unwrap_or(Mode::Off),
+        Ok(v) if v.starts_with("hang:") => Mode::Hang(v[5..].to_owned()),
         Ok(v) if !v.is_empty() => Mode::Named(v),
         _ => Mode::Off,
     })
@@ -49,6 +53,14 @@ pub fn hit(name: &str) {
         Mode::Named(want) => {
             if want == name {
                 crash(name)
+            }
+        }
+        Mode::Hang(want) => {
+            if want == name {
+                eprintln!("failpoint: hanging at {name}");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
             }
         }
     }

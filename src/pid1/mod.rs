@@ -7,6 +7,7 @@
 pub mod cmdline;
 pub mod execcheck;
 pub mod probe;
+pub mod progress;
 pub mod switchroot;
 
 use std::io::Write;
@@ -227,8 +228,10 @@ impl Boot {
             say("the root holds no lifeboat state index; booting it as it is");
             return Ok(());
         }
+        progress::step("opening the system root");
         let sr = crate::root::SystemRoot::open(root).map_err(|e| e.to_string())?;
         let active = sr.active_id();
+        progress::step("reading the state index");
         let Some(req) = self.cmdline.tx() else {
             return Ok(());
         };
@@ -258,6 +261,7 @@ impl Boot {
             "rolling back /usr: transaction {} -> {req}",
             active.map(|a| a.to_string()).unwrap_or_else(|| "(none)".into())
         ));
+        progress::step(&format!("rolling back /usr to transaction {req}"));
         let r = crate::txn::activate(root, req).map_err(|e| format!("activating transaction {req}: {e}"))?;
         for n in r.notes {
             say(n);
@@ -268,6 +272,7 @@ impl Boot {
         say(format!("transaction {req} is now active"));
         // Keep booting it by default: the entry the user chose becomes the default.
         if let Some(dev) = &self.root_dev {
+            progress::step("updating the default boot entry on the ESP");
             match crate::bootsync::set_default_for_disk(root, dev, req) {
                 Ok(Some(p)) => say(format!("default boot entry is now {p}")),
                 Ok(None) => {}
@@ -288,10 +293,12 @@ impl Boot {
         let has_index = root.join(".moss/lifeboat").is_dir();
         if has_index && self.cmdline.flag("lifeboat.repair") {
             say("repairing /usr from the store (lifeboat.repair)");
+            progress::step("repairing /usr from the store");
             let r = crate::verify::repair_for_boot(root).map_err(|e| format!("repair: {e}"))?;
             say(r);
         } else if has_index && self.cmdline.flag("lifeboat.verify") {
             say("verifying /usr (lifeboat.verify)");
+            progress::step("verifying /usr");
             let (clean, summary) = crate::verify::verify_for_boot(root).map_err(|e| format!("verify: {e}"))?;
             say(&summary);
             if !clean {
@@ -305,12 +312,15 @@ impl Boot {
     /// The whole boot; returns only with the reason it stopped.
     /// Everything before the switch; `Ok` means the new root is ready for it.
     pub fn prepare(&mut self) -> Result<(), String> {
+        progress::step("looking for the root device");
         crate::failpoint::hit("pid1-prepare");
         let dev = self.find_root()?;
+        progress::step(&format!("mounting the root {}", dev.display()));
         self.mount_root(&dev)?;
         self.rollback()?;
         self.checks()?;
         let init = init_path(&self.cmdline);
+        progress::step(&format!("checking that {} can run", init.display()));
         let what = match execcheck::check_init(Path::new(SYSROOT), &init) {
             Ok(w) => w,
             Err(e) if self.force => format!("unchecked: {e}"),
@@ -374,16 +384,19 @@ fn read_cmdline() -> KernelCmdline {
 
 /// The worker: prepares the boot, opening the rescue shell on every failure, and
 /// returns (as its exit status) 0 when PID 1 may switch root.
-fn worker(shell_first: bool) -> i32 {
+fn worker(shell_reason: Option<String>) -> i32 {
+    progress::step("mounting /proc, /sys, /dev and /run");
     for n in mount_api() {
         say(n);
     }
+    progress::step("loading the initrd's kernel modules");
     for n in load_modules() {
         say(n);
     }
+    progress::step("mounting efivarfs");
     mount_efivarfs();
     let mut boot = Boot::new(read_cmdline());
-    let mut why = shell_first.then(|| "the previous attempt stopped unexpectedly".to_owned());
+    let mut why = shell_reason;
     loop {
         if let Some(w) = why.take() {
             say(&w);
@@ -394,7 +407,10 @@ fn worker(shell_first: bool) -> i32 {
                 esp: boot.root_dev.as_ref().and_then(|d| Probe::default().disk_of(d)).map(|d| d.display().to_string()),
                 cmdline: boot.cmdline.clone(),
             };
-            match Shell::new(ctx).run() {
+            progress::step(progress::SHELL);
+            let exit = Shell::new(ctx).run();
+            progress::step("resuming the boot");
+            match exit {
                 exit @ (ShellExit::Continue | ShellExit::ContinueForce) => {
                     boot.force = matches!(exit, ShellExit::ContinueForce);
                     // A root mounted or unmounted by hand is found again.
@@ -411,6 +427,24 @@ fn worker(shell_first: bool) -> i32 {
             Err(_) => why = Some("internal error (see above)".to_owned()),
         }
     }
+}
+
+/// Kills a stalled worker so a new one can open the rescue shell. A process stuck
+/// in the kernel (a read from a dead disk) dies only when that call returns; after a
+/// few seconds the shell opens beside it rather than wait.
+fn stop_stuck_worker(child: nix::unistd::Pid) -> String {
+    say("stopping the stalled boot worker");
+    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            _ => return "the boot worker was stopped after it stalled".into(),
+        }
+    }
+    "the stalled boot worker is stuck in the kernel and cannot be stopped; the rescue shell opens beside it".into()
 }
 
 /// PID 1's entry point. PID 1 itself only supervises: a forked worker does the
@@ -434,48 +468,64 @@ pub fn main() -> ! {
         }
     }
     say(format!("lifeboat {} (PID 1) started at {:.3} s", env!("CARGO_PKG_VERSION"), uptime()));
-    let mut shell_first = false;
+    // Why the next worker starts in the rescue shell; `None` on the first attempt.
+    let mut shell_reason: Option<String> = None;
     loop {
+        let channel = progress::Channel::new();
         // SAFETY: single-threaded here; the child only runs our own code.
-        let ready = match unsafe { nix::unistd::fork() } {
+        let outcome = match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
-                let code = worker(shell_first);
+                if let Some(c) = channel {
+                    c.into_worker();
+                }
+                let code = worker(shell_reason);
                 let _ = std::io::stdout().flush();
                 // SAFETY: ending the worker without running PID 1's destructors.
                 unsafe { nix::libc::_exit(code) }
             }
-            Ok(nix::unistd::ForkResult::Parent { child }) => loop {
-                match nix::sys::wait::waitpid(child, None) {
-                    Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => break true,
-                    Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => {
-                        say(format!("the boot worker exited with status {c}"));
-                        break false;
-                    }
-                    Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
-                        say(format!("the boot worker was killed by {sig:?}"));
-                        break false;
-                    }
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => {
-                        say(format!("waiting for the boot worker: {e}"));
-                        break false;
-                    }
-                }
-            },
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                supervise(child, channel.map(progress::Channel::into_watch))
+            }
             Err(e) => {
                 say(format!("fork: {e}; working without a supervisor"));
-                worker(shell_first) == 0
+                match worker(shell_reason.take()) {
+                    0 => Ok(()),
+                    c => Err(format!("the boot stopped with status {c}")),
+                }
             }
         };
-        if ready {
-            let cmdline = read_cmdline();
-            if cmdline.read_only() {
-                let _ = mount(none(), SYSROOT, none(), MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, none());
+        shell_reason = Some(match outcome {
+            Ok(()) => {
+                let cmdline = read_cmdline();
+                if cmdline.read_only() {
+                    let _ = mount(none(), SYSROOT, none(), MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, none());
+                }
+                let args: Vec<String> = std::env::args().skip(1).collect();
+                let Err(e) = switchroot::switch_root(Path::new(SYSROOT), &init_path(&cmdline), &args);
+                format!("switching root failed: {e}")
             }
-            let args: Vec<String> = std::env::args().skip(1).collect();
-            let Err(e) = switchroot::switch_root(Path::new(SYSROOT), &init_path(&cmdline), &args);
-            say(format!("switching root failed: {e}"));
+            Err(why) => why,
+        });
+    }
+}
+
+/// Waits for the worker, reporting stalls; `Ok` when it has prepared the switch,
+/// otherwise why it did not.
+fn supervise(child: nix::unistd::Pid, mut watch: Option<progress::Watch>) -> Result<(), String> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    loop {
+        let flags = watch.as_ref().map(|_| WaitPidFlag::WNOHANG);
+        match waitpid(child, flags) {
+            Ok(WaitStatus::StillAlive) => {
+                if watch.as_mut().map(|w| w.wait(Duration::from_secs(1))) == Some(progress::Tick::WantShell) {
+                    return Err(stop_stuck_worker(child));
+                }
+            }
+            Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
+            Ok(WaitStatus::Exited(_, c)) => return Err(format!("the boot worker exited with status {c}")),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Err(format!("the boot worker was killed by {sig:?}")),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("waiting for the boot worker: {e}")),
         }
-        shell_first = true;
     }
 }
