@@ -20,6 +20,20 @@ pub fn cstr(b: &[u8]) -> io::Result<CString> {
     CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
+/// Calls `f` with `b` as a C string, on the stack when it is short: the tree walks
+/// make hundreds of thousands of `*at` calls, and a heap `CString` for each shows.
+pub fn with_cstr<R>(b: &[u8], f: impl FnOnce(&std::ffi::CStr) -> R) -> io::Result<R> {
+    let mut buf = [0u8; 256];
+    if b.len() < buf.len() {
+        buf[..b.len()].copy_from_slice(b);
+        let c = std::ffi::CStr::from_bytes_with_nul(&buf[..=b.len()])
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+        Ok(f(c))
+    } else {
+        Ok(f(cstr(b)?.as_c_str()))
+    }
+}
+
 /// Opens a directory by absolute or cwd-relative path.
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(io_err)
@@ -27,13 +41,14 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 
 /// Opens the directory `name` (one component) below `dir`, refusing symlinks.
 pub fn open_dir_at(dir: BorrowedFd, name: &[u8]) -> io::Result<OwnedFd> {
-    let c = cstr(name)?;
-    nix::fcntl::openat(
-        dir,
-        c.as_c_str(),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
+    with_cstr(name, |c| {
+        nix::fcntl::openat(
+            dir,
+            c,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    })?
     .map_err(io_err)
 }
 
@@ -108,8 +123,7 @@ pub fn fsync(fd: BorrowedFd) -> io::Result<()> {
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; `Ok(None)` when it does not exist.
 pub fn lstat_at(dir: BorrowedFd, name: &[u8]) -> io::Result<Option<nix::sys::stat::FileStat>> {
-    let c = cstr(name)?;
-    match nix::sys::stat::fstatat(dir, c.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+    match with_cstr(name, |c| nix::sys::stat::fstatat(dir, c, AtFlags::AT_SYMLINK_NOFOLLOW))? {
         Ok(s) => Ok(Some(s)),
         Err(nix::errno::Errno::ENOENT) => Ok(None),
         Err(e) => Err(io_err(e)),
@@ -157,9 +171,18 @@ pub fn clear_dir(dir: BorrowedFd, dev: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Entries of a directory (without `.` and `..`): name and inode number, read with
-/// `getdents64` straight from `dir` (rewound first; no second descriptor, no `stat`).
-pub fn list_dir_ino(dir: BorrowedFd) -> io::Result<Vec<(Vec<u8>, u64)>> {
+/// One directory entry as `getdents64` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    /// `DT_*` (`DT_UNKNOWN` where the filesystem does not say).
+    pub kind: u8,
+}
+
+/// Entries of a directory (without `.` and `..`), read with `getdents64` straight
+/// from `dir` (rewound first; no second descriptor, no `stat`).
+pub fn list_dir_entries(dir: BorrowedFd) -> io::Result<Vec<DirEntry>> {
     nix::unistd::lseek(dir, 0, nix::unistd::Whence::SeekSet).map_err(io_err)?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
@@ -185,19 +208,25 @@ pub fn list_dir_ino(dir: BorrowedFd) -> io::Result<Vec<(Vec<u8>, u64)>> {
             if reclen < 19 || at + reclen > n {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed directory record"));
             }
+            let kind = buf[at + 18];
             let name = &buf[at + 19..at + reclen];
             let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
             if name != b"." && name != b".." {
-                out.push((name.to_vec(), ino));
+                out.push(DirEntry { name: name.to_vec(), ino, kind });
             }
             at += reclen;
         }
     }
 }
 
+/// Entries of a directory: name and inode number (see [`list_dir_entries`]).
+pub fn list_dir_ino(dir: BorrowedFd) -> io::Result<Vec<(Vec<u8>, u64)>> {
+    Ok(list_dir_entries(dir)?.into_iter().map(|e| (e.name, e.ino)).collect())
+}
+
 /// Names in a directory, without `.` and `..`.
 pub fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
-    Ok(list_dir_ino(dir)?.into_iter().map(|(n, _)| n).collect())
+    Ok(list_dir_entries(dir)?.into_iter().map(|e| e.name).collect())
 }
 
 /// Reads a small file below `dir` (one component, no symlinks).

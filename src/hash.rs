@@ -13,6 +13,9 @@ use xxhash_rust::xxh3::Xxh3;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Hash128(pub u128);
 
+/// The longest [`Hash128::store_path`]: three two-digit levels and 32 digits.
+pub const STORE_PATH_MAX: usize = 9 + 32;
+
 impl Hash128 {
     /// The digest of an in-memory buffer.
     pub fn of(bytes: &[u8]) -> Self {
@@ -43,11 +46,34 @@ impl Hash128 {
 
     /// Relative path of the blob under `assets/v2`: `h[0:2]/h[2:4]/h[4:6]/h`.
     pub fn store_path(&self) -> String {
-        let h = self.moss_hex();
-        // A u128 formatted with {:02x} has at least two digits; shorter than six only
-        // for digests below 2^20, which still need three directory levels.
-        let pad = format!("{h:0>6}");
-        format!("{}/{}/{}/{}", &pad[0..2], &pad[2..4], &pad[4..6], h)
+        let mut buf = [0u8; STORE_PATH_MAX];
+        let n = self.store_path_into(&mut buf);
+        // Only ASCII hex digits and slashes were written.
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// [`Hash128::store_path`] written into `buf` without allocating (the verify
+    /// and blit walks look up hundreds of thousands of blobs); returns its length.
+    pub fn store_path_into(&self, buf: &mut [u8; STORE_PATH_MAX]) -> usize {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        // `{:02x}`: no zero padding, but at least two digits.
+        let digits = (32 - self.0.leading_zeros() as usize / 4).max(2);
+        let mut full = [b'0'; 32];
+        for (i, d) in full.iter_mut().enumerate() {
+            *d = HEX[((self.0 >> (4 * (31 - i))) & 0xf) as usize];
+        }
+        let name = &full[32 - digits..];
+        // Directories take the first six digits of the name padded to six: a
+        // digest below 2^20 still gets three levels.
+        let pad = &full[26.min(32 - digits)..];
+        let mut n = 0;
+        for level in 0..3 {
+            buf[n..n + 2].copy_from_slice(&pad[2 * level..2 * level + 2]);
+            buf[n + 2] = b'/';
+            n += 3;
+        }
+        buf[n..n + digits].copy_from_slice(name);
+        n + digits
     }
 
     /// Parses the moss form (any length up to 32 hex digits).
@@ -86,6 +112,26 @@ impl fmt::Debug for Hash128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_path_matches_the_padded_moss_name() {
+        let reference = |h: Hash128| {
+            let name = h.moss_hex();
+            let pad = format!("{name:0>6}");
+            format!("{}/{}/{}/{}", &pad[0..2], &pad[2..4], &pad[4..6], name)
+        };
+        let mut x = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834_u128;
+        let mut cases = vec![0, 1, 0xf, 0x10, 0xfff, 0xfffff, 0x100000, 0xabcdef, u128::MAX];
+        for shift in 0..128 {
+            cases.push(1u128 << shift);
+            x = x.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(shift);
+            cases.push(x >> (shift % 128));
+        }
+        for c in cases {
+            assert_eq!(Hash128(c).store_path(), reference(Hash128(c)), "{c:x}");
+        }
+        assert_eq!(Hash128(0x5).store_path(), "00/00/05/05");
+    }
 
     #[test]
     fn moss_form_drops_leading_zeros() {

@@ -255,6 +255,68 @@ pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Optio
 /// Differences and verified inodes of one range.
 type RangeResult = (Vec<Difference>, Vec<(u64, u64)>);
 
+/// A directory being checked: its descriptor and its entries as `getdents64` gave
+/// them (name, inode, type), sorted in layout sibling order. Looking a child up
+/// here instead of calling `fstatat` finds a missing entry with no syscall, and a
+/// file whose inode number is the store blob's needs no `stat` of its own: the
+/// blob's `stat` is the file's.
+struct OpenDir {
+    fd: OwnedFd,
+    entries: Vec<fsutil::DirEntry>,
+}
+
+impl OpenDir {
+    fn new(fd: OwnedFd) -> std::io::Result<OpenDir> {
+        let mut entries = fsutil::list_dir_entries(fd.as_fd())?;
+        entries.sort_unstable_by(|a, b| crate::layout::path_order(&a.name, &b.name));
+        Ok(OpenDir { fd, entries })
+    }
+
+    fn find(&self, name: &[u8]) -> Option<&fsutil::DirEntry> {
+        let i = self.entries.binary_search_by(|e| crate::layout::path_order(&e.name, name)).ok()?;
+        self.entries.get(i)
+    }
+}
+
+/// Batches progress updates: two shared atomics per entry cost more than the
+/// `stat` when the workers run on different cores.
+struct Tally<'a> {
+    progress: &'a Progress,
+    entries: u64,
+    bytes: u64,
+}
+
+impl Tally<'_> {
+    fn add(&mut self, bytes: u64) {
+        self.entries += 1;
+        self.bytes += bytes;
+        if self.entries >= 512 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.progress.tick(std::mem::take(&mut self.entries), std::mem::take(&mut self.bytes));
+    }
+}
+
+fn store_stat(store: &Store, h: Hash128) -> std::io::Result<Option<nix::sys::stat::FileStat>> {
+    let mut buf = [0u8; crate::hash::STORE_PATH_MAX];
+    let n = h.store_path_into(&mut buf);
+    fsutil::lstat_at(store.fd(), &buf[..n])
+}
+
+/// Opens a regular file for hashing without following a symlink or blocking on
+/// a FIFO planted under its name; `Ok(None)` when it is gone.
+fn open_for_hash(dir: BorrowedFd, name: &[u8]) -> std::io::Result<Option<File>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    match fsutil::with_cstr(name, |c| nix::fcntl::openat(dir, c, flags, Mode::empty()))? {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check_range(
     tree: BorrowedFd,
@@ -266,45 +328,82 @@ fn check_range(
     opts: Options,
     progress: &Progress,
 ) -> std::io::Result<RangeResult> {
+    use nix::sys::stat::{fstat, FileStat};
+    const DT_DIR: u8 = 4;
+    const DT_REG: u8 = 8;
     let mut out = Vec::new();
     let mut good = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
-    // Open directory fds by depth; `None` where the directory is missing or wrong.
-    let mut stack: Vec<Option<OwnedFd>> = Vec::with_capacity(32);
-    let mut hashed = 0u64;
+    let mut tally = Tally { progress, entries: 0, bytes: 0 };
+    let tree_dev = fstat(tree).map_err(io_err)?.st_dev;
+    // A descriptor of our own: listing rewinds it, and the workers share `tree`.
+    let root = OpenDir::new(fsutil::open_dir_at(tree, b".")?)?;
+    // Open directories by depth; `None` where the directory is missing or wrong.
+    let mut stack: Vec<Option<OpenDir>> = Vec::with_capacity(32);
     for (i, e) in es.iter().enumerate().take(b).skip(a) {
         let depth = e.depth();
         stack.truncate(depth);
         if depth == 1 && stack.is_empty() {
             // This range starts inside a top-level directory another range checks.
-            let parent = fsutil::open_dir_at(tree, e.parent()).ok();
+            let parent = fsutil::open_dir_at(root.fd.as_fd(), e.parent()).ok().and_then(|fd| OpenDir::new(fd).ok());
             stack.push(parent);
         }
-        let dir = if depth == 0 {
-            Some(tree)
-        } else {
-            match stack.get(depth - 1) {
-                Some(Some(fd)) => Some(fd.as_fd()),
-                _ => None,
-            }
-        };
+        let parent = if depth == 0 { Some(&root) } else { stack.get(depth - 1).and_then(Option::as_ref) };
         let diff = |class, detail: String| Difference { class, path: e.path_lossy(), detail, entry: Some(i) };
-        let Some(dir) = dir else {
+        let is_dir = matches!(e.data, EntryData::Dir);
+        let Some((parent, dent)) = parent.and_then(|p| p.find(e.name()).map(|d| (p, d))) else {
             out.push(diff(Class::Missing, String::new()));
-            if matches!(e.data, EntryData::Dir) {
+            if is_dir {
                 stack.push(None);
             }
+            tally.add(0);
             continue;
         };
-        let st = match fsutil::lstat_at(dir, e.name())? {
-            Some(st) => st,
-            None => {
-                out.push(diff(Class::Missing, String::new()));
-                if matches!(e.data, EntryData::Dir) {
-                    stack.push(None);
+        let dir = parent.fd.as_fd();
+        // The entry's stat, from the cheapest source that is certain: the store blob
+        // when the listing shows the same inode, the descriptor opened anyway for a
+        // directory or a full hash, else `fstatat`.
+        let mut blob: Option<Option<FileStat>> = None;
+        let mut opened_dir: Option<OwnedFd> = None;
+        let mut opened_file: Option<File> = None;
+        let mut from_blob = false;
+        let mut st: Option<FileStat> = None;
+        match (&e.data, dent.kind) {
+            (EntryData::File { hash, size }, DT_REG) if *size > 0 && !opts.full => {
+                let b = store_stat(store, *hash)?;
+                if let Some(bs) = b.filter(|bs| bs.st_ino == dent.ino && bs.st_dev == tree_dev) {
+                    st = Some(bs);
+                    from_blob = true;
                 }
-                continue;
+                blob = Some(b);
             }
+            (EntryData::File { .. }, DT_REG) if opts.full => {
+                if let Some(f) = open_for_hash(dir, e.name())? {
+                    st = Some(fstat(f.as_fd()).map_err(io_err)?);
+                    opened_file = Some(f);
+                }
+            }
+            (EntryData::Dir, DT_DIR) => {
+                if let Ok(fd) = fsutil::open_dir_at(dir, e.name()) {
+                    st = Some(fstat(fd.as_fd()).map_err(io_err)?);
+                    opened_dir = Some(fd);
+                }
+            }
+            _ => {}
+        }
+        let st = match st {
+            Some(st) => st,
+            None => match fsutil::lstat_at(dir, e.name())? {
+                Some(st) => st,
+                None => {
+                    out.push(diff(Class::Missing, String::new()));
+                    if is_dir {
+                        stack.push(None);
+                    }
+                    tally.add(0);
+                    continue;
+                }
+            },
         };
         let is = st.st_mode & S_IFMT;
         if is != e.data.type_bits() {
@@ -315,9 +414,10 @@ fn check_range(
                 _ => "special file",
             };
             out.push(diff(Class::WrongType, format!("{found} instead of {}", e.data.kind_name())));
-            if matches!(e.data, EntryData::Dir) {
+            if is_dir {
                 stack.push(None);
             }
+            tally.add(0);
             continue;
         }
         if is != S_IFLNK && st.st_mode & 0o7777 != e.perm {
@@ -326,14 +426,19 @@ fn check_range(
         if st.st_uid != e.uid || st.st_gid != e.gid {
             out.push(diff(Class::WrongOwner, format!("{}:{} instead of {}:{}", st.st_uid, st.st_gid, e.uid, e.gid)));
         }
+        let mut hashed = 0;
         match &e.data {
             EntryData::Dir => {
-                let fd = fsutil::open_dir_at(dir, e.name())?;
-                for name in fsutil::list_dir(fd.as_fd())? {
-                    if !kids.has(es, i, &name) {
+                let fd = match opened_dir {
+                    Some(fd) => fd,
+                    None => fsutil::open_dir_at(dir, e.name())?,
+                };
+                let d = OpenDir::new(fd)?;
+                for ent in &d.entries {
+                    if !kids.has(es, i, &ent.name) {
                         let mut p = e.path.to_vec();
                         p.push(b'/');
-                        p.extend_from_slice(&name);
+                        p.extend_from_slice(&ent.name);
                         out.push(Difference {
                             class: Class::Extra,
                             path: lossy(&p),
@@ -342,17 +447,24 @@ fn check_range(
                         });
                     }
                 }
-                stack.push(Some(fd));
+                stack.push(Some(d));
             }
             EntryData::File { hash, size } => {
                 if st.st_size as u64 != *size {
                     out.push(diff(Class::WrongContent, format!("{} bytes instead of {size}", st.st_size)));
-                } else if *size > 0 {
+                } else if *size > 0 && !from_blob {
                     let linked = !opts.full
-                        && store.stat(*hash)?.is_some_and(|b| b.st_dev == st.st_dev && b.st_ino == st.st_ino);
+                        && match blob {
+                            Some(b) => b,
+                            None => store_stat(store, *hash)?,
+                        }
+                        .is_some_and(|b| b.st_dev == st.st_dev && b.st_ino == st.st_ino);
                     if !linked {
-                        let (h, n) = hash_at(dir, e.name(), &mut buf)?;
-                        hashed += n;
+                        let (h, n) = match opened_file {
+                            Some(f) => Hash128::of_reader(f, &mut buf)?,
+                            None => hash_at(dir, e.name(), &mut buf)?,
+                        };
+                        hashed = n;
                         if h != *hash {
                             out.push(diff(Class::WrongContent, format!("xxh3-128 {h} instead of {hash}")));
                         } else {
@@ -370,52 +482,72 @@ fn check_range(
                 }
             }
         }
-        progress.tick(1, std::mem::take(&mut hashed));
+        tally.add(hashed);
     }
+    tally.flush();
     Ok((out, good))
 }
 
-/// Re-hashes every blob in the store; returns the names whose content differs (or
-/// that cannot be read).
-pub fn verify_store(store: &Store, skip: &HashSet<(u64, u64)>, progress: bool) -> Result<Vec<(Hash128, String)>> {
-    let dev = nix::sys::stat::fstat(store.fd()).map_err(io_err).ctx("stat", store.path())?.st_dev;
-    let two_hex = |n: &[u8]| n.len() == 2 && n.iter().all(|b| b.is_ascii_hexdigit());
-    let mut tops = fsutil::list_dir(store.fd()).ctx("list", store.path())?;
-    tops.retain(|n| two_hex(n));
-    tops.sort();
-    let p = Progress::new(0, progress);
-    let chunk = tops.len().div_ceil(workers()).max(1);
+/// Checks every blob the retained transactions need — `blobs` as
+/// [`StateIndex::referenced_blobs`] gives them — against its name: present, a
+/// regular file of the recorded size, content hashing to the name. Blobs whose
+/// inode is in `skip` were hashed through a tree already and are not read again.
+/// Driven by the index rather than a walk of the store, so a *missing* blob is
+/// found too, and the store's directories (one per blob in the v2 layout) are
+/// never listed. Returns the blobs that fail, with why.
+pub fn verify_store(
+    store: &Store,
+    blobs: &[(Hash128, u64)],
+    skip: &HashSet<(u64, u64)>,
+    progress: bool,
+) -> Result<Vec<(Hash128, String)>> {
+    let p = Progress::new(blobs.len() as u64, progress);
+    let chunk = blobs.len().div_ceil(workers() * 8).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<std::io::Result<Vec<(Hash128, String)>>> = std::thread::scope(|s| {
-        let hs: Vec<_> = tops
-            .chunks(chunk)
-            .map(|part| {
-                let p = &p;
+        let hs: Vec<_> = (0..workers())
+            .map(|_| {
+                let (p, next) = (&p, &next);
                 s.spawn(move || -> std::io::Result<Vec<(Hash128, String)>> {
                     let mut buf = vec![0u8; 256 * 1024];
                     let mut bad = Vec::new();
-                    for a in part {
-                        let fa = fsutil::open_dir_at(store.fd(), a)?;
-                        for b in fsutil::list_dir(fa.as_fd())?.into_iter().filter(|n| two_hex(n)) {
-                            let fb = fsutil::open_dir_at(fa.as_fd(), &b)?;
-                            for c in fsutil::list_dir(fb.as_fd())?.into_iter().filter(|n| two_hex(n)) {
-                                let fc = fsutil::open_dir_at(fb.as_fd(), &c)?;
-                                for (name, ino) in fsutil::list_dir_ino(fc.as_fd())? {
-                                    let Some(h) = std::str::from_utf8(&name).ok().and_then(Hash128::parse_hex) else {
-                                        continue;
-                                    };
-                                    if skip.contains(&(dev, ino)) {
-                                        p.tick(1, 0);
-                                        continue;
-                                    }
-                                    match hash_at(fc.as_fd(), &name, &mut buf) {
-                                        Ok((got, n)) => {
-                                            p.tick(1, n);
-                                            if got != h {
-                                                bad.push((h, format!("content hashes to {got}")));
-                                            }
+                    // Chunks handed out on demand: hashing work is uneven.
+                    loop {
+                        let at = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
+                        let Some(part) = blobs.get(at..(at + chunk).min(blobs.len())) else { break };
+                        if part.is_empty() {
+                            break;
+                        }
+                        let mut name_buf = [0u8; crate::hash::STORE_PATH_MAX];
+                        for &(h, size) in part {
+                            let len = h.store_path_into(&mut name_buf);
+                            let name = &name_buf[..len];
+                            let st = match fsutil::lstat_at(store.fd(), name) {
+                                Ok(Some(st)) => st,
+                                Ok(None) => {
+                                    bad.push((h, "missing from the store".to_owned()));
+                                    continue;
+                                }
+                                Err(e) => {
+                                    bad.push((h, e.to_string()));
+                                    continue;
+                                }
+                            };
+                            if st.st_mode & S_IFMT != S_IFREG {
+                                bad.push((h, "not a regular file".to_owned()));
+                            } else if st.st_size as u64 != size {
+                                bad.push((h, format!("{} bytes instead of {size}", st.st_size)));
+                            } else if skip.contains(&(st.st_dev, st.st_ino)) {
+                                p.tick(1, 0);
+                            } else {
+                                match hash_at(store.fd(), name, &mut buf) {
+                                    Ok((got, n)) => {
+                                        p.tick(1, n);
+                                        if got != h {
+                                            bad.push((h, format!("content hashes to {got}")));
                                         }
-                                        Err(e) => bad.push((h, e.to_string())),
                                     }
+                                    Err(e) => bad.push((h, e.to_string())),
                                 }
                             }
                         }
@@ -433,6 +565,7 @@ pub fn verify_store(store: &Store, skip: &HashSet<(u64, u64)>, progress: bool) -
     for r in results {
         out.extend(r.ctx("verify", store.path())?);
     }
+    out.sort_by_key(|b| b.0);
     Ok(out)
 }
 

@@ -146,3 +146,28 @@ fn verify_exit_codes_and_archived_states() {
     assert_eq!(verify(&root, &["--full"]).0, 0);
     assert!(s.join("t1/share/doc/readme").exists(), "repair wrote through a symlink");
 }
+
+#[test]
+fn store_check_finds_a_missing_blob_and_ignores_garbage() {
+    let s = Scratch::new("storemissing");
+    let root = setup(&s);
+    let store = root.join(".moss/assets/v2");
+    let libc = Hash128::of(&vec![b'c'; 70_000]);
+    fs::remove_file(store.join(libc.store_path())).unwrap();
+    // The tree still holds the content, so the tree itself is clean...
+    assert_eq!(verify(&root, &["--full"]).0, 0);
+    // ...but the store can no longer rebuild it, and says which blob is gone.
+    let (code, out) = verify(&root, &["--store"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("bad-blob") && out.contains(&libc.moss_hex()) && out.contains("missing from the store"),
+        "{out}"
+    );
+    // A stray file no transaction references is not the store's business to report.
+    let stray = Hash128::of(b"nobody references me");
+    let p = store.join(stray.store_path());
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, b"not even the right content").unwrap();
+    let (_, out) = verify(&root, &["--store"]);
+    assert!(!out.contains(&stray.moss_hex()), "{out}");
+}

@@ -27,7 +27,8 @@ pub struct VerifyCmd {
     /// not the store's inode)
     #[argh(switch)]
     pub full: bool,
-    /// also re-hash every store blob against its name
+    /// also check every store blob a retained transaction needs: present, of
+    /// its size, hashing to its name
     #[argh(switch)]
     pub store: bool,
 }
@@ -66,7 +67,11 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
         &store,
         Options { full: c.full, progress: !out.json },
     )?;
-    let bad_blobs = if c.store { verify::verify_store(&store, &verified.good, !out.json)? } else { vec![] };
+    let bad_blobs = if c.store {
+        verify::verify_store(&store, &idx.referenced_blobs(), &verified.good, !out.json)?
+    } else {
+        vec![]
+    };
     let diffs = verified.diffs;
     for d in &diffs {
         out.line(d.to_string());

@@ -163,6 +163,21 @@ impl StateIndex {
         self.file_hash.chunks_exact(16).map(|c| Hash128::from_be_bytes(c.try_into().unwrap_or([0; 16]))).collect()
     }
 
+    /// Every blob the store must hold for the retained transactions: (hash, size),
+    /// sorted by hash, without empty files (those are never stored).
+    pub fn referenced_blobs(&self) -> Vec<(Hash128, u64)> {
+        let mut out: Vec<(Hash128, u64)> = self
+            .file_hash
+            .chunks_exact(16)
+            .zip(&self.file_size)
+            .filter(|(_, &size)| size > 0)
+            .map(|(c, &size)| (Hash128::from_be_bytes(c.try_into().unwrap_or([0; 16])), size))
+            .collect();
+        out.sort_unstable();
+        out.dedup_by_key(|b| b.0);
+        out
+    }
+
     /// Decodes and validates a wire payload.
     pub fn from_wire(w: PayloadWire) -> Result<Self, IndexError> {
         let PayloadWire { next_id, paths, entries, transactions } = w;
