@@ -200,21 +200,33 @@ pub(crate) fn place_as(
             Ok(None)
         }
         EntryData::File { hash, .. } => {
-            let rel = hash.store_path();
-            let blob = fsutil::lstat_at(store.fd(), rel.as_bytes())?.ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, format!("store blob {} is missing", hash.moss_hex()))
+            // Link first, then look at the link: one lookup in the directory being
+            // built is cheaper than a walk down the store before every link. The
+            // blob's mode and owner are the link's; a blob that does not carry the
+            // entry's (the same content under another mode) is copied instead.
+            let loc = store.locate(*hash);
+            let linked = fsutil::with_cstr(loc.rel(), |src| {
+                nix::unistd::linkat(loc.dir, src, dir, name.as_c_str(), AtFlags::empty())
             })?;
-            let fits = blob.st_mode & 0o7777 == e.perm && (!root || (blob.st_uid == e.uid && blob.st_gid == e.gid));
-            if fits {
-                let crel = cstr(rel.as_bytes())?;
-                match nix::unistd::linkat(store.fd(), crel.as_c_str(), dir, name.as_c_str(), AtFlags::empty()) {
-                    Ok(()) => {
+            match linked {
+                Ok(()) => {
+                    let st =
+                        nix::sys::stat::fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io_err)?;
+                    if st.st_mode & 0o7777 == e.perm && (!root || (st.st_uid == e.uid && st.st_gid == e.gid)) {
                         stats.linked += 1;
                         return Ok(None);
                     }
-                    Err(Errno::EMLINK | Errno::EXDEV | Errno::EPERM) => {}
-                    Err(e) => return Err(io_err(e)),
+                    nix::unistd::unlinkat(dir, name.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
+                        .map_err(io_err)?;
                 }
+                Err(Errno::ENOENT) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("store blob {} is missing", hash.moss_hex()),
+                    ))
+                }
+                Err(Errno::EMLINK | Errno::EXDEV | Errno::EPERM) => {}
+                Err(e) => return Err(io_err(e)),
             }
             let src = store.open_blob(*hash)?;
             let out = store::create_excl(dir, as_name, e.perm)?;

@@ -301,9 +301,7 @@ impl Tally<'_> {
 }
 
 fn store_stat(store: &Store, h: Hash128) -> std::io::Result<Option<nix::sys::stat::FileStat>> {
-    let mut buf = [0u8; crate::hash::STORE_PATH_MAX];
-    let n = h.store_path_into(&mut buf);
-    fsutil::lstat_at(store.fd(), &buf[..n])
+    store.stat(h)
 }
 
 /// Opens a regular file for hashing without following a symlink or blocking on
@@ -518,11 +516,9 @@ pub fn verify_store(
                         if part.is_empty() {
                             break;
                         }
-                        let mut name_buf = [0u8; crate::hash::STORE_PATH_MAX];
                         for &(h, size) in part {
-                            let len = h.store_path_into(&mut name_buf);
-                            let name = &name_buf[..len];
-                            let st = match fsutil::lstat_at(store.fd(), name) {
+                            let loc = store.locate(h);
+                            let st = match fsutil::lstat_at(loc.dir, loc.rel()) {
                                 Ok(Some(st)) => st,
                                 Ok(None) => {
                                     bad.push((h, "missing from the store".to_owned()));
@@ -540,7 +536,7 @@ pub fn verify_store(
                             } else if skip.contains(&(st.st_dev, st.st_ino)) {
                                 p.tick(1, 0);
                             } else {
-                                match hash_at(store.fd(), name, &mut buf) {
+                                match hash_at(loc.dir, loc.rel(), &mut buf) {
                                     Ok((got, n)) => {
                                         p.tick(1, n);
                                         if got != h {

@@ -286,3 +286,22 @@ fn crash_at_every_mutation_point() {
     );
     assert!(n >= 3, "prune passed only {n} failpoints");
 }
+
+#[test]
+fn same_content_under_two_modes_gets_both_modes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let s = Scratch::new("twomodes");
+    let root = s.join("root");
+    let t = s.join("t");
+    write(&t.join("bin/tool"), b"#!/bin/sh\necho same\n", 0o755);
+    write(&t.join("share/doc/tool.example"), b"#!/bin/sh\necho same\n", 0o644);
+    ok(&["--root", root.to_str().unwrap(), "state", "commit", "--from", t.to_str().unwrap()]);
+    let usr = root.join("usr");
+    let a = std::fs::metadata(usr.join("bin/tool")).unwrap();
+    let b = std::fs::metadata(usr.join("share/doc/tool.example")).unwrap();
+    assert_eq!(a.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(b.permissions().mode() & 0o7777, 0o644);
+    // One of them is the store's inode; the other had to be a copy.
+    assert_ne!(a.ino(), b.ino());
+    ok(&["--root", root.to_str().unwrap(), "verify", "--full", "--store"]);
+}
