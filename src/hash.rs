@@ -22,6 +22,35 @@ impl Hash128 {
         Hash128(xxhash_rust::xxh3::xxh3_128(bytes))
     }
 
+    /// Hashes a file expected to hold `expect` bytes, to its end, with `buf` as
+    /// scratch space. Each read asks for one byte past the expected end, so a file
+    /// of the expected size is read without the extra zero-length read that finds
+    /// its end (a regular file's short read is its end), and a file that fits in
+    /// `buf` is hashed in one shot. Files of any other size are still hashed whole.
+    pub fn of_file_expecting(mut r: impl Read, expect: u64, buf: &mut [u8]) -> io::Result<(Self, u64)> {
+        let mut h: Option<Xxh3> = None;
+        let mut total = 0u64;
+        loop {
+            let left = expect.saturating_sub(total);
+            let want = if left < buf.len() as u64 { left as usize + 1 } else { buf.len() };
+            let n = match r.read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if h.is_none() && total == 0 && n < want && n as u64 == expect {
+                return Ok((Hash128(xxhash_rust::xxh3::xxh3_128(&buf[..n])), n as u64));
+            }
+            h.get_or_insert_with(Xxh3::new).update(&buf[..n]);
+            total += n as u64;
+            if n < want && total == expect {
+                break;
+            }
+        }
+        Ok((Hash128(h.map(|h| h.digest128()).unwrap_or_else(|| xxhash_rust::xxh3::xxh3_128(&[]))), total))
+    }
+
     /// Hashes a reader to its end, with `buf` as scratch space.
     pub fn of_reader(mut r: impl Read, buf: &mut [u8]) -> io::Result<(Self, u64)> {
         let mut h = Xxh3::new();
@@ -112,6 +141,19 @@ impl fmt::Debug for Hash128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_with_an_expected_size_agrees_with_reading_to_the_end() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let mut buf = vec![0u8; 1024];
+        for len in [0usize, 1, 2, 1023, 1024, 1025, 2048, 2049, 9999] {
+            let want = Hash128::of(&data[..len]);
+            for expect in [len as u64, 0, len as u64 / 2, len as u64 + 1, 1024, 5000] {
+                let (h, n) = Hash128::of_file_expecting(&data[..len], expect, &mut buf).unwrap();
+                assert_eq!((h, n), (want, len as u64), "len {len} expect {expect}");
+            }
+        }
+    }
 
     #[test]
     fn store_path_matches_the_padded_moss_name() {

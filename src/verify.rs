@@ -167,6 +167,8 @@ fn ranges(layout: &Layout, parts: usize) -> Vec<(usize, usize)> {
 /// slot), in sibling order, found with one depth-first pass and no hashing.
 struct Children {
     of: Vec<Vec<u32>>,
+    /// Where each entry's name starts in its path.
+    name_at: Vec<u32>,
 }
 
 impl Children {
@@ -181,14 +183,36 @@ impl Children {
                 stack.push(i);
             }
         }
-        Children { of }
+        let name_at = es.iter().map(|e| (e.path.len() - e.name().len()) as u32).collect();
+        Children { of, name_at }
+    }
+
+    fn name<'a>(&self, es: &'a [LayoutEntry], k: u32) -> &'a [u8] {
+        let k = k as usize;
+        &es[k].path[self.name_at[k] as usize..]
     }
 
     /// Whether directory `dir` (an entry index, or the root) has a child `name`.
+    /// Siblings are in byte order (the depth-first order of names without `/`).
     fn has(&self, es: &[LayoutEntry], dir: usize, name: &[u8]) -> bool {
-        self.of.get(dir).is_some_and(|kids| {
-            kids.binary_search_by(|&k| crate::layout::path_order(es[k as usize].name(), name)).is_ok()
-        })
+        self.of.get(dir).is_some_and(|kids| kids.binary_search_by(|&k| self.name(es, k).cmp(name)).is_ok())
+    }
+
+    /// The names in `listing` (sorted in byte order) that directory `dir` does not
+    /// have: one merge pass.
+    fn extras<'l>(&self, es: &[LayoutEntry], dir: usize, listing: &'l [fsutil::DirEntry]) -> Vec<&'l [u8]> {
+        let kids = self.of.get(dir).map(Vec::as_slice).unwrap_or(&[]);
+        let mut k = 0;
+        let mut out = Vec::new();
+        for ent in listing {
+            while k < kids.len() && self.name(es, kids[k]) < ent.name.as_slice() {
+                k += 1;
+            }
+            if k >= kids.len() || self.name(es, kids[k]) != ent.name.as_slice() {
+                out.push(ent.name.as_slice());
+            }
+        }
+        out
     }
 }
 
@@ -198,6 +222,12 @@ fn hash_at(dir: BorrowedFd, name: &[u8], buf: &mut [u8]) -> std::io::Result<(Has
         nix::fcntl::openat(dir, c.as_c_str(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(io_err)?;
     Hash128::of_reader(File::from(fd), buf)
+}
+
+fn hash_at_expecting(dir: BorrowedFd, name: &[u8], size: u64, buf: &mut [u8]) -> std::io::Result<(Hash128, u64)> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = fsutil::with_cstr(name, |c| nix::fcntl::openat(dir, c, flags, Mode::empty()))?.map_err(io_err)?;
+    Hash128::of_file_expecting(File::from(fd), size, buf)
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -268,12 +298,13 @@ struct OpenDir {
 impl OpenDir {
     fn new(fd: OwnedFd) -> std::io::Result<OpenDir> {
         let mut entries = fsutil::list_dir_entries(fd.as_fd())?;
-        entries.sort_unstable_by(|a, b| crate::layout::path_order(&a.name, &b.name));
+        // Sibling names hold no `/`: byte order is the layout's order.
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok(OpenDir { fd, entries })
     }
 
     fn find(&self, name: &[u8]) -> Option<&fsutil::DirEntry> {
-        let i = self.entries.binary_search_by(|e| crate::layout::path_order(&e.name, name)).ok()?;
+        let i = self.entries.binary_search_by(|e| e.name.as_slice().cmp(name)).ok()?;
         self.entries.get(i)
     }
 }
@@ -432,18 +463,11 @@ fn check_range(
                     None => fsutil::open_dir_at(dir, e.name())?,
                 };
                 let d = OpenDir::new(fd)?;
-                for ent in &d.entries {
-                    if !kids.has(es, i, &ent.name) {
-                        let mut p = e.path.to_vec();
-                        p.push(b'/');
-                        p.extend_from_slice(&ent.name);
-                        out.push(Difference {
-                            class: Class::Extra,
-                            path: lossy(&p),
-                            detail: String::new(),
-                            entry: None,
-                        });
-                    }
+                for extra in kids.extras(es, i, &d.entries) {
+                    let mut p = e.path.to_vec();
+                    p.push(b'/');
+                    p.extend_from_slice(extra);
+                    out.push(Difference { class: Class::Extra, path: lossy(&p), detail: String::new(), entry: None });
                 }
                 stack.push(Some(d));
             }
@@ -459,7 +483,7 @@ fn check_range(
                         .is_some_and(|b| b.st_dev == st.st_dev && b.st_ino == st.st_ino);
                     if !linked {
                         let (h, n) = match opened_file {
-                            Some(f) => Hash128::of_reader(f, &mut buf)?,
+                            Some(f) => Hash128::of_file_expecting(f, *size, &mut buf)?,
                             None => hash_at(dir, e.name(), &mut buf)?,
                         };
                         hashed = n;
@@ -536,7 +560,7 @@ pub fn verify_store(
                             } else if skip.contains(&(st.st_dev, st.st_ino)) {
                                 p.tick(1, 0);
                             } else {
-                                match hash_at(loc.dir, loc.rel(), &mut buf) {
+                                match hash_at_expecting(loc.dir, loc.rel(), size, &mut buf) {
                                     Ok((got, n)) => {
                                         p.tick(1, n);
                                         if got != h {
