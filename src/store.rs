@@ -10,8 +10,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
@@ -22,40 +21,25 @@ use crate::hash::Hash128;
 
 pub const STORE_REL: &str = ".moss/assets/v2";
 
-fn hex_val(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => 0,
-    }
-}
-
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// An open content store.
 pub struct Store {
     path: PathBuf,
     fd: OwnedFd,
-    /// Descriptors of the 256 first-level directories, opened on first use: a
-    /// blob lookup then walks three components instead of four, which shows when
-    /// a blit or a verify looks up a quarter of a million blobs.
-    tops: Box<[OnceLock<Option<OwnedFd>>]>,
-    /// Set once this process removed a directory from the store: cached
-    /// descriptors may then name deleted directories and are no longer used.
-    tops_stale: AtomicBool,
 }
 
-/// Where a blob is: a directory descriptor and the path below it.
+/// Where a blob is, for `*at` calls: the store's descriptor and the path below it,
+/// formatted on the stack (the walks look up a quarter of a million blobs).
 pub struct BlobLoc<'a> {
     pub dir: BorrowedFd<'a>,
     buf: [u8; crate::hash::STORE_PATH_MAX],
-    start: usize,
     len: usize,
 }
 
 impl BlobLoc<'_> {
     pub fn rel(&self) -> &[u8] {
-        &self.buf[self.start..self.len]
+        &self.buf[..self.len]
     }
 }
 
@@ -80,22 +64,14 @@ impl Store {
     }
 
     fn with_fd(path: PathBuf, fd: OwnedFd) -> Self {
-        Store { path, fd, tops: (0..256).map(|_| OnceLock::new()).collect(), tops_stale: AtomicBool::new(false) }
+        Store { path, fd }
     }
 
-    /// Locates blob `h` for `*at` calls, through the cached first-level
-    /// directory when there is one.
+    /// Locates blob `h` for `*at` calls.
     pub fn locate(&self, h: Hash128) -> BlobLoc<'_> {
         let mut buf = [0u8; crate::hash::STORE_PATH_MAX];
         let len = h.store_path_into(&mut buf);
-        if !self.tops_stale.load(Ordering::Relaxed) {
-            let top = ((hex_val(buf[0]) << 4) | hex_val(buf[1])) as usize;
-            let cached = self.tops[top].get_or_init(|| fsutil::open_dir_at(self.fd.as_fd(), &buf[..2]).ok());
-            if let Some(fd) = cached {
-                return BlobLoc { dir: fd.as_fd(), buf, start: 3, len };
-            }
-        }
-        BlobLoc { dir: self.fd.as_fd(), buf, start: 0, len }
+        BlobLoc { dir: self.fd.as_fd(), buf, len }
     }
 
     pub fn path(&self) -> &Path {
@@ -172,7 +148,6 @@ impl Store {
 
     /// Removes a blob and the directories it leaves empty.
     pub fn remove(&self, h: Hash128) -> io::Result<()> {
-        self.tops_stale.store(true, Ordering::Relaxed);
         let rel = h.store_path();
         let c = cstr(rel.as_bytes())?;
         match nix::unistd::unlinkat(self.fd.as_fd(), c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {

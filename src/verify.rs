@@ -249,13 +249,20 @@ pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Optio
     let progress = Progress::new(layout.len() as u64, opts.progress);
     let es = layout.entries();
     let parts = ranges(layout, workers());
+    // A full check hashes every file and never asks the store.
+    let blobs = if opts.full {
+        BlobTable::none()
+    } else {
+        BlobTable::build(store, es).map_err(|e| Error::io("stat", store.path(), e))?
+    };
     let results: Vec<std::io::Result<RangeResult>> = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .iter()
             .map(|&(a, b)| {
                 let kids = &kids;
                 let progress = &progress;
-                s.spawn(move || check_range(tree, es, a, b, store, kids, opts, progress))
+                let blobs = &blobs;
+                s.spawn(move || check_range(tree, es, a, b, store, blobs, kids, opts, progress))
             })
             .collect();
         handles
@@ -331,8 +338,124 @@ impl Tally<'_> {
     }
 }
 
-fn store_stat(store: &Store, h: Hash128) -> std::io::Result<Option<nix::sys::stat::FileStat>> {
-    store.stat(h)
+/// The store's first-level directory of the blob last looked up, held open while
+/// blobs are visited in hash order, so a lookup walks three components, not four.
+#[derive(Default)]
+struct HeldTop {
+    key: [u8; 2],
+    fd: Option<OwnedFd>,
+}
+
+impl HeldTop {
+    /// The directory and path to use for blob path `rel` (`aa/bb/cc/<hash>`)
+    /// below the store descriptor `store`.
+    fn resolve<'a, 'r>(&'a mut self, store: BorrowedFd<'a>, rel: &'r [u8]) -> (BorrowedFd<'a>, &'r [u8]) {
+        if rel.len() < 4 {
+            return (store, rel);
+        }
+        let key = [rel[0], rel[1]];
+        if self.fd.is_none() || self.key != key {
+            self.key = key;
+            self.fd = fsutil::open_dir_at(store, &key).ok();
+        }
+        match &self.fd {
+            Some(fd) => (fd.as_fd(), &rel[3..]),
+            None => (store, rel),
+        }
+    }
+}
+
+/// The parts of a `stat` the checks compare.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    dev: u64,
+    ino: u64,
+}
+
+impl Meta {
+    fn of(st: &nix::sys::stat::FileStat) -> Meta {
+        Meta {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+}
+
+/// The `lstat` of every blob a layout's files use, taken before the walk in hash
+/// order: the store's directories are then visited in order and their dentries stay
+/// in the CPU cache (about 30% less kernel time per lookup than the tree's order,
+/// which is random for the store), and the walk itself makes no store lookup.
+struct BlobTable {
+    hashes: Vec<Hash128>,
+    meta: Vec<Option<Meta>>,
+}
+
+impl BlobTable {
+    /// An empty table: every lookup goes to the store.
+    fn none() -> Self {
+        BlobTable { hashes: Vec::new(), meta: Vec::new() }
+    }
+
+    fn build(store: &Store, es: &[LayoutEntry]) -> std::io::Result<Self> {
+        let mut hashes: Vec<Hash128> = es
+            .iter()
+            .filter_map(|e| match &e.data {
+                EntryData::File { hash, size } if *size > 0 => Some(*hash),
+                _ => None,
+            })
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let chunk = hashes.len().div_ceil(workers()).max(1);
+        let parts: Vec<std::io::Result<Vec<Option<Meta>>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = hashes
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        // A descriptor per worker: threads sharing one pay for its
+                        // reference count bouncing between cores on every lookup.
+                        let own = fsutil::open_dir_at(store.fd(), b".")?;
+                        // The part is in hash order: hold the current first-level
+                        // directory open and look up the rest below it (holding
+                        // `aa/bb` too measured slower: two opens per three blobs).
+                        let mut top = HeldTop::default();
+                        part.iter()
+                            .map(|h| {
+                                let loc = store.locate(*h);
+                                let (dir, rel) = top.resolve(own.as_fd(), loc.rel());
+                                Ok(fsutil::lstat_at(dir, rel)?.map(|st| Meta::of(&st)))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("store worker panicked"))))
+                .collect()
+        });
+        let mut meta = Vec::with_capacity(hashes.len());
+        for p in parts {
+            meta.extend(p?);
+        }
+        Ok(BlobTable { hashes, meta })
+    }
+
+    /// The blob's `lstat` (`None`: not in the store), from the table when it is
+    /// there, else from the store.
+    fn stat(&self, store: &Store, h: Hash128) -> std::io::Result<Option<Meta>> {
+        match self.hashes.binary_search(&h) {
+            Ok(i) => Ok(self.meta[i]),
+            Err(_) => Ok(store.stat(h)?.map(|st| Meta::of(&st))),
+        }
+    }
 }
 
 /// Opens a regular file for hashing without following a symlink or blocking on
@@ -353,11 +476,12 @@ fn check_range(
     a: usize,
     b: usize,
     store: &Store,
+    blobs: &BlobTable,
     kids: &Children,
     opts: Options,
     progress: &Progress,
 ) -> std::io::Result<RangeResult> {
-    use nix::sys::stat::{fstat, FileStat};
+    use nix::sys::stat::fstat;
     const DT_DIR: u8 = 4;
     const DT_REG: u8 = 8;
     let mut out = Vec::new();
@@ -392,15 +516,15 @@ fn check_range(
         // The entry's stat, from the cheapest source that is certain: the store blob
         // when the listing shows the same inode, the descriptor opened anyway for a
         // directory or a full hash, else `fstatat`.
-        let mut blob: Option<Option<FileStat>> = None;
+        let mut blob: Option<Option<Meta>> = None;
         let mut opened_dir: Option<OwnedFd> = None;
         let mut opened_file: Option<File> = None;
         let mut from_blob = false;
-        let mut st: Option<FileStat> = None;
+        let mut st: Option<Meta> = None;
         match (&e.data, dent.kind) {
             (EntryData::File { hash, size }, DT_REG) if *size > 0 && !opts.full => {
-                let b = store_stat(store, *hash)?;
-                if let Some(bs) = b.filter(|bs| bs.st_ino == dent.ino && bs.st_dev == tree_dev) {
+                let b = blobs.stat(store, *hash)?;
+                if let Some(bs) = b.filter(|bs| bs.ino == dent.ino && bs.dev == tree_dev) {
                     st = Some(bs);
                     from_blob = true;
                 }
@@ -408,13 +532,13 @@ fn check_range(
             }
             (EntryData::File { .. }, DT_REG) if opts.full => {
                 if let Some(f) = open_for_hash(dir, e.name())? {
-                    st = Some(fstat(f.as_fd()).map_err(io_err)?);
+                    st = Some(Meta::of(&fstat(f.as_fd()).map_err(io_err)?));
                     opened_file = Some(f);
                 }
             }
             (EntryData::Dir, DT_DIR) => {
                 if let Ok(fd) = fsutil::open_dir_at(dir, e.name()) {
-                    st = Some(fstat(fd.as_fd()).map_err(io_err)?);
+                    st = Some(Meta::of(&fstat(fd.as_fd()).map_err(io_err)?));
                     opened_dir = Some(fd);
                 }
             }
@@ -423,7 +547,7 @@ fn check_range(
         let st = match st {
             Some(st) => st,
             None => match fsutil::lstat_at(dir, e.name())? {
-                Some(st) => st,
+                Some(st) => Meta::of(&st),
                 None => {
                     out.push(diff(Class::Missing, String::new()));
                     if is_dir {
@@ -434,7 +558,7 @@ fn check_range(
                 }
             },
         };
-        let is = st.st_mode & S_IFMT;
+        let is = st.mode & S_IFMT;
         if is != e.data.type_bits() {
             let found = match is {
                 S_IFDIR => "directory",
@@ -449,11 +573,11 @@ fn check_range(
             tally.add(0);
             continue;
         }
-        if is != S_IFLNK && st.st_mode & 0o7777 != e.perm {
-            out.push(diff(Class::WrongMode, format!("{:o} instead of {:o}", st.st_mode & 0o7777, e.perm)));
+        if is != S_IFLNK && st.mode & 0o7777 != e.perm {
+            out.push(diff(Class::WrongMode, format!("{:o} instead of {:o}", st.mode & 0o7777, e.perm)));
         }
-        if st.st_uid != e.uid || st.st_gid != e.gid {
-            out.push(diff(Class::WrongOwner, format!("{}:{} instead of {}:{}", st.st_uid, st.st_gid, e.uid, e.gid)));
+        if st.uid != e.uid || st.gid != e.gid {
+            out.push(diff(Class::WrongOwner, format!("{}:{} instead of {}:{}", st.uid, st.gid, e.uid, e.gid)));
         }
         let mut hashed = 0;
         match &e.data {
@@ -472,15 +596,15 @@ fn check_range(
                 stack.push(Some(d));
             }
             EntryData::File { hash, size } => {
-                if st.st_size as u64 != *size {
-                    out.push(diff(Class::WrongContent, format!("{} bytes instead of {size}", st.st_size)));
+                if st.size != *size {
+                    out.push(diff(Class::WrongContent, format!("{} bytes instead of {size}", st.size)));
                 } else if *size > 0 && !from_blob {
                     let linked = !opts.full
                         && match blob {
                             Some(b) => b,
-                            None => store_stat(store, *hash)?,
+                            None => blobs.stat(store, *hash)?,
                         }
-                        .is_some_and(|b| b.st_dev == st.st_dev && b.st_ino == st.st_ino);
+                        .is_some_and(|b| b.dev == st.dev && b.ino == st.ino);
                     if !linked {
                         let (h, n) = match opened_file {
                             Some(f) => Hash128::of_file_expecting(f, *size, &mut buf)?,
@@ -490,7 +614,7 @@ fn check_range(
                         if h != *hash {
                             out.push(diff(Class::WrongContent, format!("xxh3-128 {h} instead of {hash}")));
                         } else {
-                            good.push((st.st_dev, st.st_ino));
+                            good.push((st.dev, st.ino));
                         }
                     }
                 }
@@ -533,6 +657,9 @@ pub fn verify_store(
                 s.spawn(move || -> std::io::Result<Vec<(Hash128, String)>> {
                     let mut buf = vec![0u8; 256 * 1024];
                     let mut bad = Vec::new();
+                    let own = fsutil::open_dir_at(store.fd(), b".")?;
+                    let mut top = HeldTop::default();
+                    let mut tally = Tally { progress: p, entries: 0, bytes: 0 };
                     // Chunks handed out on demand: hashing work is uneven.
                     loop {
                         let at = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
@@ -542,7 +669,8 @@ pub fn verify_store(
                         }
                         for &(h, size) in part {
                             let loc = store.locate(h);
-                            let st = match fsutil::lstat_at(loc.dir, loc.rel()) {
+                            let (dir, rel) = top.resolve(own.as_fd(), loc.rel());
+                            let st = match fsutil::lstat_at(dir, rel) {
                                 Ok(Some(st)) => st,
                                 Ok(None) => {
                                     bad.push((h, "missing from the store".to_owned()));
@@ -558,11 +686,11 @@ pub fn verify_store(
                             } else if st.st_size as u64 != size {
                                 bad.push((h, format!("{} bytes instead of {size}", st.st_size)));
                             } else if skip.contains(&(st.st_dev, st.st_ino)) {
-                                p.tick(1, 0);
+                                tally.add(0);
                             } else {
-                                match hash_at_expecting(loc.dir, loc.rel(), size, &mut buf) {
+                                match hash_at_expecting(dir, rel, size, &mut buf) {
                                     Ok((got, n)) => {
-                                        p.tick(1, n);
+                                        tally.add(n);
                                         if got != h {
                                             bad.push((h, format!("content hashes to {got}")));
                                         }
@@ -572,6 +700,7 @@ pub fn verify_store(
                             }
                         }
                     }
+                    tally.flush();
                     Ok(bad)
                 })
             })
