@@ -124,6 +124,8 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
 /// Makes a run of entries below `top`; top-level entries exist already.
 fn blit_run(run: &[LayoutEntry], store: &Store, top: BorrowedFd, root: bool, shown: &Path) -> Result<BlitStats> {
     let mut stats = BlitStats::default();
+    let own = store.for_worker().ctx("open", store.path())?;
+    let store = &own;
     // Open directories by depth, and whether each is set-group-ID.
     let mut stack: Vec<(OwnedFd, bool)> = Vec::with_capacity(32);
     let layout_setgid = |e: &LayoutEntry| e.perm & 0o2000 != 0;

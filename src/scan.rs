@@ -14,13 +14,11 @@ use crate::fsutil::{self, libc_mode::*};
 use crate::hash::Hash128;
 use crate::layout::{check_name, EntryData, Layout, LayoutEntry, MAX_DEPTH};
 
-/// A scanned tree: its layout and, for each distinct content, one path holding it.
+/// A scanned tree: its layout, and the tree's descriptor to copy content from.
 pub struct ScannedTree {
     pub root: PathBuf,
     pub root_fd: OwnedFd,
     pub layout: Layout,
-    /// Relative path of one file per distinct hash, to copy into the store from.
-    pub sources: HashMap<Hash128, Box<[u8]>>,
 }
 
 struct PendingFile {
@@ -122,15 +120,9 @@ pub fn scan(root: &Path) -> Result<ScannedTree> {
 
     hash_files(root, root_fd.as_fd(), &mut entries, &files)?;
 
-    let mut sources: HashMap<Hash128, Box<[u8]>> = HashMap::new();
-    for e in &entries {
-        if let EntryData::File { hash, .. } = e.data {
-            sources.entry(hash).or_insert_with(|| e.path.clone());
-        }
-    }
     let layout = Layout::new(entries)
         .map_err(|(why, p)| Error::Layout { path: root.join(fsutil::os(&p)).display().to_string(), why })?;
-    Ok(ScannedTree { root: root.to_owned(), root_fd, layout, sources })
+    Ok(ScannedTree { root: root.to_owned(), root_fd, layout })
 }
 
 /// Hashes the pending files with one worker per core; files sharing an inode are

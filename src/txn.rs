@@ -174,14 +174,18 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
     let t = Instant::now();
     let store = root.store(true)?;
     let mut new_blobs = 0u64;
-    for (hash, rel) in &scanned.sources {
+    // New blobs are added in the tree's depth-first order, so the blit (same
+    // order) finds their inodes side by side.
+    let mut seen = std::collections::HashSet::new();
+    for e in scanned.layout.entries() {
+        let crate::layout::EntryData::File { hash, size } = &e.data else { continue };
+        if *size == 0 || !seen.insert(*hash) {
+            continue; // empty files are created by the blit, never linked
+        }
         if store.stat(*hash).ctx("stat", store.blob_path(*hash))?.is_some() {
             continue;
         }
-        let e = scanned.layout.find(rel).ok_or_else(|| Error::Refused("scan lost a path".into()))?;
-        if matches!(e.data, crate::layout::EntryData::File { size: 0, .. }) {
-            continue; // empty files are created by the blit, never linked
-        }
+        let rel = &e.path[..];
         let src = fsutil::open_beneath(scanned.root_fd.as_fd(), rel, nix::fcntl::OFlag::O_RDONLY)
             .ctx("open", tree.join(fsutil::os(rel)))?;
         store.add(*hash, &std::fs::File::from(src), e.perm, e.uid, e.gid)?;

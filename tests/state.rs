@@ -232,6 +232,11 @@ fn crash_everywhere(
             String::from_utf8_lossy(&o.stderr)
         );
         check_invariants(&root, trees, &format!("{name} rerun after #{n} ({at})"));
+        // A blob half-added when the crash came is gone once a commit ran again.
+        if let Ok(rd) = fs::read_dir(root.join(".moss/assets/lifeboat-stage")) {
+            let left: Vec<_> = rd.map(|e| e.unwrap().file_name()).collect();
+            assert!(left.is_empty() || name != "commit", "{name} rerun after {at}: staging holds {left:?}");
+        }
         assert!(n < 500, "{name}: too many failpoints");
     }
     unreachable!()
