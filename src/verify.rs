@@ -216,18 +216,11 @@ impl Children {
     }
 }
 
-fn hash_at(dir: BorrowedFd, name: &[u8], buf: &mut [u8]) -> std::io::Result<(Hash128, u64)> {
-    let c = cstr(name)?;
-    let fd =
-        nix::fcntl::openat(dir, c.as_c_str(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(io_err)?;
-    Hash128::of_reader(File::from(fd), buf)
-}
-
-fn hash_at_expecting(dir: BorrowedFd, name: &[u8], size: u64, buf: &mut [u8]) -> std::io::Result<(Hash128, u64)> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = fsutil::with_cstr(name, |c| nix::fcntl::openat(dir, c, flags, Mode::empty()))?.map_err(io_err)?;
-    Hash128::of_file_expecting(File::from(fd), size, buf)
+/// Hashes the file `name` below `dir`, expected to hold `size` bytes (see
+/// [`Hash128::of_file_expecting`]); opened as [`open_for_hash`] does.
+fn hash_at(dir: BorrowedFd, name: &[u8], size: u64, buf: &mut [u8]) -> std::io::Result<(Hash128, u64)> {
+    let f = open_for_hash(dir, name)?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+    Hash128::of_file_expecting(f, size, buf)
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -422,7 +415,7 @@ impl BlobTable {
                     s.spawn(move || {
                         // A descriptor per worker: threads sharing one pay for its
                         // reference count bouncing between cores on every lookup.
-                        let own = fsutil::open_dir_at(store.fd(), b".")?;
+                        let own = store.for_worker()?;
                         // The part is in hash order: hold the current first-level
                         // directory open and look up the rest below it (holding
                         // `aa/bb` too measured slower: two opens per three blobs).
@@ -430,7 +423,7 @@ impl BlobTable {
                         part.iter()
                             .map(|h| {
                                 let loc = store.locate(*h);
-                                let (dir, rel) = top.resolve(own.as_fd(), loc.rel());
+                                let (dir, rel) = top.resolve(own.fd(), loc.rel());
                                 Ok(fsutil::lstat_at(dir, rel)?.map(|st| Meta::of(&st)))
                             })
                             .collect()
@@ -608,7 +601,7 @@ fn check_range(
                     if !linked {
                         let (h, n) = match opened_file {
                             Some(f) => Hash128::of_file_expecting(f, *size, &mut buf)?,
-                            None => hash_at(dir, e.name(), &mut buf)?,
+                            None => hash_at(dir, e.name(), *size, &mut buf)?,
                         };
                         hashed = n;
                         if h != *hash {
@@ -657,7 +650,7 @@ pub fn verify_store(
                 s.spawn(move || -> std::io::Result<Vec<(Hash128, String)>> {
                     let mut buf = vec![0u8; 256 * 1024];
                     let mut bad = Vec::new();
-                    let own = fsutil::open_dir_at(store.fd(), b".")?;
+                    let own = store.for_worker()?;
                     let mut top = HeldTop::default();
                     let mut tally = Tally { progress: p, entries: 0, bytes: 0 };
                     // Chunks handed out on demand: hashing work is uneven.
@@ -669,7 +662,7 @@ pub fn verify_store(
                         }
                         for &(h, size) in part {
                             let loc = store.locate(h);
-                            let (dir, rel) = top.resolve(own.as_fd(), loc.rel());
+                            let (dir, rel) = top.resolve(own.fd(), loc.rel());
                             let st = match fsutil::lstat_at(dir, rel) {
                                 Ok(Some(st)) => st,
                                 Ok(None) => {
@@ -688,7 +681,7 @@ pub fn verify_store(
                             } else if skip.contains(&(st.st_dev, st.st_ino)) {
                                 tally.add(0);
                             } else {
-                                match hash_at_expecting(dir, rel, size, &mut buf) {
+                                match hash_at(dir, rel, size, &mut buf) {
                                     Ok((got, n)) => {
                                         tally.add(n);
                                         if got != h {
