@@ -166,11 +166,8 @@ def f_wrong_root(work):
     vm.expect(r"nvme0n1p1\s+\S+ \S+\s+esp", 30)
     say("`disks` lists the ESP and the root partition")
     vm.expect(r"lifeboat> ", 30)
-    vm.send("poweroff\n")
-    code = vm.wait_exit(60)
-    say(f"`poweroff` ended the VM (status {code})")
-    if code != 0:
-        raise Failure(f"poweroff gave QEMU status {code}")
+    power_off(vm)
+    say("`poweroff` ended the VM (status 0)")
 
 
 OTHER_ENTRY = b"title Other Linux 5.15\nversion 5.15\nmachine-id 0000000000000000000000000000beef\nlinux /other/vmlinuz\noptions root=/dev/sdz1\n"
@@ -268,6 +265,21 @@ def i_firmware_entry(work):
     finish_ok(vm)
 
 
+def power_off(vm):
+    """Ends a VM from the rescue shell; fails unless QEMU exits cleanly."""
+    vm.send("poweroff\n")
+    code = vm.wait_exit(60)
+    if code != 0:
+        raise Failure(f"poweroff gave QEMU status {code}")
+
+
+def shell_answers(vm, want):
+    """Waits for the rescue shell's prompt and checks that `cmdline` shows `want`."""
+    vm.expect(r"lifeboat> ", 30)
+    vm.send("cmdline\n")
+    vm.expect(want, 30)
+
+
 def j_worker_crash(work):
     """The boot worker dies (simulated crash): PID 1 survives and opens the rescue shell."""
     # The kernel hands unknown NAME=value parameters to init as environment.
@@ -277,14 +289,9 @@ def j_worker_crash(work):
     vm.expect(r"failpoint: simulated crash at pid1-prepare", 150)
     m = vm.expect(r"the boot worker exited with status 99", 30)
     say(f"PID 1: {m.group(0)}")
-    vm.expect(r"lifeboat> ", 30)
-    vm.send("cmdline\n")
-    vm.expect(r"lifeboat\.tx=3", 30)
+    shell_answers(vm, r"lifeboat\.tx=3")
     say("a new worker opened the rescue shell; `cmdline` answers")
-    vm.send("poweroff\n")
-    code = vm.wait_exit(60)
-    if code != 0:
-        raise Failure(f"poweroff gave QEMU status {code}")
+    power_off(vm)
     say("no kernel panic; `poweroff` ended the VM")
 
 
@@ -299,14 +306,9 @@ def l_stalled_step(work):
     vm.expect(r"press Enter to stop it and open the rescue shell", 10)
     vm.send("\r")
     vm.expect(r"the boot worker was stopped after it stalled", 30)
-    vm.expect(r"lifeboat> ", 30)
-    vm.send("cmdline\n")
-    vm.expect(r"hang:pid1-prepare", 30)
+    shell_answers(vm, r"hang:pid1-prepare")
     say("Enter stopped the stalled worker; a new one opened the rescue shell")
-    vm.send("poweroff\n")
-    code = vm.wait_exit(60)
-    if code != 0:
-        raise Failure(f"poweroff gave QEMU status {code}")
+    power_off(vm)
 
 
 def k_dracut_hook(work):
