@@ -280,12 +280,17 @@ def shell_answers(vm, want):
     vm.expect(want, 30)
 
 
+def boot_with_failpoint(work, failpoint):
+    """Boots three transactions with LIFEBOAT_FAILPOINT set for PID 1 (the kernel
+    hands unknown NAME=value parameters to init as environment)."""
+    img = three_tx(work, extra_cmdline=f"LIFEBOAT_FAILPOINT={failpoint}")
+    img.write_root()
+    return q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
+
+
 def j_worker_crash(work):
     """The boot worker dies (simulated crash): PID 1 survives and opens the rescue shell."""
-    # The kernel hands unknown NAME=value parameters to init as environment.
-    img = three_tx(work, extra_cmdline="LIFEBOAT_FAILPOINT=pid1-prepare")
-    img.write_root()
-    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
+    vm = boot_with_failpoint(work, "pid1-prepare")
     vm.expect(r"failpoint: simulated crash at pid1-prepare", 150)
     m = vm.expect(r"the boot worker exited with status 99", 30)
     say(f"PID 1: {m.group(0)}")
@@ -297,9 +302,7 @@ def j_worker_crash(work):
 
 def l_stalled_step(work):
     """A boot step that never returns: PID 1 names it, shows kernel warnings, and Enter opens the shell."""
-    img = three_tx(work, extra_cmdline="LIFEBOAT_FAILPOINT=hang:pid1-prepare")
-    img.write_root()
-    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
+    vm = boot_with_failpoint(work, "hang:pid1-prepare")
     vm.expect(r"failpoint: hanging at pid1-prepare", 150)
     m = vm.expect(r"lifeboat: still looking for the root device after (\d+) s; the kernel", 40)
     say(f"PID 1: {m.group(0)[len('lifeboat: '):]}...")

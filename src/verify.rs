@@ -523,7 +523,7 @@ fn check_range(
                 }
                 blob = Some(b);
             }
-            (EntryData::File { .. }, DT_REG) if opts.full => {
+            (EntryData::File { size, .. }, DT_REG) if opts.full && *size > 0 => {
                 if let Some(f) = open_for_hash(dir, e.name())? {
                     st = Some(Meta::of(&fstat(f.as_fd()).map_err(io_err)?));
                     opened_file = Some(f);
