@@ -184,38 +184,114 @@ pub struct DirEntry {
 /// from `dir` (rewound first; no second descriptor, no `stat`).
 pub fn list_dir_entries(dir: BorrowedFd) -> io::Result<Vec<DirEntry>> {
     nix::unistd::lseek(dir, 0, nix::unistd::Whence::SeekSet).map_err(io_err)?;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        // SAFETY: the kernel writes at most buf.len() bytes into buf.
-        let n = unsafe { nix::libc::syscall(nix::libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+    let mut listing = Listing::default();
+    listing.read(dir)?;
+    Ok(listing.iter().map(|e| DirEntry { name: e.name.to_vec(), ino: e.ino, kind: e.kind }).collect())
+}
+
+/// A directory's entries (without `.` and `..`) as `getdents64` gives them, held
+/// in buffers that are reused from one directory to the next: a walk of a big tree
+/// then allocates almost nothing per directory, which matters under musl, whose
+/// allocator takes a lock and maps and unmaps memory for blocks this size.
+#[derive(Default)]
+pub struct Listing {
+    /// The raw records of the last `getdents64` calls.
+    raw: Vec<u8>,
+    names: Vec<u8>,
+    entries: Vec<ListedEntry>,
+}
+
+/// An entry of a [`Listing`]: its name is `names[at..at + len]`.
+#[derive(Clone, Copy, Debug)]
+struct ListedEntry {
+    at: u32,
+    len: u32,
+    ino: u64,
+    kind: u8,
+}
+
+/// A borrowed entry of a [`Listing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed<'a> {
+    pub name: &'a [u8],
+    pub ino: u64,
+    /// `DT_*` (`DT_UNKNOWN` where the filesystem does not say).
+    pub kind: u8,
+}
+
+impl Listing {
+    /// Replaces the listing with the entries of `dir` from its current position
+    /// to its end (a freshly opened descriptor: all of them).
+    pub fn read(&mut self, dir: BorrowedFd) -> io::Result<()> {
+        self.names.clear();
+        self.entries.clear();
+        if self.raw.len() < 32 * 1024 {
+            self.raw.resize(32 * 1024, 0);
         }
-        if n == 0 {
-            return Ok(out);
-        }
-        // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name\0.
-        let mut at = 0usize;
-        let n = n as usize;
-        while at + 19 <= n {
-            let ino = u64::from_ne_bytes(buf[at..at + 8].try_into().unwrap_or([0; 8]));
-            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
-            if reclen < 19 || at + reclen > n {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed directory record"));
+        loop {
+            // SAFETY: the kernel writes at most raw.len() bytes into raw.
+            let n = unsafe {
+                nix::libc::syscall(nix::libc::SYS_getdents64, dir.as_raw_fd(), self.raw.as_mut_ptr(), self.raw.len())
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
             }
-            let kind = buf[at + 18];
-            let name = &buf[at + 19..at + reclen];
-            let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
-            if name != b"." && name != b".." {
-                out.push(DirEntry { name: name.to_vec(), ino, kind });
+            if n == 0 {
+                return Ok(());
             }
-            at += reclen;
+            // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name\0.
+            let raw = &self.raw[..n as usize];
+            let mut at = 0usize;
+            while at + 19 <= raw.len() {
+                let ino = u64::from_ne_bytes(raw[at..at + 8].try_into().unwrap_or([0; 8]));
+                let reclen = u16::from_ne_bytes([raw[at + 16], raw[at + 17]]) as usize;
+                if reclen < 19 || at + reclen > raw.len() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed directory record"));
+                }
+                let kind = raw[at + 18];
+                let name = &raw[at + 19..at + reclen];
+                let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+                if name != b"." && name != b".." {
+                    let start = self.names.len();
+                    self.names.extend_from_slice(name);
+                    self.entries.push(ListedEntry { at: start as u32, len: name.len() as u32, ino, kind });
+                }
+                at += reclen;
+            }
         }
+    }
+
+    /// Sorts the entries by name, in byte order.
+    pub fn sort(&mut self) {
+        let names = &self.names;
+        let name = |e: &ListedEntry| &names[e.at as usize..(e.at + e.len) as usize];
+        self.entries.sort_unstable_by(|a, b| name(a).cmp(name(b)));
+    }
+
+    fn get(&self, e: &ListedEntry) -> Listed<'_> {
+        Listed { name: &self.names[e.at as usize..(e.at + e.len) as usize], ino: e.ino, kind: e.kind }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Listed<'_>> + '_ {
+        self.entries.iter().map(|e| self.get(e))
+    }
+
+    /// The entry called `name`, in a listing [sorted](Self::sort).
+    pub fn find(&self, name: &[u8]) -> Option<Listed<'_>> {
+        let i = self.entries.binary_search_by(|e| self.get(e).name.cmp(name)).ok()?;
+        Some(self.get(&self.entries[i]))
     }
 }
 

@@ -14,7 +14,6 @@
 //! corrupt is recovered from another retained transaction's tree (hashed first),
 //! then linked back into the store.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::io::IsTerminal;
@@ -164,27 +163,71 @@ fn ranges(layout: &Layout, parts: usize) -> Vec<(usize, usize)> {
 }
 
 /// The children of each directory (by entry index; the tree root is the last
-/// slot), in sibling order, found with one depth-first pass and no hashing.
+/// slot), in sibling order, found with one depth-first pass and no hashing; kept
+/// in two flat arrays, so building it allocates three times, not once per
+/// directory.
 struct Children {
-    of: Vec<Vec<u32>>,
+    /// `kids[start[d]..start[d + 1]]` are the children of `d`.
+    start: Vec<u32>,
+    kids: Vec<u32>,
     /// Where each entry's name starts in its path.
     name_at: Vec<u32>,
+    depth: Vec<u16>,
 }
 
 impl Children {
     fn new(es: &[LayoutEntry]) -> Self {
         let root = es.len();
-        let mut of: Vec<Vec<u32>> = vec![Vec::new(); es.len() + 1];
+        let mut parent: Vec<u32> = Vec::with_capacity(es.len());
+        let mut depth: Vec<u16> = Vec::with_capacity(es.len());
+        let mut name_at: Vec<u32> = Vec::with_capacity(es.len());
         let mut stack: Vec<usize> = Vec::with_capacity(32);
+        let mut start = vec![0u32; es.len() + 2];
         for (i, e) in es.iter().enumerate() {
-            stack.truncate(e.depth());
-            of[stack.last().copied().unwrap_or(root)].push(i as u32);
+            let (d, at) =
+                e.path.iter().enumerate().fold(
+                    (0usize, 0usize),
+                    |(d, at), (j, &b)| {
+                        if b == b'/' {
+                            (d + 1, j + 1)
+                        } else {
+                            (d, at)
+                        }
+                    },
+                );
+            stack.truncate(d);
+            let p = stack.last().copied().unwrap_or(root);
+            parent.push(p as u32);
+            start[p + 1] += 1;
+            depth.push(d.min(u16::MAX as usize) as u16);
+            name_at.push(at as u32);
             if matches!(e.data, EntryData::Dir) {
                 stack.push(i);
             }
         }
-        let name_at = es.iter().map(|e| (e.path.len() - e.name().len()) as u32).collect();
-        Children { of, name_at }
+        for d in 1..start.len() {
+            start[d] += start[d - 1];
+        }
+        // Entries are in depth-first order, so filling in entry order keeps each
+        // directory's children in sibling order.
+        let mut fill = start.clone();
+        let mut kids = vec![0u32; es.len()];
+        for (i, &p) in parent.iter().enumerate() {
+            kids[fill[p as usize] as usize] = i as u32;
+            fill[p as usize] += 1;
+        }
+        Children { start, kids, name_at, depth }
+    }
+
+    fn of(&self, dir: usize) -> &[u32] {
+        match (self.start.get(dir), self.start.get(dir + 1)) {
+            (Some(&a), Some(&b)) => &self.kids[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    fn depth(&self, k: usize) -> usize {
+        self.depth[k] as usize
     }
 
     fn name<'a>(&self, es: &'a [LayoutEntry], k: u32) -> &'a [u8] {
@@ -195,21 +238,21 @@ impl Children {
     /// Whether directory `dir` (an entry index, or the root) has a child `name`.
     /// Siblings are in byte order (the depth-first order of names without `/`).
     fn has(&self, es: &[LayoutEntry], dir: usize, name: &[u8]) -> bool {
-        self.of.get(dir).is_some_and(|kids| kids.binary_search_by(|&k| self.name(es, k).cmp(name)).is_ok())
+        self.of(dir).binary_search_by(|&k| self.name(es, k).cmp(name)).is_ok()
     }
 
     /// The names in `listing` (sorted in byte order) that directory `dir` does not
     /// have: one merge pass.
-    fn extras<'l>(&self, es: &[LayoutEntry], dir: usize, listing: &'l [fsutil::DirEntry]) -> Vec<&'l [u8]> {
-        let kids = self.of.get(dir).map(Vec::as_slice).unwrap_or(&[]);
+    fn extras<'l>(&self, es: &[LayoutEntry], dir: usize, listing: &'l fsutil::Listing) -> Vec<&'l [u8]> {
+        let kids = self.of(dir);
         let mut k = 0;
         let mut out = Vec::new();
-        for ent in listing {
-            while k < kids.len() && self.name(es, kids[k]) < ent.name.as_slice() {
+        for ent in listing.iter() {
+            while k < kids.len() && self.name(es, kids[k]) < ent.name {
                 k += 1;
             }
-            if k >= kids.len() || self.name(es, kids[k]) != ent.name.as_slice() {
-                out.push(ent.name.as_slice());
+            if k >= kids.len() || self.name(es, kids[k]) != ent.name {
+                out.push(ent.name);
             }
         }
         out
@@ -227,35 +270,66 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The result of a tree check.
+/// What a check found.
 #[derive(Debug, Default)]
-pub struct Verified {
+pub struct Report {
+    /// Differences between the tree and its layout.
     pub diffs: Vec<Difference>,
-    /// Inodes (device, inode) whose content was hashed and found right; a store
-    /// check can skip blobs that are these inodes.
-    pub good: HashSet<(u64, u64)>,
+    /// Blobs that failed the store check (only asked for with `store_blobs`).
+    pub bad_blobs: Vec<(Hash128, BlobFault)>,
 }
 
-/// Compares the tree below `tree` with `layout`.
-pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Options) -> Result<Verified> {
+/// Checks the tree below `tree` against `layout` and, given `store_blobs` (as
+/// [`StateIndex::referenced_blobs`] gives them), every one of those blobs against
+/// its name: present, a regular file of the recorded size, content hashing to the
+/// name. Driven by the index rather than a walk of the store, so a *missing* blob is
+/// found too and the store's directories (one per blob in the v2 layout) are never
+/// listed; a stray file in the store is not reported (prune removes it).
+///
+/// The store goes first (see [`BlobTable`]); a full or store check hashes each
+/// blob there, and the tree walk then hashes only files that are not their blob's
+/// inode.
+pub fn check(
+    tree: BorrowedFd,
+    layout: &Layout,
+    store: &Store,
+    opts: Options,
+    store_blobs: Option<&[(Hash128, u64)]>,
+) -> Result<Report> {
+    let own;
+    let blobs = match store_blobs {
+        Some(b) => b,
+        None => {
+            own = layout_blobs(layout);
+            &own
+        }
+    };
+    let progress = Progress::new((blobs.len() + layout.len()) as u64, opts.progress);
+    let table = BlobTable::build(store, blobs, opts.full || store_blobs.is_some(), &progress)?;
+    let diffs = verify_tree(tree, layout, store, &table, &progress)?;
+    progress.finish();
+    let bad_blobs = if store_blobs.is_some() { table.faults() } else { Vec::new() };
+    Ok(Report { diffs, bad_blobs })
+}
+
+/// Compares the tree below `tree` with `layout`; blobs' `stat`s and verdicts come
+/// from `blobs`.
+fn verify_tree(
+    tree: BorrowedFd,
+    layout: &Layout,
+    store: &Store,
+    blobs: &BlobTable,
+    progress: &Progress,
+) -> Result<Vec<Difference>> {
     let kids = Children::new(layout.entries());
-    let progress = Progress::new(layout.len() as u64, opts.progress);
     let es = layout.entries();
     let parts = ranges(layout, workers());
-    // A full check hashes every file and never asks the store.
-    let blobs = if opts.full {
-        BlobTable::none()
-    } else {
-        BlobTable::build(store, es).map_err(|e| Error::io("stat", store.path(), e))?
-    };
-    let results: Vec<std::io::Result<RangeResult>> = std::thread::scope(|s| {
+    let results: Vec<std::io::Result<Vec<Difference>>> = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .iter()
             .map(|&(a, b)| {
                 let kids = &kids;
-                let progress = &progress;
-                let blobs = &blobs;
-                s.spawn(move || check_range(tree, es, a, b, store, blobs, kids, opts, progress))
+                s.spawn(move || check_range(tree, es, a, b, store, blobs, kids, progress))
             })
             .collect();
         handles
@@ -263,13 +337,9 @@ pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Optio
             .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("verify worker panicked"))))
             .collect()
     });
-    progress.finish();
     let mut diffs = Vec::new();
-    let mut good = HashSet::new();
     for r in results {
-        let (d, g) = r.map_err(|e| Error::io("verify", "tree", e))?;
-        diffs.extend(d);
-        good.extend(g);
+        diffs.extend(r.map_err(|e| Error::io("verify", "tree", e))?);
     }
     // Extras at the top of the tree.
     for name in fsutil::list_dir(tree).map_err(|e| Error::io("list", "tree", e))? {
@@ -279,33 +349,74 @@ pub fn verify_tree(tree: BorrowedFd, layout: &Layout, store: &Store, opts: Optio
         diffs.push(Difference { class: Class::Extra, path: lossy(&name), detail: String::new(), entry: None });
     }
     diffs.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.path.cmp(&b.path)));
-    Ok(Verified { diffs, good })
+    Ok(diffs)
 }
-
-/// Differences and verified inodes of one range.
-type RangeResult = (Vec<Difference>, Vec<(u64, u64)>);
 
 /// A directory being checked: its descriptor and its entries as `getdents64` gave
 /// them (name, inode, type), sorted in layout sibling order. Looking a child up
 /// here instead of calling `fstatat` finds a missing entry with no syscall, and a
 /// file whose inode number is the store blob's needs no `stat` of its own: the
 /// blob's `stat` is the file's.
+#[derive(Default)]
 struct OpenDir {
-    fd: OwnedFd,
-    entries: Vec<fsutil::DirEntry>,
+    /// `None`: the directory is missing or not a directory.
+    fd: Option<OwnedFd>,
+    listing: fsutil::Listing,
 }
 
 impl OpenDir {
-    fn new(fd: OwnedFd) -> std::io::Result<OpenDir> {
-        let mut entries = fsutil::list_dir_entries(fd.as_fd())?;
+    /// Lists `fd` (freshly opened) into this slot, reusing its buffers.
+    fn fill(&mut self, fd: OwnedFd) -> std::io::Result<()> {
+        self.fd = None;
+        self.listing.read(fd.as_fd())?;
         // Sibling names hold no `/`: byte order is the layout's order.
-        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        Ok(OpenDir { fd, entries })
+        self.listing.sort();
+        self.fd = Some(fd);
+        Ok(())
     }
 
-    fn find(&self, name: &[u8]) -> Option<&fsutil::DirEntry> {
-        let i = self.entries.binary_search_by(|e| e.name.as_slice().cmp(name)).ok()?;
-        self.entries.get(i)
+    fn open(&self) -> Option<(BorrowedFd<'_>, &fsutil::Listing)> {
+        self.fd.as_ref().map(|fd| (fd.as_fd(), &self.listing))
+    }
+}
+
+/// The directories above the entry being checked, by depth. Slots are reused, so
+/// a walk allocates for its deepest path only.
+#[derive(Default)]
+struct DirStack {
+    levels: Vec<OpenDir>,
+    len: usize,
+}
+
+impl DirStack {
+    fn truncate(&mut self, len: usize) {
+        for l in self.levels.iter_mut().take(self.len).skip(len) {
+            l.fd = None;
+        }
+        self.len = self.len.min(len);
+    }
+
+    fn slot(&mut self) -> &mut OpenDir {
+        if self.levels.len() <= self.len {
+            self.levels.push(OpenDir::default());
+        }
+        &mut self.levels[self.len]
+    }
+
+    /// Pushes a directory that is missing or wrong.
+    fn push_none(&mut self) {
+        self.slot().fd = None;
+        self.len += 1;
+    }
+
+    fn push(&mut self, fd: OwnedFd) -> std::io::Result<&fsutil::Listing> {
+        self.slot().fill(fd)?;
+        self.len += 1;
+        Ok(&self.levels[self.len - 1].listing)
+    }
+
+    fn get(&self, depth: usize) -> Option<(BorrowedFd<'_>, &fsutil::Listing)> {
+        self.levels[..self.len].get(depth).and_then(OpenDir::open)
     }
 }
 
@@ -382,51 +493,116 @@ impl Meta {
     }
 }
 
-/// The `lstat` of every blob a layout's files use, taken before the walk in hash
-/// order: the store's directories are then visited in order and their dentries stay
-/// in the CPU cache (about 30% less kernel time per lookup than the tree's order,
-/// which is random for the store), and the walk itself makes no store lookup.
-struct BlobTable {
+/// Why a blob failed its check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobFault {
+    Missing,
+    NotRegular,
+    /// Its size, and the size the index records.
+    WrongSize(u64, u64),
+    /// What its content hashes to.
+    WrongContent(Hash128),
+    /// The errno of the call that failed.
+    Unreadable(i32),
+}
+
+impl fmt::Display for BlobFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlobFault::Missing => f.write_str("missing from the store"),
+            BlobFault::NotRegular => f.write_str("not a regular file"),
+            BlobFault::WrongSize(n, want) => write!(f, "{n} bytes instead of {want}"),
+            BlobFault::WrongContent(h) => write!(f, "content hashes to {h}"),
+            BlobFault::Unreadable(e) => write!(f, "cannot be read: {}", std::io::Error::from_raw_os_error(*e)),
+        }
+    }
+}
+
+/// What the store check of one blob found.
+#[derive(Clone, Copy, Debug)]
+enum BlobCheck {
+    /// Only its `lstat` was taken (quick mode).
+    Unread,
+    Good,
+    Bad(BlobFault),
+}
+
+/// The store's side of a check, taken before the tree walk, in hash order: every
+/// blob's `stat` and, when hashing, its verdict. Hash order visits the store's
+/// directories in order, so their dentries stay in the CPU cache (about 30% less
+/// kernel time per lookup than the tree's order, which is random for the store),
+/// and the walk itself makes no store lookup: a tree file whose listed inode is its
+/// blob's takes the blob's `stat` and verdict, so a full check reads each inode
+/// once, through the store, and opens only the tree files that are copies.
+pub struct BlobTable {
     hashes: Vec<Hash128>,
     meta: Vec<Option<Meta>>,
+    check: Vec<BlobCheck>,
+    /// Open addressing over `hashes` (index + 1; 0 is empty), keyed by the low
+    /// bits of the digest, which are uniform: a lookup from the walk costs one or
+    /// two cache misses where a binary search over 240,000 digests costs eight.
+    slots: Vec<u32>,
+}
+
+/// The blobs (content hash, size) a layout's non-empty files use, sorted, unique.
+pub fn layout_blobs(layout: &Layout) -> Vec<(Hash128, u64)> {
+    let mut out: Vec<(Hash128, u64)> = layout
+        .entries()
+        .iter()
+        .filter_map(|e| match &e.data {
+            EntryData::File { hash, size } if *size > 0 => Some((*hash, *size)),
+            _ => None,
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup_by_key(|b| b.0);
+    out
 }
 
 impl BlobTable {
-    /// An empty table: every lookup goes to the store.
-    fn none() -> Self {
-        BlobTable { hashes: Vec::new(), meta: Vec::new() }
-    }
-
-    fn build(store: &Store, es: &[LayoutEntry]) -> std::io::Result<Self> {
-        let mut hashes: Vec<Hash128> = es
-            .iter()
-            .filter_map(|e| match &e.data {
-                EntryData::File { hash, size } if *size > 0 => Some(*hash),
-                _ => None,
-            })
-            .collect();
-        hashes.sort_unstable();
-        hashes.dedup();
-        let chunk = hashes.len().div_ceil(workers()).max(1);
-        let parts: Vec<std::io::Result<Vec<Option<Meta>>>> = std::thread::scope(|s| {
-            let hs: Vec<_> = hashes
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
+    /// Takes the `lstat` of every blob in `blobs` (sorted by hash, unique) and,
+    /// with `hash`, checks each one's type, size and content.
+    pub fn build(store: &Store, blobs: &[(Hash128, u64)], hash: bool, progress: &Progress) -> Result<Self> {
+        let workers = workers();
+        // Chunks handed out on demand (hashing work is uneven), small enough to
+        // balance, large enough that neighbours share store directories.
+        let chunk = blobs.len().div_ceil(workers * 16).max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        type Part = (usize, Vec<(Option<Meta>, BlobCheck)>);
+        let parts: Vec<std::io::Result<Vec<Part>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..workers)
+                .map(|_| {
+                    let next = &next;
+                    s.spawn(move || -> std::io::Result<Vec<Part>> {
                         // A descriptor per worker: threads sharing one pay for its
                         // reference count bouncing between cores on every lookup.
                         let own = store.for_worker()?;
-                        // The part is in hash order: hold the current first-level
-                        // directory open and look up the rest below it (holding
-                        // `aa/bb` too measured slower: two opens per three blobs).
                         let mut top = HeldTop::default();
-                        part.iter()
-                            .map(|h| {
-                                let loc = store.locate(*h);
+                        let mut buf = if hash { vec![0u8; 256 * 1024] } else { Vec::new() };
+                        let mut tally = Tally { progress, entries: 0, bytes: 0 };
+                        let mut done = Vec::new();
+                        loop {
+                            let at = next.fetch_add(chunk, Ordering::Relaxed);
+                            let Some(part) = blobs.get(at..(at + chunk).min(blobs.len())).filter(|p| !p.is_empty())
+                            else {
+                                break;
+                            };
+                            let mut rows = Vec::with_capacity(part.len());
+                            for &(h, size) in part {
+                                let loc = store.locate(h);
                                 let (dir, rel) = top.resolve(own.fd(), loc.rel());
-                                Ok(fsutil::lstat_at(dir, rel)?.map(|st| Meta::of(&st)))
-                            })
-                            .collect()
+                                let row = if hash {
+                                    check_blob(dir, rel, h, size, &mut buf, &mut tally)
+                                } else {
+                                    tally.add(0);
+                                    (fsutil::lstat_at(dir, rel)?.map(|st| Meta::of(&st)), BlobCheck::Unread)
+                                };
+                                rows.push(row);
+                            }
+                            done.push((at, rows));
+                        }
+                        tally.flush();
+                        Ok(done)
                     })
                 })
                 .collect();
@@ -434,21 +610,104 @@ impl BlobTable {
                 .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("store worker panicked"))))
                 .collect()
         });
-        let mut meta = Vec::with_capacity(hashes.len());
+        let mut all: Vec<Part> = Vec::new();
         for p in parts {
-            meta.extend(p?);
+            all.extend(p.map_err(|e| Error::io("check", store.path(), e))?);
         }
-        Ok(BlobTable { hashes, meta })
+        all.sort_unstable_by_key(|p| p.0);
+        let (meta, check) = all.into_iter().flat_map(|p| p.1).unzip();
+        let hashes: Vec<Hash128> = blobs.iter().map(|b| b.0).collect();
+        let mut slots = vec![0u32; (hashes.len() * 2).next_power_of_two().max(2)];
+        let mask = slots.len() - 1;
+        for (i, h) in hashes.iter().enumerate() {
+            let mut at = h.0 as usize & mask;
+            while slots[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            slots[at] = i as u32 + 1;
+        }
+        Ok(BlobTable { hashes, meta, check, slots })
     }
 
-    /// The blob's `lstat` (`None`: not in the store), from the table when it is
-    /// there, else from the store.
-    fn stat(&self, store: &Store, h: Hash128) -> std::io::Result<Option<Meta>> {
-        match self.hashes.binary_search(&h) {
-            Ok(i) => Ok(self.meta[i]),
-            Err(_) => Ok(store.stat(h)?.map(|st| Meta::of(&st))),
+    fn find(&self, h: Hash128) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut at = h.0 as usize & mask;
+        loop {
+            let i = (*self.slots.get(at)? as usize).checked_sub(1)?;
+            if self.hashes.get(i) == Some(&h) {
+                return Some(i);
+            }
+            at = (at + 1) & mask;
         }
     }
+
+    /// The blob's `lstat` (`None`: not in the store) and verdict, from the table
+    /// when it is there, else from the store.
+    fn get(&self, store: &Store, h: Hash128) -> std::io::Result<(Option<Meta>, BlobCheck)> {
+        match self.find(h) {
+            Some(i) => Ok((self.meta[i], self.check[i])),
+            None => Ok((store.stat(h)?.map(|st| Meta::of(&st)), BlobCheck::Unread)),
+        }
+    }
+
+    /// The blobs that failed their check, in hash order.
+    pub fn faults(&self) -> Vec<(Hash128, BlobFault)> {
+        self.hashes
+            .iter()
+            .zip(&self.check)
+            .filter_map(|(h, c)| match c {
+                BlobCheck::Bad(f) => Some((*h, *f)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Checks one blob: opened without following a symlink (a FIFO or device node
+/// planted under its name is opened non-blocking and never read), its `fstat`
+/// taken from the descriptor, its content hashed when type and size are right.
+fn check_blob(
+    dir: BorrowedFd,
+    rel: &[u8],
+    h: Hash128,
+    size: u64,
+    buf: &mut [u8],
+    tally: &mut Tally,
+) -> (Option<Meta>, BlobCheck) {
+    let errno = |e: std::io::Error| BlobCheck::Bad(BlobFault::Unreadable(e.raw_os_error().unwrap_or(nix::libc::EIO)));
+    let f = match open_for_hash(dir, rel) {
+        Ok(Some(f)) => f,
+        Ok(None) => return (None, BlobCheck::Bad(BlobFault::Missing)),
+        // O_NOFOLLOW on a symlink.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            let meta = fsutil::lstat_at(dir, rel).ok().flatten().map(|st| Meta::of(&st));
+            return (meta, BlobCheck::Bad(BlobFault::NotRegular));
+        }
+        Err(e) => return (None, errno(e)),
+    };
+    let meta = match nix::sys::stat::fstat(f.as_fd()) {
+        Ok(st) => Meta::of(&st),
+        Err(e) => return (None, errno(io_err(e))),
+    };
+    tally.add(0);
+    let check = if meta.mode & S_IFMT != S_IFREG {
+        BlobCheck::Bad(BlobFault::NotRegular)
+    } else if meta.size != size {
+        BlobCheck::Bad(BlobFault::WrongSize(meta.size, size))
+    } else {
+        match Hash128::of_file_expecting(f, size, buf) {
+            Ok((got, n)) => {
+                tally.bytes += n;
+                if got == h {
+                    BlobCheck::Good
+                } else {
+                    BlobCheck::Bad(BlobFault::WrongContent(got))
+                }
+            }
+            Err(e) => errno(e),
+        }
+    };
+    (Some(meta), check)
 }
 
 /// Opens a regular file for hashing without following a symlink or blocking on
@@ -471,66 +730,64 @@ fn check_range(
     store: &Store,
     blobs: &BlobTable,
     kids: &Children,
-    opts: Options,
     progress: &Progress,
-) -> std::io::Result<RangeResult> {
+) -> std::io::Result<Vec<Difference>> {
     use nix::sys::stat::fstat;
     const DT_DIR: u8 = 4;
     const DT_REG: u8 = 8;
     let mut out = Vec::new();
-    let mut good = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut tally = Tally { progress, entries: 0, bytes: 0 };
     let tree_dev = fstat(tree).map_err(io_err)?.st_dev;
-    // A descriptor of our own: listing rewinds it, and the workers share `tree`.
-    let root = OpenDir::new(fsutil::open_dir_at(tree, b".")?)?;
-    // Open directories by depth; `None` where the directory is missing or wrong.
-    let mut stack: Vec<Option<OpenDir>> = Vec::with_capacity(32);
+    // A descriptor of our own: the workers share `tree`.
+    let mut root = OpenDir::default();
+    root.fill(fsutil::open_dir_at(tree, b".")?)?;
+    let mut stack = DirStack::default();
     for (i, e) in es.iter().enumerate().take(b).skip(a) {
-        let depth = e.depth();
+        let depth = kids.depth(i);
         stack.truncate(depth);
-        if depth == 1 && stack.is_empty() {
+        if depth == 1 && stack.len == 0 {
             // This range starts inside a top-level directory another range checks.
-            let parent = fsutil::open_dir_at(root.fd.as_fd(), e.parent()).ok().and_then(|fd| OpenDir::new(fd).ok());
-            stack.push(parent);
+            match root.open().and_then(|(fd, _)| fsutil::open_dir_at(fd, e.parent()).ok()) {
+                Some(fd) => {
+                    if stack.push(fd).is_err() {
+                        stack.truncate(0);
+                        stack.push_none();
+                    }
+                }
+                None => stack.push_none(),
+            }
         }
-        let parent = if depth == 0 { Some(&root) } else { stack.get(depth - 1).and_then(Option::as_ref) };
+        let parent = if depth == 0 { root.open() } else { stack.get(depth - 1) };
         let diff = |class, detail: String| Difference { class, path: e.path_lossy(), detail, entry: Some(i) };
         let is_dir = matches!(e.data, EntryData::Dir);
-        let Some((parent, dent)) = parent.and_then(|p| p.find(e.name()).map(|d| (p, d))) else {
+        let name = kids.name(es, i as u32);
+        let Some((dir, dent)) = parent.and_then(|(fd, l)| l.find(name).map(|d| (fd, d))) else {
             out.push(diff(Class::Missing, String::new()));
             if is_dir {
-                stack.push(None);
+                stack.push_none();
             }
             tally.add(0);
             continue;
         };
-        let dir = parent.fd.as_fd();
         // The entry's stat, from the cheapest source that is certain: the store blob
         // when the listing shows the same inode, the descriptor opened anyway for a
-        // directory or a full hash, else `fstatat`.
-        let mut blob: Option<Option<Meta>> = None;
+        // directory, else `fstatat`.
+        let mut blob: Option<(Option<Meta>, BlobCheck)> = None;
         let mut opened_dir: Option<OwnedFd> = None;
-        let mut opened_file: Option<File> = None;
         let mut from_blob = false;
         let mut st: Option<Meta> = None;
         match (&e.data, dent.kind) {
-            (EntryData::File { hash, size }, DT_REG) if *size > 0 && !opts.full => {
-                let b = blobs.stat(store, *hash)?;
-                if let Some(bs) = b.filter(|bs| bs.ino == dent.ino && bs.dev == tree_dev) {
+            (EntryData::File { hash, size }, DT_REG) if *size > 0 => {
+                let b = blobs.get(store, *hash)?;
+                if let Some(bs) = b.0.filter(|bs| bs.ino == dent.ino && bs.dev == tree_dev) {
                     st = Some(bs);
                     from_blob = true;
                 }
                 blob = Some(b);
             }
-            (EntryData::File { size, .. }, DT_REG) if opts.full && *size > 0 => {
-                if let Some(f) = open_for_hash(dir, e.name())? {
-                    st = Some(Meta::of(&fstat(f.as_fd()).map_err(io_err)?));
-                    opened_file = Some(f);
-                }
-            }
             (EntryData::Dir, DT_DIR) => {
-                if let Ok(fd) = fsutil::open_dir_at(dir, e.name()) {
+                if let Ok(fd) = fsutil::open_dir_at(dir, name) {
                     st = Some(Meta::of(&fstat(fd.as_fd()).map_err(io_err)?));
                     opened_dir = Some(fd);
                 }
@@ -539,12 +796,12 @@ fn check_range(
         }
         let st = match st {
             Some(st) => st,
-            None => match fsutil::lstat_at(dir, e.name())? {
+            None => match fsutil::lstat_at(dir, name)? {
                 Some(st) => Meta::of(&st),
                 None => {
                     out.push(diff(Class::Missing, String::new()));
                     if is_dir {
-                        stack.push(None);
+                        stack.push_none();
                     }
                     tally.add(0);
                     continue;
@@ -561,7 +818,7 @@ fn check_range(
             };
             out.push(diff(Class::WrongType, format!("{found} instead of {}", e.data.kind_name())));
             if is_dir {
-                stack.push(None);
+                stack.push_none();
             }
             tally.add(0);
             continue;
@@ -577,43 +834,48 @@ fn check_range(
             EntryData::Dir => {
                 let fd = match opened_dir {
                     Some(fd) => fd,
-                    None => fsutil::open_dir_at(dir, e.name())?,
+                    None => fsutil::open_dir_at(dir, name)?,
                 };
-                let d = OpenDir::new(fd)?;
-                for extra in kids.extras(es, i, &d.entries) {
+                let listing = stack.push(fd)?;
+                for extra in kids.extras(es, i, listing) {
                     let mut p = e.path.to_vec();
                     p.push(b'/');
                     p.extend_from_slice(extra);
                     out.push(Difference { class: Class::Extra, path: lossy(&p), detail: String::new(), entry: None });
                 }
-                stack.push(Some(d));
             }
             EntryData::File { hash, size } => {
                 if st.size != *size {
                     out.push(diff(Class::WrongContent, format!("{} bytes instead of {size}", st.size)));
-                } else if *size > 0 && !from_blob {
-                    let linked = !opts.full
-                        && match blob {
-                            Some(b) => b,
-                            None => blobs.stat(store, *hash)?,
+                } else if *size > 0 {
+                    // The blob's verdict holds for a file that is the blob's inode.
+                    let (bmeta, bcheck) = match (from_blob, blob) {
+                        (true, Some(b)) => b,
+                        (_, b) => b.map(Ok).unwrap_or_else(|| blobs.get(store, *hash))?,
+                    };
+                    let linked = from_blob || bmeta.is_some_and(|b| b.dev == st.dev && b.ino == st.ino);
+                    let got = match (linked, bcheck) {
+                        (true, BlobCheck::Bad(BlobFault::WrongContent(got))) => Some(got),
+                        (true, BlobCheck::Bad(f)) => {
+                            return Err(std::io::Error::other(format!(
+                                "{}: its store blob {hash}: {f}",
+                                e.path_lossy()
+                            )))
                         }
-                        .is_some_and(|b| b.dev == st.dev && b.ino == st.ino);
-                    if !linked {
-                        let (h, n) = match opened_file {
-                            Some(f) => Hash128::of_file_expecting(f, *size, &mut buf)?,
-                            None => hash_at(dir, e.name(), *size, &mut buf)?,
-                        };
-                        hashed = n;
-                        if h != *hash {
-                            out.push(diff(Class::WrongContent, format!("xxh3-128 {h} instead of {hash}")));
-                        } else {
-                            good.push((st.dev, st.ino));
+                        (true, BlobCheck::Good | BlobCheck::Unread) => None,
+                        (false, _) => {
+                            let (h, n) = hash_at(dir, name, *size, &mut buf)?;
+                            hashed = n;
+                            Some(h).filter(|h| h != hash)
                         }
+                    };
+                    if let Some(got) = got {
+                        out.push(diff(Class::WrongContent, format!("xxh3-128 {got} instead of {hash}")));
                     }
                 }
             }
             EntryData::Symlink { target } => {
-                let c = cstr(e.name())?;
+                let c = cstr(name)?;
                 let t = nix::fcntl::readlinkat(dir, c.as_c_str()).map_err(io_err)?;
                 let t = std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec();
                 if t != target.as_ref() {
@@ -624,90 +886,6 @@ fn check_range(
         tally.add(hashed);
     }
     tally.flush();
-    Ok((out, good))
-}
-
-/// Checks every blob the retained transactions need — `blobs` as
-/// [`StateIndex::referenced_blobs`] gives them — against its name: present, a
-/// regular file of the recorded size, content hashing to the name. Blobs whose
-/// inode is in `skip` were hashed through a tree already and are not read again.
-/// Driven by the index rather than a walk of the store, so a *missing* blob is
-/// found too, and the store's directories (one per blob in the v2 layout) are
-/// never listed. Returns the blobs that fail, with why.
-pub fn verify_store(
-    store: &Store,
-    blobs: &[(Hash128, u64)],
-    skip: &HashSet<(u64, u64)>,
-    progress: bool,
-) -> Result<Vec<(Hash128, String)>> {
-    let p = Progress::new(blobs.len() as u64, progress);
-    let chunk = blobs.len().div_ceil(workers() * 8).max(1);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::io::Result<Vec<(Hash128, String)>>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..workers())
-            .map(|_| {
-                let (p, next) = (&p, &next);
-                s.spawn(move || -> std::io::Result<Vec<(Hash128, String)>> {
-                    let mut buf = vec![0u8; 256 * 1024];
-                    let mut bad = Vec::new();
-                    let own = store.for_worker()?;
-                    let mut top = HeldTop::default();
-                    let mut tally = Tally { progress: p, entries: 0, bytes: 0 };
-                    // Chunks handed out on demand: hashing work is uneven.
-                    loop {
-                        let at = next.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
-                        let Some(part) = blobs.get(at..(at + chunk).min(blobs.len())) else { break };
-                        if part.is_empty() {
-                            break;
-                        }
-                        for &(h, size) in part {
-                            let loc = store.locate(h);
-                            let (dir, rel) = top.resolve(own.fd(), loc.rel());
-                            let st = match fsutil::lstat_at(dir, rel) {
-                                Ok(Some(st)) => st,
-                                Ok(None) => {
-                                    bad.push((h, "missing from the store".to_owned()));
-                                    continue;
-                                }
-                                Err(e) => {
-                                    bad.push((h, e.to_string()));
-                                    continue;
-                                }
-                            };
-                            if st.st_mode & S_IFMT != S_IFREG {
-                                bad.push((h, "not a regular file".to_owned()));
-                            } else if st.st_size as u64 != size {
-                                bad.push((h, format!("{} bytes instead of {size}", st.st_size)));
-                            } else if skip.contains(&(st.st_dev, st.st_ino)) {
-                                tally.add(0);
-                            } else {
-                                match hash_at(dir, rel, size, &mut buf) {
-                                    Ok((got, n)) => {
-                                        tally.add(n);
-                                        if got != h {
-                                            bad.push((h, format!("content hashes to {got}")));
-                                        }
-                                    }
-                                    Err(e) => bad.push((h, e.to_string())),
-                                }
-                            }
-                        }
-                    }
-                    tally.flush();
-                    Ok(bad)
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("store worker panicked"))))
-            .collect()
-    });
-    p.finish();
-    let mut out = Vec::new();
-    for r in results {
-        out.extend(r.ctx("verify", store.path())?);
-    }
-    out.sort_by_key(|b| b.0);
     Ok(out)
 }
 
@@ -849,7 +1027,7 @@ pub fn repair(
     let (id, tree, tree_path) = open_tree(root, idx, which)?;
     let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
     let store = root.store(false)?;
-    let diffs = verify_tree(tree.as_fd(), &layout, &store, Options { full: false, progress })?.diffs;
+    let diffs = check(tree.as_fd(), &layout, &store, Options { full: false, progress }, None)?.diffs;
     let mut report = RepairReport::default();
     if diffs.is_empty() {
         return Ok(report);
@@ -977,7 +1155,7 @@ pub fn verify_for_boot(root: &Path) -> Result<(bool, String)> {
     let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
     let store = sr.store(false)?;
     let t = Instant::now();
-    let diffs = verify_tree(tree.as_fd(), &layout, &store, Options::default())?.diffs;
+    let diffs = check(tree.as_fd(), &layout, &store, Options::default(), None)?.diffs;
     let mut s = format!("transaction {id}: {} entries checked in {} ms", layout.len(), t.elapsed().as_millis());
     if diffs.is_empty() {
         s.push_str(", no differences");

@@ -108,10 +108,17 @@ fn store_damage_recovered_from_another_tree_or_reported() {
     // to recover from, and repair says exactly what.
     let only = Hash128::of(b"only in 2");
     let blob = store.join(only.store_path());
-    fs::write(&blob, b"corrupted!").unwrap();
+    fs::write(&blob, b"corrupted").unwrap();
     let (code, out) = verify(&root, &["--full"]);
     assert_eq!(code, 1);
     assert!(out.contains("wrong-content  share/only-v2"), "{out}");
+    // The blob is read once, through the store, and both sides are reported.
+    let (code, out) = verify(&root, &["--full", "--store"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("wrong-content  share/only-v2 (xxh3-128 "), "{out}");
+    assert!(out.contains(&format!("{} (content hashes to {})", only.moss_hex(), Hash128::of(b"corrupted"))), "{out}");
+    // Quick mode (which repair runs) trusts the store's inode; a size change shows.
+    fs::write(&blob, b"corrupted!").unwrap();
     let o = run(&["--root", r(&root), "repair"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -170,4 +177,20 @@ fn store_check_finds_a_missing_blob_and_ignores_garbage() {
     fs::write(&p, b"not even the right content").unwrap();
     let (_, out) = verify(&root, &["--store"]);
     assert!(!out.contains(&stray.moss_hex()), "{out}");
+
+    // A blob truncated in place: the tree's link shows the size, the store says so.
+    let only = Hash128::of(b"only in 2");
+    fs::write(store.join(only.store_path()), b"only").unwrap();
+    let (code, out) = verify(&root, &["--full", "--store"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("wrong-content  share/only-v2 (4 bytes instead of 9)"), "{out}");
+    assert!(out.contains(&format!("{} (4 bytes instead of 9)", only.moss_hex())), "{out}");
+    // A symlink where a blob should be is never followed.
+    let sh = Hash128::of(b"shell v1");
+    let blob = store.join(sh.store_path());
+    fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &blob).unwrap();
+    let (code, out) = verify(&root, &["--store"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("{} (not a regular file)", sh.moss_hex())), "{out}");
 }

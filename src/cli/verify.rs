@@ -61,18 +61,15 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
     let layout = idx.layout(id).ok_or(crate::error::Error::NoSuchTransaction(id))?;
     let store = root.store(false)?;
     let start = std::time::Instant::now();
-    let verified = verify::verify_tree(
+    let referenced = if c.store { Some(idx.referenced_blobs()) } else { None };
+    let report = verify::check(
         std::os::fd::AsFd::as_fd(&tree),
         &layout,
         &store,
         Options { full: c.full, progress: !out.json },
+        referenced.as_deref(),
     )?;
-    let bad_blobs = if c.store {
-        verify::verify_store(&store, &idx.referenced_blobs(), &verified.good, !out.json)?
-    } else {
-        vec![]
-    };
-    let diffs = verified.diffs;
+    let (diffs, bad_blobs) = (report.diffs, report.bad_blobs);
     for d in &diffs {
         out.line(d.to_string());
     }
@@ -112,7 +109,7 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
                 Json::Arr(
                     bad_blobs
                         .iter()
-                        .map(|(h, w)| Json::obj().with("hash", h.to_string()).with("why", w.as_str()))
+                        .map(|(h, w)| Json::obj().with("hash", h.to_string()).with("why", w.to_string()))
                         .collect(),
                 ),
             ),
@@ -172,7 +169,7 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
                 Json::Arr(
                     r.unrecoverable
                         .iter()
-                        .map(|(p, w)| Json::obj().with("path", p.as_str()).with("why", w.as_str()))
+                        .map(|(p, w)| Json::obj().with("path", p.as_str()).with("why", w.to_string()))
                         .collect(),
                 ),
             ),
