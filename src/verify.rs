@@ -323,13 +323,24 @@ fn verify_tree(
 ) -> Result<Vec<Difference>> {
     let kids = Children::new(layout.entries());
     let es = layout.entries();
-    let parts = ranges(layout, workers());
+    // Ranges handed out on demand: directories cost more than files, so equal
+    // entry counts are not equal work.
+    let mut parts = ranges(layout, workers() * 8);
+    // Largest first, so no worker is left with a big one at the end.
+    parts.sort_unstable_by_key(|&(a, b)| std::cmp::Reverse(b - a));
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<std::io::Result<Vec<Difference>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|&(a, b)| {
-                let kids = &kids;
-                s.spawn(move || check_range(tree, es, a, b, store, blobs, kids, progress))
+        let handles: Vec<_> = (0..workers().min(parts.len()))
+            .map(|_| {
+                let (kids, parts, next) = (&kids, &parts, &next);
+                s.spawn(move || -> std::io::Result<Vec<Difference>> {
+                    fsutil::private_fd_table()?;
+                    let mut out = Vec::new();
+                    while let Some(&(a, b)) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        out.extend(check_range(tree, es, a, b, store, blobs, kids, progress)?);
+                    }
+                    Ok(out)
+                })
             })
             .collect();
         handles
@@ -574,8 +585,9 @@ impl BlobTable {
                 .map(|_| {
                     let next = &next;
                     s.spawn(move || -> std::io::Result<Vec<Part>> {
-                        // A descriptor per worker: threads sharing one pay for its
+                        // Descriptors of its own: threads sharing one pay for its
                         // reference count bouncing between cores on every lookup.
+                        fsutil::private_fd_table()?;
                         let own = store.for_worker()?;
                         let mut top = HeldTop::default();
                         let mut buf = if hash { vec![0u8; 256 * 1024] } else { Vec::new() };
