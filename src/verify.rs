@@ -305,8 +305,15 @@ pub fn check(
         }
     };
     let progress = Progress::new((blobs.len() + layout.len()) as u64, opts.progress);
-    let table = BlobTable::build(store, blobs, opts.full || store_blobs.is_some(), &progress)?;
-    let diffs = verify_tree(tree, layout, store, &table, &progress)?;
+    // The walk's map of the layout is built while the store is checked.
+    let (table, kids) = std::thread::scope(|s| {
+        let kids = s.spawn(|| Children::new(layout.entries()));
+        let table = BlobTable::build(store, blobs, opts.full || store_blobs.is_some(), &progress);
+        (table, kids.join())
+    });
+    let (table, kids) =
+        (table?, kids.map_err(|_| Error::io("verify", "layout", std::io::Error::other("worker panicked")))?);
+    let diffs = verify_tree(tree, layout, &kids, store, &table, &progress)?;
     progress.finish();
     let bad_blobs = if store_blobs.is_some() { table.faults() } else { Vec::new() };
     Ok(Report { diffs, bad_blobs })
@@ -317,11 +324,11 @@ pub fn check(
 fn verify_tree(
     tree: BorrowedFd,
     layout: &Layout,
+    kids: &Children,
     store: &Store,
     blobs: &BlobTable,
     progress: &Progress,
 ) -> Result<Vec<Difference>> {
-    let kids = Children::new(layout.entries());
     let es = layout.entries();
     // Ranges handed out on demand: directories cost more than files, so equal
     // entry counts are not equal work.
@@ -332,7 +339,7 @@ fn verify_tree(
     let results: Vec<std::io::Result<Vec<Difference>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers().min(parts.len()))
             .map(|_| {
-                let (kids, parts, next) = (&kids, &parts, &next);
+                let (parts, next) = (&parts, &next);
                 s.spawn(move || -> std::io::Result<Vec<Difference>> {
                     fsutil::private_fd_table()?;
                     let mut out = Vec::new();
