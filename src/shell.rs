@@ -40,7 +40,7 @@ commands:
   states               transactions in the state index (active, archived)
   activate ID          make transaction ID the active /usr
   verify [--full]      compare the active /usr with its transaction
-  repair               restore the active /usr from the store
+  repair [--full]      restore the active /usr from the store
   entries              boot entries on the ESP / $BOOT
   set-default ID       boot transaction ID by default
   ls [PATH]            list a directory
@@ -143,7 +143,11 @@ impl Shell {
                 crate::cli::verify::verify(&root, &c, &out).map_err(|e| e.to_string())?;
             }
             "repair" => {
-                let c = crate::cli::verify::RepairCmd { state: None, prune_extra: args.contains(&"--prune-extra") };
+                let c = crate::cli::verify::RepairCmd {
+                    state: None,
+                    prune_extra: args.contains(&"--prune-extra"),
+                    full: args.contains(&"--full"),
+                };
                 crate::cli::verify::repair(&root, &c, &out).map_err(|e| e.to_string())?;
             }
             "entries" => {

@@ -729,15 +729,33 @@ fn check_blob(
     (Some(meta), check)
 }
 
+/// Whether `O_NOATIME` may be asked for: only the files' owner or root may, so
+/// the first refusal turns it off for the rest of the run.
+static NOATIME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// Opens a regular file for hashing without following a symlink or blocking on
-/// a FIFO planted under its name; `Ok(None)` when it is gone.
+/// a FIFO planted under its name; `Ok(None)` when it is gone. Reads leave access
+/// times alone where allowed, so a full check does not dirty every inode it reads
+/// (with `relatime`, the first read of a day would).
 fn open_for_hash(dir: BorrowedFd, name: &[u8]) -> std::io::Result<Option<File>> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    match fsutil::with_cstr(name, |c| nix::fcntl::openat(dir, c, flags, Mode::empty()))? {
-        Ok(fd) => Ok(Some(File::from(fd))),
-        Err(nix::errno::Errno::ENOENT) => Ok(None),
-        Err(e) => Err(io_err(e)),
-    }
+    fsutil::with_cstr(name, |c| {
+        let mut r = Err(nix::errno::Errno::EPERM);
+        if NOATIME.load(Ordering::Relaxed) {
+            r = nix::fcntl::openat(dir, c, flags | OFlag::O_NOATIME, Mode::empty());
+            if matches!(r, Err(nix::errno::Errno::EPERM)) {
+                NOATIME.store(false, Ordering::Relaxed);
+            }
+        }
+        if matches!(r, Err(nix::errno::Errno::EPERM)) {
+            r = nix::fcntl::openat(dir, c, flags, Mode::empty());
+        }
+        match r {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(io_err(e)),
+        }
+    })?
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1035,18 +1053,20 @@ fn tmp_name(name: &[u8]) -> Vec<u8> {
     t
 }
 
-/// Repairs the tree of `which` from the store.
+/// Repairs the tree of `which` from the store: the differences a check with
+/// `opts` finds (a full one also finds content damaged in place, which a quick
+/// check trusts while the file is still the store's inode).
 pub fn repair(
     root: &SystemRoot,
     idx: &StateIndex,
     which: Which,
     prune_extra: bool,
-    progress: bool,
+    opts: Options,
 ) -> Result<RepairReport> {
     let (id, tree, tree_path) = open_tree(root, idx, which)?;
     let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
     let store = root.store(false)?;
-    let diffs = check(tree.as_fd(), &layout, &store, Options { full: false, progress }, None)?.diffs;
+    let diffs = check(tree.as_fd(), &layout, &store, opts, None)?.diffs;
     let mut report = RepairReport::default();
     if diffs.is_empty() {
         return Ok(report);
@@ -1192,7 +1212,7 @@ pub fn repair_for_boot(root: &Path) -> Result<String> {
     let sr = SystemRoot::open_locked(root, false)?;
     let idx = sr.load_existing_index()?.index;
     let t = Instant::now();
-    let r = repair(&sr, &idx, Which::Active, false, false)?;
+    let r = repair(&sr, &idx, Which::Active, false, Options::default())?;
     let mut s = format!("repair: {} fixed in {} ms", r.fixed.len(), t.elapsed().as_millis());
     for f in r.fixed.iter().take(20) {
         s.push_str(&format!("\n  fixed {f}"));

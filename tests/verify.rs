@@ -194,3 +194,31 @@ fn store_check_finds_a_missing_blob_and_ignores_garbage() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("{} (not a regular file)", sh.moss_hex())), "{out}");
 }
+
+#[test]
+fn repair_full_finds_content_damaged_in_place() {
+    let s = Scratch::new("inplace");
+    let root = setup(&s);
+    // Transaction 1's tree holds its own copy of bin/true (as after a copy fallback);
+    // the active tree and the store share one inode.
+    let t1 = root.join(".moss/root/1/usr/bin/true");
+    fs::copy(&t1, s.join("copy")).unwrap();
+    fs::rename(s.join("copy"), &t1).unwrap();
+    fs::set_permissions(&t1, fs::Permissions::from_mode(0o755)).unwrap();
+    // Written in place through the hard link: same size, same inode.
+    let active = root.join("usr/bin/true");
+    fs::write(&active, b"TRUE BINARY").unwrap();
+    // A quick check trusts the store's inode; repair alone has nothing to do.
+    assert_eq!(verify(&root, &[]).0, 0);
+    let o = run(&["--root", r(&root), "repair"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("repair: 0 fixed"), "{o:?}");
+    let (code, out) = verify(&root, &["--full"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("wrong-content  bin/true (xxh3-128 "), "{out}");
+    let o = run(&["--root", r(&root), "repair", "--full"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("fixed   wrong-content  bin/true") && out.contains(".moss/root/1/usr/bin/true"), "{out}");
+    assert_eq!(fs::read(&active).unwrap(), b"true binary");
+    assert_eq!(verify(&root, &["--full", "--store"]).0, 0);
+}

@@ -43,6 +43,10 @@ pub struct RepairCmd {
     /// also remove files the transaction does not have
     #[argh(switch)]
     pub prune_extra: bool,
+    /// re-hash every file first, so content damaged in place through a hard
+    /// link (same size, still the store's inode) is found and fixed too
+    #[argh(switch)]
+    pub full: bool,
 }
 
 fn which(s: Option<u64>) -> Which {
@@ -129,7 +133,8 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
         out.note(f);
     }
     let start = std::time::Instant::now();
-    let r = verify::repair(&root, &loaded.index, which(c.state), c.prune_extra, !out.json)?;
+    let opts = Options { full: c.full, progress: !out.json };
+    let r = verify::repair(&root, &loaded.index, which(c.state), c.prune_extra, opts)?;
     for f in &r.fixed {
         out.line(format!("fixed   {f}"));
     }
