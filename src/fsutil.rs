@@ -172,17 +172,16 @@ pub fn clear_dir(dir: BorrowedFd, dev: u64) -> io::Result<()> {
 }
 
 /// Gives the calling thread a private copy of the descriptor table
-/// (`unshare(CLONE_FILES)`). A worker that opens and closes hundreds of thousands
-/// of files then pays no atomic reference count per call on each descriptor it
-/// uses (a shared table makes every `*at` and `read` take one, and `read` the
-/// file position lock too). Descriptors the thread opens afterwards exist only in
-/// its table: it must not hand them to other threads.
-pub fn private_fd_table() -> io::Result<()> {
+/// (`unshare(CLONE_FILES)`) where it may. A worker that opens and closes hundreds
+/// of thousands of files then pays no atomic reference count per call on each
+/// descriptor it uses (a shared table makes every `*at` and `read` take one, and
+/// `read` the file position lock too). Only a speed-up: where it is refused (a
+/// container's seccomp filter), the thread keeps the shared table and works the
+/// same. Descriptors the thread opens afterwards may exist only in its table: it
+/// must not hand them to other threads.
+pub fn private_fd_table() -> bool {
     // SAFETY: unshare takes flags only; CLONE_FILES affects the calling thread.
-    if unsafe { nix::libc::unshare(nix::libc::CLONE_FILES) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { nix::libc::unshare(nix::libc::CLONE_FILES) == 0 }
 }
 
 /// One directory entry as `getdents64` reports it.

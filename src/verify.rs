@@ -341,7 +341,7 @@ fn verify_tree(
             .map(|_| {
                 let (parts, next) = (&parts, &next);
                 s.spawn(move || -> std::io::Result<Vec<Difference>> {
-                    fsutil::private_fd_table()?;
+                    fsutil::private_fd_table();
                     let mut out = Vec::new();
                     while let Some(&(a, b)) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
                         out.extend(check_range(tree, es, a, b, store, blobs, kids, progress)?);
@@ -594,7 +594,7 @@ impl BlobTable {
                     s.spawn(move || -> std::io::Result<Vec<Part>> {
                         // Descriptors of its own: threads sharing one pay for its
                         // reference count bouncing between cores on every lookup.
-                        fsutil::private_fd_table()?;
+                        fsutil::private_fd_table();
                         let own = store.for_worker()?;
                         let mut top = HeldTop::default();
                         let mut buf = if hash { vec![0u8; 256 * 1024] } else { Vec::new() };
