@@ -301,10 +301,20 @@ impl Listing {
         self.entries.iter().map(|e| self.get(e))
     }
 
-    /// The entry called `name`, in a listing [sorted](Self::sort).
-    pub fn find(&self, name: &[u8]) -> Option<Listed<'_>> {
-        let i = self.entries.binary_search_by(|e| self.get(e).name.cmp(name)).ok()?;
-        Some(self.get(&self.entries[i]))
+    /// The entry called `name`, in a listing [sorted](Self::sort), looked for from
+    /// position `from` on, which is left at the first entry not before `name`:
+    /// names asked for in increasing order cost one pass over the listing, not a
+    /// binary search each.
+    pub fn seek(&self, name: &[u8], from: &mut usize) -> Option<Listed<'_>> {
+        while let Some(e) = self.entries.get(*from) {
+            let at = self.get(e);
+            match at.name.cmp(name) {
+                std::cmp::Ordering::Less => *from += 1,
+                std::cmp::Ordering::Equal => return Some(at),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
     }
 }
 

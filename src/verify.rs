@@ -380,12 +380,15 @@ struct OpenDir {
     /// `None`: the directory is missing or not a directory.
     fd: Option<OwnedFd>,
     listing: fsutil::Listing,
+    /// Where in `listing` the next child is looked for (children come in order).
+    cursor: std::cell::Cell<usize>,
 }
 
 impl OpenDir {
     /// Lists `fd` (freshly opened) into this slot, reusing its buffers.
     fn fill(&mut self, fd: OwnedFd) -> std::io::Result<()> {
         self.fd = None;
+        self.cursor.set(0);
         self.listing.read(fd.as_fd())?;
         // Sibling names hold no `/`: byte order is the layout's order.
         self.listing.sort();
@@ -395,6 +398,16 @@ impl OpenDir {
 
     fn open(&self) -> Option<(BorrowedFd<'_>, &fsutil::Listing)> {
         self.fd.as_ref().map(|fd| (fd.as_fd(), &self.listing))
+    }
+
+    /// The open directory and its entry `name` (names asked for in sibling
+    /// order).
+    fn child(&self, name: &[u8]) -> Option<(BorrowedFd<'_>, fsutil::Listed<'_>)> {
+        let fd = self.fd.as_ref()?;
+        let mut at = self.cursor.get();
+        let found = self.listing.seek(name, &mut at);
+        self.cursor.set(at);
+        Some((fd.as_fd(), found?))
     }
 }
 
@@ -433,8 +446,8 @@ impl DirStack {
         Ok(&self.levels[self.len - 1].listing)
     }
 
-    fn get(&self, depth: usize) -> Option<(BorrowedFd<'_>, &fsutil::Listing)> {
-        self.levels[..self.len].get(depth).and_then(OpenDir::open)
+    fn get(&self, depth: usize) -> Option<&OpenDir> {
+        self.levels[..self.len].get(depth).filter(|l| l.fd.is_some())
     }
 }
 
@@ -553,13 +566,34 @@ enum BlobCheck {
 /// blob's takes the blob's `stat` and verdict, so a full check reads each inode
 /// once, through the store, and opens only the tree files that are copies.
 pub struct BlobTable {
-    hashes: Vec<Hash128>,
-    meta: Vec<Option<Meta>>,
-    check: Vec<BlobCheck>,
-    /// Open addressing over `hashes` (index + 1; 0 is empty), keyed by the low
+    /// In hash order.
+    rows: Vec<BlobRow>,
+    /// Open addressing over `rows` (index + 1; 0 is empty), keyed by the low
     /// bits of the digest, which are uniform: a lookup from the walk costs one or
     /// two cache misses where a binary search over 240,000 digests costs eight.
     slots: Vec<u32>,
+    /// Why each blob that failed did, in hash order.
+    faults: Vec<(Hash128, BlobFault)>,
+}
+
+/// One blob of a [`BlobTable`]: 64 bytes, so a lookup's row is about one cache
+/// line.
+#[derive(Clone, Copy)]
+struct BlobRow {
+    hash: Hash128,
+    /// `None`: not in the store.
+    meta: Option<Meta>,
+    verdict: Verdict,
+}
+
+const _: () = assert!(std::mem::size_of::<BlobRow>() <= 64);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Unread,
+    Good,
+    /// The fault is in [`BlobTable::faults`].
+    Bad,
 }
 
 /// The blobs (content hash, size) a layout's non-empty files use, sorted, unique.
@@ -586,7 +620,7 @@ impl BlobTable {
         // balance, large enough that neighbours share store directories.
         let chunk = blobs.len().div_ceil(workers * 16).max(1);
         let next = std::sync::atomic::AtomicUsize::new(0);
-        type Part = (usize, Vec<(Option<Meta>, BlobCheck)>);
+        type Part = (usize, Vec<BlobRow>, Vec<(Hash128, BlobFault)>);
         let parts: Vec<std::io::Result<Vec<Part>>> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..workers)
                 .map(|_| {
@@ -607,18 +641,27 @@ impl BlobTable {
                                 break;
                             };
                             let mut rows = Vec::with_capacity(part.len());
+                            let mut faults = Vec::new();
                             for &(h, size) in part {
                                 let loc = store.locate(h);
                                 let (dir, rel) = top.resolve(own.fd(), loc.rel());
-                                let row = if hash {
+                                let (meta, check) = if hash {
                                     check_blob(dir, rel, h, size, &mut buf, &mut tally)
                                 } else {
                                     tally.add(0);
                                     (fsutil::lstat_at(dir, rel)?.map(|st| Meta::of(&st)), BlobCheck::Unread)
                                 };
-                                rows.push(row);
+                                let verdict = match check {
+                                    BlobCheck::Unread => Verdict::Unread,
+                                    BlobCheck::Good => Verdict::Good,
+                                    BlobCheck::Bad(f) => {
+                                        faults.push((h, f));
+                                        Verdict::Bad
+                                    }
+                                };
+                                rows.push(BlobRow { hash: h, meta, verdict });
                             }
-                            done.push((at, rows));
+                            done.push((at, rows, faults));
                         }
                         tally.flush();
                         Ok(done)
@@ -634,27 +677,32 @@ impl BlobTable {
             all.extend(p.map_err(|e| Error::io("check", store.path(), e))?);
         }
         all.sort_unstable_by_key(|p| p.0);
-        let (meta, check) = all.into_iter().flat_map(|p| p.1).unzip();
-        let hashes: Vec<Hash128> = blobs.iter().map(|b| b.0).collect();
-        let mut slots = vec![0u32; (hashes.len() * 2).next_power_of_two().max(2)];
+        let mut rows = Vec::with_capacity(blobs.len());
+        let mut faults = Vec::new();
+        for (_, r, f) in all {
+            rows.extend(r);
+            faults.extend(f);
+        }
+        let mut slots = vec![0u32; (rows.len() * 2).next_power_of_two().max(2)];
         let mask = slots.len() - 1;
-        for (i, h) in hashes.iter().enumerate() {
-            let mut at = h.0 as usize & mask;
+        for (i, r) in rows.iter().enumerate() {
+            let mut at = r.hash.0 as usize & mask;
             while slots[at] != 0 {
                 at = (at + 1) & mask;
             }
             slots[at] = i as u32 + 1;
         }
-        Ok(BlobTable { hashes, meta, check, slots })
+        Ok(BlobTable { rows, slots, faults })
     }
 
-    fn find(&self, h: Hash128) -> Option<usize> {
+    fn find(&self, h: Hash128) -> Option<&BlobRow> {
         let mask = self.slots.len().checked_sub(1)?;
         let mut at = h.0 as usize & mask;
         loop {
             let i = (*self.slots.get(at)? as usize).checked_sub(1)?;
-            if self.hashes.get(i) == Some(&h) {
-                return Some(i);
+            let row = self.rows.get(i)?;
+            if row.hash == h {
+                return Some(row);
             }
             at = (at + 1) & mask;
         }
@@ -663,22 +711,23 @@ impl BlobTable {
     /// The blob's `lstat` (`None`: not in the store) and verdict, from the table
     /// when it is there, else from the store.
     fn get(&self, store: &Store, h: Hash128) -> std::io::Result<(Option<Meta>, BlobCheck)> {
-        match self.find(h) {
-            Some(i) => Ok((self.meta[i], self.check[i])),
-            None => Ok((store.stat(h)?.map(|st| Meta::of(&st)), BlobCheck::Unread)),
-        }
+        let Some(row) = self.find(h) else {
+            return Ok((store.stat(h)?.map(|st| Meta::of(&st)), BlobCheck::Unread));
+        };
+        let check = match row.verdict {
+            Verdict::Unread => BlobCheck::Unread,
+            Verdict::Good => BlobCheck::Good,
+            Verdict::Bad => match self.faults.binary_search_by_key(&h, |f| f.0) {
+                Ok(i) => BlobCheck::Bad(self.faults[i].1),
+                Err(_) => BlobCheck::Unread,
+            },
+        };
+        Ok((row.meta, check))
     }
 
     /// The blobs that failed their check, in hash order.
     pub fn faults(&self) -> Vec<(Hash128, BlobFault)> {
-        self.hashes
-            .iter()
-            .zip(&self.check)
-            .filter_map(|(h, c)| match c {
-                BlobCheck::Bad(f) => Some((*h, *f)),
-                _ => None,
-            })
-            .collect()
+        self.faults.clone()
     }
 }
 
@@ -795,11 +844,11 @@ fn check_range(
                 None => stack.push_none(),
             }
         }
-        let parent = if depth == 0 { root.open() } else { stack.get(depth - 1) };
+        let parent = if depth == 0 { Some(&root) } else { stack.get(depth - 1) };
         let diff = |class, detail: String| Difference { class, path: e.path_lossy(), detail, entry: Some(i) };
         let is_dir = matches!(e.data, EntryData::Dir);
         let name = kids.name(es, i as u32);
-        let Some((dir, dent)) = parent.and_then(|(fd, l)| l.find(name).map(|d| (fd, d))) else {
+        let Some((dir, dent)) = parent.and_then(|p| p.child(name)) else {
             out.push(diff(Class::Missing, String::new()));
             if is_dir {
                 stack.push_none();
