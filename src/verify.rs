@@ -581,9 +581,44 @@ pub struct BlobTable {
 #[derive(Clone, Copy)]
 struct BlobRow {
     hash: Hash128,
-    /// `None`: not in the store.
-    meta: Option<Meta>,
+    // A `Meta`, flattened so the flags share its padding.
+    size: u64,
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// In the store.
+    present: bool,
     verdict: Verdict,
+}
+
+impl BlobRow {
+    fn new(hash: Hash128, meta: Option<Meta>, verdict: Verdict) -> Self {
+        let m = meta.unwrap_or(Meta { mode: 0, uid: 0, gid: 0, size: 0, dev: 0, ino: 0 });
+        BlobRow {
+            hash,
+            size: m.size,
+            dev: m.dev,
+            ino: m.ino,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            present: meta.is_some(),
+            verdict,
+        }
+    }
+
+    fn meta(&self) -> Option<Meta> {
+        self.present.then_some(Meta {
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            size: self.size,
+            dev: self.dev,
+            ino: self.ino,
+        })
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<BlobRow>() <= 64);
@@ -659,7 +694,7 @@ impl BlobTable {
                                         Verdict::Bad
                                     }
                                 };
-                                rows.push(BlobRow { hash: h, meta, verdict });
+                                rows.push(BlobRow::new(h, meta, verdict));
                             }
                             done.push((at, rows, faults));
                         }
@@ -722,7 +757,7 @@ impl BlobTable {
                 Err(_) => BlobCheck::Unread,
             },
         };
-        Ok((row.meta, check))
+        Ok((row.meta(), check))
     }
 
     /// The blobs that failed their check, in hash order.
