@@ -230,13 +230,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Re-hashes a blob; `Ok(false)` when its content no longer matches its name.
-    pub fn check(&self, h: Hash128, buf: &mut [u8]) -> io::Result<bool> {
-        let f = self.open_blob(h)?;
-        let (got, _) = Hash128::of_reader(f, buf)?;
-        Ok(got == h)
-    }
 }
 
 /// Creates a new file with `O_EXCL`, never following a symlink.

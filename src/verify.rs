@@ -1080,15 +1080,21 @@ fn ensure_blob(
     trees: &mut Trees,
     buf: &mut [u8],
 ) -> std::result::Result<Option<PathBuf>, String> {
-    let bad_ino = match store.stat(h) {
-        Ok(Some(st)) => {
-            if store.check(h, buf).unwrap_or(false) {
+    // The blob's inode when it is there but wrong (a symlink, unreadable, damaged).
+    let bad_ino = match store.open_blob(h) {
+        Ok(f) => {
+            let st = nix::sys::stat::fstat(f.as_fd()).map_err(|e| e.to_string())?;
+            if st.st_mode & S_IFMT == S_IFREG && Hash128::of_reader(&f, buf).is_ok_and(|(got, _)| got == h) {
                 return Ok(None);
             }
             Some((st.st_dev, st.st_ino))
         }
-        Ok(None) => None,
-        Err(e) => return Err(e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => match store.stat(h) {
+            Ok(Some(st)) => Some((st.st_dev, st.st_ino)),
+            Ok(None) => None,
+            Err(e) => return Err(e.to_string()),
+        },
     };
     let trees = trees.get_or_insert_with(|| other_trees(root, idx, skip));
     for (_, tree_path, layout) in trees.iter() {
