@@ -88,8 +88,10 @@ pub enum Which {
     State(u64),
 }
 
-/// Progress on a terminal: entries done, bytes hashed.
+/// Progress of one phase on a terminal: items done of the total, bytes hashed.
 pub struct Progress {
+    /// What is counted ("store blobs", "tree entries").
+    what: &'static str,
     pub total: u64,
     pub done: AtomicU64,
     pub bytes: AtomicU64,
@@ -99,8 +101,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(total: u64, enabled: bool) -> Self {
+    pub fn new(what: &'static str, total: u64, enabled: bool) -> Self {
         Progress {
+            what,
             total,
             done: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -121,13 +124,14 @@ impl Progress {
         if ms >= last + 200 && self.last.compare_exchange(last, ms, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             let mb = self.bytes.load(Ordering::Relaxed) as f64 / 1e6;
             let secs = (ms as f64 / 1000.0).max(0.001);
-            eprint!("\r{d}/{} entries, {:.0} MB/s   ", self.total, mb / secs);
+            let rate = if mb > 0.0 { format!(", {:.0} MB/s", mb / secs) } else { String::new() };
+            eprint!("\r{d}/{} {}{rate}   ", self.total, self.what);
         }
     }
 
     pub fn finish(&self) {
-        if self.enabled {
-            eprint!("\r{:60}\r", "");
+        if self.enabled && self.last.load(Ordering::Relaxed) > 0 {
+            eprint!("\r{:70}\r", "");
         }
     }
 }
@@ -304,7 +308,7 @@ pub fn check(
             &own
         }
     };
-    let progress = Progress::new((blobs.len() + layout.len()) as u64, opts.progress);
+    let progress = Progress::new("store blobs", blobs.len() as u64, opts.progress);
     // The walk's map of the layout is built while the store is checked.
     let (table, kids) = std::thread::scope(|s| {
         let kids = s.spawn(|| Children::new(layout.entries()));
@@ -313,6 +317,8 @@ pub fn check(
     });
     let (table, kids) =
         (table?, kids.map_err(|_| Error::io("verify", "layout", std::io::Error::other("worker panicked")))?);
+    progress.finish();
+    let progress = Progress::new("tree entries", layout.len() as u64, opts.progress);
     let diffs = verify_tree(tree, layout, &kids, store, &table, &progress)?;
     progress.finish();
     let bad_blobs = if store_blobs.is_some() { table.faults() } else { Vec::new() };
