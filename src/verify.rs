@@ -8,6 +8,14 @@
 //! (hash every blob) find. The walk uses `*at` calls with `O_NOFOLLOW` on directory
 //! fds, so a symlink planted in the tree never leads it outside.
 //!
+//! A check runs in two passes. The store pass visits the blobs in hash order (the
+//! store's own directory order) and takes each one's `lstat` — or, for `--full`
+//! and `--store`, opens, `fstat`s and hashes it — into a [`BlobTable`]. The tree
+//! pass lists each directory once with `getdents64` and looks every child up in
+//! that listing: a file whose listed inode is its blob's takes the blob's `stat`
+//! and verdict, so no file of the tree is `stat`ed or read unless it is a copy,
+//! and each inode is hashed once however many trees link it.
+//!
 //! Repair goes in layout order (parents first). Each file is rebuilt under a
 //! temporary name in its directory and renamed over the damaged one, so every path
 //! is always either the old or the restored file. A blob missing from the store or
