@@ -5,7 +5,7 @@
 //! normalised, duplicates, and counts that do not add up), materialises one
 //! transaction's [`Layout`] on demand, and is rebuilt from layouts by
 //! [`StateIndex::build`] whenever the set of transactions changes. The file framing
-//! (header, checksum, atomic replacement, fallback to `.prev`) is in [`file`].
+//! (header, checksum, atomic replacement, fallback to `.prev`) is in [`mod@file`].
 
 pub mod file;
 pub mod wire;
