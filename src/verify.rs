@@ -989,23 +989,28 @@ fn check_range(
                         (_, b) => b.map(Ok).unwrap_or_else(|| blobs.get(store, *hash))?,
                     };
                     let linked = from_blob || bmeta.is_some_and(|b| b.dev == st.dev && b.ino == st.ino);
-                    let got = match (linked, bcheck) {
-                        (true, BlobCheck::Bad(BlobFault::WrongContent(got))) => Some(got),
-                        (true, BlobCheck::Bad(f)) => {
-                            return Err(std::io::Error::other(format!(
-                                "{}: its store blob {hash}: {f}",
-                                e.path_lossy()
-                            )))
+                    // What is wrong with the content, if anything. A file that cannot
+                    // be read is a difference, not the end of the check: the rest of
+                    // the tree is still worth knowing about.
+                    let wrong = match (linked, bcheck) {
+                        (true, BlobCheck::Bad(BlobFault::WrongContent(got))) => {
+                            Some(format!("xxh3-128 {got} instead of {hash}"))
                         }
+                        (true, BlobCheck::Bad(f)) => Some(format!("its inode is store blob {hash}, which {f}")),
                         (true, BlobCheck::Good | BlobCheck::Unread) => None,
-                        (false, _) => {
-                            let (h, n) = hash_at(dir, name, *size, &mut buf)?;
-                            hashed = n;
-                            Some(h).filter(|h| h != hash)
-                        }
+                        (false, _) => match hash_at(dir, name, *size, &mut buf) {
+                            Ok((h, n)) => {
+                                hashed = n;
+                                (h != *hash).then(|| format!("xxh3-128 {h} instead of {hash}"))
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                                Some("removed while being checked".to_owned())
+                            }
+                            Err(e) => Some(format!("cannot be read: {e}")),
+                        },
                     };
-                    if let Some(got) = got {
-                        out.push(diff(Class::WrongContent, format!("xxh3-128 {got} instead of {hash}")));
+                    if let Some(why) = wrong {
+                        out.push(diff(Class::WrongContent, why));
                     }
                 }
             }
