@@ -276,47 +276,27 @@ impl StateIndex {
             }
         }
 
-        let mut txs: Vec<TxRecord> = Vec::with_capacity(transactions.len());
-        for t in transactions {
+        // The shape of the list first, in order; then every entry of every
+        // transaction — most of the time a load takes — on all cores.
+        let mut last_id: Option<u64> = None;
+        for t in &transactions {
             let bad = |why: &str| IndexError::Transaction { id: t.id, why: why.into() };
             if t.id >= next_id {
                 return Err(bad("id not below next_id"));
             }
-            if txs.last().is_some_and(|l| l.meta.id >= t.id) {
+            if last_id.is_some_and(|l| l >= t.id) {
                 return Err(bad("ids not strictly increasing"));
             }
             if t.runs.len() % 2 != 0 {
                 return Err(bad("odd run list"));
             }
-            let mut pos = 0u64;
-            let mut last_path: Option<u32> = None;
-            let mut count = 0usize;
-            // Directories of this transaction enclosing the current entry, by depth.
-            let mut dirs: Vec<u32> = Vec::with_capacity(32);
-            for c in t.runs.chunks_exact(2) {
-                let start = pos + c[0] as u64;
-                let end = start + c[1] as u64;
-                if end > m as u64 || (c[1] == 0) {
-                    return Err(bad("entry run out of range"));
-                }
-                for e in start..end {
-                    let pp = ent_path[e as usize];
-                    if last_path.is_some_and(|l| l >= pp) {
-                        return Err(bad("two entries for one path"));
-                    }
-                    last_path = Some(pp);
-                    let d = depth[pp as usize] as usize;
-                    dirs.truncate(d);
-                    if d > 0 && (dirs.len() != d || dirs[d - 1] != parent[pp as usize]) {
-                        return Err(bad("an entry's parent directory is not in it"));
-                    }
-                    if mode[e as usize] & S_IFMT == S_IFDIR {
-                        dirs.push(pp);
-                    }
-                }
-                count += c[1] as usize;
-                pos = end;
-            }
+            last_id = Some(t.id);
+        }
+        let cols = RunColumns { ent_path: &ent_path, depth: &depth, parent: &parent, mode: &mode };
+        let counts = cols.check_all(&transactions);
+        let mut txs: Vec<TxRecord> = Vec::with_capacity(transactions.len());
+        for (t, count) in transactions.into_iter().zip(counts) {
+            let count = count.map_err(|why| IndexError::Transaction { id: t.id, why: why.into() })?;
             let TxWire { id, created, summary, parent, kernels, runs } = t;
             txs.push(TxRecord { meta: TxMeta { id, created, summary, parent, kernels }, runs, entries: count });
         }
@@ -479,6 +459,88 @@ impl StateIndex {
     }
 }
 
+/// The entry columns a transaction's runs are checked against.
+struct RunColumns<'a> {
+    ent_path: &'a [u32],
+    depth: &'a [u8],
+    parent: &'a [u32],
+    mode: &'a [u32],
+}
+
+impl RunColumns<'_> {
+    /// Checks one transaction's runs: in range, one entry per path in path order,
+    /// every entry's parent directory in the transaction. Returns its entry count.
+    fn check(&self, runs: &[u32]) -> Result<usize, &'static str> {
+        let m = self.ent_path.len() as u64;
+        let mut pos = 0u64;
+        let mut last_path: Option<u32> = None;
+        let mut count = 0usize;
+        // Directories of this transaction enclosing the current entry, by depth.
+        let mut dirs: Vec<u32> = Vec::with_capacity(32);
+        for c in runs.chunks_exact(2) {
+            let start = pos + c[0] as u64;
+            let end = start + c[1] as u64;
+            if end > m || c[1] == 0 {
+                return Err("entry run out of range");
+            }
+            for e in start..end {
+                let pp = self.ent_path[e as usize];
+                if last_path.is_some_and(|l| l >= pp) {
+                    return Err("two entries for one path");
+                }
+                last_path = Some(pp);
+                let d = self.depth[pp as usize] as usize;
+                dirs.truncate(d);
+                if d > 0 && (dirs.len() != d || dirs[d - 1] != self.parent[pp as usize]) {
+                    return Err("an entry's parent directory is not in it");
+                }
+                if self.mode[e as usize] & S_IFMT == S_IFDIR {
+                    dirs.push(pp);
+                }
+            }
+            count += c[1] as usize;
+            pos = end;
+        }
+        Ok(count)
+    }
+
+    /// [`check`](Self::check) of every transaction, in their order; on two
+    /// threads when there is enough to do (ten transactions of 250,000 entries
+    /// take ~16 ms on one core here).
+    fn check_all(&self, txs: &[TxWire]) -> Vec<Result<usize, &'static str>> {
+        let work: usize = txs.iter().map(|t| t.runs.len()).sum::<usize>() + self.ent_path.len();
+        if txs.len() < 2 || work < 100_000 {
+            return txs.iter().map(|t| self.check(&t.runs)).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let worker = || {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(t) = txs.get(i) else { break };
+                done.push((i, self.check(&t.runs)));
+            }
+            done
+        };
+        let mut all = std::thread::scope(|s| {
+            let helper = s.spawn(worker);
+            let mut mine = worker();
+            // A helper that died leaves its transactions unchecked: check them here.
+            mine.extend(helper.join().unwrap_or_default());
+            mine
+        });
+        all.sort_unstable_by_key(|r| r.0);
+        let mut all = all.into_iter().peekable();
+        txs.iter()
+            .enumerate()
+            .map(|(i, t)| match all.next_if(|r| r.0 == i) {
+                Some((_, r)) => r,
+                None => self.check(&t.runs),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,6 +587,32 @@ mod tests {
         assert_eq!(idx.layout(3).unwrap(), c);
         assert!(idx.referenced_hashes().contains(&Hash128::of(b"s\x03")));
         assert!(!idx.referenced_hashes().contains(&Hash128::of(b"s\x01")));
+    }
+
+    #[test]
+    fn big_indexes_are_checked_on_two_threads_with_the_same_verdicts() {
+        // Enough entries for the parallel path: 4 transactions of ~30,000 files.
+        let big = |v: u8| {
+            let mut es = vec![dir("d")];
+            for i in 0..30_000u32 {
+                es.push(file(&format!("d/f{i:05}"), &[v, (i % 7) as u8]));
+            }
+            Layout::new(es).unwrap()
+        };
+        let ls: Vec<Layout> = (1..=4).map(big).collect();
+        let txs: Vec<(TxMeta, &Layout)> = ls.iter().enumerate().map(|(i, l)| (meta(i as u64 + 1), l)).collect();
+        let idx = StateIndex::from_wire(StateIndex::build(5, &txs)).unwrap();
+        for (i, l) in ls.iter().enumerate() {
+            assert_eq!(&idx.layout(i as u64 + 1).unwrap(), l);
+        }
+        // Damage the third transaction's runs and the fourth's: the third is named.
+        let mut w = StateIndex::build(5, &txs);
+        w.transactions[2].runs.extend([0, 1]);
+        w.transactions[3].runs = vec![0, u32::MAX];
+        match StateIndex::from_wire(w) {
+            Err(IndexError::Transaction { id: 3, .. }) => {}
+            other => panic!("expected transaction 3 refused, got {other:?}"),
+        }
     }
 
     fn wire() -> PayloadWire {
