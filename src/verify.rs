@@ -308,24 +308,24 @@ pub fn check(
     opts: Options,
     store_blobs: Option<&[(Hash128, u64)]>,
 ) -> Result<Report> {
-    let own;
-    let blobs = match store_blobs {
-        Some(b) => b,
-        None => {
-            own = layout_blobs(layout);
-            &own
-        }
-    };
-    let progress = Progress::new("store blobs", blobs.len() as u64, opts.progress);
     // The walk's map of the layout is built while the store is checked.
     let (table, kids) = std::thread::scope(|s| {
         let kids = s.spawn(|| Children::new(layout.entries()));
+        let own;
+        let blobs = match store_blobs {
+            Some(b) => b,
+            None => {
+                own = layout_blobs(layout);
+                &own
+            }
+        };
+        let progress = Progress::new("store blobs", blobs.len() as u64, opts.progress);
         let table = BlobTable::build(store, blobs, opts.full || store_blobs.is_some(), &progress);
+        progress.finish();
         (table, kids.join())
     });
     let (table, kids) =
         (table?, kids.map_err(|_| Error::io("verify", "layout", std::io::Error::other("worker panicked")))?);
-    progress.finish();
     let progress = Progress::new("tree entries", layout.len() as u64, opts.progress);
     let diffs = verify_tree(tree, layout, &kids, store, &table, &progress)?;
     progress.finish();
