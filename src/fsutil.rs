@@ -194,6 +194,30 @@ pub fn clear_dir(dir: BorrowedFd, dev: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// The target of symlink `name` below `dir`, read into `buf` (reused from call to
+/// call: a walk over thousands of symlinks then allocates nothing, where a fresh
+/// 4 KiB buffer each time makes musl's allocator map and unmap a group per call).
+pub fn read_link_into<'b>(dir: BorrowedFd, name: &[u8], buf: &'b mut Vec<u8>) -> io::Result<&'b [u8]> {
+    // Linux caps a target at PATH_MAX - 1 bytes: a result filling the buffer
+    // would mean a longer one, which it cannot be.
+    const CAP: usize = nix::libc::PATH_MAX as usize + 1;
+    if buf.len() < CAP {
+        buf.resize(CAP, 0);
+    }
+    let n = with_cstr(name, |c| {
+        // SAFETY: `c` is NUL-terminated; the kernel writes at most buf.len() bytes.
+        unsafe { nix::libc::readlinkat(dir.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) }
+    })?;
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    if n >= buf.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "symlink target longer than PATH_MAX"));
+    }
+    Ok(&buf[..n])
+}
+
 /// Gives the calling thread a private copy of the descriptor table
 /// (`unshare(CLONE_FILES)`) where it may. A worker that opens and closes hundreds
 /// of thousands of files then pays no atomic reference count per call on each

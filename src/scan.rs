@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -42,6 +41,7 @@ pub fn scan(root: &Path) -> Result<ScannedTree> {
     let root_fd = fsutil::open_dir(root).ctx("open source tree", root)?;
     let mut entries: Vec<LayoutEntry> = Vec::new();
     let mut files: Vec<PendingFile> = Vec::new();
+    let mut link_buf = Vec::new();
     // (directory fd, its relative path, depth)
     let mut stack: Vec<(OwnedFd, Vec<u8>, usize)> =
         vec![(fsutil::dup(root_fd.as_fd()).ctx("open", root)?, Vec::new(), 0)];
@@ -86,11 +86,7 @@ pub fn scan(root: &Path) -> Result<ScannedTree> {
                     });
                 }
                 S_IFLNK => {
-                    let c = fsutil::cstr(&name).ctx("read link", abs(&path))?;
-                    let t = nix::fcntl::readlinkat(dfd.as_fd(), c.as_c_str())
-                        .map_err(fsutil::io_err)
-                        .ctx("read link", abs(&path))?;
-                    let t = t.as_bytes();
+                    let t = fsutil::read_link_into(dfd.as_fd(), &name, &mut link_buf).ctx("read link", abs(&path))?;
                     if t.is_empty() || t.len() > 4095 {
                         return Err(Error::BadTree {
                             path: abs(&path),

@@ -278,6 +278,14 @@ fn hash_at(dir: BorrowedFd, name: &[u8], size: u64, buf: &mut [u8]) -> std::io::
     Hash128::of_file_expecting(f, size, buf)
 }
 
+/// The hashing scratch buffer, allocated on first use: most walks never hash.
+fn hash_buf(b: &mut Vec<u8>) -> &mut [u8] {
+    if b.is_empty() {
+        b.resize(256 * 1024, 0);
+    }
+    b
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -871,7 +879,8 @@ fn check_range(
     const DT_DIR: u8 = 4;
     const DT_REG: u8 = 8;
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = Vec::new();
+    let mut link_buf = Vec::new();
     let mut tally = Tally { progress, entries: 0, bytes: 0 };
     let tree_dev = fstat(tree).map_err(io_err)?.st_dev;
     // A descriptor of our own: the workers share `tree`.
@@ -998,7 +1007,7 @@ fn check_range(
                         }
                         (true, BlobCheck::Bad(f)) => Some(format!("its inode is store blob {hash}, which {f}")),
                         (true, BlobCheck::Good | BlobCheck::Unread) => None,
-                        (false, _) => match hash_at(dir, name, *size, &mut buf) {
+                        (false, _) => match hash_at(dir, name, *size, hash_buf(&mut buf)) {
                             Ok((h, n)) => {
                                 hashed = n;
                                 (h != *hash).then(|| format!("xxh3-128 {h} instead of {hash}"))
@@ -1015,11 +1024,9 @@ fn check_range(
                 }
             }
             EntryData::Symlink { target } => {
-                let c = cstr(name)?;
-                let t = nix::fcntl::readlinkat(dir, c.as_c_str()).map_err(io_err)?;
-                let t = std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec();
+                let t = fsutil::read_link_into(dir, name, &mut link_buf)?;
                 if t != target.as_ref() {
-                    out.push(diff(Class::WrongTarget, format!("-> {} instead of -> {}", lossy(&t), lossy(target))));
+                    out.push(diff(Class::WrongTarget, format!("-> {} instead of -> {}", lossy(t), lossy(target))));
                 }
             }
         }
