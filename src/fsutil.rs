@@ -475,6 +475,17 @@ mod tests {
                 assert!(open(root.as_fd(), bad).is_err(), "{}", String::from_utf8_lossy(bad));
             }
         }
+        // Symlink targets, into one reused buffer, up to the longest Linux allows.
+        let mut buf = Vec::new();
+        assert_eq!(read_link_into(root.as_fd(), b"rel", &mut buf).unwrap(), b"b");
+        let long = vec![b'x'; nix::libc::PATH_MAX as usize - 1];
+        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&long), base.join("a/long")).unwrap();
+        assert_eq!(read_link_into(root.as_fd(), b"long", &mut buf).unwrap(), &long[..]);
+        assert_eq!(
+            read_link_into(root.as_fd(), b"link", &mut buf).unwrap(),
+            base.join("outside").as_os_str().as_bytes()
+        );
+        assert!(read_link_into(root.as_fd(), b"file", &mut buf).is_err());
         for bad in [&b".."[..], b"b/../..", b"./b"] {
             assert_eq!(open_dir_beneath(root.as_fd(), bad).unwrap_err().kind(), io::ErrorKind::InvalidInput);
         }

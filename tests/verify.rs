@@ -48,6 +48,8 @@ fn damage_found_repaired_and_proved() {
     std::os::unix::fs::symlink("/etc/passwd", usr.join("share/doc/readme")).unwrap();
     fs::remove_dir_all(usr.join("lib/kernel")).unwrap();
     fs::write(usr.join("share/stray"), b"not in the transaction").unwrap();
+    fs::remove_file(usr.join("bin/bash")).unwrap();
+    std::os::unix::fs::symlink("true", usr.join("bin/bash")).unwrap();
 
     let (code, out) = verify(&root, &[]);
     assert_eq!(code, 1, "{out}");
@@ -60,11 +62,12 @@ fn damage_found_repaired_and_proved() {
         "missing        lib/kernel",
         "missing        lib/kernel/6.1.0-test/vmlinuz",
         "extra          share/stray",
+        "wrong-target   bin/bash (-> true instead of -> sh)",
     ] {
         assert!(out.contains(want), "verify should report {want:?}:\n{out}");
     }
     let out = ok(&["--root", r(&root), "repair"]);
-    assert!(out.contains("repair: 8 fixed, 0 not recoverable"), "{out}");
+    assert!(out.contains("repair: 9 fixed, 0 not recoverable"), "{out}");
     let (code, out) = verify(&root, &[]);
     // Extras stay unless asked to prune them.
     assert_eq!(code, 1);
