@@ -93,7 +93,7 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
     for e in es.iter().filter(|e| e.depth() == 0) {
         place(e, top, store, ctx, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
     }
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let workers = crate::workers::count();
     let target = es.len().div_ceil(workers).max(1);
     let mut runs = Vec::new();
     let mut start = 0;

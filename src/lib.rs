@@ -24,3 +24,4 @@ pub mod store;
 pub mod timefmt;
 pub mod txn;
 pub mod verify;
+pub mod workers;

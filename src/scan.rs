@@ -131,7 +131,7 @@ fn hash_files(root: &Path, root_fd: BorrowedFd, entries: &mut [LayoutEntry], fil
             unique.push(f);
         }
     }
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    let workers = crate::workers::count();
     let chunk = unique.len().div_ceil(workers).max(1);
     let ents: &[LayoutEntry] = entries;
     let results: Vec<Result<Vec<(usize, Hash128, u64)>>> = std::thread::scope(|s| {

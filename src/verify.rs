@@ -152,7 +152,7 @@ pub struct Options {
 }
 
 fn workers() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8)
+    crate::workers::count()
 }
 
 /// Splits the layout into ranges starting at entries at most one level down,
