@@ -196,17 +196,8 @@ impl Children {
         let mut stack: Vec<usize> = Vec::with_capacity(32);
         let mut start = vec![0u32; es.len() + 2];
         for (i, e) in es.iter().enumerate() {
-            let (d, at) =
-                e.path.iter().enumerate().fold(
-                    (0usize, 0usize),
-                    |(d, at), (j, &b)| {
-                        if b == b'/' {
-                            (d + 1, j + 1)
-                        } else {
-                            (d, at)
-                        }
-                    },
-                );
+            let d = e.path.iter().filter(|&&b| b == b'/').count();
+            let at = e.path.iter().rposition(|&b| b == b'/').map_or(0, |j| j + 1);
             stack.truncate(d);
             let p = stack.last().copied().unwrap_or(root);
             parent.push(p as u32);
