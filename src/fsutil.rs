@@ -336,14 +336,6 @@ impl Listing {
         Listed { name: &self.names[e.at as usize..(e.at + e.len) as usize], ino: e.ino, kind: e.kind }
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = Listed<'_>> + '_ {
         self.entries.iter().map(|e| self.get(e))
     }

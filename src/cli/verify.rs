@@ -68,7 +68,7 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
     let (layout, referenced) = std::thread::scope(|s| {
         let referenced = s.spawn(|| c.store.then(|| idx.referenced_blobs()));
         let layout = idx.layout(id);
-        (layout, referenced.join().unwrap_or_else(|_| Some(idx.referenced_blobs())))
+        (layout, referenced.join().unwrap_or_else(|_| c.store.then(|| idx.referenced_blobs())))
     });
     let layout = layout.ok_or(crate::error::Error::NoSuchTransaction(id))?;
     let report = verify::check(
@@ -179,7 +179,7 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
                 Json::Arr(
                     r.unrecoverable
                         .iter()
-                        .map(|(p, w)| Json::obj().with("path", p.as_str()).with("why", w.to_string()))
+                        .map(|(p, w)| Json::obj().with("path", p.as_str()).with("why", w.as_str()))
                         .collect(),
                 ),
             ),
