@@ -693,11 +693,17 @@ impl BlobTable {
                             for &(h, size) in part {
                                 let loc = store.locate(h);
                                 let (dir, rel) = top.resolve(own.fd(), loc.rel());
+                                tally.add(0);
                                 let (meta, check) = if hash {
                                     check_blob(dir, rel, h, size, &mut buf, &mut tally)
                                 } else {
-                                    tally.add(0);
-                                    (fsutil::lstat_at(dir, rel)?.map(|st| Meta::of(&st)), BlobCheck::Unread)
+                                    // A store directory that is not one: the blob is
+                                    // not there.
+                                    let st = match fsutil::lstat_at(dir, rel) {
+                                        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => None,
+                                        r => r?,
+                                    };
+                                    (st.map(|st| Meta::of(&st)), BlobCheck::Unread)
                                 };
                                 let verdict = match check {
                                     BlobCheck::Unread => Verdict::Unread,
@@ -794,6 +800,7 @@ fn check_blob(
     let f = match open_for_hash(dir, rel) {
         Ok(Some(f)) => f,
         Ok(None) => return (None, BlobCheck::Bad(BlobFault::Missing)),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => return (None, BlobCheck::Bad(BlobFault::Missing)),
         // O_NOFOLLOW on a symlink.
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
             let meta = fsutil::lstat_at(dir, rel).ok().flatten().map(|st| Meta::of(&st));
@@ -805,7 +812,6 @@ fn check_blob(
         Ok(st) => Meta::of(&st),
         Err(e) => return (None, errno(io_err(e))),
     };
-    tally.add(0);
     let check = if meta.mode & S_IFMT != S_IFREG {
         BlobCheck::Bad(BlobFault::NotRegular)
     } else if meta.size != size {

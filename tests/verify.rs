@@ -225,3 +225,21 @@ fn repair_full_finds_content_damaged_in_place() {
     assert_eq!(fs::read(&active).unwrap(), b"true binary");
     assert_eq!(verify(&root, &["--full", "--store"]).0, 0);
 }
+
+#[test]
+fn a_store_directory_replaced_by_a_file_means_missing_blobs_not_a_failed_check() {
+    let s = Scratch::new("storedir");
+    let root = setup(&s);
+    let store = root.join(".moss/assets/v2");
+    let libc = Hash128::of(&vec![b'c'; 70_000]);
+    let top = store.join(&libc.store_path()[..2]);
+    fs::rename(&top, s.join("moved")).unwrap();
+    fs::write(&top, b"not a directory").unwrap();
+    // The tree still holds every file: quick and full checks hash what they cannot
+    // match to the store, and find nothing wrong.
+    assert_eq!(verify(&root, &[]).0, 0);
+    assert_eq!(verify(&root, &["--full"]).0, 0);
+    let (code, out) = verify(&root, &["--store"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("{} (missing from the store)", libc.moss_hex())), "{out}");
+}
