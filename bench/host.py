@@ -190,6 +190,22 @@ def bench_verify(work, root):
             f"({total / med[k] / 1e6:.0f} MB/s; each inode is read once) vs `xxhsum -H2` over the same files "
             f"{t_x:.2f} s ({total / t_x / 1e6:.0f} MB/s), medians of 5 interleaved rounds, hot cache: "
             f"**{t_x / med[k]:.1f}x** its throughput")
+    # The floor: the same syscalls per blob, in C, with nothing else around them.
+    floor_c = os.path.join(HERE, "blob_floor.c")
+    floor_bin = os.path.join(work, "blob_floor")
+    run("cc", "-O2", "-pthread", "-o", floor_bin, floor_c)
+    blobs_list = os.path.join(work, "blobs.txt")
+    with open(blobs_list, "w") as f:
+        f.write("\n".join(sorted(os.path.relpath(p, store) for p in files if p.startswith(store + "/"))) + "\n")
+    run(floor_bin, store, blobs_list, "2")
+    for th in ("1", "2"):
+        ts = []
+        for _ in range(5):
+            t = time.perf_counter()
+            run(floor_bin, store, blobs_list, th)
+            ts.append(time.perf_counter() - t)
+        out(f"- floor (`bench/blob_floor.c`: open, fstat, read, close of each blob in hash order, no hashing, "
+            f"no tree, no index) on {th} thread{'s' if th == '2' else ''}: median **{statistics.median(ts):.2f} s** of 5")
     # Repair 1000 missing files.
     lines = run(LB, "--root", root, "state", "show", "10", "--files").splitlines()
     victims = [l.split("\t")[5] for l in lines if l.startswith("f\t") and l.split("\t")[3] != "0"][::200][:1000]

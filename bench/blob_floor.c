@@ -1,0 +1,111 @@
+/* The floor under `verify --store`: open, fstat, read and close every blob of a
+ * store once, in hash order, on N threads, and nothing else (no hashing, no tree,
+ * no index). bench/host.py builds and runs it beside lifeboat so the figure in
+ * BENCHMARKS.md can be checked: whatever lifeboat does per blob, it cannot be
+ * faster than this loop of the same syscalls.
+ *
+ *   blob_floor STORE_DIR LIST_FILE THREADS
+ *
+ * LIST_FILE holds one blob path per line, relative to STORE_DIR (`aa/bb/cc/hash`),
+ * sorted. Each thread takes a contiguous share, keeps the current first-level
+ * directory open (as lifeboat does) and has its own descriptor table. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static char **paths;
+static long count;
+static const char *store;
+
+struct share {
+    long from, to, failed;
+};
+
+static void *walk(void *arg)
+{
+    struct share *s = arg;
+    static __thread char buf[1 << 18];
+    unshare(CLONE_FILES);
+    int sfd = open(store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int top = -1;
+    char key[3] = {0, 0, 0};
+    for (long i = s->from; i < s->to; i++) {
+        const char *p = paths[i];
+        if (strlen(p) < 4 || p[2] != '/') {
+            s->failed++;
+            continue;
+        }
+        if (top < 0 || memcmp(key, p, 2) != 0) {
+            if (top >= 0)
+                close(top);
+            key[0] = p[0];
+            key[1] = p[1];
+            top = openat(sfd, key, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        }
+        int fd = openat(top, p + 3, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOATIME | O_CLOEXEC);
+        if (fd < 0) {
+            s->failed++;
+            continue;
+        }
+        struct stat st;
+        size_t want = sizeof buf;
+        if (fstat(fd, &st) == 0 && (size_t)st.st_size < want)
+            want = (size_t)st.st_size + 1;
+        if (read(fd, buf, want) < 0)
+            s->failed++;
+        close(fd);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s STORE_DIR LIST_FILE THREADS\n", argv[0]);
+        return 2;
+    }
+    store = argv[1];
+    int threads = atoi(argv[3]);
+    if (threads < 1 || threads > 64)
+        threads = 1;
+    FILE *f = fopen(argv[2], "r");
+    if (!f) {
+        perror(argv[2]);
+        return 2;
+    }
+    long cap = 1 << 16;
+    paths = malloc(sizeof(char *) * cap);
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (count == cap)
+            paths = realloc(paths, sizeof(char *) * (cap *= 2));
+        paths[count++] = strdup(line);
+    }
+    fclose(f);
+    pthread_t th[64];
+    struct share shares[64];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int t = 0; t < threads; t++) {
+        shares[t] = (struct share){count * t / threads, count * (t + 1) / threads, 0};
+        pthread_create(&th[t], NULL, walk, &shares[t]);
+    }
+    long failed = 0;
+    for (int t = 0; t < threads; t++) {
+        pthread_join(th[t], NULL);
+        failed += shares[t].failed;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("%ld blobs, %d threads: %.3f s, %.2f us per blob per thread, %ld failed\n", count, threads, s,
+           s * 1e6 * threads / (double)count, failed);
+    return failed ? 1 : 0;
+}
