@@ -181,19 +181,33 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a blob and the directories it leaves empty.
+    /// Removes a blob and the directories it leaves empty. Each directory is
+    /// opened beneath the store without following a symlink, so a symlink planted
+    /// in the store never makes this unlink anything outside it.
     pub fn remove(&self, h: Hash128) -> io::Result<()> {
         let rel = h.store_path();
-        let c = cstr(rel.as_bytes())?;
-        match nix::unistd::unlinkat(self.fd.as_fd(), c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
-            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(io_err(e)),
-        }
         let parts: Vec<&str> = rel.split('/').collect();
-        for depth in (1..=3).rev() {
-            let d = parts[..depth].join("/");
-            let c = cstr(d.as_bytes())?;
-            if nix::unistd::unlinkat(self.fd.as_fd(), c.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir).is_err() {
+        let Some((name, dirs)) = parts.split_last() else { return Ok(()) };
+        let unlink = |dir: BorrowedFd, name: &str, flag| {
+            fsutil::with_cstr(name.as_bytes(), |c| nix::unistd::unlinkat(dir, c, flag))?.map_err(io_err)
+        };
+        match fsutil::open_dir_beneath(self.fd.as_fd(), dirs.join("/").as_bytes()) {
+            Ok(d) => match unlink(d.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(io::Error::other(format!("{rel}: a symlink in the store's path; not followed")))
+            }
+            Err(e) => return Err(e),
+        }
+        for depth in (1..=dirs.len()).rev() {
+            let Ok(parent) = fsutil::open_dir_beneath(self.fd.as_fd(), dirs[..depth - 1].join("/").as_bytes()) else {
+                break;
+            };
+            if unlink(parent.as_fd(), dirs[depth - 1], nix::unistd::UnlinkatFlags::RemoveDir).is_err() {
                 break;
             }
         }
@@ -293,4 +307,44 @@ pub fn set_owner_perm(fd: BorrowedFd, perm: u32, uid: u32, gid: u32) -> io::Resu
     }
     // After chown, which clears set-id bits.
     nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(perm)).map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_never_follows_a_symlink_out_of_the_store() {
+        let base = std::env::temp_dir().join(format!("lb-store-rm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let root = fsutil::open_dir(&base).unwrap();
+        let store = Store::open(root.as_fd(), &base, true).unwrap();
+        let (kept, planted) = (Hash128::of(b"kept"), Hash128::of(b"planted"));
+        store.add(kept, &File::open(file(&base, "k", b"kept")).unwrap(), 0o644, 0, 0).unwrap();
+        // The planted blob's first-level directory is a symlink to a look-alike tree
+        // outside the store, holding a file under the blob's name.
+        let outside = base.join("outside");
+        let rel = planted.store_path();
+        let target = outside.join(&rel);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, b"not the store's").unwrap();
+        let top = store.path().join(&rel[..2]);
+        let _ = std::fs::remove_dir_all(&top);
+        std::os::unix::fs::symlink(outside.join(&rel[..2]), &top).unwrap();
+        let err = store.remove(planted).unwrap_err().to_string();
+        assert!(err.contains("a symlink in the store's path; not followed"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"not the store's");
+        // An ordinary blob goes, with the directories it leaves empty.
+        store.remove(kept).unwrap();
+        assert!(!store.path().join(kept.store_path()).exists());
+        assert!(!store.path().join(&kept.store_path()[..8]).exists());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    fn file(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
 }
