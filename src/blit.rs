@@ -93,17 +93,7 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
     for e in es.iter().filter(|e| e.depth() == 0) {
         place(e, top, store, ctx, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
     }
-    let workers = crate::workers::count();
-    let target = es.len().div_ceil(workers).max(1);
-    let mut runs = Vec::new();
-    let mut start = 0;
-    for (i, e) in es.iter().enumerate().skip(1) {
-        if i - start >= target && e.depth() <= 1 {
-            runs.push((start, i));
-            start = i;
-        }
-    }
-    runs.push((start, es.len()));
+    let runs = crate::layout::subtree_runs(es, crate::workers::count());
     let top_fd = top;
     let results: Vec<Result<BlitStats>> = std::thread::scope(|s| {
         let hs: Vec<_> =

@@ -157,6 +157,25 @@ pub fn check_path(path: &[u8]) -> Result<(), LayoutError> {
     Ok(())
 }
 
+/// Splits entries in depth-first order into about `parts` runs of similar length
+/// for parallel walks. A run starts only at an entry at most one level down, so a
+/// worker needs to open at most that entry's parent before walking its run.
+pub fn subtree_runs(es: &[LayoutEntry], parts: usize) -> Vec<(usize, usize)> {
+    let target = es.len().div_ceil(parts.max(1)).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, e) in es.iter().enumerate().skip(1) {
+        if i - start >= target && e.depth() <= 1 {
+            out.push((start, i));
+            start = i;
+        }
+    }
+    if start < es.len() {
+        out.push((start, es.len()));
+    }
+    out
+}
+
 /// Depth-first order of relative paths: component by component, so `a/b` < `a-c`.
 pub fn path_order(a: &[u8], b: &[u8]) -> Ordering {
     let key = |x: u8| if x == b'/' { 0 } else { x };

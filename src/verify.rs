@@ -155,25 +155,6 @@ fn workers() -> usize {
     crate::workers::count()
 }
 
-/// Splits the layout into ranges starting at entries at most one level down,
-/// balanced by count (a range starting one level down opens its parent itself).
-fn ranges(layout: &Layout, parts: usize) -> Vec<(usize, usize)> {
-    let es = layout.entries();
-    let target = es.len().div_ceil(parts.max(1)).max(1);
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, e) in es.iter().enumerate().skip(1) {
-        if i - start >= target && e.depth() <= 1 {
-            out.push((start, i));
-            start = i;
-        }
-    }
-    if start < es.len() {
-        out.push((start, es.len()));
-    }
-    out
-}
-
 /// The children of each directory (by entry index; the tree root is the last
 /// slot), in sibling order, found with one depth-first pass and no hashing; kept
 /// in two flat arrays, so building it allocates three times, not once per
@@ -345,7 +326,7 @@ fn verify_tree(
     let es = layout.entries();
     // Ranges handed out on demand: directories cost more than files, so equal
     // entry counts are not equal work.
-    let mut parts = ranges(layout, workers() * 8);
+    let mut parts = crate::layout::subtree_runs(es, workers() * 8);
     // Largest first, so no worker is left with a big one at the end.
     parts.sort_unstable_by_key(|&(a, b)| std::cmp::Reverse(b - a));
     let next = std::sync::atomic::AtomicUsize::new(0);
