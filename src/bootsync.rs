@@ -13,11 +13,11 @@ use lifeboat_esp::{open_target, PartitionKind, Target};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::hash::Hash128;
-use crate::index::StateIndex;
-use crate::layout::{EntryData, Layout};
-use crate::root::SystemRoot;
 use crate::timefmt;
+use lifeboat_state::hash::Hash128;
+use lifeboat_state::index::StateIndex;
+use lifeboat_state::layout::{EntryData, Layout};
+use lifeboat_state::root::SystemRoot;
 
 /// The opened boot volumes: `$BOOT`, and the ESP when it is a different partition.
 pub struct BootTargets {
@@ -43,17 +43,19 @@ pub fn open_targets(root: &Path, args: &BootArgs, cfg: &Config, writable: bool) 
     let mut boot_spec = args.boot.clone().or_else(|| cfg.boot.clone());
     if esp_spec.is_none() {
         if !is_live(root) {
-            return Err(Error::Refused(format!(
-                "no ESP for {}: pass --esp (a mount point, a partition, or a disk image) or set esp = ... in {}",
-                root.display(),
-                root.join(crate::config::CONFIG_REL).display()
-            )));
+            return Err(Error::NoEsp {
+                root: root.to_path_buf(),
+                hint: format!(
+                    "pass --esp (a mount point, a partition, or a disk image) or set esp = ... in {}",
+                    root.join(crate::config::CONFIG_REL).display()
+                ),
+            });
         }
         let found = discover::boot_partitions(root, Path::new("/proc/self/mountinfo"), &SysBlock::default())?;
         esp_spec = found.esp;
         boot_spec = boot_spec.or(found.xbootldr);
         if esp_spec.is_none() {
-            return Err(Error::Refused(format!("no ESP on {}", found.disk.display())));
+            return Err(Error::NoPartition { kind: "ESP", disk: found.disk.clone() });
         }
     }
     let esp_spec = esp_spec.unwrap_or_default();
@@ -86,7 +88,7 @@ fn content(root: &SystemRoot, layout: &Layout, rel: &[u8]) -> Option<(Hash128, u
     let EntryData::File { hash, size } = e.data else {
         return None;
     };
-    let store = root.path.join(crate::store::STORE_REL).join(hash.store_path());
+    let store = root.path.join(lifeboat_state::store::STORE_REL).join(hash.store_path());
     if size == 0 {
         return Some((hash, 0, PathBuf::new()));
     }
@@ -122,12 +124,7 @@ pub struct Common {
 }
 
 pub fn common(root: &Path, cfg: &Config, initrd: Option<&Path>) -> Result<Common> {
-    let token = token::entry_token(root).ok_or_else(|| {
-        Error::Refused(format!(
-            "no entry token for {}: write one to etc/kernel/entry-token, or set etc/machine-id or os-release ID",
-            root.display()
-        ))
-    })?;
+    let token = token::entry_token(root).ok_or_else(|| Error::NoEntryToken(root.to_path_buf()))?;
     let machine_id = token::machine_id(root);
     let initrd_path = initrd.map(Path::to_path_buf).or_else(|| {
         cfg.initrd.as_ref().map(|p| {
@@ -292,12 +289,12 @@ pub fn request(
 /// `root_dev` (PID 1, after a rollback chosen in the boot menu). Returns the
 /// pattern written, or `None` when the disk has no entry for `tx`.
 pub fn set_default_for_disk(root: &Path, root_dev: &Path, tx: u64) -> Result<Option<String>> {
-    let disk = crate::pid1::probe::Probe::default()
-        .disk_of(root_dev)
-        .ok_or_else(|| Error::Refused(format!("no disk for {}", root_dev.display())))?;
+    let disk = lifeboat_esp::blockdev::SysBlock::default()
+        .disk_of_dev(root_dev)
+        .ok_or_else(|| Error::NoDisk(root_dev.to_path_buf()))?;
     let args = BootArgs { esp: Some(disk.display().to_string()), boot: None, efivars: None };
     let mut t = open_targets(root, &args, &Config::default(), true)?;
-    let tok = token::entry_token(root).ok_or_else(|| Error::Refused("no entry token".into()))?;
+    let tok = token::entry_token(root).ok_or_else(|| Error::NoEntryToken(root.to_path_buf()))?;
     let ours = lifeboat_boot::plan::our_entries(t.boot.volume.as_mut(), &tok)?;
     if !ours.iter().any(|e| e.tx == tx) {
         return Ok(None);

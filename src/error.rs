@@ -1,52 +1,64 @@
-//! The binary's error type: every failure says what was being done, to which file,
-//! and why, so a user on a serial console can act on it.
+//! The binary's error: a library's typed error, or one of the things the binary
+//! itself refuses (a bad argument, a missing ESP, an entry that does not exist).
+//! Every variant names what it is about, so a user on a serial console can act on
+//! it; the library's error is kept as the [`source`](std::error::Error::source).
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::index::file::LoadError;
-use crate::layout::LayoutError;
+use lifeboat_state::index::file::LoadError;
 
 #[derive(Debug)]
 pub enum Error {
-    /// A syscall failed on a named path.
+    /// Transactions, the store, the index.
+    State(lifeboat_state::Error),
+    /// Boot partitions, entries or variables.
+    Esp(lifeboat_esp::Error),
+    Boot(lifeboat_boot::Error),
+    Initrd(lifeboat_initrd::Error),
+    /// A syscall of the binary's own failed on a named path.
     Io {
         op: &'static str,
         path: PathBuf,
         source: io::Error,
     },
-    /// Neither generation of the state index could be read.
-    Index(Box<LoadError>),
-    /// The source tree of a commit has something a transaction cannot hold.
-    BadTree {
+    /// A command-line argument that cannot mean anything: `what` was given as
+    /// `value`; `expected` says what would do.
+    BadArgument {
+        what: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// No ESP was named and none can be found for `root`.
+    NoEsp {
+        root: PathBuf,
+        hint: String,
+    },
+    /// The disk has no partition of the kind asked for.
+    NoPartition {
+        kind: &'static str,
+        disk: PathBuf,
+    },
+    /// The root has no entry token (`/etc/kernel/entry-token`, machine-id, os-release).
+    NoEntryToken(PathBuf),
+    /// No block device backs `path`.
+    NoDisk(PathBuf),
+    /// `boot sync` found no transaction with a kernel.
+    NoKernel,
+    /// No boot entry matches `pattern` on `$BOOT`.
+    NoEntry {
+        pattern: String,
+    },
+    /// A file named is not of the kind the command needs.
+    WrongFile {
         path: PathBuf,
-        why: String,
+        expected: &'static str,
     },
-    /// A layout violates a path rule.
-    Layout {
-        path: String,
-        why: LayoutError,
+    /// A repair left entries broken: what it could not recover.
+    Unrecoverable {
+        summary: String,
     },
-    NoSuchTransaction(u64),
-    /// The directory is not a system root lifeboat can work on.
-    NotARoot {
-        path: PathBuf,
-        why: String,
-    },
-    /// A store blob is missing or does not match its name.
-    Store {
-        path: PathBuf,
-        why: String,
-    },
-    /// Another lifeboat holds the lock.
-    Busy(PathBuf),
-    /// Boot partitions, entries or variables.
-    Esp(lifeboat_esp::Error),
-    Boot(lifeboat_boot::Error),
-    Initrd(lifeboat_initrd::Error),
-    /// The request itself cannot be carried out (explained).
-    Refused(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,29 +67,65 @@ impl Error {
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io { op, path: path.into(), source }
     }
+
+    pub fn bad_arg(what: &'static str, value: impl Into<String>, expected: impl Into<String>) -> Self {
+        Error::BadArgument { what, value: value.into(), expected: expected.into() }
+    }
+
+    /// The index load failure, when that is what this is.
+    pub fn index(&self) -> Option<&LoadError> {
+        match self {
+            Error::State(lifeboat_state::Error::Index(e)) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
-            Error::Index(e) => write!(f, "state index unreadable: {e}"),
-            Error::BadTree { path, why } => write!(f, "{}: {why}", path.display()),
-            Error::Layout { path, why } => write!(f, "{path}: {why}"),
-            Error::NoSuchTransaction(id) => write!(f, "no transaction {id} in the state index"),
-            Error::NotARoot { path, why } => write!(f, "{}: {why}", path.display()),
-            Error::Store { path, why } => write!(f, "store blob {}: {why}", path.display()),
-            Error::Busy(p) => write!(f, "{} is locked by another lifeboat process", p.display()),
+            Error::State(e) => write!(f, "{e}"),
             Error::Esp(e) => write!(f, "{e}"),
             Error::Boot(e) => write!(f, "{e}"),
             Error::Initrd(e) => write!(f, "{e}"),
-            Error::Refused(why) => write!(f, "{why}"),
+            Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
+            Error::BadArgument { what, value, expected } => write!(f, "{what} {value:?}: {expected}"),
+            Error::NoEsp { root, hint } => write!(f, "no ESP for {}: {hint}", root.display()),
+            Error::NoPartition { kind, disk } => write!(f, "no {kind} partition on {}", disk.display()),
+            Error::NoEntryToken(root) => write!(
+                f,
+                "no entry token for {}: write one to etc/kernel/entry-token, or set etc/machine-id or os-release ID",
+                root.display()
+            ),
+            Error::NoDisk(p) => write!(f, "no disk holds {}", p.display()),
+            Error::NoKernel => write!(f, "no transaction carries a kernel: nothing to put on $BOOT"),
+            Error::NoEntry { pattern } => {
+                write!(f, "no entry on $BOOT matches {pattern:?}; run `lifeboat boot sync` first?")
+            }
+            Error::WrongFile { path, expected } => write!(f, "{} is not {expected}", path.display()),
+            Error::Unrecoverable { summary } => write!(f, "{summary}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::State(e) => e.source(),
+            Error::Esp(e) => Some(e),
+            Error::Boot(e) => Some(e),
+            Error::Initrd(e) => Some(e),
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
+impl From<lifeboat_state::Error> for Error {
+    fn from(e: lifeboat_state::Error) -> Self {
+        Error::State(e)
+    }
+}
 impl From<lifeboat_esp::Error> for Error {
     fn from(e: lifeboat_esp::Error) -> Self {
         Error::Esp(e)

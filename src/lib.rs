@@ -2,26 +2,20 @@
 //! transactions, manages its boot entries, and runs as PID 1 of the initrd to roll
 //! back and repair before booting.
 //!
-//! The library half holds everything the binary does, so that integration tests and
-//! benchmarks drive the same code; `main.rs` only dispatches.
+//! This crate is the glue between the library crates and a person or the kernel:
+//! [`cli`] (argh commands, text and JSON), [`pid1`] (the initrd's init) and
+//! [`shell`] (the rescue shell). The work itself is in `lifeboat-state`
+//! (transactions), `lifeboat-esp` (disks and FAT), `lifeboat-boot` (entries) and
+//! `lifeboat-initrd`; [`bootsync`] joins transactions to boot entries. Only this
+//! crate prints or exits.
 
-pub mod blit;
 pub mod bootsync;
 pub mod cli;
+pub mod cmdline;
 pub mod config;
 pub mod error;
-pub mod failpoint;
-pub mod fsutil;
-pub mod hash;
-pub mod index;
 pub mod json;
-pub mod layout;
+pub mod kmsg;
 pub mod pid1;
-pub mod root;
-pub mod scan;
 pub mod shell;
-pub mod store;
 pub mod timefmt;
-pub mod txn;
-pub mod verify;
-pub mod workers;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use crate::bootsync::BootArgs;
 use crate::cli::Out;
-use crate::pid1::cmdline::KernelCmdline;
-use crate::pid1::probe::{self, Probe};
+use crate::cmdline::KernelCmdline;
+use lifeboat_esp::blockdev::{probe_fs, SysBlock};
 
 /// What the shell works on.
 pub struct ShellCtx {
@@ -131,7 +131,7 @@ impl Shell {
             "activate" => {
                 need_arg(1, "activate ID")?;
                 let id: u64 = args[0].parse().map_err(|_| format!("{} is not a transaction id", args[0]))?;
-                let r = crate::txn::activate(&root, id).map_err(|e| e.to_string())?;
+                let r = lifeboat_state::txn::activate(&root, id).map_err(|e| e.to_string())?;
                 for n in r.notes {
                     p(n);
                 }
@@ -153,22 +153,13 @@ impl Shell {
             "entries" => {
                 let a = self.boot_ctx();
                 let ctx = crate::cli::boot::Ctx { root: &root, args: &a, out: &out };
-                crate::cli::boot::run(
-                    &ctx,
-                    crate::cli::boot::BootCmd { cmd: crate::cli::boot::BootSub::List(crate::cli::boot::ListCmd {}) },
-                )
-                .map_err(|e| e.to_string())?;
+                crate::cli::boot::list(&ctx).map_err(|e| e.to_string())?;
             }
             "set-default" => {
                 need_arg(1, "set-default ID")?;
                 let a = self.boot_ctx();
                 let ctx = crate::cli::boot::Ctx { root: &root, args: &a, out: &out };
-                let c = crate::cli::boot::SetDefaultCmd { target: args[0].to_owned() };
-                crate::cli::boot::run(
-                    &ctx,
-                    crate::cli::boot::BootCmd { cmd: crate::cli::boot::BootSub::SetDefault(c) },
-                )
-                .map_err(|e| e.to_string())?;
+                crate::cli::boot::set_default(&ctx, args[0]).map_err(|e| e.to_string())?;
             }
             "ls" => {
                 let path = args.first().copied().unwrap_or(".");
@@ -210,8 +201,8 @@ impl Shell {
                 need_arg(2, "mount DEV DIR [TYPE]")?;
                 let fstype = match args.get(2) {
                     Some(t) => t.to_string(),
-                    None => probe::probe_fs(Path::new(args[0]))
-                        .map(|(t, _)| t.to_owned())
+                    None => probe_fs(Path::new(args[0]))
+                        .map(|f| f.fstype.to_owned())
                         .ok_or_else(|| format!("{}: unknown filesystem; give TYPE", args[0]))?,
                 };
                 let _ = std::fs::create_dir_all(args[1]);
@@ -230,7 +221,7 @@ impl Shell {
                 nix::mount::umount(args[0]).map_err(|e| format!("umount {}: {e}", args[0]))?;
             }
             "disks" => {
-                let devs = Probe::default().scan();
+                let devs = SysBlock::default().scan();
                 if devs.is_empty() {
                     p("no block devices (is the disk driver loaded?)");
                 }
@@ -248,24 +239,8 @@ impl Shell {
                 }
             }
             "dmesg" => {
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(nix::libc::O_NONBLOCK)
-                    .open("/dev/kmsg")
-                    .map_err(|e| format!("/dev/kmsg: {e}"))?;
-                let mut r = std::io::BufReader::new(f);
-                let mut rec = String::new();
-                loop {
-                    rec.clear();
-                    match r.read_line(&mut rec) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            if let Some((head, msg)) = rec.split_once(';') {
-                                let ts = head.split(',').nth(2).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
-                                p(format!("[{:>5}.{:06}] {}", ts / 1_000_000, ts % 1_000_000, msg.trim_end()));
-                            }
-                        }
-                    }
+                for r in crate::kmsg::read(7, usize::MAX) {
+                    p(r.to_string());
                 }
             }
             "cmdline" => {
@@ -288,5 +263,3 @@ impl Shell {
         Ok(())
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;

@@ -295,7 +295,7 @@ fn transactions_without_kernels_and_missing_kernels() {
     fs::remove_dir_all(t.join("lib/kernel")).unwrap();
     ok(&["--root", r(&root), "state", "commit", "--from", r(&t)]);
     // 4's kernel disappears from the store: its entry and kernel file stay.
-    let k = lifeboat::hash::Hash128::of(b"a kernel only 4 has");
+    let k = lifeboat_state::hash::Hash128::of(b"a kernel only 4 has");
     fs::remove_file(root.join(".moss/assets/v2").join(k.store_path())).unwrap();
     let o = run(&["--root", r(&root), "--esp", &img, "boot", "sync"]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use lifeboat::layout::{EntryData, Layout, LayoutEntry};
+use lifeboat_state::layout::{EntryData, Layout, LayoutEntry};
 
 struct Rng(u64);
 impl Rng {
@@ -64,14 +64,14 @@ fn state_index_decoder() {
             data: if i % 5 == 0 {
                 EntryData::Symlink { target: b"f1".to_vec().into() }
             } else {
-                EntryData::File { hash: lifeboat::hash::Hash128(i as u128 * 977), size: i }
+                EntryData::File { hash: lifeboat_state::hash::Hash128(i as u128 * 977), size: i }
             },
         });
     }
     let l = Layout::new(es).unwrap();
-    let m = |id| lifeboat::index::TxMeta { id, created: 1, summary: "s".into(), parent: None, kernels: vec![] };
-    let wire = lifeboat::index::StateIndex::build(3, &[(m(1), &l), (m(2), &l)]);
-    let seed = lifeboat::index::file::encode(&wire);
+    let m = |id| lifeboat_state::index::TxMeta { id, created: 1, summary: "s".into(), parent: None, kernels: vec![] };
+    let wire = lifeboat_state::index::StateIndex::build(3, &[(m(1), &l), (m(2), &l)]);
+    let seed = lifeboat_state::index::file::encode(&wire);
     // Mutating compressed bytes mostly trips the checksum; also mutate the raw
     // postcard payload behind a correct header.
     let raw = postcard::to_allocvec(&wire).unwrap();
@@ -89,7 +89,7 @@ fn state_index_decoder() {
             f.extend_from_slice(&z);
             f
         };
-        if let Ok(idx) = lifeboat::index::file::decode(&bytes) {
+        if let Ok(idx) = lifeboat_state::index::file::decode(&bytes) {
             for t in idx.transactions().map(|t| t.id).collect::<Vec<_>>() {
                 let _ = idx.layout(t);
             }

@@ -10,8 +10,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::*;
-use lifeboat::hash::Hash128;
-use lifeboat::layout::EntryData;
+use lifeboat_state::hash::Hash128;
+use lifeboat_state::layout::EntryData;
 
 fn commit(root: &Path, tree: &Path, summary: &str) -> String {
     ok(&["--root", root.to_str().unwrap(), "state", "commit", "--from", tree.to_str().unwrap(), "--summary", summary])
@@ -142,7 +142,7 @@ fn damaged_and_hostile_indexes() {
 
     // A hostile payload: a path `..` and an absolute-looking name, with a valid
     // header and checksum. It is refused; nothing is written outside the root.
-    let layout = lifeboat::layout::Layout::new(vec![lifeboat::layout::LayoutEntry {
+    let layout = lifeboat_state::layout::Layout::new(vec![lifeboat_state::layout::LayoutEntry {
         path: b"evil".to_vec().into(),
         perm: 0o644,
         uid: 0,
@@ -150,23 +150,24 @@ fn damaged_and_hostile_indexes() {
         data: EntryData::File { hash: Hash128::of(b"x"), size: 1 },
     }])
     .unwrap();
-    let meta = lifeboat::index::TxMeta { id: 1, created: 0, summary: "evil".into(), parent: None, kernels: vec![] };
-    let mut w = lifeboat::index::StateIndex::build(5, &[(meta, &layout)]);
+    let meta =
+        lifeboat_state::index::TxMeta { id: 1, created: 0, summary: "evil".into(), parent: None, kernels: vec![] };
+    let mut w = lifeboat_state::index::StateIndex::build(5, &[(meta, &layout)]);
     w.paths.names.0 = b"..".to_vec();
     w.paths.name_len[0] = 2;
-    fs::write(&idx, lifeboat::index::file::encode(&w)).unwrap();
+    fs::write(&idx, lifeboat_state::index::file::encode(&w)).unwrap();
     let err = fails(&["--root", r(&root), "state", "activate", "1"]);
     assert!(err.contains("invalid content") && err.contains("path #0"), "{err}");
     // Huge counts: a run past every table.
-    let mut w = lifeboat::index::StateIndex::build(
+    let mut w = lifeboat_state::index::StateIndex::build(
         5,
         &[(
-            lifeboat::index::TxMeta { id: 1, created: 0, summary: String::new(), parent: None, kernels: vec![] },
+            lifeboat_state::index::TxMeta { id: 1, created: 0, summary: String::new(), parent: None, kernels: vec![] },
             &layout,
         )],
     );
     w.transactions[0].runs = vec![0, u32::MAX];
-    fs::write(&idx, lifeboat::index::file::encode(&w)).unwrap();
+    fs::write(&idx, lifeboat_state::index::file::encode(&w)).unwrap();
     let err = fails(&["--root", r(&root), "state", "list"]);
     assert!(err.contains("run out of range"), "{err}");
     assert!(!s.0.parent().unwrap().join("evil").exists());
@@ -177,7 +178,7 @@ fn damaged_and_hostile_indexes() {
 fn check_invariants(root: &Path, trees: &[(u64, &Path)], what: &str) {
     let o = run(&["--root", r(root), "--json", "state", "list"]);
     assert!(o.status.success(), "{what}: index does not load: {}", String::from_utf8_lossy(&o.stderr));
-    let sr = lifeboat::root::SystemRoot::open(root).unwrap();
+    let sr = lifeboat_state::root::SystemRoot::open(root).unwrap();
     let idx = sr.load_existing_index().unwrap().index;
     let active = sr.active_id().unwrap_or_else(|| panic!("{what}: /usr has no .stateID"));
     assert!(idx.contains(active), "{what}: active {active} not in the index");
@@ -217,7 +218,7 @@ fn crash_everywhere(
         let refs: Vec<&str> = a.iter().map(String::as_str).collect();
         let o = run_env(&refs, &[("LIFEBOAT_FAILPOINT", &format!("@{n}"))]);
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        if o.status.code() != Some(lifeboat::failpoint::CRASH_STATUS) {
+        if o.status.code() != Some(lifeboat_state::failpoint::CRASH_STATUS) {
             assert!(o.status.success(), "{name}: run {n} failed without a crash: {err}");
             return n - 1;
         }

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::*;
-use lifeboat::hash::Hash128;
+use lifeboat_state::hash::Hash128;
 
 fn r(p: &Path) -> &str {
     p.to_str().unwrap()

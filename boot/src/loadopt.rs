@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use lifeboat_codec::{Reader, Short};
+
 use crate::efivars::{from_utf16, utf16_nul};
 
 /// `LOAD_OPTION_ACTIVE`.
@@ -78,58 +80,35 @@ pub fn guid_to_efi(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
-        let end = end.ok_or_else(|| DecodeError(format!("{what}: {n} bytes past the end at offset {}", self.at)))?;
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
+impl From<Short> for DecodeError {
+    fn from(e: Short) -> Self {
+        DecodeError(e.to_string())
     }
-    fn u16(&mut self, what: &str) -> Result<u16, DecodeError> {
-        let s = self.take(2, what)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]))
-    }
-    fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
-        let s = self.take(4, what)?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-    }
-}
-
-fn le64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
 }
 
 /// Decodes a device path (up to its first end node).
 pub fn decode_path(b: &[u8]) -> Result<Vec<Node>, DecodeError> {
-    let mut r = Reader { b, at: 0 };
+    let mut r = Reader::new(b);
     let mut out = Vec::new();
     loop {
-        let kind = r.take(1, "node type")?[0];
-        let sub = r.take(1, "node subtype")?[0];
-        let len = r.u16("node length")? as usize;
+        let kind = r.u8("node type")?;
+        let sub = r.u8("node subtype")?;
+        let len = r.u16_le("node length")? as usize;
         if len < 4 {
             return Err(DecodeError(format!("node {kind:#x}/{sub:#x} with length {len}")));
         }
-        let data = r.take(len - 4, "node data")?;
+        let mut data_r = r.sub(len - 4, "node data")?;
+        let data = data_r.rest();
         match (kind, sub) {
             (0x7f, 0xff) => return Ok(out),
             (0x7f, _) => return Ok(out), // end of this instance
             (4, 1) if data.len() == 38 && data[36] == 2 && data[37] == 2 => {
-                let mut g = [0u8; 16];
-                g.copy_from_slice(&data[20..36]);
+                let mut d = Reader::new(data);
                 out.push(Node::HardDrive {
-                    number: u32::from_le_bytes([data[0], data[1], data[2], data[3]]),
-                    start: le64(&data[4..12]),
-                    size: le64(&data[12..20]),
-                    guid: guid_from_efi(&g),
+                    number: d.u32_le("partition number")?,
+                    start: d.u64_le("partition start")?,
+                    size: d.u64_le("partition size")?,
+                    guid: guid_from_efi(&d.array("partition GUID")?),
                 });
             }
             (4, 4) => {
@@ -174,13 +153,13 @@ pub fn encode_path(nodes: &[Node]) -> Vec<u8> {
 
 impl LoadOption {
     pub fn decode(b: &[u8]) -> Result<LoadOption, DecodeError> {
-        let mut r = Reader { b, at: 0 };
-        let attributes = r.u32("attributes")?;
-        let path_len = r.u16("file path list length")? as usize;
+        let mut r = Reader::new(b);
+        let attributes = r.u32_le("attributes")?;
+        let path_len = r.u16_le("file path list length")? as usize;
         // The description: UTF-16LE up to and including a NUL.
         let mut units = Vec::new();
         loop {
-            let u = r.u16("description")?;
+            let u = r.u16_le("description")?;
             if u == 0 {
                 break;
             }
@@ -189,7 +168,7 @@ impl LoadOption {
         let description = String::from_utf16_lossy(&units);
         let path_bytes = r.take(path_len, "file path list")?;
         let path = decode_path(path_bytes)?;
-        let optional = b[r.at..].to_vec();
+        let optional = r.rest().to_vec();
         Ok(LoadOption { attributes, description, path, optional })
     }
 

@@ -1,6 +1,6 @@
 //! Finding the boot disk on a live system: the block device under a mount point
-//! (from `/proc/self/mountinfo` and `/sys/dev/block`), the whole disk it belongs to,
-//! and whether a partition is mounted somewhere already. lifeboat never mounts the
+//! (from `/proc/self/mountinfo`), the whole disk it belongs to (by
+//! [`crate::blockdev`]), and whether a partition is mounted somewhere already. lifeboat never mounts the
 //! ESP: an existing mount is used, otherwise the partition is opened directly.
 //!
 //! The `/proc` and `/sys` roots are parameters so tests run on fake trees.
@@ -8,6 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+pub use crate::blockdev::{DiskOf, SysBlock};
 use crate::{Error, Result};
 
 /// One line of mountinfo, the fields lifeboat needs.
@@ -78,94 +79,6 @@ pub fn mount_of<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mount> {
     best
 }
 
-/// Block devices seen through a sysfs root.
-pub struct SysBlock {
-    pub sys: PathBuf,
-    pub dev: PathBuf,
-}
-
-impl Default for SysBlock {
-    fn default() -> Self {
-        SysBlock { sys: PathBuf::from("/sys"), dev: PathBuf::from("/dev") }
-    }
-}
-
-/// A whole disk and the partition a device number names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskOf {
-    /// `/dev/<disk>`.
-    pub disk: PathBuf,
-    /// Partition number, when the device was a partition.
-    pub partition: Option<u32>,
-}
-
-impl SysBlock {
-    fn read(&self, p: &Path) -> Option<String> {
-        fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
-    }
-
-    /// The whole disk behind device `major:minor`, following one level of
-    /// device-mapper slaves (LUKS, LVM) to the partition they sit on.
-    pub fn disk_of(&self, major: u32, minor: u32) -> Result<DiskOf> {
-        let link = self.sys.join(format!("dev/block/{major}:{minor}"));
-        let real = fs::canonicalize(&link).map_err(|e| Error::io(link.display().to_string(), e))?;
-        let slaves = real.join("slaves");
-        if let Ok(rd) = fs::read_dir(&slaves) {
-            if let Some(s) = rd.flatten().next() {
-                if let Some(dev) = self.read(&s.path().join("dev")) {
-                    if let Some((a, b)) = dev.split_once(':') {
-                        if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
-                            return self.disk_of(a, b);
-                        }
-                    }
-                }
-            }
-        }
-        let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Some(n) = self.read(&real.join("partition")).and_then(|s| s.parse::<u32>().ok()) {
-            let parent = real.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
-            let parent =
-                parent.ok_or_else(|| Error::Invalid(format!("{}: partition without a disk", real.display())))?;
-            return Ok(DiskOf { disk: self.dev.join(parent), partition: Some(n) });
-        }
-        Ok(DiskOf { disk: self.dev.join(name), partition: None })
-    }
-
-    /// `major:minor` of partition `n` of `disk` (by sysfs), if it exists.
-    pub fn partition_devnum(&self, disk: &Path, n: u32) -> Option<(u32, u32, PathBuf)> {
-        let dname = disk.file_name()?.to_string_lossy().into_owned();
-        let dir = self.sys.join("class/block").join(&dname);
-        for e in fs::read_dir(&dir).ok()?.flatten() {
-            let p = e.path();
-            if self.read(&p.join("partition")).and_then(|s| s.parse::<u32>().ok()) == Some(n) {
-                let dev = self.read(&p.join("dev"))?;
-                let (a, b) = dev.split_once(':')?;
-                let pname = e.file_name().to_string_lossy().into_owned();
-                return Some((a.parse().ok()?, b.parse().ok()?, self.dev.join(pname)));
-            }
-        }
-        None
-    }
-
-    /// Whole disks (not partitions, not loop/ram/zram), for the rescue shell.
-    pub fn disks(&self) -> Vec<(String, u64)> {
-        let mut out = Vec::new();
-        let Ok(rd) = fs::read_dir(self.sys.join("block")) else {
-            return out;
-        };
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("loop") || n.starts_with("ram") || n.starts_with("zram") {
-                continue;
-            }
-            let sectors = self.read(&e.path().join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-            out.push((n, sectors * 512));
-        }
-        out.sort();
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,30 +97,6 @@ mod tests {
         assert_eq!(m[2].mount_point, PathBuf::from("/my dir"));
         assert_eq!(mount_of(&m, Path::new("/boot/efi/EFI")).unwrap().minor, 1);
         assert_eq!(mount_of(&m, Path::new("/usr")).unwrap().minor, 2);
-    }
-
-    #[test]
-    fn fake_sysfs() {
-        let t = std::env::temp_dir().join(format!("lb-sys-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&t);
-        let dev = t.join("devices/pci/nvme/nvme0n1");
-        fs::create_dir_all(dev.join("nvme0n1p2")).unwrap();
-        fs::create_dir_all(dev.join("nvme0n1p1")).unwrap();
-        fs::write(dev.join("nvme0n1p2/partition"), "2\n").unwrap();
-        fs::write(dev.join("nvme0n1p2/dev"), "259:2\n").unwrap();
-        fs::write(dev.join("nvme0n1p1/partition"), "1\n").unwrap();
-        fs::write(dev.join("nvme0n1p1/dev"), "259:1\n").unwrap();
-        fs::create_dir_all(t.join("dev/block")).unwrap();
-        fs::create_dir_all(t.join("class/block")).unwrap();
-        std::os::unix::fs::symlink(dev.join("nvme0n1p2"), t.join("dev/block/259:2")).unwrap();
-        std::os::unix::fs::symlink(&dev, t.join("class/block/nvme0n1")).unwrap();
-        let sb = SysBlock { sys: t.clone(), dev: PathBuf::from("/dev") };
-        let d = sb.disk_of(259, 2).unwrap();
-        assert_eq!(d, DiskOf { disk: PathBuf::from("/dev/nvme0n1"), partition: Some(2) });
-        let (a, b, p) = sb.partition_devnum(&d.disk, 1).unwrap();
-        assert_eq!((a, b), (259, 1));
-        assert_eq!(p, PathBuf::from("/dev/nvme0n1p1"));
-        fs::remove_dir_all(&t).unwrap();
     }
 }
 

@@ -15,6 +15,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lifeboat_codec::Reader;
+
 use crate::crc32::crc32;
 use crate::window::{Backing, Window};
 use crate::{Error, Result};
@@ -99,41 +101,40 @@ struct RawHeader {
     last_usable: u64,
 }
 
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 /// Reads and checks the header at `lba` and its partition array.
 fn check_header(f: &File, sector: u64, lba: u64, total_sectors: u64) -> std::result::Result<RawHeader, String> {
     let mut hdr = vec![0u8; sector as usize];
-    f.read_exact_at(&mut hdr, lba * sector).map_err(|e| format!("cannot read LBA {lba}: {e}"))?;
-    if &hdr[..8] != b"EFI PART" {
+    let at = lba.checked_mul(sector).ok_or("header LBA out of range")?;
+    f.read_exact_at(&mut hdr, at).map_err(|e| format!("cannot read LBA {lba}: {e}"))?;
+    let short = |e: lifeboat_codec::Short| e.to_string();
+    let mut r = Reader::new(&hdr);
+    if r.take(8, "signature").map_err(short)? != b"EFI PART" {
         return Err("no GPT signature".into());
     }
-    let hsize = le32(&hdr, 12) as usize;
+    r.skip(4, "revision").map_err(short)?;
+    let hsize = r.u32_le("header size").map_err(short)? as usize;
     if !(92..=sector as usize).contains(&hsize) {
         return Err(format!("header size {hsize} invalid"));
     }
-    let stored = le32(&hdr, 16);
+    let stored = r.u32_le("header CRC").map_err(short)?;
     let mut h = hdr[..hsize].to_vec();
     h[16..20].fill(0);
     if crc32(&h) != stored {
         return Err("header CRC mismatch".into());
     }
-    if le64(&hdr, 24) != lba {
-        return Err(format!("header claims to be at LBA {}, found at {lba}", le64(&hdr, 24)));
+    r.skip(4, "reserved").map_err(short)?;
+    let my_lba = r.u64_le("header LBA").map_err(short)?;
+    if my_lba != lba {
+        return Err(format!("header claims to be at LBA {my_lba}, found at {lba}"));
     }
-    let first_usable = le64(&hdr, 40);
-    let last_usable = le64(&hdr, 48);
-    let part_start = le64(&hdr, 72);
-    let num_parts = le32(&hdr, 80);
-    let part_size = le32(&hdr, 84);
-    let parts_crc = le32(&hdr, 88);
+    r.skip(8, "alternate LBA").map_err(short)?;
+    let first_usable = r.u64_le("first usable LBA").map_err(short)?;
+    let last_usable = r.u64_le("last usable LBA").map_err(short)?;
+    r.skip(16, "disk GUID").map_err(short)?;
+    let part_start = r.u64_le("partition array LBA").map_err(short)?;
+    let num_parts = r.u32_le("partition entries").map_err(short)?;
+    let part_size = r.u32_le("partition entry size").map_err(short)?;
+    let parts_crc = r.u32_le("partition array CRC").map_err(short)?;
     if !(128..=4096).contains(&part_size) || part_size % 8 != 0 {
         return Err(format!("partition entry size {part_size} invalid"));
     }
@@ -146,8 +147,8 @@ fn check_header(f: &File, sector: u64, lba: u64, total_sectors: u64) -> std::res
         ));
     }
     let array_len = num_parts as u64 * part_size as u64;
-    let array_end = part_start * sector + array_len;
-    if part_start < 2 || array_end > total_sectors * sector {
+    let array_end = part_start.checked_mul(sector).and_then(|a| a.checked_add(array_len));
+    if part_start < 2 || array_end.is_none_or(|e| e > total_sectors.saturating_mul(sector)) {
         return Err("partition array outside the disk".into());
     }
     let mut arr = vec![0u8; array_len as usize];

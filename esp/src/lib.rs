@@ -6,10 +6,12 @@
 //! crate, checking both headers and both partition arrays itself; opens a FAT
 //! volume on a partition window with `fatfs`; and offers one [`Volume`] trait over
 //! that FAT backend, a mounted directory, and an in-memory volume for tests, with
-//! crash-safe file replacement (temporary name, flush, rename over). [`discover`]
-//! finds the boot disk and its partitions on a live system. The crate never mounts
+//! crash-safe file replacement (temporary name, flush, rename over). [`blockdev`]
+//! is the one scan of the system's block devices; [`discover`] finds the boot
+//! disk and its partitions on a live system. The crate never mounts
 //! anything, prints nothing and exits nothing: it returns typed [`Error`]s.
 
+pub mod blockdev;
 pub mod clock;
 mod crc32;
 pub mod discover;

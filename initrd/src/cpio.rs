@@ -7,10 +7,11 @@
 
 use std::collections::BTreeSet;
 
+use lifeboat_codec::{Reader, Short};
+
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 6] = b"070701";
-const HEADER: usize = 110;
 const TRAILER: &str = "TRAILER!!!";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,41 +88,39 @@ impl Archive {
     /// Parses an uncompressed archive up to its trailer.
     pub fn parse(b: &[u8]) -> Result<Archive> {
         let mut a = Archive::new();
-        let mut pos = 0usize;
+        let mut r = Reader::new(b);
+        let cut = |e: Short| Error::Cpio(e.to_string());
         loop {
-            let h = b.get(pos..pos + HEADER).ok_or_else(|| Error::Cpio(format!("truncated header at byte {pos}")))?;
-            if &h[..6] != MAGIC {
+            let pos = r.position();
+            if r.take(6, "magic").map_err(cut)? != MAGIC {
                 return Err(Error::Cpio(format!("bad magic at byte {pos} (only newc is supported)")));
             }
-            let field = |i: usize| -> Result<u32> {
-                let s = std::str::from_utf8(&h[6 + i * 8..6 + i * 8 + 8])
-                    .map_err(|_| Error::Cpio("non-ASCII header".into()))?;
-                u32::from_str_radix(s, 16).map_err(|_| Error::Cpio(format!("bad hex field {s:?} at byte {pos}")))
-            };
-            for i in 0..13 {
-                field(i)?;
+            let mut fields = [0u32; 13];
+            for f in fields.iter_mut() {
+                *f = r
+                    .hex_u32(8, "header field")
+                    .map_err(cut)?
+                    .ok_or_else(|| Error::Cpio(format!("bad hex field in the header at byte {pos}")))?;
             }
-            let mode = field(1)?;
-            let size = field(6)? as usize;
-            let rmaj = field(9)?;
-            let rmin = field(10)?;
-            let namesize = field(11)? as usize;
+            let (mode, size, rmaj, rmin, namesize) =
+                (fields[1], fields[6] as usize, fields[9], fields[10], fields[11] as usize);
             if namesize == 0 || namesize > 4096 {
                 return Err(Error::Cpio(format!("name size {namesize} at byte {pos}")));
             }
-            let name_at = pos + HEADER;
-            let nb = b.get(name_at..name_at + namesize).ok_or_else(|| Error::Cpio("truncated name".into()))?;
+            let nb = r.take(namesize, "name").map_err(cut)?;
             if nb[namesize - 1] != 0 {
                 return Err(Error::Cpio("name not NUL-terminated".into()));
             }
             let name = String::from_utf8_lossy(&nb[..namesize - 1]).into_owned();
-            let mut data_at = name_at + namesize;
-            data_at += (4 - data_at % 4) % 4;
+            let pad = |r: &mut Reader| {
+                let p = (4 - r.position() % 4) % 4;
+                r.skip(p.min(r.left()), "padding")
+            };
+            pad(&mut r).map_err(cut)?;
             if name == TRAILER {
                 return Ok(a);
             }
-            let data =
-                b.get(data_at..data_at + size).ok_or_else(|| Error::Cpio(format!("{name}: data runs past the end")))?;
+            let data = r.take(size, "data").map_err(|_| Error::Cpio(format!("{name}: data runs past the end")))?;
             let kind = match mode & 0o170000 {
                 0o040000 => Kind::Dir,
                 0o100000 => Kind::File(data.to_vec()),
@@ -130,8 +129,7 @@ impl Archive {
                 t => return Err(Error::Cpio(format!("{name}: unsupported type {t:o}"))),
             };
             a.entries.push(CpioEntry { name, mode, kind });
-            pos = data_at + size;
-            pos += (4 - pos % 4) % 4;
+            pad(&mut r).map_err(cut)?;
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::bootsync::{self, BootArgs, BootTargets};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::json::Json;
-use crate::root::SystemRoot;
+use lifeboat_state::root::SystemRoot;
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "boot")]
@@ -168,7 +168,7 @@ pub fn sync(
         ctx.out.note(format!("transaction {id}: {why}; its entry (if any) is left as it is"));
     }
     if req.entries.is_empty() {
-        return Err(Error::Refused("no transaction carries a kernel: nothing to put on $BOOT".into()));
+        return Err(Error::NoKernel);
     }
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, !dry_run)?;
     for n in t.boot.notes.iter().chain(t.esp.iter().flat_map(|e| e.notes.iter())) {
@@ -270,7 +270,7 @@ fn glob_match(pat: &str, s: &str) -> bool {
     rec(&p, &s)
 }
 
-fn list(ctx: &Ctx) -> Result<ExitCode> {
+pub fn list(ctx: &Ctx) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
@@ -407,24 +407,24 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
 }
 
 /// Turns `ID` or an entry name into a loader.conf pattern.
-fn target_pattern(token: Option<&str>, target: &str) -> Result<String> {
+fn target_pattern(root: &Path, token: Option<&str>, target: &str) -> Result<String> {
     match target.parse::<u64>() {
         Ok(id) => {
-            let t = token.ok_or_else(|| Error::Refused("no entry token for this root".into()))?;
+            let t = token.ok_or_else(|| Error::NoEntryToken(root.to_path_buf()))?;
             Ok(plan::default_pattern(t, id))
         }
         Err(_) => Ok(target.to_lowercase()),
     }
 }
 
-fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
+pub fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
-    let pattern = target_pattern(token.as_deref(), target)?;
+    let pattern = target_pattern(ctx.root, token.as_deref(), target)?;
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
     let entries = all_entries(&mut t, token.as_deref())?;
     let Some(hit) = entries.iter().find(|e| glob_match(&pattern, &e.sort.id)) else {
-        return Err(Error::Refused(format!("no entry on $BOOT matches {pattern:?}; run `lifeboat boot sync` first?")));
+        return Err(Error::NoEntry { pattern });
     };
     let hit = hit.file.clone();
     loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
@@ -436,14 +436,14 @@ fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
 fn set_oneshot(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
-    let pattern = target_pattern(token.as_deref(), target)?;
+    let pattern = target_pattern(ctx.root, token.as_deref(), target)?;
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
     let entries = all_entries(&mut t, token.as_deref())?;
     // The one-shot variable names one entry exactly, counter included.
     let hit = entries
         .iter()
         .find(|e| glob_match(&pattern, &e.sort.id))
-        .ok_or_else(|| Error::Refused(format!("no entry on $BOOT matches {pattern:?}")))?;
+        .ok_or_else(|| Error::NoEntry { pattern: pattern.clone() })?;
     let vars = efivars(ctx)?;
     vars.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, &hit.sort.id)?;
     ctx.out.line(format!("next boot (once): {}", hit.sort.id));
@@ -486,7 +486,7 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
     let vol: &mut dyn Volume = match (on_boot, t.esp.as_mut()) {
         (true, _) => t.boot.volume.as_mut(),
         (false, Some(e)) if on_esp => e.volume.as_mut(),
-        _ => return Err(Error::Refused(format!("{from} is on neither $BOOT nor the ESP"))),
+        _ => return Err(Error::bad_arg("entry", from, "is on neither $BOOT nor the ESP")),
     };
     vol.rename(&from, &to)?;
     vol.flush()?;
@@ -508,7 +508,7 @@ fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
     };
     let bin = std::fs::read(&src).map_err(|e| Error::io("read loader", &src, e))?;
     let new_v = sdboot::version(&bin)
-        .ok_or_else(|| Error::Refused(format!("{} is not a systemd-boot binary", src.display())))?;
+        .ok_or_else(|| Error::WrongFile { path: src.clone(), expected: "a systemd-boot binary" })?;
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
     let esp = esp_vol(&mut t);
     let mut results = Vec::new();

@@ -119,16 +119,19 @@ pub fn parse_spec(s: &str) -> Result<Spec> {
             return Ok(Spec { image: s[..i].into(), part: Some(part), path });
         }
     }
-    Err(Error::Refused(format!("{s}: no such image (expected IMG[:PART[:PATH]])")))
+    Err(Error::bad_arg("image", s, "no such image (expected IMG[:PART[:PATH]])"))
 }
 
-fn size(s: &str, what: &str) -> Result<u64> {
-    parse_size(s).ok_or_else(|| Error::Refused(format!("{what}: {s:?} is not a size (e.g. 512M, 2G)")))
+fn size(s: &str, what: &'static str) -> Result<u64> {
+    parse_size(s).ok_or_else(|| Error::bad_arg(what, s, "not a size (e.g. 512M, 2G)"))
 }
 
 /// Opens the FAT volume of `spec`'s partition.
 pub fn open_volume(spec: &Spec, writable: bool) -> Result<(FatVolume, Vec<String>)> {
-    let part = spec.part.as_deref().ok_or_else(|| Error::Refused("a partition is needed: IMG:PART".into()))?;
+    let part = spec
+        .part
+        .as_deref()
+        .ok_or_else(|| Error::bad_arg("image", spec.image.display().to_string(), "a partition is needed: IMG:PART"))?;
     let d = Disk::open(&spec.image, writable)?;
     let p = d.select(part)?.clone();
     let v = FatVolume::open(d.window(&p), &format!("{}:{}", spec.image.display(), p.number))?;
@@ -181,7 +184,7 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
         }
         DiskSub::Cat(c) => {
             let spec = parse_spec(&c.spec)?;
-            let path = spec.path.clone().ok_or_else(|| Error::Refused("cat needs IMG:PART:PATH".into()))?;
+            let path = spec.path.clone().ok_or_else(|| Error::bad_arg("cat", c.spec.clone(), "needs IMG:PART:PATH"))?;
             let (mut v, _) = open_volume(&spec, false)?;
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
@@ -191,10 +194,10 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
         }
         DiskSub::Put(c) => {
             let Some((dest, locals)) = c.args.split_last().filter(|(_, l)| !l.is_empty()) else {
-                return Err(Error::Refused("put needs LOCAL... IMG:PART:PATH".into()));
+                return Err(Error::bad_arg("put", c.args.join(" "), "needs LOCAL... IMG:PART:PATH"));
             };
             let spec = parse_spec(dest)?;
-            let path = spec.path.clone().ok_or_else(|| Error::Refused("put needs IMG:PART:PATH".into()))?;
+            let path = spec.path.clone().ok_or_else(|| Error::bad_arg("put", dest.clone(), "needs IMG:PART:PATH"))?;
             let into_dir = locals.len() > 1 || path.ends_with('/');
             let mut items: Vec<(String, Box<dyn std::io::Read>)> = Vec::new();
             for l in locals {
@@ -221,7 +224,7 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
         }
         DiskSub::Rm(c) => {
             let spec = parse_spec(&c.spec)?;
-            let path = spec.path.clone().ok_or_else(|| Error::Refused("rm needs IMG:PART:PATH".into()))?;
+            let path = spec.path.clone().ok_or_else(|| Error::bad_arg("rm", c.spec.clone(), "needs IMG:PART:PATH"))?;
             let (mut v, _) = open_volume(&spec, true)?;
             v.remove(&path)?;
             v.close()?;

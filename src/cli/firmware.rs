@@ -96,7 +96,7 @@ pub struct FwPrune {
 
 fn num(s: &str) -> Result<u16> {
     let t = s.trim_start_matches("Boot").trim_start_matches("boot");
-    u16::from_str_radix(t, 16).map_err(|_| Error::Refused(format!("{s:?} is not a boot entry number (hex, e.g. 0003)")))
+    u16::from_str_radix(t, 16).map_err(|_| Error::bad_arg("boot entry", s, "not a boot entry number (hex, e.g. 0003)"))
 }
 
 /// A partition lifeboat knows, with a device to open it through.
@@ -227,11 +227,9 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
                 _ => esp_of_mount(&esp.location)?,
             };
             let disk = Disk::open(&disk_path, false)?;
-            let p = disk
-                .partitions
-                .iter()
-                .find(|p| p.part_guid == guid)
-                .ok_or_else(|| Error::Refused(format!("partition {guid} is not on {}", disk_path.display())))?;
+            let p = disk.partitions.iter().find(|p| p.part_guid == guid).ok_or_else(|| {
+                Error::bad_arg("partition", guid.to_string(), format!("is not on {}", disk_path.display()))
+            })?;
             let sector = disk.sector;
             let loader = a.loader.replace('/', "\\");
             let loader = if loader.starts_with('\\') { loader } else { format!("\\{loader}") };
@@ -328,6 +326,6 @@ fn esp_of_mount(location: &str) -> Result<(PathBuf, String)> {
     let disk = Disk::open(&found.disk, false)?;
     let p = disk
         .find(lifeboat_esp::PartitionKind::Esp)
-        .ok_or_else(|| Error::Refused(format!("no ESP on {}", found.disk.display())))?;
+        .ok_or_else(|| Error::NoPartition { kind: "ESP", disk: found.disk.clone() })?;
     Ok((found.disk.clone(), p.part_guid.clone()))
 }

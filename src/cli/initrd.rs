@@ -53,7 +53,7 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
     let compression = match b.compress.as_str() {
         "zstd" => Compression::Zstd,
         "none" => Compression::None,
-        o => return Err(Error::Refused(format!("--compress {o}: use zstd or none"))),
+        o => return Err(Error::bad_arg("--compress", o, "use zstd or none")),
     };
     let binary = match b.binary {
         Some(p) => p,

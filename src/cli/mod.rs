@@ -99,22 +99,72 @@ impl Out {
 pub const EXIT_FAIL: u8 = 1;
 pub const EXIT_USAGE: u8 = 64;
 
-pub fn run(args: &[&str]) -> ExitCode {
+/// Options every command takes, before or after the subcommand.
+const GLOBAL_VALUE: [&str; 4] = ["--root", "--esp", "--boot", "--efivars"];
+const GLOBAL_SWITCH: [&str; 1] = ["--json"];
+/// Commands with an option of their own named like a global one: after such a
+/// command the name is the command's (`disk create --root 2G` is a size).
+const SHADOWED: [(&str, &str, &[&str]); 1] = [("disk", "create", &["--root", "--esp"])];
+
+/// Moves global options found after the subcommand in front of it, where argh
+/// expects them, so `lifeboat boot sync --esp disk.img` works as `bootctl` and
+/// `git -C` users expect. Nothing after `--` moves.
+pub fn hoist_globals(args: &[String]) -> Vec<String> {
+    let mut front: Vec<String> = Vec::new();
+    let mut rest: Vec<String> = Vec::new();
+    // The subcommand words seen so far (group, leaf).
+    let mut path: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--" {
+            rest.extend(args[i..].iter().cloned());
+            break;
+        }
+        let shadowed = SHADOWED.iter().any(|(g, l, names)| path.starts_with(&[*g, *l]) && names.contains(&a));
+        if !shadowed && GLOBAL_VALUE.contains(&a) && i + 1 < args.len() {
+            front.extend([args[i].clone(), args[i + 1].clone()]);
+            i += 2;
+            continue;
+        }
+        if !shadowed && GLOBAL_SWITCH.contains(&a) {
+            front.push(args[i].clone());
+            i += 1;
+            continue;
+        }
+        if !a.starts_with('-') && path.len() < 2 {
+            path.push(a);
+        }
+        rest.push(args[i].clone());
+        i += 1;
+    }
+    front.extend(rest);
+    front
+}
+
+/// Parses the command line (program name first); on `--help` or a usage error,
+/// the exit status after printing what argh said.
+pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
     let (cmd, rest) = match args.split_first() {
-        Some((c, r)) => (*c, r),
+        Some((c, r)) => (c.as_str(), r),
         None => ("lifeboat", &[][..]),
     };
-    let cli = match Cli::from_args(&[cmd], rest) {
-        Ok(c) => c,
-        Err(e) => {
-            if e.status.is_ok() {
-                println!("{}", e.output);
-                return ExitCode::SUCCESS;
-            }
+    let rest = hoist_globals(rest);
+    let refs: Vec<&str> = rest.iter().map(String::as_str).collect();
+    Cli::from_args(&[cmd], &refs).map_err(|e| {
+        if e.status.is_ok() {
+            println!("{}", e.output);
+            ExitCode::SUCCESS
+        } else {
             eprintln!("{}", e.output);
-            return ExitCode::from(EXIT_USAGE);
+            ExitCode::from(EXIT_USAGE)
         }
-    };
+    })
+}
+
+/// Runs a parsed command. The rescue shell, PID 1 and the initrd hook are not
+/// commands that report and exit: `main` runs those itself.
+pub fn run(cli: Cli) -> ExitCode {
     let out = Out { json: cli.json };
     let args = crate::bootsync::BootArgs { esp: cli.esp.clone(), boot: cli.boot.clone(), efivars: cli.efivars.clone() };
     let r = match cli.cmd {
@@ -136,31 +186,11 @@ pub fn run(args: &[&str]) -> ExitCode {
         },
         Command::Initrd(c) => initrd::run(c, &out),
         Command::Firmware(c) => firmware::run(&cli.root, &args, c, &out),
-        Command::Shell(_) => {
-            let ctx = crate::shell::ShellCtx {
-                root: cli.root.clone(),
-                pid1: false,
-                esp: cli.esp.clone(),
-                cmdline: crate::pid1::cmdline::KernelCmdline::parse(
-                    &std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
-                ),
-            };
-            crate::shell::Shell::new(ctx).run();
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Init(_) => crate::pid1::main(),
-        Command::InitrdHook(_) => {
-            let root = if cli.root == std::path::Path::new("/") {
-                PathBuf::from(crate::pid1::SYSROOT)
-            } else {
-                cli.root.clone()
-            };
-            match crate::pid1::initrd_hook(&root) {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(e) => Err(Error::Refused(e)),
-            }
-        }
         Command::Boot(c) => boot::run(&boot::Ctx { root: &cli.root, args: &args, out: &out }, c),
+        Command::Shell(_) | Command::Init(_) | Command::InitrdHook(_) => {
+            eprintln!("lifeboat: this command is run by the program's entry point, not here");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
     match r {
         Ok(code) => code,
@@ -168,11 +198,58 @@ pub fn run(args: &[&str]) -> ExitCode {
     }
 }
 
-/// Prints an error (as JSON too when asked) and returns the failure status.
+/// Prints an error (as JSON too when asked), with the causes a library gave
+/// that its message does not already say, and returns the failure status.
 pub fn report(out: &Out, e: &Error) -> ExitCode {
     if out.json {
         println!("{}", Json::obj().with("error", e.to_string()));
     }
-    eprintln!("lifeboat: error: {e}");
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(&format!(": {said}"));
+        }
+        cause = c.source();
+    }
+    eprintln!("lifeboat: error: {text}");
     ExitCode::from(EXIT_FAIL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> String {
+        hoist_globals(&s.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).join(" ")
+    }
+
+    #[test]
+    fn global_options_move_in_front_of_the_subcommand() {
+        assert_eq!(h("boot sync --esp disk.img"), "--esp disk.img boot sync");
+        assert_eq!(h("--root r state list --json"), "--root r --json state list");
+        assert_eq!(h("verify --full --root /mnt"), "--root /mnt verify --full");
+        // disk create's own --root and --esp are sizes.
+        assert_eq!(
+            h("disk create img --size 1G --root 512M --esp 64M"),
+            "disk create img --size 1G --root 512M --esp 64M"
+        );
+        assert_eq!(h("--json disk create img --root 1G --json"), "--json --json disk create img --root 1G");
+        assert_eq!(h("state commit --from t -- --root x"), "state commit --from t -- --root x");
+    }
+
+    #[test]
+    fn a_trailing_global_parses_like_a_leading_one() {
+        let a: Vec<String> = ["lifeboat", "state", "list", "--root", "/x", "--json"].map(String::from).to_vec();
+        let cli = parse(&a).unwrap();
+        assert_eq!(cli.root, std::path::Path::new("/x"));
+        assert!(cli.json);
+        let a: Vec<String> =
+            ["lifeboat", "disk", "create", "i", "--size", "1G", "--root", "2G"].map(String::from).to_vec();
+        let cli = parse(&a).unwrap();
+        assert_eq!(cli.root, std::path::Path::new("/"));
+        let Command::Disk(d) = cli.cmd else { panic!("not disk") };
+        assert!(format!("{d:?}").contains("2G"));
+    }
 }

@@ -10,9 +10,9 @@ use crate::bootsync::BootArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::json::Json;
-use crate::root::SystemRoot;
 use crate::timefmt;
-use crate::txn;
+use lifeboat_state::root::SystemRoot;
+use lifeboat_state::txn;
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "state")]
@@ -194,9 +194,9 @@ pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
     for t in txs {
         let st = root.tree_state(idx, t.id, &archived);
         let short = match st {
-            crate::root::TreeState::Active => "active",
-            crate::root::TreeState::Archived => "archived",
-            crate::root::TreeState::NotMaterialised => "no-tree",
+            lifeboat_state::root::TreeState::Active => "active",
+            lifeboat_state::root::TreeState::Archived => "archived",
+            lifeboat_state::root::TreeState::NotMaterialised => "no-tree",
         };
         out.line(format!(
             "{:>6}  {:<16}  {:<10}  {:<24}  {}",
@@ -227,8 +227,8 @@ fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
         out.note(f);
     }
     let idx = &loaded.index;
-    let t = idx.get(id).ok_or(Error::NoSuchTransaction(id))?;
-    let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
+    let t = idx.get(id).ok_or(Error::State(lifeboat_state::Error::NoSuchTransaction(id)))?;
+    let layout = idx.layout(id).ok_or(Error::State(lifeboat_state::Error::NoSuchTransaction(id)))?;
     let s = layout.stats();
     let st = root.tree_state(idx, id, &root.archived_ids()?);
     out.line(format!("transaction {id}"));
@@ -251,9 +251,11 @@ fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
         let mut w = std::io::BufWriter::new(stdout.lock());
         for e in layout.entries() {
             let (kind, size, value) = match &e.data {
-                crate::layout::EntryData::Dir => ('d', 0, String::new()),
-                crate::layout::EntryData::File { hash, size } => ('f', *size, hash.to_string()),
-                crate::layout::EntryData::Symlink { target } => ('l', 0, String::from_utf8_lossy(target).into_owned()),
+                lifeboat_state::layout::EntryData::Dir => ('d', 0, String::new()),
+                lifeboat_state::layout::EntryData::File { hash, size } => ('f', *size, hash.to_string()),
+                lifeboat_state::layout::EntryData::Symlink { target } => {
+                    ('l', 0, String::from_utf8_lossy(target).into_owned())
+                }
             };
             let _ = writeln!(w, "{kind}\t{:o}\t{}:{}\t{size}\t{value}\t{}", e.perm, e.uid, e.gid, e.path_lossy());
         }

@@ -10,8 +10,8 @@ use argh::FromArgs;
 use super::Out;
 use crate::error::Result;
 use crate::json::Json;
-use crate::root::SystemRoot;
-use crate::verify::{self, Options, Which};
+use lifeboat_state::root::SystemRoot;
+use lifeboat_state::verify::{self, Options, ProgressSink, Which};
 
 pub const EXIT_DIFFERENT: u8 = 1;
 pub const EXIT_CANNOT_CHECK: u8 = 2;
@@ -63,6 +63,7 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
     let idx = &loaded.index;
     let (id, tree, path) = verify::open_tree(&root, idx, which(c.state))?;
     let store = root.store(false)?;
+    let bar = TerminalBar::for_output(out);
     let start = std::time::Instant::now();
     // Both walk the index; on two cores they take the time of one.
     let (layout, referenced) = std::thread::scope(|s| {
@@ -70,12 +71,12 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
         let layout = idx.layout(id);
         (layout, referenced.join().unwrap_or_else(|_| c.store.then(|| idx.referenced_blobs())))
     });
-    let layout = layout.ok_or(crate::error::Error::NoSuchTransaction(id))?;
+    let layout = layout.ok_or(crate::error::Error::State(lifeboat_state::Error::NoSuchTransaction(id)))?;
     let report = verify::check(
         std::os::fd::AsFd::as_fd(&tree),
         &layout,
         &store,
-        Options { full: c.full, progress: !out.json },
+        Options { full: c.full, progress: bar.as_ref().map(|b| b as &dyn ProgressSink) },
         referenced.as_deref(),
     )?;
     let (diffs, bad_blobs) = (report.diffs, report.bad_blobs);
@@ -126,6 +127,35 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DIFFERENT) })
 }
 
+/// Progress of a check drawn on one line of a terminal's stderr.
+pub struct TerminalBar {
+    drawn: std::sync::atomic::AtomicBool,
+}
+
+impl TerminalBar {
+    /// A bar when stderr is a terminal and the output is for people.
+    pub fn for_output(out: &Out) -> Option<TerminalBar> {
+        use std::io::IsTerminal;
+        (!out.json && std::io::stderr().is_terminal())
+            .then(|| TerminalBar { drawn: std::sync::atomic::AtomicBool::new(false) })
+    }
+}
+
+impl ProgressSink for TerminalBar {
+    fn update(&self, what: &'static str, done: u64, total: u64, bytes: u64, secs: f64) {
+        let mb = bytes as f64 / 1e6;
+        let rate = if mb > 0.0 { format!(", {:.0} MB/s", mb / secs.max(0.001)) } else { String::new() };
+        eprint!("\r{done}/{total} {what}{rate}   ");
+        self.drawn.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn finish(&self, _: &'static str) {
+        if self.drawn.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            eprint!("\r{:70}\r", "");
+        }
+    }
+}
+
 pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open_locked(rootp, false)?;
     let loaded = root.load_existing_index()?;
@@ -133,7 +163,8 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
         out.note(f);
     }
     let start = std::time::Instant::now();
-    let opts = Options { full: c.full, progress: !out.json };
+    let bar = TerminalBar::for_output(out);
+    let opts = Options { full: c.full, progress: bar.as_ref().map(|b| b as &dyn ProgressSink) };
     let r = verify::repair(&root, &loaded.index, which(c.state), c.prune_extra, opts)?;
     for f in &r.fixed {
         out.line(format!("fixed   {f}"));

@@ -145,14 +145,14 @@ impl Watch {
         }
         self.last_said = Some(now);
         let mut text = format!("lifeboat: still {} after {} s", self.step, stuck.as_secs());
-        let warnings = kernel_warnings(8);
+        let warnings = crate::kmsg::read(4, 8);
         if warnings.is_empty() {
             text.push_str("; the kernel reported no warnings\n");
         } else {
             text.push_str("; the kernel's latest warnings:\n");
             for w in warnings {
                 text.push_str("lifeboat:   ");
-                text.push_str(&w);
+                text.push_str(&w.to_string());
                 text.push('\n');
             }
         }
@@ -171,71 +171,9 @@ fn enter_pressed() -> bool {
     n > 0 && buf[..n as usize].iter().any(|&b| b == b'\n' || b == b'\r')
 }
 
-/// The last `max` kernel log records of priority warning or worse, from
-/// `/dev/kmsg` (each record: "prio,seq,usec,flags;message").
-fn kernel_warnings(max: usize) -> Vec<String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg") else {
-        return Vec::new();
-    };
-    let mut out: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-    let mut rec = vec![0u8; 8192];
-    loop {
-        // SAFETY: one record per read into a buffer of the given length.
-        let n = unsafe { libc::read(f.as_raw_fd(), rec.as_mut_ptr().cast(), rec.len()) };
-        if n < 0 {
-            // EPIPE means records were overwritten while reading: keep going.
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPIPE) {
-                continue;
-            }
-            break;
-        }
-        if n == 0 {
-            break;
-        }
-        if let Some(w) = parse_kmsg_record(&rec[..n as usize]) {
-            if out.len() == max {
-                out.pop_front();
-            }
-            out.push_back(w);
-        }
-    }
-    out.into()
-}
-
-/// The "[seconds] message" of a `/dev/kmsg` record of priority warning (4) or
-/// worse; `None` for quieter records and anything malformed.
-fn parse_kmsg_record(rec: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(rec).ok()?;
-    let (head, msg) = text.split_once(';')?;
-    let mut fields = head.split(',');
-    let prio: u32 = fields.next()?.parse().ok()?;
-    let _seq = fields.next()?;
-    let usec: u64 = fields.next()?.parse().ok()?;
-    if prio & 7 > 4 {
-        return None;
-    }
-    // Continuation lines (" KEY=value") follow the first line of a record.
-    let first = msg.lines().next().unwrap_or("");
-    Some(format!("[{:5}.{:06}] {first}", usec / 1_000_000, usec % 1_000_000))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kmsg_records() {
-        assert_eq!(
-            parse_kmsg_record(b"4,812,37920588,-;nvme nvme0: I/O 457 QID 1 timeout, completion polled\n"),
-            Some("[   37.920588] nvme nvme0: I/O 457 QID 1 timeout, completion polled".to_owned())
-        );
-        // Facility bits are ignored; only the level counts.
-        assert!(parse_kmsg_record(b"11,5,100,-;sd 0:0:0:0: error\n SUBSYSTEM=scsi\n").is_some());
-        assert_eq!(parse_kmsg_record(b"6,1,100,-;nvme nvme0: 1/0/0 default/read/poll queues\n"), None);
-        assert_eq!(parse_kmsg_record(b"garbage"), None);
-        assert_eq!(parse_kmsg_record(b"x,1,2,-;m"), None);
-    }
 
     #[test]
     fn steps_reach_the_watch_and_stalls_are_reported_once_per_period() {

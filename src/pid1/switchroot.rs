@@ -37,10 +37,10 @@ pub fn switch_root(new_root: &Path, init: &Path, args: &[String]) -> Result<std:
     let st = nix::sys::statfs::statfs("/").map_err(|x| e("statfs /", x))?;
     let magic = st.filesystem_type().0 as u64;
     if magic == RAMFS_MAGIC || magic == TMPFS_MAGIC {
-        let root = crate::fsutil::open_dir(Path::new("/")).map_err(|x| e("open /", x))?;
+        let root = lifeboat_fs::open_dir(Path::new("/")).map_err(|x| e("open /", x))?;
         let dev = nix::sys::stat::fstat(root.as_fd()).map_err(|x| e("stat /", x))?.st_dev;
         // Errors only leave some initramfs memory in use.
-        let _ = crate::fsutil::clear_dir(root.as_fd(), dev);
+        let _ = lifeboat_fs::clear_dir(root.as_fd(), dev);
     }
     mount(Some("."), "/", none, MsFlags::MS_MOVE, none).map_err(|x| e("move the new root to /", x))?;
     nix::unistd::chroot(".").map_err(|x| e("chroot", x))?;

@@ -1,6 +1,10 @@
-//! Thin, typed wrappers over the Linux syscalls the transaction code is built on:
-//! `renameat2(RENAME_EXCHANGE)` (musl has no wrapper), `syncfs`, directory fds, and
-//! walking below a directory without ever following a symlink.
+//! The filesystem calls every lifeboat crate shares, as thin typed wrappers over
+//! the Linux syscalls: directory fds and walks below a directory that never follow
+//! a symlink (`openat2(RESOLVE_BENEATH)` with an `O_NOFOLLOW` fallback),
+//! `renameat2` exchange and no-replace (musl has no wrapper), `syncfs`, directory
+//! listings with `getdents64` into reused buffers, and the one atomic file write
+//! ([`atomic_write_at`], [`atomic_write`]: temporary name, fsync, rename, fsync of
+//! the directory) that every host-side writer uses.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -383,8 +387,11 @@ pub fn read_small_at(dir: BorrowedFd, name: &[u8], max: usize) -> io::Result<Vec
     Ok(out)
 }
 
-/// Writes a small file below `dir` atomically (temp name, fsync, rename).
-pub fn write_small_at(dir: BorrowedFd, name: &[u8], data: &[u8], mode: u32) -> io::Result<()> {
+/// Writes a file below `dir` atomically and durably: the data goes to a temporary
+/// name beside it (created exclusively, never through a symlink), is fsynced, is
+/// renamed over `name`, and the directory is fsynced, so after a crash `name` is
+/// either the old file or the whole new one, and after a return it survives one.
+pub fn atomic_write_at(dir: BorrowedFd, name: &[u8], data: &[u8], mode: u32) -> io::Result<()> {
     use std::io::Write;
     let mut tmp = b".".to_vec();
     tmp.extend_from_slice(name);
@@ -399,10 +406,28 @@ pub fn write_small_at(dir: BorrowedFd, name: &[u8], data: &[u8], mode: u32) -> i
     )
     .map_err(io_err)?;
     let mut f = std::fs::File::from(fd);
-    f.write_all(data)?;
-    f.sync_all()?;
+    // The mode asked for, not the one the umask left.
+    nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(mode)).map_err(io_err)?;
+    let written = f.write_all(data).and_then(|_| f.sync_all());
     drop(f);
-    rename(dir, &tmp, dir, name)
+    if let Err(e) = written {
+        let _ = nix::unistd::unlinkat(dir, ct.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        return Err(e);
+    }
+    rename(dir, &tmp, dir, name)?;
+    fsync(dir)
+}
+
+/// [`atomic_write_at`] by path: the file `path` in its parent directory (`.` when
+/// it has none).
+pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let dir = open_dir(parent)?;
+    atomic_write_at(dir.as_fd(), name.as_bytes(), data, mode)
 }
 
 pub fn os(b: &[u8]) -> &OsStr {
@@ -481,6 +506,27 @@ mod tests {
         for bad in [&b".."[..], b"b/../..", b"./b"] {
             assert_eq!(open_dir_beneath(root.as_fd(), bad).unwrap_err().kind(), io::ErrorKind::InvalidInput);
         }
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_files_with_the_mode_asked_for() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("lb-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let p = base.join("f");
+        atomic_write(&p, b"one", 0o600).unwrap();
+        atomic_write(&p, b"two", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1, "no temporary file is left");
+        // A symlink planted at the temporary name is replaced, never written through.
+        std::fs::write(base.join("victim"), b"keep").unwrap();
+        std::os::unix::fs::symlink(base.join("victim"), base.join(".f.lbtmp")).unwrap();
+        atomic_write(&p, b"three", 0o644).unwrap();
+        assert_eq!(std::fs::read(base.join("victim")).unwrap(), b"keep");
+        assert_eq!(std::fs::read(&p).unwrap(), b"three");
         let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -18,8 +18,8 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{self, cstr, io_err};
 use crate::hash::Hash128;
+use lifeboat_fs::{self as fsutil, cstr, io_err};
 
 pub const STORE_REL: &str = ".moss/assets/v2";
 /// The staging directory for blobs being added: beside the v2 tree, not in it.

@@ -15,9 +15,9 @@ use nix::fcntl::AtFlags;
 use nix::sys::stat::Mode;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{self, cstr, io_err};
-use crate::layout::{EntryData, Layout, LayoutEntry};
+use crate::layout::{EntryData, Layout, LayoutEntry, LayoutError};
 use crate::store::{self, Store};
+use lifeboat_fs::{self as fsutil, cstr, io_err};
 
 /// How entries are being created: decides which chown/chmod calls can be left out.
 #[derive(Clone, Copy, Debug)]
@@ -98,7 +98,7 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
     let results: Vec<Result<BlitStats>> = std::thread::scope(|s| {
         let hs: Vec<_> =
             runs.iter().map(|&(a, b)| s.spawn(move || blit_run(&es[a..b], store, top_fd, root, shown))).collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Refused("blit worker failed".into())))).collect()
+        hs.into_iter().map(|h| h.join().unwrap_or(Err(Error::WorkerLost { job: "blit" }))).collect()
     });
     for r in results {
         let st = r?;
@@ -139,7 +139,7 @@ fn blit_run(run: &[LayoutEntry], store: &Store, top: BorrowedFd, root: bool, sho
         let (dir, parent_setgid) = match stack.get(depth - 1) {
             Some((fd, sg)) => (fd.as_fd(), *sg),
             // A validated layout always has the parent open here.
-            None => return Err(Error::Refused(format!("{}: parent not created", e.path_lossy()))),
+            None => return Err(Error::Layout { path: e.path_lossy(), why: LayoutError::ParentMissing }),
         };
         let ctx = Ctx { root, umask_zero: true, parent_setgid };
         if let Some(fd) = place(e, dir, store, ctx, &mut stats).ctx("create", shown_e())? {

@@ -118,6 +118,8 @@ impl fmt::Display for LayoutError {
     }
 }
 
+impl std::error::Error for LayoutError {}
+
 /// Checks one component: not empty, not `.` or `..`, no `/` or NUL, not too long.
 pub fn check_name(name: &[u8]) -> Result<(), LayoutError> {
     if name.is_empty() {

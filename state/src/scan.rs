@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::OFlag;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{self, libc_mode::*};
 use crate::hash::Hash128;
 use crate::layout::{check_name, EntryData, Layout, LayoutEntry, MAX_DEPTH};
+use lifeboat_fs::{self as fsutil, libc_mode::*};
 
 /// A scanned tree: its layout, and the tree's descriptor to copy content from.
 pub struct ScannedTree {
@@ -159,10 +159,7 @@ fn hash_files(root: &Path, root_fd: BorrowedFd, entries: &mut [LayoutEntry], fil
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Refused("hash worker panicked".into()))))
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(Error::WorkerLost { job: "hash" }))).collect()
     });
     let mut by_inode: HashMap<usize, (Hash128, u64)> = HashMap::new();
     for r in results {

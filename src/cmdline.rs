@@ -1,5 +1,6 @@
-//! The kernel command line as PID 1 reads it: words split on blanks, double quotes
-//! grouping (`a="b c"`), and the parameters lifeboat acts on.
+//! The kernel command line as PID 1, the initrd hook and the rescue shell read it:
+//! words split on blanks, double quotes grouping (`a="b c"`), and the parameters
+//! lifeboat acts on. Bytes that are not UTF-8 never lose the rest of the line.
 
 /// Parsed `/proc/cmdline`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -8,6 +9,16 @@ pub struct KernelCmdline {
 }
 
 impl KernelCmdline {
+    /// `/proc/cmdline`, or an empty line when it cannot be read. Invalid UTF-8 is
+    /// replaced, not a reason to drop `root=` and `lifeboat.tx=` with it.
+    pub fn from_proc() -> Self {
+        Self::parse_bytes(&std::fs::read("/proc/cmdline").unwrap_or_default())
+    }
+
+    pub fn parse_bytes(b: &[u8]) -> Self {
+        Self::parse(&String::from_utf8_lossy(b))
+    }
+
     pub fn parse(text: &str) -> Self {
         let mut words = Vec::new();
         let mut cur = String::new();
@@ -87,5 +98,7 @@ mod tests {
         assert!(KernelCmdline::parse("ro").read_only());
         assert_eq!(KernelCmdline::parse("lifeboat.tx=x").tx(), Some(Err("x".into())));
         assert_eq!(KernelCmdline::parse("").tx(), None);
+        let c = KernelCmdline::parse_bytes(b"quiet x=\xff\xfe root=/dev/vda2 lifeboat.tx=4\n");
+        assert_eq!((c.get("root"), c.tx()), (Some("/dev/vda2"), Some(Ok(4))));
     }
 }

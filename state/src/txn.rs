@@ -13,12 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::blit::{self, BlitStats};
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
 use crate::index::{StateIndex, TxMeta};
 use crate::layout::Layout;
 use crate::root::{SystemRoot, STATE_ID};
 use crate::scan;
 use crate::store::Store;
+use lifeboat_fs as fsutil;
 
 /// What a commit did.
 #[derive(Debug)]
@@ -92,7 +92,7 @@ fn materialise(root: &SystemRoot, store: &Store, layout: &Layout, id: u64) -> Re
     let stats = blit::blit(layout, store, staging.as_fd(), b"usr", &rootp.join("staging/usr"))?;
     crate::failpoint::hit("blit-done");
     let usr = fsutil::open_dir_at(staging.as_fd(), b"usr").ctx("open", rootp.join("staging/usr"))?;
-    fsutil::write_small_at(usr.as_fd(), STATE_ID, format!("{id}\n").as_bytes(), 0o644)
+    fsutil::atomic_write_at(usr.as_fd(), STATE_ID, format!("{id}\n").as_bytes(), 0o644)
         .ctx("write", rootp.join("staging/usr/.stateID"))?;
     fsutil::syncfs(usr.as_fd()).ctx("sync", &rootp)?;
     crate::failpoint::hit("staging-complete");
@@ -201,11 +201,10 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
     timings.push(("tree_sync", t.elapsed().saturating_sub(blit.duration)));
     let t = Instant::now();
     let meta = TxMeta { id, created: now(), summary: summary.to_owned(), parent, kernels: scanned.layout.kernels() };
-    let wire =
-        idx.rebuilt(Some((meta, &scanned.layout)), &[]).map_err(|e| Error::Refused(format!("state index: {e}")))?;
+    let wire = idx.rebuilt(Some((meta, &scanned.layout)), &[]).map_err(Error::IndexBuild)?;
     crate::failpoint::hit("commit-index");
     root.store_index(&wire)?;
-    let idx = StateIndex::from_wire(wire).map_err(|e| Error::Refused(format!("state index: {e}")))?;
+    let idx = StateIndex::from_wire(wire).map_err(Error::IndexBuild)?;
     timings.push(("index", t.elapsed()));
     let r = swap_in(&root, &idx, id)?;
     timings.push(("swap", r.swap));
@@ -248,10 +247,10 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
     let idx = if removed.is_empty() {
         idx
     } else {
-        let wire = idx.rebuilt(None, &removed).map_err(|e| Error::Refused(format!("state index: {e}")))?;
+        let wire = idx.rebuilt(None, &removed).map_err(Error::IndexBuild)?;
         crate::failpoint::hit("prune-index");
         root.store_index(&wire)?;
-        StateIndex::from_wire(wire).map_err(|e| Error::Refused(format!("state index: {e}")))?
+        StateIndex::from_wire(wire).map_err(Error::IndexBuild)?
     };
     let trees = root.trees_dir()?;
     for id in &removed {

@@ -21,6 +21,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use lifeboat_codec::{Reader, Short};
+
 use super::wire::PayloadWire;
 use super::{IndexError, StateIndex};
 
@@ -68,7 +70,15 @@ impl fmt::Display for IndexFileError {
     }
 }
 
-impl std::error::Error for IndexFileError {}
+impl std::error::Error for IndexFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IndexFileError::Io(e) => Some(e),
+            IndexFileError::Invalid(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Serialises a payload with its header.
 pub fn encode(w: &PayloadWire) -> Vec<u8> {
@@ -87,40 +97,37 @@ pub fn encode(w: &PayloadWire) -> Vec<u8> {
     out
 }
 
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 /// Parses and validates a whole file's bytes.
 pub fn decode(bytes: &[u8]) -> Result<StateIndex, IndexFileError> {
-    if bytes.len() < HEADER_LEN {
-        if bytes.len() >= 8 && bytes[..8] != MAGIC {
-            return Err(IndexFileError::BadMagic);
-        }
-        return Err(IndexFileError::Truncated { have: bytes.len() as u64, need: HEADER_LEN as u64 });
-    }
-    if bytes[..8] != MAGIC {
+    let truncated = || IndexFileError::Truncated { have: bytes.len() as u64, need: HEADER_LEN as u64 };
+    let mut r = Reader::new(bytes);
+    let magic = r.take(8.min(bytes.len()), "magic").map_err(|_| truncated())?;
+    if magic.len() == 8 && magic != MAGIC {
         return Err(IndexFileError::BadMagic);
     }
-    let major = u16::from_le_bytes([bytes[8], bytes[9]]);
-    let minor = u16::from_le_bytes([bytes[10], bytes[11]]);
+    if bytes.len() < HEADER_LEN {
+        return Err(truncated());
+    }
+    // The header is all there (checked above): a short read here cannot happen,
+    // and would still be an error, never a panic.
+    let header = |e: Short| IndexFileError::Decode(format!("header: {e}"));
+    let major = r.u16_le("format major").map_err(header)?;
+    let minor = r.u16_le("format minor").map_err(header)?;
     if major != MAJOR {
         return Err(IndexFileError::UnknownVersion { major, minor });
     }
-    let len = le64(bytes, 16);
-    let raw_len = le64(bytes, 24);
-    let stored = le64(bytes, 32);
-    let have = (bytes.len() - HEADER_LEN) as u64;
-    if have < len {
-        return Err(IndexFileError::Truncated { have: bytes.len() as u64, need: HEADER_LEN as u64 + len });
-    }
+    r.skip(4, "reserved").map_err(header)?;
+    let len = r.u64_le("payload length").map_err(header)?;
+    let raw_len = r.u64_le("uncompressed length").map_err(header)?;
+    let stored = r.u64_le("payload checksum").map_err(header)?;
+    // Bytes after the payload belong to newer minor versions; the checksum covers ours.
+    let payload = usize::try_from(len)
+        .ok()
+        .and_then(|n| r.take(n, "payload").ok())
+        .ok_or(IndexFileError::Truncated { have: bytes.len() as u64, need: (HEADER_LEN as u64).saturating_add(len) })?;
     if raw_len > MAX_RAW {
         return Err(IndexFileError::TooLarge(raw_len));
     }
-    // Bytes after the payload belong to newer minor versions; the checksum covers ours.
-    let payload = &bytes[HEADER_LEN..HEADER_LEN + len as usize];
     let actual = xxhash_rust::xxh3::xxh3_64(payload);
     if actual != stored {
         return Err(IndexFileError::Checksum { stored, actual });
@@ -167,7 +174,11 @@ impl fmt::Display for LoadError {
     }
 }
 
-impl std::error::Error for LoadError {}
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
 
 pub fn prev_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -261,7 +272,7 @@ mod tests {
         let b = sample();
         assert_eq!(&b[..8], b"LBSTATE\0");
         assert_eq!(&b[8..16], &[1, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(le64(&b, 16) as usize, b.len() - HEADER_LEN);
+        assert_eq!(lifeboat_codec::le_u64_at(&b, 16), Some((b.len() - HEADER_LEN) as u64));
         assert!(decode(&b).is_ok());
     }
 
@@ -284,6 +295,12 @@ mod tests {
         m[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(decode(&m), Err(IndexFileError::TooLarge(_))));
         assert!(matches!(decode(b""), Err(IndexFileError::Truncated { .. })));
+        // A hostile payload length neither overflows nor allocates.
+        let mut m = b.clone();
+        m[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(decode(&m), Err(IndexFileError::Truncated { .. })));
+        m[16..24].copy_from_slice(&(u64::MAX - 30).to_le_bytes());
+        assert!(matches!(decode(&m), Err(IndexFileError::Truncated { .. })));
     }
 
     #[test]

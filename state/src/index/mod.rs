@@ -42,6 +42,8 @@ impl fmt::Display for IndexError {
     }
 }
 
+impl std::error::Error for IndexError {}
+
 /// Metadata of one transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxMeta {

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::Mode;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{self, cstr, io_err};
 use crate::index::{self, file::Loaded, StateIndex};
 use crate::store::Store;
+use lifeboat_fs::{self as fsutil, cstr, io_err};
 
 pub const STATE_ID: &[u8] = b".stateID";
 pub const INDEX_REL: &str = ".moss/lifeboat/state.idx";

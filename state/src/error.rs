@@ -1,0 +1,101 @@
+//! The state crate's error: every failure says what was being done, to which file,
+//! and why, so a user on a serial console can act on it; the cause is kept as the
+//! error's [`source`](std::error::Error::source).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::index::file::LoadError;
+use crate::index::IndexError;
+use crate::layout::LayoutError;
+
+#[derive(Debug)]
+pub enum Error {
+    /// A syscall failed on a named path.
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Neither generation of the state index could be read.
+    Index(Box<LoadError>),
+    /// A new generation of the index could not be built from the old one and a
+    /// change (a layout that breaks the index's own rules).
+    IndexBuild(IndexError),
+    /// The source tree of a commit has something a transaction cannot hold.
+    BadTree {
+        path: PathBuf,
+        why: String,
+    },
+    /// A layout violates a path rule.
+    Layout {
+        path: String,
+        why: LayoutError,
+    },
+    NoSuchTransaction(u64),
+    /// The directory is not a system root lifeboat can work on.
+    NotARoot {
+        path: PathBuf,
+        why: String,
+    },
+    /// A store blob is missing or does not match its name.
+    Store {
+        path: PathBuf,
+        why: String,
+    },
+    /// Another lifeboat holds the lock.
+    Busy(PathBuf),
+    /// A worker thread of `job` ended without a result (it panicked).
+    WorkerLost {
+        job: &'static str,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io { op, path: path.into(), source }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
+            Error::Index(e) => write!(f, "state index unreadable: {e}"),
+            Error::IndexBuild(e) => write!(f, "cannot write the state index: {e}"),
+            Error::BadTree { path, why } => write!(f, "{}: {why}", path.display()),
+            Error::Layout { path, why } => write!(f, "{path}: {why}"),
+            Error::NoSuchTransaction(id) => write!(f, "no transaction {id} in the state index"),
+            Error::NotARoot { path, why } => write!(f, "{}: {why}", path.display()),
+            Error::Store { path, why } => write!(f, "store blob {}: {why}", path.display()),
+            Error::Busy(p) => write!(f, "{} is locked by another lifeboat process", p.display()),
+            Error::WorkerLost { job } => write!(f, "a {job} worker thread ended without a result"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Index(e) => Some(&**e),
+            Error::IndexBuild(e) => Some(e),
+            Error::Layout { why, .. } => Some(why),
+            _ => None,
+        }
+    }
+}
+
+/// Adds a path and operation to an io::Result.
+pub trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}

@@ -1,0 +1,264 @@
+//! Repair: bring a tree back to its layout from the store, in layout order
+//! (parents first). Each damaged file is rebuilt under a temporary name in its
+//! directory and renamed over, so every path is always the old or the restored
+//! file; a blob missing from the store or corrupt is recovered from another
+//! retained transaction's tree (hashed first), then linked back into the store.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::blit::{self, BlitStats};
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Hash128;
+use crate::index::StateIndex;
+use crate::layout::{EntryData, Layout};
+use crate::root::SystemRoot;
+use crate::store::Store;
+use lifeboat_fs::{self as fsutil, cstr, libc_mode::*};
+
+use super::*;
+
+/// What a repair did.
+#[derive(Debug, Default)]
+pub struct RepairReport {
+    pub fixed: Vec<Difference>,
+    pub removed_extra: Vec<String>,
+    pub recovered_blobs: Vec<(Hash128, PathBuf)>,
+    pub unrecoverable: Vec<(String, String)>,
+}
+
+/// Trees of other retained transactions that may hold a blob's content.
+fn other_trees(root: &SystemRoot, idx: &StateIndex, skip: u64) -> Vec<(u64, PathBuf, Layout)> {
+    let active = root.active_id();
+    let mut out = Vec::new();
+    for t in idx.transactions() {
+        let p = if Some(t.id) == active {
+            root.path.join("usr")
+        } else {
+            root.path.join(format!(".moss/root/{}/usr", t.id))
+        };
+        if t.id == skip && Some(t.id) != active {
+            continue;
+        }
+        if let Some(l) = idx.layout(t.id) {
+            if p.is_dir() {
+                out.push((t.id, p, l));
+            }
+        }
+    }
+    out
+}
+
+/// Makes sure blob `h` is in the store with the right content, recovering it from
+/// another tree when needed. Returns where it was recovered from, if it was.
+/// Other trees: computed on first use (materialising every layout is not free).
+type Trees = Option<Vec<(u64, PathBuf, Layout)>>;
+
+fn ensure_blob(
+    root: &SystemRoot,
+    idx: &StateIndex,
+    skip: u64,
+    store: &Store,
+    h: Hash128,
+    trees: &mut Trees,
+    buf: &mut [u8],
+) -> std::result::Result<Option<PathBuf>, String> {
+    // The blob's inode when it is there but wrong (a symlink, unreadable, damaged).
+    let bad_ino = match store.open_blob(h) {
+        Ok(f) => {
+            let st = nix::sys::stat::fstat(f.as_fd()).map_err(|e| e.to_string())?;
+            if st.st_mode & S_IFMT == S_IFREG && Hash128::of_reader(&f, buf).is_ok_and(|(got, _)| got == h) {
+                return Ok(None);
+            }
+            Some((st.st_dev, st.st_ino))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => match store.stat(h) {
+            Ok(Some(st)) => Some((st.st_dev, st.st_ino)),
+            Ok(None) => None,
+            Err(e) => return Err(e.to_string()),
+        },
+    };
+    let trees = trees.get_or_insert_with(|| other_trees(root, idx, skip));
+    for (_, tree_path, layout) in trees.iter() {
+        for e in layout.entries() {
+            if !matches!(&e.data, EntryData::File { hash, .. } if *hash == h) {
+                continue;
+            }
+            let tree_fd = match fsutil::open_dir(tree_path) {
+                Ok(f) => f,
+                Err(_) => continue,
+            };
+            let Ok(fd) = fsutil::open_beneath(tree_fd.as_fd(), &e.path, OFlag::O_RDONLY) else {
+                continue;
+            };
+            let Ok(st) = nix::sys::stat::fstat(fd.as_fd()) else {
+                continue;
+            };
+            if bad_ino == Some((st.st_dev, st.st_ino)) {
+                continue; // the same damaged inode
+            }
+            let f = File::from(fd);
+            let Ok((got, _)) = Hash128::of_reader(&f, buf) else {
+                continue;
+            };
+            if got != h {
+                continue;
+            }
+            // Replace the store's copy: remove the bad one, then add the good one.
+            if bad_ino.is_some() {
+                store.remove(h).map_err(|e| e.to_string())?;
+            }
+            store.add(h, &f, e.perm, e.uid, e.gid).map_err(|e| e.to_string())?;
+            let _ = root;
+            return Ok(Some(tree_path.join(fsutil::os(&e.path))));
+        }
+    }
+    Err(match bad_ino {
+        Some(_) => "its store blob is corrupt and no retained tree holds an intact copy".into(),
+        None => "its store blob is missing and no retained tree holds a copy".into(),
+    })
+}
+
+fn tmp_name(name: &[u8]) -> Vec<u8> {
+    let mut t = b".lbrepair-".to_vec();
+    t.extend_from_slice(name);
+    t
+}
+
+/// Repairs the tree of `which` from the store: the differences a check with
+/// `opts` finds (a full one also finds content damaged in place, which a quick
+/// check trusts while the file is still the store's inode).
+pub fn repair(
+    root: &SystemRoot,
+    idx: &StateIndex,
+    which: Which,
+    prune_extra: bool,
+    opts: Options,
+) -> Result<RepairReport> {
+    let (id, tree, tree_path) = open_tree(root, idx, which)?;
+    let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
+    let store = root.store(false)?;
+    let diffs = check(tree.as_fd(), &layout, &store, opts, None)?.diffs;
+    let mut report = RepairReport::default();
+    if diffs.is_empty() {
+        return Ok(report);
+    }
+    // Other trees are only needed when a blob is missing or damaged.
+    let mut trees: Trees = None;
+    let es = layout.entries();
+    let mut buf = vec![0u8; 256 * 1024];
+    let is_root = crate::store::is_root();
+    let mut stats = BlitStats::default();
+    // Per entry, the most severe difference decides the fix: a rebuild also
+    // restores permissions and owner.
+    let mut by_entry: std::collections::BTreeMap<usize, Vec<&Difference>> = std::collections::BTreeMap::new();
+    for d in &diffs {
+        if let Some(i) = d.entry {
+            by_entry.entry(i).or_default().push(d);
+        }
+    }
+    for (i, ds) in by_entry {
+        let rebuild = ds.iter().find(|d| !matches!(d.class, Class::WrongMode | Class::WrongOwner));
+        let d = *rebuild.unwrap_or(&ds[0]);
+        let e = &es[i];
+        let shown = tree_path.join(fsutil::os(&e.path));
+        let parent = match fsutil::open_dir_beneath(tree.as_fd(), e.parent()) {
+            Ok(p) => p,
+            Err(err) => {
+                report.unrecoverable.push((e.path_lossy(), format!("cannot open its directory: {err}")));
+                continue;
+            }
+        };
+        let r: std::result::Result<(), String> = (|| match d.class {
+            Class::WrongMode | Class::WrongOwner => {
+                let c = cstr(e.name()).map_err(|x| x.to_string())?;
+                let owner_wrong = ds.iter().any(|d| d.class == Class::WrongOwner);
+                if is_root {
+                    nix::unistd::fchownat(
+                        parent.as_fd(),
+                        c.as_c_str(),
+                        Some(e.uid.into()),
+                        Some(e.gid.into()),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|x| x.to_string())?;
+                } else if owner_wrong {
+                    return Err("fixing an owner needs root".into());
+                }
+                if !matches!(e.data, EntryData::Symlink { .. }) {
+                    nix::sys::stat::fchmodat(
+                        parent.as_fd(),
+                        c.as_c_str(),
+                        Mode::from_bits_truncate(e.perm),
+                        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                    )
+                    .or_else(|_| {
+                        nix::sys::stat::fchmodat(
+                            parent.as_fd(),
+                            c.as_c_str(),
+                            Mode::from_bits_truncate(e.perm),
+                            nix::sys::stat::FchmodatFlags::FollowSymlink,
+                        )
+                    })
+                    .map_err(|x| x.to_string())?;
+                }
+                Ok(())
+            }
+            Class::Missing | Class::WrongType | Class::WrongContent | Class::WrongTarget => {
+                if let EntryData::File { hash, size } = &e.data {
+                    if *size > 0 {
+                        if let Some(from) = ensure_blob(root, idx, id, &store, *hash, &mut trees, &mut buf)? {
+                            report.recovered_blobs.push((*hash, from));
+                        }
+                    }
+                }
+                if matches!(e.data, EntryData::Dir) {
+                    if d.class == Class::WrongType {
+                        fsutil::remove_tree_at(parent.as_fd(), e.name()).map_err(|x| x.to_string())?;
+                    }
+                    blit::place(e, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats)
+                        .map_err(|x| x.to_string())?;
+                    return Ok(());
+                }
+                let tmp = tmp_name(e.name());
+                let _ = fsutil::remove_tree_at(parent.as_fd(), &tmp);
+                blit::place_as(e, &tmp, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats)
+                    .map_err(|x| x.to_string())?;
+                crate::failpoint::hit("repair-rename");
+                if d.class == Class::WrongType {
+                    if let Ok(Some(st)) = fsutil::lstat_at(parent.as_fd(), e.name()) {
+                        if st.st_mode & S_IFMT == S_IFDIR {
+                            fsutil::remove_tree_at(parent.as_fd(), e.name()).map_err(|x| x.to_string())?;
+                        }
+                    }
+                }
+                fsutil::rename(parent.as_fd(), &tmp, parent.as_fd(), e.name()).map_err(|x| x.to_string())
+            }
+            Class::Extra => Ok(()),
+        })();
+        match r {
+            Ok(()) => report.fixed.extend(ds.iter().map(|d| (*d).clone())),
+            Err(why) => report.unrecoverable.push((shown.display().to_string(), why)),
+        }
+    }
+    if prune_extra {
+        for d in diffs.iter().filter(|d| d.class == Class::Extra) {
+            let p = d.path.as_bytes();
+            let (parent, name) = match p.iter().rposition(|&b| b == b'/') {
+                Some(i) => (&p[..i], &p[i + 1..]),
+                None => (&p[..0], p),
+            };
+            match fsutil::open_dir_beneath(tree.as_fd(), parent).and_then(|f| fsutil::remove_tree_at(f.as_fd(), name)) {
+                Ok(()) => report.removed_extra.push(d.path.clone()),
+                Err(e) => report.unrecoverable.push((d.path.clone(), format!("cannot remove: {e}"))),
+            }
+        }
+    }
+    fsutil::syncfs(tree.as_fd()).ctx("sync", &tree_path)?;
+    Ok(report)
+}

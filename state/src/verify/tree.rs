@@ -1,0 +1,414 @@
+//! The tree pass of a check: each directory of the tree is listed once with
+//! `getdents64` and every child looked up in that listing against the layout's
+//! entries; a file whose listed inode is its blob's takes the blob's `stat` and
+//! verdict from the [`BlobTable`], so no file is `stat`ed or read unless it is a
+//! copy. Work is split into subtree ranges handed to workers on demand.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::layout::{EntryData, Layout, LayoutEntry};
+use crate::root::STATE_ID;
+use crate::store::Store;
+use lifeboat_fs::{self as fsutil, io_err, libc_mode::*};
+
+use super::progress::{Progress, Tally};
+use super::table::*;
+use super::*;
+
+/// The children of each directory (by entry index; the tree root is the last
+/// slot), in sibling order, found with one depth-first pass and no hashing; kept
+/// in two flat arrays, so building it allocates three times, not once per
+/// directory.
+pub(crate) struct Children {
+    /// `kids[start[d]..start[d + 1]]` are the children of `d`.
+    pub(crate) start: Vec<u32>,
+    pub(crate) kids: Vec<u32>,
+    /// Where each entry's name starts in its path.
+    pub(crate) name_at: Vec<u32>,
+    pub(crate) depth: Vec<u16>,
+}
+
+impl Children {
+    pub(crate) fn new(es: &[LayoutEntry]) -> Self {
+        let root = es.len();
+        let mut parent: Vec<u32> = Vec::with_capacity(es.len());
+        let mut depth: Vec<u16> = Vec::with_capacity(es.len());
+        let mut name_at: Vec<u32> = Vec::with_capacity(es.len());
+        let mut stack: Vec<usize> = Vec::with_capacity(32);
+        let mut start = vec![0u32; es.len() + 2];
+        for (i, e) in es.iter().enumerate() {
+            let d = e.path.iter().filter(|&&b| b == b'/').count();
+            let at = e.path.iter().rposition(|&b| b == b'/').map_or(0, |j| j + 1);
+            stack.truncate(d);
+            let p = stack.last().copied().unwrap_or(root);
+            parent.push(p as u32);
+            start[p + 1] += 1;
+            depth.push(d.min(u16::MAX as usize) as u16);
+            name_at.push(at as u32);
+            if matches!(e.data, EntryData::Dir) {
+                stack.push(i);
+            }
+        }
+        for d in 1..start.len() {
+            start[d] += start[d - 1];
+        }
+        // Entries are in depth-first order, so filling in entry order keeps each
+        // directory's children in sibling order.
+        let mut fill = start.clone();
+        let mut kids = vec![0u32; es.len()];
+        for (i, &p) in parent.iter().enumerate() {
+            kids[fill[p as usize] as usize] = i as u32;
+            fill[p as usize] += 1;
+        }
+        Children { start, kids, name_at, depth }
+    }
+
+    pub(crate) fn of(&self, dir: usize) -> &[u32] {
+        match (self.start.get(dir), self.start.get(dir + 1)) {
+            (Some(&a), Some(&b)) => &self.kids[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    pub(crate) fn depth(&self, k: usize) -> usize {
+        self.depth[k] as usize
+    }
+
+    pub(crate) fn name<'a>(&self, es: &'a [LayoutEntry], k: u32) -> &'a [u8] {
+        let k = k as usize;
+        &es[k].path[self.name_at[k] as usize..]
+    }
+
+    /// Whether directory `dir` (an entry index, or the root) has a child `name`.
+    /// Siblings are in byte order (the depth-first order of names without `/`).
+    pub(crate) fn has(&self, es: &[LayoutEntry], dir: usize, name: &[u8]) -> bool {
+        self.of(dir).binary_search_by(|&k| self.name(es, k).cmp(name)).is_ok()
+    }
+
+    /// The names in `listing` (sorted in byte order) that directory `dir` does not
+    /// have: one merge pass.
+    pub(crate) fn extras<'l>(&self, es: &[LayoutEntry], dir: usize, listing: &'l fsutil::Listing) -> Vec<&'l [u8]> {
+        let kids = self.of(dir);
+        let mut k = 0;
+        let mut out = Vec::new();
+        for ent in listing.iter() {
+            while k < kids.len() && self.name(es, kids[k]) < ent.name {
+                k += 1;
+            }
+            if k >= kids.len() || self.name(es, kids[k]) != ent.name {
+                out.push(ent.name);
+            }
+        }
+        out
+    }
+}
+
+pub(crate) fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Compares the tree below `tree` with `layout`; blobs' `stat`s and verdicts come
+/// from `blobs`.
+pub(crate) fn verify_tree(
+    tree: BorrowedFd,
+    layout: &Layout,
+    kids: &Children,
+    store: &Store,
+    blobs: &BlobTable,
+    progress: &Progress,
+) -> Result<Vec<Difference>> {
+    let es = layout.entries();
+    // Ranges handed out on demand: directories cost more than files, so equal
+    // entry counts are not equal work.
+    let mut parts = crate::layout::subtree_runs(es, workers() * 8);
+    // Largest first, so no worker is left with a big one at the end.
+    parts.sort_unstable_by_key(|&(a, b)| std::cmp::Reverse(b - a));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::io::Result<Vec<Difference>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers().min(parts.len()))
+            .map(|_| {
+                let (parts, next) = (&parts, &next);
+                s.spawn(move || -> std::io::Result<Vec<Difference>> {
+                    fsutil::private_fd_table();
+                    let mut out = Vec::new();
+                    while let Some(&(a, b)) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        out.extend(check_range(tree, es, a, b, store, blobs, kids, progress)?);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("verify worker panicked"))))
+            .collect()
+    });
+    let mut diffs = Vec::new();
+    for r in results {
+        diffs.extend(r.map_err(|e| Error::io("verify", "tree", e))?);
+    }
+    // Extras at the top of the tree.
+    for name in fsutil::list_dir(tree).map_err(|e| Error::io("list", "tree", e))? {
+        if name == STATE_ID || kids.has(es, es.len(), &name) {
+            continue;
+        }
+        diffs.push(Difference { class: Class::Extra, path: lossy(&name), detail: String::new(), entry: None });
+    }
+    diffs.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.path.cmp(&b.path)));
+    Ok(diffs)
+}
+
+/// A directory being checked: its descriptor and its entries as `getdents64` gave
+/// them (name, inode, type), sorted in layout sibling order. Looking a child up
+/// here instead of calling `fstatat` finds a missing entry with no syscall, and a
+/// file whose inode number is the store blob's needs no `stat` of its own: the
+/// blob's `stat` is the file's.
+#[derive(Default)]
+pub(crate) struct OpenDir {
+    /// `None`: the directory is missing or not a directory.
+    pub(crate) fd: Option<OwnedFd>,
+    pub(crate) listing: fsutil::Listing,
+    /// Where in `listing` the next child is looked for (children come in order).
+    pub(crate) cursor: std::cell::Cell<usize>,
+}
+
+impl OpenDir {
+    /// Lists `fd` (freshly opened) into this slot, reusing its buffers.
+    pub(crate) fn fill(&mut self, fd: OwnedFd) -> std::io::Result<()> {
+        self.fd = None;
+        self.cursor.set(0);
+        self.listing.read(fd.as_fd())?;
+        // Sibling names hold no `/`: byte order is the layout's order.
+        self.listing.sort();
+        self.fd = Some(fd);
+        Ok(())
+    }
+
+    pub(crate) fn open(&self) -> Option<(BorrowedFd<'_>, &fsutil::Listing)> {
+        self.fd.as_ref().map(|fd| (fd.as_fd(), &self.listing))
+    }
+
+    /// The open directory and its entry `name` (names asked for in sibling
+    /// order).
+    pub(crate) fn child(&self, name: &[u8]) -> Option<(BorrowedFd<'_>, fsutil::Listed<'_>)> {
+        let fd = self.fd.as_ref()?;
+        let mut at = self.cursor.get();
+        let found = self.listing.seek(name, &mut at);
+        self.cursor.set(at);
+        Some((fd.as_fd(), found?))
+    }
+}
+
+/// The directories above the entry being checked, by depth. Slots are reused, so
+/// a walk allocates for its deepest path only.
+#[derive(Default)]
+pub(crate) struct DirStack {
+    pub(crate) levels: Vec<OpenDir>,
+    pub(crate) len: usize,
+}
+
+impl DirStack {
+    pub(crate) fn truncate(&mut self, len: usize) {
+        for l in self.levels.iter_mut().take(self.len).skip(len) {
+            l.fd = None;
+        }
+        self.len = self.len.min(len);
+    }
+
+    pub(crate) fn slot(&mut self) -> &mut OpenDir {
+        if self.levels.len() <= self.len {
+            self.levels.push(OpenDir::default());
+        }
+        &mut self.levels[self.len]
+    }
+
+    /// Pushes a directory that is missing or wrong.
+    pub(crate) fn push_none(&mut self) {
+        self.slot().fd = None;
+        self.len += 1;
+    }
+
+    pub(crate) fn push(&mut self, fd: OwnedFd) -> std::io::Result<&fsutil::Listing> {
+        self.slot().fill(fd)?;
+        self.len += 1;
+        Ok(&self.levels[self.len - 1].listing)
+    }
+
+    pub(crate) fn get(&self, depth: usize) -> Option<&OpenDir> {
+        self.levels[..self.len].get(depth).filter(|l| l.fd.is_some())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_range(
+    tree: BorrowedFd,
+    es: &[LayoutEntry],
+    a: usize,
+    b: usize,
+    store: &Store,
+    blobs: &BlobTable,
+    kids: &Children,
+    progress: &Progress,
+) -> std::io::Result<Vec<Difference>> {
+    use nix::sys::stat::fstat;
+    const DT_DIR: u8 = 4;
+    const DT_REG: u8 = 8;
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let mut link_buf = Vec::new();
+    let mut tally = Tally::new(progress);
+    let tree_dev = fstat(tree).map_err(io_err)?.st_dev;
+    // A descriptor of our own: the workers share `tree`.
+    let mut root = OpenDir::default();
+    root.fill(fsutil::open_dir_at(tree, b".")?)?;
+    let mut stack = DirStack::default();
+    for (i, e) in es.iter().enumerate().take(b).skip(a) {
+        let depth = kids.depth(i);
+        stack.truncate(depth);
+        if depth == 1 && stack.len == 0 {
+            // This range starts inside a top-level directory another range checks.
+            match root.open().and_then(|(fd, _)| fsutil::open_dir_at(fd, e.parent()).ok()) {
+                Some(fd) => {
+                    if stack.push(fd).is_err() {
+                        stack.truncate(0);
+                        stack.push_none();
+                    }
+                }
+                None => stack.push_none(),
+            }
+        }
+        let parent = if depth == 0 { Some(&root) } else { stack.get(depth - 1) };
+        let diff = |class, detail: String| Difference { class, path: e.path_lossy(), detail, entry: Some(i) };
+        let is_dir = matches!(e.data, EntryData::Dir);
+        let name = kids.name(es, i as u32);
+        let Some((dir, dent)) = parent.and_then(|p| p.child(name)) else {
+            out.push(diff(Class::Missing, String::new()));
+            if is_dir {
+                stack.push_none();
+            }
+            tally.add(0);
+            continue;
+        };
+        // The entry's stat, from the cheapest source that is certain: the store blob
+        // when the listing shows the same inode, the descriptor opened anyway for a
+        // directory, else `fstatat`.
+        let mut blob: Option<(Option<Meta>, BlobCheck)> = None;
+        let mut opened_dir: Option<OwnedFd> = None;
+        let mut from_blob = false;
+        let mut st: Option<Meta> = None;
+        match (&e.data, dent.kind) {
+            (EntryData::File { hash, size }, DT_REG) if *size > 0 => {
+                let b = blobs.get(store, *hash)?;
+                if let Some(bs) = b.0.filter(|bs| bs.ino == dent.ino && bs.dev == tree_dev) {
+                    st = Some(bs);
+                    from_blob = true;
+                }
+                blob = Some(b);
+            }
+            (EntryData::Dir, DT_DIR) => {
+                if let Ok(fd) = fsutil::open_dir_at(dir, name) {
+                    st = Some(Meta::of(&fstat(fd.as_fd()).map_err(io_err)?));
+                    opened_dir = Some(fd);
+                }
+            }
+            _ => {}
+        }
+        let st = match st {
+            Some(st) => st,
+            None => match fsutil::lstat_at(dir, name)? {
+                Some(st) => Meta::of(&st),
+                None => {
+                    out.push(diff(Class::Missing, String::new()));
+                    if is_dir {
+                        stack.push_none();
+                    }
+                    tally.add(0);
+                    continue;
+                }
+            },
+        };
+        let is = st.mode & S_IFMT;
+        if is != e.data.type_bits() {
+            let found = match is {
+                S_IFDIR => "directory",
+                S_IFREG => "file",
+                S_IFLNK => "symlink",
+                _ => "special file",
+            };
+            out.push(diff(Class::WrongType, format!("{found} instead of {}", e.data.kind_name())));
+            if is_dir {
+                stack.push_none();
+            }
+            tally.add(0);
+            continue;
+        }
+        if is != S_IFLNK && st.mode & 0o7777 != e.perm {
+            out.push(diff(Class::WrongMode, format!("{:o} instead of {:o}", st.mode & 0o7777, e.perm)));
+        }
+        if st.uid != e.uid || st.gid != e.gid {
+            out.push(diff(Class::WrongOwner, format!("{}:{} instead of {}:{}", st.uid, st.gid, e.uid, e.gid)));
+        }
+        let mut hashed = 0;
+        match &e.data {
+            EntryData::Dir => {
+                let fd = match opened_dir {
+                    Some(fd) => fd,
+                    None => fsutil::open_dir_at(dir, name)?,
+                };
+                let listing = stack.push(fd)?;
+                for extra in kids.extras(es, i, listing) {
+                    let mut p = e.path.to_vec();
+                    p.push(b'/');
+                    p.extend_from_slice(extra);
+                    out.push(Difference { class: Class::Extra, path: lossy(&p), detail: String::new(), entry: None });
+                }
+            }
+            EntryData::File { hash, size } => {
+                if st.size != *size {
+                    out.push(diff(Class::WrongContent, format!("{} bytes instead of {size}", st.size)));
+                } else if *size > 0 {
+                    // The blob's verdict holds for a file that is the blob's inode.
+                    let (bmeta, bcheck) = match (from_blob, blob) {
+                        (true, Some(b)) => b,
+                        (_, b) => b.map(Ok).unwrap_or_else(|| blobs.get(store, *hash))?,
+                    };
+                    let linked = from_blob || bmeta.is_some_and(|b| b.dev == st.dev && b.ino == st.ino);
+                    // What is wrong with the content, if anything. A file that cannot
+                    // be read is a difference, not the end of the check: the rest of
+                    // the tree is still worth knowing about.
+                    let wrong = match (linked, bcheck) {
+                        (true, BlobCheck::Bad(BlobFault::WrongContent(got))) => {
+                            Some(format!("xxh3-128 {got} instead of {hash}"))
+                        }
+                        (true, BlobCheck::Bad(f)) => Some(format!("its inode is store blob {hash}, which {f}")),
+                        (true, BlobCheck::Good | BlobCheck::Unread) => None,
+                        (false, _) => match hash_at(dir, name, *size, hash_buf(&mut buf)) {
+                            Ok((h, n)) => {
+                                hashed = n;
+                                (h != *hash).then(|| format!("xxh3-128 {h} instead of {hash}"))
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                                Some("removed while being checked".to_owned())
+                            }
+                            Err(e) => Some(format!("cannot be read: {e}")),
+                        },
+                    };
+                    if let Some(why) = wrong {
+                        out.push(diff(Class::WrongContent, why));
+                    }
+                }
+            }
+            EntryData::Symlink { target } => {
+                let t = fsutil::read_link_into(dir, name, &mut link_buf)?;
+                if t != target.as_ref() {
+                    out.push(diff(Class::WrongTarget, format!("-> {} instead of -> {}", lossy(t), lossy(target))));
+                }
+            }
+        }
+        tally.add(hashed);
+    }
+    tally.flush();
+    Ok(out)
+}
