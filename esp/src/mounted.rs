@@ -153,18 +153,8 @@ impl Volume for DirVolume {
 
     fn replace(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
         let p = self.resolve(path)?;
-        let mut tmp = p.clone().into_os_string();
-        tmp.push(TMP_SUFFIX);
-        let tmp = PathBuf::from(tmp);
-        let mut f = fs::File::create(&tmp).map_err(|e| self.err(&tmp, e))?;
-        let n = io::copy(data, &mut f).map_err(|e| self.err(&tmp, e))?;
-        f.sync_all().map_err(|e| self.err(&tmp, e))?;
-        fs::rename(&tmp, &p).map_err(|e| self.err(&p, e))?;
-        if let Some(parent) = p.parent() {
-            if let Ok(d) = fs::File::open(parent) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(n)
+        // Temporary name, fsync, rename over, fsync of the directory: the one
+        // atomic write (its temporary name ends in TMP_SUFFIX, which recovery knows).
+        lifeboat_fs::atomic_write_path(&p, None, data).map_err(|e| self.err(&p, e))
     }
 }

@@ -7,7 +7,7 @@
 //! the directory) that every host-side writer uses.
 
 use std::ffi::{CString, OsStr};
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -387,47 +387,72 @@ pub fn read_small_at(dir: BorrowedFd, name: &[u8], max: usize) -> io::Result<Vec
     Ok(out)
 }
 
+/// The temporary name an atomic write of `name` uses beside it (the ESP's crash
+/// recovery knows the suffix).
+pub fn atomic_tmp_name(name: &[u8]) -> Vec<u8> {
+    let mut tmp = name.to_vec();
+    tmp.extend_from_slice(b".lbtmp");
+    tmp
+}
+
 /// Writes a file below `dir` atomically and durably: the data goes to a temporary
 /// name beside it (created exclusively, never through a symlink), is fsynced, is
 /// renamed over `name`, and the directory is fsynced, so after a crash `name` is
 /// either the old file or the whole new one, and after a return it survives one.
-pub fn atomic_write_at(dir: BorrowedFd, name: &[u8], data: &[u8], mode: u32) -> io::Result<()> {
-    use std::io::Write;
-    let mut tmp = b".".to_vec();
-    tmp.extend_from_slice(name);
-    tmp.extend_from_slice(b".lbtmp");
+/// `mode` is set exactly (whatever the umask) when given.
+pub fn atomic_write_from(dir: BorrowedFd, name: &[u8], mode: Option<u32>, data: &mut dyn Read) -> io::Result<u64> {
+    let tmp = atomic_tmp_name(name);
     let ct = cstr(&tmp)?;
     let _ = nix::unistd::unlinkat(dir, ct.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
     let fd = nix::fcntl::openat(
         dir,
         ct.as_c_str(),
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(mode),
+        Mode::from_bits_truncate(mode.unwrap_or(0o644)),
     )
     .map_err(io_err)?;
     let mut f = std::fs::File::from(fd);
-    // The mode asked for, not the one the umask left.
-    nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(mode)).map_err(io_err)?;
-    let written = f.write_all(data).and_then(|_| f.sync_all());
+    let written = (|| {
+        if let Some(m) = mode {
+            nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(m)).map_err(io_err)?;
+        }
+        let n = io::copy(data, &mut f)?;
+        f.sync_all()?;
+        Ok(n)
+    })();
     drop(f);
-    if let Err(e) = written {
-        let _ = nix::unistd::unlinkat(dir, ct.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
-        return Err(e);
-    }
+    let n = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = nix::unistd::unlinkat(dir, ct.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+            return Err(e);
+        }
+    };
     rename(dir, &tmp, dir, name)?;
-    fsync(dir)
+    fsync(dir)?;
+    Ok(n)
 }
 
-/// [`atomic_write_at`] by path: the file `path` in its parent directory (`.` when
-/// it has none).
-pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+/// [`atomic_write_from`] of bytes.
+pub fn atomic_write_at(dir: BorrowedFd, name: &[u8], data: &[u8], mode: u32) -> io::Result<()> {
+    atomic_write_from(dir, name, Some(mode), &mut &data[..]).map(|_| ())
+}
+
+/// [`atomic_write_from`] by path: the file `path` in its parent directory (`.`
+/// when it has none).
+pub fn atomic_write_path(path: &Path, mode: Option<u32>, data: &mut dyn Read) -> io::Result<u64> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
     let dir = open_dir(parent)?;
-    atomic_write_at(dir.as_fd(), name.as_bytes(), data, mode)
+    atomic_write_from(dir.as_fd(), name.as_bytes(), mode, data)
+}
+
+/// [`atomic_write_path`] of bytes with an exact mode.
+pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    atomic_write_path(path, Some(mode), &mut &data[..]).map(|_| ())
 }
 
 pub fn os(b: &[u8]) -> &OsStr {
@@ -523,7 +548,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1, "no temporary file is left");
         // A symlink planted at the temporary name is replaced, never written through.
         std::fs::write(base.join("victim"), b"keep").unwrap();
-        std::os::unix::fs::symlink(base.join("victim"), base.join(".f.lbtmp")).unwrap();
+        std::os::unix::fs::symlink(base.join("victim"), base.join("f.lbtmp")).unwrap();
         atomic_write(&p, b"three", 0o644).unwrap();
         assert_eq!(std::fs::read(base.join("victim")).unwrap(), b"keep");
         assert_eq!(std::fs::read(&p).unwrap(), b"three");

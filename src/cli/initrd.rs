@@ -65,9 +65,7 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
         Some(base) => lifeboat_initrd::append(&std::fs::read(base).map_err(|e| Error::io("read", base, e))?, &seg),
         None => seg,
     };
-    let tmp = b.out.with_extension("lbtmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::io("write", &tmp, e))?;
-    std::fs::rename(&tmp, &b.out).map_err(|e| Error::io("rename", &b.out, e))?;
+    lifeboat_fs::atomic_write(&b.out, &bytes, 0o644).map_err(|e| Error::io("write", &b.out, e))?;
     out.line(format!("wrote {} ({} bytes) in {} ms", b.out.display(), bytes.len(), t.elapsed().as_millis()));
     out.json(&Json::obj().with("out", b.out.display().to_string()).with("bytes", bytes.len()));
     Ok(ExitCode::SUCCESS)

@@ -121,9 +121,11 @@ impl SystemRoot {
         Ok(l)
     }
 
-    pub fn store_index(&self, w: &index::wire::PayloadWire) -> Result<()> {
+    /// Writes a new generation of the index. `loaded_clean` says the current main
+    /// file loaded without falling back: only then does it become `.prev`.
+    pub fn store_index(&self, w: &index::wire::PayloadWire, loaded_clean: bool) -> Result<()> {
         self.check_no_symlinks(b".moss/lifeboat")?;
-        index::file::store(&self.index_path(), w).ctx("write", self.index_path())
+        index::file::store(&self.index_path(), w, loaded_clean).ctx("write", self.index_path())
     }
 
     /// Refuses when any component of `rel` is a symlink.

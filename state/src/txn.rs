@@ -60,7 +60,9 @@ fn now() -> i64 {
 }
 
 /// Loads the index for a change and reconciles the trees with it.
-fn prepare(root: &SystemRoot, must_exist: bool) -> Result<(StateIndex, Vec<String>)> {
+/// Returns the index, notes for the user, and whether the main file loaded clean
+/// (not from `.prev`).
+fn prepare(root: &SystemRoot, must_exist: bool) -> Result<(StateIndex, Vec<String>, bool)> {
     let loaded = if must_exist { root.load_existing_index()? } else { root.load_index()? };
     let mut notes: Vec<String> = loaded.fallback.iter().cloned().collect();
     let clean = loaded.fallback.is_none();
@@ -74,7 +76,7 @@ fn prepare(root: &SystemRoot, must_exist: bool) -> Result<(StateIndex, Vec<Strin
         idx = idx.with_next_id(hi);
     }
     notes.extend(root.reconcile(&idx, clean)?);
-    Ok((idx, notes))
+    Ok((idx, notes, clean))
 }
 
 /// Builds transaction `id`'s tree under `.moss/root/<id>/usr` from the store.
@@ -154,7 +156,7 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
 /// `state commit --from TREE`.
 pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> {
     let root = SystemRoot::open_locked(rootp, true)?;
-    let (idx, mut notes) = prepare(&root, false)?;
+    let (idx, mut notes, clean) = prepare(&root, false)?;
     if root.has_usr()? && root.active_id().is_none() {
         let usr = root.path.join("usr");
         let empty =
@@ -203,7 +205,7 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
     let meta = TxMeta { id, created: now(), summary: summary.to_owned(), parent, kernels: scanned.layout.kernels() };
     let wire = idx.rebuilt(Some((meta, &scanned.layout)), &[]).map_err(Error::IndexBuild)?;
     crate::failpoint::hit("commit-index");
-    root.store_index(&wire)?;
+    root.store_index(&wire, clean)?;
     let idx = StateIndex::from_wire(wire).map_err(Error::IndexBuild)?;
     timings.push(("index", t.elapsed()));
     let r = swap_in(&root, &idx, id)?;
@@ -215,7 +217,7 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
 /// `state activate ID`: also what PID 1 runs for `lifeboat.tx=`.
 pub fn activate(rootp: &Path, id: u64) -> Result<ActivateReport> {
     let root = SystemRoot::open_locked(rootp, false)?;
-    let (idx, notes) = prepare(&root, true)?;
+    let (idx, notes, _) = prepare(&root, true)?;
     if !idx.contains(id) {
         return Err(Error::NoSuchTransaction(id));
     }
@@ -230,7 +232,17 @@ pub fn activate(rootp: &Path, id: u64) -> Result<ActivateReport> {
 /// `state prune --keep N`: keeps the active transaction and the N newest.
 pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
     let root = SystemRoot::open_locked(rootp, false)?;
-    let (idx, notes) = prepare(&root, true)?;
+    let (idx, notes, clean) = prepare(&root, true)?;
+    if !clean && !dry_run {
+        // The newer generation may retain transactions and blobs this one does
+        // not know: deleting by this one could destroy them.
+        return Err(Error::NotARoot {
+            path: root.index_path(),
+            why: "is damaged and the previous generation was loaded; prune deletes nothing until \
+                  a commit or activation has written a new index"
+                .into(),
+        });
+    }
     let active = root.active_id();
     let mut ids: Vec<u64> = idx.transactions().map(|t| t.id).collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
@@ -249,7 +261,7 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
     } else {
         let wire = idx.rebuilt(None, &removed).map_err(Error::IndexBuild)?;
         crate::failpoint::hit("prune-index");
-        root.store_index(&wire)?;
+        root.store_index(&wire, clean)?;
         StateIndex::from_wire(wire).map_err(Error::IndexBuild)?
     };
     let trees = root.trees_dir()?;

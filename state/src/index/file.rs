@@ -18,7 +18,9 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use lifeboat_codec::{Reader, Short};
@@ -222,24 +224,19 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     }
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
-/// Atomically replaces `path` with `w`, keeping the old generation as `.prev`.
-pub fn store(path: &Path, w: &PayloadWire) -> io::Result<()> {
+/// Atomically replaces `path` with `w`. With `keep_prev`, the current file first
+/// becomes `.prev` (hard-linked, so some generation is always under the main
+/// name); without it — the current file is the damaged one a fallback load
+/// skipped — the good `.prev` is left as it is.
+pub fn store(path: &Path, w: &PayloadWire, keep_prev: bool) -> io::Result<()> {
     let bytes = encode(w);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
-    crate::failpoint::hit("index-tmp-written");
-    if path.exists() {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let dir = lifeboat_fs::open_dir(parent)?;
+    if keep_prev && path.exists() {
         let mut ptmp = path.as_os_str().to_owned();
         ptmp.push(".prev.tmp");
         let ptmp = PathBuf::from(ptmp);
@@ -248,8 +245,8 @@ pub fn store(path: &Path, w: &PayloadWire) -> io::Result<()> {
         fs::rename(&ptmp, prev_path(path))?;
         crate::failpoint::hit("index-prev-linked");
     }
-    fs::rename(&tmp, path)?;
-    fsync_dir(dir)?;
+    crate::failpoint::hit("index-write");
+    lifeboat_fs::atomic_write_at(dir.as_fd(), name.as_bytes(), &bytes, 0o644)?;
     crate::failpoint::hit("index-renamed");
     Ok(())
 }
@@ -311,14 +308,19 @@ mod tests {
         let p = d.join("state.idx");
         let l = Layout::new(vec![dir("bin")]).unwrap();
         let m = |id| TxMeta { id, created: 5, summary: "s".into(), parent: None, kernels: vec![] };
-        store(&p, &StateIndex::build(2, &[(m(1), &l)])).unwrap();
-        store(&p, &StateIndex::build(3, &[(m(1), &l), (m(2), &l)])).unwrap();
+        store(&p, &StateIndex::build(2, &[(m(1), &l)]), true).unwrap();
+        store(&p, &StateIndex::build(3, &[(m(1), &l), (m(2), &l)]), true).unwrap();
         assert_eq!(load(&p).unwrap().index.transactions().count(), 2);
         fs::write(&p, b"garbage! garbage! garbage! garbage! garbage!").unwrap();
         let got = load(&p).unwrap();
         assert_eq!(got.index.transactions().count(), 1);
         let why = got.fallback.unwrap();
         assert!(why.contains("state.idx") && why.contains("bad magic"), "{why}");
+        // A write after a fallback load never puts the damaged file over `.prev`.
+        store(&p, &StateIndex::build(4, &[(m(1), &l), (m(3), &l)]), false).unwrap();
+        assert_eq!(read_one(&prev_path(&p)).unwrap().unwrap().transactions().count(), 1);
+        assert_eq!(load(&p).unwrap().index.transactions().count(), 2);
+        fs::write(&p, b"garbage! garbage! garbage! garbage! garbage!").unwrap();
         fs::write(prev_path(&p), b"LBSTATE\0").unwrap();
         let err = load(&p).unwrap_err().to_string();
         assert!(err.contains("state.idx.prev") && err.contains("truncated"), "{err}");
