@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::volume::{components, DirEntry, Space, Volume, TMP_SUFFIX};
+use crate::volume::{components, DirEntry, Space, Volume};
 use crate::{Error, Result};
 
 pub struct DirVolume {
@@ -156,5 +156,14 @@ impl Volume for DirVolume {
         // Temporary name, fsync, rename over, fsync of the directory: the one
         // atomic write (its temporary name ends in TMP_SUFFIX, which recovery knows).
         lifeboat_fs::atomic_write_path(&p, None, data).map_err(|e| self.err(&p, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_atomic_write_leaves_names_recovery_knows() {
+        let t = lifeboat_fs::atomic_tmp_name(b"loader.conf");
+        assert_eq!(t, format!("loader.conf{}", crate::volume::TMP_SUFFIX).into_bytes());
     }
 }

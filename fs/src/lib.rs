@@ -371,13 +371,10 @@ pub fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
     Ok(list_dir_entries(dir)?.into_iter().map(|e| e.name).collect())
 }
 
-/// Reads a small file below `dir` (one component, no symlinks).
-pub fn read_small_at(dir: BorrowedFd, name: &[u8], max: usize) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let c = cstr(name)?;
-    let fd =
-        nix::fcntl::openat(dir, c.as_c_str(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(io_err)?;
+/// Reads a small file at `rel` below `dir` (no symlink anywhere on the way, never
+/// outside `dir`), refusing one longer than `max` bytes.
+pub fn read_small_at(dir: BorrowedFd, rel: &[u8], max: usize) -> io::Result<Vec<u8>> {
+    let fd = open_beneath(dir, rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
     let mut f = std::fs::File::from(fd);
     let mut out = Vec::new();
     (&mut f).take(max as u64 + 1).read_to_end(&mut out)?;

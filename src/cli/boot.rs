@@ -160,9 +160,7 @@ pub fn sync(
     let config = cfg(ctx);
     let root = SystemRoot::open(ctx.root)?;
     let loaded = root.load_existing_index()?;
-    if let Some(f) = &loaded.fallback {
-        ctx.out.note(f);
-    }
+    ctx.out.loaded(&loaded);
     let (req, skipped) = bootsync::request(&root, &loaded.index, &config, keep, tries, timeout, initrd)?;
     for (id, why) in &skipped {
         ctx.out.note(format!("transaction {id}: {why}; its entry (if any) is left as it is"));

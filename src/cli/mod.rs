@@ -88,6 +88,14 @@ impl Out {
         eprintln!("lifeboat: {}", s.as_ref());
     }
 
+    /// What loading the index has to tell: a fallback to `.prev`, an import
+    /// from moss, an index older than moss's last change.
+    pub fn loaded(&self, l: &lifeboat_state::index::file::Loaded) {
+        for n in l.fallback.iter().chain(&l.notes) {
+            self.note(n);
+        }
+    }
+
     pub fn json(&self, j: &Json) {
         if self.json {
             println!("{j}");

@@ -180,9 +180,7 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
 pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
     let loaded = root.load_existing_index()?;
-    if let Some(f) = &loaded.fallback {
-        out.note(f);
-    }
+    out.loaded(&loaded);
     let idx = &loaded.index;
     let archived = root.archived_ids()?;
     let mut txs: Vec<_> = idx.transactions().collect();
@@ -223,9 +221,7 @@ pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
 fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
     let loaded = root.load_existing_index()?;
-    if let Some(f) = &loaded.fallback {
-        out.note(f);
-    }
+    out.loaded(&loaded);
     let idx = &loaded.index;
     let t = idx.get(id).ok_or(Error::State(lifeboat_state::Error::NoSuchTransaction(id)))?;
     let layout = idx.layout(id).ok_or(Error::State(lifeboat_state::Error::NoSuchTransaction(id)))?;

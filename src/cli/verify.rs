@@ -57,9 +57,7 @@ fn which(s: Option<u64>) -> Which {
 pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
     let loaded = root.load_existing_index()?;
-    if let Some(f) = &loaded.fallback {
-        out.note(f);
-    }
+    out.loaded(&loaded);
     let idx = &loaded.index;
     let (id, tree, path) = verify::open_tree(&root, idx, which(c.state))?;
     let store = root.store(false)?;
@@ -76,7 +74,7 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
         std::os::fd::AsFd::as_fd(&tree),
         &layout,
         &store,
-        Options { full: c.full, progress: bar.as_ref().map(|b| b as &dyn ProgressSink) },
+        Options { full: c.full, progress: bar.as_ref().map(|b| b as &dyn ProgressSink), unlisted: root.unlisted() },
         referenced.as_deref(),
     )?;
     let (diffs, bad_blobs) = (report.diffs, report.bad_blobs);
@@ -159,12 +157,10 @@ impl ProgressSink for TerminalBar {
 pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open_locked(rootp, false)?;
     let loaded = root.load_existing_index()?;
-    if let Some(f) = &loaded.fallback {
-        out.note(f);
-    }
+    out.loaded(&loaded);
     let start = std::time::Instant::now();
     let bar = TerminalBar::for_output(out);
-    let opts = Options { full: c.full, progress: bar.as_ref().map(|b| b as &dyn ProgressSink) };
+    let opts = Options { full: c.full, progress: bar.as_ref().map(|b| b as &dyn ProgressSink), unlisted: root.unlisted() };
     let r = verify::repair(&root, &loaded.index, which(c.state), c.prune_extra, opts)?;
     for f in &r.fixed {
         out.line(format!("fixed   {f}"));

@@ -45,8 +45,8 @@ impl Boot {
             return Ok(());
         }
         let idx = sr.load_existing_index().map_err(|e| fail(e.into()))?;
-        if let Some(f) = &idx.fallback {
-            say(f);
+        for n in idx.fallback.iter().chain(&idx.notes) {
+            say(n);
         }
         if !idx.index.contains(req) {
             say(format!(
@@ -123,7 +123,8 @@ pub fn verify_active(root: &std::path::Path) -> Result<(bool, String), Error> {
     let layout = idx.layout(id).ok_or(lifeboat_state::Error::NoSuchTransaction(id))?;
     let store = sr.store(false)?;
     let t = Instant::now();
-    let diffs = verify::check(tree.as_fd(), &layout, &store, Options::default(), None)?.diffs;
+    let opts = Options { unlisted: sr.unlisted(), ..Options::default() };
+    let diffs = verify::check(tree.as_fd(), &layout, &store, opts, None)?.diffs;
     let mut s = format!("transaction {id}: {} entries checked in {} ms", layout.len(), t.elapsed().as_millis());
     if diffs.is_empty() {
         s.push_str(", no differences");
@@ -141,7 +142,8 @@ pub fn repair_active(root: &std::path::Path) -> Result<String, Error> {
     let sr = SystemRoot::open_locked(root, false)?;
     let idx = sr.load_existing_index()?.index;
     let t = Instant::now();
-    let r = verify::repair(&sr, &idx, Which::Active, false, Options::default())?;
+    let opts = Options { unlisted: sr.unlisted(), ..Options::default() };
+    let r = verify::repair(&sr, &idx, Which::Active, false, opts)?;
     let mut s = format!("repair: {} fixed in {} ms", r.fixed.len(), t.elapsed().as_millis());
     for f in r.fixed.iter().take(20) {
         s.push_str(&format!("\n  fixed {f}"));

@@ -50,6 +50,15 @@ pub enum Error {
     WorkerLost {
         job: &'static str,
     },
+    /// A moss database is missing, unreadable, of another version, or has a row
+    /// that breaks a rule.
+    MossDb { db: PathBuf, row: Option<i64>, why: String },
+    /// moss holds its lock (a moss transaction is running).
+    MossBusy(PathBuf),
+    /// On a moss root, this is moss's to do.
+    MossOwned { what: &'static str, instead: &'static str },
+    /// The state's tree is not where moss keeps it.
+    NoTree { id: u64, path: PathBuf },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -73,6 +82,17 @@ impl fmt::Display for Error {
             Error::Store { path, why } => write!(f, "store blob {}: {why}", path.display()),
             Error::Busy(p) => write!(f, "{} is locked by another lifeboat process", p.display()),
             Error::WorkerLost { job } => write!(f, "a {job} worker thread ended without a result"),
+            Error::MossDb { db, row: Some(r), why } => write!(f, "{} row {r}: {why}", db.display()),
+            Error::MossDb { db, row: None, why } => write!(f, "{}: {why}", db.display()),
+            Error::MossBusy(p) => {
+                write!(f, "{} is locked: moss is running a transaction; try again when it is done", p.display())
+            }
+            Error::MossOwned { what, instead } => {
+                write!(f, "this root is managed by moss: lifeboat does not {what} here; use `{instead}`")
+            }
+            Error::NoTree { id, path } => {
+                write!(f, "state {id} has no tree at {}: neither lifeboat nor moss can activate it", path.display())
+            }
         }
     }
 }

@@ -11,7 +11,9 @@
 //!   directory, [`blit`] makes a directory from one;
 //! - [`root`] and [`txn`]: a system root and the crash-safe commit, activate and
 //!   prune on it;
-//! - [`verify`]: checking a tree against its layout and repairing it from the store.
+//! - [`verify`]: checking a tree against its layout and repairing it from the store;
+//! - [`moss`]: a root moss manages — its databases read into the index, its lock,
+//!   and the one change lifeboat makes there, moss's own activation swap.
 //!
 //! Nothing here prints or exits: every function returns a typed [`Error`] and
 //! reports progress through [`verify::progress::ProgressSink`]. The binary decides
@@ -24,6 +26,7 @@ pub mod failpoint;
 pub mod hash;
 pub mod index;
 pub mod layout;
+pub mod moss;
 pub mod root;
 pub mod scan;
 pub mod store;

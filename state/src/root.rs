@@ -44,17 +44,74 @@ pub struct SystemRoot {
     pub path: PathBuf,
     fd: OwnedFd,
     _lock: Option<nix::fcntl::Flock<std::fs::File>>,
+    /// moss manages this root (see [`crate::moss`]).
+    moss: bool,
+    /// moss's lock, held from [`SystemRoot::open_locked`] on a moss root.
+    moss_lock: Option<crate::moss::MossLock>,
+}
+
+/// How long lifeboat waits for a running moss to release its lock:
+/// `LIFEBOAT_MOSS_WAIT` seconds, 30 by default.
+pub fn moss_lock_wait() -> std::time::Duration {
+    let secs = std::env::var("LIFEBOAT_MOSS_WAIT").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    std::time::Duration::from_secs(secs)
 }
 
 impl SystemRoot {
     /// Opens `path` for reading (no lock, nothing created).
     pub fn open(path: &Path) -> Result<Self> {
         let fd = fsutil::open_dir(path).ctx("open root", path)?;
-        Ok(SystemRoot { path: path.to_owned(), fd, _lock: None })
+        let moss = crate::moss::is_moss_root(fd.as_fd());
+        Ok(SystemRoot { path: path.to_owned(), fd, _lock: None, moss, moss_lock: None })
+    }
+
+    /// Whether moss manages this root: then lifeboat owns only `.moss/lifeboat`.
+    pub fn is_moss(&self) -> bool {
+        self.moss
+    }
+
+    /// Paths of a tree that no layout lists but that belong there (relative to
+    /// `/usr`): lifeboat's `.stateID`, and on a moss root the files moss writes.
+    pub fn unlisted(&self) -> &'static [&'static str] {
+        if self.moss {
+            &crate::moss::GENERATED
+        } else {
+            &[".stateID"]
+        }
+    }
+
+    /// Refuses `what` on a moss root, naming the moss command that does it.
+    pub fn refuse_on_moss(&self, what: &'static str, instead: &'static str) -> Result<()> {
+        if self.moss {
+            return Err(Error::MossOwned { what, instead });
+        }
+        Ok(())
+    }
+
+    /// Runs `f` under moss's lock: the one this root holds, or one taken for it.
+    pub fn with_moss_lock<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.moss_lock.is_some() {
+            return f();
+        }
+        let _lock = crate::moss::MossLock::acquire(self.fd(), &self.path, moss_lock_wait())?;
+        f()
+    }
+
+    /// Creates `.moss/lifeboat`, lifeboat's own directory, where it is missing.
+    pub fn ensure_own_dir(&self) -> Result<()> {
+        mkdir_at(self.fd(), ".moss", &self.path.join(".moss"))?;
+        let moss = fsutil::open_dir_at(self.fd(), b".moss").ctx("open", self.path.join(".moss"))?;
+        mkdir_at(moss.as_fd(), "lifeboat", &self.path.join(".moss/lifeboat"))
     }
 
     /// Opens `path` for changes: creates `.moss/...` if `init`, and takes the lock.
+    /// On a moss root, only `.moss/lifeboat` is created, and moss's lock is held too.
     pub fn open_locked(path: &Path, init: bool) -> Result<Self> {
+        if let Ok(fd) = fsutil::open_dir(path) {
+            if crate::moss::is_moss_root(fd.as_fd()) {
+                return Self::open_moss_locked(path, fd);
+            }
+        }
         if init {
             match std::fs::create_dir(path) {
                 Ok(()) => {}
@@ -76,7 +133,22 @@ impl SystemRoot {
                 why: "not a lifeboat root (no .moss/lifeboat); `state commit --from TREE` initialises one".into(),
             });
         }
-        let lbfd = fsutil::open_dir_beneath(fd.as_fd(), b".moss/lifeboat").ctx("open", &lb)?;
+        let lock = Self::own_lock(fd.as_fd(), path)?;
+        Ok(SystemRoot { path: path.to_owned(), fd, _lock: Some(lock), moss: false, moss_lock: None })
+    }
+
+    fn open_moss_locked(path: &Path, fd: OwnedFd) -> Result<Self> {
+        let mut root = SystemRoot { path: path.to_owned(), fd, _lock: None, moss: true, moss_lock: None };
+        root.ensure_own_dir()?;
+        root._lock = Some(Self::own_lock(root.fd(), path)?);
+        root.moss_lock = Some(crate::moss::MossLock::acquire(root.fd(), path, moss_lock_wait())?);
+        Ok(root)
+    }
+
+    /// lifeboat's own lock, `.moss/lifeboat/lock`.
+    fn own_lock(fd: BorrowedFd, path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        let lb = path.join(".moss/lifeboat");
+        let lbfd = fsutil::open_dir_beneath(fd, b".moss/lifeboat").ctx("open", &lb)?;
         let c = cstr(b"lock").ctx("lock", &lb)?;
         let lf = nix::fcntl::openat(
             lbfd.as_fd(),
@@ -89,9 +161,8 @@ impl SystemRoot {
         )
         .map_err(io_err)
         .ctx("open", lb.join("lock"))?;
-        let lock = nix::fcntl::Flock::lock(std::fs::File::from(lf), nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|_| Error::Busy(lb.join("lock")))?;
-        Ok(SystemRoot { path: path.to_owned(), fd, _lock: Some(lock) })
+        nix::fcntl::Flock::lock(std::fs::File::from(lf), nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| Error::Busy(lb.join("lock")))
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -104,9 +175,52 @@ impl SystemRoot {
 
     /// Loads the index (falling back to `.prev`). The path is resolved below the root
     /// fd, so a symlinked `.moss` cannot redirect it.
+    ///
+    /// On a moss root the index follows moss: when moss's databases or its set of
+    /// trees changed since the last import, a host build (feature `moss-import`)
+    /// imports them first; the rescue build says the index is older than moss's
+    /// last transaction instead.
     pub fn load_index(&self) -> Result<Loaded> {
         self.check_no_symlinks(b".moss/lifeboat")?;
-        index::file::load(&self.index_path()).map_err(|e| Error::Index(Box::new(e)))
+        let mut notes = Vec::new();
+        if self.moss {
+            notes = self.follow_moss()?;
+        }
+        let mut l = index::file::load(&self.index_path()).map_err(|e| Error::Index(Box::new(e)))?;
+        if !notes.is_empty() {
+            l.notes.extend(notes);
+        }
+        Ok(l)
+    }
+
+    #[cfg(feature = "moss-import")]
+    fn follow_moss(&self) -> Result<Vec<String>> {
+        Ok(match crate::moss::import::refresh(self)? {
+            Some(imp) => {
+                let mut n = vec![format!(
+                    "imported moss's states {} ({} layout rows) into {}",
+                    imp.states.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+                    imp.rows,
+                    self.index_path().display()
+                )];
+                n.extend(imp.notes);
+                n
+            }
+            None => Vec::new(),
+        })
+    }
+
+    #[cfg(not(feature = "moss-import"))]
+    fn follow_moss(&self) -> Result<Vec<String>> {
+        let saved = crate::moss::stamp::Stamp::saved(self.fd());
+        if saved.as_ref() == Some(&crate::moss::stamp::Stamp::of(self.fd())) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![format!(
+            "{} is older than moss's last change (this lifeboat reads no SQLite; `lifeboat state list` on the \
+             host refreshes it): states moss made since are not in it",
+            self.index_path().display()
+        )])
     }
 
     /// Like [`SystemRoot::load_index`], but a root without an index is an error.
@@ -194,8 +308,12 @@ impl SystemRoot {
     /// Repairs tree placement after a crash; returns what it did, for the user.
     /// `clean` says whether the index loaded without falling back; only then are trees
     /// unknown to it deleted.
+    /// On a moss root nothing is done: the trees are moss's.
     pub fn reconcile(&self, idx: &StateIndex, clean: bool) -> Result<Vec<String>> {
         let mut notes = Vec::new();
+        if self.moss {
+            return Ok(notes);
+        }
         let rootp = self.path.join(".moss/root");
         let Ok(d) = self.trees_dir() else {
             return Ok(notes);

@@ -155,6 +155,7 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
 
 /// `state commit --from TREE`.
 pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> {
+    SystemRoot::open(rootp).map(|r| r.refuse_on_moss("commit", "moss install / moss sync")).unwrap_or(Ok(()))?;
     let root = SystemRoot::open_locked(rootp, true)?;
     let (idx, mut notes, clean) = prepare(&root, false)?;
     if root.has_usr()? && root.active_id().is_none() {
@@ -215,8 +216,23 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
 }
 
 /// `state activate ID`: also what PID 1 runs for `lifeboat.tx=`.
+///
+/// On a moss root: moss's own swap ([`crate::moss::activate`]), which needs no
+/// index; the state must have its tree under `.moss/root/<id>`.
 pub fn activate(rootp: &Path, id: u64) -> Result<ActivateReport> {
     let root = SystemRoot::open_locked(rootp, false)?;
+    if root.is_moss() {
+        let t = Instant::now();
+        let r = crate::moss::activate::activate(&root, id)?;
+        return Ok(ActivateReport {
+            id,
+            previous: r.previous,
+            rebuilt: false,
+            notes: r.notes,
+            swap: t.elapsed(),
+            blit: None,
+        });
+    }
     let (idx, notes, _) = prepare(&root, true)?;
     if !idx.contains(id) {
         return Err(Error::NoSuchTransaction(id));
@@ -231,6 +247,7 @@ pub fn activate(rootp: &Path, id: u64) -> Result<ActivateReport> {
 
 /// `state prune --keep N`: keeps the active transaction and the N newest.
 pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
+    SystemRoot::open(rootp).map(|r| r.refuse_on_moss("prune", "moss state prune")).unwrap_or(Ok(()))?;
     let root = SystemRoot::open_locked(rootp, false)?;
     let (idx, notes, clean) = prepare(&root, true)?;
     if !clean && !dry_run {

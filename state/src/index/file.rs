@@ -155,6 +155,8 @@ pub struct Loaded {
     pub fallback: Option<String>,
     /// False when neither file exists (a fresh root).
     pub existed: bool,
+    /// Other things the user should know (an import from moss, a stale index).
+    pub notes: Vec<String>,
 }
 
 /// A failure to load either generation.
@@ -200,7 +202,7 @@ fn read_one(path: &Path) -> Result<Option<StateIndex>, IndexFileError> {
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let prev = prev_path(path);
     let main_err = match read_one(path) {
-        Ok(Some(index)) => return Ok(Loaded { index, fallback: None, existed: true }),
+        Ok(Some(index)) => return Ok(Loaded { index, fallback: None, existed: true, notes: Vec::new() }),
         Ok(None) => None,
         Err(e) => Some(e),
     };
@@ -210,10 +212,10 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
                 Some(e) => format!("{}: {e}; using the previous generation {}", path.display(), prev.display()),
                 None => format!("{} is missing; using the previous generation {}", path.display(), prev.display()),
             };
-            Ok(Loaded { index, fallback: Some(why), existed: true })
+            Ok(Loaded { index, fallback: Some(why), existed: true, notes: Vec::new() })
         }
         Ok(None) => match main_err {
-            None => Ok(Loaded { index: StateIndex::empty(), fallback: None, existed: false }),
+            None => Ok(Loaded { index: StateIndex::empty(), fallback: None, existed: false, notes: Vec::new() }),
             Some(error) => Err(LoadError { path: path.to_owned(), error, prev: None }),
         },
         Err(pe) => Err(LoadError {

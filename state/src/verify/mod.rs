@@ -112,6 +112,9 @@ pub struct Options<'a> {
     pub full: bool,
     /// Where progress goes (the binary draws it; `None`: nowhere).
     pub progress: Option<&'a dyn ProgressSink>,
+    /// Paths no layout lists that belong in the tree all the same
+    /// ([`SystemRoot::unlisted`]): never reported as extra.
+    pub unlisted: &'a [&'a str],
 }
 
 fn workers() -> usize {
@@ -165,6 +168,8 @@ pub fn check(
     let progress = Progress::new("tree entries", layout.len() as u64, opts.progress);
     let diffs = verify_tree(tree, layout, &kids, store, &table, &progress)?;
     progress.finish();
+    let mut diffs = diffs;
+    diffs.retain(|d| d.class != Class::Extra || !opts.unlisted.contains(&d.path.as_str()));
     let bad_blobs = if store_blobs.is_some() { table.faults() } else { Vec::new() };
     Ok(Report { diffs, bad_blobs })
 }

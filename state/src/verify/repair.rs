@@ -53,11 +53,23 @@ fn other_trees(root: &SystemRoot, idx: &StateIndex, skip: u64) -> Vec<(u64, Path
     out
 }
 
-/// Makes sure blob `h` is in the store with the right content, recovering it from
-/// another tree when needed. Returns where it was recovered from, if it was.
 /// Other trees: computed on first use (materialising every layout is not free).
 type Trees = Option<Vec<(u64, PathBuf, Layout)>>;
 
+/// Where a damaged file's content comes from.
+enum Source {
+    /// The store's blob is intact.
+    Store,
+    /// The store's blob was missing or corrupt and was restored from this file.
+    Recovered(PathBuf),
+    /// The store may not be written (moss's): copy from this intact file instead.
+    Copy(File, PathBuf),
+}
+
+/// Makes sure blob `h` is in the store with the right content, recovering it from
+/// another tree when needed — or, where the store is moss's and lifeboat must not
+/// write it, finds an intact copy to restore from directly.
+#[allow(clippy::too_many_arguments)]
 fn ensure_blob(
     root: &SystemRoot,
     idx: &StateIndex,
@@ -66,13 +78,14 @@ fn ensure_blob(
     h: Hash128,
     trees: &mut Trees,
     buf: &mut [u8],
-) -> std::result::Result<Option<PathBuf>, String> {
+    may_write_store: bool,
+) -> std::result::Result<Source, String> {
     // The blob's inode when it is there but wrong (a symlink, unreadable, damaged).
     let bad_ino = match store.open_blob(h) {
         Ok(f) => {
             let st = nix::sys::stat::fstat(f.as_fd()).map_err(|e| e.to_string())?;
             if st.st_mode & S_IFMT == S_IFREG && Hash128::of_reader(&f, buf).is_ok_and(|(got, _)| got == h) {
-                return Ok(None);
+                return Ok(Source::Store);
             }
             Some((st.st_dev, st.st_ino))
         }
@@ -109,18 +122,27 @@ fn ensure_blob(
             if got != h {
                 continue;
             }
+            let from = tree_path.join(fsutil::os(&e.path));
+            if !may_write_store {
+                return Ok(Source::Copy(f, from));
+            }
             // Replace the store's copy: remove the bad one, then add the good one.
             if bad_ino.is_some() {
                 store.remove(h).map_err(|e| e.to_string())?;
             }
             store.add(h, &f, e.perm, e.uid, e.gid).map_err(|e| e.to_string())?;
-            let _ = root;
-            return Ok(Some(tree_path.join(fsutil::os(&e.path))));
+            return Ok(Source::Recovered(from));
         }
     }
-    Err(match bad_ino {
-        Some(_) => "its store blob is corrupt and no retained tree holds an intact copy".into(),
-        None => "its store blob is missing and no retained tree holds a copy".into(),
+    let what = if bad_ino.is_some() { "corrupt" } else { "missing" };
+    Err(if may_write_store {
+        format!("its store blob {} is {what} and no retained tree holds an intact copy", h.moss_hex())
+    } else {
+        format!(
+            "moss's store blob {} is {what} and no retained tree holds an intact copy \
+             (lifeboat does not write moss's store: reinstall the package with moss)",
+            h.moss_hex()
+        )
     })
 }
 
@@ -191,29 +213,44 @@ pub fn repair(
                     return Err("fixing an owner needs root".into());
                 }
                 if !matches!(e.data, EntryData::Symlink { .. }) {
-                    nix::sys::stat::fchmodat(
+                    // Through a descriptor opened without following a symlink:
+                    // fchmodat(AT_SYMLINK_NOFOLLOW) is refused by older kernels,
+                    // and following one could change a file outside the tree.
+                    let fd = nix::fcntl::openat(
                         parent.as_fd(),
                         c.as_c_str(),
-                        Mode::from_bits_truncate(e.perm),
-                        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
                     )
-                    .or_else(|_| {
-                        nix::sys::stat::fchmodat(
-                            parent.as_fd(),
-                            c.as_c_str(),
-                            Mode::from_bits_truncate(e.perm),
-                            nix::sys::stat::FchmodatFlags::FollowSymlink,
-                        )
-                    })
+                    .map_err(|x| x.to_string())?;
+                    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|x| x.to_string())?;
+                    if st.st_mode & S_IFMT == S_IFLNK {
+                        return Err("is a symlink where the layout has none; not changing what it points to".into());
+                    }
+                    // An O_PATH descriptor takes no fchmod; its /proc link does,
+                    // and names this inode, not a path that could be swapped.
+                    let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                    nix::sys::stat::fchmodat(
+                        nix::fcntl::AT_FDCWD,
+                        proc.as_str(),
+                        Mode::from_bits_truncate(e.perm),
+                        nix::sys::stat::FchmodatFlags::FollowSymlink,
+                    )
                     .map_err(|x| x.to_string())?;
                 }
                 Ok(())
             }
             Class::Missing | Class::WrongType | Class::WrongContent | Class::WrongTarget => {
+                let mut copy_from = None;
                 if let EntryData::File { hash, size } = &e.data {
                     if *size > 0 {
-                        if let Some(from) = ensure_blob(root, idx, id, &store, *hash, &mut trees, &mut buf)? {
-                            report.recovered_blobs.push((*hash, from));
+                        match ensure_blob(root, idx, id, &store, *hash, &mut trees, &mut buf, !root.is_moss())? {
+                            Source::Store => {}
+                            Source::Recovered(from) => report.recovered_blobs.push((*hash, from)),
+                            Source::Copy(f, from) => {
+                                report.recovered_blobs.push((*hash, from));
+                                copy_from = Some(f);
+                            }
                         }
                     }
                 }
@@ -227,8 +264,17 @@ pub fn repair(
                 }
                 let tmp = tmp_name(e.name());
                 let _ = fsutil::remove_tree_at(parent.as_fd(), &tmp);
-                blit::place_as(e, &tmp, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats)
-                    .map_err(|x| x.to_string())?;
+                match copy_from {
+                    Some(src) => {
+                        let out = crate::store::create_excl(parent.as_fd(), &tmp, e.perm).map_err(|x| x.to_string())?;
+                        crate::store::copy_all(&src, &out).map_err(|x| x.to_string())?;
+                        crate::store::set_owner_perm(out.as_fd(), e.perm, e.uid, e.gid).map_err(|x| x.to_string())?;
+                    }
+                    None => {
+                        blit::place_as(e, &tmp, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats)
+                            .map_err(|x| x.to_string())?;
+                    }
+                }
                 crate::failpoint::hit("repair-rename");
                 if d.class == Class::WrongType {
                     if let Ok(Some(st)) = fsutil::lstat_at(parent.as_fd(), e.name()) {

@@ -1,0 +1,96 @@
+//! What lifeboat's index of a moss root was made from: the identity and change
+//! times of moss's databases (and their write-ahead logs) and the set of states
+//! with a tree. When nothing of it changed since the import, the index is current
+//! and a host command need not open SQLite at all; PID 1 uses the same comparison
+//! to say when the index it boots with is older than moss's last transaction.
+//!
+//! Stored as `.moss/lifeboat/moss.stamp`, one `key value` line each.
+
+use std::os::fd::BorrowedFd;
+
+use lifeboat_fs as fsutil;
+
+/// The stamp file, relative to the root.
+pub const STAMP_REL: &str = ".moss/lifeboat/moss.stamp";
+
+const FILES: [&str; 4] = [".moss/db/state", ".moss/db/state-wal", ".moss/db/layout", ".moss/db/layout-wal"];
+
+/// A fingerprint of moss's state on a root.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// Per database file: `dev:ino:size:mtime.ns:ctime.ns`, or `-` when absent.
+    files: Vec<String>,
+    /// Ids of every state with a tree (active and archived), ascending.
+    states: Vec<u64>,
+}
+
+impl Stamp {
+    /// The fingerprint of the root now.
+    pub fn of(root: BorrowedFd) -> Stamp {
+        let files = FILES
+            .iter()
+            .map(|f| match fsutil::lstat_at(root, f.as_bytes()) {
+                Ok(Some(st)) => format!(
+                    "{}:{}:{}:{}.{}:{}.{}",
+                    st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec
+                ),
+                _ => "-".into(),
+            })
+            .collect();
+        let (active, mut states) = super::retained(root);
+        states.extend(active);
+        states.sort_unstable();
+        Stamp { files, states }
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for (name, v) in FILES.iter().zip(&self.files) {
+            s.push_str(&format!("{name} {v}\n"));
+        }
+        let ids: Vec<String> = self.states.iter().map(u64::to_string).collect();
+        s.push_str(&format!("states {}\n", ids.join(",")));
+        s
+    }
+
+    /// Parses a stored stamp; `None` when it is not one (then the index is
+    /// treated as stale).
+    pub fn parse(text: &str) -> Option<Stamp> {
+        let mut st = Stamp::default();
+        for line in text.lines() {
+            let (k, v) = line.split_once(' ')?;
+            if k == "states" {
+                st.states = if v.is_empty() {
+                    Vec::new()
+                } else {
+                    v.split(',').map(|x| x.parse().ok()).collect::<Option<Vec<u64>>>()?
+                };
+            } else if FILES.contains(&k) {
+                st.files.push(v.to_owned());
+            } else {
+                return None;
+            }
+        }
+        (st.files.len() == FILES.len()).then_some(st)
+    }
+
+    /// The stamp saved with the last import, if any.
+    pub fn saved(root: BorrowedFd) -> Option<Stamp> {
+        let b = fsutil::read_small_at(root, STAMP_REL.as_bytes(), 4096).ok()?;
+        Stamp::parse(std::str::from_utf8(&b).ok()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_garbage() {
+        let s = Stamp { files: vec!["1:2:3:4.5:6.7".into(), "-".into(), "x".into(), "-".into()], states: vec![1, 3] };
+        assert_eq!(Stamp::parse(&s.render()), Some(s));
+        assert_eq!(Stamp::parse("states 1,x\n"), None);
+        assert_eq!(Stamp::parse("bogus 1\n"), None);
+        assert_eq!(Stamp::parse(""), None);
+    }
+}
