@@ -7,10 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${1:-}" = "-v" ] && export LIFEBOAT_QEMU_VERBOSE=1
-echo "== building the static lifeboat binary"
-cargo build --release --target x86_64-unknown-linux-musl -q
-ls -l target/x86_64-unknown-linux-musl/release/lifeboat | awk '{print "   " $5 " bytes, " $9}'
-file -b target/x86_64-unknown-linux-musl/release/lifeboat | sed 's/^/   /'
+echo "== building the static lifeboat binaries (host tool; rescue binary for the initrd)"
+./scripts/build.sh
+file -b target/rescue/x86_64-unknown-linux-musl/release/lifeboat | sed 's/^/   /'
 echo "== fetching kernel, OVMF and systemd-boot (Debian packages, cached in qemu/cache)"
 ./qemu/fetch.sh
 echo "== booting"

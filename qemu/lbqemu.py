@@ -21,6 +21,9 @@ OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 SDBOOT = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 LIFEBOAT = os.environ.get("LIFEBOAT_BIN", os.path.join(REPO, "target/x86_64-unknown-linux-musl/release/lifeboat"))
+# What PID 1 runs: the same crate without SQLite (scripts/build.sh builds both).
+RESCUE = os.environ.get("LIFEBOAT_RESCUE_BIN",
+                        os.path.join(REPO, "target/rescue/x86_64-unknown-linux-musl/release/lifeboat"))
 GUEST_EXIT_OK = 0x10 * 2 + 1  # isa-debug-exit: (value << 1) | 1
 VERBOSE = os.environ.get("LIFEBOAT_QEMU_VERBOSE") == "1"
 
@@ -103,7 +106,7 @@ class Image:
 
     def build_initrd(self):
         lb("initrd", "build", "--out", self.initrd, "--modules", os.path.join(CACHE, "modules"),
-           "--module", "efivarfs", "--binary", LIFEBOAT)
+           "--module", "efivarfs", "--binary", RESCUE)
 
     def boot_setup(self, timeout=0, tries=None):
         lb("--root", self.root, "--esp", self.disk, "boot", "install")

@@ -323,14 +323,12 @@ def k_dracut_hook(work):
     # host changes.
     base = os.path.join(work, "dracut")
     shutil.copytree("/usr/lib/dracut", base, symlinks=True)
+    # Installed the way README.md says: a plain recursive copy of the module.
     mod = os.path.join(base, "modules.d", "90lifeboat")
-    os.makedirs(mod)
-    contrib = os.path.join(q.REPO, "contrib")
-    shutil.copy(os.path.join(contrib, "dracut/90lifeboat/module-setup.sh"), mod)
-    shutil.copy(os.path.join(contrib, "systemd/lifeboat-initrd.service"), mod)
+    shutil.copytree(os.path.join(q.REPO, "contrib/dracut/90lifeboat"), mod)
     bindir = os.path.join(work, "bin")
     os.makedirs(bindir)
-    shutil.copy(q.LIFEBOAT, os.path.join(bindir, "lifeboat"))
+    shutil.copy(q.RESCUE, os.path.join(bindir, "lifeboat"))
     kver = q.kver()
     initrd = os.path.join(work, "dracut.img")
     env = dict(os.environ, dracutbasedir=base, LIFEBOAT_BIN=os.path.join(bindir, "lifeboat"))
@@ -380,8 +378,8 @@ SCENARIOS = {
 
 def main(argv):
     names = argv or list(SCENARIOS)
-    if not os.path.exists(q.LIFEBOAT):
-        print(f"no static lifeboat at {q.LIFEBOAT}: cargo build --release --target x86_64-unknown-linux-musl")
+    if not os.path.exists(q.LIFEBOAT) or not os.path.exists(q.RESCUE):
+        print(f"no static lifeboat at {q.LIFEBOAT} or {q.RESCUE}: ./scripts/build.sh builds both")
         return 2
     subprocess.run([os.path.join(q.HERE, "fetch.sh")], check=True)
     failed, flaky = [], []

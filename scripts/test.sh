@@ -8,8 +8,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
-echo "== static release build"
-cargo build --release --target x86_64-unknown-linux-musl -q
+echo "== static release builds (host tool, rescue binary)"
+./scripts/build.sh
 echo "== cargo test"
 cargo test --workspace -q
 echo "== boot scenarios (QEMU)"

@@ -30,7 +30,14 @@ pub enum StateSub {
     Commit(CommitCmd),
     Activate(ActivateCmd),
     Prune(PruneCmd),
+    Import(ImportCmd),
 }
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "import")]
+/// on a moss root: read moss's states into lifeboat's index now (every command
+/// does when moss changed something; this is for moss's hooks and path units)
+pub struct ImportCmd {}
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
@@ -104,6 +111,22 @@ pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitC
 fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
     match c.cmd {
         StateSub::List(_) => list(root, out),
+        StateSub::Import(_) => {
+            let sr = SystemRoot::open(root)?;
+            if !sr.is_moss() {
+                return Err(crate::error::Error::bad_arg(
+                    "--root",
+                    root.display().to_string(),
+                    "is not a moss root (no .moss/db/state): lifeboat's own index needs no import",
+                ));
+            }
+            let loaded = sr.load_existing_index()?;
+            out.loaded(&loaded);
+            let ids: Vec<String> = loaded.index.transactions().map(|t| t.id.to_string()).collect();
+            out.line(format!("the index holds moss's states {}", ids.join(", ")));
+            out.json(&Json::obj().with("states", Json::Arr(loaded.index.transactions().map(|t| Json::from(t.id)).collect())));
+            Ok(ExitCode::SUCCESS)
+        }
         StateSub::Show(s) => show(root, s.id, s.files, out),
         StateSub::Commit(s) => {
             let r = txn::commit(root, &s.from, &s.summary)?;

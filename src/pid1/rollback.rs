@@ -22,14 +22,14 @@ impl Boot {
         let fail = |e: Error| BootError::from_error(Phase::Rollback, e);
         let root = self.sysroot.clone();
         let root = root.as_path();
-        if !root.join(".moss/lifeboat").is_dir() {
+        progress::step("opening the system root");
+        let sr = SystemRoot::open(root).map_err(|e| fail(e.into()))?;
+        let moss = sr.is_moss();
+        if !moss && !root.join(".moss/lifeboat").is_dir() {
             say("the root holds no lifeboat state index; booting it as it is");
             return Ok(());
         }
-        progress::step("opening the system root");
-        let sr = SystemRoot::open(root).map_err(|e| fail(e.into()))?;
         let active = sr.active_id();
-        progress::step("reading the state index");
         let Some(req) = self.cmdline.tx() else {
             return Ok(());
         };
@@ -44,16 +44,38 @@ impl Boot {
             say(format!("transaction {req} is active"));
             return Ok(());
         }
-        let idx = sr.load_existing_index().map_err(|e| fail(e.into()))?;
-        for n in idx.fallback.iter().chain(&idx.notes) {
-            say(n);
-        }
-        if !idx.index.contains(req) {
-            say(format!(
-                "transaction {req} (named by the boot entry) is no longer retained: it was pruned; booting the active transaction {}",
-                active.map(|a| a.to_string()).unwrap_or_else(|| "(unknown)".into())
-            ));
-            return Ok(());
+        let shown_active = active.map(|a| a.to_string()).unwrap_or_else(|| "(unknown)".into());
+        if moss {
+            // moss's swap needs no index: the state's tree is all it takes. The
+            // index only tells whether this boot can also check /usr.
+            progress::step("reading the state index");
+            match sr.load_index() {
+                Ok(l) => {
+                    for n in l.fallback.iter().chain(&l.notes) {
+                        say(n);
+                    }
+                }
+                Err(e) => say(format!("{e}; rolling back without it (verify and repair need it)")),
+            }
+            if SystemRoot::tree_id_at(sr.fd(), format!(".moss/root/{req}/usr").as_bytes()) != Some(req) {
+                say(format!(
+                    "moss state {req} (named by the boot entry) has no tree under .moss/root: moss pruned it; \
+                     booting the active state {shown_active}"
+                ));
+                return Ok(());
+            }
+        } else {
+            progress::step("reading the state index");
+            let idx = sr.load_existing_index().map_err(|e| fail(e.into()))?;
+            for n in idx.fallback.iter().chain(&idx.notes) {
+                say(n);
+            }
+            if !idx.index.contains(req) {
+                say(format!(
+                    "transaction {req} (named by the boot entry) is no longer retained: it was pruned; booting the active transaction {shown_active}"
+                ));
+                return Ok(());
+            }
         }
         say(format!(
             "rolling back /usr: transaction {} -> {req}",
