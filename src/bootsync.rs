@@ -95,8 +95,21 @@ fn content(root: &SystemRoot, layout: &Layout, rel: &[u8]) -> Option<(Hash128, u
     Some((hash, size, store))
 }
 
+/// Small text files (cmdline fragments, os-release) are read up to this size.
+const SMALL_MAX: usize = 64 * 1024;
+
 fn read_small(p: &Path) -> String {
-    std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    use std::io::Read;
+    let mut b = Vec::new();
+    let _ = std::fs::File::open(p).and_then(|f| f.take(SMALL_MAX as u64).read_to_end(&mut b));
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// A small file at `rel` below the root, never through a symlink.
+fn read_in_root(root: &SystemRoot, rel: &str) -> String {
+    lifeboat_fs::read_small_at(root.fd(), rel.as_bytes(), SMALL_MAX)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// Joins cmdline fragments: comments dropped, whitespace collapsed.
@@ -237,16 +250,36 @@ pub fn wanted(root: &SystemRoot, idx: &StateIndex, common: &Common) -> (Vec<Want
                 options = format!("{r} {options}");
             }
         }
-        options = join_cmdline([options.as_str(), &format!("lifeboat.tx={}", t.id)]);
-        let os = content(root, &layout, b"lib/os-release")
-            .map(|(_, _, p)| token::parse_os_release(&read_small(&p)))
-            .unwrap_or_default();
+        // On a moss root the entry also names the state as moss's own initrd
+        // (moss-fstx.service) reads it, so either initrd rolls back.
+        let tx_opts = if root.is_moss() {
+            format!("lifeboat.tx={} moss.fstx={}", t.id, t.id)
+        } else {
+            format!("lifeboat.tx={}", t.id)
+        };
+        options = join_cmdline([options.as_str(), &tx_opts]);
+        let os_text = match content(root, &layout, b"lib/os-release") {
+            Some((_, _, p)) => Some(read_small(&p)),
+            // moss writes each tree's os-release itself; no layout lists it.
+            None if root.is_moss() => {
+                let tree = if active == Some(t.id) { "usr".to_owned() } else { format!(".moss/root/{}/usr", t.id) };
+                Some(read_in_root(root, &format!("{tree}/lib/os-release")))
+            }
+            None => None,
+        };
+        let os = os_text.map(|t| token::parse_os_release(&t)).unwrap_or_default();
         let name = token::field(&os, "PRETTY_NAME").or_else(|| token::field(&os, "NAME")).unwrap_or("Linux");
         let sort_key = token::field(&os, "IMAGE_ID").or_else(|| token::field(&os, "ID")).unwrap_or("lifeboat");
         out.push(WantedEntry {
             tx: t.id,
             active: active == Some(t.id),
-            title: format!("{name}, transaction {} ({})", t.id, timefmt::utc_minutes(t.created)),
+            title: if root.is_moss() && !t.summary.is_empty() {
+                format!("{name}, state {}: {} ({})", t.id, t.summary, timefmt::utc_minutes(t.created))
+            } else if root.is_moss() {
+                format!("{name}, state {} ({})", t.id, timefmt::utc_minutes(t.created))
+            } else {
+                format!("{name}, transaction {} ({})", t.id, timefmt::utc_minutes(t.created))
+            },
             version: format!("{}-{kver}", t.id),
             sort_key: sort_key.to_owned(),
             machine_id: common.machine_id.clone(),
@@ -306,4 +339,36 @@ pub fn set_default_for_disk(root: &Path, root_dev: &Path, tx: u64) -> Result<Opt
     };
     lifeboat_boot::loaderconf::set_on(esp, "default", Some(&pattern))?;
     Ok(Some(pattern))
+}
+
+/// On a moss root, entries moss's own boot sync (blsforme) wrote
+/// (`$BOOT/loader/entries/<os-id>-<kver>-<state>.conf` with `moss.fstx=<state>`)
+/// already boot their state: lifeboat adopts them — it adds no second entry for
+/// that state and never changes or removes moss's — so the menu shows each state
+/// once. Returns the states so covered, with moss's entry file.
+pub fn adopt_moss_entries(req: &mut SyncRequest, boot: &mut dyn lifeboat_esp::Volume) -> Result<Vec<(u64, String)>> {
+    let list = match boot.list("loader/entries") {
+        Ok(l) => l,
+        Err(lifeboat_esp::Error::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut covered = Vec::new();
+    for f in list.into_iter().filter(|f| !f.is_dir && f.name.ends_with(".conf")) {
+        let bytes = boot.read(&lifeboat_esp::volume::join("loader/entries", &f.name))?;
+        let entry = lifeboat_boot::bls::Entry::parse(&String::from_utf8_lossy(&bytes));
+        if lifeboat_boot::plan::owned_by_us(&req.token, &f.name, &entry).is_some() {
+            continue;
+        }
+        let state = entry
+            .options()
+            .split_whitespace()
+            .find_map(|o| o.strip_prefix("moss.fstx=").and_then(|v| v.parse::<u64>().ok()));
+        if let Some(id) = state {
+            if req.entries.iter().any(|w| w.tx == id) && !covered.iter().any(|(c, _)| *c == id) {
+                covered.push((id, f.name.clone()));
+            }
+        }
+    }
+    req.entries.retain(|w| !covered.iter().any(|(c, _)| *c == w.tx));
+    Ok(covered)
 }

@@ -283,3 +283,39 @@ fn hostile_databases_are_named_and_the_previous_index_kept() {
     assert!(e.contains(".moss/db/layout") && e.contains("missing"), "{e}");
     assert_eq!(fs::read(root.join(".moss/lifeboat/state.idx")).unwrap(), index);
 }
+
+#[test]
+fn boot_entries_carry_moss_fstx_and_moss_s_own_entries_are_adopted() {
+    let s = Scratch::new("moss-boot");
+    let root = fixture(&s);
+    let rt = r(&root);
+    let img = s.join("disk.img").display().to_string();
+    ok(&["disk", "create", &img, "--size", "64M", "--esp", "32M"]);
+    let before = snapshot(&root);
+    ok(&["--root", &rt, "boot", "sync", "--esp", &img]);
+    let listing = ok(&["disk", "ls", &format!("{img}:esp:loader/entries")]);
+    let names: Vec<String> =
+        listing.lines().filter_map(|l| l.split_whitespace().last()).filter(|n| n.ends_with(".conf")).map(String::from).collect();
+    assert_eq!(names.len(), 2, "states 1 and 2 carry the kernel: {listing}");
+    for n in &names {
+        let text = ok(&["disk", "cat", &format!("{img}:esp:loader/entries/{n}")]);
+        let id = if n.contains("-1-") { 1 } else { 2 };
+        assert!(text.contains(&format!("moss.fstx={id}")) && text.contains(&format!("lifeboat.tx={id}")), "{text}");
+        let summary = if id == 1 { "Install" } else { "Sync" };
+        assert!(text.contains(&format!("state {id}: {summary}")), "{text}");
+    }
+    // moss's boot sync (blsforme) wrote its own entry for state 2: adopted, kept.
+    let theirs = s.join("unbranded-os-6.1.0-demo-2.conf");
+    let moss_entry = "title Unbranded OS (6.1.0-demo)\nlinux /EFI/unbranded-os/6.1.0-demo/vmlinuz\noptions moss.fstx=2 rw\n";
+    fs::write(&theirs, moss_entry).unwrap();
+    ok(&["disk", "put", &theirs.display().to_string(), &format!("{img}:esp:loader/entries/unbranded-os-6.1.0-demo-2.conf")]);
+    let o = run(&["--root", &rt, "boot", "sync", "--esp", &img]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("moss's own entry"), "{}", String::from_utf8_lossy(&o.stderr));
+    let listing = ok(&["disk", "ls", &format!("{img}:esp:loader/entries")]);
+    let with2: Vec<&str> = listing.lines().filter(|l| l.contains("-2")).collect();
+    assert_eq!(with2.len(), 1, "state 2 shows once: {listing}");
+    assert!(with2[0].contains("unbranded-os-6.1.0-demo-2.conf"));
+    assert_eq!(ok(&["disk", "cat", &format!("{img}:esp:loader/entries/unbranded-os-6.1.0-demo-2.conf")]), moss_entry);
+    assert_eq!(snapshot(&root), before);
+}

@@ -172,6 +172,12 @@ pub fn sync(
     for n in t.boot.notes.iter().chain(t.esp.iter().flat_map(|e| e.notes.iter())) {
         ctx.out.note(n);
     }
+    let mut req = req;
+    if root.is_moss() {
+        for (id, file) in bootsync::adopt_moss_entries(&mut req, t.boot.volume.as_mut())? {
+            ctx.out.note(format!("state {id}: moss's own entry {file} boots it; lifeboat adds none"));
+        }
+    }
     let BootTargets { boot, esp } = &mut t;
     let esp_v: Option<&mut dyn Volume> = esp.as_mut().map(|e| e.volume.as_mut() as &mut dyn Volume);
     let plan = plan::plan(&req, boot.volume.as_mut(), esp_v)?;
