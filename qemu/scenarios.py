@@ -360,6 +360,94 @@ def k_dracut_hook(work):
     finish_ok(vm)
 
 
+def moss_tool(work, name):
+    """The prebuilt moss or mkstone of ../shared/moss/bin, unpacked into the work dir."""
+    out = os.path.join(work, name)
+    if not os.path.exists(out):
+        src = os.path.join(q.REPO, "..", "shared", "moss", "bin", f"{name}.zst")
+        if not os.path.exists(src):
+            raise Failure(f"{src} is missing: the moss scenario needs the prebuilt {name}")
+        q.sh("zstd", "-d", "-q", "-f", src, "-o", out)
+        os.chmod(out, 0o755)
+    return out
+
+
+def m_moss_root(work):
+    """A root the real moss made: moss.fstx in the menu entry rolls back to an older state."""
+    moss, mkstone = moss_tool(work, "moss"), moss_tool(work, "mkstone")
+    img = q.Image(work, size="1G")
+    repo = os.path.join(work, "repo")
+    os.makedirs(repo, exist_ok=True)
+    # One package holding the whole test /usr, released three times: moss installs
+    # the first and syncs to each next, making states 1, 2 and 3.
+    for i in (1, 2, 3):
+        tree = q.make_tree(work, f"t{i}", f"v{i}")
+        # moss writes each tree's os-release itself (through the hard link, when a
+        # package ships one): the package leaves it to moss.
+        os.unlink(os.path.join(tree, "lib/os-release"))
+        # moss links /lib64 to usr/lib: the loader must be found there too.
+        os.symlink("x86_64-linux-gnu/ld-linux-x86-64.so.2", os.path.join(tree, "lib/ld-linux-x86-64.so.2"))
+        stage = os.path.join(work, f"stage{i}")
+        shutil.rmtree(stage, ignore_errors=True)
+        os.makedirs(stage)
+        os.rename(tree, os.path.join(stage, "usr"))
+        q.sh(mkstone, os.path.join(work, f"later-system-{i}.stone"), stage, "--name", "system", "--version", f"{i}.0",
+             "--release", str(i), "--summary", "lifeboat test system", "--homepage", "https://example.invalid/",
+             "--license", "MPL-2.0")
+    def release(i):
+        os.rename(os.path.join(work, f"later-system-{i}.stone"), os.path.join(repo, f"system-{i}.0-{i}-1-x86_64.stone"))
+        q.sh(moss, "index", repo)
+    release(1)
+    q.sh(moss, "-D", img.root, "repo", "add", "local", f"file://{repo}/stone.index", "-c", "test repo", "-y")
+    q.sh(moss, "-D", img.root, "install", "-y", "system")
+    for i in (2, 3):
+        release(i)
+        q.sh(moss, "-D", img.root, "repo", "update", "local")
+        q.sh(moss, "-D", img.root, "sync", "-y")
+    out = q.sh(moss, "-D", img.root, "state", "list")
+    if "State #3" not in out:
+        raise Failure(f"moss made no third state:\n{out}")
+    say("moss made states 1, 2, 3 (install, sync, sync); 3 is active")
+    states = lb("--root", img.root, "state", "list")
+    if len([l for l in states.splitlines() if l.strip()[:1].isdigit()]) != 3:
+        raise Failure(f"lifeboat does not see moss's three states:\n{states}")
+    img.build_initrd()
+    img.boot_setup(timeout=30)
+    img.write_root()
+    vars_ = f"{work}/vars.fd"
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    vm.expect(r"state 1: ", 90)
+    say("systemd-boot menu is up; pressing Down, Down, Enter to pick moss state 1")
+    time.sleep(1)
+    vm.send("\x1b[B")
+    time.sleep(0.5)
+    vm.send("\x1b[B")
+    time.sleep(0.5)
+    vm.send("\r")
+    m = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 120)
+    say(f"PID 1 (no SQLite, moss's swap): rolling back /usr: state {m.group(1)} -> {m.group(2)}")
+    tx = booted(vm)
+    say(f"the real init reports state {tx}")
+    if tx != 1:
+        raise Failure(f"booted state {tx}, want 1")
+    finish_ok(vm)
+    # The root as the guest left it, judged by moss itself.
+    p = next(p for p in img.parts if p["kind"] == "root-x86-64")
+    mnt = os.path.join(work, "mnt")
+    os.makedirs(mnt, exist_ok=True)
+    q.sh("mount", "-o", f"loop,offset={p['start']},sizelimit={p['size']}", img.disk, mnt)
+    try:
+        active = open(os.path.join(mnt, "usr/.stateID")).read().strip()
+        if active != "1" or not os.path.isdir(os.path.join(mnt, ".moss/root/3/usr")):
+            raise Failure(f"after the boot: active {active}, .moss/root: {os.listdir(os.path.join(mnt, '.moss/root'))}")
+        v = q.sh(moss, "-D", mnt, "state", "verify")
+        if "No issues found" not in v:
+            raise Failure(f"moss state verify after the rollback:\n{v}")
+        say("moss state verify on the booted root: no issues; .moss/root/3/usr archived, usr/.stateID = 1")
+    finally:
+        subprocess.run(["umount", mnt])
+
+
 SCENARIOS = {
     "a": a_default_boot,
     "b": b_menu_rollback,
@@ -373,6 +461,7 @@ SCENARIOS = {
     "j": j_worker_crash,
     "k": k_dracut_hook,
     "l": l_stalled_step,
+    "m": m_moss_root,
 }
 
 

@@ -295,7 +295,12 @@ fn boot_entries_carry_moss_fstx_and_moss_s_own_entries_are_adopted() {
     ok(&["--root", &rt, "boot", "sync", "--esp", &img]);
     let listing = ok(&["disk", "ls", &format!("{img}:esp:loader/entries")]);
     let names: Vec<String> =
-        listing.lines().filter_map(|l| l.split_whitespace().last()).filter(|n| n.ends_with(".conf")).map(String::from).collect();
+        listing
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .filter(|n| n.ends_with(".conf"))
+            .map(|n| n.rsplit('/').next().unwrap_or(n).to_owned())
+            .collect();
     assert_eq!(names.len(), 2, "states 1 and 2 carry the kernel: {listing}");
     for n in &names {
         let text = ok(&["disk", "cat", &format!("{img}:esp:loader/entries/{n}")]);

@@ -18,7 +18,9 @@ const FILES: [&str; 4] = [".moss/db/state", ".moss/db/state-wal", ".moss/db/layo
 /// A fingerprint of moss's state on a root.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stamp {
-    /// Per database file: `dev:ino:size:mtime.ns:ctime.ns`, or `-` when absent.
+    /// Per database file: `size:mtime.ns`, or `-` when absent. Not the inode or
+    /// the change time: a root copied into an image (`mke2fs -d`, `cp -a`,
+    /// a backup restore) keeps its index current.
     files: Vec<String>,
     /// Ids of every state with a tree (active and archived), ascending.
     states: Vec<u64>,
@@ -30,10 +32,7 @@ impl Stamp {
         let files = FILES
             .iter()
             .map(|f| match fsutil::lstat_at(root, f.as_bytes()) {
-                Ok(Some(st)) => format!(
-                    "{}:{}:{}:{}.{}:{}.{}",
-                    st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec
-                ),
+                Ok(Some(st)) => format!("{}:{}.{:09}", st.st_size, st.st_mtime, st.st_mtime_nsec),
                 _ => "-".into(),
             })
             .collect();
@@ -87,7 +86,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_garbage() {
-        let s = Stamp { files: vec!["1:2:3:4.5:6.7".into(), "-".into(), "x".into(), "-".into()], states: vec![1, 3] };
+        let s = Stamp { files: vec!["3:4.000000005".into(), "-".into(), "x".into(), "-".into()], states: vec![1, 3] };
         assert_eq!(Stamp::parse(&s.render()), Some(s));
         assert_eq!(Stamp::parse("states 1,x\n"), None);
         assert_eq!(Stamp::parse("bogus 1\n"), None);
