@@ -24,13 +24,8 @@ fn fixture(s: &Scratch) -> PathBuf {
     fs::create_dir_all(&root).unwrap();
     let tar = shared().join("fixtures/moss-root.tar.gz");
     assert!(tar.is_file(), "the moss fixture {} is missing", tar.display());
-    let st = Command::new("tar")
-        .args(["--numeric-owner", "-xzpf"])
-        .arg(&tar)
-        .arg("-C")
-        .arg(&root)
-        .status()
-        .expect("tar");
+    let st =
+        Command::new("tar").args(["--numeric-owner", "-xzpf"]).arg(&tar).arg("-C").arg(&root).status().expect("tar");
     assert!(st.success());
     root
 }
@@ -102,7 +97,9 @@ fn states_are_read_and_nothing_of_moss_changes() {
     let list = ok(&["--root", &rt, "state", "list"]);
     let rows: Vec<&str> = list.lines().skip(1).collect();
     assert_eq!(rows.len(), 3, "{list}");
-    assert!(rows[0].split_whitespace().take(4).collect::<Vec<_>>().contains(&"active") && rows[0].trim().starts_with('3'));
+    assert!(
+        rows[0].split_whitespace().take(4).collect::<Vec<_>>().contains(&"active") && rows[0].trim().starts_with('3')
+    );
     assert!(rows[1].trim().starts_with('2') && rows[1].contains("archived") && rows[1].contains("Sync"));
     assert!(rows[2].trim().starts_with('1') && rows[2].contains("6.1.0-demo") && rows[2].contains("Install"));
     assert!(ok(&["--root", &rt, "verify"]).contains("no differences"));
@@ -294,13 +291,12 @@ fn boot_entries_carry_moss_fstx_and_moss_s_own_entries_are_adopted() {
     let before = snapshot(&root);
     ok(&["--root", &rt, "boot", "sync", "--esp", &img]);
     let listing = ok(&["disk", "ls", &format!("{img}:esp:loader/entries")]);
-    let names: Vec<String> =
-        listing
-            .lines()
-            .filter_map(|l| l.split_whitespace().last())
-            .filter(|n| n.ends_with(".conf"))
-            .map(|n| n.rsplit('/').next().unwrap_or(n).to_owned())
-            .collect();
+    let names: Vec<String> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|n| n.ends_with(".conf"))
+        .map(|n| n.rsplit('/').next().unwrap_or(n).to_owned())
+        .collect();
     assert_eq!(names.len(), 2, "states 1 and 2 carry the kernel: {listing}");
     for n in &names {
         let text = ok(&["disk", "cat", &format!("{img}:esp:loader/entries/{n}")]);
@@ -311,9 +307,15 @@ fn boot_entries_carry_moss_fstx_and_moss_s_own_entries_are_adopted() {
     }
     // moss's boot sync (blsforme) wrote its own entry for state 2: adopted, kept.
     let theirs = s.join("unbranded-os-6.1.0-demo-2.conf");
-    let moss_entry = "title Unbranded OS (6.1.0-demo)\nlinux /EFI/unbranded-os/6.1.0-demo/vmlinuz\noptions moss.fstx=2 rw\n";
+    let moss_entry =
+        "title Unbranded OS (6.1.0-demo)\nlinux /EFI/unbranded-os/6.1.0-demo/vmlinuz\noptions moss.fstx=2 rw\n";
     fs::write(&theirs, moss_entry).unwrap();
-    ok(&["disk", "put", &theirs.display().to_string(), &format!("{img}:esp:loader/entries/unbranded-os-6.1.0-demo-2.conf")]);
+    ok(&[
+        "disk",
+        "put",
+        &theirs.display().to_string(),
+        &format!("{img}:esp:loader/entries/unbranded-os-6.1.0-demo-2.conf"),
+    ]);
     let o = run(&["--root", &rt, "boot", "sync", "--esp", &img]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("moss's own entry"), "{}", String::from_utf8_lossy(&o.stderr));
@@ -322,5 +324,45 @@ fn boot_entries_carry_moss_fstx_and_moss_s_own_entries_are_adopted() {
     assert_eq!(with2.len(), 1, "state 2 shows once: {listing}");
     assert!(with2[0].contains("unbranded-os-6.1.0-demo-2.conf"));
     assert_eq!(ok(&["disk", "cat", &format!("{img}:esp:loader/entries/unbranded-os-6.1.0-demo-2.conf")]), moss_entry);
+    assert_eq!(snapshot(&root), before);
+}
+
+#[test]
+fn moss_s_os_release_written_through_the_hard_link_is_named_not_fought() {
+    let s = Scratch::new("moss-osrel");
+    let root = fixture(&s);
+    let rt = r(&root);
+    // What moss 0.26.8 does when a package ships usr/lib/os-release: the package's
+    // asset is linked into the tree, then moss writes its generated text through
+    // the link, so the asset no longer holds what its name says.
+    let shipped = b"ID=base\nNAME=\"Base\"\n";
+    let h = xxhash_rust::xxh3::xxh3_128(shipped);
+    let hex = format!("{h:02x}");
+    let asset = root.join(format!(".moss/assets/v2/{}/{}/{}/{hex}", &hex[0..2], &hex[2..4], &hex[4..6]));
+    fs::create_dir_all(asset.parent().unwrap()).unwrap();
+    fs::remove_file(root.join("usr/lib/os-release")).unwrap();
+    fs::write(&asset, b"NAME=\"Unbranded OS\"\nID=unbranded-os\n").unwrap();
+    fs::set_permissions(&asset, std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
+    fs::hard_link(&asset, root.join("usr/lib/os-release")).unwrap();
+    let pkg = "da437db79364b5f6b396ce4666c32f3d15c9a0cb58f6ce9f808e5f3f3329c0bd";
+    sql(
+        &root.join(".moss/db/layout"),
+        &format!(
+            "INSERT INTO layout (package_id, uid, gid, mode, tag, entry_type, entry_value1, entry_value2) \
+             VALUES ('{pkg}', 0, 0, 33188, 0, 'regular', '{h}', 'lib/os-release')"
+        ),
+    );
+    // Quick mode trusts the store's inode; a full check with the store names it.
+    assert!(ok(&["--root", &rt, "verify"]).contains("no differences"));
+    let o = run(&["--root", &rt, "verify", "--full", "--store"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("lib/os-release") && text.contains(&hex), "{text}");
+    let before = snapshot(&root);
+    let o = run(&["--root", &rt, "repair", "--full"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("lifeboat does not write moss's store"), "{text}");
+    // Nothing of moss's was touched, the generated text included.
     assert_eq!(snapshot(&root), before);
 }

@@ -124,7 +124,9 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
             out.loaded(&loaded);
             let ids: Vec<String> = loaded.index.transactions().map(|t| t.id.to_string()).collect();
             out.line(format!("the index holds moss's states {}", ids.join(", ")));
-            out.json(&Json::obj().with("states", Json::Arr(loaded.index.transactions().map(|t| Json::from(t.id)).collect())));
+            out.json(
+                &Json::obj().with("states", Json::Arr(loaded.index.transactions().map(|t| Json::from(t.id)).collect())),
+            );
             Ok(ExitCode::SUCCESS)
         }
         StateSub::Show(s) => show(root, s.id, s.files, out),

@@ -160,7 +160,8 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
     out.loaded(&loaded);
     let start = std::time::Instant::now();
     let bar = TerminalBar::for_output(out);
-    let opts = Options { full: c.full, progress: bar.as_ref().map(|b| b as &dyn ProgressSink), unlisted: root.unlisted() };
+    let opts =
+        Options { full: c.full, progress: bar.as_ref().map(|b| b as &dyn ProgressSink), unlisted: root.unlisted() };
     let r = verify::repair(&root, &loaded.index, which(c.state), c.prune_extra, opts)?;
     for f in &r.fixed {
         out.line(format!("fixed   {f}"));

@@ -52,13 +52,23 @@ pub enum Error {
     },
     /// A moss database is missing, unreadable, of another version, or has a row
     /// that breaks a rule.
-    MossDb { db: PathBuf, row: Option<i64>, why: String },
+    MossDb {
+        db: PathBuf,
+        row: Option<i64>,
+        why: String,
+    },
     /// moss holds its lock (a moss transaction is running).
     MossBusy(PathBuf),
     /// On a moss root, this is moss's to do.
-    MossOwned { what: &'static str, instead: &'static str },
+    MossOwned {
+        what: &'static str,
+        instead: &'static str,
+    },
     /// The state's tree is not where moss keeps it.
-    NoTree { id: u64, path: PathBuf },
+    NoTree {
+        id: u64,
+        path: PathBuf,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

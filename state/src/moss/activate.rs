@@ -43,10 +43,16 @@ pub fn activate(root: &SystemRoot, id: u64) -> Result<MossActivation> {
     if staged_usr.is_some() {
         match staging_tree {
             Some(s) if s == id && s != active => {
-                notes.push(format!("state {id}'s tree was in {}: resuming its activation", rootp.join("staging").display()));
+                notes.push(format!(
+                    "state {id}'s tree was in {}: resuming its activation",
+                    rootp.join("staging").display()
+                ));
                 resumed = true;
             }
-            Some(s) if s != active && fsutil::lstat_at(trees.as_fd(), s.to_string().as_bytes()).ok().flatten().is_none() => {
+            Some(s)
+                if s != active
+                    && fsutil::lstat_at(trees.as_fd(), s.to_string().as_bytes()).ok().flatten().is_none() =>
+            {
                 archive(&trees, &rootp, s)?;
                 notes.push(format!(
                     "state {s}'s tree was left in staging by an interrupted activation; filed it as {}",

@@ -163,7 +163,10 @@ pub fn read(root: &SystemRoot) -> Result<Imported> {
             }
             let created: i64 = r.get(1).map_err(|e| bad(format!("created: {e}")))?;
             let summary: Option<String> = r.get(2).map_err(|e| bad(format!("summary: {e}")))?;
-            states.insert(uid, MossState { id: uid, created, summary: summary.unwrap_or_default(), packages: Vec::new() });
+            states.insert(
+                uid,
+                MossState { id: uid, created, summary: summary.unwrap_or_default(), packages: Vec::new() },
+            );
         }
     }
     for id in &retained {
@@ -353,8 +356,11 @@ fn fill_sizes(root: &SystemRoot, store: &Store, layouts: &mut [(TxMeta, Layout)]
     let mut missing = 0usize;
     let active = root.active_id();
     for (meta, layout) in layouts.iter_mut() {
-        let tree: PathBuf =
-            if Some(meta.id) == active { root.path.join("usr") } else { root.path.join(format!(".moss/root/{}/usr", meta.id)) };
+        let tree: PathBuf = if Some(meta.id) == active {
+            root.path.join("usr")
+        } else {
+            root.path.join(format!(".moss/root/{}/usr", meta.id))
+        };
         let tree_fd = fsutil::open_dir(&tree).ok();
         let mut entries = std::mem::take(layout).into_entries();
         for e in entries.iter_mut() {
@@ -396,9 +402,8 @@ fn fill_sizes(root: &SystemRoot, store: &Store, layouts: &mut [(TxMeta, Layout)]
 /// stamp. Returns `None` when the index was current.
 pub fn refresh(root: &SystemRoot) -> Result<Option<Imported>> {
     let now = Stamp::of(root.fd());
-    let index_exists = fsutil::lstat_at(root.fd(), crate::root::INDEX_REL.as_bytes())
-        .ctx("stat", root.index_path())?
-        .is_some();
+    let index_exists =
+        fsutil::lstat_at(root.fd(), crate::root::INDEX_REL.as_bytes()).ctx("stat", root.index_path())?.is_some();
     if index_exists && Stamp::saved(root.fd()).as_ref() == Some(&now) {
         return Ok(None);
     }

@@ -53,7 +53,8 @@ impl MossLock {
     /// refuses with an error that says so.
     pub fn acquire(root: BorrowedFd, root_path: &Path, wait: Duration) -> Result<MossLock> {
         let shown = root_path.join(LOCKFILE);
-        let moss = fsutil::open_dir_beneath(root, b".moss").map_err(|e| Error::io("open", root_path.join(".moss"), e))?;
+        let moss =
+            fsutil::open_dir_beneath(root, b".moss").map_err(|e| Error::io("open", root_path.join(".moss"), e))?;
         let fd = fsutil::with_cstr(b".moss-lockfile", |c| {
             nix::fcntl::openat(
                 moss.as_fd(),
