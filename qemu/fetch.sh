@@ -21,6 +21,22 @@ if [ ! -f kernel/.done ]; then
   depmod -b "$PWD/kernel" "$kv"
   touch kernel/.done
 fi
+# Debian's generic kernel: every storage and filesystem driver is a module.
+if [ ! -f generic/.done ]; then
+  gresolve() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
+  gpkg=$(gresolve)
+  if [ -z "$gpkg" ]; then apt-get update -q >/dev/null; gpkg=$(gresolve); fi
+  [ -n "$gpkg" ] || { echo "fetch: cannot resolve linux-image-amd64 (run apt-get update)" >&2; exit 1; }
+  rm -rf generic gdl && mkdir -p gdl generic
+  (cd gdl && apt-get download -q "$gpkg" >/dev/null 2>&1) || { echo "fetch: apt-get download $gpkg failed" >&2; exit 1; }
+  dpkg-deb -x gdl/*.deb generic
+  rm -rf gdl
+  gkv=$(ls generic/lib/modules | head -n1)
+  depmod -b "$PWD/generic" "$gkv"
+  touch generic/.done
+fi
+gvmlinuz=$(ls generic/boot/vmlinuz-* | head -n1)
+echo "${gvmlinuz##*/vmlinuz-}" > generic-kver
 vmlinuz=$(ls kernel/boot/vmlinuz-* | head -n1)
 kver=${vmlinuz##*/vmlinuz-}
 ln -sfn "$PWD/$vmlinuz" vmlinuz

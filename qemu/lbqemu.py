@@ -55,11 +55,25 @@ def guest_init(work):
     return out
 
 
-def make_tree(work, name, marker, extra_cmdline=""):
+def generic_kver():
+    """Debian's generic kernel (every storage and filesystem driver a module)."""
+    with open(os.path.join(CACHE, "generic-kver")) as f:
+        return f.read().strip()
+
+
+def kernel_files(kernel):
+    """(version, vmlinuz, module directory) of "cloud" or "generic"."""
+    if kernel == "generic":
+        k = generic_kver()
+        return k, os.path.join(CACHE, f"generic/boot/vmlinuz-{k}"), os.path.join(CACHE, f"generic/lib/modules/{k}")
+    return kver(), os.path.join(CACHE, "vmlinuz"), os.path.join(CACHE, "modules")
+
+
+def make_tree(work, name, marker, extra_cmdline="", kernel="cloud"):
     """A test /usr: the dynamic guest init with glibc, a kernel, systemd-boot, lifeboat."""
     t = os.path.join(work, name)
     shutil.rmtree(t, ignore_errors=True)
-    k = kver()
+    k, vmlinuz, _ = kernel_files(kernel)
     for d in ["bin", "sbin", "lib/x86_64-linux-gnu", "lib64", f"lib/kernel/{k}", "lib/kernel/cmdline.d",
               "lib/systemd/boot/efi", "lib/lbtest"]:
         os.makedirs(os.path.join(t, d), exist_ok=True)
@@ -67,7 +81,7 @@ def make_tree(work, name, marker, extra_cmdline=""):
     shutil.copy("/lib/x86_64-linux-gnu/libc.so.6", os.path.join(t, "lib/x86_64-linux-gnu/libc.so.6"))
     shutil.copy("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", os.path.join(t, "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"))
     os.symlink("../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", os.path.join(t, "lib64/ld-linux-x86-64.so.2"))
-    shutil.copy(os.path.join(CACHE, "vmlinuz"), os.path.join(t, f"lib/kernel/{k}/vmlinuz"))
+    shutil.copy(vmlinuz, os.path.join(t, f"lib/kernel/{k}/vmlinuz"))
     shutil.copy(SDBOOT, os.path.join(t, "lib/systemd/boot/efi/systemd-bootx64.efi"))
     shutil.copy(LIFEBOAT, os.path.join(t, "bin/lifeboat"))
     with open(os.path.join(t, "lib/kernel/cmdline.d/10-console.cmdline"), "w") as f:
@@ -104,9 +118,15 @@ class Image:
     def commit(self, tree, summary):
         return lb("--root", self.root, "state", "commit", "--from", tree, "--summary", summary)
 
-    def build_initrd(self):
-        lb("initrd", "build", "--out", self.initrd, "--modules", os.path.join(CACHE, "modules"),
-           "--module", "efivarfs", "--binary", RESCUE)
+    def build_initrd(self, kernel="cloud", modules=None):
+        """The rescue initrd: for the cloud kernel (its drivers built in) only
+        efivarfs; for the generic one the generic module set, or `modules` (a
+        module directory) instead of the kernel's own."""
+        if kernel == "generic":
+            mods = modules or kernel_files("generic")[2]
+            return lb("initrd", "build", "--out", self.initrd, "--modules", mods, "--binary", RESCUE)
+        return lb("initrd", "build", "--out", self.initrd, "--modules", os.path.join(CACHE, "modules"),
+                  "--module", "efivarfs", "--binary", RESCUE)
 
     def boot_setup(self, timeout=0, tries=None):
         lb("--root", self.root, "--esp", self.disk, "boot", "install")
@@ -119,11 +139,33 @@ class Image:
         with open(os.path.join(self.root, "etc/lbtest.conf"), "w") as f:
             f.write(text)
 
-    def write_root(self):
-        """Writes the root directory as ext4 into the image's root partition."""
+    def write_root(self, fs="ext4"):
+        """Writes the root directory into the image's root partition: ext4 with
+        `mke2fs -d`, btrfs with `mkfs.btrfs --rootdir` (both without mounting),
+        xfs through a loop device of the partition."""
         p = next(p for p in self.parts if p["kind"] == "root-x86-64")
-        sh("mke2fs", "-q", "-F", "-t", "ext4", "-E", f"offset={p['start']}", "-d", self.root,
-           self.disk, f"{p['size'] // 1024}k")
+        if fs == "ext4":
+            sh("mke2fs", "-q", "-F", "-t", "ext4", "-E", f"offset={p['start']}", "-d", self.root,
+               self.disk, f"{p['size'] // 1024}k")
+            return
+        loop = sh("losetup", "--find", "--show", "--offset", str(p["start"]), "--sizelimit", str(p["size"]),
+                  self.disk).strip()
+        try:
+            if fs == "btrfs":
+                sh("mkfs.btrfs", "-q", "-f", "--rootdir", self.root, loop)
+            elif fs == "xfs":
+                sh("mkfs.xfs", "-q", "-f", loop)
+                mnt = os.path.join(self.work, "mnt-root")
+                os.makedirs(mnt, exist_ok=True)
+                sh("mount", loop, mnt)
+                try:
+                    sh("cp", "-a", f"{self.root}/.", mnt)
+                finally:
+                    sh("umount", mnt)
+            else:
+                raise Failure(f"unknown root filesystem {fs}")
+        finally:
+            subprocess.run(["losetup", "-d", loop])
 
 
 # Every VM started, so a failed scenario's guest never outlives it.
@@ -139,8 +181,18 @@ def kill_all():
 class Vm:
     """One QEMU run on the serial console."""
 
-    def __init__(self, disk, vars_file, log, extra=()):
+    # How the test disk is attached: the storage paths a generic kernel must find.
+    BUSES = {
+        "nvme": ["-device", "nvme,drive=d0,serial=lifeboat0"],
+        "virtio-blk": ["-device", "virtio-blk-pci,drive=d0"],
+        "virtio-scsi": ["-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=d0,bus=scsi0.0"],
+        "ahci": ["-device", "ide-hd,drive=d0,bus=ide.0"],
+        "usb": ["-device", "qemu-xhci,id=xhci", "-device", "usb-storage,drive=d0,bus=xhci.0"],
+    }
+
+    def __init__(self, disk, vars_file, log, extra=(), bus="nvme"):
         self.disk, self.vars, self.log_path = disk, vars_file, log
+        self.bus = bus
         if not os.path.exists(vars_file):
             shutil.copy(OVMF_VARS, vars_file)
         self.extra = list(extra)
@@ -158,8 +210,7 @@ class Vm:
                # images of earlier scenarios) cannot hold the guest's I/O past
                # its NVMe timeout. The host does not crash in a test, so what the
                # guest wrote is in the image for the next boot either way.
-               "-drive", f"file={self.disk},if=none,id=d0,format=raw,cache=unsafe",
-               "-device", "nvme,drive=d0,serial=lifeboat0",
+               "-drive", f"file={self.disk},if=none,id=d0,format=raw,cache=unsafe"] + self.BUSES[self.bus] + [
                "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"] + self.extra
         self.logf = open(self.log_path, "a")
         self.logf.write(f"\n===== boot {time.strftime('%H:%M:%S')} =====\n")

@@ -32,11 +32,13 @@ def finish_ok(vm):
         raise Failure(f"guest did not end cleanly (QEMU status {code}, want {q.GUEST_EXIT_OK})")
 
 
-def three_tx(work, extra_cmdline="", timeout=0, tries=None, lbtest=""):
+def three_tx(work, extra_cmdline="", timeout=0, tries=None, lbtest="", kernel="cloud", modules=None):
     img = q.Image(work)
     for i in (1, 2, 3):
-        img.commit(q.make_tree(work, f"t{i}", f"v{i}", extra_cmdline), f"test transaction {i}")
-    img.build_initrd()
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}", extra_cmdline, kernel=kernel), f"test transaction {i}")
+    out = img.build_initrd(kernel=kernel, modules=modules)
+    if kernel == "generic":
+        say(out.strip().splitlines()[-1].split(" in ")[0].replace(img.initrd, "the generic initrd"))
     img.lbtest(lbtest)
     img.boot_setup(timeout=timeout, tries=tries)
     return img
@@ -448,6 +450,83 @@ def m_moss_root(work):
         subprocess.run(["umount", mnt])
 
 
+def n_generic_kernel_buses(work):
+    """Debian's generic kernel (all drivers modules), the default initrd: boots from NVMe, virtio-blk, virtio-scsi, SATA and USB."""
+    img = three_tx(work, kernel="generic")
+    img.write_root()
+    for bus in ["nvme", "virtio-blk", "virtio-scsi", "ahci", "usb"]:
+        vm = q.Vm(img.disk, f"{work}/vars-{bus}.fd", f"{work}/console.log", bus=bus).boot()
+        m = vm.expect(r"lifeboat: (\d+) kernel modules loaded for the devices present", 120)
+        tx = booted(vm, 200)
+        say(f"{bus}: PID 1 loaded {m.group(1)} modules by modalias; userspace reports transaction {tx}")
+        if tx != 3:
+            raise Failure(f"{bus}: booted transaction {tx}, want 3")
+        finish_ok(vm)
+
+
+def o_root_filesystems(work):
+    """Roots on xfs and btrfs with the generic kernel: the filesystem's module is loaded by its type."""
+    img = three_tx(work, kernel="generic")
+    for fs in ["xfs", "btrfs"]:
+        img.write_root(fs)
+        vm = q.Vm(img.disk, f"{work}/vars-{fs}.fd", f"{work}/console.log", bus="virtio-blk").boot()
+        m = vm.expect(r"mounted (\S+) \((\w+)\) on /sysroot", 200)
+        if m.group(2) != fs:
+            raise Failure(f"the root was mounted as {m.group(2)}, want {fs}")
+        tx = booted(vm, 200)
+        say(f"{fs} root: mounted {m.group(1)} as {fs}; userspace reports transaction {tx}")
+        if tx != 3:
+            raise Failure(f"{fs}: booted transaction {tx}, want 3")
+        finish_ok(vm)
+
+
+def compressed_modules(work):
+    """The generic kernel's modules of the default set, compressed (.ko.xz and
+    .ko.zst alternately) into a module directory of their own, with depmod run."""
+    kv, _, mods = q.kernel_files("generic")
+    out = os.path.join(work, "cmods", kv)
+    shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+    plain = os.path.join(work, "plain.cpio")
+    lb("initrd", "build", "--out", plain, "--modules", mods, "--compress", "none", "--binary", q.RESCUE)
+    listing = subprocess.run(["cpio", "-t", "--quiet"], stdin=open(plain, "rb"), stdout=subprocess.PIPE,
+                             text=True, check=True).stdout.split()
+    prefix = f"lib/modules/{kv}/"
+    kos = [p[len(prefix):] for p in listing if p.startswith(prefix) and p.endswith(".ko")]
+    for i, rel in enumerate(kos):
+        dest = os.path.join(out, rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copy(os.path.join(mods, rel), dest)
+        if i % 2:
+            q.sh("xz", "-f", "--check=crc32", dest)
+        else:
+            q.sh("zstd", "-q", "-f", "--rm", dest)
+    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"]:
+        if os.path.exists(os.path.join(mods, f)):
+            shutil.copy(os.path.join(mods, f), os.path.join(out, f))
+    # depmod wants BASE/lib/modules/VERSION.
+    base = os.path.join(work, "cbase")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(os.path.join(base, "lib/modules"))
+    os.symlink(out, os.path.join(base, "lib/modules", kv))
+    q.sh("depmod", "-b", base, kv)
+    return out, len(kos)
+
+
+def p_compressed_modules(work):
+    """A module set of .ko.xz and .ko.zst (a kernel that cannot decompress them): decompressed at build time, it boots."""
+    mods, n = compressed_modules(work)
+    say(f"compressed {n} modules of the generic set: half .ko.xz, half .ko.zst; depmod run on them")
+    img = three_tx(work, kernel="generic", modules=mods)
+    img.write_root()
+    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log", bus="virtio-scsi").boot()
+    m = vm.expect(r"lifeboat: (\d+) kernel modules loaded for the devices present", 120)
+    tx = booted(vm, 200)
+    say(f"virtio-scsi: {m.group(1)} modules loaded; userspace reports transaction {tx}")
+    if tx != 3:
+        raise Failure(f"booted transaction {tx}, want 3")
+    finish_ok(vm)
+
+
 SCENARIOS = {
     "a": a_default_boot,
     "b": b_menu_rollback,
@@ -462,6 +541,9 @@ SCENARIOS = {
     "k": k_dracut_hook,
     "l": l_stalled_step,
     "m": m_moss_root,
+    "n": n_generic_kernel_buses,
+    "o": o_root_filesystems,
+    "p": p_compressed_modules,
 }
 
 

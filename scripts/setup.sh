@@ -3,7 +3,7 @@
 # boot-test lifeboat. Idempotent: re-running it only checks.
 set -euo pipefail
 need=(musl-tools qemu-system-x86 ovmf systemd-boot-efi systemd-boot mtools dosfstools
-      gdisk e2fsprogs cpio xxhash zstd file python3 sqlite3 fdisk kmod systemd gcc libc6-dev dracut)
+      gdisk e2fsprogs cpio xxhash zstd xz-utils file python3 sqlite3 fdisk kmod systemd gcc libc6-dev dracut)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,11 +1,12 @@
 //! The rescue initrd: a deterministic cpio "newc" archive holding lifeboat as
-//! `/init`, the kernel modules asked for with the closure of their `modules.dep`
-//! dependencies, compressed with zstd, optionally as a segment appended to another
+//! `/init`, kernel modules (the generic or host-only set, with dependencies, soft
+//! dependencies and firmware, and the index PID 1 loads them by), compressed with
+//! zstd, optionally as a segment appended to another
 //! initrd (the kernel unpacks concatenated archives in order, so a later `/init`
 //! replaces an earlier one).
 //!
 //! [`cpio`] writes and reads the format with every length checked; [`modules`]
-//! resolves module names and dependencies; [`build`] assembles the archive.
+//! chooses and describes the modules; [`build`] assembles the archive.
 
 pub mod cpio;
 pub mod modules;
@@ -50,7 +51,9 @@ fn io_at(at: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
     None,
-    Zstd,
+    /// zstd at this level; `None`: 19 for an archive up to 8 MiB (lifeboat alone,
+    /// a host-only set), 9 above, where 19 takes seconds for a tenth less.
+    Zstd(Option<i32>),
 }
 
 /// What goes into the rescue initrd.
@@ -58,17 +61,61 @@ pub enum Compression {
 pub struct BuildSpec {
     /// The lifeboat binary (static).
     pub binary: PathBuf,
-    /// `/lib/modules/<kver>` of the kernel, when modules are wanted.
-    pub modules_dir: Option<PathBuf>,
-    pub modules: Vec<String>,
+    /// Kernel modules, when wanted.
+    pub modules: Option<ModuleSpec>,
     pub compression: Compression,
 }
 
-/// Where module load order is recorded inside the initrd.
-pub const LOAD_LIST: &str = "lib/modules/lifeboat.load";
+/// Which kernel's modules, and which of them.
+#[derive(Clone, Debug)]
+pub struct ModuleSpec {
+    /// `/lib/modules/<kver>` of the kernel.
+    pub dir: PathBuf,
+    /// `None`: the generic set; else the host-only set of these devices.
+    pub host: Option<modules::HostDevices>,
+    /// Modules named on the command line (added to either set).
+    pub named: Vec<String>,
+    /// Where firmware files are (`/lib/firmware`).
+    pub firmware_dir: PathBuf,
+    /// The kernel's configuration, when found: whether it decompresses modules
+    /// itself. Without it, compressed modules are decompressed into the initrd.
+    pub kernel_config: Option<String>,
+}
 
-/// Builds the archive bytes (compressed as asked).
-pub fn build(spec: &BuildSpec) -> Result<Vec<u8>> {
+/// What a build made.
+#[derive(Debug, Default)]
+pub struct Built {
+    pub bytes: Vec<u8>,
+    pub modules: usize,
+    /// Uncompressed bytes of the modules in it.
+    pub module_bytes: u64,
+    pub firmware: usize,
+    /// For the user: built-in modules asked for, firmware not found, ...
+    pub notes: Vec<String>,
+}
+
+/// Whether the kernel configuration says it decompresses modules of `format`.
+fn kernel_decompresses(config: Option<&str>, format: modules::compress::Format) -> bool {
+    let Some(c) = config else { return false };
+    let on = |k: &str| c.lines().any(|l| l.trim() == format!("{k}=y"));
+    on("CONFIG_MODULE_DECOMPRESS") && format.kconfig().is_some_and(on)
+}
+
+fn add_parents(a: &mut Archive, dest: &str) {
+    let mut acc = String::new();
+    let parts: Vec<&str> = dest.split('/').collect();
+    for p in &parts[..parts.len() - 1] {
+        if !acc.is_empty() {
+            acc.push('/');
+        }
+        acc.push_str(p);
+        a.dir(&acc, 0o755);
+    }
+}
+
+/// Builds the archive (compressed as asked).
+pub fn build(spec: &BuildSpec) -> Result<Built> {
+    let mut built = Built::default();
     let mut a = Archive::new();
     for d in ["dev", "proc", "sys", "run", "sysroot", "tmp", "usr", "usr/bin", "etc", "lib", "lib/modules"] {
         a.dir(d, 0o755);
@@ -80,38 +127,67 @@ pub fn build(spec: &BuildSpec) -> Result<Vec<u8>> {
     a.symlink("usr/bin/lifeboat", "../../init");
     // Tells PID 1 that it runs from lifeboat's own initrd.
     a.file("etc/initrd-release", 0o644, b"NAME=\"lifeboat rescue initrd\"\nID=lifeboat\n".to_vec());
-    if let Some(dir) = &spec.modules_dir {
-        let resolved = modules::closure(dir, &spec.modules)?;
-        let kver = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut list = String::new();
-        for rel in &resolved {
-            let src = dir.join(rel);
+    if let Some(ms) = &spec.modules {
+        let ix = modules::ModuleIndex::load(&ms.dir)?;
+        let mut sel = modules::select(&ix, ms.host.as_ref(), &ms.named)?;
+        let kver = ms.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut boot = modules::BootIndex::default();
+        let mut raw_modules: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+        for name in &sel.order {
+            let rel = &ix.path[name];
+            let src = ms.dir.join(rel);
             let data = std::fs::read(&src).map_err(io_at(&src))?;
-            let dest = format!("lib/modules/{kver}/{rel}");
-            let mut acc = String::new();
-            let parts: Vec<&str> = dest.split('/').collect();
-            for p in &parts[..parts.len() - 1] {
-                if !acc.is_empty() {
-                    acc.push('/');
-                }
-                acc.push_str(p);
-                a.dir(&acc, 0o755);
-            }
-            a.file(&dest, 0o644, data);
-            list.push_str(&dest);
-            list.push('\n');
+            let format = modules::compress::Format::of_path(rel);
+            // Checked whole either way: a corrupt module fails the build, not the boot.
+            let plain = modules::compress::decompress(format, &src.display().to_string(), &data)?;
+            built.module_bytes += plain.len() as u64;
+            let (dest, bytes, compressed) = if kernel_decompresses(ms.kernel_config.as_deref(), format) {
+                (format!("lib/modules/{kver}/{rel}"), data, format != modules::compress::Format::None)
+            } else {
+                (format!("lib/modules/{kver}/{}", format.strip(rel)), plain.clone(), false)
+            };
+            add_parents(&mut a, &dest);
+            a.file(&dest, 0o644, bytes);
+            raw_modules.insert(name.clone(), plain);
+            let (pre, post) = sel.soft.get(name).cloned().unwrap_or_default();
+            boot.modules.insert(
+                name.clone(),
+                modules::BootModule { path: dest, compressed, deps: ix.deps[name].clone(), pre, post },
+            );
         }
-        a.file(LOAD_LIST, 0o644, list.into_bytes());
-    } else if !spec.modules.is_empty() {
-        return Err(Error::Module("--module needs --modules DIR (the kernel's /lib/modules/<version>)".into()));
+        built.modules = sel.order.len();
+        boot.aliases = ix.aliases.iter().filter(|(_, m)| boot.modules.contains_key(m)).cloned().collect();
+        boot.always = sel.always.clone();
+        modules::select::firmware(&mut sel, &raw_modules, &ms.firmware_dir);
+        for fw in &sel.firmware {
+            let src = ms.firmware_dir.join(fw);
+            let data = std::fs::read(&src).map_err(io_at(&src))?;
+            let dest = format!("lib/firmware/{fw}");
+            add_parents(&mut a, &dest);
+            a.file(&dest, 0o644, data);
+        }
+        built.firmware = sel.firmware.len();
+        if !sel.builtin.is_empty() {
+            built.notes.push(format!("built into the kernel, nothing to add: {}", sel.builtin.join(", ")));
+        }
+        if sel.firmware_missing > 0 {
+            built.notes.push(format!(
+                "{} firmware files the modules declare are not in {} (most are for hardware not here)",
+                sel.firmware_missing,
+                ms.firmware_dir.display()
+            ));
+        }
+        a.file(modules::BOOT_INDEX, 0o644, boot.render().into_bytes());
     }
     let raw = a.to_bytes();
-    match spec.compression {
-        Compression::None => Ok(raw),
-        Compression::Zstd => {
-            zstd::bulk::compress(&raw, 19).map_err(|e| Error::Io { at: PathBuf::from("<zstd>"), source: e })
+    built.bytes = match spec.compression {
+        Compression::None => raw,
+        Compression::Zstd(level) => {
+            let level = level.unwrap_or(if raw.len() <= 8 << 20 { 19 } else { 9 });
+            zstd::bulk::compress(&raw, level).map_err(|e| Error::Io { at: PathBuf::from("<zstd>"), source: e })?
         }
-    }
+    };
+    Ok(built)
 }
 
 /// `base` followed by `segment`, padded so the segment starts 4-byte aligned.

@@ -1,10 +1,11 @@
 //! `lifeboat initrd build`: the rescue initrd around this very binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use lifeboat_initrd::{BuildSpec, Compression};
+use lifeboat_initrd::modules::HostDevices;
+use lifeboat_initrd::{BuildSpec, Compression, ModuleSpec};
 
 use super::Out;
 use crate::error::{Error, Result};
@@ -26,47 +27,174 @@ pub enum InitrdSub {
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "build")]
-/// build a cpio initrd holding lifeboat as /init
+/// build a cpio initrd holding lifeboat as /init and the kernel modules a boot
+/// needs (by default the generic set of the running kernel)
 pub struct BuildCmd {
     /// where to write it
     #[argh(option)]
     pub out: PathBuf,
-    /// the kernel's module directory (/lib/modules/VERSION)
+    /// the kernel version whose /lib/modules/VERSION to use (default: the running kernel)
+    #[argh(option)]
+    pub kver: Option<String>,
+    /// the kernel's module directory itself (instead of --kver), e.g. an unpacked package's lib/modules/VERSION
     #[argh(option)]
     pub modules: Option<PathBuf>,
-    /// a module to include with its dependencies (repeatable)
+    /// only what this machine's root, /usr, ESP and XBOOTLDR need (like dracut --hostonly)
+    #[argh(switch)]
+    pub host_only: bool,
+    /// a module to add with its dependencies (repeatable; loaded at every boot)
     #[argh(option)]
     pub module: Vec<String>,
-    /// zstd (default) or none
+    /// no kernel modules at all (a kernel with every driver built in)
+    #[argh(switch)]
+    pub no_modules: bool,
+    /// where firmware files are (default /lib/firmware)
+    #[argh(option, default = "PathBuf::from(\"/lib/firmware\")")]
+    pub firmware_dir: PathBuf,
+    /// the kernel's configuration (default: boot/config-VERSION beside the modules)
+    #[argh(option)]
+    pub kernel_config: Option<PathBuf>,
+    /// the sysfs to read the host's devices from for --host-only (default /sys)
+    #[argh(option, default = "PathBuf::from(\"/sys\")")]
+    pub sysfs: PathBuf,
+    /// the mount table to read for --host-only (default /proc/self/mountinfo)
+    #[argh(option, default = "PathBuf::from(\"/proc/self/mountinfo\")")]
+    pub mountinfo: PathBuf,
+    /// zstd (default; level 19, or 9 for archives over 8 MiB), zstd:LEVEL or none
     #[argh(option, default = "String::from(\"zstd\")")]
     pub compress: String,
     /// write INITRD followed by this archive, as one file the kernel unpacks in order
     #[argh(option)]
     pub append_to: Option<PathBuf>,
-    /// the lifeboat binary to embed (default: this one)
+    /// the lifeboat binary to embed (default: this one; the rescue build has no SQLite)
     #[argh(option)]
     pub binary: Option<PathBuf>,
+}
+
+/// The running kernel's release (`uname -r`).
+fn running_kernel() -> Result<String> {
+    let u = nix::sys::utsname::uname().map_err(|e| Error::io("uname", "the running kernel", e.into()))?;
+    Ok(u.release().to_string_lossy().into_owned())
+}
+
+/// The kernel configuration for modules in `dir` (`ROOT/lib/modules/V` ->
+/// `ROOT/boot/config-V`, or `dir/build/.config`).
+fn find_config(dir: &Path, given: Option<&PathBuf>) -> Result<Option<String>> {
+    if let Some(p) = given {
+        return std::fs::read_to_string(p).map(Some).map_err(|e| Error::io("read", p, e));
+    }
+    let kver = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut candidates = vec![dir.join("build/.config"), dir.join("config")];
+    if let Some(root) = dir.parent().and_then(Path::parent).and_then(Path::parent) {
+        candidates.insert(0, root.join(format!("boot/config-{kver}")));
+    }
+    Ok(candidates.iter().find_map(|p| std::fs::read_to_string(p).ok()))
+}
+
+/// The block devices (sysfs directories) and filesystems of this machine's root,
+/// `/usr` and boot partitions, for a host-only initrd.
+fn host_devices(sys: &Path, mountinfo: &Path) -> Result<HostDevices> {
+    let text = std::fs::read_to_string(mountinfo).map_err(|e| Error::io("read", mountinfo, e))?;
+    let mounts = lifeboat_esp::discover::parse_mountinfo(&text);
+    let mut host = HostDevices::default();
+    let mut seen = Vec::new();
+    for target in ["/", "/usr", "/boot", "/efi", "/boot/efi"] {
+        let m = if target == "/" || target == "/usr" {
+            lifeboat_esp::discover::mount_of(&mounts, Path::new(target))
+        } else {
+            mounts.iter().rev().find(|m| m.mount_point == Path::new(target))
+        };
+        let Some(m) = m else { continue };
+        if seen.contains(&(m.major, m.minor)) {
+            continue;
+        }
+        seen.push((m.major, m.minor));
+        if !host.fstypes.contains(&m.fstype) {
+            host.fstypes.push(m.fstype.clone());
+        }
+        // A device-mapper device: the devices under it too.
+        let mut todo = vec![sys.join(format!("dev/block/{}:{}", m.major, m.minor))];
+        while let Some(d) = todo.pop() {
+            if let Ok(rd) = std::fs::read_dir(d.join("slaves")) {
+                todo.extend(rd.flatten().map(|e| e.path()));
+            }
+            host.devices.push(d);
+        }
+    }
+    if host.devices.is_empty() {
+        return Err(Error::bad_arg("--mountinfo", mountinfo.display().to_string(), "no mount holds / here"));
+    }
+    Ok(host)
 }
 
 pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
     let InitrdSub::Build(b) = c.cmd;
     let compression = match b.compress.as_str() {
-        "zstd" => Compression::Zstd,
+        "zstd" => Compression::Zstd(None),
         "none" => Compression::None,
-        o => return Err(Error::bad_arg("--compress", o, "use zstd or none")),
+        o => match o.strip_prefix("zstd:").and_then(|l| l.parse::<i32>().ok()).filter(|l| (1..=22).contains(l)) {
+            Some(l) => Compression::Zstd(Some(l)),
+            None => return Err(Error::bad_arg("--compress", o, "use zstd, zstd:LEVEL (1-22) or none")),
+        },
     };
     let binary = match b.binary {
         Some(p) => p,
         None => std::env::current_exe().map_err(|e| Error::io("find", "this executable", e))?,
     };
     let t = std::time::Instant::now();
-    let seg = lifeboat_initrd::build(&BuildSpec { binary, modules_dir: b.modules, modules: b.module, compression })?;
+    let modules = if b.no_modules {
+        if !b.module.is_empty() || b.host_only {
+            return Err(Error::bad_arg("--no-modules", "", "cannot go with --module or --host-only"));
+        }
+        None
+    } else {
+        let dir = match (&b.modules, &b.kver) {
+            (Some(d), None) => d.clone(),
+            (None, Some(v)) => PathBuf::from("/lib/modules").join(v),
+            (None, None) => PathBuf::from("/lib/modules").join(running_kernel()?),
+            (Some(_), Some(_)) => return Err(Error::bad_arg("--kver", "", "give --kver or --modules, not both")),
+        };
+        if !dir.is_dir() {
+            return Err(Error::bad_arg(
+                "modules directory",
+                dir.display().to_string(),
+                "does not exist (give --kver VERSION or --modules DIR; --no-modules for a kernel with every driver built in)",
+            ));
+        }
+        let host = if b.host_only { Some(host_devices(&b.sysfs, &b.mountinfo)?) } else { None };
+        Some(ModuleSpec {
+            kernel_config: find_config(&dir, b.kernel_config.as_ref())?,
+            dir,
+            host,
+            named: b.module.clone(),
+            firmware_dir: b.firmware_dir.clone(),
+        })
+    };
+    let built = lifeboat_initrd::build(&BuildSpec { binary, modules, compression })?;
+    for n in &built.notes {
+        out.note(n);
+    }
     let bytes = match &b.append_to {
-        Some(base) => lifeboat_initrd::append(&std::fs::read(base).map_err(|e| Error::io("read", base, e))?, &seg),
-        None => seg,
+        Some(base) => {
+            lifeboat_initrd::append(&std::fs::read(base).map_err(|e| Error::io("read", base, e))?, &built.bytes)
+        }
+        None => built.bytes,
     };
     lifeboat_fs::atomic_write(&b.out, &bytes, 0o644).map_err(|e| Error::io("write", &b.out, e))?;
-    out.line(format!("wrote {} ({} bytes) in {} ms", b.out.display(), bytes.len(), t.elapsed().as_millis()));
-    out.json(&Json::obj().with("out", b.out.display().to_string()).with("bytes", bytes.len()));
+    out.line(format!(
+        "wrote {} ({} bytes; {} modules, {} firmware files) in {} ms",
+        b.out.display(),
+        bytes.len(),
+        built.modules,
+        built.firmware,
+        t.elapsed().as_millis()
+    ));
+    out.json(
+        &Json::obj()
+            .with("out", b.out.display().to_string())
+            .with("bytes", bytes.len())
+            .with("modules", built.modules)
+            .with("firmware", built.firmware),
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,6 @@
 //! The first phase of a boot: the API filesystems (`/proc`, `/sys`, `/dev`,
-//! `/run`, efivarfs) and the kernel modules the initrd carries, loaded in the order
-//! the initrd recorded. A module that will not load is reported and the boot goes
-//! on: it may not be needed.
+//! `/run`, efivarfs) and the loader's partition. The kernel modules the hardware
+//! asks for are loaded by [`super::modload`].
 
 use std::path::Path;
 
@@ -37,29 +36,6 @@ pub fn mount_api() -> Vec<String> {
         }
         if let Err(e) = mount(Some(t), dir, Some(t), flags, data) {
             notes.push(format!("mount {t} on {dir}: {e}"));
-        }
-    }
-    notes
-}
-
-/// Loads the modules bundled in the initrd, in their recorded order; returns
-/// which failed and why.
-pub fn load_modules() -> Vec<String> {
-    let mut notes = Vec::new();
-    let list = match std::fs::read_to_string(Path::new("/").join(lifeboat_initrd::LOAD_LIST)) {
-        Ok(l) => l,
-        Err(_) => return notes,
-    };
-    for m in list.lines().filter(|l| !l.trim().is_empty()) {
-        let p = Path::new("/").join(m);
-        let r = std::fs::File::open(&p).map_err(|e| e.to_string()).and_then(|f| {
-            match nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty()) {
-                Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
-        });
-        if let Err(e) = r {
-            notes.push(format!("module {}: {e}", p.display()));
         }
     }
     notes

@@ -1,5 +1,6 @@
 //! lifeboat as PID 1 of the initrd. A boot goes through phases, each in its own
-//! module: [`devices`] (API filesystems, kernel modules), [`root`] (find and mount
+//! module: [`devices`] (API filesystems) and [`modload`] (kernel modules the
+//! hardware asks for), [`root`] (find and mount
 //! the root), [`rollback`] (activate the chosen transaction, verify or repair),
 //! the check that the real init can run ([`execcheck`] with its [`elf`] reader),
 //! and [`switchroot`]; [`supervise`] runs them in a forked worker and watches it
@@ -9,6 +10,7 @@
 pub mod devices;
 pub mod elf;
 pub mod execcheck;
+pub mod modload;
 pub mod progress;
 pub mod rollback;
 pub mod root;
@@ -125,6 +127,8 @@ pub struct Boot {
     /// Set by `continue --force`: exec the real init even if it looks unrunnable.
     force: bool,
     started: f64,
+    /// The initrd's kernel modules, when it carries any.
+    modules: Option<modload::ModuleLoader>,
 }
 
 impl Boot {
@@ -138,6 +142,16 @@ impl Boot {
             sysroot: PathBuf::from(SYSROOT),
             force: false,
             started: uptime(),
+            modules: None,
+        }
+    }
+
+    /// Tells the console what module loading had to say.
+    fn say_module_notes(&mut self) {
+        if let Some(m) = self.modules.as_mut() {
+            for n in m.notes.drain(..) {
+                say(n);
+            }
         }
     }
 
@@ -222,13 +236,17 @@ fn worker(shell_reason: Option<BootError>) -> i32 {
     for n in devices::mount_api() {
         say(n);
     }
-    progress::step("loading the initrd's kernel modules");
-    for n in devices::load_modules() {
-        say(n);
+    let mut boot = Boot::new(KernelCmdline::from_proc());
+    progress::step("loading the kernel modules the hardware asks for");
+    boot.modules = modload::ModuleLoader::open();
+    if let Some(m) = boot.modules.as_mut() {
+        m.load_always();
+        m.coldplug();
+        say(format!("{} kernel modules loaded for the devices present", m.loaded));
     }
+    boot.say_module_notes();
     progress::step("mounting efivarfs");
     devices::mount_efivarfs();
-    let mut boot = Boot::new(KernelCmdline::from_proc());
     let mut why = shell_reason;
     loop {
         if let Some(w) = why.take() {

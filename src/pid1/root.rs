@@ -133,7 +133,14 @@ impl Boot {
                 say(format!("waiting up to {wait} s for the root device"));
                 announced = true;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            // New devices (and the modules they ask for) while waiting.
+            match self.modules.as_mut() {
+                Some(m) => {
+                    m.poll(Duration::from_millis(50));
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+            self.say_module_notes();
         }
     }
 
@@ -154,6 +161,10 @@ impl Boot {
                 )
             })?,
         };
+        if let Some(m) = self.modules.as_mut() {
+            m.load_filesystem(&fstype);
+        }
+        self.say_module_notes();
         let data = self.cmdline.get("rootflags");
         mount(Some(dev), target, Some(fstype.as_str()), MsFlags::empty(), data).map_err(|e| {
             BootError::new(Phase::Root, format!("mount {} ({fstype}) on {SYSROOT}: {e}", dev.display()))
