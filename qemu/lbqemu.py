@@ -139,7 +139,7 @@ class Image:
         with open(os.path.join(self.root, "etc/lbtest.conf"), "w") as f:
             f.write(text)
 
-    def write_root(self, fs="ext4"):
+    def write_root(self, fs="ext4", label="lbroot"):
         """Writes the root directory into the image's root partition: ext4 with
         `mke2fs -d`, btrfs with `mkfs.btrfs --rootdir` (both without mounting),
         xfs through a loop device of the partition."""
@@ -152,9 +152,9 @@ class Image:
                   self.disk).strip()
         try:
             if fs == "btrfs":
-                sh("mkfs.btrfs", "-q", "-f", "--rootdir", self.root, loop)
+                sh("mkfs.btrfs", "-q", "-f", "-L", label, "--rootdir", self.root, loop)
             elif fs == "xfs":
-                sh("mkfs.xfs", "-q", "-f", loop)
+                sh("mkfs.xfs", "-q", "-f", "-L", label, loop)
                 mnt = os.path.join(self.work, "mnt-root")
                 os.makedirs(mnt, exist_ok=True)
                 sh("mount", loop, mnt)

@@ -465,16 +465,21 @@ def n_generic_kernel_buses(work):
 
 
 def o_root_filesystems(work):
-    """Roots on xfs and btrfs with the generic kernel: the filesystem's module is loaded by its type."""
+    """Roots on xfs and btrfs (named by PARTLABEL= and LABEL=) with the generic kernel: the filesystem's module is loaded by its type."""
     img = three_tx(work, kernel="generic")
-    for fs in ["xfs", "btrfs"]:
+    os.makedirs(os.path.join(img.root, "etc/kernel/cmdline.d"), exist_ok=True)
+    for fs, root_arg in [("xfs", "root=PARTLABEL=root-x86-64"), ("btrfs", "root=LABEL=lbroot")]:
+        # A machine-local command line, as a user copies it from a running system.
+        with open(os.path.join(img.root, "etc/kernel/cmdline.d/50-root.cmdline"), "w") as f:
+            f.write(root_arg + "\n")
+        img.boot_setup()
         img.write_root(fs)
         vm = q.Vm(img.disk, f"{work}/vars-{fs}.fd", f"{work}/console.log", bus="virtio-blk").boot()
         m = vm.expect(r"mounted (\S+) \((\w+)\) on /sysroot", 200)
         if m.group(2) != fs:
             raise Failure(f"the root was mounted as {m.group(2)}, want {fs}")
         tx = booted(vm, 200)
-        say(f"{fs} root: mounted {m.group(1)} as {fs}; userspace reports transaction {tx}")
+        say(f"{fs} root ({root_arg}): mounted {m.group(1)} as {fs}; userspace reports transaction {tx}")
         if tx != 3:
             raise Failure(f"{fs}: booted transaction {tx}, want 3")
         finish_ok(vm)

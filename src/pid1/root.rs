@@ -14,30 +14,68 @@ use super::{devices, progress, say, Boot, BootError, Phase, SYSROOT};
 /// What `root=` asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RootSpec {
-    PartUuid(String),
+    /// `PARTUUID=` (with `/PARTNROFF=n`: the partition n further on that disk).
+    PartUuid(String, i64),
     Uuid(String),
+    /// `LABEL=`: the filesystem label.
+    Label(String),
+    /// `PARTLABEL=`: the GPT partition name.
+    PartLabel(String),
     Path(PathBuf),
     /// No `root=`: the DPS root partition type.
     Discover,
 }
 
-impl RootSpec {
-    pub fn parse(v: Option<&str>) -> RootSpec {
-        match v {
-            None => RootSpec::Discover,
-            Some(v) => {
-                if let Some(u) = v.strip_prefix("PARTUUID=") {
-                    RootSpec::PartUuid(u.to_ascii_lowercase())
-                } else if let Some(u) = v.strip_prefix("UUID=") {
-                    RootSpec::Uuid(u.to_ascii_lowercase())
-                } else if let Some(u) = v.strip_prefix("/dev/disk/by-partuuid/") {
-                    RootSpec::PartUuid(u.to_ascii_lowercase())
-                } else if let Some(u) = v.strip_prefix("/dev/disk/by-uuid/") {
-                    RootSpec::Uuid(u.to_ascii_lowercase())
-                } else {
-                    RootSpec::Path(PathBuf::from(v))
-                }
+/// Undoes udev's escaping of `/dev/disk/by-label/` names (`\x20` for a space).
+fn unescape_udev(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') {
+            if let Some(v) = b.get(i + 2..i + 4).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
             }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl RootSpec {
+    /// Parses `root=` in every form a user copies from a running system:
+    /// `PARTUUID=` (`/PARTNROFF=n`), `UUID=`, `LABEL=`, `PARTLABEL=`, the
+    /// `/dev/disk/by-{partuuid,uuid,label,partlabel}/` links, or a device path.
+    pub fn parse(v: Option<&str>) -> RootSpec {
+        let Some(v) = v else { return RootSpec::Discover };
+        let partuuid = |u: &str| {
+            let (u, off) = match u.split_once("/PARTNROFF=") {
+                Some((u, n)) => (u, n.parse::<i64>().unwrap_or(0)),
+                None => (u, 0),
+            };
+            RootSpec::PartUuid(u.to_ascii_lowercase(), off)
+        };
+        if let Some(u) = v.strip_prefix("PARTUUID=") {
+            partuuid(u)
+        } else if let Some(u) = v.strip_prefix("UUID=") {
+            RootSpec::Uuid(u.to_ascii_lowercase())
+        } else if let Some(l) = v.strip_prefix("LABEL=") {
+            RootSpec::Label(l.to_owned())
+        } else if let Some(l) = v.strip_prefix("PARTLABEL=") {
+            RootSpec::PartLabel(l.to_owned())
+        } else if let Some(u) = v.strip_prefix("/dev/disk/by-partuuid/") {
+            partuuid(u)
+        } else if let Some(u) = v.strip_prefix("/dev/disk/by-uuid/") {
+            RootSpec::Uuid(u.to_ascii_lowercase())
+        } else if let Some(l) = v.strip_prefix("/dev/disk/by-label/") {
+            RootSpec::Label(unescape_udev(l))
+        } else if let Some(l) = v.strip_prefix("/dev/disk/by-partlabel/") {
+            RootSpec::PartLabel(unescape_udev(l))
+        } else {
+            RootSpec::Path(PathBuf::from(v))
         }
     }
 
@@ -46,7 +84,24 @@ impl RootSpec {
     pub fn find(&self, devs: &[BlockDev], boot_partuuid: Option<&str>) -> Result<Option<PathBuf>, String> {
         match self {
             RootSpec::Path(p) => Ok(p.exists().then(|| p.clone())),
-            RootSpec::PartUuid(u) => Ok(devs.iter().find(|d| d.partuuid.as_deref() == Some(u)).map(|d| d.dev.clone())),
+            RootSpec::PartUuid(u, 0) => {
+                Ok(devs.iter().find(|d| d.partuuid.as_deref() == Some(u)).map(|d| d.dev.clone()))
+            }
+            RootSpec::PartUuid(u, off) => {
+                let Some((disk, n)) = devs.iter().find(|d| d.partuuid.as_deref() == Some(u)).and_then(|d| d.parent.clone())
+                else {
+                    return Ok(None);
+                };
+                let want = n as i64 + off;
+                Ok(devs
+                    .iter()
+                    .find(|d| d.parent.as_ref().is_some_and(|(dk, dn)| *dk == disk && *dn as i64 == want))
+                    .map(|d| d.dev.clone()))
+            }
+            RootSpec::Label(l) => Ok(devs.iter().find(|d| d.label.as_deref() == Some(l)).map(|d| d.dev.clone())),
+            RootSpec::PartLabel(l) => {
+                Ok(devs.iter().find(|d| d.partlabel.as_deref() == Some(l)).map(|d| d.dev.clone()))
+            }
             RootSpec::Uuid(u) => Ok(devs
                 .iter()
                 .find(|d| d.uuid.as_deref().map(str::to_ascii_lowercase).as_deref() == Some(u))
@@ -78,7 +133,7 @@ impl RootSpec {
 
     /// Whether finding this root needs superblocks read (not only GPTs).
     fn needs_filesystems(&self) -> bool {
-        matches!(self, RootSpec::Uuid(_))
+        matches!(self, RootSpec::Uuid(_) | RootSpec::Label(_))
     }
 }
 
@@ -180,9 +235,14 @@ mod tests {
 
     #[test]
     fn root_specs() {
-        assert_eq!(RootSpec::parse(Some("PARTUUID=AB")), RootSpec::PartUuid("ab".into()));
+        assert_eq!(RootSpec::parse(Some("PARTUUID=AB")), RootSpec::PartUuid("ab".into(), 0));
+        assert_eq!(RootSpec::parse(Some("PARTUUID=AB/PARTNROFF=1")), RootSpec::PartUuid("ab".into(), 1));
         assert_eq!(RootSpec::parse(Some("UUID=x")), RootSpec::Uuid("x".into()));
-        assert_eq!(RootSpec::parse(Some("/dev/disk/by-partuuid/Q")), RootSpec::PartUuid("q".into()));
+        assert_eq!(RootSpec::parse(Some("/dev/disk/by-partuuid/Q")), RootSpec::PartUuid("q".into(), 0));
+        assert_eq!(RootSpec::parse(Some("LABEL=my root")), RootSpec::Label("my root".into()));
+        assert_eq!(RootSpec::parse(Some("/dev/disk/by-label/my\\x20root")), RootSpec::Label("my root".into()));
+        assert_eq!(RootSpec::parse(Some("PARTLABEL=root-x86-64")), RootSpec::PartLabel("root-x86-64".into()));
+        assert_eq!(RootSpec::parse(Some("/dev/disk/by-partlabel/r")), RootSpec::PartLabel("r".into()));
         assert_eq!(RootSpec::parse(Some("/dev/sda2")), RootSpec::Path("/dev/sda2".into()));
         assert_eq!(RootSpec::parse(None), RootSpec::Discover);
     }
@@ -207,7 +267,17 @@ mod tests {
         assert_eq!(d.find(&devs, Some("e2")).unwrap(), Some(PathBuf::from("/dev/vdb2")));
         assert!(d.find(&devs, None).unwrap_err().contains("2 disks"));
         assert_eq!(d.find(&devs[..2], None).unwrap(), Some(PathBuf::from("/dev/vda2")));
-        assert_eq!(RootSpec::PartUuid("r1".into()).find(&devs, None).unwrap(), Some(PathBuf::from("/dev/vda2")));
-        assert_eq!(RootSpec::PartUuid("nope".into()).find(&devs, None).unwrap(), None);
+        assert_eq!(RootSpec::PartUuid("r1".into(), 0).find(&devs, None).unwrap(), Some(PathBuf::from("/dev/vda2")));
+        assert_eq!(RootSpec::PartUuid("e1".into(), 1).find(&devs, None).unwrap(), Some(PathBuf::from("/dev/vda2")));
+        assert_eq!(RootSpec::PartUuid("r1".into(), -1).find(&devs, None).unwrap(), Some(PathBuf::from("/dev/vda1")));
+        assert_eq!(RootSpec::PartUuid("nope".into(), 0).find(&devs, None).unwrap(), None);
+        let mut labelled = devs.clone();
+        labelled[3].label = Some("data root".into());
+        labelled[1].partlabel = Some("root-x86-64".into());
+        assert_eq!(RootSpec::Label("data root".into()).find(&labelled, None).unwrap(), Some(PathBuf::from("/dev/vdb2")));
+        assert_eq!(
+            RootSpec::PartLabel("root-x86-64".into()).find(&labelled, None).unwrap(),
+            Some(PathBuf::from("/dev/vda2"))
+        );
     }
 }
