@@ -8,7 +8,7 @@
 Each scenario composes its own image under qemu/out/<name>/ (console.log kept;
 images of passing scenarios removed). Exit status 0 only if every one passed.
 """
-import os, shutil, subprocess, sys, time, traceback
+import os, re, shutil, subprocess, sys, time, traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lbqemu as q
@@ -475,6 +475,7 @@ def o_root_filesystems(work):
         img.boot_setup()
         img.write_root(fs)
         vm = q.Vm(img.disk, f"{work}/vars-{fs}.fd", f"{work}/console.log", bus="virtio-blk").boot()
+        vm.expect(re.escape(f"lifeboat: {root_arg} is /dev/vda2"), 200)
         m = vm.expect(r"mounted (\S+) \((\w+)\) on /sysroot", 200)
         if m.group(2) != fs:
             raise Failure(f"the root was mounted as {m.group(2)}, want {fs}")

@@ -54,14 +54,19 @@ fn module(name: &str) -> Vec<u8> {
 /// alias, a builtin, a compressed module of each kind, and a device alias.
 fn kernel_dir(s: &Scratch) -> std::path::PathBuf {
     let kdir = s.join("lib/modules/6.1.0-test");
-    for m in ["fs/fat/vfat", "fs/fat/fat", "fs/ext4/ext4", "fs/jbd2/jbd2", "crypto/crc32c_generic", "drivers/ata/ahci"] {
+    for m in ["fs/fat/vfat", "fs/fat/fat", "fs/ext4/ext4", "fs/jbd2/jbd2", "crypto/crc32c_generic", "drivers/ata/ahci"]
+    {
         write(&kdir.join(format!("kernel/{m}.ko")), &module(m), 0o644);
     }
     let zst = zstd::bulk::compress(&module("nvme"), 3).unwrap();
     write(&kdir.join("kernel/drivers/nvme/host/nvme.ko.zst"), &zst, 0o644);
     write(&kdir.join("kernel/drivers/nvme/host/nvme-core.ko"), &module("nvme-core"), 0o644);
     write(&kdir.join("kernel/drivers/block/virtio_blk.ko"), &module("virtio_blk"), 0o644);
-    let st = Command::new("xz").args(["-k", "-f", "--check=crc32"]).arg(kdir.join("kernel/drivers/block/virtio_blk.ko")).status().unwrap();
+    let st = Command::new("xz")
+        .args(["-k", "-f", "--check=crc32"])
+        .arg(kdir.join("kernel/drivers/block/virtio_blk.ko"))
+        .status()
+        .unwrap();
     assert!(st.success(), "xz is needed (scripts/setup.sh installs it)");
     fs::remove_file(kdir.join("kernel/drivers/block/virtio_blk.ko")).unwrap();
     write(
@@ -96,16 +101,30 @@ fn generic_set_with_softdeps_compressed_modules_and_builtins() {
     let kdir = kernel_dir(&s);
     let out = s.join("m.cpio");
     let o = run(&[
-        "initrd", "build", "--out", out.to_str().unwrap(), "--compress", "none",
-        "--modules", kdir.to_str().unwrap(), "--module", "efivarfs",
+        "initrd",
+        "build",
+        "--out",
+        out.to_str().unwrap(),
+        "--compress",
+        "none",
+        "--modules",
+        kdir.to_str().unwrap(),
+        "--module",
+        "efivarfs",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("built into the kernel, nothing to add: efivarfs"));
     let bytes = fs::read(&out).unwrap();
     let names = cpio_list(&bytes);
     // The generic set: storage, filesystems; ext4's soft dependency through its alias.
-    for m in ["fs/ext4/ext4.ko", "fs/jbd2/jbd2.ko", "crypto/crc32c_generic.ko", "fs/fat/vfat.ko", "drivers/ata/ahci.ko",
-              "drivers/nvme/host/nvme-core.ko"] {
+    for m in [
+        "fs/ext4/ext4.ko",
+        "fs/jbd2/jbd2.ko",
+        "crypto/crc32c_generic.ko",
+        "fs/fat/vfat.ko",
+        "drivers/ata/ahci.ko",
+        "drivers/nvme/host/nvme-core.ko",
+    ] {
         assert!(names.contains(&format!("lib/modules/6.1.0-test/kernel/{m}")), "{m}: {names:?}");
     }
     // This kernel has no config saying it decompresses: decompressed at build time.
@@ -123,15 +142,32 @@ fn generic_set_with_softdeps_compressed_modules_and_builtins() {
     write(&s.join("config"), b"CONFIG_MODULE_DECOMPRESS=y\nCONFIG_MODULE_COMPRESS_ZSTD=y\n", 0o644);
     let out2 = s.join("m2.cpio");
     ok(&[
-        "initrd", "build", "--out", out2.to_str().unwrap(), "--compress", "none", "--modules", kdir.to_str().unwrap(),
-        "--kernel-config", s.join("config").to_str().unwrap(),
+        "initrd",
+        "build",
+        "--out",
+        out2.to_str().unwrap(),
+        "--compress",
+        "none",
+        "--modules",
+        kdir.to_str().unwrap(),
+        "--kernel-config",
+        s.join("config").to_str().unwrap(),
     ]);
     let ix = boot_index(&fs::read(&out2).unwrap());
     assert!(ix.modules["nvme"].compressed && ix.modules["nvme"].path.ends_with(".ko.zst"));
     assert!(!ix.modules["virtio_blk"].compressed, "xz is not what this kernel decompresses");
 
     // Bad input: a name that does not exist, a corrupt compressed module, no modules.dep.
-    let e = fails(&["initrd", "build", "--out", out.to_str().unwrap(), "--modules", kdir.to_str().unwrap(), "--module", "ext5"]);
+    let e = fails(&[
+        "initrd",
+        "build",
+        "--out",
+        out.to_str().unwrap(),
+        "--modules",
+        kdir.to_str().unwrap(),
+        "--module",
+        "ext5",
+    ]);
     assert!(e.contains("module ext5") && e.contains("did you mean ext4"), "{e}");
     fs::write(kdir.join("kernel/drivers/nvme/host/nvme.ko.zst"), b"\x28\xb5\x2f\xfd garbage").unwrap();
     let e = fails(&["initrd", "build", "--out", out.to_str().unwrap(), "--modules", kdir.to_str().unwrap()]);
@@ -161,8 +197,19 @@ fn host_only_holds_exactly_the_host_s_driver_chain() {
     fs::write(&mi, "22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw\n").unwrap();
     let out = s.join("h.cpio");
     ok(&[
-        "initrd", "build", "--out", out.to_str().unwrap(), "--compress", "none", "--modules", kdir.to_str().unwrap(),
-        "--host-only", "--sysfs", sys.to_str().unwrap(), "--mountinfo", mi.to_str().unwrap(),
+        "initrd",
+        "build",
+        "--out",
+        out.to_str().unwrap(),
+        "--compress",
+        "none",
+        "--modules",
+        kdir.to_str().unwrap(),
+        "--host-only",
+        "--sysfs",
+        sys.to_str().unwrap(),
+        "--mountinfo",
+        mi.to_str().unwrap(),
     ]);
     let ix = boot_index(&fs::read(&out).unwrap());
     let got: Vec<&String> = ix.modules.keys().collect();

@@ -41,14 +41,7 @@ impl ModuleLoader {
         // Listen before the first walk of sysfs, so no device added in between
         // goes unseen.
         let uevents = open_uevents();
-        Some(ModuleLoader {
-            index,
-            done: HashSet::new(),
-            seen: HashSet::new(),
-            uevents,
-            notes: Vec::new(),
-            loaded: 0,
-        })
+        Some(ModuleLoader { index, done: HashSet::new(), seen: HashSet::new(), uevents, notes: Vec::new(), loaded: 0 })
     }
 
     /// Loads `name` with what it needs first; reports failures in `notes`.

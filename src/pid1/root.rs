@@ -33,7 +33,8 @@ fn unescape_udev(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') {
-            if let Some(v) = b.get(i + 2..i + 4).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()) {
+            if let Some(v) = b.get(i + 2..i + 4).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
+            {
                 out.push(v);
                 i += 4;
                 continue;
@@ -88,7 +89,8 @@ impl RootSpec {
                 Ok(devs.iter().find(|d| d.partuuid.as_deref() == Some(u)).map(|d| d.dev.clone()))
             }
             RootSpec::PartUuid(u, off) => {
-                let Some((disk, n)) = devs.iter().find(|d| d.partuuid.as_deref() == Some(u)).and_then(|d| d.parent.clone())
+                let Some((disk, n)) =
+                    devs.iter().find(|d| d.partuuid.as_deref() == Some(u)).and_then(|d| d.parent.clone())
                 else {
                     return Ok(None);
                 };
@@ -167,6 +169,10 @@ impl Boot {
             let devs =
                 if matches!(spec, RootSpec::Path(_)) { Vec::new() } else { sys.scan_with(spec.needs_filesystems()) };
             if let Some(d) = spec.find(&devs, boot_part.as_deref()).map_err(|e| BootError::new(Phase::Root, e))? {
+                match self.cmdline.get("root") {
+                    Some(r) => say(format!("root={r} is {}", d.display())),
+                    None => say(format!("the root partition (by its type, no root= given) is {}", d.display())),
+                }
                 self.root_dev = Some(d.clone());
                 return Ok(d);
             }
@@ -274,7 +280,10 @@ mod tests {
         let mut labelled = devs.clone();
         labelled[3].label = Some("data root".into());
         labelled[1].partlabel = Some("root-x86-64".into());
-        assert_eq!(RootSpec::Label("data root".into()).find(&labelled, None).unwrap(), Some(PathBuf::from("/dev/vdb2")));
+        assert_eq!(
+            RootSpec::Label("data root".into()).find(&labelled, None).unwrap(),
+            Some(PathBuf::from("/dev/vdb2"))
+        );
         assert_eq!(
             RootSpec::PartLabel("root-x86-64".into()).find(&labelled, None).unwrap(),
             Some(PathBuf::from("/dev/vda2"))

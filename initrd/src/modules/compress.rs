@@ -90,7 +90,9 @@ pub fn decompress(format: Format, name: &str, data: &[u8]) -> Result<Vec<u8>> {
             out.0
         }
         Format::Gzip => {
-            return Err(bad("gzip-compressed modules are not supported: decompress them (gunzip) or use xz/zstd".into()))
+            return Err(
+                bad("gzip-compressed modules are not supported: decompress them (gunzip) or use xz/zstd".into()),
+            )
         }
     };
     if out.len() as u64 > MAX_MODULE {

@@ -25,19 +25,58 @@ use crate::{Error, Result};
 /// built in) are skipped.
 pub const GENERIC: &[&str] = &[
     // NVMe, SATA/AHCI and legacy ATA
-    "nvme", "vmd", "ahci", "ata_piix", "ata_generic", "pata_acpi",
+    "nvme",
+    "vmd",
+    "ahci",
+    "ata_piix",
+    "ata_generic",
+    "pata_acpi",
     // virtual machines
-    "virtio_pci", "virtio_blk", "virtio_scsi", "hv_vmbus", "hv_storvsc", "vmw_pvscsi", "xen_blkfront",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "hv_vmbus",
+    "hv_storvsc",
+    "vmw_pvscsi",
+    "xen_blkfront",
     // SCSI disks and common RAID / SAS HBAs
-    "sd_mod", "megaraid_sas", "mpt3sas", "aacraid", "hpsa", "smartpqi", "mptspi", "mptsas",
+    "sd_mod",
+    "megaraid_sas",
+    "mpt3sas",
+    "aacraid",
+    "hpsa",
+    "smartpqi",
+    "mptspi",
+    "mptsas",
     // USB storage and the host controllers under it
-    "usb_storage", "uas", "xhci_pci", "xhci_plat_hcd", "ehci_pci", "ohci_pci", "uhci_hcd",
+    "usb_storage",
+    "uas",
+    "xhci_pci",
+    "xhci_plat_hcd",
+    "ehci_pci",
+    "ohci_pci",
+    "uhci_hcd",
     // MMC / SD cards
-    "mmc_block", "sdhci_pci", "sdhci_acpi", "rtsx_pci_sdmmc",
+    "mmc_block",
+    "sdhci_pci",
+    "sdhci_acpi",
+    "rtsx_pci_sdmmc",
     // a keyboard for the rescue shell
-    "usbhid", "hid_generic", "atkbd", "i8042",
+    "usbhid",
+    "hid_generic",
+    "atkbd",
+    "i8042",
     // filesystems
-    "ext4", "xfs", "btrfs", "f2fs", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii", "efivarfs",
+    "ext4",
+    "xfs",
+    "btrfs",
+    "f2fs",
+    "vfat",
+    "nls_cp437",
+    "nls_iso8859_1",
+    "nls_utf8",
+    "nls_ascii",
+    "efivarfs",
 ];
 
 /// What the host-only set is built from: sysfs device directories of the block
