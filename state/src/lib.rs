@@ -23,6 +23,7 @@
 pub mod blit;
 pub mod error;
 pub mod failpoint;
+pub mod fasthash;
 pub mod hash;
 pub mod index;
 pub mod layout;

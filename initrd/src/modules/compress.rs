@@ -39,7 +39,7 @@ impl Format {
     }
 
     /// The path without its compression suffix.
-    pub fn strip<'a>(self, path: &'a str) -> &'a str {
+    pub fn strip(self, path: &str) -> &str {
         match self {
             Format::Xz => path.strip_suffix(".xz").unwrap_or(path),
             Format::Zstd => path.strip_suffix(".zst").unwrap_or(path),

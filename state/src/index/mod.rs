@@ -322,20 +322,14 @@ impl StateIndex {
     /// Builds an index holding exactly `txs` (metadata and layout each), sharing
     /// paths and entries between them.
     pub fn build(next_id: u64, txs: &[(TxMeta, &Layout)]) -> PayloadWire {
-        // Distinct paths, in depth-first order.
+        // Distinct paths, in depth-first order: every layout is already in that
+        // order, so the union is a merge, and each entry finds its path's id
+        // with a forward cursor — no hashing of a quarter of a million paths
+        // per transaction.
         let mut paths: Vec<&[u8]> = Vec::new();
-        {
-            let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-            for (_, l) in txs {
-                for e in l.entries() {
-                    if seen.insert(&e.path) {
-                        paths.push(&e.path);
-                    }
-                }
-            }
+        for (_, l) in txs {
+            paths = merge_sorted(&paths, l.entries().iter().map(|e| &e.path[..]));
         }
-        paths.sort_unstable_by(|a, b| path_order(a, b));
-        let path_id: HashMap<&[u8], u32> = paths.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
 
         // Distinct entries; first-seen order breaks ties between entries of one path.
         #[derive(Hash, PartialEq, Eq)]
@@ -346,13 +340,18 @@ impl StateIndex {
             gid: u32,
             data: &'a EntryData,
         }
-        let mut ids: HashMap<Key, u32> = HashMap::new();
+        let mut ids: HashMap<Key, u32, crate::fasthash::FastBuild> =
+            HashMap::with_capacity_and_hasher(paths.len() + paths.len() / 4, Default::default());
         let mut uniq: Vec<(u32, u32, &LayoutEntry)> = Vec::new(); // (path, seq, entry)
         let mut tx_seq: Vec<Vec<u32>> = Vec::with_capacity(txs.len());
         for (_, l) in txs {
             let mut mine = Vec::with_capacity(l.len());
+            let mut cursor = 0usize;
             for e in l.entries() {
-                let pid = path_id[&e.path[..]];
+                while paths[cursor] != &e.path[..] {
+                    cursor += 1;
+                }
+                let pid = cursor as u32;
                 let key = Key { path: pid, mode: e.perm | e.data.type_bits(), uid: e.uid, gid: e.gid, data: &e.data };
                 let next = uniq.len() as u32;
                 let seq = *ids.entry(key).or_insert_with(|| {
@@ -459,6 +458,27 @@ impl StateIndex {
         self.next_id = self.next_id.max(next);
         self
     }
+}
+
+/// The union of two path lists in depth-first order (`a` without duplicates,
+/// `b` sorted), without duplicates.
+fn merge_sorted<'a>(a: &[&'a [u8]], b: impl Iterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
+    let mut out: Vec<&[u8]> = Vec::with_capacity(a.len() + a.len() / 8 + 16);
+    let mut i = 0;
+    for p in b {
+        while i < a.len() && path_order(a[i], p) == std::cmp::Ordering::Less {
+            out.push(a[i]);
+            i += 1;
+        }
+        if i < a.len() && a[i] == p {
+            i += 1;
+        }
+        if out.last() != Some(&p) {
+            out.push(p);
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out
 }
 
 /// The entry columns a transaction's runs are checked against.

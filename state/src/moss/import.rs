@@ -14,7 +14,7 @@
 //! that contradicts its type) ends the import with an error naming the database
 //! and the row, and the previous index is kept.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -140,6 +140,12 @@ fn row_entry(
 /// Reads every retained state of the root, under moss's lock held by the caller,
 /// into an index payload (not written).
 pub fn read(root: &SystemRoot) -> Result<Imported> {
+    let t0 = std::time::Instant::now();
+    let tr = |what: &str| {
+        if std::env::var_os("LIFEBOAT_TRACE_IMPORT").is_some() {
+            eprintln!("import: {what} at {} ms", t0.elapsed().as_millis());
+        }
+    };
     let stamp = Stamp::of(root.fd());
     let (active, archived) = super::retained(root.fd());
     let mut retained: Vec<u64> = archived.clone();
@@ -230,14 +236,21 @@ pub fn read(root: &SystemRoot) -> Result<Imported> {
         }
     }
     drop(ldb);
+    tr("layout rows read");
     for (kind, n) in skipped_types {
         notes.push(format!("{n} layout rows of type {kind:?} are not tracked by lifeboat"));
     }
 
     let store = root.store(false)?;
+    // Each package's rows once: in depth-first order, with sizes from the store.
+    for rows in by_package.iter_mut() {
+        rows.sort_unstable_by(|a, b| layout::path_order(&a.entry.path, &b.entry.path).then(a.id.cmp(&b.id)));
+    }
+    fill_sizes(&store, &mut by_package);
+    tr("package rows sorted, sizes read");
     let mut layouts: Vec<(TxMeta, Layout)> = Vec::new();
     for st in states.values() {
-        let (layout, mut n) = compose(st, &by_package, &lpath)?;
+        let (layout, mut n) = compose(root, st, &by_package, &lpath)?;
         notes.append(&mut n);
         let meta = TxMeta {
             id: st.id,
@@ -248,79 +261,112 @@ pub fn read(root: &SystemRoot) -> Result<Imported> {
         };
         layouts.push((meta, layout));
     }
-    fill_sizes(root, &store, &mut layouts, &mut notes);
+    tr("states composed");
+    let missing: usize = layouts
+        .iter()
+        .map(|(_, l)| {
+            l.entries().iter().filter(|e| matches!(e.data, EntryData::File { size: UNKNOWN_SIZE, .. })).count()
+        })
+        .sum();
+    if missing > 0 {
+        notes.push(format!(
+            "{missing} files have no blob in {} and no copy in their tree: `verify --store` names them",
+            store.path().display()
+        ));
+    }
     let next = layouts.iter().map(|(m, _)| m.id + 1).max().unwrap_or(1);
     let refs: Vec<(TxMeta, &Layout)> = layouts.iter().map(|(m, l)| (m.clone(), l)).collect();
     let wire = StateIndex::build(next, &refs);
+    tr("index built");
     Ok(Imported { wire, states: states.keys().copied().collect(), rows: rows_read, notes, stamp })
 }
 
-/// One state's `/usr`: its packages' rows (a path two packages give differently:
-/// the later row wins, and it is noted), and the directories they imply.
-fn compose(st: &MossState, by_package: &[Vec<Row>], db: &Path) -> Result<(Layout, Vec<String>)> {
+/// One state's `/usr`: its packages' rows merged in depth-first order (a path
+/// two packages give differently: the later row wins, and it is noted), with the
+/// directories they imply inserted before their contents; a file whose blob the
+/// store lacks is measured in the state's own tree.
+fn compose(root: &SystemRoot, st: &MossState, by_package: &[Vec<Row>], db: &Path) -> Result<(Layout, Vec<String>)> {
     let mut notes = Vec::new();
-    let mut chosen: HashMap<&[u8], &Row> = HashMap::new();
-    for &p in &st.packages {
-        for row in &by_package[p as usize] {
-            match chosen.get(&*row.entry.path) {
-                Some(prev) if prev.entry == row.entry => {}
-                Some(prev) if matches!((&prev.entry.data, &row.entry.data), (EntryData::Dir, EntryData::Dir)) => {
-                    // Two packages own one directory: the later row's mode wins.
-                    if row.id > prev.id {
-                        chosen.insert(&row.entry.path, row);
-                    }
-                }
-                Some(prev) => {
-                    if notes.len() < 20 {
-                        notes.push(format!(
-                            "state {}: {} is given by two packages (rows {} and {}); row {} is used",
-                            st.id,
-                            row.entry.path_lossy(),
-                            prev.id,
-                            row.id,
-                            prev.id.max(row.id)
-                        ));
-                    }
-                    if row.id > prev.id {
-                        chosen.insert(&row.entry.path, row);
-                    }
-                }
-                None => {
-                    chosen.insert(&row.entry.path, row);
-                }
+    let mut rows: Vec<&Row> = st.packages.iter().flat_map(|&p| by_package[p as usize].iter()).collect();
+    rows.sort_unstable_by(|a, b| layout::path_order(&a.entry.path, &b.entry.path).then(a.id.cmp(&b.id)));
+    let mut entries: Vec<LayoutEntry> = Vec::with_capacity(rows.len() + rows.len() / 16);
+    // Directories enclosing the last entry, outermost first.
+    let mut dirs: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while i < rows.len() {
+        // The run of rows for one path: the last (highest id) wins.
+        let mut j = i + 1;
+        while j < rows.len() && rows[j].entry.path == rows[i].entry.path {
+            j += 1;
+        }
+        let row = rows[j - 1];
+        if j - i > 1 {
+            let differ = rows[i..j].iter().any(|r| r.entry != row.entry);
+            let all_dirs = rows[i..j].iter().all(|r| matches!(r.entry.data, EntryData::Dir));
+            if differ && !all_dirs && notes.len() < 20 {
+                notes.push(format!(
+                    "state {}: {} is given by several packages (rows {}); row {} is used",
+                    st.id,
+                    row.entry.path_lossy(),
+                    rows[i..j].iter().map(|r| r.id.to_string()).collect::<Vec<_>>().join(", "),
+                    row.id
+                ));
             }
         }
-    }
-    let mut entries: Vec<LayoutEntry> = chosen.values().map(|r| r.entry.clone()).collect();
-    // Directories moss implies: every parent of a path, 0755 root.
-    let mut have: HashSet<Box<[u8]>> = entries.iter().map(|e| e.path.clone()).collect();
-    let mut implied = Vec::new();
-    for e in &entries {
-        let mut p: &[u8] = e.parent();
-        while !p.is_empty() && !have.contains(p) {
-            have.insert(p.into());
-            implied.push(LayoutEntry { path: p.into(), perm: 0o755, uid: 0, gid: 0, data: EntryData::Dir });
-            p = match p.iter().rposition(|&b| b == b'/') {
-                Some(i) => &p[..i],
-                None => &[],
-            };
+        i = j;
+        let path = &row.entry.path;
+        // Close directories that do not enclose this path, then open the ones
+        // moss implies (0755, root) down to its parent.
+        let encloses = |d: &[u8]| path.len() > d.len() && path.starts_with(d) && path[d.len()] == b'/';
+        while let Some(&d) = dirs.last() {
+            if encloses(&entries[d].path) {
+                break;
+            }
+            dirs.pop();
+        }
+        let parent_len = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
+        loop {
+            let have = dirs.last().map_or(0, |&d| entries[d].path.len());
+            if have >= parent_len {
+                break;
+            }
+            let start = if have == 0 { 0 } else { have + 1 };
+            let end = path[start..parent_len].iter().position(|&b| b == b'/').map_or(parent_len, |k| start + k);
+            entries.push(LayoutEntry { path: path[..end].into(), perm: 0o755, uid: 0, gid: 0, data: EntryData::Dir });
+            dirs.push(entries.len() - 1);
+        }
+        let mut e = row.entry.clone();
+        if let EntryData::File { size: sz @ UNKNOWN_SIZE, .. } = &mut e.data {
+            *sz = size_in_tree(root, st.id, &e.path).unwrap_or(UNKNOWN_SIZE);
+        }
+        entries.push(e);
+        if matches!(entries.last().map(|e| &e.data), Some(EntryData::Dir)) {
+            dirs.push(entries.len() - 1);
         }
     }
-    entries.extend(implied);
-    let layout = Layout::new(entries).map_err(|(why, path)| {
-        let row = chosen.get(&*path).map(|r| r.id);
+    let layout = Layout::from_sorted(entries).map_err(|(why, path)| {
+        let row = rows.iter().find(|r| r.entry.path == path).map(|r| r.id);
         db_err(db, row, format!("state {}: {}: {why}", st.id, String::from_utf8_lossy(&path)))
     })?;
     Ok((layout, notes))
 }
 
-/// Sizes of the files of every layout, from the store (each blob once, on every
-/// core); a blob missing from the store is measured in a tree that holds the file.
-fn fill_sizes(root: &SystemRoot, store: &Store, layouts: &mut [(TxMeta, Layout)], notes: &mut Vec<String>) {
-    let mut hashes: Vec<Hash128> = layouts
+/// The size of the file `rel` in state `id`'s tree, when the store lacks its blob.
+fn size_in_tree(root: &SystemRoot, id: u64, rel: &[u8]) -> Option<u64> {
+    let tree = if root.active_id() == Some(id) { "usr".to_owned() } else { format!(".moss/root/{id}/usr") };
+    let dir = fsutil::open_dir_beneath(root.fd(), tree.as_bytes()).ok()?;
+    let f = fsutil::open_beneath(dir.as_fd(), rel, nix::fcntl::OFlag::O_PATH).ok()?;
+    let m = nix::sys::stat::fstat(f.as_fd()).ok()?;
+    (m.st_mode & S_IFMT == S_IFREG).then_some(m.st_size as u64)
+}
+
+/// Sizes of every file row from the store: each blob once, on every core.
+/// A blob the store lacks gets [`UNKNOWN_SIZE`] (its state's tree may tell).
+fn fill_sizes(store: &Store, by_package: &mut [Vec<Row>]) {
+    let mut hashes: Vec<Hash128> = by_package
         .iter()
-        .flat_map(|(_, l)| l.entries().iter())
-        .filter_map(|e| match e.data {
+        .flatten()
+        .filter_map(|r| match r.entry.data {
             EntryData::File { hash, .. } if hash != EMPTY => Some(hash),
             _ => None,
         })
@@ -329,7 +375,7 @@ fn fill_sizes(root: &SystemRoot, store: &Store, layouts: &mut [(TxMeta, Layout)]
     hashes.dedup();
     let workers = crate::workers::count().max(1);
     let chunk = hashes.len().div_ceil(workers).max(1);
-    let sizes: Vec<Option<u64>> = std::thread::scope(|s| {
+    let sizes: Vec<u64> = std::thread::scope(|s| {
         let hs: Vec<_> = hashes
             .chunks(chunk)
             .map(|part| {
@@ -338,8 +384,8 @@ fn fill_sizes(root: &SystemRoot, store: &Store, layouts: &mut [(TxMeta, Layout)]
                     let st = st.as_ref().unwrap_or(store);
                     part.iter()
                         .map(|h| match st.stat(*h) {
-                            Ok(Some(m)) if m.st_mode & S_IFMT == S_IFREG => Some(m.st_size as u64),
-                            _ => None,
+                            Ok(Some(m)) if m.st_mode & S_IFMT == S_IFREG => m.st_size as u64,
+                            _ => UNKNOWN_SIZE,
                         })
                         .collect::<Vec<_>>()
                 })
@@ -347,53 +393,14 @@ fn fill_sizes(root: &SystemRoot, store: &Store, layouts: &mut [(TxMeta, Layout)]
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
     });
-    let mut size: HashMap<Hash128, u64> = HashMap::with_capacity(hashes.len());
-    for (h, s) in hashes.iter().zip(sizes) {
-        if let Some(s) = s {
-            size.insert(*h, s);
-        }
-    }
-    let mut missing = 0usize;
-    let active = root.active_id();
-    for (meta, layout) in layouts.iter_mut() {
-        let tree: PathBuf = if Some(meta.id) == active {
-            root.path.join("usr")
-        } else {
-            root.path.join(format!(".moss/root/{}/usr", meta.id))
-        };
-        let tree_fd = fsutil::open_dir(&tree).ok();
-        let mut entries = std::mem::take(layout).into_entries();
-        for e in entries.iter_mut() {
-            let EntryData::File { hash, size: sz } = &mut e.data else {
-                continue;
-            };
-            if *hash == EMPTY {
-                *sz = 0;
-                continue;
-            }
-            *sz = match size.get(hash) {
-                Some(s) => *s,
-                None => {
-                    let from_tree = tree_fd
-                        .as_ref()
-                        .and_then(|d| fsutil::open_beneath(d.as_fd(), &e.path, nix::fcntl::OFlag::O_PATH).ok())
-                        .and_then(|f| nix::sys::stat::fstat(f.as_fd()).ok())
-                        .filter(|m| m.st_mode & S_IFMT == S_IFREG)
-                        .map(|m| m.st_size as u64);
-                    if from_tree.is_none() {
-                        missing += 1;
-                    }
-                    from_tree.unwrap_or(UNKNOWN_SIZE)
-                }
+    for r in by_package.iter_mut().flatten() {
+        if let EntryData::File { hash, size } = &mut r.entry.data {
+            *size = if *hash == EMPTY {
+                0
+            } else {
+                hashes.binary_search(hash).ok().and_then(|i| sizes.get(i).copied()).unwrap_or(UNKNOWN_SIZE)
             };
         }
-        *layout = Layout::from_sorted(entries).unwrap_or_default();
-    }
-    if missing > 0 {
-        notes.push(format!(
-            "{missing} files have no blob in {} and no copy in their tree: `verify --store` names them",
-            store.path().display()
-        ));
     }
 }
 
