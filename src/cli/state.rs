@@ -87,6 +87,55 @@ pub struct PruneCmd {
     pub dry_run: bool,
 }
 
+/// `state import`: reads moss's databases when they changed since the last
+/// import; says so and touches nothing when they did not (a cheap check, for
+/// path units and hooks that run after every moss transaction).
+#[cfg(feature = "moss-import")]
+fn import(root: &Path, out: &Out) -> Result<ExitCode> {
+    let sr = SystemRoot::open(root)?;
+    if !sr.is_moss() {
+        return Err(crate::error::Error::bad_arg(
+            "--root",
+            root.display().to_string(),
+            "is not a moss root (no .moss/db/state): lifeboat's own index needs no import",
+        ));
+    }
+    match lifeboat_state::moss::import::refresh(&sr)? {
+        None => {
+            out.line(format!("{} is current with moss's databases", sr.index_path().display()));
+            out.json(&Json::obj().with("imported", false));
+        }
+        Some(imp) => {
+            for n in &imp.notes {
+                out.note(n);
+            }
+            let ids: Vec<String> = imp.states.iter().map(u64::to_string).collect();
+            out.line(format!(
+                "imported moss's states {} ({} layout rows) into {}",
+                ids.join(", "),
+                imp.rows,
+                sr.index_path().display()
+            ));
+            out.json(
+                &Json::obj()
+                    .with("imported", true)
+                    .with("states", Json::Arr(imp.states.iter().map(|&i| Json::from(i)).collect()))
+                    .with("rows", imp.rows),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "moss-import"))]
+fn import(_root: &Path, _out: &Out) -> Result<ExitCode> {
+    Err(crate::error::Error::bad_arg(
+        "state import",
+        "",
+        "this lifeboat is the rescue build, without SQLite: run the host build",
+    ))
+}
+
 /// After a change of transactions, syncs the boot entries when a boot target is
 /// configured (`--esp`, or `esp =` in the machine's lifeboat.conf).
 fn sync_if_configured(root: &Path, args: &BootArgs, out: &Out) -> Result<()> {
@@ -111,24 +160,7 @@ pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitC
 fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
     match c.cmd {
         StateSub::List(_) => list(root, out),
-        StateSub::Import(_) => {
-            let sr = SystemRoot::open(root)?;
-            if !sr.is_moss() {
-                return Err(crate::error::Error::bad_arg(
-                    "--root",
-                    root.display().to_string(),
-                    "is not a moss root (no .moss/db/state): lifeboat's own index needs no import",
-                ));
-            }
-            let loaded = sr.load_existing_index()?;
-            out.loaded(&loaded);
-            let ids: Vec<String> = loaded.index.transactions().map(|t| t.id.to_string()).collect();
-            out.line(format!("the index holds moss's states {}", ids.join(", ")));
-            out.json(
-                &Json::obj().with("states", Json::Arr(loaded.index.transactions().map(|t| Json::from(t.id)).collect())),
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        StateSub::Import(_) => import(root, out),
         StateSub::Show(s) => show(root, s.id, s.files, out),
         StateSub::Commit(s) => {
             let r = txn::commit(root, &s.from, &s.summary)?;

@@ -97,8 +97,8 @@ fn row_entry(
     id: i64,
     (uid, gid, mode): (i64, i64, i64),
     kind: &str,
-    v1: Option<String>,
-    v2: Option<String>,
+    v1: Option<&str>,
+    v2: Option<&str>,
 ) -> Result<Option<LayoutEntry>> {
     let bad = |why: String| db_err(db, Some(id), why);
     let uid = u32::try_from(uid).map_err(|_| bad(format!("uid {uid} out of range")))?;
@@ -117,7 +117,7 @@ fn row_entry(
                 return Err(bad("symlink target empty or with NUL".into()));
             }
             let path = v2.ok_or_else(|| bad("symlink without a path".into()))?;
-            (S_IFLNK, path, EntryData::Symlink { target: target.into_bytes().into_boxed_slice() })
+            (S_IFLNK, path, EntryData::Symlink { target: target.as_bytes().into() })
         }
         "directory" => {
             let path = v1.ok_or_else(|| bad("directory without a path".into()))?;
@@ -134,7 +134,61 @@ fn row_entry(
     if want_type == S_IFREG {
         perm &= !0o222;
     }
-    Ok(Some(LayoutEntry { path: path.into_bytes().into_boxed_slice(), perm, uid, gid, data }))
+    Ok(Some(LayoutEntry { path: path.as_bytes().into(), perm, uid, gid, data }))
+}
+
+/// What one range of the layout table held.
+struct LayoutScan {
+    by_package: Vec<Vec<Row>>,
+    rows: usize,
+    skipped: BTreeMap<String, usize>,
+}
+
+/// Reads the layout rows with ids `a..=b` of the packages in `package_ids`.
+fn scan_layout(root: &Path, lpath: &Path, package_ids: &HashMap<String, u32>, a: i64, b: i64) -> Result<LayoutScan> {
+    let (db, _) = open(root, LAYOUT_DB)?;
+    let mut out =
+        LayoutScan { by_package: (0..package_ids.len()).map(|_| Vec::new()).collect(), rows: 0, skipped: BTreeMap::new() };
+    let mut q = db
+        .prepare(
+            "SELECT id, package_id, uid, gid, mode, entry_type, entry_value1, entry_value2 FROM layout \
+             WHERE id BETWEEN ?1 AND ?2",
+        )
+        .map_err(|e| db_err(lpath, None, format!("table layout: {e}")))?;
+    let mut rows = q.query([a, b]).map_err(|e| db_err(lpath, None, e.to_string()))?;
+    while let Some(r) = rows.next().map_err(|e| db_err(lpath, None, e.to_string()))? {
+        let id: i64 = r.get(0).map_err(|e| db_err(lpath, None, format!("layout.id: {e}")))?;
+        let col = |e: rusqlite::Error| db_err(lpath, Some(id), e.to_string());
+        let text = |i: usize, what: &str| -> Result<Option<&str>> {
+            match r.get_ref(i).map_err(col)? {
+                rusqlite::types::ValueRef::Null => Ok(None),
+                v => v.as_str().map(Some).map_err(|e| db_err(lpath, Some(id), format!("{what}: {e}"))),
+            }
+        };
+        // The package first: rows of packages no retained state selects are not
+        // converted at all.
+        let Some(pkg) = text(1, "package_id")? else {
+            return Err(db_err(lpath, Some(id), "package_id is NULL"));
+        };
+        let Some(&package) = package_ids.get(pkg) else {
+            continue;
+        };
+        out.rows += 1;
+        let kind = text(5, "entry_type")?.unwrap_or("");
+        let entry = row_entry(
+            lpath,
+            id,
+            (r.get(2).map_err(col)?, r.get(3).map_err(col)?, r.get(4).map_err(col)?),
+            kind,
+            text(6, "entry_value1")?,
+            text(7, "entry_value2")?,
+        )?;
+        match entry {
+            Some(entry) => out.by_package[package as usize].push(Row { id, entry }),
+            None => *out.skipped.entry(kind.to_owned()).or_default() += 1,
+        }
+    }
+    Ok(out)
 }
 
 /// Reads every retained state of the root, under moss's lock held by the caller,
@@ -201,41 +255,36 @@ pub fn read(root: &SystemRoot) -> Result<Imported> {
     drop(sdb);
 
     let (ldb, lpath) = open(&root.path, LAYOUT_DB)?;
+    // The table is read in as many rowid ranges as there are cores, each on its
+    // own read-only connection: SQLite's scan is the longest part of an import.
+    let (lo, hi): (i64, i64) = ldb
+        .query_row("SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM layout", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(|e| db_err(&lpath, None, format!("table layout: {e}")))?;
+    drop(ldb);
+    let workers = crate::workers::count().clamp(1, 8) as i64;
+    let span = ((hi - lo + 1).max(0) / workers).max(1);
+    let ranges: Vec<(i64, i64)> = (0..workers)
+        .map(|w| (lo + w * span, if w == workers - 1 { hi } else { lo + (w + 1) * span - 1 }))
+        .filter(|(a, b)| a <= b)
+        .collect();
+    let scanned: Vec<Result<LayoutScan>> = std::thread::scope(|s| {
+        let (rp, lp, ids) = (&root.path, &lpath, &package_ids);
+        let hs: Vec<_> = ranges.iter().map(|&(a, b)| s.spawn(move || scan_layout(rp, lp, ids, a, b))).collect();
+        hs.into_iter().map(|h| h.join().unwrap_or(Err(Error::WorkerLost { job: "layout scan" }))).collect()
+    });
     let mut by_package: Vec<Vec<Row>> = (0..package_ids.len()).map(|_| Vec::new()).collect();
     let mut rows_read = 0usize;
     let mut skipped_types: BTreeMap<String, usize> = BTreeMap::new();
-    {
-        let mut q = ldb
-            .prepare("SELECT id, package_id, uid, gid, mode, entry_type, entry_value1, entry_value2 FROM layout")
-            .map_err(|e| db_err(&lpath, None, format!("table layout: {e}")))?;
-        let mut rows = q.query([]).map_err(|e| db_err(&lpath, None, e.to_string()))?;
-        while let Some(r) = rows.next().map_err(|e| db_err(&lpath, None, e.to_string()))? {
-            let id: i64 = r.get(0).map_err(|e| db_err(&lpath, None, format!("layout.id: {e}")))?;
-            let col = |e: rusqlite::Error| db_err(&lpath, Some(id), e.to_string());
-            // The package first: rows of packages no retained state selects are
-            // not converted at all.
-            let pkg = r.get_ref(1).map_err(col)?;
-            let pkg = pkg.as_str().map_err(|e| db_err(&lpath, Some(id), format!("package_id: {e}")))?;
-            let Some(&package) = package_ids.get(pkg) else {
-                continue;
-            };
-            rows_read += 1;
-            let kind: String = r.get(5).map_err(col)?;
-            let entry = row_entry(
-                &lpath,
-                id,
-                (r.get(2).map_err(col)?, r.get(3).map_err(col)?, r.get(4).map_err(col)?),
-                &kind,
-                r.get(6).map_err(col)?,
-                r.get(7).map_err(col)?,
-            )?;
-            match entry {
-                Some(entry) => by_package[package as usize].push(Row { id, entry }),
-                None => *skipped_types.entry(kind).or_default() += 1,
-            }
+    for part in scanned {
+        let part = part?;
+        rows_read += part.rows;
+        for (p, mut rows) in part.by_package.into_iter().enumerate() {
+            by_package[p].append(&mut rows);
+        }
+        for (k, n) in part.skipped {
+            *skipped_types.entry(k).or_default() += n;
         }
     }
-    drop(ldb);
     tr("layout rows read");
     for (kind, n) in skipped_types {
         notes.push(format!("{n} layout rows of type {kind:?} are not tracked by lifeboat"));
@@ -243,14 +292,47 @@ pub fn read(root: &SystemRoot) -> Result<Imported> {
 
     let store = root.store(false)?;
     // Each package's rows once: in depth-first order, with sizes from the store.
-    for rows in by_package.iter_mut() {
-        rows.sort_unstable_by(|a, b| layout::path_order(&a.entry.path, &b.entry.path).then(a.id.cmp(&b.id)));
-    }
+    let per = by_package.len().div_ceil(crate::workers::count().max(1)).max(1);
+    std::thread::scope(|s| {
+        for chunk in by_package.chunks_mut(per) {
+            s.spawn(move || {
+                for rows in chunk {
+                    rows.sort_unstable_by(|a, b| {
+                        layout::path_order(&a.entry.path, &b.entry.path).then(a.id.cmp(&b.id))
+                    });
+                }
+            });
+        }
+    });
     fill_sizes(&store, &mut by_package);
     tr("package rows sorted, sizes read");
+    // States are independent: composed on every core.
+    let list: Vec<&MossState> = states.values().collect();
+    let next_state = std::sync::atomic::AtomicUsize::new(0);
+    let composed: Vec<Vec<(usize, Result<(Layout, Vec<String>)>)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..crate::workers::count().clamp(1, list.len().max(1)))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next_state.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(st) = list.get(i) else { break };
+                        mine.push((i, compose(root, st, &by_package, &lpath)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let mut composed: Vec<(usize, Result<(Layout, Vec<String>)>)> = composed.into_iter().flatten().collect();
+    if composed.len() != list.len() {
+        return Err(Error::WorkerLost { job: "state composition" });
+    }
+    composed.sort_by_key(|(i, _)| *i);
     let mut layouts: Vec<(TxMeta, Layout)> = Vec::new();
-    for st in states.values() {
-        let (layout, mut n) = compose(root, st, &by_package, &lpath)?;
+    for ((_, r), st) in composed.into_iter().zip(&list) {
+        let (layout, mut n) = r?;
         notes.append(&mut n);
         let meta = TxMeta {
             id: st.id,
