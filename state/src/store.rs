@@ -157,6 +157,9 @@ impl Store {
 
     /// Copies `src` into the store as blob `h`, with the given permissions and
     /// owner (owner only when running as root). Existing blobs are left alone.
+    /// The content is hashed as it is copied: a file that changed since it was
+    /// hashed (by a commit's scan) is refused, never stored under a name that
+    /// is not its content's.
     pub fn add(&self, h: Hash128, src: &File, perm: u32, uid: u32, gid: u32) -> Result<()> {
         let dest = self.blob_path(h);
         let dir = self.ensure_dirs(h).ctx("create store directory for", &dest)?;
@@ -168,7 +171,13 @@ impl Store {
         let tmp_dir = self.stage.as_ref().map(|s| s.as_fd()).unwrap_or(dir.as_fd());
         let out = create_excl(tmp_dir, tmp.as_bytes(), perm).ctx("create", dest.with_file_name(&tmp))?;
         let res = (|| -> io::Result<()> {
-            copy_all(src, &out)?;
+            let (got, _) = copy_hashing(src, &out)?;
+            if got != h {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("its content changed while it was being stored (now {got}, was {h})"),
+                ));
+            }
             set_owner_perm(out.as_fd(), perm, uid, gid)?;
             crate::failpoint::hit("store-add");
             fsutil::rename(tmp_dir, tmp.as_bytes(), dir.as_fd(), name.as_bytes())
@@ -259,6 +268,29 @@ pub fn create_excl(dir: BorrowedFd, name: &[u8], perm: u32) -> io::Result<File> 
     Ok(File::from(fd))
 }
 
+/// Copies a whole file from its start and returns the hash of what was copied:
+/// each byte read once, hashed and written.
+pub fn copy_hashing(src: &File, dst: &File) -> io::Result<(Hash128, u64)> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut s = src;
+    s.seek(SeekFrom::Start(0))?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut d = dst;
+    let mut total = 0u64;
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) => return Ok((Hash128(h.digest128()), total)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        d.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
 /// Copies a whole file, in the kernel where it can.
 pub fn copy_all(src: &File, dst: &File) -> io::Result<u64> {
     use std::io::{Seek, SeekFrom, Write};
@@ -312,6 +344,25 @@ pub fn set_owner_perm(fd: BorrowedFd, perm: u32, uid: u32, gid: u32) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_that_is_not_its_name_is_never_stored() {
+        let base = std::env::temp_dir().join(format!("lb-store-add-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let root = fsutil::open_dir(&base).unwrap();
+        let store = Store::open(root.as_fd(), &base, true).unwrap();
+        std::fs::write(base.join("f"), b"changed after the scan").unwrap();
+        let f = File::open(base.join("f")).unwrap();
+        let scanned = Hash128::of(b"what the scan hashed");
+        let e = store.add(scanned, &f, 0o644, 0, 0).unwrap_err().to_string();
+        assert!(e.contains("changed while it was being stored"), "{e}");
+        assert!(store.stat(scanned).unwrap().is_none());
+        let right = Hash128::of(b"changed after the scan");
+        store.add(right, &f, 0o644, 0, 0).unwrap();
+        assert_eq!(std::fs::read(store.blob_path(right)).unwrap(), b"changed after the scan");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn remove_never_follows_a_symlink_out_of_the_store() {

@@ -134,8 +134,14 @@ pub fn decode(bytes: &[u8]) -> Result<StateIndex, IndexFileError> {
     if actual != stored {
         return Err(IndexFileError::Checksum { stored, actual });
     }
-    let raw =
-        zstd::bulk::decompress(payload, raw_len as usize).map_err(|e| IndexFileError::Decompress(e.to_string()))?;
+    // Streamed, not pre-allocated from the header: memory follows what the
+    // payload really holds, up to the length the header claims (and MAX_RAW).
+    let mut raw = Vec::with_capacity((payload.len() * 4).min(raw_len as usize));
+    {
+        use std::io::Read;
+        let dec = zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| IndexFileError::Decompress(e.to_string()))?;
+        dec.take(raw_len + 1).read_to_end(&mut raw).map_err(|e| IndexFileError::Decompress(e.to_string()))?;
+    }
     if raw.len() as u64 != raw_len {
         return Err(IndexFileError::Decompress(format!("{} bytes, the header says {raw_len}", raw.len())));
     }
