@@ -67,16 +67,17 @@ fn add_list_next_order_prune() {
     assert!(err.contains("Boot0007 does not exist"), "{err}");
     // An entry pointing at a file that is not on the ESP.
     base(&["firmware", "add", "--loader", "\\EFI\\gone\\x.efi", "--label", "stale"]);
+    // Windows' disk is not here (a removable disk? another system's?): it stays;
+    // only the entry whose loader is missing from a partition that is here goes.
     let dry = base(&["firmware", "prune", "--dry-run"]);
     assert!(
-        dry.contains("would remove Boot0000") && dry.contains("would remove Boot0002") && !dry.contains("Boot0001"),
+        !dry.contains("would remove Boot0000") && dry.contains("would remove Boot0002") && !dry.contains("Boot0001"),
         "{dry}"
     );
-    assert!(vars.join(format!("Boot0000-{G}")).exists());
     base(&["firmware", "prune"]);
     let list = base(&["firmware", "list"]);
-    assert!(!list.contains("Boot0000") && !list.contains("Boot0002") && list.contains("Boot0001"), "{list}");
-    assert!(list.contains("BootNext:    -"), "BootNext pointed at a removed entry: {list}");
+    assert!(list.contains("Boot0000") && !list.contains("Boot0002") && list.contains("Boot0001"), "{list}");
+    assert!(vars.join(format!("Boot0000-{G}")).exists());
     let err = fails(&["--efivars", s.join("none").to_str().unwrap(), "firmware", "list"]);
     assert!(err.contains("not booted with UEFI, or efivarfs is not mounted"), "{err}");
 }

@@ -298,6 +298,13 @@ fn layout(token: &str, kept: &[&WantedEntry]) -> Layout {
     Layout { files, per_tx }
 }
 
+/// Whether the file at `path` holds the content named `hash` (xxh3-128, hex):
+/// a kernel damaged in place, same size, is found and copied again.
+fn holds(vol: &mut dyn Volume, path: &str, hash: &str) -> Result<bool> {
+    let data = vol.read(path)?;
+    Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&data)).eq_ignore_ascii_case(hash))
+}
+
 /// Computes the plan. `esp` is `None` when `$BOOT` is the ESP.
 pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -> Result<Plan> {
     if req.token.is_empty() || req.token.contains('/') {
@@ -361,9 +368,9 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
         let mut new_dirs = BTreeSet::new();
         for (path, blob) in &lay.files {
             match present_lc.get(&path.to_lowercase()) {
-                Some(p) if p.size == blob.len => {}
+                Some(p) if p.size == blob.len && holds(boot, &p.path, &blob.hash)? => {}
                 Some(p) => {
-                    // Same name, wrong size: an interrupted or damaged copy.
+                    // Same name, other content: an interrupted or damaged copy.
                     freed += space.alloc(p.size);
                     need += space.alloc(blob.len);
                     steps.push(Step::Copy { path: path.clone(), size: blob.len });

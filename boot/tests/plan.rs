@@ -11,13 +11,10 @@ use lifeboat_esp::Volume;
 
 const TOKEN: &str = "4c424f4154544553544d414348494e45";
 
+/// Content named by its real hash, as the sync names kernels and initrds.
 fn blob(tag: &str, len: usize) -> Blob {
-    let data: Arc<[u8]> = vec![tag.as_bytes()[0]; len].into();
-    Blob {
-        hash: format!("{:032x}", tag.len() * 7919 + len + tag.as_bytes()[0] as usize),
-        len: len as u64,
-        source: Source::Bytes(data),
-    }
+    let data: Arc<[u8]> = tag.bytes().cycle().take(len).collect::<Vec<u8>>().into();
+    Blob { hash: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&data)), len: len as u64, source: Source::Bytes(data) }
 }
 
 fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
@@ -85,8 +82,8 @@ fn one_entry_per_transaction_shared_kernels_and_gc() {
     let mut v = MemVolume::new(64 << 20, 4096);
     seed_foreign(&mut v);
     let before = foreign(&v);
-    let k1 = blob("k", 3 << 20);
-    let k2 = blob("kk", 3 << 20);
+    let k1 = blob("k1", 3 << 20);
+    let k2 = blob("k2", 3 << 20);
     let r = req(vec![entry(1, false, &k1), entry(2, false, &k1), entry(3, true, &k2)], 5);
     let p = sync(&mut v, &r).unwrap();
     assert_eq!(p.kept, [3, 2, 1]);
@@ -120,7 +117,7 @@ fn one_entry_per_transaction_shared_kernels_and_gc() {
 
 #[test]
 fn full_volume_drops_oldest_then_refuses() {
-    let k: Vec<Blob> = (0..4).map(|i| blob(&"k".repeat(i + 1), 10 << 20)).collect();
+    let k: Vec<Blob> = (0..4).map(|i| blob(&format!("k{i}"), 10 << 20)).collect();
     // Room for two kernels (and entries), not three.
     let mut v = MemVolume::new(24 << 20, 4096);
     seed_foreign(&mut v);
@@ -191,4 +188,22 @@ fn boot_counting_names_and_default() {
         .unwrap();
     let p = sync(&mut v, &r).unwrap();
     assert!(p.is_noop(), "{:?}", p.steps);
+}
+
+#[test]
+fn a_kernel_damaged_in_place_is_copied_again() {
+    let k = blob("k", 1 << 20);
+    let mut v = MemVolume::new(64 << 20, 4096);
+    let r = req(vec![entry(1, true, &k)], 5);
+    sync(&mut v, &r).unwrap();
+    let path = v.snapshot().into_keys().find(|p| p.contains(&k.hash)).unwrap();
+    // Same name, same size, other bytes: a bit flip, a torn write.
+    let mut bad = v.read(&path).unwrap();
+    bad[4096] ^= 0x40;
+    v.replace(&path, &mut &bad[..]).unwrap();
+    let p = plan::plan(&r, &mut v, None).unwrap();
+    assert!(p.steps.iter().any(|s| matches!(s, Step::Copy { path: c, .. } if *c == path)), "{:?}", p.steps);
+    sync(&mut v, &r).unwrap();
+    assert_eq!(v.read(&path).unwrap(), vec![b'k'; 1 << 20]);
+    assert!(plan::plan(&r, &mut v, None).unwrap().steps.iter().all(|s| !matches!(s, Step::Copy { .. })));
 }

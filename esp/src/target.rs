@@ -36,8 +36,50 @@ pub fn split_spec(spec: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Where the kernel has the block device `major:minor` mounted, if anywhere:
+/// (mount point, filesystem type).
+fn mounted_at(major: u32, minor: u32, mountinfo: &Path) -> Option<(PathBuf, String)> {
+    let text = fs::read_to_string(mountinfo).ok()?;
+    crate::discover::parse_mountinfo(&text)
+        .into_iter()
+        .find(|m| m.major == major && m.minor == minor)
+        .map(|m| (m.mount_point, m.fstype))
+}
+
+/// A partition the kernel has mounted is never written behind its back: the
+/// kernel's cached FAT would overwrite lifeboat's changes, or the reverse. A FAT
+/// mount is used instead of the raw device; any other mount is refused.
+fn through_mount(spec: &str, devnum: Option<(u32, u32)>, mountinfo: &Path) -> Result<Option<Target>> {
+    let Some((major, minor)) = devnum else { return Ok(None) };
+    let Some((at, fstype)) = mounted_at(major, minor, mountinfo) else { return Ok(None) };
+    if fstype != "vfat" {
+        return Err(Error::Invalid(format!(
+            "{spec} is mounted at {} as {fstype}: lifeboat does not write to a mounted partition",
+            at.display()
+        )));
+    }
+    Ok(Some(Target {
+        volume: Box::new(DirVolume::open(&at)?),
+        location: at.display().to_string(),
+        disk: None,
+        part_uuid: None,
+        notes: vec![format!("{spec} is mounted at {}: writing through the mount, not the raw partition", at.display())],
+    }))
+}
+
 /// Opens `spec` as a boot volume; `want` picks the partition on a whole disk.
 pub fn open_target(spec: &str, want: PartitionKind, writable: bool) -> Result<Target> {
+    open_target_with(spec, want, writable, &crate::blockdev::SysBlock::default(), Path::new("/proc/self/mountinfo"))
+}
+
+/// [`open_target`] with the sysfs and mount table to check mounts against.
+pub fn open_target_with(
+    spec: &str,
+    want: PartitionKind,
+    writable: bool,
+    sys: &crate::blockdev::SysBlock,
+    mountinfo: &Path,
+) -> Result<Target> {
     let (path, part) = split_spec(spec);
     let p = Path::new(path);
     let meta = fs::metadata(p).map_err(|e| Error::io(path, e))?;
@@ -65,6 +107,14 @@ pub fn open_target(spec: &str, want: PartitionKind, writable: bool) -> Result<Ta
                     .ok_or_else(|| Error::NoPartition { disk: p.to_owned(), what: want.as_str().into() })?
                     .clone(),
             };
+            if writable && meta.file_type().is_block_device() {
+                let devnum = sys.partition_devnum(p, info.number).map(|(a, b, _)| (a, b));
+                if let Some(mut t) = through_mount(spec, devnum, mountinfo)? {
+                    t.disk = Some(p.to_owned());
+                    t.part_uuid = Some(info.part_guid.clone());
+                    return Ok(t);
+                }
+            }
             let name = format!("{path}:{}", info.number);
             let fat = FatVolume::open(disk.window(&info), &name)?;
             let location = format!("{name} ({}, {}, PARTUUID {})", info.kind.as_str(), fat.fat_type(), info.part_guid);
@@ -81,6 +131,14 @@ pub fn open_target(spec: &str, want: PartitionKind, writable: bool) -> Result<Ta
                 return Err(gpt_err);
             }
             // No GPT: a partition device or a bare FAT image.
+            if writable && meta.file_type().is_block_device() {
+                use std::os::unix::fs::MetadataExt;
+                let rdev = meta.rdev();
+                let devnum = Some((nix::sys::stat::major(rdev) as u32, nix::sys::stat::minor(rdev) as u32));
+                if let Some(t) = through_mount(spec, devnum, mountinfo)? {
+                    return Ok(t);
+                }
+            }
             let f = fs::OpenOptions::new().read(true).write(writable).open(p).map_err(|e| Error::io(path, e))?;
             let len = device_size(&f).map_err(|e| Error::io(path, e))?;
             let backing: Arc<dyn Backing> = Arc::new(f);
@@ -94,5 +152,33 @@ pub fn open_target(spec: &str, want: PartitionKind, writable: bool) -> Result<Ta
             let location = format!("{path} ({})", fat.fat_type());
             Ok(Target { volume: Box::new(fat), location, disk: None, part_uuid: None, notes: vec![] })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mounted_partition_is_written_through_its_mount_or_refused() {
+        let t = std::env::temp_dir().join(format!("lb-target-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&t);
+        fs::create_dir_all(t.join("efi")).unwrap();
+        let mi = t.join("mountinfo");
+        fs::write(
+            &mi,
+            format!(
+                "30 22 259:1 / {} rw - vfat /dev/nvme0n1p1 rw\n31 22 259:3 / /data rw - ext4 /dev/nvme0n1p3 rw\n",
+                t.join("efi").display()
+            ),
+        )
+        .unwrap();
+        let got = through_mount("/dev/nvme0n1p1", Some((259, 1)), &mi).unwrap().expect("uses the mount");
+        assert_eq!(got.location, t.join("efi").display().to_string());
+        assert!(got.notes[0].contains("writing through the mount"));
+        let e = through_mount("/dev/nvme0n1p3", Some((259, 3)), &mi).err().unwrap().to_string();
+        assert!(e.contains("mounted at /data as ext4"), "{e}");
+        assert!(through_mount("/dev/nvme0n1p2", Some((259, 2)), &mi).unwrap().is_none());
+        fs::remove_dir_all(&t).unwrap();
     }
 }

@@ -290,8 +290,18 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
                 let Some((g, _)) = o.partition() else {
                     continue;
                 };
+                // Only what can be proven dead goes: a loader missing from a
+                // partition that is here. A partition on no disk present may be
+                // on a USB stick or another system's disk: left alone.
                 let why = match known.get(&g.to_ascii_lowercase()) {
-                    None => Some(format!("partition {g} does not exist")),
+                    None => {
+                        out.note(format!(
+                            "{} ({}) left alone: partition {g} is on no disk present (a removable disk, another system's?)",
+                            boot_name(e.num),
+                            o.description
+                        ));
+                        None
+                    }
                     Some(k) => match o.file() {
                         Some(f) if file_exists(k, f) == Some(false) => Some(format!("{f} is not on {}", k.shown)),
                         _ => None,

@@ -139,7 +139,8 @@ pub fn decode(bytes: &[u8]) -> Result<StateIndex, IndexFileError> {
     let mut raw = Vec::with_capacity((payload.len() * 4).min(raw_len as usize));
     {
         use std::io::Read;
-        let dec = zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| IndexFileError::Decompress(e.to_string()))?;
+        let dec =
+            zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| IndexFileError::Decompress(e.to_string()))?;
         dec.take(raw_len + 1).read_to_end(&mut raw).map_err(|e| IndexFileError::Decompress(e.to_string()))?;
     }
     if raw.len() as u64 != raw_len {

@@ -147,8 +147,11 @@ struct LayoutScan {
 /// Reads the layout rows with ids `a..=b` of the packages in `package_ids`.
 fn scan_layout(root: &Path, lpath: &Path, package_ids: &HashMap<String, u32>, a: i64, b: i64) -> Result<LayoutScan> {
     let (db, _) = open(root, LAYOUT_DB)?;
-    let mut out =
-        LayoutScan { by_package: (0..package_ids.len()).map(|_| Vec::new()).collect(), rows: 0, skipped: BTreeMap::new() };
+    let mut out = LayoutScan {
+        by_package: (0..package_ids.len()).map(|_| Vec::new()).collect(),
+        rows: 0,
+        skipped: BTreeMap::new(),
+    };
     let mut q = db
         .prepare(
             "SELECT id, package_id, uid, gid, mode, entry_type, entry_value1, entry_value2 FROM layout \
