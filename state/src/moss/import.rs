@@ -137,6 +137,9 @@ fn row_entry(
     Ok(Some(LayoutEntry { path: path.as_bytes().into(), perm, uid, gid, data }))
 }
 
+/// A state's composed layout (or why not), by its position in the list.
+type Composed = (usize, Result<(Layout, Vec<String>)>);
+
 /// What one range of the layout table held.
 struct LayoutScan {
     by_package: Vec<Vec<Row>>,
@@ -312,7 +315,7 @@ pub fn read(root: &SystemRoot) -> Result<Imported> {
     // States are independent: composed on every core.
     let list: Vec<&MossState> = states.values().collect();
     let next_state = std::sync::atomic::AtomicUsize::new(0);
-    let composed: Vec<Vec<(usize, Result<(Layout, Vec<String>)>)>> = std::thread::scope(|s| {
+    let composed: Vec<Vec<Composed>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..crate::workers::count().clamp(1, list.len().max(1)))
             .map(|_| {
                 s.spawn(|| {
@@ -328,7 +331,7 @@ pub fn read(root: &SystemRoot) -> Result<Imported> {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
     });
-    let mut composed: Vec<(usize, Result<(Layout, Vec<String>)>)> = composed.into_iter().flatten().collect();
+    let mut composed: Vec<Composed> = composed.into_iter().flatten().collect();
     if composed.len() != list.len() {
         return Err(Error::WorkerLost { job: "state composition" });
     }
