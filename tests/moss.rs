@@ -33,6 +33,9 @@ fn fixture(s: &Scratch) -> PathBuf {
 /// The prebuilt moss, unpacked once per test binary run: the oracle. A test that
 /// needs it fails when it cannot be had.
 fn moss() -> PathBuf {
+    // Once per test process: the tests run on several threads.
+    static UNPACK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = UNPACK.lock().unwrap_or_else(|e| e.into_inner());
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moss");
     if !out.is_file() {
         let src = shared().join("moss/bin/moss.zst");
