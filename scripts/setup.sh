@@ -3,7 +3,8 @@
 # boot-test lifeboat. Idempotent: re-running it only checks.
 set -euo pipefail
 need=(musl-tools qemu-system-x86 ovmf systemd-boot-efi systemd-boot mtools dosfstools
-      gdisk e2fsprogs cpio xxhash zstd xz-utils file python3 sqlite3 fdisk kmod systemd gcc libc6-dev dracut)
+      gdisk e2fsprogs cpio xxhash zstd xz-utils file python3 sqlite3 fdisk kmod systemd gcc libc6-dev dracut
+      xfsprogs btrfs-progs)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -20,4 +21,9 @@ if command -v rustup >/dev/null; then
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
   done
 fi
+# Fuzzing: the nightly toolchain and cargo-fuzz (test.sh runs every target).
+if command -v rustup >/dev/null; then
+  rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+fi
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked -q
 echo "setup: ok"

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Every test: formatting, clippy, the host-side unit and integration tests (with
-# real oracles: sgdisk, fsck.fat, mtools, bootctl, systemd-analyze, cpio, xxhsum),
-# and the boot scenarios in QEMU.
+# real oracles: sgdisk, fsck.fat, mtools, bootctl, systemd-analyze, cpio, xxhsum,
+# the real moss), 30 s of every fuzz target, and the boot scenarios in QEMU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
+cargo clippy --workspace --all-targets --no-default-features -q -- -D warnings
 echo "== static release builds (host tool, rescue binary)"
 ./scripts/build.sh
 echo "== cargo test"
 cargo test --workspace -q
+echo "== fuzzing (every target, 30 s each)"
+./fuzz/run.sh 30
 echo "== boot scenarios (QEMU)"
 python3 qemu/scenarios.py
