@@ -243,3 +243,36 @@ fn a_store_directory_replaced_by_a_file_means_missing_blobs_not_a_failed_check()
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("{} (missing from the store)", libc.moss_hex())), "{out}");
 }
+
+#[test]
+fn a_wiped_or_half_wiped_usr_is_rebuilt_from_the_store() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new("wiped");
+    let root = setup(&s);
+    let usr = root.join("usr");
+    // Half: one top-level directory gone with everything in it.
+    let first = fs::read_dir(&usr).unwrap().flatten().find(|e| e.path().is_dir()).unwrap().path();
+    fs::remove_dir_all(&first).unwrap();
+    assert_eq!(verify(&root, &[]).0, 1);
+    ok(&["--root", r(&root), "repair"]);
+    assert_eq!(verify(&root, &["--full", "--store"]).0, 0);
+    // Whole: everything under /usr (its .stateID too stays: the transaction is known).
+    for e in fs::read_dir(&usr).unwrap().flatten() {
+        if e.file_name() != ".stateID" {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                fs::remove_dir_all(&p).unwrap();
+            } else {
+                fs::remove_file(&p).unwrap();
+            }
+        }
+    }
+    let o = run(&["--root", r(&root), "repair"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let (code, out) = verify(&root, &["--full", "--store"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(snapshot(&usr), snapshot(&s.join("t2")));
+    // Rebuilt as the blit builds: files are the store's inodes.
+    let sh = fs::metadata(usr.join("bin/sh")).unwrap();
+    assert!(sh.nlink() >= 2, "bin/sh should be linked from the store");
+}

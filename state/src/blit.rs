@@ -28,12 +28,15 @@ pub(crate) struct Ctx {
     pub umask_zero: bool,
     /// The parent directory is set-group-ID, so new entries inherit its group.
     pub parent_setgid: bool,
+    /// Refuse a blob whose size is not the entry's (repair trusts the store's
+    /// inode only as far as a quick check does).
+    pub check_size: bool,
 }
 
 impl Ctx {
     /// A context that always applies owner and permissions (repair).
     pub fn careful(root: bool) -> Self {
-        Ctx { root, umask_zero: false, parent_setgid: true }
+        Ctx { root, umask_zero: false, parent_setgid: true, check_size: true }
     }
 
     /// Whether a newly created entry already has owner `uid:gid`: root creates as
@@ -89,7 +92,7 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
     let root = is_root();
     let es = layout.entries();
     let mut stats = BlitStats::default();
-    let ctx = Ctx { root, umask_zero: true, parent_setgid: false };
+    let ctx = Ctx { root, umask_zero: true, parent_setgid: false, check_size: false };
     for e in es.iter().filter(|e| e.depth() == 0) {
         place(e, top, store, ctx, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
     }
@@ -141,7 +144,7 @@ fn blit_run(run: &[LayoutEntry], store: &Store, top: BorrowedFd, root: bool, sho
             // A validated layout always has the parent open here.
             None => return Err(Error::Layout { path: e.path_lossy(), why: LayoutError::ParentMissing }),
         };
-        let ctx = Ctx { root, umask_zero: true, parent_setgid };
+        let ctx = Ctx { root, umask_zero: true, parent_setgid, check_size: false };
         if let Some(fd) = place(e, dir, store, ctx, &mut stats).ctx("create", shown_e())? {
             stack.push((fd, layout_setgid(e)));
         }
@@ -191,7 +194,7 @@ pub(crate) fn place_as(
             stats.empty += 1;
             Ok(None)
         }
-        EntryData::File { hash, .. } => {
+        EntryData::File { hash, size } => {
             // Link first, then look at the link: one lookup in the directory being
             // built is cheaper than a walk down the store before every link. The
             // blob's mode and owner are the link's; a blob that does not carry the
@@ -204,6 +207,14 @@ pub(crate) fn place_as(
                 Ok(()) => {
                     let st =
                         nix::sys::stat::fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io_err)?;
+                    if ctx.check_size && st.st_size as u64 != *size {
+                        nix::unistd::unlinkat(dir, name.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
+                            .map_err(io_err)?;
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("store blob {} holds {} bytes, not {size}: damaged", hash.moss_hex(), st.st_size),
+                        ));
+                    }
                     if st.st_mode & 0o7777 == e.perm && (!root || (st.st_uid == e.uid && st.st_gid == e.gid)) {
                         stats.linked += 1;
                         return Ok(None);
@@ -242,6 +253,155 @@ pub(crate) fn place_as(
             }
             stats.symlinks += 1;
             Ok(None)
+        }
+    }
+}
+
+/// What [`place_missing`] did: counts, and the entries it could not place (for
+/// the careful per-entry path: a blob missing from the store, say).
+#[derive(Debug, Default)]
+pub struct Placed {
+    pub stats: BlitStats,
+    /// Entries placed, by index.
+    pub done: Vec<usize>,
+    /// Entries not placed, with why; their descendants are not placed either.
+    pub failed: Vec<(usize, String)>,
+}
+
+/// Creates every entry of `layout` marked in `missing` below the tree `top`,
+/// under its final name — a link to the final name is atomic already, so a
+/// missing file needs no temporary one — at blit speed: missing subtrees are
+/// split into runs made by one worker per core, each keeping its open
+/// directories on a stack, as the blit does. Entries that exist are never
+/// touched. The caller makes the result durable (`syncfs`).
+pub fn place_missing(layout: &Layout, store: &Store, top: BorrowedFd, missing: &[bool]) -> Placed {
+    let es = layout.entries();
+    let root = is_root();
+    // Runs of consecutive missing entries (depth-first order keeps a missing
+    // directory's contents right behind it), cut after at least `target`
+    // entries at an entry at most one level below the run's first, and wherever
+    // the entries climb above it. Runs are made level by level (the depth of
+    // their first entry): a run's first entry's parent exists, or was made by a
+    // run of an earlier level.
+    let total = missing.iter().filter(|&&m| m).count();
+    let target = total.div_ceil(crate::workers::count() * 4).max(256);
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < es.len() {
+        if !missing.get(i).copied().unwrap_or(false) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let base = es[i].depth();
+        i += 1;
+        while i < es.len() && missing.get(i).copied().unwrap_or(false) {
+            let d = es[i].depth();
+            // Climbing above the first entry starts a new run at a lower level;
+            // so a run's entries never sit above its first, and a cut entry's
+            // parent is the run's own or the first entry's.
+            if d < base || (i - start >= target && d <= base + 1) {
+                break;
+            }
+            i += 1;
+        }
+        runs.push((start, i));
+    }
+    // Shallower levels first; within a level, largest runs first.
+    runs.sort_by_key(|&(a, b)| (es[a].depth(), std::cmp::Reverse(b - a)));
+    let old_umask = nix::sys::stat::umask(Mode::empty());
+    let mut out = Placed::default();
+    let mut level_start = 0;
+    while level_start < runs.len() {
+        let depth = es[runs[level_start].0].depth();
+        let level_end = runs[level_start..]
+            .iter()
+            .position(|&(a, _)| es[a].depth() != depth)
+            .map_or(runs.len(), |k| level_start + k);
+        let level = &runs[level_start..level_end];
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Placed> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..crate::workers::count().min(level.len()).max(1))
+                .map(|_| {
+                    let next = &next;
+                    s.spawn(move || {
+                        let mut mine = Placed::default();
+                        let own = store.for_worker().ok();
+                        let store = own.as_ref().unwrap_or(store);
+                        while let Some(&(a, b)) = level.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                            place_run(es, a, b, store, top, root, &mut mine);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        });
+        for r in results {
+            out.stats.dirs += r.stats.dirs;
+            out.stats.linked += r.stats.linked;
+            out.stats.copied += r.stats.copied;
+            out.stats.empty += r.stats.empty;
+            out.stats.symlinks += r.stats.symlinks;
+            out.done.extend(r.done);
+            out.failed.extend(r.failed);
+        }
+        level_start = level_end;
+    }
+    nix::sys::stat::umask(old_umask);
+    out
+}
+
+/// Places `es[a..b]` (consecutive missing entries) below `top`, keeping the open
+/// directories of the path being made on a stack; a parent not on it is opened
+/// beneath `top` without following a symlink.
+fn place_run(es: &[LayoutEntry], a: usize, b: usize, store: &Store, top: BorrowedFd, root: bool, out: &mut Placed) {
+    // (path, fd, set-group-ID) of open directories, outermost first.
+    let mut stack: Vec<(&[u8], OwnedFd, bool)> = Vec::new();
+    // A directory that could not be made: its contents are skipped.
+    let mut failed_dir: Option<&[u8]> = None;
+    for (i, e) in es.iter().enumerate().take(b).skip(a) {
+        if let Some(f) = failed_dir {
+            if e.path.starts_with(f) && e.path.get(f.len()) == Some(&b'/') {
+                out.failed.push((i, "its directory could not be made".into()));
+                continue;
+            }
+            failed_dir = None;
+        }
+        let parent = e.parent();
+        while let Some((p, _, _)) = stack.last() {
+            if *p == parent {
+                break;
+            }
+            stack.pop();
+        }
+        if stack.is_empty() {
+            let opened = if parent.is_empty() { fsutil::dup(top) } else { fsutil::open_dir_beneath(top, parent) };
+            match opened.and_then(|fd| nix::sys::stat::fstat(fd.as_fd()).map(|st| (fd, st)).map_err(io_err)) {
+                Ok((fd, st)) => stack.push((parent, fd, st.st_mode & 0o2000 != 0)),
+                Err(err) => {
+                    out.failed.push((i, format!("cannot open its directory: {err}")));
+                    if matches!(e.data, EntryData::Dir) {
+                        failed_dir = Some(&e.path);
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some((_, dir, setgid)) = stack.last() else { continue };
+        let ctx = Ctx { root, umask_zero: true, parent_setgid: *setgid, check_size: true };
+        match place(e, dir.as_fd(), store, ctx, &mut out.stats) {
+            Ok(Some(fd)) => {
+                out.done.push(i);
+                stack.push((&e.path, fd, e.perm & 0o2000 != 0));
+            }
+            Ok(None) => out.done.push(i),
+            Err(err) => {
+                out.failed.push((i, err.to_string()));
+                if matches!(e.data, EntryData::Dir) {
+                    failed_dir = Some(&e.path);
+                }
+            }
         }
     }
 }

@@ -184,6 +184,45 @@ pub fn repair(
             by_entry.entry(i).or_default().push(d);
         }
     }
+    // Entries missing outright — a deleted file, a wiped directory, a wiped
+    // /usr — are made at blit speed under their final names (a link to the final
+    // name is atomic already); whatever that cannot place (a blob missing from
+    // the store) takes the careful path below. A full repair verifies every blob
+    // before it is linked, so it takes the careful path for all.
+    if !opts.full {
+        let mut mask = vec![false; es.len()];
+        let mut missing_dirs: Vec<&[u8]> = Vec::new();
+        for (i, e) in es.iter().enumerate() {
+            while let Some(d) = missing_dirs.last() {
+                if e.path.starts_with(d) && e.path.get(d.len()) == Some(&b'/') {
+                    break;
+                }
+                missing_dirs.pop();
+            }
+            let own = by_entry.get(&i).is_some_and(|ds| ds.iter().all(|d| d.class == Class::Missing));
+            if own || !missing_dirs.is_empty() {
+                mask[i] = true;
+                if matches!(e.data, EntryData::Dir) {
+                    missing_dirs.push(&e.path);
+                }
+            }
+        }
+        if mask.iter().any(|&m| m) {
+            crate::failpoint::hit("repair-place-missing");
+            let placed = blit::place_missing(&layout, &store, tree.as_fd(), &mask);
+            for i in placed.done {
+                match by_entry.remove(&i) {
+                    Some(ds) => report.fixed.extend(ds.into_iter().cloned()),
+                    None => report.fixed.push(Difference {
+                        class: Class::Missing,
+                        path: es[i].path_lossy(),
+                        detail: String::new(),
+                        entry: Some(i),
+                    }),
+                }
+            }
+        }
+    }
     for (i, ds) in by_entry {
         let rebuild = ds.iter().find(|d| !matches!(d.class, Class::WrongMode | Class::WrongOwner));
         let d = *rebuild.unwrap_or(&ds[0]);
