@@ -44,6 +44,7 @@ pub fn set_key(text: &str, key: &str, value: Option<&str>) -> String {
 /// cannot be read is an error, never treated as empty — that would lose the
 /// user's settings.
 pub fn set_on(esp: &mut dyn lifeboat_esp::Volume, key: &str, value: Option<&str>) -> crate::Result<bool> {
+    recover_esp(esp)?;
     let old = match esp.read("loader/loader.conf") {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(lifeboat_esp::Error::NotFound { .. }) => String::new(),
@@ -56,6 +57,18 @@ pub fn set_on(esp: &mut dyn lifeboat_esp::Volume, key: &str, value: Option<&str>
     esp.create_dir_all("loader")?;
     esp.replace("loader/loader.conf", &mut new.as_bytes())?;
     Ok(true)
+}
+
+/// Finishes or discards the replacements a crash interrupted in every ESP
+/// directory lifeboat writes (`loader/`, `loader/entries/`, `EFI/systemd/`,
+/// `EFI/BOOT/`), so a complete `.lbnew` of `loader.conf` or the loader takes its
+/// name before anything reads it. Returns what was done.
+pub fn recover_esp(esp: &mut dyn lifeboat_esp::Volume) -> crate::Result<Vec<String>> {
+    let mut done = Vec::new();
+    for d in ["loader", "loader/entries", "EFI/systemd", "EFI/BOOT"] {
+        done.extend(esp.recover(d)?);
+    }
+    Ok(done)
 }
 
 /// The value of `key`, if set.

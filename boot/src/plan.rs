@@ -119,6 +119,10 @@ pub struct Plan {
     sources: BTreeMap<String, Blob>,
     loader_conf: Option<String>,
     recover_dirs: Vec<String>,
+    /// The new files fit only after the old ones are gone: removals go first.
+    /// Otherwise copies and entries are written first and removals come last,
+    /// so every moment has the old entries or the new ones complete.
+    pub remove_first: bool,
 }
 
 impl Plan {
@@ -480,6 +484,7 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
                 sources: lay.files,
                 loader_conf,
                 recover_dirs,
+                remove_first: need > space.free,
             });
         }
         // Drop the oldest transaction that is not the active one.
@@ -487,12 +492,17 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
     }
 }
 
+/// A file's content; when a crash left only its complete `.lbnew` (the next
+/// apply renames it into place), that content — so no user line is lost.
 fn read_opt(v: &mut dyn Volume, path: &str) -> Result<Option<String>> {
-    match v.read(path) {
-        Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
-        Err(lifeboat_esp::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+    for p in [path.to_owned(), format!("{path}{}", lifeboat_esp::volume::NEW_SUFFIX)] {
+        match v.read(&p) {
+            Ok(b) => return Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            Err(lifeboat_esp::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
+    Ok(None)
 }
 
 /// What applying a plan did.
@@ -511,17 +521,15 @@ pub fn apply(plan: &Plan, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -
     for d in &plan.recover_dirs {
         done.recovered.extend(boot.recover(d)?);
     }
-    // Removals, then all copies (written, flushed, renamed: two flushes in all),
-    // then all entries the same way, then loader.conf.
-    let mut removed_any = false;
-    for s in &plan.steps {
-        if let Step::Remove { path, .. } = s {
-            boot.remove_if_exists(path)?;
-            removed_any = true;
-        }
+    let mut esp = esp;
+    if let Some(e) = esp.as_deref_mut() {
+        done.recovered.extend(crate::loaderconf::recover_esp(e)?);
     }
-    if removed_any {
-        boot.flush()?;
+    // Copies (written, flushed, renamed: three flushes in all), then entries the
+    // same way, then removals (entries before the files they name), then
+    // loader.conf; removals first only when the space is needed.
+    if plan.remove_first {
+        apply_removals(plan, boot)?;
     }
     let mut copies: Vec<(String, Box<dyn Read>)> = Vec::new();
     let mut expect = Vec::new();
@@ -555,6 +563,9 @@ pub fn apply(plan: &Plan, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -
         boot.create_dir_all("loader/entries")?;
         boot.replace_all(&mut entries)?;
     }
+    if !plan.remove_first {
+        apply_removals(plan, boot)?;
+    }
     if plan.steps.contains(&Step::LoaderConf) {
         let text = plan.loader_conf.as_deref().unwrap_or_default();
         let v: &mut dyn Volume = match esp {
@@ -568,6 +579,21 @@ pub fn apply(plan: &Plan, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -
     remove_empty_dirs(boot, &plan.recover_dirs)?;
     boot.flush()?;
     Ok(done)
+}
+
+/// The plan's removals (entries sorted before files), then a flush.
+fn apply_removals(plan: &Plan, boot: &mut dyn Volume) -> Result<()> {
+    let mut removed_any = false;
+    for s in &plan.steps {
+        if let Step::Remove { path, .. } = s {
+            boot.remove_if_exists(path)?;
+            removed_any = true;
+        }
+    }
+    if removed_any {
+        boot.flush()?;
+    }
+    Ok(())
 }
 
 fn remove_empty_dirs(boot: &mut dyn Volume, dirs: &[String]) -> Result<()> {

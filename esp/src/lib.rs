@@ -20,6 +20,7 @@ pub mod fat;
 mod fatraw;
 pub mod mem;
 pub mod mounted;
+pub mod record;
 pub mod target;
 pub mod volume;
 pub mod window;

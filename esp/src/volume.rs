@@ -119,15 +119,18 @@ pub trait Volume {
         let n = self.write_file(&tmp, data)?;
         self.flush()?;
         self.rename(&tmp, &new)?;
+        // The complete `.lbnew` is durable before the old file goes: a crash
+        // between the two never leaves only an incomplete `.lbtmp`.
+        self.flush()?;
         self.remove_if_exists(p)?;
         self.rename(&new, p)?;
         self.flush()?;
         Ok(n)
     }
 
-    /// [`Volume::replace`] for several files with two flushes in all instead of two
-    /// each: every `.lbtmp` is written, one flush, then each becomes `.lbnew` and
-    /// takes its final name, one flush.
+    /// [`Volume::replace`] for several files with three flushes in all instead of
+    /// three each: every `.lbtmp` is written, a flush; each becomes `.lbnew`, a
+    /// flush; each takes its final name, a flush.
     fn replace_all(&mut self, items: &mut [(String, Box<dyn Read + '_>)]) -> Result<Vec<u64>> {
         let mut sizes = Vec::with_capacity(items.len());
         for (path, data) in items.iter_mut() {
@@ -141,6 +144,7 @@ pub trait Volume {
             let p = path.trim_matches('/');
             self.rename(&format!("{p}{TMP_SUFFIX}"), &format!("{p}{NEW_SUFFIX}"))?;
         }
+        self.flush()?;
         for (path, _) in items.iter() {
             let p = path.trim_matches('/');
             self.remove_if_exists(p)?;

@@ -515,6 +515,9 @@ fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
         .ok_or_else(|| Error::WrongFile { path: src.clone(), expected: "a systemd-boot binary" })?;
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
     let esp = esp_vol(&mut t);
+    for r in lifeboat_boot::loaderconf::recover_esp(esp)? {
+        ctx.out.note(format!("finished an interrupted replacement: {r}"));
+    }
     let mut results = Vec::new();
     for dest in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"] {
         let found = match esp.read(dest) {
