@@ -111,6 +111,9 @@ def moss_stone(work, t, mkstone):
         shutil.rmtree(stage, ignore_errors=True)
         os.makedirs(stage)
         run("cp", "-al", t, os.path.join(stage, "usr"))
+        # moss writes each tree's os-release itself, through the hard link when a
+        # package ships one (a corrupt asset moss's own verify then reports).
+        os.unlink(os.path.join(stage, "usr/lib/os-release"))
         run(mkstone, stone, stage, "--name", "tree", "--version", "1.0", "--release", "1", "--summary", "bench tree",
             "--homepage", "https://example.invalid/", "--license", "MPL-2.0")
     return repo
@@ -205,9 +208,23 @@ def wipe(usr, half=False):
             os.unlink(p)
 
 
+def removed_tree(root):
+    """Transaction 1 active, transaction 2's tree removed: activating 2 blits it."""
+    if open(os.path.join(root, "usr/.stateID")).read().strip() != "1":
+        run(LB, "--root", root, "state", "activate", "1")
+    shutil.rmtree(os.path.join(root, ".moss/root/2"), ignore_errors=True)
+
+
 def bench_rebuild(work, t, root, orepo, n):
     out("")
     out("## rebuild a /usr from the store")
+    # A second transaction, so that activating one whose tree was removed is a blit.
+    if "2" not in run(LB, "--root", root, "state", "list").split():
+        t1 = os.path.join(work, "v1")
+        if not os.path.isdir(t1):
+            run(sys.executable, MKTREE, "--out", t1, "--entries", "250000", "--variant", "1", "--change", "1.5")
+        run(LB, "--root", root, "state", "commit", "--from", t1, "--summary", "v1")
+        run(LB, "--root", root, "state", "activate", "1")
     usr = os.path.join(root, "usr")
     ref = os.path.join(work, "ref-usr")
     if not os.path.isdir(ref):
@@ -225,6 +242,8 @@ def bench_rebuild(work, t, root, orepo, n):
         "ostree checkout -H of the same tree": (["ostree", "checkout", f"--repo={orepo}", "-H", "bench", odest],
                                                 clear(odest), [os.path.join(orepo, "objects")]),
         "lifeboat repair of a half-wiped /usr": ([LB, "--root", root, "repair"], lambda: wipe(usr, True), [store]),
+        "lifeboat state activate of a removed tree (the blit, then the swap)":
+            ([LB, "--root", root, "state", "activate", "2"], lambda: removed_tree(root), [store]),
     }
     times = rounds(c, n)
     for k, ts in times.items():
@@ -267,7 +286,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=os.environ.get("LIFEBOAT_BENCH_DIR", "/var/tmp/lifeboat-bench"))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="verify,repair,commit")
+    ap.add_argument("--only", default="verify,repair,commit", help="verify,peerverify,repair,commit")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     only = a.only.split(",")
@@ -278,6 +297,7 @@ def main():
     orepo = None
     if "verify" in only:
         bench_verify(a.work, t, root, a.rounds)
+    if "verify" in only or "peerverify" in only:
         _, orepo, _ = bench_peers_verify(a.work, t, moss, mkstone, a.rounds)
     if "repair" in only:
         if orepo is None:

@@ -13,6 +13,7 @@
 #include <sys/mount.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <errno.h>
 
 static void slurp(const char *path, char *buf, size_t n) {
     buf[0] = 0;
@@ -70,6 +71,28 @@ int main(void) {
     if (bf) { fprintf(bf, "%d\n", n); fclose(bf); }
     printf("LBTEST: booted tx=%s marker=%s boot=%d uptime=%s\n", tx, marker, n, up);
     fflush(stdout);
+    /* When the kernel handed over to the initrd's /init: the kernel log keeps
+     * every record, whatever the console's loglevel. */
+    int km = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+    if (km >= 0) {
+        char rec[1024];
+        ssize_t r;
+        while ((r = read(km, rec, sizeof rec - 1)) > 0 || (r < 0 && errno == EPIPE)) {
+            if (r <= 0) continue;
+            rec[r] = 0;
+            char *msg = strchr(rec, ';');
+            if (msg && strncmp(msg + 1, "Run /init as init process", 25) == 0) {
+                unsigned long long usec = 0;
+                char *f = strchr(rec, ',');
+                if (f) f = strchr(f + 1, ',');
+                if (f) usec = strtoull(f + 1, NULL, 10);
+                printf("LBTEST: initrd started at %llu.%06llu\n", usec / 1000000, usec % 1000000);
+                fflush(stdout);
+                break;
+            }
+        }
+        close(km);
+    }
     FILE *c = fopen("/etc/lbtest.conf", "r");
     char line[512], key[32];
     snprintf(key, sizeof key, "boot%d =", n);
