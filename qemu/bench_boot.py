@@ -81,9 +81,13 @@ def main():
             f.write(entry)
         lb("disk", "put", os.path.join(work, f"{name}.conf"), f"{img.disk}:esp:loader/entries/{name}.conf")
     img.write_root()
-    results = {t: [] for t in initrds}
+    # dracut --hostonly records the modules this build host's own kernel loads;
+    # its virtio disk driver is built in here, so the initrd cannot find the
+    # guest's disk: measured for size and build time, not booted.
+    booted = [t for t in initrds if t != "dracut --hostonly"]
+    results = {t: [] for t in booted}
     for n in range(a.boots + 1):
-        for tag in initrds:
+        for tag in booted:
             lb("--root", img.root, "--esp", img.disk, "boot", "set-default", names[tag])
             r = boot_once(img, work, tag, n)
             if n > 0:
@@ -95,8 +99,12 @@ def main():
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     med = lambda tag, i: statistics.median(r[i] for r in results[tag])
     for tag in initrds:
-        print(f"| {tag} | {os.path.getsize(initrds[tag]):,} B | {builds[tag]:.1f} s | {med(tag, 0):.2f} s | "
-              f"{med(tag, 1):.2f} s | {med(tag, 2):.3f} s |")
+        if tag in results:
+            print(f"| {tag} | {os.path.getsize(initrds[tag]):,} B | {builds[tag]:.1f} s | {med(tag, 0):.2f} s | "
+                  f"{med(tag, 1):.2f} s | {med(tag, 2):.3f} s |")
+        else:
+            print(f"| {tag} | {os.path.getsize(initrds[tag]):,} B | {builds[tag]:.1f} s | (does not find the guest's "
+                  f"disk: built from this host) | | |")
     lg, dg = med("lifeboat generic", 2), med("dracut generic", 2)
     print(f"\ninitrd phase: dracut generic / lifeboat generic = {dg / lg:.1f}x; raw: {results}")
 

@@ -134,15 +134,20 @@ pub fn decode(bytes: &[u8]) -> Result<StateIndex, IndexFileError> {
     if actual != stored {
         return Err(IndexFileError::Checksum { stored, actual });
     }
-    // Streamed, not pre-allocated from the header: memory follows what the
-    // payload really holds, up to the length the header claims (and MAX_RAW).
-    let mut raw = Vec::with_capacity((payload.len() * 4).min(raw_len as usize));
-    {
+    // A plausible length (zstd rarely does better than 32:1 on an index) is
+    // decompressed in one call into a buffer of exactly that size; an
+    // implausible one is streamed, so memory follows what the payload really
+    // holds and never what a hostile header claims.
+    let raw = if raw_len <= (payload.len() as u64).saturating_mul(32) {
+        zstd::bulk::decompress(payload, raw_len as usize).map_err(|e| IndexFileError::Decompress(e.to_string()))?
+    } else {
         use std::io::Read;
+        let mut raw = Vec::new();
         let dec =
             zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| IndexFileError::Decompress(e.to_string()))?;
         dec.take(raw_len + 1).read_to_end(&mut raw).map_err(|e| IndexFileError::Decompress(e.to_string()))?;
-    }
+        raw
+    };
     if raw.len() as u64 != raw_len {
         return Err(IndexFileError::Decompress(format!("{} bytes, the header says {raw_len}", raw.len())));
     }
