@@ -167,29 +167,9 @@ def bench_verify(work, root):
     listing = os.path.join(work, "files.txt")
     with open(listing, "w") as f:
         f.write("\0".join(files))
-    # Hot cache for all: one unmeasured run of each first; then rounds that run
-    # each contender once, so a slow spell of the machine hits all of them alike.
-    contenders = {"lifeboat": [LB, "--root", root, "verify", "--full", "--store"]}
-    if static:
-        contenders["lifeboat (static musl)"] = [LB_STATIC, "--root", root, "verify", "--full", "--store"]
-    contenders["xxhsum"] = ["sh", "-c", f"xargs -0 -n 5000 xxhsum -q -H2 < {listing} > /dev/null 2>&1"]
-    times = {k: [] for k in contenders}
-    for rnd in range(6):
-        for k, cmd in contenders.items():
-            os.sync()
-            t = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            if rnd > 0:
-                times[k].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    t_x = med["xxhsum"]
-    for k in contenders:
-        if k == "xxhsum":
-            continue
-        out(f"- `verify --full --store`, {k}: {len(files):,} files, {total / 1e9:.2f} GB in **{med[k]:.2f} s** "
-            f"({total / med[k] / 1e6:.0f} MB/s; each inode is read once) vs `xxhsum -H2` over the same files "
-            f"{t_x:.2f} s ({total / t_x / 1e6:.0f} MB/s), medians of 5 interleaved rounds, hot cache: "
-            f"**{t_x / med[k]:.1f}x** its throughput")
+    # Against xxhsum and the other peers, same files, whole process: bench/peers.py.
+    t_full, _ = timed(LB, "--root", root, "verify", "--full", "--store", n=3)
+    out(f"- `verify --full --store` ({len(files):,} files, {total / 1e9:.2f} GB): median **{t_full:.2f} s** of 3")
     # The floor: the same syscalls per blob, in C, with nothing else around them.
     floor_c = os.path.join(HERE, "blob_floor.c")
     floor_bin = os.path.join(work, "blob_floor")
@@ -237,8 +217,11 @@ def blit_vs_cpal(root, old_id, new_id, cp_src, cp_dst, n=3):
     for _ in range(n):
         shutil.rmtree(os.path.join(root, f".moss/root/{old_id}"), ignore_errors=True)
         os.sync()
-        j = json.loads(run(LB, "--root", root, "--json", "state", "activate", str(old_id)))
-        blits.append(j["blit_us"] / 1e6)
+        # The whole process, as cp -al is timed (not lifeboat's inner blit timer).
+        os.sync()
+        t = time.perf_counter()
+        run(LB, "--root", root, "state", "activate", str(old_id))
+        blits.append(time.perf_counter() - t)
         run(LB, "--root", root, "state", "activate", str(new_id))
         shutil.rmtree(cp_dst, ignore_errors=True)
         os.sync()
