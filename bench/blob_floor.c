@@ -28,6 +28,21 @@ struct share {
     long from, to, failed;
 };
 
+/* Open, fstat, read (up to the buffer) and close one file below dir; 0 on success. */
+static int touch(int dir, const char *rel, char *buf, size_t cap)
+{
+    int fd = openat(dir, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOATIME | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    size_t want = cap;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size < want)
+        want = (size_t)st.st_size + 1;
+    int r = read(fd, buf, want) < 0 ? -1 : 0;
+    close(fd);
+    return r;
+}
+
 static void *walk(void *arg)
 {
     struct share *s = arg;
@@ -41,18 +56,8 @@ static void *walk(void *arg)
         if (strlen(p) < 4 || p[2] != '/') {
             /* Not a store path: a tree's file, opened by its whole relative path
              * (what any per-file tool pays). */
-            int fd = openat(sfd, p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOATIME | O_CLOEXEC);
-            if (fd < 0) {
+            if (touch(sfd, p, buf, sizeof buf) < 0)
                 s->failed++;
-                continue;
-            }
-            struct stat st;
-            size_t want = sizeof buf;
-            if (fstat(fd, &st) == 0 && (size_t)st.st_size < want)
-                want = (size_t)st.st_size + 1;
-            if (read(fd, buf, want) < 0)
-                s->failed++;
-            close(fd);
             continue;
         }
         if (top < 0 || memcmp(key, p, 2) != 0) {
@@ -62,18 +67,8 @@ static void *walk(void *arg)
             key[1] = p[1];
             top = openat(sfd, key, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         }
-        int fd = openat(top, p + 3, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOATIME | O_CLOEXEC);
-        if (fd < 0) {
+        if (touch(top, p + 3, buf, sizeof buf) < 0)
             s->failed++;
-            continue;
-        }
-        struct stat st;
-        size_t want = sizeof buf;
-        if (fstat(fd, &st) == 0 && (size_t)st.st_size < want)
-            want = (size_t)st.st_size + 1;
-        if (read(fd, buf, want) < 0)
-            s->failed++;
-        close(fd);
     }
     return NULL;
 }

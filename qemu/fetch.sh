@@ -7,34 +7,26 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${LIFEBOAT_QEMU_CACHE:-$here/cache}
 mkdir -p "$cache"
 cd "$cache"
-if [ ! -f kernel/.done ]; then
-  resolve() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
+# fetch_kernel METAPACKAGE DIR: the kernel package the metapackage depends on,
+# unpacked into DIR with depmod run (the package ships no modules.dep).
+fetch_kernel() {
+  local meta=$1 dir=$2 pkg
+  [ -f "$dir/.done" ] && return 0
+  resolve() { apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
   pkg=$(resolve)
   if [ -z "$pkg" ]; then apt-get update -q >/dev/null; pkg=$(resolve); fi
-  [ -n "$pkg" ] || { echo "fetch: cannot resolve linux-image-cloud-amd64 (run apt-get update)" >&2; exit 1; }
-  rm -rf kernel dl && mkdir -p dl kernel
+  [ -n "$pkg" ] || { echo "fetch: cannot resolve $meta (run apt-get update)" >&2; exit 1; }
+  rm -rf "$dir" dl && mkdir -p dl "$dir"
   (cd dl && apt-get download -q "$pkg" >/dev/null 2>&1) || { echo "fetch: apt-get download $pkg failed" >&2; exit 1; }
-  dpkg-deb -x dl/*.deb kernel
+  dpkg-deb -x dl/*.deb "$dir"
   rm -rf dl
-  kv=$(ls kernel/lib/modules | head -n1)
-  # The package ships no modules.dep (depmod runs at install time).
-  depmod -b "$PWD/kernel" "$kv"
-  touch kernel/.done
-fi
-# Debian's generic kernel: every storage and filesystem driver is a module.
-if [ ! -f generic/.done ]; then
-  gresolve() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
-  gpkg=$(gresolve)
-  if [ -z "$gpkg" ]; then apt-get update -q >/dev/null; gpkg=$(gresolve); fi
-  [ -n "$gpkg" ] || { echo "fetch: cannot resolve linux-image-amd64 (run apt-get update)" >&2; exit 1; }
-  rm -rf generic gdl && mkdir -p gdl generic
-  (cd gdl && apt-get download -q "$gpkg" >/dev/null 2>&1) || { echo "fetch: apt-get download $gpkg failed" >&2; exit 1; }
-  dpkg-deb -x gdl/*.deb generic
-  rm -rf gdl
-  gkv=$(ls generic/lib/modules | head -n1)
-  depmod -b "$PWD/generic" "$gkv"
-  touch generic/.done
-fi
+  depmod -b "$PWD/$dir" "$(ls "$dir/lib/modules" | head -n1)"
+  touch "$dir/.done"
+}
+# Debian's cloud kernel (NVMe and ext4 built in) and its generic one (every
+# storage and filesystem driver a module).
+fetch_kernel linux-image-cloud-amd64 kernel
+fetch_kernel linux-image-amd64 generic
 gvmlinuz=$(ls generic/boot/vmlinuz-* | head -n1)
 echo "${gvmlinuz##*/vmlinuz-}" > generic-kver
 vmlinuz=$(ls kernel/boot/vmlinuz-* | head -n1)

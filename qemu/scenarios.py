@@ -26,6 +26,17 @@ def booted(vm, timeout=150):
     return int(m.group(1))
 
 
+def pick_third_entry(vm, shown, what):
+    """Waits for the systemd-boot menu (`shown` on screen), then Down, Down, Enter:
+    the third entry, newest first."""
+    vm.expect(shown, 90)
+    say(f"systemd-boot menu is up; pressing Down, Down, Enter to pick {what}")
+    time.sleep(1)
+    for key in ("\x1b[B", "\x1b[B", "\r"):
+        vm.send(key)
+        time.sleep(0.5)
+
+
 def finish_ok(vm):
     code = vm.wait_exit(60)
     if code != q.GUEST_EXIT_OK:
@@ -62,14 +73,7 @@ def b_menu_rollback(work):
     img.write_root()
     vars_ = f"{work}/vars.fd"
     vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
-    vm.expect(r"transaction 1 \(", 90)
-    say("systemd-boot menu is up; pressing Down, Down, Enter to pick transaction 1")
-    time.sleep(1)
-    vm.send("\x1b[B")
-    time.sleep(0.5)
-    vm.send("\x1b[B")
-    time.sleep(0.5)
-    vm.send("\r")
+    pick_third_entry(vm, r"transaction 1 \(", "transaction 1")
     m = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 120)
     say(f"PID 1: rolling back /usr: transaction {m.group(1)} -> {m.group(2)}")
     tx = booted(vm)
@@ -418,14 +422,7 @@ def m_moss_root(work):
     img.write_root()
     vars_ = f"{work}/vars.fd"
     vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
-    vm.expect(r"state 1: ", 90)
-    say("systemd-boot menu is up; pressing Down, Down, Enter to pick moss state 1")
-    time.sleep(1)
-    vm.send("\x1b[B")
-    time.sleep(0.5)
-    vm.send("\x1b[B")
-    time.sleep(0.5)
-    vm.send("\r")
+    pick_third_entry(vm, r"state 1: ", "moss state 1")
     m = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 120)
     say(f"PID 1 (no SQLite, moss's swap): rolling back /usr: state {m.group(1)} -> {m.group(2)}")
     tx = booted(vm)
