@@ -147,6 +147,24 @@ impl FatVolume {
         }
     }
 
+    /// Claims the free clusters a power cut left in the chains of the
+    /// directories down to `dirs` (see [`crate::fatraw::claim_dir_chains`]), so
+    /// a write into them cannot be given a directory's own cluster.
+    fn claim_dirs(&mut self, dirs: &[&str]) -> Result<()> {
+        if self.fs.is_none() {
+            return Ok(());
+        }
+        self.guard.store(self.budget, Ordering::Relaxed);
+        let r = crate::fatraw::claim_dir_chains(&mut self.raw, dirs).and_then(|n| {
+            if n > 0 {
+                self.raw.write_pending()?;
+            }
+            Ok(n)
+        });
+        self.guard.store(u64::MAX, Ordering::Relaxed);
+        r.map(|_| ()).map_err(|e| Error::Fat { volume: self.name.clone(), why: format!("{}: {e}", dirs.join("/")) })
+    }
+
     /// Writes the FSInfo and clears the dirty flag.
     pub fn close(mut self) -> Result<()> {
         self.unmount()
@@ -247,6 +265,7 @@ impl Volume for FatVolume {
 
     fn create_dir_all(&mut self, path: &str) -> Result<()> {
         let comps: Vec<String> = components(path)?.into_iter().map(str::to_owned).collect();
+        self.claim_dirs(&comps.iter().map(String::as_str).collect::<Vec<_>>())?;
         for i in 0..comps.len() {
             let sub = comps[..=i].join("/");
             let created = self.with(&sub.clone(), |fs| match fs.root_dir().open_dir(&sub) {
@@ -267,6 +286,8 @@ impl Volume for FatVolume {
 
     fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
         let p = norm(path)?;
+        let comps = components(&p)?;
+        self.claim_dirs(&comps[..comps.len().saturating_sub(1)])?;
         self.with(&p.clone(), |fs| {
             let mut f = fs.root_dir().create_file(&p)?;
             f.truncate()?;

@@ -29,6 +29,9 @@ pub struct Geometry {
     pub clusters: u32,
     pub root_cluster: u32,
     pub kind: Kind,
+    /// Number of FAT copies and the bytes of each.
+    pub fats: u64,
+    pub fat_bytes: u64,
 }
 
 fn bad(why: &str) -> io::Error {
@@ -78,6 +81,8 @@ impl Geometry {
             clusters: clusters as u32,
             root_cluster: if kind == Kind::Fat32 { u32at(44) as u32 } else { 0 },
             kind,
+            fats,
+            fat_bytes: fat_size * bps,
         })
     }
 
@@ -129,6 +134,92 @@ impl Geometry {
             return Err(bad("cluster chain points outside the volume"));
         }
         Ok(Some(v))
+    }
+
+    /// The raw FAT entry of cluster `c` in the first FAT (0 is free).
+    fn raw_entry(&self, w: &mut Window, c: u32) -> io::Result<u32> {
+        Ok(match self.kind {
+            Kind::Fat32 => {
+                let mut e = [0u8; 4];
+                read_at(w, self.fat_start + c as u64 * 4, &mut e)?;
+                u32::from_le_bytes(e) & 0x0FFF_FFFF
+            }
+            Kind::Fat16 => {
+                let mut e = [0u8; 2];
+                read_at(w, self.fat_start + c as u64 * 2, &mut e)?;
+                u16::from_le_bytes(e) as u32
+            }
+            Kind::Fat12 => {
+                let mut e = [0u8; 2];
+                read_at(w, self.fat_start + c as u64 + c as u64 / 2, &mut e)?;
+                let v = u16::from_le_bytes(e) as u32;
+                if c % 2 == 1 {
+                    v >> 4
+                } else {
+                    v & 0xFFF
+                }
+            }
+        })
+    }
+
+    /// Marks cluster `c` as the end of its chain in every FAT copy.
+    fn set_end(&self, w: &mut Window, c: u32) -> io::Result<()> {
+        for k in 0..self.fats {
+            let base = self.fat_start + k * self.fat_bytes;
+            match self.kind {
+                Kind::Fat32 => {
+                    let at = base + c as u64 * 4;
+                    let mut e = [0u8; 4];
+                    read_at(w, at, &mut e)?;
+                    // The top four bits are reserved: kept as they are.
+                    let v = (u32::from_le_bytes(e) & 0xF000_0000) | 0x0FFF_FFFF;
+                    w.seek(SeekFrom::Start(at))?;
+                    w.write_all(&v.to_le_bytes())?;
+                }
+                Kind::Fat16 => {
+                    w.seek(SeekFrom::Start(base + c as u64 * 2))?;
+                    w.write_all(&0xFFFFu16.to_le_bytes())?;
+                }
+                Kind::Fat12 => {
+                    let at = base + c as u64 + c as u64 / 2;
+                    let mut e = [0u8; 2];
+                    read_at(w, at, &mut e)?;
+                    let v = u16::from_le_bytes(e);
+                    let v = if c % 2 == 1 { (v & 0x000F) | 0xFFF0 } else { (v & 0xF000) | 0x0FFF };
+                    w.seek(SeekFrom::Start(at))?;
+                    w.write_all(&v.to_le_bytes())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks the chain from `first`; where the FAT says a cluster of it is free
+    /// (a crash wrote the directory entry or the link but not the allocation),
+    /// makes that cluster the chain's end, as fsck.fat does ("Contains a free
+    /// cluster. Assuming EOF."). Returns whether it changed anything.
+    fn claim_chain(&self, w: &mut Window, first: u32) -> io::Result<bool> {
+        if !self.valid(first) {
+            return Ok(false);
+        }
+        let eoc = match self.kind {
+            Kind::Fat12 => 0xFF8,
+            Kind::Fat16 => 0xFFF8,
+            Kind::Fat32 => 0x0FFF_FFF8,
+        };
+        let mut c = first;
+        for _ in 0..=self.clusters {
+            let v = self.raw_entry(w, c)?;
+            if v == 0 {
+                self.set_end(w, c)?;
+                return Ok(true);
+            }
+            if v >= eoc || !self.valid(v) {
+                return Ok(false);
+            }
+            c = v;
+        }
+        Ok(false)
     }
 
     /// The clusters of a chain, refusing loops.
@@ -216,6 +307,32 @@ impl Geometry {
         }
         Ok(Some(c))
     }
+}
+
+/// Before lifeboat writes into the directory at `path`: every directory from the
+/// root down to it whose cluster chain runs into a cluster the FAT calls free —
+/// what a power cut between writing a directory and writing its allocation leaves
+/// — gets that cluster claimed as the chain's end. Otherwise the next allocation
+/// could hand the directory's own cluster to a new file and overwrite the
+/// directory. Returns how many clusters were claimed; stops quietly at the first
+/// component that does not exist.
+pub fn claim_dir_chains(w: &mut Window, path: &[&str]) -> io::Result<usize> {
+    let g = Geometry::read(w)?;
+    let mut claimed = 0;
+    let mut c = g.root_cluster;
+    if c != 0 && g.claim_chain(w, c)? {
+        claimed += 1;
+    }
+    for name in path {
+        match g.lookup(w, c, name)? {
+            Some((n, true)) => c = n,
+            _ => return Ok(claimed),
+        }
+        if g.claim_chain(w, c)? {
+            claimed += 1;
+        }
+    }
+    Ok(claimed)
 }
 
 /// Puts `.` and `..` in the first two slots of the directory at `path` (which
