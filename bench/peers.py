@@ -208,6 +208,20 @@ def wipe(usr, half=False):
             os.unlink(p)
 
 
+def half_names(usr):
+    """The top-level names `wipe(usr, half=True)` removes."""
+    return [e for e in sorted(os.listdir(usr))[::2] if e != ".stateID"]
+
+
+def scatter(root, usr, n=1000):
+    """Removes n regular files spread evenly over the active transaction's tree."""
+    tx = open(os.path.join(usr, ".stateID")).read().strip()
+    lines = run(LB, "--root", root, "state", "show", tx, "--files").splitlines()
+    files = [l.split("\t")[5] for l in lines if l.startswith("f\t") and l.split("\t")[3] != "0"]
+    for p in files[:: max(1, len(files) // n)][:n]:
+        os.unlink(os.path.join(usr, p))
+
+
 def removed_tree(root):
     """Transaction 1 active, transaction 2's tree removed: activating 2 blits it."""
     if open(os.path.join(root, "usr/.stateID")).read().strip() != "1":
@@ -236,12 +250,21 @@ def bench_rebuild(work, t, root, orepo, n):
     def clear(p):
         return lambda: shutil.rmtree(p, ignore_errors=True)
 
+    def half_dest():
+        shutil.rmtree(hdest, ignore_errors=True)
+        os.mkdir(hdest)
+
+    hdest = os.path.join(work, "cpal-half-dest")
     c = {
         "lifeboat repair of a wiped /usr": ([LB, "--root", root, "repair"], lambda: wipe(usr), [store]),
         "cp -al of the same tree": (["cp", "-al", ref, dest], clear(dest), [store]),
         "ostree checkout -H of the same tree": (["ostree", "checkout", f"--repo={orepo}", "-H", "bench", odest],
                                                 clear(odest), [os.path.join(orepo, "objects")]),
         "lifeboat repair of a half-wiped /usr": ([LB, "--root", root, "repair"], lambda: wipe(usr, True), [store]),
+        "cp -al of the half the wipe removed": (["cp", "-al", *[os.path.join(ref, e) for e in half_names(ref)], hdest],
+                                                half_dest, [store]),
+        "lifeboat repair of 1,000 scattered missing files": ([LB, "--root", root, "repair"],
+                                                             lambda: scatter(root, usr), [store]),
         "lifeboat state activate of a removed tree (the blit, then the swap)":
             ([LB, "--root", root, "state", "activate", "2"], lambda: removed_tree(root), [store]),
     }

@@ -317,6 +317,7 @@ fn every_crash_image_of_every_esp_operation() {
     let mut report: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut failures: Vec<String> = Vec::new();
     let mut fsck_failures: Vec<String> = Vec::new();
+    let mut after_fsck_failures: Vec<String> = Vec::new();
     for case in cases() {
         let disk = Arc::new(RecordingDisk::new(image.clone()));
         {
@@ -370,8 +371,9 @@ fn every_crash_image_of_every_esp_operation() {
             if invariants(&mut v2, (case.active.1, case.active.1)).is_ok() {
                 t.next_run += 1;
             }
-            if fsck_clean(&s, &buf).is_ok() {
-                t.next_fsck += 1;
+            match fsck_clean(&s, &buf) {
+                Ok(()) => t.next_fsck += 1,
+                Err(out) => after_fsck_failures.push(format!("{} {cut:?}: after the next run, fsck.fat:\n{out}", case.name)),
             }
         }
     }
@@ -381,6 +383,10 @@ fn every_crash_image_of_every_esp_operation() {
     }
     for f in failures.iter().take(10).chain(fsck_failures.iter().take(4)) {
         eprintln!("{f}");
+    }
+    if let Some(p) = std::env::var_os("LIFEBOAT_CRASH_FSCK_LOG") {
+        let all: Vec<&String> = fsck_failures.iter().chain(&after_fsck_failures).collect();
+        fs::write(p, all.iter().map(|s| format!("{s}\n----\n")).collect::<String>()).unwrap();
     }
     // What holds for every image: the old or the new active transaction boots
     // with intact files, nothing foreign or of the user's is lost, and the next
