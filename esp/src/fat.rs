@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use fatfs::{FileSystem, FsOptions};
 
+use crate::fatcheck::Reconciled;
 use crate::volume::{components, DirEntry, Space, Volume};
 use crate::window::Window;
 use crate::{Error, Result};
@@ -26,6 +27,8 @@ pub struct FatVolume {
     /// A second handle on the partition (same cache) for raw fix-ups.
     raw: Window,
     fat_type: &'static str,
+    /// What reconciliation at open repaired (writable volumes only).
+    reconciled: Reconciled,
 }
 
 const MIN_FAT32_CLUSTERS: u64 = 65525 + 1024;
@@ -95,13 +98,34 @@ fn check_boot_sector(w: &mut Window) -> std::result::Result<(), String> {
 }
 
 impl FatVolume {
-    /// Opens the FAT volume in `w`; `name` is used in messages.
+    /// Opens the FAT volume in `w`; `name` is used in messages. A writable
+    /// volume is first reconciled ([`crate::fatcheck`]): what a power cut left
+    /// half-done is made consistent before `fatfs` allocates from it.
     pub fn open(mut w: Window, name: &str) -> Result<Self> {
         check_boot_sector(&mut w).map_err(|why| Error::Fat { volume: name.to_owned(), why })?;
         let guard = w.guard();
-        let raw = w.share();
+        let mut raw = w.share();
         let (_, _, len) = w.backing();
         let budget = len.saturating_mul(3).saturating_add(64 << 20);
+        guard.store(budget, Ordering::Relaxed);
+        let reconciled = if w.is_writable() {
+            let r = catch_unwind(AssertUnwindSafe(|| crate::fatcheck::reconcile(&mut raw)))
+                .unwrap_or_else(|_| Err(io::Error::other("malformed volume")));
+            match r {
+                Ok(r) => r,
+                // A volume fatcheck cannot read is for fatfs to refuse or not,
+                // as before; a write that failed is an error of its own.
+                Err(e) if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Reconciled { anomalies: vec![format!("not checked: {e}")], ..Default::default() }
+                }
+                Err(e) => {
+                    guard.store(u64::MAX, Ordering::Relaxed);
+                    return Err(fat_err(name, e));
+                }
+            }
+        } else {
+            Reconciled::default()
+        };
         guard.store(budget, Ordering::Relaxed);
         let opts = FsOptions::new().update_accessed_date(false).time_provider(&crate::clock::CLOCK);
         let fs = catch_unwind(AssertUnwindSafe(|| FileSystem::new(w, opts)))
@@ -113,7 +137,12 @@ impl FatVolume {
             fatfs::FatType::Fat16 => "FAT16",
             fatfs::FatType::Fat32 => "FAT32",
         };
-        Ok(FatVolume { fs: Some(fs), name: name.to_owned(), guard, budget, raw, fat_type })
+        Ok(FatVolume { fs: Some(fs), name: name.to_owned(), guard, budget, raw, fat_type, reconciled })
+    }
+
+    /// What reconciliation repaired when the volume was opened.
+    pub fn reconciled(&self) -> &Reconciled {
+        &self.reconciled
     }
 
     pub fn fat_type(&self) -> &'static str {
@@ -145,24 +174,6 @@ impl FatVolume {
                 Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: the volume is malformed") })
             }
         }
-    }
-
-    /// Claims the free clusters a power cut left in the chains of the
-    /// directories down to `dirs` (see [`crate::fatraw::claim_dir_chains`]), so
-    /// a write into them cannot be given a directory's own cluster.
-    fn claim_dirs(&mut self, dirs: &[&str]) -> Result<()> {
-        if self.fs.is_none() {
-            return Ok(());
-        }
-        self.guard.store(self.budget, Ordering::Relaxed);
-        let r = crate::fatraw::claim_dir_chains(&mut self.raw, dirs).and_then(|n| {
-            if n > 0 {
-                self.raw.write_pending()?;
-            }
-            Ok(n)
-        });
-        self.guard.store(u64::MAX, Ordering::Relaxed);
-        r.map(|_| ()).map_err(|e| Error::Fat { volume: self.name.clone(), why: format!("{}: {e}", dirs.join("/")) })
     }
 
     /// Writes the FSInfo and clears the dirty flag.
@@ -265,7 +276,6 @@ impl Volume for FatVolume {
 
     fn create_dir_all(&mut self, path: &str) -> Result<()> {
         let comps: Vec<String> = components(path)?.into_iter().map(str::to_owned).collect();
-        self.claim_dirs(&comps.iter().map(String::as_str).collect::<Vec<_>>())?;
         for i in 0..comps.len() {
             let sub = comps[..=i].join("/");
             let created = self.with(&sub.clone(), |fs| match fs.root_dir().open_dir(&sub) {
@@ -286,8 +296,6 @@ impl Volume for FatVolume {
 
     fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
         let p = norm(path)?;
-        let comps = components(&p)?;
-        self.claim_dirs(&comps[..comps.len().saturating_sub(1)])?;
         self.with(&p.clone(), |fs| {
             let mut f = fs.root_dir().create_file(&p)?;
             f.truncate()?;

@@ -4,7 +4,8 @@
 //! fsck.fat rejects ("Expected a valid '.' entry in this slot"). After `fatfs`
 //! creates a directory, [`fix_dot_entries`] moves `.` and `..` to the first two
 //! slots, drops the stray long-name entries, and points `..` of a child of the root
-//! at cluster 0, as the FAT specification asks.
+//! at cluster 0, as the FAT specification asks. The whole-volume check a crash
+//! calls for is [`crate::fatcheck`].
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -100,126 +101,17 @@ impl Geometry {
 
     /// The FAT entry of cluster `c`: `Some(next)` or `None` at the end of a chain.
     pub fn next(&self, w: &mut Window, c: u32) -> io::Result<Option<u32>> {
-        let v = match self.kind {
-            Kind::Fat32 => {
-                let mut e = [0u8; 4];
-                read_at(w, self.fat_start + c as u64 * 4, &mut e)?;
-                u32::from_le_bytes(e) & 0x0FFF_FFFF
-            }
-            Kind::Fat16 => {
-                let mut e = [0u8; 2];
-                read_at(w, self.fat_start + c as u64 * 2, &mut e)?;
-                u16::from_le_bytes(e) as u32
-            }
-            Kind::Fat12 => {
-                let mut e = [0u8; 2];
-                read_at(w, self.fat_start + c as u64 + c as u64 / 2, &mut e)?;
-                let v = u16::from_le_bytes(e) as u32;
-                if c % 2 == 1 {
-                    v >> 4
-                } else {
-                    v & 0xFFF
-                }
-            }
-        };
-        let eoc = match self.kind {
-            Kind::Fat12 => 0xFF8,
-            Kind::Fat16 => 0xFFF8,
-            Kind::Fat32 => 0x0FFF_FFF8,
-        };
-        if v >= eoc {
+        let (at, len) = crate::fatcheck::entry_bytes(self.kind, c);
+        let mut e = [0u8; 4];
+        read_at(w, self.fat_start + at as u64, &mut e[..len])?;
+        let v = crate::fatcheck::decode(self.kind, &e, c);
+        if v >= crate::fatcheck::end_mark(self.kind) {
             return Ok(None);
         }
         if !self.valid(v) {
             return Err(bad("cluster chain points outside the volume"));
         }
         Ok(Some(v))
-    }
-
-    /// The raw FAT entry of cluster `c` in the first FAT (0 is free).
-    fn raw_entry(&self, w: &mut Window, c: u32) -> io::Result<u32> {
-        Ok(match self.kind {
-            Kind::Fat32 => {
-                let mut e = [0u8; 4];
-                read_at(w, self.fat_start + c as u64 * 4, &mut e)?;
-                u32::from_le_bytes(e) & 0x0FFF_FFFF
-            }
-            Kind::Fat16 => {
-                let mut e = [0u8; 2];
-                read_at(w, self.fat_start + c as u64 * 2, &mut e)?;
-                u16::from_le_bytes(e) as u32
-            }
-            Kind::Fat12 => {
-                let mut e = [0u8; 2];
-                read_at(w, self.fat_start + c as u64 + c as u64 / 2, &mut e)?;
-                let v = u16::from_le_bytes(e) as u32;
-                if c % 2 == 1 {
-                    v >> 4
-                } else {
-                    v & 0xFFF
-                }
-            }
-        })
-    }
-
-    /// Marks cluster `c` as the end of its chain in every FAT copy.
-    fn set_end(&self, w: &mut Window, c: u32) -> io::Result<()> {
-        for k in 0..self.fats {
-            let base = self.fat_start + k * self.fat_bytes;
-            match self.kind {
-                Kind::Fat32 => {
-                    let at = base + c as u64 * 4;
-                    let mut e = [0u8; 4];
-                    read_at(w, at, &mut e)?;
-                    // The top four bits are reserved: kept as they are.
-                    let v = (u32::from_le_bytes(e) & 0xF000_0000) | 0x0FFF_FFFF;
-                    w.seek(SeekFrom::Start(at))?;
-                    w.write_all(&v.to_le_bytes())?;
-                }
-                Kind::Fat16 => {
-                    w.seek(SeekFrom::Start(base + c as u64 * 2))?;
-                    w.write_all(&0xFFFFu16.to_le_bytes())?;
-                }
-                Kind::Fat12 => {
-                    let at = base + c as u64 + c as u64 / 2;
-                    let mut e = [0u8; 2];
-                    read_at(w, at, &mut e)?;
-                    let v = u16::from_le_bytes(e);
-                    let v = if c % 2 == 1 { (v & 0x000F) | 0xFFF0 } else { (v & 0xF000) | 0x0FFF };
-                    w.seek(SeekFrom::Start(at))?;
-                    w.write_all(&v.to_le_bytes())?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Walks the chain from `first`; where the FAT says a cluster of it is free
-    /// (a crash wrote the directory entry or the link but not the allocation),
-    /// makes that cluster the chain's end, as fsck.fat does ("Contains a free
-    /// cluster. Assuming EOF."). Returns whether it changed anything.
-    fn claim_chain(&self, w: &mut Window, first: u32) -> io::Result<bool> {
-        if !self.valid(first) {
-            return Ok(false);
-        }
-        let eoc = match self.kind {
-            Kind::Fat12 => 0xFF8,
-            Kind::Fat16 => 0xFFF8,
-            Kind::Fat32 => 0x0FFF_FFF8,
-        };
-        let mut c = first;
-        for _ in 0..=self.clusters {
-            let v = self.raw_entry(w, c)?;
-            if v == 0 {
-                self.set_end(w, c)?;
-                return Ok(true);
-            }
-            if v >= eoc || !self.valid(v) {
-                return Ok(false);
-            }
-            c = v;
-        }
-        Ok(false)
     }
 
     /// The clusters of a chain, refusing loops.
@@ -248,9 +140,7 @@ impl Geometry {
     }
 
     fn first_cluster(&self, e: &[u8]) -> u32 {
-        let lo = u16::from_le_bytes([e[26], e[27]]) as u32;
-        let hi = if self.kind == Kind::Fat32 { u16::from_le_bytes([e[20], e[21]]) as u32 } else { 0 };
-        hi << 16 | lo
+        crate::fatcheck::first_cluster(self.kind, e)
     }
 
     /// Looks up `name` (case-insensitively, long or short name) in a directory;
@@ -309,32 +199,6 @@ impl Geometry {
     }
 }
 
-/// Before lifeboat writes into the directory at `path`: every directory from the
-/// root down to it whose cluster chain runs into a cluster the FAT calls free —
-/// what a power cut between writing a directory and writing its allocation leaves
-/// — gets that cluster claimed as the chain's end. Otherwise the next allocation
-/// could hand the directory's own cluster to a new file and overwrite the
-/// directory. Returns how many clusters were claimed; stops quietly at the first
-/// component that does not exist.
-pub fn claim_dir_chains(w: &mut Window, path: &[&str]) -> io::Result<usize> {
-    let g = Geometry::read(w)?;
-    let mut claimed = 0;
-    let mut c = g.root_cluster;
-    if c != 0 && g.claim_chain(w, c)? {
-        claimed += 1;
-    }
-    for name in path {
-        match g.lookup(w, c, name)? {
-            Some((n, true)) => c = n,
-            _ => return Ok(claimed),
-        }
-        if g.claim_chain(w, c)? {
-            claimed += 1;
-        }
-    }
-    Ok(claimed)
-}
-
 /// Puts `.` and `..` in the first two slots of the directory at `path` (which
 /// `fatfs` just created), as described in the module documentation.
 pub fn fix_dot_entries(w: &mut Window, path: &[&str]) -> io::Result<()> {
@@ -345,43 +209,15 @@ pub fn fix_dot_entries(w: &mut Window, path: &[&str]) -> io::Result<()> {
     if c == 0 || c == g.root_cluster {
         return Ok(());
     }
+    let parent = if path.len() <= 1 { 0 } else { g.dir_cluster(w, &path[..path.len() - 1])?.unwrap_or(0) };
     let at = g.cluster_offset(c);
-    let mut head = [0u8; 32 * 8];
-    let n = head.len().min(g.cluster_bytes() as usize);
-    read_at(w, at, &mut head[..n])?;
-    let mut dot = None;
-    let mut dotdot = None;
-    let mut last = 0;
-    for (i, e) in head[..n].chunks_exact(32).enumerate() {
-        if e[0] == 0 {
-            break;
-        }
-        if e[11] & 0x3F == 0x0F {
-            continue;
-        }
-        if &e[..11] == b".          " {
-            dot = Some(i);
-        } else if &e[..11] == b"..         " {
-            dotdot = Some(i);
-        } else {
-            break;
-        }
-        last = i;
+    let mut head = vec![0u8; g.cluster_bytes() as usize];
+    read_at(w, at, &mut head)?;
+    let before = head.clone();
+    crate::fatcheck::order_dots(g.kind, &mut head, c, parent).map_err(|why| bad(&format!("new directory: {why}")))?;
+    if head != before {
+        w.seek(SeekFrom::Start(at))?;
+        w.write_all(&head)?;
     }
-    let (Some(d), Some(dd)) = (dot, dotdot) else {
-        return Ok(());
-    };
-    if d == 0 && dd == 1 {
-        return Ok(());
-    }
-    let mut fixed = vec![0u8; (last + 1) * 32];
-    fixed[..32].copy_from_slice(&head[d * 32..d * 32 + 32]);
-    fixed[32..64].copy_from_slice(&head[dd * 32..dd * 32 + 32]);
-    if path.len() == 1 {
-        // `..` of a child of the root names cluster 0.
-        fixed[32 + 20..32 + 22].fill(0);
-        fixed[32 + 26..32 + 28].fill(0);
-    }
-    w.seek(SeekFrom::Start(at))?;
-    w.write_all(&fixed)
+    Ok(())
 }

@@ -118,12 +118,14 @@ pub fn open_target_with(
             let name = format!("{path}:{}", info.number);
             let fat = FatVolume::open(disk.window(&info), &name)?;
             let location = format!("{name} ({}, {}, PARTUUID {})", info.kind.as_str(), fat.fat_type(), info.part_guid);
+            let mut notes = disk.notes.clone();
+            notes.extend(repair_notes(&name, &fat));
             Ok(Target {
                 volume: Box::new(fat),
                 location,
                 disk: Some(p.to_owned()),
                 part_uuid: Some(info.part_guid.clone()),
-                notes: disk.notes.clone(),
+                notes,
             })
         }
         Err(gpt_err) => {
@@ -150,9 +152,15 @@ pub fn open_target_with(
                 e => e,
             })?;
             let location = format!("{path} ({})", fat.fat_type());
-            Ok(Target { volume: Box::new(fat), location, disk: None, part_uuid: None, notes: vec![] })
+            let notes = repair_notes(path, &fat);
+            Ok(Target { volume: Box::new(fat), location, disk: None, part_uuid: None, notes })
         }
     }
+}
+
+/// What opening the volume repaired, one note each, naming the volume.
+fn repair_notes(name: &str, fat: &FatVolume) -> Vec<String> {
+    fat.reconciled().describe().into_iter().map(|d| format!("{name}: checked at open: {d}")).collect()
 }
 
 #[cfg(test)]

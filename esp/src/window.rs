@@ -116,6 +116,10 @@ impl Window {
         self.len
     }
 
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -1,0 +1,386 @@
+//! Reconciliation of a damaged FAT volume at open ([`lifeboat_esp::fatcheck`]),
+//! judged by `fsck.fat -n` (strictly: exit status 0, dirty flag included) and by
+//! the files reading back. Each test makes one kind of damage a power cut leaves
+//! on a volume lifeboat populated — a directory on a cluster the FAT calls free,
+//! leaked clusters, a size that disagrees with its chain, FAT copies that differ,
+//! `.`/`..` out of place, an orphaned long name, the dirty flag — on FAT32 and on
+//! FAT16, and checks that opening the volume repairs it and a write afterwards
+//! keeps it whole. A volume with a cross-link gets only the safe claims.
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use lifeboat_esp::fat::{format, FatVolume};
+use lifeboat_esp::window::{MemBacking, Window};
+use lifeboat_esp::Volume;
+
+/// A FAT image (32 MiB is FAT32 with 512-byte clusters here; 16 MiB is FAT16)
+/// populated through lifeboat's own FAT backend.
+fn populated(mib: usize) -> Vec<u8> {
+    let mem = Arc::new(MemBacking(Mutex::new(vec![0u8; mib << 20])));
+    let len = (mib << 20) as u64;
+    format(Window::new(mem.clone(), 0, len, true), *b"LIFEBOAT   ", 0x1234_5678).unwrap();
+    {
+        let mut v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+        v.create_dir_all("EFI/Linux").unwrap();
+        v.create_dir_all("EFI/empty").unwrap();
+        v.create_dir_all("loader/entries").unwrap();
+        v.write_file("EFI/Linux/a.efi", &mut &pattern(5000, 1)[..]).unwrap();
+        v.write_file("big.bin", &mut &pattern(100_000, 2)[..]).unwrap();
+        v.write_file("loader/entries/x.conf", &mut &b"title x\nlinux /EFI/Linux/a.efi\n"[..]).unwrap();
+        v.close().unwrap();
+    }
+    let img = mem.0.lock().unwrap().clone();
+    img
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+/// What a test needs of the geometry.
+struct Geo {
+    bps: usize,
+    spc: usize,
+    fat_start: usize,
+    fats: usize,
+    fat_bytes: usize,
+    first_data: usize,
+    fat32: bool,
+}
+
+fn geo(img: &[u8]) -> Geo {
+    let u16at = |i: usize| u16::from_le_bytes([img[i], img[i + 1]]) as usize;
+    let u32at = |i: usize| u32::from_le_bytes([img[i], img[i + 1], img[i + 2], img[i + 3]]) as usize;
+    let bps = u16at(11);
+    let fat_size = if u16at(22) != 0 { u16at(22) } else { u32at(36) };
+    let fats = img[16] as usize;
+    let root_dir_bytes = (u16at(17) * 32).div_ceil(bps) * bps;
+    let fat_start = u16at(14) * bps;
+    Geo {
+        bps,
+        spc: img[13] as usize,
+        fat_start,
+        fats,
+        fat_bytes: fat_size * bps,
+        first_data: fat_start + fats * fat_size * bps + root_dir_bytes,
+        fat32: u16at(22) == 0,
+    }
+}
+
+impl Geo {
+    fn cluster(&self, c: usize) -> usize {
+        self.first_data + (c - 2) * self.bps * self.spc
+    }
+    fn get(&self, img: &[u8], copy: usize, c: usize) -> u32 {
+        let at = self.fat_start + copy * self.fat_bytes;
+        if self.fat32 {
+            u32::from_le_bytes(img[at + c * 4..at + c * 4 + 4].try_into().unwrap()) & 0x0FFF_FFFF
+        } else {
+            u16::from_le_bytes(img[at + c * 2..at + c * 2 + 2].try_into().unwrap()) as u32
+        }
+    }
+    fn set(&self, img: &mut [u8], copy: usize, c: usize, v: u32) {
+        let at = self.fat_start + copy * self.fat_bytes;
+        if self.fat32 {
+            img[at + c * 4..at + c * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        } else {
+            img[at + c * 2..at + c * 2 + 2].copy_from_slice(&(v as u16).to_le_bytes());
+        }
+    }
+    fn set_all(&self, img: &mut [u8], c: usize, v: u32) {
+        for k in 0..self.fats {
+            self.set(img, k, c, v);
+        }
+    }
+    fn eoc(&self) -> u32 {
+        if self.fat32 {
+            0x0FFF_FFFF
+        } else {
+            0xFFFF
+        }
+    }
+    fn free_clusters(&self, img: &[u8]) -> Vec<usize> {
+        let n = (img.len() - self.first_data) / (self.bps * self.spc);
+        (2..n + 2).filter(|&c| self.get(img, 0, c) == 0).collect()
+    }
+}
+
+/// The byte offset of the live short entry named `short` (11 bytes, 8.3 padded).
+fn entry(img: &[u8], short: &[u8; 11]) -> usize {
+    (0..img.len() / 32)
+        .map(|i| i * 32)
+        .find(|&o| &img[o..o + 11] == short && img[o + 11] & 0x3F != 0x0F)
+        .unwrap_or_else(|| panic!("no entry {:?}", String::from_utf8_lossy(short)))
+}
+
+fn start_of(img: &[u8], e: usize) -> usize {
+    (u16::from_le_bytes([img[e + 20], img[e + 21]]) as usize) << 16
+        | u16::from_le_bytes([img[e + 26], img[e + 27]]) as usize
+}
+
+/// `fsck.fat -n` on the image: Ok when it exits 0 and says nothing but its
+/// version and the summary line (it reports a wrong long-name checksum and
+/// still exits 0), or its report.
+fn fsck(img: &[u8]) -> Result<(), String> {
+    let s = Scratch::new("fatcheck");
+    let p = s.join("v.fat");
+    fs::write(&p, img).unwrap();
+    let o = Command::new("fsck.fat").arg("-n").arg(&p).output().expect("fsck.fat is missing (dosfstools)");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let quiet =
+        out.lines().filter(|l| !l.trim().is_empty()).all(|l| l.starts_with("fsck.fat ") || l.contains(" files, "));
+    if o.status.success() && quiet {
+        Ok(())
+    } else {
+        Err(out)
+    }
+}
+
+/// Opens the damaged image (which reconciles it), writes one new file, closes;
+/// returns the image, what was repaired, and the volume reopened for reading.
+fn open_and_write(img: Vec<u8>) -> (Vec<u8>, lifeboat_esp::fatcheck::Reconciled) {
+    let len = img.len() as u64;
+    let mem = Arc::new(MemBacking(Mutex::new(img)));
+    let rec;
+    {
+        let mut v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+        rec = v.reconciled().clone();
+        v.write_file("EFI/new.bin", &mut &pattern(20_000, 3)[..]).unwrap();
+        v.close().unwrap();
+    }
+    let img = mem.0.lock().unwrap().clone();
+    (img, rec)
+}
+
+fn read(img: &[u8], path: &str) -> Vec<u8> {
+    let len = img.len() as u64;
+    let mem = Arc::new(MemBacking(Mutex::new(img.to_vec())));
+    let mut v = FatVolume::open(Window::new(mem, 0, len, false), "r").unwrap();
+    v.read(path).unwrap()
+}
+
+fn list(img: &[u8], dir: &str) -> Vec<String> {
+    let len = img.len() as u64;
+    let mem = Arc::new(MemBacking(Mutex::new(img.to_vec())));
+    let mut v = FatVolume::open(Window::new(mem, 0, len, false), "r").unwrap();
+    let mut names: Vec<String> = v.list(dir).unwrap().into_iter().map(|e| e.name).collect();
+    names.sort();
+    names
+}
+
+/// The files every repaired volume must still hold.
+fn intact(img: &[u8]) {
+    assert_eq!(read(img, "EFI/Linux/a.efi"), pattern(5000, 1));
+    assert_eq!(read(img, "big.bin"), pattern(100_000, 2));
+    assert_eq!(read(img, "loader/entries/x.conf"), b"title x\nlinux /EFI/Linux/a.efi\n");
+    assert_eq!(read(img, "EFI/new.bin"), pattern(20_000, 3));
+}
+
+const SIZES: [usize; 2] = [32, 16];
+
+#[test]
+fn a_populated_volume_is_clean_and_opening_it_writes_nothing() {
+    for mib in SIZES {
+        let img = populated(mib);
+        fsck(&img).unwrap();
+        let len = img.len() as u64;
+        let mem = Arc::new(MemBacking(Mutex::new(img.clone())));
+        {
+            let v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+            assert!(!v.reconciled().changed(), "{:?}", v.reconciled());
+            assert!(v.reconciled().anomalies.is_empty());
+        }
+        assert!(*mem.0.lock().unwrap() == img, "opening a clean volume changed it");
+    }
+}
+
+#[test]
+fn a_directory_on_a_cluster_the_fat_calls_free_is_claimed_before_the_next_write() {
+    for mib in SIZES {
+        let mut img = populated(mib);
+        let g = geo(&img);
+        let c = start_of(&img, entry(&img, b"LINUX      "));
+        assert_ne!(g.get(&img, 0, c), 0);
+        g.set_all(&mut img, c, 0);
+        assert!(fsck(&img).is_err(), "the damage is visible to fsck.fat");
+        let (img, rec) = open_and_write(img);
+        assert_eq!(rec.claimed, 1, "{rec:?}");
+        assert_eq!(g.get(&img, 0, c), g.eoc());
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        intact(&img);
+        assert_eq!(list(&img, "EFI/Linux"), ["a.efi"]);
+    }
+}
+
+#[test]
+fn leaked_clusters_are_freed_and_the_free_count_rewritten() {
+    for mib in SIZES {
+        let mut img = populated(mib);
+        let g = geo(&img);
+        let free = g.free_clusters(&img);
+        // A chain of three and seven single clusters no entry reaches.
+        let leak: Vec<usize> = free.iter().rev().step_by(5).take(10).copied().collect();
+        g.set_all(&mut img, leak[0], leak[1] as u32);
+        g.set_all(&mut img, leak[1], leak[2] as u32);
+        for &c in &leak[2..] {
+            g.set_all(&mut img, c, g.eoc());
+        }
+        assert!(fsck(&img).is_err());
+        let (img, rec) = open_and_write(img);
+        assert_eq!(rec.freed, 10, "{rec:?}");
+        assert_eq!(rec.fsinfo_fixed, g.fat32, "{rec:?}");
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        intact(&img);
+    }
+}
+
+#[test]
+fn sizes_and_chains_are_made_to_agree_as_fsck_fat_does() {
+    for mib in SIZES {
+        let mut img = populated(mib);
+        let g = geo(&img);
+        let cb = g.bps * g.spc;
+        // big.bin: one more cluster allocated past its size (a crash while
+        // growing it), and its last cluster's link pointing at a free cluster.
+        let big = entry(&img, b"BIG     BIN");
+        let mut chain = vec![start_of(&img, big)];
+        while g.get(&img, 0, *chain.last().unwrap()) < g.eoc() - 7 {
+            chain.push(g.get(&img, 0, *chain.last().unwrap()) as usize);
+        }
+        assert_eq!(chain.len(), 100_000usize.div_ceil(cb));
+        let spare = g.free_clusters(&img)[100];
+        g.set_all(&mut img, *chain.last().unwrap(), spare as u32);
+        g.set_all(&mut img, spare, g.eoc());
+        // x.conf: a size beyond its one cluster.
+        let x = entry(&img, b"X~1     CON");
+        img[x + 28..x + 32].copy_from_slice(&((cb * 3) as u32).to_le_bytes());
+        assert!(fsck(&img).is_err());
+        let (img, rec) = open_and_write(img);
+        assert_eq!(rec.entries_fixed, 1, "{rec:?}");
+        assert_eq!(rec.freed, 1, "{rec:?}");
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        assert_eq!(read(&img, "big.bin"), pattern(100_000, 2));
+        // fsck.fat's rule: the size is cut to the chain, the data kept.
+        let mut want = b"title x\nlinux /EFI/Linux/a.efi\n".to_vec();
+        want.resize(cb, 0);
+        assert_eq!(read(&img, "loader/entries/x.conf")[..want.len()], want[..]);
+        assert_eq!(read(&img, "loader/entries/x.conf").len(), cb);
+    }
+}
+
+#[test]
+fn fat_copies_that_differ_are_made_equal_to_the_first() {
+    for mib in SIZES {
+        let mut img = populated(mib);
+        let g = geo(&img);
+        let c = g.free_clusters(&img)[7];
+        g.set(&mut img, 1, c, g.eoc());
+        assert!(fsck(&img).is_err());
+        let (img, rec) = open_and_write(img);
+        assert_eq!(rec.fats_mirrored, 1, "{rec:?}");
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        let n = g.fat_bytes;
+        assert!(img[g.fat_start..g.fat_start + n] == img[g.fat_start + n..g.fat_start + 2 * n]);
+        intact(&img);
+    }
+}
+
+#[test]
+fn dot_entries_behind_long_name_slots_are_put_first() {
+    for mib in SIZES {
+        let mut img = populated(mib);
+        let g = geo(&img);
+        let c = start_of(&img, entry(&img, b"EMPTY      "));
+        let at = g.cluster(c);
+        // What fatfs writes for a new directory and a crash keeps: a long-name
+        // slot before `.` and another before `..`.
+        let (dot, dotdot) = (img[at..at + 32].to_vec(), img[at + 32..at + 64].to_vec());
+        let mut lfn = vec![0u8; 32];
+        lfn[0] = 0x41;
+        lfn[1] = b'.';
+        lfn[11] = 0x0F;
+        lfn[13] = 0x77;
+        img[at..at + 32].copy_from_slice(&lfn);
+        img[at + 32..at + 64].copy_from_slice(&dot);
+        img[at + 64..at + 96].copy_from_slice(&lfn);
+        img[at + 96..at + 128].copy_from_slice(&dotdot);
+        assert!(fsck(&img).is_err());
+        let (img, rec) = open_and_write(img);
+        assert_eq!(rec.dots_fixed, 1, "{rec:?}");
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        assert!(list(&img, "EFI/empty").is_empty());
+        intact(&img);
+    }
+}
+
+#[test]
+fn a_long_name_whose_checksum_does_not_match_is_deleted() {
+    for mib in SIZES {
+        let mut img = populated(mib);
+        let e = entry(&img, b"A       EFI");
+        // The long-name slot right before the entry: a crash that rewrote the
+        // short entry (a rename) but not its long name.
+        assert_eq!(img[e - 32 + 11], 0x0F);
+        img[e - 32 + 13] ^= 0x55;
+        assert!(fsck(&img).is_err());
+        let (img, rec) = open_and_write(img);
+        assert!(rec.slots_deleted >= 1, "{rec:?}");
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        // The file keeps its data under its short name.
+        assert_eq!(read(&img, "EFI/Linux/A.EFI"), pattern(5000, 1));
+    }
+}
+
+#[test]
+fn the_dirty_flag_of_an_interrupted_writer_is_cleared() {
+    for mib in SIZES {
+        let mut img = populated(mib);
+        let g = geo(&img);
+        let at = if g.fat32 { 0x41 } else { 0x25 };
+        img[at] |= 1;
+        assert!(fsck(&img).is_err());
+        let (img, rec) = open_and_write(img);
+        assert!(rec.dirty_cleared, "{rec:?}");
+        assert_eq!(img[at] & 1, 0);
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        intact(&img);
+    }
+}
+
+#[test]
+fn a_cross_linked_volume_gets_only_the_claims() {
+    for mib in SIZES {
+        let mut img = populated(mib);
+        let g = geo(&img);
+        // big.bin and x.conf share a.efi's first cluster; EFI/Linux is on a
+        // cluster the FAT calls free; one cluster is leaked.
+        let a = start_of(&img, entry(&img, b"A       EFI"));
+        let x = entry(&img, b"X~1     CON");
+        img[x + 26..x + 28].copy_from_slice(&(a as u16).to_le_bytes());
+        img[x + 20..x + 22].copy_from_slice(&((a >> 16) as u16).to_le_bytes());
+        let linux = start_of(&img, entry(&img, b"LINUX      "));
+        g.set_all(&mut img, linux, 0);
+        let leak = g.free_clusters(&img)[50];
+        g.set_all(&mut img, leak, g.eoc());
+        let before = img.clone();
+        let len = img.len() as u64;
+        let mem = Arc::new(MemBacking(Mutex::new(img)));
+        {
+            let v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+            let rec = v.reconciled();
+            assert_eq!(rec.claimed, 1, "{rec:?}");
+            assert_eq!(rec.freed, 0);
+            assert!(rec.anomalies.iter().any(|a| a.contains("cross-linked")), "{rec:?}");
+        }
+        let after = mem.0.lock().unwrap().clone();
+        let mut want = before.clone();
+        g.set_all(&mut want, linux, g.eoc());
+        let diff: Vec<usize> = (0..after.len()).filter(|&i| after[i] != want[i]).collect();
+        assert!(diff.is_empty(), "bytes beyond the claim changed at {:?}", &diff[..diff.len().min(8)]);
+    }
+}
