@@ -131,6 +131,30 @@ fn nothing_more(_: &mut dyn Volume) -> Result<(), String> {
     Ok(())
 }
 
+/// No file anywhere on the volume is left half-replaced (`.lbtmp`, `.lbnew`) or
+/// known only by an 8.3 name (a long name a cut lost): after a completed run
+/// lifeboat leaves nothing behind that it would not recognise as its own.
+fn no_leftovers(v: &mut dyn Volume) -> Result<(), String> {
+    fn walk(v: &mut dyn Volume, d: &str, out: &mut Vec<String>) -> Result<(), String> {
+        for e in v.list(d).map_err(|e| e.to_string())? {
+            let p = lifeboat_esp::volume::join(d, &e.name);
+            if e.is_dir {
+                walk(v, &p, out)?;
+            } else if p.contains('~') || p.ends_with(".lbtmp") || p.ends_with(".lbnew") {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut left = Vec::new();
+    walk(v, "", &mut left)?;
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("left behind: {left:?}"))
+    }
+}
+
 /// Both copies of the loader hold what was installed.
 fn loader_installed(v: &mut dyn Volume) -> Result<(), String> {
     for p in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"] {
@@ -421,9 +445,19 @@ fn every_crash_image_of_every_esp_operation() {
             let mut buf = vec![0u8; len as usize];
             fin.read_at(&mut buf, off).unwrap();
             let mut v2 = volume(fin, off, len);
-            match invariants(&mut v2, (case.active.1, case.active.1)).and_then(|()| (case.done)(&mut v2)) {
+            match invariants(&mut v2, (case.active.1, case.active.1))
+                .and_then(|()| (case.done)(&mut v2))
+                .and_then(|()| no_leftovers(&mut v2))
+            {
                 Ok(()) => t.next_run += 1,
-                Err(e) => failures.push(format!("{} {cut:?}: after the next run: {e}", case.name)),
+                Err(e) => {
+                    if let Some(d) = std::env::var_os("LIFEBOAT_CRASH_DUMP") {
+                        let d = std::path::Path::new(&d);
+                        let _ = fs::write(d.join(format!("after-{}-crash.fat", failures.len())), part);
+                        let _ = fs::write(d.join(format!("after-{}-next.fat", failures.len())), &buf);
+                    }
+                    failures.push(format!("{} {cut:?}: after the next run: {e}", case.name))
+                }
             }
             match fsck_strict(&s, &buf) {
                 Ok(()) => t.next_fsck += 1,

@@ -3,7 +3,7 @@
 //! the files reading back. Each test makes one kind of damage a power cut leaves
 //! on a volume lifeboat populated — a directory on a cluster the FAT calls free,
 //! leaked clusters, a size that disagrees with its chain, FAT copies that differ,
-//! `.`/`..` out of place, an orphaned long name, the dirty flag — on FAT32 and on
+//! `.`/`..` out of place, a torn rename, an orphaned long name, the dirty flag — on FAT32 and on
 //! FAT16, and checks that opening the volume repairs it and a write afterwards
 //! keeps it whole. A volume with a cross-link gets only the safe claims.
 
@@ -319,20 +319,33 @@ fn dot_entries_behind_long_name_slots_are_put_first() {
 }
 
 #[test]
-fn a_long_name_whose_checksum_does_not_match_is_deleted() {
+fn a_torn_rename_keeps_its_long_name_and_a_broken_long_name_goes() {
     for mib in SIZES {
+        // The long-name slot right before the entry carries another checksum:
+        // a rename rewrote the short entry and the long name in different
+        // sectors and only one of them reached the disk. Both name the file.
         let mut img = populated(mib);
         let e = entry(&img, b"A       EFI");
-        // The long-name slot right before the entry: a crash that rewrote the
-        // short entry (a rename) but not its long name.
         assert_eq!(img[e - 32 + 11], 0x0F);
         img[e - 32 + 13] ^= 0x55;
         assert!(fsck(&img).is_err());
         let (img, rec) = open_and_write(img);
-        assert!(rec.slots_deleted >= 1, "{rec:?}");
+        assert_eq!(rec.long_names_rejoined, 1, "{rec:?}");
         fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
-        // The file keeps its data under its short name.
+        intact(&img);
+
+        // A long name whose sequence is broken (its first slot lost the
+        // "last part" mark) belongs to nothing: deleted, the file keeps its
+        // data under its short name.
+        let mut img = populated(mib);
+        let e = entry(&img, b"A       EFI");
+        img[e - 32] &= !0x40;
+        assert!(fsck(&img).is_err());
+        let (img, rec) = open_and_write(img);
+        assert_eq!(rec.slots_deleted, 1, "{rec:?}");
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
         assert_eq!(read(&img, "EFI/Linux/A.EFI"), pattern(5000, 1));
+        assert_eq!(list(&img, "EFI/Linux"), ["A.EFI"]);
     }
 }
 

@@ -515,15 +515,18 @@ pub struct Applied {
 /// Applies a plan computed against the same volumes.
 pub fn apply(plan: &Plan, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -> Result<Applied> {
     let mut done = Applied::default();
-    if plan.is_noop() {
-        return Ok(done);
-    }
+    // Recovery first, even when nothing else is to do: a plan that found
+    // loader.conf current through its complete `.lbnew` is a no-op, and the
+    // `.lbnew` must still take its name.
     for d in &plan.recover_dirs {
         done.recovered.extend(boot.recover(d)?);
     }
     let mut esp = esp;
     if let Some(e) = esp.as_deref_mut() {
         done.recovered.extend(crate::loaderconf::recover_esp(e)?);
+    }
+    if plan.is_noop() {
+        return Ok(done);
     }
     // Copies (written, flushed, renamed: three flushes in all), then entries the
     // same way, then removals (entries before the files they name), then

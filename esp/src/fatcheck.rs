@@ -11,8 +11,9 @@
 //! claims it (its entries were written there) where fsck.fat cuts the chain.
 //! Files follow fsck.fat's rules (a chain cut at a free cluster, a chain longer
 //! than the size freed past it, a size beyond the chain cut to it); `.` and `..`
-//! are put in the first two slots; long-name slots that belong to no entry are
-//! deleted; the other FAT copies are made equal to the first; FSInfo's free count
+//! are put in the first two slots; a whole long name whose checksum does not
+//! match its short entry (a rename torn between two sectors) is rejoined to it,
+//! and long-name slots that belong to no entry are deleted; the other FAT copies are made equal to the first; FSInfo's free count
 //! is rewritten; then the dirty flag is cleared.
 //!
 //! Nothing is deleted that a directory reaches, and the writes are ordered so a
@@ -42,6 +43,9 @@ pub struct Reconciled {
     /// Entries whose first cluster the FAT already calls free — a deletion the
     /// power cut interrupted after the clusters were freed — removed.
     pub unlinked: usize,
+    /// Whole long names over a short entry written apart from them (a torn
+    /// rename), given the short entry's checksum.
+    pub long_names_rejoined: usize,
     /// Directories whose `.` and `..` entries were rewritten.
     pub dots_fixed: usize,
     /// Long-name slots (and stray `.`/`..` entries) that belonged to no file, deleted.
@@ -63,6 +67,7 @@ impl Reconciled {
             + self.freed
             + self.entries_fixed
             + self.unlinked
+            + self.long_names_rejoined
             + self.dots_fixed
             + self.slots_deleted
             + self.fats_mirrored
@@ -83,6 +88,7 @@ impl Reconciled {
         say(self.freed, "leaked cluster(s) freed");
         say(self.entries_fixed, "entry size(s) or cluster chain(s) made to agree");
         say(self.unlinked, "entry(ies) of an interrupted deletion removed");
+        say(self.long_names_rejoined, "long name(s) of a torn rename rejoined to their entry");
         say(self.dots_fixed, "directory `.`/`..` pair(s) rewritten");
         say(self.slots_deleted, "orphaned long-name or stray dot slot(s) deleted");
         say(self.fats_mirrored, "FAT copy(ies) made equal to the first");
@@ -475,8 +481,21 @@ impl Walk<'_> {
                 i += 1;
                 continue;
             }
-            if !run.is_empty() && !lfn_run_fits(&d.bytes, &run, &e) {
-                self.drop_slots(&mut d, &mut run);
+            if !run.is_empty() && !lfn_run_fits(&d.bytes, &run, &e, true) {
+                if lfn_run_fits(&d.bytes, &run, &e, false) {
+                    // A whole long name over a short entry written apart from
+                    // it: a rename cut between two sectors (the entry set can
+                    // span them). Old and new name the same clusters, and a
+                    // lifeboat rename changes only the name's end, so the long
+                    // name as read is kept.
+                    let sum = lfn_checksum(&e[..11]);
+                    for &s in &run {
+                        d.bytes[s * 32 + 13] = sum;
+                    }
+                    self.out.long_names_rejoined += 1;
+                } else {
+                    self.drop_slots(&mut d, &mut run);
+                }
             }
             let long_name = std::mem::take(&mut run);
             let attr = e[11];
@@ -545,15 +564,15 @@ impl Walk<'_> {
 }
 
 /// Whether the long-name slots `run` (in directory order) are a whole, well
-/// ordered sequence carrying the checksum of `short`.
-fn lfn_run_fits(bytes: &[u8], run: &[usize], short: &[u8]) -> bool {
+/// ordered sequence; with `checksum`, each also carries `short`'s checksum.
+fn lfn_run_fits(bytes: &[u8], run: &[usize], short: &[u8], checksum: bool) -> bool {
     let sum = lfn_checksum(&short[..11]);
     let n = run.len();
     run.iter().enumerate().all(|(k, &s)| {
         let e = &bytes[s * 32..s * 32 + 32];
         let seq = (e[0] & 0x1F) as usize;
         let first_flag = e[0] & 0x40 != 0;
-        seq == n - k && first_flag == (k == 0) && e[13] == sum
+        seq == n - k && first_flag == (k == 0) && (!checksum || e[13] == sum)
     })
 }
 
