@@ -397,3 +397,36 @@ fn a_cross_linked_volume_gets_only_the_claims() {
         assert!(diff.is_empty(), "bytes beyond the claim changed at {:?}", &diff[..diff.len().min(8)]);
     }
 }
+
+#[test]
+fn the_cli_says_what_it_repaired_before_it_writes() {
+    let s = Scratch::new("fatcheck-cli");
+    let img = s.join("d.img");
+    let img = img.to_str().unwrap();
+    ok(&["disk", "create", img, "--size", "64M", "--esp", "48M", "--root", "0"]);
+    let f = s.join("f");
+    fs::write(&f, b"kernel bytes").unwrap();
+    let dest = format!("{img}:esp:/EFI/Linux/a.efi");
+    ok(&["disk", "put", f.to_str().unwrap(), &dest]);
+    // An interrupted writer: the dirty flag set and one cluster leaked.
+    let esp = lifeboat_esp::Disk::open(std::path::Path::new(img), false)
+        .unwrap()
+        .find(lifeboat_esp::PartitionKind::Esp)
+        .unwrap()
+        .start as usize;
+    let mut bytes = fs::read(img).unwrap();
+    let g = geo(&bytes[esp..]);
+    let leak = g.free_clusters(&bytes[esp..esp + (48 << 20)])[10];
+    g.set_all(&mut bytes[esp..], leak, g.eoc());
+    bytes[esp + 0x41] |= 1;
+    fs::write(img, &bytes).unwrap();
+    let o = run(&["disk", "put", f.to_str().unwrap(), &format!("{img}:esp:/EFI/Linux/b.efi")]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1 leaked cluster(s) freed"), "{err}");
+    assert!(err.contains("dirty flag of an interrupted writer cleared"), "{err}");
+    let bytes = fs::read(img).unwrap();
+    fsck(&bytes[esp..esp + (48 << 20)]).unwrap();
+    let o = run(&["disk", "put", f.to_str().unwrap(), &format!("{img}:esp:/EFI/Linux/c.efi")]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("checked at open"), "nothing left to repair");
+}

@@ -145,6 +145,11 @@ impl FatVolume {
         &self.reconciled
     }
 
+    /// The same, one note per kind of repair, naming the volume.
+    pub fn reconcile_notes(&self) -> Vec<String> {
+        self.reconciled.describe().into_iter().map(|d| format!("{}: checked at open: {d}", self.name)).collect()
+    }
+
     pub fn fat_type(&self) -> &'static str {
         self.fat_type
     }

@@ -119,7 +119,7 @@ pub fn open_target_with(
             let fat = FatVolume::open(disk.window(&info), &name)?;
             let location = format!("{name} ({}, {}, PARTUUID {})", info.kind.as_str(), fat.fat_type(), info.part_guid);
             let mut notes = disk.notes.clone();
-            notes.extend(repair_notes(&name, &fat));
+            notes.extend(fat.reconcile_notes());
             Ok(Target {
                 volume: Box::new(fat),
                 location,
@@ -152,15 +152,10 @@ pub fn open_target_with(
                 e => e,
             })?;
             let location = format!("{path} ({})", fat.fat_type());
-            let notes = repair_notes(path, &fat);
+            let notes = fat.reconcile_notes();
             Ok(Target { volume: Box::new(fat), location, disk: None, part_uuid: None, notes })
         }
     }
-}
-
-/// What opening the volume repaired, one note each, naming the volume.
-fn repair_notes(name: &str, fat: &FatVolume) -> Vec<String> {
-    fat.reconciled().describe().into_iter().map(|d| format!("{name}: checked at open: {d}")).collect()
 }
 
 #[cfg(test)]

@@ -135,7 +135,9 @@ pub fn open_volume(spec: &Spec, writable: bool) -> Result<(FatVolume, Vec<String
     let d = Disk::open(&spec.image, writable)?;
     let p = d.select(part)?.clone();
     let v = FatVolume::open(d.window(&p), &format!("{}:{}", spec.image.display(), p.number))?;
-    Ok((v, d.notes.clone()))
+    let mut notes = d.notes.clone();
+    notes.extend(v.reconcile_notes());
+    Ok((v, notes))
 }
 
 pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
@@ -210,7 +212,10 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
                 };
                 items.push((target, Box::new(f)));
             }
-            let (mut v, _) = open_volume(&spec, true)?;
+            let (mut v, notes) = open_volume(&spec, true)?;
+            for n in notes {
+                out.note(n);
+            }
             for (t, _) in &items {
                 let (parent, _) = lifeboat_esp::volume::split(t);
                 if !parent.is_empty() {
@@ -225,7 +230,10 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
         DiskSub::Rm(c) => {
             let spec = parse_spec(&c.spec)?;
             let path = spec.path.clone().ok_or_else(|| Error::bad_arg("rm", c.spec.clone(), "needs IMG:PART:PATH"))?;
-            let (mut v, _) = open_volume(&spec, true)?;
+            let (mut v, notes) = open_volume(&spec, true)?;
+            for n in notes {
+                out.note(n);
+            }
             v.remove(&path)?;
             v.close()?;
             Ok(ExitCode::SUCCESS)
