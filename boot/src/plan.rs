@@ -119,10 +119,15 @@ pub struct Plan {
     sources: BTreeMap<String, Blob>,
     loader_conf: Option<String>,
     recover_dirs: Vec<String>,
-    /// The new files fit only after the old ones are gone: removals go first.
-    /// Otherwise copies and entries are written first and removals come last,
-    /// so every moment has the old entries or the new ones complete.
+    /// The new files fit only after the old ones are gone: removals go first —
+    /// all but those in `late`. Otherwise copies, entries and loader.conf are
+    /// written first and removals come last, so every moment has the old
+    /// entries or the new ones complete.
     pub remove_first: bool,
+    /// Removals (lowercase paths) that wait until the new entries and
+    /// loader.conf are in place even when removals go first: the entry the
+    /// loader boots now and the files only it names.
+    late: BTreeSet<String>,
 }
 
 impl Plan {
@@ -309,6 +314,33 @@ fn holds(vol: &mut dyn Volume, path: &str, hash: &str) -> Result<bool> {
     Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&data)).eq_ignore_ascii_case(hash))
 }
 
+/// The entry file and the files it names (lowercase, volume paths) of the entry
+/// of ours the loader boots now: the newest that loader.conf's `default`
+/// pattern matches, else our newest entry.
+fn booted_now(entries: &[OurEntry], loader_conf: Option<&str>) -> BTreeSet<String> {
+    let default = loader_conf.and_then(|t| loaderconf::get_key(t, "default"));
+    let named = |e: &&OurEntry| match default {
+        Some(d) => match d.strip_suffix('*') {
+            Some(pre) => e.file.starts_with(pre),
+            None => e.file == d,
+        },
+        None => false,
+    };
+    let Some(e) = entries.iter().filter(named).max_by_key(|e| e.tx).or_else(|| entries.iter().max_by_key(|e| e.tx))
+    else {
+        return BTreeSet::new();
+    };
+    let parsed = Entry::parse(&e.text);
+    let mut out: BTreeSet<String> = parsed
+        .all("linux")
+        .into_iter()
+        .chain(parsed.all("initrd"))
+        .map(|f| f.trim_start_matches('/').to_lowercase())
+        .collect();
+    out.insert(join("loader/entries", &e.file).to_lowercase());
+    out
+}
+
 /// Computes the plan. `esp` is `None` when `$BOOT` is the ESP.
 pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -> Result<Plan> {
     if req.token.is_empty() || req.token.contains('/') {
@@ -329,6 +361,9 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
         Some(v) => read_opt(v, "loader/loader.conf")?,
         None => read_opt(boot, "loader/loader.conf")?,
     };
+    // What the machine boots now: the entry of ours loader.conf's default names
+    // (the newest such), else our newest. Its files go last, whatever the space.
+    let fallback_files = booted_now(&present_entries, loader_text.as_deref());
 
     loop {
         let kept: Vec<&WantedEntry> = cands[..n].to_vec();
@@ -447,8 +482,38 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
         }
 
         let free = space.free + freed;
-        let fits = need <= free;
+        let remove_first = need > space.free;
+        let late: BTreeSet<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Remove { path, .. } if fallback_files.contains(&path.to_lowercase()) => Some(path.to_lowercase()),
+                _ => None,
+            })
+            .collect();
+        let freed_late: u64 = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Remove { path, size } if late.contains(&path.to_lowercase()) => Some(space.alloc(*size)),
+                _ => None,
+            })
+            .sum();
+        // Removing first must still leave what the machine boots now until
+        // the new entries are complete.
+        let keeps_fallback = !remove_first || need <= free - freed_late;
+        let fits = need <= free && keeps_fallback;
         if fits || n <= 1 {
+            if need <= free && !keeps_fallback {
+                return Err(Error::NoSpace {
+                    volume: boot.describe(),
+                    need,
+                    free: free - freed_late,
+                    detail: format!(
+                        "the new files ({need} bytes) do not fit on {} beside the entry the machine boots now ({} bytes free without it): a power cut while copying would leave nothing to boot; nothing was changed",
+                        boot.describe(),
+                        free - freed_late
+                    ),
+                });
+            }
             if !fits {
                 return Err(Error::NoSpace {
                     volume: boot.describe(),
@@ -484,7 +549,8 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
                 sources: lay.files,
                 loader_conf,
                 recover_dirs,
-                remove_first: need > space.free,
+                remove_first,
+                late,
             });
         }
         // Drop the oldest transaction that is not the active one.
@@ -532,7 +598,7 @@ pub fn apply(plan: &Plan, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -
     // same way, then removals (entries before the files they name), then
     // loader.conf; removals first only when the space is needed.
     if plan.remove_first {
-        apply_removals(plan, boot)?;
+        apply_removals(plan, boot, |p| !plan.late.contains(&p.to_lowercase()))?;
     }
     let mut copies: Vec<(String, Box<dyn Read>)> = Vec::new();
     let mut expect = Vec::new();
@@ -566,9 +632,8 @@ pub fn apply(plan: &Plan, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -
         boot.create_dir_all("loader/entries")?;
         boot.replace_all(&mut entries)?;
     }
-    if !plan.remove_first {
-        apply_removals(plan, boot)?;
-    }
+    // loader.conf names the new default before the old entries go: a cut in
+    // between leaves a default that names an entry.
     if plan.steps.contains(&Step::LoaderConf) {
         let text = plan.loader_conf.as_deref().unwrap_or_default();
         let v: &mut dyn Volume = match esp {
@@ -578,19 +643,23 @@ pub fn apply(plan: &Plan, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -
         v.create_dir_all("loader")?;
         v.replace("loader/loader.conf", &mut text.as_bytes())?;
     }
+    apply_removals(plan, boot, |p| !plan.remove_first || plan.late.contains(&p.to_lowercase()))?;
     // Directories below the token that became empty.
     remove_empty_dirs(boot, &plan.recover_dirs)?;
     boot.flush()?;
     Ok(done)
 }
 
-/// The plan's removals (entries sorted before files), then a flush.
-fn apply_removals(plan: &Plan, boot: &mut dyn Volume) -> Result<()> {
+/// The plan's removals that `now` selects (entries sorted before files), then
+/// a flush.
+fn apply_removals(plan: &Plan, boot: &mut dyn Volume, now: impl Fn(&str) -> bool) -> Result<()> {
     let mut removed_any = false;
     for s in &plan.steps {
         if let Step::Remove { path, .. } = s {
-            boot.remove_if_exists(path)?;
-            removed_any = true;
+            if now(path) {
+                boot.remove_if_exists(path)?;
+                removed_any = true;
+            }
         }
     }
     if removed_any {

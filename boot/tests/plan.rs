@@ -207,3 +207,43 @@ fn a_kernel_damaged_in_place_is_copied_again() {
     assert_eq!(v.read(&path).unwrap(), vec![b'k'; 1 << 20]);
     assert!(plan::plan(&r, &mut v, None).unwrap().steps.iter().all(|s| !matches!(s, Step::Copy { .. })));
 }
+
+#[test]
+fn removing_first_never_removes_what_the_machine_boots_now_before_the_new_entry_exists() {
+    // Room for two 10 MiB kernels, not three: transaction 4 replaces 2 and 3.
+    let k: Vec<Blob> = (0..4).map(|i| blob(&format!("k{i}"), 10 << 20)).collect();
+    let mut v = MemVolume::new(24 << 20, 4096);
+    sync(&mut v, &req(vec![entry(2, false, &k[1]), entry(3, true, &k[2])], 5)).unwrap();
+    let p = plan::plan(&req(vec![entry(4, true, &k[3])], 1), &mut v, None).unwrap();
+    assert!(p.remove_first);
+    // Transaction 3's entry and kernel (what loader.conf boots now) are removed
+    // only after 4's entry and loader.conf are written; that every moment
+    // boots 3 or 4 is asserted on every crash image by tests/crash_esp.rs
+    // ("sync that must remove before it copies"). Here: the plan and its end.
+    let order: Vec<String> = p
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Remove { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order.len(), 4, "{order:?}");
+    plan::apply(&p, &mut v, None).unwrap();
+    let snap = v.snapshot();
+    assert!(snap.keys().any(|f| f.contains(&k[3].hash)));
+    assert!(!snap.keys().any(|f| f.contains(&k[2].hash)), "transaction 3's kernel is gone in the end");
+
+    // A new kernel that fits only if the booted one goes first: refused, nothing changed.
+    let mut v = MemVolume::new(24 << 20, 4096);
+    sync(&mut v, &req(vec![entry(1, true, &k[0])], 5)).unwrap();
+    let huge = blob("h", 15 << 20);
+    let snap = v.snapshot();
+    let m = v.mutations;
+    match plan::plan(&req(vec![entry(2, true, &huge)], 1), &mut v, None).unwrap_err() {
+        Error::NoSpace { detail, .. } => assert!(detail.contains("boots now"), "{detail}"),
+        e => panic!("{e}"),
+    }
+    assert_eq!(v.snapshot(), snap);
+    assert_eq!(v.mutations, m);
+}
