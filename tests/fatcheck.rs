@@ -318,20 +318,37 @@ fn dot_entries_behind_long_name_slots_are_put_first() {
     }
 }
 
+/// `img` with one more file written through lifeboat's FAT backend.
+fn with_file(img: Vec<u8>, path: &str, data: &[u8]) -> Vec<u8> {
+    let len = img.len() as u64;
+    let mem = Arc::new(MemBacking(Mutex::new(img)));
+    let mut v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+    v.write_file(path, &mut &data[..]).unwrap();
+    v.close().unwrap();
+    let img = mem.0.lock().unwrap().clone();
+    img
+}
+
 #[test]
-fn a_torn_rename_keeps_its_long_name_and_a_broken_long_name_goes() {
+fn a_torn_rename_of_lifeboat_keeps_its_long_name_and_a_broken_long_name_goes() {
     for mib in SIZES {
-        // The long-name slot right before the entry carries another checksum:
-        // a rename rewrote the short entry and the long name in different
-        // sectors and only one of them reached the disk. Both name the file.
-        let mut img = populated(mib);
-        let e = entry(&img, b"A       EFI");
+        // The long-name slots before the short entry carry another checksum:
+        // lifeboat's rename of `k.efi.lbtmp` to `k.efi.lbnew` rewrote the short
+        // entry and the long name in different sectors and only one reached
+        // the disk. Both name the file.
+        let img = with_file(populated(mib), "EFI/Linux/kernel-image.efi.lbnew", b"complete kernel");
+        let mut img = img;
+        let e = entry(&img, b"KERNEL~1LBN");
         assert_eq!(img[e - 32 + 11], 0x0F);
-        img[e - 32 + 13] ^= 0x55;
+        let k = (1..8).take_while(|k| img[e - 32 * k + 11] == 0x0F).count();
+        for s in 1..=k {
+            img[e - 32 * s + 13] ^= 0x55;
+        }
         assert!(fsck(&img).is_err());
         let (img, rec) = open_and_write(img);
         assert_eq!(rec.long_names_rejoined, 1, "{rec:?}");
         fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        assert_eq!(read(&img, "EFI/Linux/kernel-image.efi.lbnew"), b"complete kernel");
         intact(&img);
 
         // A long name whose sequence is broken (its first slot lost the
@@ -346,6 +363,26 @@ fn a_torn_rename_keeps_its_long_name_and_a_broken_long_name_goes() {
         fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
         assert_eq!(read(&img, "EFI/Linux/A.EFI"), pattern(5000, 1));
         assert_eq!(list(&img, "EFI/Linux"), ["A.EFI"]);
+    }
+}
+
+#[test]
+fn another_tools_stale_long_name_is_left_alone() {
+    for mib in SIZES {
+        // A whole long name whose checksum is not its entry's, with nothing of
+        // lifeboat's in either name: what an 8.3-only rename by another tool
+        // leaves. Every reader ignores it; it is not lifeboat's to change.
+        let mut img = populated(mib);
+        let e = entry(&img, b"A       EFI");
+        img[e - 32 + 13] ^= 0x55;
+        let before = img.clone();
+        let len = img.len() as u64;
+        let mem = Arc::new(MemBacking(Mutex::new(img)));
+        {
+            let v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+            assert!(!v.reconciled().changed(), "{:?}", v.reconciled());
+        }
+        assert!(*mem.0.lock().unwrap() == before, "the stale long name was changed");
     }
 }
 

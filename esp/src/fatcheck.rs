@@ -12,8 +12,10 @@
 //! Files follow fsck.fat's rules (a chain cut at a free cluster, a chain longer
 //! than the size freed past it, a size beyond the chain cut to it); `.` and `..`
 //! are put in the first two slots; a whole long name whose checksum does not
-//! match its short entry (a rename torn between two sectors) is rejoined to it,
-//! and long-name slots that belong to no entry are deleted; the other FAT copies are made equal to the first; FSInfo's free count
+//! match its short entry is rejoined to it when the two are names of one of
+//! lifeboat's own renames torn between two sectors (another tool's stale long
+//! name is left alone, as fsck.fat -a does), and long-name slots that belong to
+//! no entry are deleted; the other FAT copies are made equal to the first; FSInfo's free count
 //! is rewritten; then the dirty flag is cleared.
 //!
 //! Nothing is deleted that a directory reaches, and the writes are ordered so a
@@ -43,8 +45,8 @@ pub struct Reconciled {
     /// Entries whose first cluster the FAT already calls free — a deletion the
     /// power cut interrupted after the clusters were freed — removed.
     pub unlinked: usize,
-    /// Whole long names over a short entry written apart from them (a torn
-    /// rename), given the short entry's checksum.
+    /// Whole long names over a short entry written apart from them (one of
+    /// lifeboat's renames, torn), given the short entry's checksum.
     pub long_names_rejoined: usize,
     /// Directories whose `.` and `..` entries were rewritten.
     pub dots_fixed: usize,
@@ -482,20 +484,24 @@ impl Walk<'_> {
                 continue;
             }
             if !run.is_empty() && !lfn_run_fits(&d.bytes, &run, &e, true) {
-                if lfn_run_fits(&d.bytes, &run, &e, false) {
+                if !lfn_run_fits(&d.bytes, &run, &e, false) {
+                    // Slots out of sequence belong to no entry.
+                    self.drop_slots(&mut d, &mut run);
+                } else if lifeboat_rename(&d.bytes, &run, &e) {
                     // A whole long name over a short entry written apart from
-                    // it: a rename cut between two sectors (the entry set can
-                    // span them). Old and new name the same clusters, and a
-                    // lifeboat rename changes only the name's end, so the long
-                    // name as read is kept.
+                    // it: one of lifeboat's renames (`.lbtmp` → `.lbnew` → the
+                    // name) cut between two sectors (an entry set can span
+                    // them). Old and new name the same clusters and differ
+                    // only at the end, so the long name as read is kept.
                     let sum = lfn_checksum(&e[..11]);
                     for &s in &run {
                         d.bytes[s * 32 + 13] = sum;
                     }
                     self.out.long_names_rejoined += 1;
-                } else {
-                    self.drop_slots(&mut d, &mut run);
                 }
+                // Otherwise a whole long name another tool left stale (an 8.3
+                // rename that did not know of it): every reader ignores it, as
+                // fsck.fat -a does, and it is not lifeboat's to change.
             }
             let long_name = std::mem::take(&mut run);
             let attr = e[11];
@@ -574,6 +580,24 @@ fn lfn_run_fits(bytes: &[u8], run: &[usize], short: &[u8], checksum: bool) -> bo
         let first_flag = e[0] & 0x40 != 0;
         seq == n - k && first_flag == (k == 0) && (!checksum || e[13] == sum)
     })
+}
+
+/// Whether a long name and the short entry after it are two names of one of
+/// lifeboat's two-phase replacements: either side carries the `.lbtmp` or
+/// `.lbnew` suffix (`LBT`/`LBN` as an 8.3 extension).
+fn lifeboat_rename(bytes: &[u8], run: &[usize], short: &[u8]) -> bool {
+    const PARTS: [usize; 13] = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
+    let units: Vec<u16> = run
+        .iter()
+        .rev()
+        .flat_map(|&s| PARTS.iter().map(move |&i| u16::from_le_bytes([bytes[s * 32 + i], bytes[s * 32 + i + 1]])))
+        .take_while(|&u| u != 0 && u != 0xFFFF)
+        .collect();
+    let long = String::from_utf16_lossy(&units).to_ascii_lowercase();
+    long.ends_with(crate::volume::TMP_SUFFIX)
+        || long.ends_with(crate::volume::NEW_SUFFIX)
+        || &short[8..11] == b"LBT"
+        || &short[8..11] == b"LBN"
 }
 
 /// Writes the 512-byte sectors where `new` differs from `old`, at `base`.
