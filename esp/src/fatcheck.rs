@@ -618,6 +618,10 @@ fn write_diff(w: &mut Window, base: u64, old: &[u8], new: &[u8]) -> io::Result<b
 pub fn reconcile(w: &mut Window) -> io::Result<Reconciled> {
     let g = Geometry::read(w)?;
     let kind = g.kind;
+    if g.fat_start == 0 {
+        // The FAT would begin on the boot sector, whose dirty flag is written.
+        return Err(bad("no reserved sectors before the FAT".into()));
+    }
     if g.fat_bytes > MAX_FAT_BYTES || g.fats > 4 {
         return Ok(Reconciled {
             anomalies: vec![format!("a FAT of {} bytes × {} is beyond what is checked", g.fat_bytes, g.fats)],
