@@ -109,6 +109,8 @@ impl Reconciled {
 
 /// The largest FAT reconciled in memory (a 16 GiB volume of 4 KiB clusters).
 const MAX_FAT_BYTES: u64 = 16 << 20;
+/// FAT allows a directory 65,536 entries of 32 bytes; a longer chain is not read.
+const MAX_DIR_BYTES: u64 = 65_536 * 32;
 /// Directory nesting beyond this is reported, not followed.
 const MAX_DEPTH: usize = 64;
 
@@ -442,6 +444,12 @@ impl Walk<'_> {
             vec![(self.g.root_dir_start, self.g.root_entries * 32)]
         } else {
             match self.dir_chain(own, &path) {
+                Some(chain) if chain.len() as u64 * self.g.cluster_bytes() > MAX_DIR_BYTES => {
+                    self.out
+                        .anomalies
+                        .push(format!("{path}: a directory of {} clusters, beyond FAT's 65,536 entries", chain.len()));
+                    return Ok(());
+                }
                 Some(chain) => chain.iter().map(|&c| (self.g.cluster_offset(c), self.g.cluster_bytes())).collect(),
                 None => return Ok(()),
             }
@@ -621,6 +629,9 @@ pub fn reconcile(w: &mut Window) -> io::Result<Reconciled> {
     if g.fat_start == 0 {
         // The FAT would begin on the boot sector, whose dirty flag is written.
         return Err(bad("no reserved sectors before the FAT".into()));
+    }
+    if g.first_data + g.clusters as u64 * g.cluster_bytes() > w.len() {
+        return Err(bad("the volume claims more clusters than its partition holds".into()));
     }
     if g.fat_bytes > MAX_FAT_BYTES || g.fats > 4 {
         return Ok(Reconciled {
