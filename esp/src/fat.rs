@@ -12,6 +12,7 @@ use std::sync::Arc;
 use fatfs::{FileSystem, FsOptions};
 
 use crate::fatcheck::Reconciled;
+use crate::fatwrite::FatWriter;
 use crate::volume::{components, DirEntry, Space, Volume};
 use crate::window::Window;
 use crate::{Error, Result};
@@ -29,6 +30,8 @@ pub struct FatVolume {
     fat_type: &'static str,
     /// What reconciliation at open repaired (writable volumes only).
     reconciled: Reconciled,
+    /// lifeboat's own ordered write path (writable volumes), or why there is none.
+    writer: std::result::Result<FatWriter, String>,
 }
 
 const MIN_FAT32_CLUSTERS: u64 = 65525 + 1024;
@@ -131,13 +134,20 @@ impl FatVolume {
         let fs = catch_unwind(AssertUnwindSafe(|| FileSystem::new(w, opts)))
             .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
             .map_err(|e| fat_err(name, e))?;
+        let writer = if raw.is_writable() {
+            catch_unwind(AssertUnwindSafe(|| FatWriter::load(&mut raw)))
+                .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
+                .map_err(|e| e.to_string())
+        } else {
+            Err("opened read-only".to_owned())
+        };
         guard.store(u64::MAX, Ordering::Relaxed);
         let fat_type = match fs.fat_type() {
             fatfs::FatType::Fat12 => "FAT12",
             fatfs::FatType::Fat16 => "FAT16",
             fatfs::FatType::Fat32 => "FAT32",
         };
-        Ok(FatVolume { fs: Some(fs), name: name.to_owned(), guard, budget, raw, fat_type, reconciled })
+        Ok(FatVolume { fs: Some(fs), name: name.to_owned(), guard, budget, raw, fat_type, reconciled, writer })
     }
 
     /// What reconciliation repaired when the volume was opened.
@@ -181,6 +191,39 @@ impl FatVolume {
         }
     }
 
+    /// Runs a write through lifeboat's own FAT writer with the read guard armed
+    /// and panics contained.
+    fn writing<T>(&mut self, what: &str, f: impl FnOnce(&mut FatWriter, &mut Window) -> io::Result<T>) -> Result<T> {
+        if self.fs.is_none() {
+            return Err(Error::Fat { volume: self.name.clone(), why: "volume was closed after an error".into() });
+        }
+        let writer = match self.writer.as_mut() {
+            Ok(wr) => wr,
+            Err(why) => {
+                return Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: not written: {why}") })
+            }
+        };
+        self.guard.store(self.budget, Ordering::Relaxed);
+        let r = catch_unwind(AssertUnwindSafe(|| f(writer, &mut self.raw)));
+        self.guard.store(u64::MAX, Ordering::Relaxed);
+        let r = match (r, self.raw.write_pending()) {
+            (Ok(Ok(_)), Err(e)) => Ok(Err(e)),
+            (r, _) => r,
+        };
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::NotFound { volume: self.name.clone(), path: what.to_owned() })
+            }
+            Ok(Err(e)) => Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: {e}") }),
+            Err(_) => {
+                self.fs = None;
+                self.writer = Err("a write failed midway".into());
+                Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: the volume is malformed") })
+            }
+        }
+    }
+
     /// Writes the FSInfo and clears the dirty flag.
     pub fn close(mut self) -> Result<()> {
         self.unmount()
@@ -188,6 +231,12 @@ impl FatVolume {
 
     fn unmount(&mut self) -> Result<()> {
         if let Some(fs) = self.fs.take() {
+            if let Ok(wr) = self.writer.as_mut() {
+                self.guard.store(self.budget, Ordering::Relaxed);
+                let r = wr.finish(&mut self.raw);
+                self.guard.store(u64::MAX, Ordering::Relaxed);
+                r.map_err(|e| fat_err(&self.name, e))?;
+            }
             fs.unmount().map_err(|e| fat_err(&self.name, e))?;
             self.raw.sync().map_err(|e| Error::io(self.name.clone(), e))?;
         }
@@ -283,17 +332,14 @@ impl Volume for FatVolume {
         let comps: Vec<String> = components(path)?.into_iter().map(str::to_owned).collect();
         for i in 0..comps.len() {
             let sub = comps[..=i].join("/");
-            let created = self.with(&sub.clone(), |fs| match fs.root_dir().open_dir(&sub) {
-                Ok(_) => Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => fs.root_dir().create_dir(&sub).map(|_| true),
+            let exists = self.with(&sub.clone(), |fs| match fs.root_dir().open_dir(&sub) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
                 Err(e) => Err(e),
             })?;
-            if created {
+            if !exists {
                 let parts: Vec<&str> = comps[..=i].iter().map(String::as_str).collect();
-                self.guard.store(self.budget, Ordering::Relaxed);
-                let r = crate::fatraw::fix_dot_entries(&mut self.raw, &parts);
-                self.guard.store(u64::MAX, Ordering::Relaxed);
-                r.map_err(|e| Error::Fat { volume: self.name.clone(), why: format!("{sub}: {e}") })?;
+                self.writing(&sub, |wr, w| wr.create_dir(w, &parts))?;
             }
         }
         Ok(())
@@ -301,40 +347,45 @@ impl Volume for FatVolume {
 
     fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
         let p = norm(path)?;
-        self.with(&p.clone(), |fs| {
-            let mut f = fs.root_dir().create_file(&p)?;
-            f.truncate()?;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut total = 0u64;
-            loop {
-                let n = match data.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                f.write_all(&buf[..n])?;
-                total += n as u64;
-            }
-            f.flush()?;
-            Ok(total)
+        if self.stat(&p)?.is_some() {
+            self.remove(&p)?;
+        }
+        let parts: Vec<String> = components(&p)?.into_iter().map(str::to_owned).collect();
+        self.writing(&p, |wr, w| {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            wr.create_file(w, &parts, data)
         })
     }
 
     fn remove(&mut self, path: &str) -> Result<()> {
         let p = norm(path)?;
-        self.with(&p.clone(), |fs| fs.root_dir().remove(&p))
+        let parts: Vec<String> = components(&p)?.into_iter().map(str::to_owned).collect();
+        self.writing(&p, |wr, w| {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            wr.remove(w, &parts)
+        })
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<()> {
         let (a, b) = (norm(from)?, norm(to)?);
-        self.with(&a.clone(), |fs| {
-            let root = fs.root_dir();
-            root.rename(&a, &root, &b)
+        let (da, na) = crate::volume::split(&a);
+        let (db, nb) = crate::volume::split(&b);
+        if !da.eq_ignore_ascii_case(db) {
+            return Err(Error::Invalid(format!("{a} -> {b}: lifeboat renames within one directory only")));
+        }
+        let dir: Vec<String> = components(da)?.into_iter().map(str::to_owned).collect();
+        let (na, nb) = (na.to_owned(), nb.to_owned());
+        self.writing(&a, |wr, w| {
+            let dir: Vec<&str> = dir.iter().map(String::as_str).collect();
+            wr.rename(w, &dir, &na, &nb)
         })
     }
 
     fn space(&mut self) -> Result<Space> {
+        if let Ok(wr) = self.writer.as_ref() {
+            let c = wr.cluster_bytes();
+            return Ok(Space { total: wr.total_clusters() * c, free: wr.free_clusters() * c, cluster: c });
+        }
         self.with("", |fs| {
             let s = fs.stats()?;
             let c = s.cluster_size() as u64;

@@ -150,13 +150,13 @@ pub(crate) fn decode(kind: Kind, e: &[u8], c: u32) -> u32 {
 }
 
 /// Entry `c` of a FAT image (0 past its end).
-fn get(kind: Kind, fat: &[u8], c: u32) -> u32 {
+pub(crate) fn get(kind: Kind, fat: &[u8], c: u32) -> u32 {
     let (at, len) = entry_bytes(kind, c);
     decode(kind, fat.get(at..).map_or(&[][..], |t| &t[..len.min(t.len())]), c)
 }
 
 /// Sets entry `c` of a FAT image (FAT32's reserved top bits kept).
-fn set(kind: Kind, fat: &mut [u8], c: u32, v: u32) {
+pub(crate) fn set(kind: Kind, fat: &mut [u8], c: u32, v: u32) {
     let c = c as usize;
     match kind {
         Kind::Fat32 => {
@@ -184,7 +184,7 @@ fn set(kind: Kind, fat: &mut [u8], c: u32, v: u32) {
 
 /// The end-of-chain value written, the smallest value read as an end, and the
 /// bad-cluster mark.
-fn marks(kind: Kind) -> (u32, u32, u32) {
+pub(crate) fn marks(kind: Kind) -> (u32, u32, u32) {
     match kind {
         Kind::Fat12 => (0xFFF, 0xFF8, 0xFF7),
         Kind::Fat16 => (0xFFFF, 0xFFF8, 0xFFF7),
@@ -211,7 +211,7 @@ pub(crate) fn first_cluster(kind: Kind, e: &[u8]) -> u32 {
     hi << 16 | lo
 }
 
-fn set_first_cluster(kind: Kind, e: &mut [u8], c: u32) {
+pub(crate) fn set_first_cluster(kind: Kind, e: &mut [u8], c: u32) {
     e[26..28].copy_from_slice(&(c as u16).to_le_bytes());
     if kind == Kind::Fat32 {
         e[20..22].copy_from_slice(&((c >> 16) as u16).to_le_bytes());
@@ -222,11 +222,11 @@ fn size_of(e: &[u8]) -> u64 {
     u32::from_le_bytes([e[28], e[29], e[30], e[31]]) as u64
 }
 
-fn set_size(e: &mut [u8], s: u64) {
+pub(crate) fn set_size(e: &mut [u8], s: u64) {
     e[28..32].copy_from_slice(&(s as u32).to_le_bytes());
 }
 
-fn is_lfn(e: &[u8]) -> bool {
+pub(crate) fn is_lfn(e: &[u8]) -> bool {
     e[11] & 0x3F == 0x0F
 }
 

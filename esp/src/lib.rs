@@ -19,6 +19,7 @@ pub mod disk;
 pub mod fat;
 pub mod fatcheck;
 pub(crate) mod fatraw;
+pub mod fatwrite;
 pub mod mem;
 pub mod mounted;
 pub mod record;
