@@ -118,15 +118,16 @@ class Image:
     def commit(self, tree, summary):
         return lb("--root", self.root, "state", "commit", "--from", tree, "--summary", summary)
 
-    def build_initrd(self, kernel="cloud", modules=None):
+    def build_initrd(self, kernel="cloud", modules=None, extra_modules=()):
         """The rescue initrd: for the cloud kernel (its drivers built in) only
         efivarfs; for the generic one the generic module set, or `modules` (a
         module directory) instead of the kernel's own."""
         if kernel == "generic":
             mods = modules or kernel_files("generic")[2]
             return lb("initrd", "build", "--out", self.initrd, "--modules", mods, "--binary", RESCUE)
+        more = [a for m in extra_modules for a in ("--module", m)]
         return lb("initrd", "build", "--out", self.initrd, "--modules", os.path.join(CACHE, "modules"),
-                  "--module", "efivarfs", "--binary", RESCUE)
+                  "--module", "efivarfs", *more, "--binary", RESCUE)
 
     def boot_setup(self, timeout=0, tries=None):
         lb("--root", self.root, "--esp", self.disk, "boot", "install")
@@ -139,13 +140,14 @@ class Image:
         with open(os.path.join(self.root, "etc/lbtest.conf"), "w") as f:
             f.write(text)
 
-    def write_root(self, fs="ext4", label="lbroot"):
+    def write_root(self, fs="ext4", label="lbroot", ext4_opts=""):
         """Writes the root directory into the image's root partition: ext4 with
         `mke2fs -d`, btrfs with `mkfs.btrfs --rootdir` (both without mounting),
         xfs through a loop device of the partition."""
         p = next(p for p in self.parts if p["kind"] == "root-x86-64")
         if fs == "ext4":
-            sh("mke2fs", "-q", "-F", "-t", "ext4", "-E", f"offset={p['start']}", "-d", self.root,
+            opts = f"offset={p['start']}" + (f",{ext4_opts}" if ext4_opts else "")
+            sh("mke2fs", "-q", "-F", "-t", "ext4", "-E", opts, "-d", self.root,
                self.disk, f"{p['size'] // 1024}k")
             return
         loop = sh("losetup", "--find", "--show", "--offset", str(p["start"]), "--sizelimit", str(p["size"]),
@@ -190,8 +192,11 @@ class Vm:
         "usb": ["-device", "qemu-xhci,id=xhci", "-device", "usb-storage,drive=d0,bus=xhci.0"],
     }
 
-    def __init__(self, disk, vars_file, log, extra=(), bus="nvme"):
+    def __init__(self, disk, vars_file, log, extra=(), bus="nvme", write_log=None):
         self.disk, self.vars, self.log_path = disk, vars_file, log
+        # With write_log, the disk goes through QEMU's blklogwrites driver and
+        # every write and flush of the guest is appended to that file.
+        self.write_log = write_log
         self.bus = bus
         if not os.path.exists(vars_file):
             shutil.copy(OVMF_VARS, vars_file)
@@ -210,7 +215,7 @@ class Vm:
                # images of earlier scenarios) cannot hold the guest's I/O past
                # its NVMe timeout. The host does not crash in a test, so what the
                # guest wrote is in the image for the next boot either way.
-               "-drive", f"file={self.disk},if=none,id=d0,format=raw,cache=unsafe"] + self.BUSES[self.bus] + [
+               ] + self._drive() + self.BUSES[self.bus] + [
                "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"] + self.extra
         self.logf = open(self.log_path, "a")
         self.logf.write(f"\n===== boot {time.strftime('%H:%M:%S')} =====\n")
@@ -219,6 +224,14 @@ class Vm:
         RUNNING.append(self)
         os.set_blocking(self.proc.stdout.fileno(), False)
         return self
+
+    def _drive(self):
+        if not self.write_log:
+            return ["-drive", f"file={self.disk},if=none,id=d0,format=raw,cache=unsafe"]
+        open(self.write_log, "wb").close()
+        return ["-blockdev", f"driver=file,filename={self.disk},node-name=base,cache.no-flush=on",
+                "-blockdev", f"driver=file,filename={self.write_log},node-name=wlog,cache.no-flush=on",
+                "-blockdev", "driver=blklogwrites,node-name=d0,file=base,log=wlog,log-sector-size=512,log-append=off"]
 
     def _pump(self, wait):
         r, _, _ = select.select([self.proc.stdout], [], [], wait)
