@@ -347,8 +347,10 @@ impl Volume for FatVolume {
 
     fn write_file(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
         let p = norm(path)?;
-        if self.stat(&p)?.is_some() {
-            self.remove(&p)?;
+        match self.stat(&p)? {
+            Some(e) if e.is_dir => return Err(Error::Invalid(format!("{p}: is a directory, not a file"))),
+            Some(_) => self.remove(&p)?,
+            None => {}
         }
         let parts: Vec<String> = components(&p)?.into_iter().map(str::to_owned).collect();
         self.writing(&p, |wr, w| {

@@ -150,7 +150,7 @@ impl FatWriter {
         if g.fat_bytes > MAX_FAT_BYTES {
             return Err(invalid(format!("a FAT of {} bytes is larger than lifeboat writes", g.fat_bytes)));
         }
-        if g.fat_start == 0 || g.first_data + g.clusters as u64 * g.cluster_bytes() > w.len() {
+        if g.clusters == 0 || g.fat_start == 0 || g.first_data + g.clusters as u64 * g.cluster_bytes() > w.len() {
             return Err(invalid("the volume's geometry does not fit its partition".into()));
         }
         let needed = match g.kind {
@@ -192,8 +192,8 @@ impl FatWriter {
         let was = self.fat_get(c);
         set(self.g.kind, &mut self.fat, c, v);
         match (was == 0, v == 0) {
-            (true, false) => self.free -= 1,
-            (false, true) => self.free += 1,
+            (true, false) => self.free = self.free.saturating_sub(1),
+            (false, true) => self.free = self.free.saturating_add(1),
             _ => {}
         }
         let (at, len) = entry_bytes(self.g.kind, c);
@@ -340,7 +340,9 @@ impl FatWriter {
                 continue;
             }
             let long = long_name(d, &lfn, &e[..11]);
-            let first_slot = if long.is_some() { lfn[0] } else { i };
+            // Long-name slots right before the entry go with it, valid or not:
+            // left behind by a deletion they would be orphans.
+            let first_slot = lfn.first().copied().unwrap_or(i);
             let found = Found { first_slot, short_slot: i, attr: e[11], cluster: first_cluster(self.g.kind, e) };
             out.push((found, long, short_display(e)));
         }
@@ -783,6 +785,7 @@ fn short_name_for(long: &str, taken: &HashSet<[u8; 11]>) -> io::Result<([u8; 11]
         }
         out
     };
+    lossy |= base.starts_with('.');
     let mut b = map(base.trim_start_matches('.'), &mut lossy);
     let mut x = map(ext, &mut lossy);
     if b.is_empty() {
