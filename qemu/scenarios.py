@@ -568,9 +568,37 @@ def judge_root_image(path, mnt, allowed):
     return None
 
 
-def q_root_power_cut(work):
-    """Power cuts of the root at the block level: every crash image of a guest's repair, commit, activate and prune holds."""
+def judge_log(work, name, base, wlog, part, allowed):
+    """Judges every crash image of one boot's log; returns (counts, failures)."""
     import logwrites, tempfile
+    data, entries = logwrites.read_log(wlog)
+    eps = logwrites.epochs(entries, part["start"], part["size"])
+    shm = tempfile.mkdtemp(dir="/dev/shm", prefix="lbcrash-")
+    mnt = os.path.join(shm, "mnt")
+    os.makedirs(mnt)
+    path = os.path.join(shm, "root.img")
+    tried, failures = 0, []
+    limit = int(os.environ.get("LIFEBOAT_CRASH_LIMIT", "240"))
+    try:
+        for what, image in logwrites.crash_images(base, data, eps, limit=limit):
+            with open(path, "wb") as f:
+                f.write(image)
+            tried += 1
+            why = judge_root_image(path, mnt, allowed)
+            if why:
+                failures.append(f"{name}, {what}: {why}")
+                if len(failures) <= 2:
+                    # The image as the cut left it (the judge changed its copy).
+                    with open(os.path.join(work, f"crash-{name}-{len(failures)}.img"), "wb") as f:
+                        f.write(image)
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+    counts = (len(entries), sum(len(e) for e in eps), len(eps), tried, tried - len(failures))
+    return counts, failures
+
+
+def q_root_power_cut(work):
+    """Power cuts of the root at the block level: every crash image of repair, commit, activate and prune in a real guest holds."""
     img = q.Image(work, size="384M", esp="96M")
     for i in (1, 2):
         img.commit(q.make_tree(work, f"t{i}", f"v{i}", "lifeboat.repair"), f"test transaction {i}")
@@ -588,9 +616,15 @@ def q_root_power_cut(work):
     # the log records; QEMU 7.2's NVMe drops the FUA bit, so a commit block
     # the kernel believes durable would share an epoch with later writes.
     img.build_initrd(extra_modules=["virtio_blk", "virtio_pci"])
-    ops = ["--root / state commit --from /var/lbtest/t3 --summary guest", "--root / state activate 1",
-           "--root / state prune --keep 1", "--root / verify --store"]
-    img.lbtest("".join(f"boot1 = {o}\n" for o in ops))
+    # One operation per boot, each boot with its own log: boot 1 is PID 1's
+    # repair (lifeboat.repair; libc.so.6 deleted below), then one guest command
+    # each (`verify --store` after it, in the guest, must pass).
+    steps = [("repair (PID 1)", None),
+             ("commit", "--root / state commit --from /var/lbtest/t3 --summary guest"),
+             ("activate", "--root / state activate 1"),
+             ("prune", "--root / state prune --keep 1")]
+    img.lbtest("".join(f"boot{n} = {op}\nboot{n} = --root / verify --store\n"
+                       for n, (_, op) in enumerate(steps, 1) if op))
     img.boot_setup()
     libc = "lib/x86_64-linux-gnu/libc.so.6"
     os.unlink(os.path.join(img.root, "usr", libc))
@@ -598,48 +632,32 @@ def q_root_power_cut(work):
     # background (QEMU 7.2's log of zeroing writes is unreliable under load).
     img.write_root(ext4_opts="lazy_itable_init=0,lazy_journal_init=0")
     part = root_partition(img)
-    with open(img.disk, "rb") as f:
-        f.seek(part["start"])
-        base = f.read(part["size"])
-    wlog = os.path.join(work, "writes.log")
-    say(f"deleted /usr/{libc}; booting with lifeboat.repair, the disk through QEMU's blklogwrites")
-    vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log", write_log=wlog, bus="virtio-blk").boot()
-    m = vm.expect(r"repair: (\d+) fixed", 150)
-    say(f"PID 1: {m.group(0)}")
-    booted(vm)
-    for o in ops:
-        m = vm.expect(r"LBTEST: exit (\d+)", 300)
-        if m.group(1) != "0":
-            raise Failure(f"in the guest, lifeboat {o} exited {m.group(1)}")
-        say(f"guest: lifeboat {o}: exit 0")
-    finish_ok(vm)
-    data, entries = logwrites.read_log(wlog)
-    eps = logwrites.epochs(entries, part["start"], part["size"])
-    writes = sum(len(e) for e in eps)
-    say(f"log: {len(entries)} requests; {writes} writes to the root partition in {len(eps)} flush epochs")
-    shm = tempfile.mkdtemp(dir="/dev/shm", prefix="lbcrash-")
-    mnt = os.path.join(shm, "mnt")
-    os.makedirs(mnt)
-    path = os.path.join(shm, "root.img")
-    tried, failures = 0, []
-    try:
-        for what, image in logwrites.crash_images(base, data, eps, limit=int(os.environ.get("LIFEBOAT_CRASH_LIMIT", "240"))):
-            with open(path, "wb") as f:
-                f.write(image)
-            tried += 1
-            why = judge_root_image(path, mnt, [libc, ".lbtmp"])
-            if why:
-                failures.append(f"{what}: {why}")
-                if len(failures) <= 3:
-                    # The image as the cut left it (the judge changed its copy).
-                    with open(os.path.join(work, f"crash-{len(failures)}.img"), "wb") as f:
-                        f.write(image)
-                    if len(failures) == 1:
-                        with open(os.path.join(work, "before.img"), "wb") as f:
-                            f.write(base)
-    finally:
-        shutil.rmtree(shm, ignore_errors=True)
-    say(f"crash images of the root: {tried} tried, {tried - len(failures)} held "
+    say(f"deleted /usr/{libc}; four boots with lifeboat.repair, the disk through QEMU's blklogwrites")
+    rows, failures = [], []
+    for n, (name, op) in enumerate(steps, 1):
+        with open(img.disk, "rb") as f:
+            f.seek(part["start"])
+            base = f.read(part["size"])
+        wlog = os.path.join(work, f"writes-{n}.log")
+        vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log", write_log=wlog, bus="virtio-blk").boot()
+        if op is None:
+            m = vm.expect(r"repair: (\d+) fixed", 150)
+            say(f"boot {n}, PID 1: {m.group(0)}")
+        booted(vm)
+        if op:
+            for cmd in (op, "verify --store"):
+                m = vm.expect(r"LBTEST: exit (\d+)", 300)
+                if m.group(1) != "0":
+                    raise Failure(f"boot {n}: in the guest, lifeboat {cmd} exited {m.group(1)}")
+            say(f"boot {n}, guest: lifeboat {op}: exit 0, then verify --store: exit 0")
+        finish_ok(vm)
+        # Before the repair's link reaches the disk, libc.so.6 is still missing.
+        counts, fails = judge_log(work, name.split()[0], base, wlog, part, [libc] if op is None else [])
+        rows.append((name, *counts))
+        failures += fails
+        say(f"{name}: {counts[0]} requests, {counts[1]} writes to the root in {counts[2]} flush epochs; "
+            f"crash images {counts[3]} tried, {counts[4]} held")
+    say(f"all: {sum(r[4] for r in rows)} crash images tried, {sum(r[5] for r in rows)} held "
         "(e2fsck -p then -fn clean; index loads; verify --store: /usr one complete transaction, every blob there)")
     if failures:
         raise Failure(f"{len(failures)} crash images do not hold:\n" + "\n".join(failures[:10]))

@@ -119,3 +119,37 @@ fn what_lifeboat_writes_other_tools_read() {
         }
     }
 }
+
+#[test]
+fn a_full_root_directory_refuses_and_leaks_nothing() {
+    // FAT16 with a small fixed root (mkfs.fat rounds `-r 16` up to 64 slots):
+    // files with long names (two slots each) fill it; the
+    // one that does not fit is refused after its data was written, and the
+    // clusters it took are given back (fsck.fat finds nothing unused).
+    let s = Scratch::new("fatwrite-full");
+    let img = s.join("v16.img");
+    let i = img.to_str().unwrap();
+    tool("mkfs.fat", &["-F", "16", "-r", "16", "-C", i, "20000"]);
+    let len = fs::metadata(&img).unwrap().len();
+    let file = fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    let mut v = FatVolume::open(Window::new(std::sync::Arc::new(file), 0, len, true), "t").unwrap();
+    let free = v.space().unwrap().free;
+    let mut written = 0;
+    let refused = loop {
+        match v.write_file(&format!("kernel-{written:02}.efi"), &mut &pattern(9_000, written as u8)[..]) {
+            Ok(_) => written += 1,
+            Err(e) => break e.to_string(),
+        }
+        assert!(written <= 32, "64 slots cannot hold 33 long-named files");
+    };
+    assert!(refused.contains("root directory is full"), "{refused}");
+    let used = free - v.space().unwrap().free;
+    let per_file = v.space().unwrap().alloc(9_000);
+    assert_eq!(used, written as u64 * per_file, "only the files written hold clusters");
+    v.close().unwrap();
+    let o = Command::new("fsck.fat").args(["-n", i]).output().expect("fsck.fat is missing (dosfstools)");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let quiet =
+        out.lines().filter(|l| !l.trim().is_empty()).all(|l| l.starts_with("fsck.fat ") || l.contains(" files, "));
+    assert!(o.status.success() && quiet, "fsck.fat -n:\n{out}");
+}

@@ -599,7 +599,13 @@ impl FatWriter {
         barrier(w)?;
         let first = chain.first().copied().unwrap_or(0);
         let e = self.new_short_entry(ATTR_ARCHIVE, first, total as u32);
-        self.add_entry(w, &mut d, name, e)?;
+        if let Err(err) = self.add_entry(w, &mut d, name, e) {
+            // No entry names the chain (the directory is full): give it back.
+            for c in chain {
+                self.fat_set(w, c, 0)?;
+            }
+            return Err(err);
+        }
         Ok(total)
     }
 
@@ -628,7 +634,11 @@ impl FatWriter {
         self.fat_set(w, c, eoc)?;
         barrier(w)?;
         let e = self.new_short_entry(ATTR_DIR, c, 0);
-        self.add_entry(w, &mut d, name, e)
+        if let Err(err) = self.add_entry(w, &mut d, name, e) {
+            self.fat_set(w, c, 0)?;
+            return Err(err);
+        }
+        Ok(())
     }
 
     /// Removes a file or an empty directory: the entry, a flush, the clusters.
