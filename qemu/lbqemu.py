@@ -140,14 +140,15 @@ class Image:
         with open(os.path.join(self.root, "etc/lbtest.conf"), "w") as f:
             f.write(text)
 
-    def write_root(self, fs="ext4", label="lbroot", ext4_opts=""):
+    def write_root(self, fs="ext4", label="lbroot", ext4_opts="", ext4_block=None):
         """Writes the root directory into the image's root partition: ext4 with
         `mke2fs -d`, btrfs with `mkfs.btrfs --rootdir` (both without mounting),
         xfs through a loop device of the partition."""
         p = next(p for p in self.parts if p["kind"] == "root-x86-64")
         if fs == "ext4":
             opts = f"offset={p['start']}" + (f",{ext4_opts}" if ext4_opts else "")
-            sh("mke2fs", "-q", "-F", "-t", "ext4", "-E", opts, "-d", self.root,
+            block = ["-b", str(ext4_block)] if ext4_block else []
+            sh("mke2fs", "-q", "-F", "-t", "ext4", *block, "-E", opts, "-d", self.root,
                self.disk, f"{p['size'] // 1024}k")
             return
         loop = sh("losetup", "--find", "--show", "--offset", str(p["start"]), "--sizelimit", str(p["size"]),

@@ -9,8 +9,10 @@ completed, flushes included (a FUA write reaches it as a write then a flush).
 `crash_images` turns a log and the disk as it was before the boot into the
 byte images of one partition a power cut could leave (DESIGN.md, "Crash model"):
 the state after every flush; cuts inside each epoch (a prefix of its writes);
-and seeded subsets of each epoch's writes (writes between two flushes reach the
-disk in any order). A zeroing write counts as a write of zeros; a discard
+seeded subsets of each epoch's writes (writes between two flushes reach the
+disk in any order); and a prefix whose last write is torn after its first
+4 KiB (the unit today's disks write whole; the root is made with 4 KiB blocks,
+as ext4 is on them: a 1 KiB-block ext4 torn inside its superblock fails e2fsck). A zeroing write counts as a write of zeros; a discard
 changes nothing a reader may rely on and is skipped.
 """
 import mmap, random, struct
@@ -70,7 +72,7 @@ def apply(img, log, writes):
         img[at:at + n] = log[dat:dat + n]
 
 
-def crash_images(base, log, eps, cuts=3, subsets=2, seed=0x5eed, limit=None):
+def crash_images(base, log, eps, cuts=3, subsets=6, seed=0x5eed, limit=None, torn=4096):
     """Yields (description, image bytes) for the crash images of a run: `base`
     (the partition before it, bytes) and `eps` from `epochs`."""
     rng = random.Random(seed)
@@ -82,6 +84,12 @@ def crash_images(base, log, eps, cuts=3, subsets=2, seed=0x5eed, limit=None):
                 plan.append((k, f"cut after {c} of {len(ep)} writes", ("prefix", c)))
             for s in range(subsets):
                 plan.append((k, f"subset {s} of {len(ep)} writes", ("subset", s)))
+        # A write cut after its first atomic unit (`torn`: 4096, what today's
+        # disks write whole, and the block size the root is made with).
+        multi = [j for j, w in enumerate(ep) if w[2] > torn]
+        if multi:
+            j = multi[len(multi) // 2]
+            plan.append((k, f"write {j + 1} of {len(ep)} torn after its first {torn} bytes", ("torn", j)))
     if limit and len(plan) > limit:
         keep = sorted(rng.sample(range(len(plan)), limit))
         plan = [plan[i] for i in keep]
@@ -97,6 +105,9 @@ def crash_images(base, log, eps, cuts=3, subsets=2, seed=0x5eed, limit=None):
             apply(img, log, ep)
         elif how[0] == "prefix":
             apply(img, log, ep[:how[1]])
+        elif how[0] == "torn":
+            at, dat, _ = ep[how[1]]
+            apply(img, log, ep[:how[1]] + [(at, dat, torn)])
         else:
             r = random.Random(seed * 1000 + k * 10 + how[1])
             apply(img, log, [w for w in ep if r.random() < 0.5])

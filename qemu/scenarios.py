@@ -630,7 +630,7 @@ def q_root_power_cut(work):
     os.unlink(os.path.join(img.root, "usr", libc))
     # Inode tables and journal written now, not zeroed by the guest kernel in the
     # background (QEMU 7.2's log of zeroing writes is unreliable under load).
-    img.write_root(ext4_opts="lazy_itable_init=0,lazy_journal_init=0")
+    img.write_root(ext4_opts="lazy_itable_init=0,lazy_journal_init=0", ext4_block=4096)
     part = root_partition(img)
     say(f"deleted /usr/{libc}; four boots with lifeboat.repair, the disk through QEMU's blklogwrites")
     rows, failures = [], []
