@@ -30,7 +30,8 @@ pub struct FatVolume {
     fat_type: &'static str,
     /// What reconciliation at open repaired (writable volumes only).
     reconciled: Reconciled,
-    /// lifeboat's own ordered write path (writable volumes), or why there is none.
+    /// lifeboat's own FAT table: the ordered write path and the content reader
+    /// (or why there is none; a read-only window refuses its writes).
     writer: std::result::Result<FatWriter, String>,
 }
 
@@ -134,13 +135,10 @@ impl FatVolume {
         let fs = catch_unwind(AssertUnwindSafe(|| FileSystem::new(w, opts)))
             .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
             .map_err(|e| fat_err(name, e))?;
-        let writer = if raw.is_writable() {
-            catch_unwind(AssertUnwindSafe(|| FatWriter::load(&mut raw)))
-                .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
-                .map_err(|e| e.to_string())
-        } else {
-            Err("opened read-only".to_owned())
-        };
+        // Loaded for read-only volumes too: reads of file content go through it.
+        let writer = catch_unwind(AssertUnwindSafe(|| FatWriter::load(&mut raw)))
+            .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
+            .map_err(|e| e.to_string());
         guard.store(u64::MAX, Ordering::Relaxed);
         let fat_type = match fs.fat_type() {
             fatfs::FatType::Fat12 => "FAT12",
@@ -189,6 +187,11 @@ impl FatVolume {
                 Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: the volume is malformed") })
             }
         }
+    }
+
+    /// Runs a read through lifeboat's own FAT table (see [`FatVolume::writing`]).
+    fn reading<T>(&mut self, what: &str, f: impl FnOnce(&FatWriter, &mut Window) -> io::Result<T>) -> Result<T> {
+        self.writing(what, |wr, w| f(wr, w))
     }
 
     /// Runs a write through lifeboat's own FAT writer with the read guard armed
@@ -313,6 +316,13 @@ impl Volume for FatVolume {
 
     fn read_into(&mut self, path: &str, out: &mut dyn Write) -> Result<u64> {
         let p = norm(path)?;
+        if self.writer.is_ok() {
+            let parts: Vec<String> = components(&p)?.into_iter().map(str::to_owned).collect();
+            return self.reading(&p, |wr, w| {
+                let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+                wr.read_file(w, &parts, out)
+            });
+        }
         self.with(&p.clone(), |fs| {
             let mut f = fs.root_dir().open_file(&p)?;
             let mut buf = vec![0u8; 256 * 1024];

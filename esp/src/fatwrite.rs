@@ -541,6 +541,46 @@ impl FatWriter {
         e
     }
 
+    /// Streams file `path` into `out`, reading each run of contiguous clusters
+    /// with one read (through `fatfs` a file is read a cluster at a time: a boot
+    /// sync that checks the kernels it keeps made 7,765 reads for 29 MiB).
+    pub fn read_file(&self, w: &mut Window, path: &[&str], out: &mut dyn Write) -> io::Result<u64> {
+        let (name, parent) = split_last(path)?;
+        let pc = self.dir_cluster(w, parent)?;
+        let d = self.read_dir(w, pc)?;
+        let f = self.find(&d, name).ok_or_else(|| not_found(&path.join("/")))?;
+        if f.attr & ATTR_DIR != 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: is a directory", path.join("/"))));
+        }
+        let e = d.slot(f.short_slot);
+        let size = u32::from_le_bytes([e[28], e[29], e[30], e[31]]) as u64;
+        if size == 0 {
+            return Ok(0);
+        }
+        let chain = if self.valid(f.cluster) { self.chain(f.cluster)? } else { Vec::new() };
+        let cb = self.g.cluster_bytes();
+        if (chain.len() as u64) * cb < size {
+            return Err(invalid(format!("{}: its clusters hold less than its size", path.join("/"))));
+        }
+        const RUN: u64 = 4 << 20;
+        let mut buf = vec![0u8; RUN.min(size.div_ceil(cb) * cb) as usize];
+        let mut left = size;
+        let mut k = 0;
+        while left > 0 {
+            // The longest run of consecutive clusters from chain[k], up to RUN.
+            let mut n = 1;
+            while k + n < chain.len() && chain[k + n] == chain[k] + n as u32 && (n as u64 + 1) * cb <= RUN {
+                n += 1;
+            }
+            let bytes = ((n as u64) * cb).min(left) as usize;
+            read_at(w, self.g.cluster_offset(chain[k]), &mut buf[..bytes])?;
+            out.write_all(&buf[..bytes])?;
+            left -= bytes as u64;
+            k += n;
+        }
+        Ok(size)
+    }
+
     /// Creates `path` (which must not exist) holding what `data` yields: data
     /// and chain, a flush, the entry.
     pub fn create_file(&mut self, w: &mut Window, path: &[&str], data: &mut dyn Read) -> io::Result<u64> {
