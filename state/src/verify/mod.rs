@@ -9,8 +9,9 @@
 //! fds, so a symlink planted in the tree never leads it outside.
 //!
 //! A check runs in two passes. The store pass visits the blobs in hash order (the
-//! store's own directory order) and takes each one's `lstat` — or, for `--full`
-//! and `--store`, opens, `fstat`s and hashes it — into a [`BlobTable`]. The tree
+//! store's own directory order) and takes each one's `lstat` — or, for `--store`,
+//! opens, `fstat`s and hashes it — into a [`BlobTable`]; `--full` alone skips it
+//! and hashes every file where the tree pass finds it. The tree
 //! pass lists each directory once with `getdents64` and looks every child up in
 //! that listing: a file whose listed inode is its blob's takes the blob's `stat`
 //! and verdict, so no file of the tree is `stat`ed or read unless it is a copy,
@@ -148,6 +149,7 @@ pub fn check(
     store_blobs: Option<&[(Hash128, u64)]>,
 ) -> Result<Report> {
     // The walk's map of the layout is built while the store is checked.
+    let hash_in_tree = opts.full && store_blobs.is_none();
     let (table, kids) = std::thread::scope(|s| {
         let kids = s.spawn(|| Children::new(layout.entries()));
         let own;
@@ -158,6 +160,11 @@ pub fn check(
                 &own
             }
         };
+        // `--full` alone hashes every file through the tree (one `openat` below a
+        // directory already open, `fstat`, read): the store pass would reach the
+        // same inodes through three directory levels and then the tree pass would
+        // look at each again.
+        let blobs = if hash_in_tree { &[][..] } else { blobs };
         let progress = Progress::new("store blobs", blobs.len() as u64, opts.progress);
         let table = BlobTable::build(store, blobs, opts.full || store_blobs.is_some(), &progress);
         progress.finish();
@@ -166,7 +173,7 @@ pub fn check(
     let (table, kids) =
         (table?, kids.map_err(|_| Error::io("verify", "layout", std::io::Error::other("worker panicked")))?);
     let progress = Progress::new("tree entries", layout.len() as u64, opts.progress);
-    let diffs = verify_tree(tree, layout, &kids, store, &table, &progress)?;
+    let diffs = verify_tree(tree, layout, &kids, store, &table, hash_in_tree, &progress)?;
     progress.finish();
     let mut diffs = diffs;
     diffs.retain(|d| d.class != Class::Extra || !opts.unlisted.contains(&d.path.as_str()));

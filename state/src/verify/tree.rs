@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
+use crate::hash::Hash128;
 use crate::layout::{EntryData, Layout, LayoutEntry};
 use crate::root::STATE_ID;
 use crate::store::Store;
@@ -117,6 +118,7 @@ pub(crate) fn verify_tree(
     kids: &Children,
     store: &Store,
     blobs: &BlobTable,
+    hash_in_tree: bool,
     progress: &Progress,
 ) -> Result<Vec<Difference>> {
     let es = layout.entries();
@@ -134,7 +136,7 @@ pub(crate) fn verify_tree(
                     fsutil::private_fd_table();
                     let mut out = Vec::new();
                     while let Some(&(a, b)) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        out.extend(check_range(tree, es, a, b, store, blobs, kids, progress)?);
+                        out.extend(check_range(tree, es, a, b, store, blobs, kids, hash_in_tree, progress)?);
                     }
                     Ok(out)
                 })
@@ -250,6 +252,7 @@ pub(crate) fn check_range(
     store: &Store,
     blobs: &BlobTable,
     kids: &Children,
+    hash_in_tree: bool,
     progress: &Progress,
 ) -> std::io::Result<Vec<Difference>> {
     use nix::sys::stat::fstat;
@@ -296,9 +299,17 @@ pub(crate) fn check_range(
         // directory, else `fstatat`.
         let mut blob: Option<(Option<Meta>, BlobCheck)> = None;
         let mut opened_dir: Option<OwnedFd> = None;
+        let mut opened_file: Option<std::fs::File> = None;
         let mut from_blob = false;
         let mut st: Option<Meta> = None;
         match (&e.data, dent.kind) {
+            (EntryData::File { size, .. }, DT_REG) if *size > 0 && hash_in_tree => {
+                // Opened once: its `fstat` is the entry's, its bytes are hashed below.
+                if let Some(f) = open_for_hash(dir, name)? {
+                    st = Some(Meta::of(&fstat(f.as_fd()).map_err(io_err)?));
+                    opened_file = Some(f);
+                }
+            }
             (EntryData::File { hash, size }, DT_REG) if *size > 0 => {
                 let b = blobs.get(store, *hash)?;
                 if let Some(bs) = b.0.filter(|bs| bs.ino == dent.ino && bs.dev == tree_dev) {
@@ -368,6 +379,17 @@ pub(crate) fn check_range(
             EntryData::File { hash, size } => {
                 if st.size != *size {
                     out.push(diff(Class::WrongContent, format!("{} bytes instead of {size}", st.size)));
+                } else if let Some(f) = opened_file {
+                    let wrong = match Hash128::of_file_expecting(f, *size, hash_buf(&mut buf)) {
+                        Ok((h, n)) => {
+                            hashed = n;
+                            (h != *hash).then(|| format!("xxh3-128 {h} instead of {hash}"))
+                        }
+                        Err(e) => Some(format!("cannot be read: {e}")),
+                    };
+                    if let Some(why) = wrong {
+                        out.push(diff(Class::WrongContent, why));
+                    }
                 } else if *size > 0 {
                     // The blob's verdict holds for a file that is the blob's inode.
                     let (bmeta, bcheck) = match (from_blob, blob) {
