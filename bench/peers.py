@@ -309,7 +309,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=os.environ.get("LIFEBOAT_BENCH_DIR", "/var/tmp/lifeboat-bench"))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", default="verify,repair,commit", help="verify,peerverify,repair,commit")
+    ap.add_argument("--only", default="verify,repair,commit", help="verify,peerverify,repair,commit; ownverify: verify without moss and ostree")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     only = a.only.split(",")
@@ -318,7 +318,7 @@ def main():
     moss, mkstone = moss_tools(a.work)
     out(f"machine: {os.cpu_count()} cores, {os.uname().release}; lifeboat {LB}")
     orepo = None
-    if "verify" in only:
+    if "verify" in only or "ownverify" in only:
         bench_verify(a.work, t, root, a.rounds)
     if "verify" in only or "peerverify" in only:
         _, orepo, _ = bench_peers_verify(a.work, t, moss, mkstone, a.rounds)
