@@ -23,6 +23,15 @@ fn tool(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `fsck.fat -n` exits 0 and says nothing but its version and summary.
+fn fsck_silent(img: &str, what: &str) {
+    let o = Command::new("fsck.fat").args(["-n", img]).output().expect("fsck.fat is missing (dosfstools)");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let quiet =
+        out.lines().filter(|l| !l.trim().is_empty()).all(|l| l.starts_with("fsck.fat ") || l.contains(" files, "));
+    assert!(o.status.success() && quiet, "{what}: fsck.fat -n:\n{out}");
+}
+
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed)).collect()
 }
@@ -105,11 +114,7 @@ fn what_lifeboat_writes_other_tools_read() {
             assert_eq!(v.space().unwrap().free, free_before, "FAT{bits}: removing gave back what writing took");
             v.close().unwrap();
         }
-        let o = Command::new("fsck.fat").args(["-n", i]).output().expect("fsck.fat is missing (dosfstools)");
-        let out = String::from_utf8_lossy(&o.stdout);
-        let quiet =
-            out.lines().filter(|l| !l.trim().is_empty()).all(|l| l.starts_with("fsck.fat ") || l.contains(" files, "));
-        assert!(o.status.success() && quiet, "FAT{bits}: fsck.fat -n:\n{out}");
+        fsck_silent(i, &format!("FAT{bits}"));
         let mut got = BTreeMap::new();
         read_back(i, "", &mut got, &s);
         let names = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
@@ -147,9 +152,5 @@ fn a_full_root_directory_refuses_and_leaks_nothing() {
     let per_file = v.space().unwrap().alloc(9_000);
     assert_eq!(used, written as u64 * per_file, "only the files written hold clusters");
     v.close().unwrap();
-    let o = Command::new("fsck.fat").args(["-n", i]).output().expect("fsck.fat is missing (dosfstools)");
-    let out = String::from_utf8_lossy(&o.stdout);
-    let quiet =
-        out.lines().filter(|l| !l.trim().is_empty()).all(|l| l.starts_with("fsck.fat ") || l.contains(" files, "));
-    assert!(o.status.success() && quiet, "fsck.fat -n:\n{out}");
+    fsck_silent(i, "FAT16 with a full root");
 }

@@ -170,7 +170,13 @@ impl FatVolume {
         self.guard.store(self.budget, Ordering::Relaxed);
         let r = catch_unwind(AssertUnwindSafe(|| f(fs)));
         self.guard.store(u64::MAX, Ordering::Relaxed);
-        // Gathered writes reach the backing by the end of every operation.
+        self.settle(what, r)
+    }
+
+    /// Ends an operation: gathered writes reach the backing, errors name the
+    /// volume, and after a panic the volume is not used again (its state is
+    /// unknown).
+    fn settle<T>(&mut self, what: &str, r: std::thread::Result<io::Result<T>>) -> Result<T> {
         let r = match (r, self.raw.write_pending()) {
             (Ok(Ok(_)), Err(e)) => Ok(Err(e)),
             (r, _) => r,
@@ -182,8 +188,8 @@ impl FatVolume {
             }
             Ok(Err(e)) => Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: {e}") }),
             Err(_) => {
-                // The filesystem state is unknown after a panic: stop using it.
                 self.fs = None;
+                self.writer = Err("an operation failed midway".into());
                 Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: the volume is malformed") })
             }
         }
@@ -209,22 +215,7 @@ impl FatVolume {
         self.guard.store(self.budget, Ordering::Relaxed);
         let r = catch_unwind(AssertUnwindSafe(|| f(writer, &mut self.raw)));
         self.guard.store(u64::MAX, Ordering::Relaxed);
-        let r = match (r, self.raw.write_pending()) {
-            (Ok(Ok(_)), Err(e)) => Ok(Err(e)),
-            (r, _) => r,
-        };
-        match r {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
-                Err(Error::NotFound { volume: self.name.clone(), path: what.to_owned() })
-            }
-            Ok(Err(e)) => Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: {e}") }),
-            Err(_) => {
-                self.fs = None;
-                self.writer = Err("a write failed midway".into());
-                Err(Error::Fat { volume: self.name.clone(), why: format!("{what}: the volume is malformed") })
-            }
-        }
+        self.settle(what, r)
     }
 
     /// Writes the FSInfo and clears the dirty flag.

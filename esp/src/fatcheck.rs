@@ -118,12 +118,12 @@ fn bad(why: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
-fn read_at(w: &mut Window, at: u64, buf: &mut [u8]) -> io::Result<()> {
+pub(crate) fn read_at(w: &mut Window, at: u64, buf: &mut [u8]) -> io::Result<()> {
     w.seek(SeekFrom::Start(at))?;
     w.read_exact(buf)
 }
 
-fn write_at(w: &mut Window, at: u64, buf: &[u8]) -> io::Result<()> {
+pub(crate) fn write_at(w: &mut Window, at: u64, buf: &[u8]) -> io::Result<()> {
     w.seek(SeekFrom::Start(at))?;
     w.write_all(buf)
 }

@@ -32,9 +32,11 @@
 //! trusts a hint on disk.
 
 use std::collections::HashSet;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 
-use crate::fatcheck::{self, entry_bytes, first_cluster, get, is_lfn, lfn_checksum, marks, set, set_first_cluster};
+use crate::fatcheck::{
+    self, entry_bytes, first_cluster, get, is_lfn, lfn_checksum, marks, read_at, set, set_first_cluster, write_at,
+};
 use crate::fatraw::{Geometry, Kind};
 use crate::window::Window;
 
@@ -57,16 +59,6 @@ fn invalid(why: String) -> io::Error {
 
 fn not_found(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{what}: not found"))
-}
-
-fn read_at(w: &mut Window, at: u64, buf: &mut [u8]) -> io::Result<()> {
-    w.seek(SeekFrom::Start(at))?;
-    w.read_exact(buf)
-}
-
-fn write_at(w: &mut Window, at: u64, buf: &[u8]) -> io::Result<()> {
-    w.seek(SeekFrom::Start(at))?;
-    w.write_all(buf)
 }
 
 /// Everything written so far reaches the disk before anything written after.
@@ -428,14 +420,7 @@ impl FatWriter {
     /// Writes a new entry set for `name` with the given short entry (its name
     /// bytes are chosen here) into directory `d`.
     fn add_entry(&mut self, w: &mut Window, d: &mut DirImage, name: &str, mut sfn: [u8; 32]) -> io::Result<()> {
-        let taken: HashSet<[u8; 11]> = (0..d.end())
-            .map(|i| d.slot(i))
-            .filter(|e| e[0] != DELETED && !is_lfn(e))
-            .map(|e| e[..11].try_into().unwrap_or([0; 11]))
-            .collect();
-        let (short, needs_long) = short_name_for(name, &taken)?;
-        sfn[..11].copy_from_slice(&short);
-        let lfn = if needs_long { lfn_slots(name, &short) } else { Vec::new() };
+        let lfn = name_slots(d, None, name, &mut sfn)?;
         let k = lfn.len() + 1;
         if k <= SLOTS_PER_SECTOR {
             let p = self.place(w, d, k)?;
@@ -581,17 +566,24 @@ impl FatWriter {
         Ok(size)
     }
 
-    /// Creates `path` (which must not exist) holding what `data` yields: data
-    /// and chain, a flush, the entry.
-    pub fn create_file(&mut self, w: &mut Window, path: &[&str], data: &mut dyn Read) -> io::Result<u64> {
+    /// For a new entry at `path`: its name, its directory's cluster and image,
+    /// once the name is checked to be free and valid and the session begun.
+    fn new_name<'p>(&mut self, w: &mut Window, path: &[&'p str]) -> io::Result<(&'p str, u32, DirImage)> {
         let (name, parent) = split_last(path)?;
         let pc = self.dir_cluster(w, parent)?;
-        let mut d = self.read_dir(w, pc)?;
+        let d = self.read_dir(w, pc)?;
         if self.find(&d, name).is_some() {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{}: exists", path.join("/"))));
         }
         validate_name(name)?;
         self.begin(w)?;
+        Ok((name, pc, d))
+    }
+
+    /// Creates `path` (which must not exist) holding what `data` yields: data
+    /// and chain, a flush, the entry.
+    pub fn create_file(&mut self, w: &mut Window, path: &[&str], data: &mut dyn Read) -> io::Result<u64> {
+        let (name, _, mut d) = self.new_name(w, path)?;
         let cb = self.g.cluster_bytes() as usize;
         let mut buf = vec![0u8; (1 << 20) / cb * cb + cb];
         let mut chain: Vec<u32> = Vec::new();
@@ -652,14 +644,7 @@ impl FatWriter {
     /// Creates directory `path` (which must not exist): its cluster with `.`
     /// and `..`, a flush, the entry.
     pub fn create_dir(&mut self, w: &mut Window, path: &[&str]) -> io::Result<()> {
-        let (name, parent) = split_last(path)?;
-        let pc = self.dir_cluster(w, parent)?;
-        let mut d = self.read_dir(w, pc)?;
-        if self.find(&d, name).is_some() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{}: exists", path.join("/"))));
-        }
-        validate_name(name)?;
-        self.begin(w)?;
+        let (name, pc, mut d) = self.new_name(w, path)?;
         let c = self.take_free()?;
         let mut cl = vec![0u8; self.g.cluster_bytes() as usize];
         let mut dot = self.new_short_entry(ATTR_DIR, c, 0);
@@ -722,15 +707,7 @@ impl FatWriter {
         self.begin(w)?;
         let mut sfn: [u8; 32] = d.slot(f.short_slot).try_into().map_err(|_| invalid("short entry".into()))?;
         sfn[12] = 0;
-        let taken: HashSet<[u8; 11]> = (0..d.end())
-            .filter(|&i| i != f.short_slot)
-            .map(|i| d.slot(i))
-            .filter(|e| e[0] != DELETED && !is_lfn(e))
-            .map(|e| e[..11].try_into().unwrap_or([0; 11]))
-            .collect();
-        let (short, needs_long) = short_name_for(to, &taken)?;
-        sfn[..11].copy_from_slice(&short);
-        let lfn = if needs_long { lfn_slots(to, &short) } else { Vec::new() };
+        let lfn = name_slots(&d, Some(f.short_slot), to, &mut sfn)?;
         let k = lfn.len() + 1;
         let sector = f.short_slot / SLOTS_PER_SECTOR;
         if f.first_slot / SLOTS_PER_SECTOR == sector && k <= SLOTS_PER_SECTOR {
@@ -798,6 +775,21 @@ fn validate_name(name: &str) -> io::Result<()> {
         Some(w) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?}: {w}"))),
         None => Ok(()),
     }
+}
+
+/// Names `sfn` for `name` in directory `d` (an 8.3 name no other entry there has;
+/// the entry at `skip`, being renamed, does not count) and returns the long-name
+/// slots to write before it (none for an exact upper-case 8.3 name).
+fn name_slots(d: &DirImage, skip: Option<usize>, name: &str, sfn: &mut [u8; 32]) -> io::Result<Vec<[u8; 32]>> {
+    let taken: HashSet<[u8; 11]> = (0..d.end())
+        .filter(|&i| Some(i) != skip)
+        .map(|i| d.slot(i))
+        .filter(|e| e[0] != DELETED && !is_lfn(e))
+        .map(|e| e[..11].try_into().unwrap_or([0; 11]))
+        .collect();
+    let (short, needs_long) = short_name_for(name, &taken)?;
+    sfn[..11].copy_from_slice(&short);
+    Ok(if needs_long { lfn_slots(name, &short) } else { Vec::new() })
 }
 
 /// Characters an 8.3 name may hold besides letters and digits.
