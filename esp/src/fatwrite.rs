@@ -717,7 +717,8 @@ impl FatWriter {
                 |i: usize| (f.first_slot..=f.short_slot).contains(&i) || i >= end || d.bytes[i * 32] == DELETED;
             // A run inside this sector, wholly usable, never starting past the
             // end marker (readers stop there).
-            let at = (lo..=lo + SLOTS_PER_SECTOR - k).find(|&i| i <= end && (i..i + k).all(usable));
+            let at =
+                (lo..=lo + SLOTS_PER_SECTOR - k).find(|&i| i <= end && i + k <= d.slots() && (i..i + k).all(usable));
             if let Some(at) = at {
                 for i in f.first_slot..=f.short_slot {
                     d.bytes[i * 32] = DELETED;
