@@ -380,14 +380,8 @@ pub(crate) fn check_range(
                 if st.size != *size {
                     out.push(diff(Class::WrongContent, format!("{} bytes instead of {size}", st.size)));
                 } else if let Some(f) = opened_file {
-                    let wrong = match Hash128::of_file_expecting(f, *size, hash_buf(&mut buf)) {
-                        Ok((h, n)) => {
-                            hashed = n;
-                            (h != *hash).then(|| format!("xxh3-128 {h} instead of {hash}"))
-                        }
-                        Err(e) => Some(format!("cannot be read: {e}")),
-                    };
-                    if let Some(why) = wrong {
+                    let r = Hash128::of_file_expecting(f, *size, hash_buf(&mut buf));
+                    if let Some(why) = content_verdict(r, hash, &mut hashed) {
                         out.push(diff(Class::WrongContent, why));
                     }
                 } else if *size > 0 {
@@ -406,16 +400,7 @@ pub(crate) fn check_range(
                         }
                         (true, BlobCheck::Bad(f)) => Some(format!("its inode is store blob {hash}, which {f}")),
                         (true, BlobCheck::Good | BlobCheck::Unread) => None,
-                        (false, _) => match hash_at(dir, name, *size, hash_buf(&mut buf)) {
-                            Ok((h, n)) => {
-                                hashed = n;
-                                (h != *hash).then(|| format!("xxh3-128 {h} instead of {hash}"))
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                                Some("removed while being checked".to_owned())
-                            }
-                            Err(e) => Some(format!("cannot be read: {e}")),
-                        },
+                        (false, _) => content_verdict(hash_at(dir, name, *size, hash_buf(&mut buf)), hash, &mut hashed),
                     };
                     if let Some(why) = wrong {
                         out.push(diff(Class::WrongContent, why));
@@ -433,4 +418,18 @@ pub(crate) fn check_range(
     }
     tally.flush();
     Ok(out)
+}
+
+/// What is wrong with a file's content, given the result of hashing it (a file
+/// that cannot be read is a difference, not the end of the check); counts the
+/// bytes read into `hashed`.
+fn content_verdict(r: std::io::Result<(Hash128, u64)>, want: &Hash128, hashed: &mut u64) -> Option<String> {
+    match r {
+        Ok((h, n)) => {
+            *hashed = n;
+            (h != *want).then(|| format!("xxh3-128 {h} instead of {want}"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("removed while being checked".to_owned()),
+        Err(e) => Some(format!("cannot be read: {e}")),
+    }
 }
