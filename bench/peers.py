@@ -2,7 +2,7 @@
 """lifeboat against the tools a user would pick instead, whole process against
 whole process, on the same 250,000-entry tree (../shared/bench/mktree):
 
-  python3 bench/peers.py [--work DIR] [--rounds 3] [--only verify,repair,commit]
+  python3 bench/peers.py [--work DIR] [--scratch-ext4 IMAGE] [--rounds 3] [--only verify,repair,commit]
 
 - verify: `lifeboat verify --full` vs `xxhsum -H2 -c` of a manifest of the same
   /usr files (one process, and one per core on split manifests); `--store` vs
@@ -305,18 +305,41 @@ def bench_commit(work, t, moss, mkstone, n):
     return times
 
 
+def scratch_ext4(image, size, mnt):
+    """A journalled ext4 (mkfs defaults, as a root filesystem is made) in a loop
+    image with direct I/O, mounted at `mnt`; reused when already mounted. The
+    host's own `/` here is ext4 without a journal: there the inode allocator
+    skips inodes freed in the last seconds (`recently_deleted`), which makes
+    every run after a large deletion pay for it, and no root is made that way."""
+    if os.path.ismount(mnt):
+        return mnt
+    os.makedirs(mnt, exist_ok=True)
+    if not os.path.exists(image):
+        run("truncate", "-s", size, image)
+        run("mkfs.ext4", "-q", "-F", "-N", "4000000", image)
+    loop = run("losetup", "--direct-io=on", "-f", "--show", image).strip()
+    run("mount", loop, mnt)
+    return mnt
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=os.environ.get("LIFEBOAT_BENCH_DIR", "/var/tmp/lifeboat-bench"))
+    ap.add_argument("--scratch-ext4", metavar="IMAGE", default=None,
+                    help="run in a journalled ext4 made in this image file (26G, sparse), mounted at WORK")
+
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="verify,repair,commit", help="verify,peerverify,repair,commit; ownverify: verify without moss and ostree")
     a = ap.parse_args()
+    if a.scratch_ext4:
+        scratch_ext4(a.scratch_ext4, "26G", a.work)
     os.makedirs(a.work, exist_ok=True)
     only = a.only.split(",")
     t = tree(a.work)
     root = lifeboat_root(a.work, t)
     moss, mkstone = moss_tools(a.work)
-    out(f"machine: {os.cpu_count()} cores, {os.uname().release}; lifeboat {LB}")
+    fs = subprocess.run(["findmnt", "-no", "SOURCE,FSTYPE,OPTIONS", "--target", a.work], stdout=subprocess.PIPE, text=True).stdout.strip()
+    out(f"machine: {os.cpu_count()} cores, {os.uname().release}; lifeboat {LB}; {a.work} on {fs}")
     orepo = None
     if "verify" in only or "ownverify" in only:
         bench_verify(a.work, t, root, a.rounds)

@@ -124,6 +124,38 @@ fn renameat2(olddir: BorrowedFd, old: &[u8], newdir: BorrowedFd, new: &[u8], fla
     Ok(())
 }
 
+/// Opens an unnamed regular file in directory `dir` (`O_TMPFILE`, read and
+/// write): it has no name until [`link_unnamed`] gives it one, and vanishes if
+/// the process dies first. `None` where the filesystem cannot make one.
+pub fn create_unnamed(dir: BorrowedFd, perm: u32) -> io::Result<Option<std::fs::File>> {
+    match nix::fcntl::openat(
+        dir,
+        c".",
+        OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(perm & 0o777),
+    ) {
+        Ok(fd) => Ok(Some(std::fs::File::from(fd))),
+        Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EISDIR | nix::errno::Errno::EINVAL) => Ok(None),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Gives the unnamed file `fd` the name `name` in `dir`, never replacing what is
+/// there (`AlreadyExists`). Needs `CAP_DAC_READ_SEARCH` (`PermissionDenied` or
+/// `NotFound` without it).
+pub fn link_unnamed(fd: BorrowedFd, dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; the fds are
+    // borrowed and open.
+    let r = unsafe {
+        nix::libc::linkat(fd.as_raw_fd(), c"".as_ptr(), dir.as_raw_fd(), n.as_ptr(), nix::libc::AT_EMPTY_PATH)
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Atomically swaps two paths (both must exist).
 pub fn exchange(adir: BorrowedFd, a: &[u8], bdir: BorrowedFd, b: &[u8]) -> io::Result<()> {
     renameat2(adir, a, bdir, b, RENAME_EXCHANGE)

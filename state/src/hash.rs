@@ -51,6 +51,54 @@ impl Hash128 {
         Ok((Hash128(h.map(|h| h.digest128()).unwrap_or_else(|| xxhash_rust::xxh3::xxh3_128(&[]))), total))
     }
 
+    /// Reads a file expected to hold `expect` bytes into `buf` and hashes it. When
+    /// the whole file fits, it is left in `buf[..n]` (the third value is `true`), so
+    /// a caller can write what it hashed without reading the file again; a file
+    /// larger than `buf` is hashed to its end and only its last chunk is left.
+    /// Like [`Hash128::of_file_expecting`], a read asks for one byte past the
+    /// expected end, so a file of the expected size takes one read.
+    pub fn of_file_buffered(mut r: impl Read, expect: u64, buf: &mut [u8]) -> io::Result<(Self, u64, bool)> {
+        let mut filled = 0usize;
+        loop {
+            let room = buf.len() - filled;
+            if room == 0 {
+                break;
+            }
+            // Past the expected size, the file grew: read on in whole buffers.
+            let left = expect.checked_sub(filled as u64);
+            let want = match left {
+                Some(left) if left < room as u64 => left as usize + 1,
+                _ => room,
+            };
+            let n = match r.read(&mut buf[filled..filled + want]) {
+                Ok(0) => return Ok((Hash128::of(&buf[..filled]), filled as u64, true)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            filled += n;
+            // A regular file's short read is its end.
+            if n < want && filled as u64 == expect {
+                return Ok((Hash128::of(&buf[..filled]), filled as u64, true));
+            }
+        }
+        // Larger than `buf`: hash what is there, then stream the rest.
+        let mut h = Xxh3::new();
+        h.update(buf);
+        let mut total = buf.len() as u64;
+        loop {
+            let n = match r.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            h.update(&buf[..n]);
+            total += n as u64;
+        }
+        Ok((Hash128(h.digest128()), total, false))
+    }
+
     /// Hashes a reader to its end, with `buf` as scratch space.
     pub fn of_reader(mut r: impl Read, buf: &mut [u8]) -> io::Result<(Self, u64)> {
         let mut h = Xxh3::new();
@@ -151,6 +199,23 @@ mod tests {
             for expect in [len as u64, 0, len as u64 / 2, len as u64 + 1, 1024, 5000] {
                 let (h, n) = Hash128::of_file_expecting(&data[..len], expect, &mut buf).unwrap();
                 assert_eq!((h, n), (want, len as u64), "len {len} expect {expect}");
+            }
+        }
+    }
+
+    #[test]
+    fn buffered_hashing_agrees_and_keeps_a_file_that_fits() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 11 + i / 7) as u8).collect();
+        for len in [0usize, 1, 2, 1023, 1024, 1025, 2048, 9999] {
+            let want = Hash128::of(&data[..len]);
+            for expect in [len as u64, 0, len as u64 / 2, len as u64 + 1, 1024, 5000] {
+                let mut buf = vec![0u8; 1024];
+                let (h, n, whole) = Hash128::of_file_buffered(&data[..len], expect, &mut buf).unwrap();
+                assert_eq!((h, n), (want, len as u64), "len {len} expect {expect}");
+                assert_eq!(whole, len < 1024, "len {len} expect {expect}");
+                if whole {
+                    assert_eq!(&buf[..len], &data[..len]);
+                }
             }
         }
     }

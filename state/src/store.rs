@@ -1,12 +1,15 @@
 //! The content-addressed store, in moss's v2 layout:
 //! `.moss/assets/v2/<h[0:2]>/<h[2:4]>/<h[4:6]>/<h>`.
 //!
-//! A blob is added by copying into a temporary name in lifeboat's staging directory
-//! beside the store (`.moss/assets/lifeboat-stage`; leftovers of a crash are removed
-//! by the next commit) and renaming it into place, so a blob under its final name is
-//! always complete. Blobs are made
-//! durable with one `syncfs` per operation, before any index that needs them is
-//! written.
+//! A blob is written as an unnamed file (`O_TMPFILE`) in lifeboat's staging
+//! directory beside the store (`.moss/assets/lifeboat-stage`) and linked in under
+//! its final name, never replacing one; where the system cannot do that, it is
+//! written under a temporary name there (leftovers of a crash are removed by the
+//! next commit) and renamed into place. Either way a name in the store is only
+//! ever given to a finished file. Blobs are made durable with one `syncfs` per
+//! operation, before any index that needs them is written; a blob cut short by
+//! a power cut before that sync (its name made, its data not) is named by no
+//! index, and the next add of its content replaces it.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -38,6 +41,10 @@ pub struct Store {
     /// neighbouring inode-table blocks, as `cp -al` of an ordinary tree does;
     /// created in each blob's own directory, they were scattered.
     stage: Option<OwnedFd>,
+    /// The store's directory was made by this open: it holds no blob but those
+    /// added through it, so an add need not look for one first (a second add of
+    /// the same content finds the name taken).
+    fresh: bool,
 }
 
 /// Where a blob is, for `*at` calls: the store's descriptor and the path below it,
@@ -54,16 +61,282 @@ impl BlobLoc<'_> {
     }
 }
 
+/// Adds blobs to the store from one thread: keeps the store's 256 first-level
+/// directories open (a commit adds blobs in tree order, so their names are
+/// scattered over all of them) and its own descriptor of the staging directory.
+/// Each blob is written under a temporary name, then renamed into its directory
+/// without replacing anything there: a blob under its final name is always
+/// complete, and two threads adding the same content leave one blob.
+pub struct BlobWriter<'s> {
+    store: &'s Store,
+    stage: Option<OwnedFd>,
+    top: Vec<Option<OwnedFd>>,
+    /// Whether blobs are written as unnamed files (until the system refuses).
+    unnamed: bool,
+}
+
+/// A blob's place below one of the store's first-level directories.
+struct BlobName {
+    buf: [u8; crate::hash::STORE_PATH_MAX],
+    len: usize,
+}
+
+impl BlobName {
+    fn of(h: Hash128) -> Self {
+        let mut buf = [0u8; crate::hash::STORE_PATH_MAX];
+        let len = h.store_path_into(&mut buf);
+        BlobName { buf, len }
+    }
+    /// Index of the first-level directory (its two hex digits).
+    fn top(&self) -> usize {
+        let d = |b: u8| (b as char).to_digit(16).unwrap_or(0) as usize;
+        d(self.buf[0]) * 16 + d(self.buf[1])
+    }
+    fn top_name(&self) -> &[u8] {
+        &self.buf[..2]
+    }
+    /// `bb/cc/<name>`, below the first-level directory.
+    fn below_top(&self) -> &[u8] {
+        &self.buf[3..self.len]
+    }
+    fn second(&self) -> &[u8] {
+        &self.buf[3..5]
+    }
+    fn third(&self) -> &[u8] {
+        &self.buf[6..8]
+    }
+    /// `cc/<name>`, below the second-level directory.
+    fn below_second(&self) -> &[u8] {
+        &self.buf[6..self.len]
+    }
+    fn name(&self) -> &[u8] {
+        &self.buf[9..self.len]
+    }
+}
+
+impl BlobWriter<'_> {
+    /// The first-level directory of `n`, made if missing.
+    fn top_dir(&mut self, n: &BlobName) -> io::Result<BorrowedFd<'_>> {
+        let i = n.top();
+        if self.top[i].is_none() {
+            mkdir_at(self.store.fd.as_fd(), n.top_name())?;
+            self.top[i] = Some(fsutil::open_dir_at(self.store.fd.as_fd(), n.top_name())?);
+        }
+        match &self.top[i] {
+            Some(fd) => Ok(fd.as_fd()),
+            None => Err(io::Error::other("store directory not open")),
+        }
+    }
+
+    /// The size of blob `n`, if it is in the store.
+    fn existing_size(&mut self, n: &BlobName) -> io::Result<Option<u64>> {
+        let top = self.top_dir(n)?;
+        Ok(fsutil::lstat_at(top, n.below_top())?.map(|st| st.st_size as u64))
+    }
+
+    /// Adds blob `h` holding `bytes` (the bytes its hash was computed from).
+    /// Returns whether it was new.
+    pub fn put_bytes(&mut self, h: Hash128, bytes: &[u8], perm: u32, uid: u32, gid: u32) -> Result<bool> {
+        use std::io::Write;
+        self.put(h, bytes.len() as u64, perm, uid, gid, |mut out| out.write_all(bytes))
+    }
+
+    /// Copies `src` (of `size` bytes when it was hashed) in as blob `h`, hashing
+    /// what it copies: a file whose content is no longer `h` is refused. Returns
+    /// whether the blob was new.
+    pub fn put_file(&mut self, h: Hash128, size: u64, src: &File, perm: u32, uid: u32, gid: u32) -> Result<bool> {
+        self.put(h, size, perm, uid, gid, |out| {
+            let (got, _) = copy_hashing(src, out)?;
+            if got != h {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("its content changed while it was being stored (now {got}, was {h})"),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn put(
+        &mut self,
+        h: Hash128,
+        size: u64,
+        perm: u32,
+        uid: u32,
+        gid: u32,
+        fill: impl FnOnce(&File) -> io::Result<()>,
+    ) -> Result<bool> {
+        let n = BlobName::of(h);
+        let dest = self.store.blob_path(h);
+        let found = if self.store.fresh { None } else { self.existing_size(&n).ctx("stat", &dest)? };
+        if found == Some(size) {
+            return Ok(false);
+        }
+        // A blob of another size was cut short by a crash before the sync that
+        // would have made it whole (no index names a blob before that sync): it
+        // is replaced.
+        let replace = found.is_some();
+        // Lent out for the call: the staging directory is borrowed while the
+        // first-level directories are opened.
+        let stage = self.stage.take();
+        let res = self.write_blob(stage.as_ref().map(|s| s.as_fd()), &n, replace, perm, uid, gid, fill);
+        self.stage = stage;
+        res.map_err(|e| Error::io("add to store", dest, e))
+    }
+
+    /// Writes the blob and names it: an unnamed file (`O_TMPFILE`) linked in
+    /// under the blob's name where the system allows, else a temporary name
+    /// renamed into place.
+    #[allow(clippy::too_many_arguments)]
+    fn write_blob(
+        &mut self,
+        stage: Option<BorrowedFd>,
+        n: &BlobName,
+        replace: bool,
+        perm: u32,
+        uid: u32,
+        gid: u32,
+        fill: impl FnOnce(&File) -> io::Result<()>,
+    ) -> io::Result<bool> {
+        // Without a staging directory (a repair), the file is made in the blob's
+        // own directory.
+        let own_dir;
+        let tmp_dir = match stage {
+            Some(s) => s,
+            None => {
+                own_dir = self.leaf_dir(n)?;
+                own_dir.as_fd()
+            }
+        };
+        let mut fill = Some(fill);
+        let mut content: Option<File> = None;
+        if self.unnamed && !replace {
+            if let Some(out) = fsutil::create_unnamed(tmp_dir, perm)? {
+                if let Some(fill) = fill.take() {
+                    fill(&out)?;
+                }
+                set_new_owner_perm(out.as_fd(), perm, uid, gid)?;
+                crate::failpoint::hit("store-add");
+                match self.link_in(out.as_fd(), n) {
+                    Ok(new) => return Ok(new),
+                    // No CAP_DAC_READ_SEARCH: name it the other way, from now on.
+                    Err(e) if matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound) => {
+                        self.unnamed = false;
+                        content = Some(out);
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                self.unnamed = false;
+            }
+        }
+        let tmp = format!("{TMP_PREFIX}{}-{}", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed));
+        let out = create_excl(tmp_dir, tmp.as_bytes(), perm)?;
+        let res = (|| -> io::Result<bool> {
+            match (content, fill) {
+                (Some(c), _) => copy_all(&c, &out).map(|_| ())?,
+                (None, Some(fill)) => fill(&out)?,
+                (None, None) => return Err(io::Error::other("blob content lost")),
+            }
+            set_new_owner_perm(out.as_fd(), perm, uid, gid)?;
+            crate::failpoint::hit("store-add");
+            self.place(tmp_dir, tmp.as_bytes(), n, replace)
+        })();
+        if !matches!(res, Ok(true)) {
+            let c = cstr(tmp.as_bytes())?;
+            let _ = nix::unistd::unlinkat(tmp_dir, c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+        res
+    }
+
+    /// The blob's own (third-level) directory, made if missing; each level is
+    /// opened without following a symlink.
+    fn leaf_dir(&mut self, n: &BlobName) -> io::Result<OwnedFd> {
+        let top = self.top_dir(n)?;
+        let second = open_or_make(top, n.second())?;
+        mkdir_at(second.as_fd(), n.third())?;
+        fsutil::open_dir_at(second.as_fd(), n.third())
+    }
+
+    /// Names an unnamed file as blob `n`; `false` when another thread put the
+    /// same blob there first.
+    fn link_in(&mut self, fd: BorrowedFd, n: &BlobName) -> io::Result<bool> {
+        let top = self.top_dir(n)?;
+        let second = open_or_make(top, n.second())?;
+        let linked = match mkdir_new(second.as_fd(), n.third())? {
+            // A directory this call made holds no symlink: the two-part name
+            // resolves inside it.
+            true => fsutil::link_unnamed(fd, second.as_fd(), n.below_second()),
+            false => {
+                let third = fsutil::open_dir_at(second.as_fd(), n.third())?;
+                fsutil::link_unnamed(fd, third.as_fd(), n.name())
+            }
+        };
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Renames the finished temporary file to the blob's name (over a damaged
+    /// one with `replace`); `false` when another thread put the same blob there
+    /// first.
+    fn place(&mut self, tmp_dir: BorrowedFd, tmp: &[u8], n: &BlobName, replace: bool) -> io::Result<bool> {
+        let third = self.leaf_dir(n)?;
+        let renamed = if replace {
+            fsutil::rename(tmp_dir, tmp, third.as_fd(), n.name())
+        } else {
+            fsutil::rename_noreplace(tmp_dir, tmp, third.as_fd(), n.name())
+        };
+        match renamed {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Opens directory `name` below `dir` (never following a symlink), making it
+/// first if it is missing: a store of 200,000 blobs has nearly all of its
+/// 65,536 second-level directories, so trying to make one first mostly fails.
+fn open_or_make(dir: BorrowedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    match fsutil::open_dir_at(dir, name) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            mkdir_at(dir, name)?;
+            fsutil::open_dir_at(dir, name)
+        }
+        r => r,
+    }
+}
+
+/// `mkdirat`, where a directory already there is fine.
+fn mkdir_at(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
+    mkdir_new(dir, name).map(|_| ())
+}
+
+/// `mkdirat`: `true` if it made the directory, `false` if something was there.
+fn mkdir_new(dir: BorrowedFd, name: &[u8]) -> io::Result<bool> {
+    let c = cstr(name)?;
+    match nix::sys::stat::mkdirat(dir, c.as_c_str(), Mode::from_bits_truncate(0o755)) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::EEXIST) => Ok(false),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
 impl Store {
     /// Opens (and with `create`, makes) the store below the root directory `root`.
     pub fn open(root: BorrowedFd, root_path: &Path, create: bool) -> Result<Self> {
         let path = root_path.join(STORE_REL);
         if create {
             let mut cur = fsutil::dup(root).ctx("open", root_path)?;
+            let mut fresh = false;
             for c in STORE_REL.split('/') {
                 let cs = cstr(c.as_bytes()).ctx("open", &path)?;
                 match nix::sys::stat::mkdirat(cur.as_fd(), cs.as_c_str(), Mode::from_bits_truncate(0o755)) {
-                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Ok(()) => fresh = true,
+                    Err(nix::errno::Errno::EEXIST) => fresh = false,
                     Err(e) => return Err(Error::io("create", &path, io_err(e))),
                 }
                 cur = fsutil::open_dir_at(cur.as_fd(), c.as_bytes()).ctx("open", &path)?;
@@ -84,21 +357,26 @@ impl Store {
                     let _ = nix::unistd::unlinkat(stage.as_fd(), c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
                 }
             }
-            return Ok(Store { path, fd: cur, stage: Some(stage) });
+            return Ok(Store { path, fd: cur, stage: Some(stage), fresh });
         }
         let fd = fsutil::open_dir_beneath(root, STORE_REL.as_bytes()).ctx("open store", &path)?;
         Ok(Store::with_fd(path, fd))
     }
 
     fn with_fd(path: PathBuf, fd: OwnedFd) -> Self {
-        Store { path, fd, stage: None }
+        Store { path, fd, stage: None, fresh: false }
     }
 
     /// The same store through a descriptor of its own, for a worker thread:
     /// threads sharing one descriptor pay for its reference count bouncing between
     /// cores on every `*at` call.
     pub fn for_worker(&self) -> io::Result<Store> {
-        Ok(Store { path: self.path.clone(), fd: fsutil::open_dir_at(self.fd.as_fd(), b".")?, stage: None })
+        Ok(Store {
+            path: self.path.clone(),
+            fd: fsutil::open_dir_at(self.fd.as_fd(), b".")?,
+            stage: None,
+            fresh: false,
+        })
     }
 
     /// Locates blob `h` for `*at` calls.
@@ -140,19 +418,13 @@ impl Store {
         Ok(File::from(fd))
     }
 
-    fn ensure_dirs(&self, h: Hash128) -> io::Result<OwnedFd> {
-        let rel = h.store_path();
-        let parts: Vec<&str> = rel.split('/').collect();
-        let mut cur = fsutil::dup(self.fd.as_fd())?;
-        for p in &parts[..3] {
-            let c = cstr(p.as_bytes())?;
-            match nix::sys::stat::mkdirat(cur.as_fd(), c.as_c_str(), Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                Err(e) => return Err(io_err(e)),
-            }
-            cur = fsutil::open_dir_at(cur.as_fd(), p.as_bytes())?;
-        }
-        Ok(cur)
+    /// A writer of new blobs, for one thread.
+    pub fn writer(&self) -> io::Result<BlobWriter<'_>> {
+        let stage = match &self.stage {
+            Some(s) => Some(fsutil::dup(s.as_fd())?),
+            None => None,
+        };
+        Ok(BlobWriter { store: self, stage, top: (0..256).map(|_| None).collect(), unnamed: true })
     }
 
     /// Copies `src` into the store as blob `h`, with the given permissions and
@@ -161,33 +433,8 @@ impl Store {
     /// hashed (by a commit's scan) is refused, never stored under a name that
     /// is not its content's.
     pub fn add(&self, h: Hash128, src: &File, perm: u32, uid: u32, gid: u32) -> Result<()> {
-        let dest = self.blob_path(h);
-        let dir = self.ensure_dirs(h).ctx("create store directory for", &dest)?;
-        let name = h.moss_hex();
-        if fsutil::lstat_at(dir.as_fd(), name.as_bytes()).ctx("stat", &dest)?.is_some() {
-            return Ok(());
-        }
-        let tmp = format!("{TMP_PREFIX}{}-{}", std::process::id(), TMP_SEQ.fetch_add(1, Ordering::Relaxed));
-        let tmp_dir = self.stage.as_ref().map(|s| s.as_fd()).unwrap_or(dir.as_fd());
-        let out = create_excl(tmp_dir, tmp.as_bytes(), perm).ctx("create", dest.with_file_name(&tmp))?;
-        let res = (|| -> io::Result<()> {
-            let (got, _) = copy_hashing(src, &out)?;
-            if got != h {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("its content changed while it was being stored (now {got}, was {h})"),
-                ));
-            }
-            set_owner_perm(out.as_fd(), perm, uid, gid)?;
-            crate::failpoint::hit("store-add");
-            fsutil::rename(tmp_dir, tmp.as_bytes(), dir.as_fd(), name.as_bytes())
-        })();
-        if let Err(e) = res {
-            let c = cstr(tmp.as_bytes()).ctx("remove", &dest)?;
-            let _ = nix::unistd::unlinkat(tmp_dir, c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
-            return Err(Error::io("add to store", dest, e));
-        }
-        Ok(())
+        let size = src.metadata().ctx("stat", self.blob_path(h))?.len();
+        self.writer().ctx("open", &self.path)?.put_file(h, size, src, perm, uid, gid).map(|_| ())
     }
 
     /// Removes a blob and the directories it leaves empty. Each directory is
@@ -343,6 +590,17 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// [`set_owner_perm`] for a file this process just created: its `fstat` first,
+/// and only what differs is changed (each change is a journalled inode update).
+pub fn set_new_owner_perm(fd: BorrowedFd, perm: u32, uid: u32, gid: u32) -> io::Result<()> {
+    let st = nix::sys::stat::fstat(fd).map_err(io_err)?;
+    let owner_ok = !is_root() || (st.st_uid == uid && st.st_gid == gid);
+    if owner_ok && st.st_mode & 0o7777 == perm & 0o7777 {
+        return Ok(());
+    }
+    set_owner_perm(fd, perm, uid, gid)
+}
+
 /// Sets permissions, and the owner when running as root.
 pub fn set_owner_perm(fd: BorrowedFd, perm: u32, uid: u32, gid: u32) -> io::Result<()> {
     if is_root() {
@@ -401,6 +659,48 @@ mod tests {
         store.remove(kept).unwrap();
         assert!(!store.path().join(kept.store_path()).exists());
         assert!(!store.path().join(&kept.store_path()[..8]).exists());
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn a_blob_cut_short_is_replaced_and_both_ways_of_naming_agree() {
+        let base = std::env::temp_dir().join(format!("lb-store-put-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let root = fsutil::open_dir(&base).unwrap();
+        let store = Store::open(root.as_fd(), &base, true).unwrap();
+        // Unnamed files linked in, and temporary names renamed into place.
+        for (unnamed, content) in [(true, &b"linked in"[..]), (false, &b"renamed in"[..])] {
+            let h = Hash128::of(content);
+            let mut w = store.writer().unwrap();
+            w.unnamed = unnamed;
+            assert!(w.put_bytes(h, content, 0o4755, 0, 0).unwrap());
+            assert!(!w.put_bytes(h, content, 0o4755, 0, 0).unwrap(), "a second add is not new");
+            let p = store.blob_path(h);
+            assert_eq!(std::fs::read(&p).unwrap(), content);
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o4755);
+        }
+        assert_eq!(fsutil::list_dir(store.stage.as_ref().unwrap().as_fd()).unwrap().len(), 0, "nothing left staged");
+        // What a power cut leaves of a blob written but not yet synced: its name,
+        // no content. The next add of that content makes it whole.
+        let h = Hash128::of(b"whole at last");
+        std::fs::create_dir_all(store.blob_path(h).parent().unwrap()).unwrap();
+        std::fs::write(store.blob_path(h), b"").unwrap();
+        let reopened = Store::open(root.as_fd(), &base, true).unwrap();
+        assert!(reopened.writer().unwrap().put_bytes(h, b"whole at last", 0o644, 0, 0).unwrap());
+        assert_eq!(std::fs::read(store.blob_path(h)).unwrap(), b"whole at last");
+        // Two writers adding the same content at once leave one blob, one of
+        // them saying it was new.
+        let same = Hash128::of(b"twice");
+        let news: Vec<bool> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| reopened.writer().unwrap().put_bytes(same, b"twice", 0o644, 0, 0).unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(news.iter().filter(|n| **n).count(), 1, "{news:?}");
+        assert_eq!(std::fs::read(store.blob_path(same)).unwrap(), b"twice");
         let _ = std::fs::remove_dir_all(&base);
     }
 

@@ -28,7 +28,8 @@ pub struct CommitReport {
     pub new_blobs: u64,
     pub blit: BlitStats,
     pub notes: Vec<String>,
-    /// Phase durations: scan (walk and hash), store, blit, index, swap.
+    /// Phase durations: scan_store (walk, hash, add new blobs), store_sync, blit,
+    /// tree_sync, index, swap.
     pub timings: Vec<(&'static str, Duration)>,
 }
 
@@ -172,30 +173,14 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
     }
     let mut timings = Vec::new();
     let t = Instant::now();
-    let scanned = scan::scan(tree)?;
-    timings.push(("scan", t.elapsed()));
-    let t = Instant::now();
+    // The scan hashes every file and adds the new ones to the store as it goes.
     let store = root.store(true)?;
-    let mut new_blobs = 0u64;
-    // New blobs are added in the tree's depth-first order, so the blit (same
-    // order) finds their inodes side by side.
-    let mut seen = std::collections::HashSet::new();
-    for e in scanned.layout.entries() {
-        let crate::layout::EntryData::File { hash, size } = &e.data else { continue };
-        if *size == 0 || !seen.insert(*hash) {
-            continue; // empty files are created by the blit, never linked
-        }
-        if store.stat(*hash).ctx("stat", store.blob_path(*hash))?.is_some() {
-            continue;
-        }
-        let rel = &e.path[..];
-        let src = fsutil::open_beneath(scanned.root_fd.as_fd(), rel, nix::fcntl::OFlag::O_RDONLY)
-            .ctx("open", tree.join(fsutil::os(rel)))?;
-        store.add(*hash, &std::fs::File::from(src), e.perm, e.uid, e.gid)?;
-        new_blobs += 1;
-    }
+    let scanned = scan::scan(tree, Some(&store))?;
+    let new_blobs = scanned.new_blobs;
+    timings.push(("scan_store", t.elapsed()));
+    let t = Instant::now();
     fsutil::syncfs(store.fd()).ctx("sync", store.path())?;
-    timings.push(("store", t.elapsed()));
+    timings.push(("store_sync", t.elapsed()));
     let id = idx.next_id();
     let parent = root.active_id();
     let t = Instant::now();
