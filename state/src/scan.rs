@@ -276,3 +276,46 @@ fn hash_files(
     }
     Ok(added_all)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that cannot be read fails the hashing pass after other files were
+    /// already added: the store is left as it was.
+    #[test]
+    fn a_scan_that_fails_takes_back_the_blobs_it_added() {
+        let base = std::env::temp_dir().join(format!("lb-scan-fail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let tree = base.join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        let names = ["a", "b", "gone", "c"];
+        for n in names {
+            std::fs::write(tree.join(n), format!("content of {n}")).unwrap();
+        }
+        let root = fsutil::open_dir(&base).unwrap();
+        let store = Store::open(root.as_fd(), &base, true).unwrap();
+        let earlier = Hash128::of(b"an earlier blob");
+        store.writer().unwrap().put_bytes(earlier, b"an earlier blob", 0o644, 0, 0).unwrap();
+        let tree_fd = fsutil::open_dir(&tree).unwrap();
+        let mut entries: Vec<LayoutEntry> = Vec::new();
+        let mut files = Vec::new();
+        for n in names {
+            let st = fsutil::lstat_at(tree_fd.as_fd(), n.as_bytes()).unwrap().unwrap();
+            files.push(PendingFile { index: entries.len(), dev: st.st_dev, ino: st.st_ino });
+            entries.push(LayoutEntry {
+                path: n.as_bytes().into(),
+                perm: 0o644,
+                uid: 0,
+                gid: 0,
+                data: EntryData::File { hash: Hash128(0), size: st.st_size as u64 },
+            });
+        }
+        // Removed between the walk and the hashing.
+        std::fs::remove_file(tree.join("gone")).unwrap();
+        let err = hash_files(&tree, tree_fd.as_fd(), &mut entries, &files, Some(&store)).unwrap_err().to_string();
+        assert!(err.contains("gone"), "{err}");
+        assert_eq!(store.list().unwrap(), vec![earlier], "only the blob that was there before");
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}
