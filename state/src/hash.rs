@@ -16,6 +16,21 @@ pub struct Hash128(pub u128);
 /// The longest [`Hash128::store_path`]: three two-digit levels and 32 digits.
 pub const STORE_PATH_MAX: usize = 9 + 32;
 
+/// Feeds the rest of `r` into `h`; returns how many bytes that was.
+fn hash_rest(h: &mut Xxh3, mut r: impl Read, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
 impl Hash128 {
     /// The digest of an in-memory buffer.
     pub fn of(bytes: &[u8]) -> Self {
@@ -85,34 +100,14 @@ impl Hash128 {
         // Larger than `buf`: hash what is there, then stream the rest.
         let mut h = Xxh3::new();
         h.update(buf);
-        let mut total = buf.len() as u64;
-        loop {
-            let n = match r.read(buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            h.update(&buf[..n]);
-            total += n as u64;
-        }
+        let total = buf.len() as u64 + hash_rest(&mut h, r, buf)?;
         Ok((Hash128(h.digest128()), total, false))
     }
 
     /// Hashes a reader to its end, with `buf` as scratch space.
-    pub fn of_reader(mut r: impl Read, buf: &mut [u8]) -> io::Result<(Self, u64)> {
+    pub fn of_reader(r: impl Read, buf: &mut [u8]) -> io::Result<(Self, u64)> {
         let mut h = Xxh3::new();
-        let mut total = 0u64;
-        loop {
-            let n = match r.read(buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            h.update(&buf[..n]);
-            total += n as u64;
-        }
+        let total = hash_rest(&mut h, r, buf)?;
         Ok((Hash128(h.digest128()), total))
     }
 
