@@ -64,9 +64,10 @@ impl BlobLoc<'_> {
 /// Adds blobs to the store from one thread: keeps the store's 256 first-level
 /// directories open (a commit adds blobs in tree order, so their names are
 /// scattered over all of them) and its own descriptor of the staging directory.
-/// Each blob is written under a temporary name, then renamed into its directory
-/// without replacing anything there: a blob under its final name is always
-/// complete, and two threads adding the same content leave one blob.
+/// Each blob is written as an unnamed file and linked in under its name (or,
+/// where the system refuses, written under a temporary name and renamed), never
+/// replacing a whole blob: a blob under its final name is always complete, and
+/// two threads adding the same content leave one blob.
 pub struct BlobWriter<'s> {
     store: &'s Store,
     stage: Option<OwnedFd>,
