@@ -276,3 +276,116 @@ fn a_wiped_or_half_wiped_usr_is_rebuilt_from_the_store() {
     let sh = fs::metadata(usr.join("bin/sh")).unwrap();
     assert!(sh.nlink() >= 2, "bin/sh should be linked from the store");
 }
+
+/// `verify --json`: (exit code, whether the saved stamps were trusted, blobs
+/// looked up through the store).
+fn verify_json(root: &Path) -> (i32, bool, u64, String) {
+    let o = run(&["--json", "--root", r(root), "verify"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let trusted = out.contains("\"stamps_trusted\":true");
+    let lookups = out
+        .split("\"store_lookups\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no store_lookups in {out}"));
+    (o.status.code().unwrap_or(-1), trusted, lookups, out)
+}
+
+/// Blobs' last changes must be older than the check by a few seconds to be
+/// stamped (a change within the same clock tick would not show).
+fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(2_200));
+}
+
+#[test]
+fn saved_stamps_spare_the_store_lookups_but_never_hide_a_change() {
+    let s = Scratch::new("stamps");
+    // Enough files that three changed ones leave the stamps describing the store
+    // (a check samples the layout's blobs before it trusts them).
+    let root = s.join("root");
+    tree(&s.join("t"), 1);
+    for i in 0..60 {
+        write(&s.join(&format!("t/share/many/{i}")), format!("file {i}").as_bytes(), 0o644);
+    }
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&s.join("t"))]);
+    let usr = root.join("usr");
+    let known = root.join(".moss/lifeboat/known-blobs");
+    // bin/true damaged in place through its hard link (same size, same inode):
+    // a quick check trusts the store's inode, as it always has.
+    fs::write(usr.join("bin/true"), b"TRUE BINARY").unwrap();
+    settle();
+    // The first check goes through the store, stamps every blob, and saves them.
+    let (code, trusted, first, out) = verify_json(&root);
+    assert_eq!((code, trusted), (0, false), "{out}");
+    assert!(first >= 67, "every non-empty file's blob looked up: {out}");
+    assert!(known.is_file());
+    // The next one trusts them: no blob looked up, the same verdict.
+    let (code, trusted, lookups, out) = verify_json(&root);
+    assert_eq!((code, trusted, lookups), (0, true, 0), "{out}");
+
+    // The store's blob of bin/true replaced by a good copy (as a recovery from
+    // another tree does): the tree's file is no longer the store's inode, and
+    // its damage must show although its inode number still matches the stamp.
+    let blob = root.join(".moss/assets/v2").join(Hash128::of(b"true binary").store_path());
+    fs::remove_file(&blob).unwrap();
+    write(&blob, b"true binary", 0o755);
+    // A file changed in place (its mode) and one replaced by a copy.
+    fs::set_permissions(usr.join("bin/sh"), fs::Permissions::from_mode(0o700)).unwrap();
+    let libm = usr.join("lib/x86_64-linux-gnu/libm.so.6");
+    fs::copy(&libm, s.join("libm")).unwrap();
+    fs::rename(s.join("libm"), &libm).unwrap();
+    let (code, trusted, lookups, out) = verify_json(&root);
+    assert_eq!((code, trusted), (1, true), "{out}");
+    assert!(lookups <= 3, "only the changed files' blobs are looked up: {out}");
+    assert!(out.contains("\"path\":\"bin/true\"") && out.contains("wrong-content"), "{out}");
+    assert!(out.contains("\"path\":\"bin/sh\"") && out.contains("wrong-mode"), "{out}");
+    assert!(!out.contains("libm"), "a copy with the right content and metadata is fine: {out}");
+    ok(&["--root", r(&root), "repair"]);
+    assert_eq!(fs::read(usr.join("bin/true")).unwrap(), b"true binary");
+    assert_eq!(verify(&root, &["--full", "--store"]).0, 0);
+}
+
+#[test]
+fn a_damaged_or_planted_stamps_file_is_ignored_and_replaced() {
+    let s = Scratch::new("stampsbad");
+    let root = setup(&s);
+    let known = root.join(".moss/lifeboat/known-blobs");
+    settle();
+    assert_eq!(verify_json(&root).0, 0);
+    let good = fs::read(&known).unwrap();
+    assert_eq!(&good[..8], b"LBKNOWN1");
+
+    // Garbage, a flipped bit, a file cut short: ignored, the check goes through
+    // the store and writes a good file again.
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    for bad in [b"garbage".to_vec(), flipped, good[..good.len() - 3].to_vec()] {
+        fs::write(&known, &bad).unwrap();
+        let (code, trusted, lookups, out) = verify_json(&root);
+        assert_eq!((code, trusted), (0, false), "{out}");
+        assert!(lookups > 0, "{out}");
+        assert_eq!(fs::read(&known).unwrap(), good);
+    }
+
+    // A symlink planted under its name is neither followed nor written through.
+    let outside = s.join("outside");
+    fs::write(&outside, b"keep").unwrap();
+    fs::remove_file(&known).unwrap();
+    std::os::unix::fs::symlink(&outside, &known).unwrap();
+    assert_eq!(verify_json(&root).0, 0);
+    assert_eq!(fs::read(&outside).unwrap(), b"keep");
+    assert!(!fs::symlink_metadata(&known).unwrap().file_type().is_symlink());
+    // A FIFO does not stall the check.
+    fs::remove_file(&known).unwrap();
+    nix::unistd::mkfifo(&known, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    assert_eq!(verify_json(&root).0, 0);
+    assert_eq!(fs::read(&known).unwrap(), good);
+
+    // Stamps of another layout (transaction 1's tree checked): not used for it.
+    let (code, _) = verify(&root, &["--state", "1"]);
+    assert_eq!(code, 0);
+    let (code, trusted, _, out) = verify_json(&root);
+    assert_eq!((code, trusted), (0, false), "stamps written for transaction 1 are not transaction 2's: {out}");
+}

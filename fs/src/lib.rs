@@ -189,6 +189,60 @@ pub fn lstat_at(dir: BorrowedFd, name: &[u8]) -> io::Result<Option<nix::sys::sta
     }
 }
 
+/// What `statx` says of an inode: the `stat` fields the checks compare and the
+/// two timestamps that, with the inode number, tell one inode's life from
+/// another's — its birth (`None` where the filesystem keeps none) and its last
+/// change, which every link, unlink, `chmod`, `chown` and write moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Statx {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u32,
+    /// Seconds and nanoseconds.
+    pub ctime: (i64, u32),
+    pub btime: Option<(i64, u32)>,
+}
+
+/// `statx(dir, name, AT_SYMLINK_NOFOLLOW)` (the raw syscall: older musl has no
+/// wrapper); `Ok(None)` when it does not exist. An empty `name` is `dir` itself.
+pub fn statx_at(dir: BorrowedFd, name: &[u8]) -> io::Result<Option<Statx>> {
+    use nix::libc;
+    let mut flags = libc::AT_SYMLINK_NOFOLLOW;
+    if name.is_empty() {
+        flags |= libc::AT_EMPTY_PATH;
+    }
+    let mask = libc::STATX_BASIC_STATS | libc::STATX_BTIME;
+    let mut sx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    let r = with_cstr(name, |c| {
+        // SAFETY: `c` is a NUL-terminated path and `sx` a buffer of the size the
+        // kernel fills; the descriptor is borrowed for the call.
+        unsafe { libc::syscall(libc::SYS_statx, dir.as_raw_fd(), c.as_ptr(), flags, mask, sx.as_mut_ptr()) }
+    })?;
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENOENT) { Ok(None) } else { Err(e) };
+    }
+    // SAFETY: the kernel filled the buffer (it was zeroed before, so a field it
+    // left alone reads as 0).
+    let sx = unsafe { sx.assume_init() };
+    let ts = |t: libc::statx_timestamp| (t.tv_sec, t.tv_nsec);
+    Ok(Some(Statx {
+        mode: u32::from(sx.stx_mode),
+        uid: sx.stx_uid,
+        gid: sx.stx_gid,
+        size: sx.stx_size,
+        dev: libc::makedev(sx.stx_dev_major, sx.stx_dev_minor),
+        ino: sx.stx_ino,
+        nlink: sx.stx_nlink,
+        ctime: ts(sx.stx_ctime),
+        btime: (sx.stx_mask & libc::STATX_BTIME != 0).then(|| ts(sx.stx_btime)),
+    }))
+}
+
 /// Removes `name` below `dir` and, if it is a directory, everything in it, without
 /// following symlinks or crossing into other mounts.
 pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
@@ -430,6 +484,24 @@ pub fn atomic_tmp_name(name: &[u8]) -> Vec<u8> {
 /// either the old file or the whole new one, and after a return it survives one.
 /// `mode` is set exactly (whatever the umask) when given.
 pub fn atomic_write_from(dir: BorrowedFd, name: &[u8], mode: Option<u32>, data: &mut dyn Read) -> io::Result<u64> {
+    write_replacing(dir, name, mode, data, true)
+}
+
+/// Replaces `name` below `dir` with `data` through the same temporary name as
+/// [`atomic_write_from`], but without its two fsyncs: for a cache that checks
+/// its own bytes on reading, where a power cut may lose the new file (or leave
+/// it empty) but costing a sync on every write would lose the point of it.
+pub fn replace_unsynced(dir: BorrowedFd, name: &[u8], data: &[u8], mode: u32) -> io::Result<()> {
+    write_replacing(dir, name, Some(mode), &mut &data[..], false).map(|_| ())
+}
+
+fn write_replacing(
+    dir: BorrowedFd,
+    name: &[u8],
+    mode: Option<u32>,
+    data: &mut dyn Read,
+    durable: bool,
+) -> io::Result<u64> {
     let tmp = atomic_tmp_name(name);
     let ct = cstr(&tmp)?;
     let _ = nix::unistd::unlinkat(dir, ct.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
@@ -446,7 +518,9 @@ pub fn atomic_write_from(dir: BorrowedFd, name: &[u8], mode: Option<u32>, data: 
             nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(m)).map_err(io_err)?;
         }
         let n = io::copy(data, &mut f)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         Ok(n)
     })();
     drop(f);
@@ -458,7 +532,9 @@ pub fn atomic_write_from(dir: BorrowedFd, name: &[u8], mode: Option<u32>, data: 
         }
     };
     rename(dir, &tmp, dir, name)?;
-    fsync(dir)?;
+    if durable {
+        fsync(dir)?;
+    }
     Ok(n)
 }
 

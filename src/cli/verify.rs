@@ -70,13 +70,20 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
         (layout, referenced.join().unwrap_or_else(|_| c.store.then(|| idx.referenced_blobs())))
     });
     let layout = layout.ok_or(crate::error::Error::State(lifeboat_state::Error::NoSuchTransaction(id)))?;
-    let report = verify::check(
+    let mut report = verify::check_root(
+        &root,
         std::os::fd::AsFd::as_fd(&tree),
         &layout,
         &store,
-        Options { full: c.full, progress: bar.as_ref().map(|b| b as &dyn ProgressSink), unlisted: root.unlisted() },
+        Options {
+            full: c.full,
+            progress: bar.as_ref().map(|b| b as &dyn ProgressSink),
+            unlisted: root.unlisted(),
+            known: None,
+        },
         referenced.as_deref(),
     )?;
+    report.remember(&root);
     let (diffs, bad_blobs) = (report.diffs, report.bad_blobs);
     for d in &diffs {
         out.line(d.to_string());
@@ -98,6 +105,8 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
             .with("transaction", id)
             .with("clean", clean)
             .with("entries", layout.len())
+            .with("stamps_trusted", report.stamps_trusted)
+            .with("store_lookups", report.store_lookups)
             .with(
                 "differences",
                 Json::Arr(
@@ -160,8 +169,12 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
     out.loaded(&loaded);
     let start = std::time::Instant::now();
     let bar = TerminalBar::for_output(out);
-    let opts =
-        Options { full: c.full, progress: bar.as_ref().map(|b| b as &dyn ProgressSink), unlisted: root.unlisted() };
+    let opts = Options {
+        full: c.full,
+        progress: bar.as_ref().map(|b| b as &dyn ProgressSink),
+        unlisted: root.unlisted(),
+        known: None,
+    };
     let r = verify::repair(&root, &loaded.index, which(c.state), c.prune_extra, opts)?;
     for f in &r.fixed {
         out.line(format!("fixed   {f}"));

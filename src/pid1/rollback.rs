@@ -146,7 +146,9 @@ pub fn verify_active(root: &std::path::Path) -> Result<(bool, String), Error> {
     let store = sr.store(false)?;
     let t = Instant::now();
     let opts = Options { unlisted: sr.unlisted(), ..Options::default() };
-    let diffs = verify::check(tree.as_fd(), &layout, &store, opts, None)?.diffs;
+    let mut checked = verify::check_root(&sr, tree.as_fd(), &layout, &store, opts, None)?;
+    checked.remember(&sr);
+    let diffs = checked.diffs;
     let mut s = format!("transaction {id}: {} entries checked in {} ms", layout.len(), t.elapsed().as_millis());
     if diffs.is_empty() {
         s.push_str(", no differences");

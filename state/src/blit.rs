@@ -96,7 +96,7 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
     for e in es.iter().filter(|e| e.depth() == 0) {
         place(e, top, store, ctx, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
     }
-    let runs = crate::layout::subtree_runs(es, crate::workers::count());
+    let runs = crate::layout::subtree_runs(es, crate::workers::count(), 1);
     let top_fd = top;
     let results: Vec<Result<BlitStats>> = std::thread::scope(|s| {
         let hs: Vec<_> =

@@ -160,14 +160,15 @@ pub fn check_path(path: &[u8]) -> Result<(), LayoutError> {
 }
 
 /// Splits entries in depth-first order into about `parts` runs of similar length
-/// for parallel walks. A run starts only at an entry at most one level down, so a
-/// worker needs to open at most that entry's parent before walking its run.
-pub fn subtree_runs(es: &[LayoutEntry], parts: usize) -> Vec<(usize, usize)> {
+/// for parallel walks. A run starts only at an entry at most `max_depth` levels
+/// down, so a worker needs to open at most that many of its ancestors before
+/// walking its run.
+pub fn subtree_runs(es: &[LayoutEntry], parts: usize, max_depth: usize) -> Vec<(usize, usize)> {
     let target = es.len().div_ceil(parts.max(1)).max(1);
     let mut out = Vec::new();
     let mut start = 0;
     for (i, e) in es.iter().enumerate().skip(1) {
-        if i - start >= target && e.depth() <= 1 {
+        if i - start >= target && e.depth() <= max_depth {
             out.push((start, i));
             start = i;
         }

@@ -165,9 +165,11 @@ pub fn repair(
     let (id, tree, tree_path) = open_tree(root, idx, which)?;
     let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
     let store = root.store(false)?;
-    let diffs = check(tree.as_fd(), &layout, &store, opts, None)?.diffs;
+    let mut checked = check_root(root, tree.as_fd(), &layout, &store, opts, None)?;
+    let diffs = std::mem::take(&mut checked.diffs);
     let mut report = RepairReport::default();
     if diffs.is_empty() {
+        checked.remember(root);
         return Ok(report);
     }
     // Other trees are only needed when a blob is missing or damaged.
@@ -345,5 +347,6 @@ pub fn repair(
         }
     }
     fsutil::syncfs(tree.as_fd()).ctx("sync", &tree_path)?;
+    checked.remember(root);
     Ok(report)
 }

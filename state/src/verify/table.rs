@@ -18,6 +18,7 @@ use crate::layout::{EntryData, Layout};
 use crate::store::Store;
 use lifeboat_fs::{self as fsutil, io_err, libc_mode::*};
 
+use super::known::{settled, BlobStamp, Stamper};
 use super::progress::{Progress, Tally};
 use super::*;
 
@@ -65,12 +66,13 @@ pub(crate) enum BlobCheck {
 pub struct BlobTable {
     /// In hash order.
     pub(crate) rows: Vec<BlobRow>,
-    /// Open addressing over `rows` (index + 1; 0 is empty), keyed by the low
-    /// bits of the digest, which are uniform: a lookup from the walk costs one or
-    /// two cache misses where a binary search over 240,000 digests costs eight.
-    pub(crate) slots: Vec<u32>,
+    /// The rows by digest.
+    pub(crate) slots: DigestSlots,
     /// Why each blob that failed did, in hash order.
     pub(crate) faults: Vec<(Hash128, BlobFault)>,
+    /// The stamp of each row's blob, when the pass took one (see
+    /// [`super::known`]).
+    pub(crate) stamps: Vec<Option<BlobStamp>>,
 }
 
 /// One blob of a [`BlobTable`]: 64 bytes, so a lookup's row is about one cache
@@ -145,14 +147,21 @@ pub fn layout_blobs(layout: &Layout) -> Vec<(Hash128, u64)> {
 
 impl BlobTable {
     /// Takes the `lstat` of every blob in `blobs` (sorted by hash, unique) and,
-    /// with `hash`, checks each one's type, size and content.
-    pub fn build(store: &Store, blobs: &[(Hash128, u64)], hash: bool, progress: &Progress) -> Result<Self> {
+    /// with `hash`, checks each one's type, size and content. A quick pass (no
+    /// `hash`) stamps each blob whose last change is older than `cutoff`.
+    pub fn build(
+        store: &Store,
+        blobs: &[(Hash128, u64)],
+        hash: bool,
+        cutoff: (i64, u32),
+        progress: &Progress,
+    ) -> Result<Self> {
         let workers = workers();
         // Chunks handed out on demand (hashing work is uneven), small enough to
         // balance, large enough that neighbours share store directories.
         let chunk = blobs.len().div_ceil(workers * 16).max(1);
         let next = std::sync::atomic::AtomicUsize::new(0);
-        type Part = (usize, Vec<BlobRow>, Vec<(Hash128, BlobFault)>);
+        type Part = (usize, Vec<BlobRow>, Vec<(Hash128, BlobFault)>, Vec<Option<BlobStamp>>);
         let parts: Vec<std::io::Result<Vec<Part>>> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..workers)
                 .map(|_| {
@@ -174,6 +183,7 @@ impl BlobTable {
                             };
                             let mut rows = Vec::with_capacity(part.len());
                             let mut faults = Vec::new();
+                            let mut stamps = Vec::with_capacity(if hash { 0 } else { part.len() });
                             for &(h, size) in part {
                                 let loc = store.locate(h);
                                 let (dir, rel) = top.resolve(own.fd(), loc.rel());
@@ -183,11 +193,12 @@ impl BlobTable {
                                 } else {
                                     // A store directory that is not one: the blob is
                                     // not there.
-                                    let st = match fsutil::lstat_at(dir, rel) {
+                                    let st = match fsutil::statx_at(dir, rel) {
                                         Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => None,
                                         r => r?,
                                     };
-                                    (st.map(|st| Meta::of(&st)), BlobCheck::Unread)
+                                    stamps.push(st.as_ref().and_then(|sx| settled(sx, cutoff)));
+                                    (st.map(|sx| Meta::of_statx(&sx)), BlobCheck::Unread)
                                 };
                                 let verdict = match check {
                                     BlobCheck::Unread => Verdict::Unread,
@@ -199,7 +210,7 @@ impl BlobTable {
                                 };
                                 rows.push(BlobRow::new(h, meta, verdict));
                             }
-                            done.push((at, rows, faults));
+                            done.push((at, rows, faults, stamps));
                         }
                         tally.flush();
                         Ok(done)
@@ -217,41 +228,47 @@ impl BlobTable {
         all.sort_unstable_by_key(|p| p.0);
         let mut rows = Vec::with_capacity(blobs.len());
         let mut faults = Vec::new();
-        for (_, r, f) in all {
+        let mut stamps = Vec::new();
+        for (_, r, f, st) in all {
             rows.extend(r);
             faults.extend(f);
+            stamps.extend(st);
         }
-        let mut slots = vec![0u32; (rows.len() * 2).next_power_of_two().max(2)];
-        let mask = slots.len() - 1;
-        for (i, r) in rows.iter().enumerate() {
-            let mut at = r.hash.0 as usize & mask;
-            while slots[at] != 0 {
-                at = (at + 1) & mask;
-            }
-            slots[at] = i as u32 + 1;
-        }
-        Ok(BlobTable { rows, slots, faults })
+        let slots = DigestSlots::new(rows.iter().map(|r| r.hash));
+        Ok(BlobTable { rows, slots, faults, stamps })
     }
 
-    pub(crate) fn find(&self, h: Hash128) -> Option<&BlobRow> {
-        let mask = self.slots.len().checked_sub(1)?;
-        let mut at = h.0 as usize & mask;
-        loop {
-            let i = (*self.slots.get(at)? as usize).checked_sub(1)?;
-            let row = self.rows.get(i)?;
-            if row.hash == h {
-                return Some(row);
-            }
-            at = (at + 1) & mask;
-        }
+    pub(crate) fn find(&self, h: Hash128) -> Option<usize> {
+        self.slots.find(h, |i| self.rows.get(i).map(|r| r.hash))
     }
 
     /// The blob's `lstat` (`None`: not in the store) and verdict, from the table
     /// when it is there, else from the store.
-    pub(crate) fn get(&self, store: &Store, h: Hash128) -> std::io::Result<(Option<Meta>, BlobCheck)> {
-        let Some(row) = self.find(h) else {
-            return Ok((store.stat(h)?.map(|st| Meta::of(&st)), BlobCheck::Unread));
+    /// The stamp of the blob, when there is one, goes to `stamper` for layout
+    /// entry `entry`.
+    pub(crate) fn get(
+        &self,
+        store: &Store,
+        h: Hash128,
+        entry: usize,
+        stamper: &mut Stamper,
+    ) -> std::io::Result<(Option<Meta>, BlobCheck)> {
+        let Some((row, i)) = self.find(h).and_then(|i| Some((self.rows.get(i)?, i))) else {
+            stamper.looked_up += 1;
+            let loc = store.locate(h);
+            // A store directory that is not one: the blob is not there.
+            let sx = match fsutil::statx_at(loc.dir, loc.rel()) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => None,
+                r => r?,
+            };
+            if let Some(sx) = &sx {
+                stamper.saw(entry, sx);
+            }
+            return Ok((sx.map(|sx| Meta::of_statx(&sx)), BlobCheck::Unread));
         };
+        if let Some(Some(s)) = self.stamps.get(i) {
+            stamper.taken.push((entry as u32, *s));
+        }
         let check = match row.verdict {
             Verdict::Unread => BlobCheck::Unread,
             Verdict::Good => BlobCheck::Good,
@@ -360,6 +377,41 @@ pub(crate) fn hash_buf(b: &mut Vec<u8>) -> &mut [u8] {
     b
 }
 
+/// Open addressing over rows of digests (row index + 1; 0 is empty), keyed by
+/// the low bits of the digest, which are uniform: a lookup costs one or two cache
+/// misses where a binary search over 240,000 digests costs eight.
+#[derive(Default)]
+pub(crate) struct DigestSlots(Vec<u32>);
+
+impl DigestSlots {
+    /// Slots for the digests of rows `0..`, in row order (unique).
+    pub(crate) fn new(digests: impl ExactSizeIterator<Item = Hash128>) -> Self {
+        let mut slots = vec![0u32; (digests.len() * 2).next_power_of_two().max(2)];
+        let mask = slots.len() - 1;
+        for (i, h) in digests.enumerate() {
+            let mut at = h.0 as usize & mask;
+            while slots[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            slots[at] = i as u32 + 1;
+        }
+        DigestSlots(slots)
+    }
+
+    /// The row holding `h`, given each row's digest.
+    pub(crate) fn find(&self, h: Hash128, digest_of: impl Fn(usize) -> Option<Hash128>) -> Option<usize> {
+        let mask = self.0.len().checked_sub(1)?;
+        let mut at = h.0 as usize & mask;
+        loop {
+            let i = (*self.0.get(at)? as usize).checked_sub(1)?;
+            if digest_of(i)? == h {
+                return Some(i);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+}
+
 /// The store's first-level directory of the blob last looked up, held open while
 /// blobs are visited in hash order, so a lookup walks three components, not four.
 #[derive(Default)]
@@ -399,6 +451,10 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    pub(crate) fn of_statx(sx: &fsutil::Statx) -> Meta {
+        Meta { mode: sx.mode, uid: sx.uid, gid: sx.gid, size: sx.size, dev: sx.dev, ino: sx.ino }
+    }
+
     pub(crate) fn of(st: &nix::sys::stat::FileStat) -> Meta {
         Meta {
             mode: st.st_mode,

@@ -14,6 +14,7 @@ use crate::root::STATE_ID;
 use crate::store::Store;
 use lifeboat_fs::{self as fsutil, io_err, libc_mode::*};
 
+use super::known::{KnownBlobs, Stamper};
 use super::progress::{Progress, Tally};
 use super::table::*;
 use super::*;
@@ -40,8 +41,14 @@ impl Children {
         let mut stack: Vec<usize> = Vec::with_capacity(32);
         let mut start = vec![0u32; es.len() + 2];
         for (i, e) in es.iter().enumerate() {
-            let d = e.path.iter().filter(|&&b| b == b'/').count();
-            let at = e.path.iter().rposition(|&b| b == b'/').map_or(0, |j| j + 1);
+            // Depth and where the name starts, in one pass over the path.
+            let (mut d, mut at) = (0, 0);
+            for (j, &b) in e.path.iter().enumerate() {
+                if b == b'/' {
+                    d += 1;
+                    at = j + 1;
+                }
+            }
             stack.truncate(d);
             let p = stack.last().copied().unwrap_or(root);
             parent.push(p as u32);
@@ -110,35 +117,47 @@ pub(crate) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Compares the tree below `tree` with `layout`; blobs' `stat`s and verdicts come
-/// from `blobs`.
-pub(crate) fn verify_tree(
-    tree: BorrowedFd,
-    layout: &Layout,
-    kids: &Children,
-    store: &Store,
-    blobs: &BlobTable,
-    hash_in_tree: bool,
-    progress: &Progress,
-) -> Result<Vec<Difference>> {
+/// What a tree pass works with, shared by its workers.
+pub(crate) struct Walk<'a> {
+    pub(crate) store: &'a Store,
+    /// Blobs' `stat`s and verdicts from the store pass.
+    pub(crate) blobs: &'a BlobTable,
+    pub(crate) kids: &'a Children,
+    /// Stamps a tree file is matched against before its blob is looked up.
+    pub(crate) known: Option<&'a KnownBlobs>,
+    /// Change times older than this are stamped.
+    pub(crate) cutoff: (i64, u32),
+    /// Hash every file (`--full` alone).
+    pub(crate) hash_in_tree: bool,
+    pub(crate) progress: &'a Progress<'a>,
+}
+
+/// Compares the tree below `tree` with `layout`; also gives the stamps of the
+/// blobs it looked up in the store, and how many it looked up.
+pub(crate) fn verify_tree(tree: BorrowedFd, layout: &Layout, walk: &Walk) -> Result<(Vec<Difference>, Stamper)> {
+    let kids = walk.kids;
     let es = layout.entries();
     // Ranges handed out on demand: directories cost more than files, so equal
     // entry counts are not equal work.
-    let mut parts = crate::layout::subtree_runs(es, workers() * 8);
+    // Runs may start two levels down (a worker opens the start's ancestors),
+    // so one large top-level subtree does not leave a worker alone at the end.
+    let mut parts = crate::layout::subtree_runs(es, workers() * 16, usize::MAX);
     // Largest first, so no worker is left with a big one at the end.
     parts.sort_unstable_by_key(|&(a, b)| std::cmp::Reverse(b - a));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::io::Result<Vec<Difference>>> = std::thread::scope(|s| {
+    type Found = (Vec<Difference>, Stamper);
+    let results: Vec<std::io::Result<Found>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers().min(parts.len()))
             .map(|_| {
                 let (parts, next) = (&parts, &next);
-                s.spawn(move || -> std::io::Result<Vec<Difference>> {
+                s.spawn(move || -> std::io::Result<Found> {
                     fsutil::private_fd_table();
                     let mut out = Vec::new();
+                    let mut stamper = Stamper::new(walk.cutoff);
                     while let Some(&(a, b)) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        out.extend(check_range(tree, es, a, b, store, blobs, kids, hash_in_tree, progress)?);
+                        out.extend(check_range(tree, es, a, b, walk, &mut stamper)?);
                     }
-                    Ok(out)
+                    Ok((out, stamper))
                 })
             })
             .collect();
@@ -147,9 +166,12 @@ pub(crate) fn verify_tree(
             .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("verify worker panicked"))))
             .collect()
     });
-    let mut diffs = Vec::new();
+    let (mut diffs, mut stamps) = (Vec::new(), Stamper::new(walk.cutoff));
     for r in results {
-        diffs.extend(r.map_err(|e| Error::io("verify", "tree", e))?);
+        let (d, st) = r.map_err(|e| Error::io("verify", "tree", e))?;
+        diffs.extend(d);
+        stamps.taken.extend(st.taken);
+        stamps.looked_up += st.looked_up;
     }
     // Extras at the top of the tree.
     for name in fsutil::list_dir(tree).map_err(|e| Error::io("list", "tree", e))? {
@@ -159,7 +181,7 @@ pub(crate) fn verify_tree(
         diffs.push(Difference { class: Class::Extra, path: lossy(&name), detail: String::new(), entry: None });
     }
     diffs.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.path.cmp(&b.path)));
-    Ok(diffs)
+    Ok((diffs, stamps))
 }
 
 /// A directory being checked: its descriptor and its entries as `getdents64` gave
@@ -243,18 +265,15 @@ impl DirStack {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn check_range(
     tree: BorrowedFd,
     es: &[LayoutEntry],
     a: usize,
     b: usize,
-    store: &Store,
-    blobs: &BlobTable,
-    kids: &Children,
-    hash_in_tree: bool,
-    progress: &Progress,
+    walk: &Walk,
+    stamper: &mut Stamper,
 ) -> std::io::Result<Vec<Difference>> {
+    let Walk { store, blobs, kids, known, hash_in_tree, progress, .. } = *walk;
     use nix::sys::stat::fstat;
     const DT_DIR: u8 = 4;
     const DT_REG: u8 = 8;
@@ -270,12 +289,19 @@ pub(crate) fn check_range(
     for (i, e) in es.iter().enumerate().take(b).skip(a) {
         let depth = kids.depth(i);
         stack.truncate(depth);
-        if depth == 1 && stack.len == 0 {
-            // This range starts inside a top-level directory another range checks.
-            match root.open().and_then(|(fd, _)| fsutil::open_dir_at(fd, e.parent()).ok()) {
+        // A range that starts inside directories other ranges check opens
+        // them first (in depth-first order, every later entry's parent is one
+        // of them or a directory of this range). One that is missing or not a
+        // directory leaves its level empty: what is below is missing here, and
+        // its own range reports it.
+        while stack.len < depth {
+            let k = stack.len;
+            let name = e.path.split(|&c| c == b'/').nth(k).unwrap_or_default();
+            let parent = if k == 0 { root.open() } else { stack.get(k - 1).and_then(|l| l.open()) };
+            match parent.and_then(|(fd, _)| fsutil::open_dir_at(fd, name).ok()) {
                 Some(fd) => {
                     if stack.push(fd).is_err() {
-                        stack.truncate(0);
+                        stack.truncate(k);
                         stack.push_none();
                     }
                 }
@@ -311,12 +337,25 @@ pub(crate) fn check_range(
                 }
             }
             (EntryData::File { hash, size }, DT_REG) if *size > 0 => {
-                let b = blobs.get(store, *hash)?;
-                if let Some(bs) = b.0.filter(|bs| bs.ino == dent.ino && bs.dev == tree_dev) {
-                    st = Some(bs);
-                    from_blob = true;
+                // A file whose blob was stamped: one `statx` here says whether it
+                // is still that inode, unchanged, so still the store's.
+                if let Some(k) = known.filter(|k| k.has(i)) {
+                    if let Some(sx) = fsutil::statx_at(dir, name)? {
+                        st = Some(Meta::of_statx(&sx));
+                        if k.matches(i, &sx) && sx.dev == tree_dev {
+                            from_blob = true;
+                            blob = Some((st, BlobCheck::Unread));
+                        }
+                    }
                 }
-                blob = Some(b);
+                if !from_blob {
+                    let b = blobs.get(store, *hash, i, stamper)?;
+                    if let Some(bs) = b.0.filter(|bs| bs.ino == dent.ino && bs.dev == tree_dev) {
+                        st = Some(bs);
+                        from_blob = true;
+                    }
+                    blob = Some(b);
+                }
             }
             (EntryData::Dir, DT_DIR) => {
                 if let Ok(fd) = fsutil::open_dir_at(dir, name) {
@@ -388,7 +427,7 @@ pub(crate) fn check_range(
                     // The blob's verdict holds for a file that is the blob's inode.
                     let (bmeta, bcheck) = match (from_blob, blob) {
                         (true, Some(b)) => b,
-                        (_, b) => b.map(Ok).unwrap_or_else(|| blobs.get(store, *hash))?,
+                        (_, b) => b.map(Ok).unwrap_or_else(|| blobs.get(store, *hash, i, stamper))?,
                     };
                     let linked = from_blob || bmeta.is_some_and(|b| b.dev == st.dev && b.ino == st.ino);
                     // What is wrong with the content, if anything. A file that cannot
