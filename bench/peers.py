@@ -213,8 +213,20 @@ def half_names(usr):
     return [e for e in sorted(os.listdir(usr))[::2] if e != ".stateID"]
 
 
-def scatter(root, usr, n=1000):
-    """Removes n regular files spread evenly over the active transaction's tree."""
+def scatter(root, usr, n=1000, checked=True):
+    """Removes n regular files spread evenly over the active transaction's tree.
+    `checked`: on a system checked since its last change (a verify ran, so its
+    blobs' stamps are saved); else as the first check after an update, which
+    finds no stamps it can use."""
+    if checked:
+        # Stamps are taken of inodes last changed over 2 s before the check.
+        time.sleep(2.5)
+        run(LB, "--root", root, "verify")
+    else:
+        try:
+            os.unlink(os.path.join(root, ".moss/lifeboat/known-blobs"))
+        except FileNotFoundError:
+            pass
     tx = open(os.path.join(usr, ".stateID")).read().strip()
     lines = run(LB, "--root", root, "state", "show", tx, "--files").splitlines()
     files = [l.split("\t")[5] for l in lines if l.startswith("f\t") and l.split("\t")[3] != "0"]
@@ -263,8 +275,10 @@ def bench_rebuild(work, t, root, orepo, n):
         "lifeboat repair of a half-wiped /usr": ([LB, "--root", root, "repair"], lambda: wipe(usr, True), [store]),
         "cp -al of the half the wipe removed": (["cp", "-al", *[os.path.join(ref, e) for e in half_names(ref)], hdest],
                                                 half_dest, [store]),
-        "lifeboat repair of 1,000 scattered missing files": ([LB, "--root", root, "repair"],
-                                                             lambda: scatter(root, usr), [store]),
+        "lifeboat repair of 1,000 scattered missing files (checked before)": ([LB, "--root", root, "repair"],
+                                                                              lambda: scatter(root, usr), [store]),
+        "lifeboat repair of 1,000 scattered missing files (first check since an update)":
+            ([LB, "--root", root, "repair"], lambda: scatter(root, usr, checked=False), [store]),
         "lifeboat state activate of a removed tree (the blit, then the swap)":
             ([LB, "--root", root, "state", "activate", "2"], lambda: removed_tree(root), [store]),
     }
