@@ -267,6 +267,8 @@ def bench_rebuild(work, t, root, orepo, n):
         os.mkdir(hdest)
 
     hdest = os.path.join(work, "cpal-half-dest")
+    sfloor = os.path.join(work, "stat_floor")
+    run("cc", "-O2", "-pthread", "-o", sfloor, os.path.join(HERE, "stat_floor.c"))
     c = {
         "lifeboat repair of a wiped /usr": ([LB, "--root", root, "repair"], lambda: wipe(usr), [store]),
         "cp -al of the same tree": (["cp", "-al", ref, dest], clear(dest), [store]),
@@ -279,6 +281,8 @@ def bench_rebuild(work, t, root, orepo, n):
                                                                               lambda: scatter(root, usr), [store]),
         "lifeboat repair of 1,000 scattered missing files (first check since an update)":
             ([LB, "--root", root, "repair"], lambda: scatter(root, usr, checked=False), [store]),
+        "floor of a quick check: list every directory and lstat every entry of the tree, 2 threads":
+            ([sfloor, usr, "2"], None, [store]),
         "lifeboat state activate of a removed tree (the blit, then the swap)":
             ([LB, "--root", root, "state", "activate", "2"], lambda: removed_tree(root), [store]),
     }

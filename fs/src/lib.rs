@@ -430,6 +430,15 @@ impl Listing {
         self.entries.iter().map(|e| self.get(e))
     }
 
+    /// How many entries (without `.` and `..`).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The entry called `name`, in a listing [sorted](Self::sort), looked for from
     /// position `from` on, which is left at the first entry not before `name`:
     /// names asked for in increasing order cost one pass over the listing, not a

@@ -107,6 +107,7 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
             .with("entries", layout.len())
             .with("stamps_trusted", report.stamps_trusted)
             .with("store_lookups", report.store_lookups)
+            .with("dirs_listed", report.dirs_listed)
             .with(
                 "differences",
                 Json::Arr(

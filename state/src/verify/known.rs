@@ -75,17 +75,27 @@ pub(crate) struct Stamper {
     pub(crate) taken: Vec<(u32, BlobStamp)>,
     /// Blobs looked up through the store.
     pub(crate) looked_up: u64,
+    /// Directories listed (not trusted whole).
+    pub(crate) listed: u64,
 }
 
 impl Stamper {
     pub(crate) fn new(cutoff: (i64, u32)) -> Self {
-        Stamper { cutoff, taken: Vec::new(), looked_up: 0 }
+        Stamper { cutoff, taken: Vec::new(), looked_up: 0, listed: 0 }
     }
 
     /// Notes what the store showed for the blob of layout entry `entry`.
     pub(crate) fn saw(&mut self, entry: usize, sx: &Statx) {
         if let Some(s) = settled(sx, self.cutoff) {
             self.taken.push((entry as u32, s));
+        }
+    }
+
+    /// Notes the directory of layout entry `entry`, just found to hold exactly
+    /// the layout's entries (`sx` taken before it was listed).
+    pub(crate) fn saw_whole_dir(&mut self, entry: usize, sx: &Statx) {
+        if sx.mode & S_IFMT == S_IFDIR && sx.ctime < self.cutoff {
+            self.taken.push((entry as u32, BlobStamp::of(sx)));
         }
     }
 }

@@ -156,6 +156,9 @@ pub struct Report {
     /// Blobs looked up through the store (by the store pass and for tree files
     /// whose stamp did not match).
     pub store_lookups: u64,
+    /// Directories of the layout listed (the others were trusted whole by
+    /// their stamps).
+    pub dirs_listed: u64,
 }
 
 impl Report {
@@ -253,6 +256,7 @@ fn check_with(
         new_stamps: None,
         stamps_trusted: known.is_some(),
         store_lookups: table.rows.len() as u64 + stamps.looked_up,
+        dirs_listed: stamps.listed,
     };
     if let Some((mut k, _)) = loaded {
         if k.set(&report.stamped) {

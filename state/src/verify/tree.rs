@@ -113,6 +113,21 @@ impl Children {
     }
 }
 
+const DT_UNKNOWN: u8 = 0;
+const DT_DIR: u8 = 4;
+const DT_REG: u8 = 8;
+
+/// The `DT_*` type of a `st_mode` (`DT_FIFO` for any type a layout never holds:
+/// the type check reports it).
+fn dt_of(mode: u32) -> u8 {
+    match mode & S_IFMT {
+        S_IFREG => DT_REG,
+        S_IFDIR => DT_DIR,
+        S_IFLNK => 10,
+        _ => 1,
+    }
+}
+
 pub(crate) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -172,6 +187,7 @@ pub(crate) fn verify_tree(tree: BorrowedFd, layout: &Layout, walk: &Walk) -> Res
         diffs.extend(d);
         stamps.taken.extend(st.taken);
         stamps.looked_up += st.looked_up;
+        stamps.listed += st.listed;
     }
     // Extras at the top of the tree.
     for name in fsutil::list_dir(tree).map_err(|e| Error::io("list", "tree", e))? {
@@ -196,12 +212,16 @@ pub(crate) struct OpenDir {
     pub(crate) listing: fsutil::Listing,
     /// Where in `listing` the next child is looked for (children come in order).
     pub(crate) cursor: std::cell::Cell<usize>,
+    /// Not listed: its stamp shows it holds exactly the layout's entries (see
+    /// [`super::known`]), so each child is there, of a type `statx` tells.
+    pub(crate) whole: bool,
 }
 
 impl OpenDir {
     /// Lists `fd` (freshly opened) into this slot, reusing its buffers.
     pub(crate) fn fill(&mut self, fd: OwnedFd) -> std::io::Result<()> {
         self.fd = None;
+        self.whole = false;
         self.cursor.set(0);
         self.listing.read(fd.as_fd())?;
         // Sibling names hold no `/`: byte order is the layout's order.
@@ -215,9 +235,12 @@ impl OpenDir {
     }
 
     /// The open directory and its entry `name` (names asked for in sibling
-    /// order).
-    pub(crate) fn child(&self, name: &[u8]) -> Option<(BorrowedFd<'_>, fsutil::Listed<'_>)> {
+    /// order); in a directory trusted whole, an entry of unknown type and inode.
+    pub(crate) fn child<'a>(&'a self, name: &'a [u8]) -> Option<(BorrowedFd<'a>, fsutil::Listed<'a>)> {
         let fd = self.fd.as_ref()?;
+        if self.whole {
+            return Some((fd.as_fd(), fsutil::Listed { name, ino: 0, kind: DT_UNKNOWN }));
+        }
         let mut at = self.cursor.get();
         let found = self.listing.seek(name, &mut at);
         self.cursor.set(at);
@@ -254,6 +277,14 @@ impl DirStack {
         self.len += 1;
     }
 
+    /// Pushes a directory trusted whole, without listing it.
+    pub(crate) fn push_whole(&mut self, fd: OwnedFd) {
+        let slot = self.slot();
+        slot.fd = Some(fd);
+        slot.whole = true;
+        self.len += 1;
+    }
+
     pub(crate) fn push(&mut self, fd: OwnedFd) -> std::io::Result<&fsutil::Listing> {
         self.slot().fill(fd)?;
         self.len += 1;
@@ -275,8 +306,6 @@ pub(crate) fn check_range(
 ) -> std::io::Result<Vec<Difference>> {
     let Walk { store, blobs, kids, known, hash_in_tree, progress, .. } = *walk;
     use nix::sys::stat::fstat;
-    const DT_DIR: u8 = 4;
-    const DT_REG: u8 = 8;
     let mut out = Vec::new();
     let mut buf = Vec::new();
     let mut link_buf = Vec::new();
@@ -320,15 +349,41 @@ pub(crate) fn check_range(
             tally.add(0);
             continue;
         };
+        // A child of a directory trusted whole (or of a filesystem whose
+        // listings give no types) is `statx`ed first: its type and inode come
+        // from that.
+        let mut pre: Option<fsutil::Statx> = None;
+        let kind = match dent.kind {
+            // Opened as a directory below; what is not one is found by the
+            // `lstat` after.
+            DT_UNKNOWN if is_dir => DT_DIR,
+            DT_UNKNOWN => match fsutil::statx_at(dir, name)? {
+                Some(sx) => {
+                    pre = Some(sx);
+                    dt_of(sx.mode)
+                }
+                None => {
+                    out.push(diff(Class::Missing, String::new()));
+                    if is_dir {
+                        stack.push_none();
+                    }
+                    tally.add(0);
+                    continue;
+                }
+            },
+            k => k,
+        };
+        let ino = pre.map_or(dent.ino, |p| p.ino);
         // The entry's stat, from the cheapest source that is certain: the store blob
         // when the listing shows the same inode, the descriptor opened anyway for a
         // directory, else `fstatat`.
         let mut blob: Option<(Option<Meta>, BlobCheck)> = None;
         let mut opened_dir: Option<OwnedFd> = None;
         let mut opened_file: Option<std::fs::File> = None;
+        let mut dir_sx: Option<fsutil::Statx> = None;
         let mut from_blob = false;
         let mut st: Option<Meta> = None;
-        match (&e.data, dent.kind) {
+        match (&e.data, kind) {
             (EntryData::File { size, .. }, DT_REG) if *size > 0 && hash_in_tree => {
                 // Opened once: its `fstat` is the entry's, its bytes are hashed below.
                 if let Some(f) = open_for_hash(dir, name)? {
@@ -340,7 +395,11 @@ pub(crate) fn check_range(
                 // A file whose blob was stamped: one `statx` here says whether it
                 // is still that inode, unchanged, so still the store's.
                 if let Some(k) = known.filter(|k| k.has(i)) {
-                    if let Some(sx) = fsutil::statx_at(dir, name)? {
+                    let sx = match pre {
+                        Some(sx) => Some(sx),
+                        None => fsutil::statx_at(dir, name)?,
+                    };
+                    if let Some(sx) = sx {
                         st = Some(Meta::of_statx(&sx));
                         if k.matches(i, &sx) && sx.dev == tree_dev {
                             from_blob = true;
@@ -350,7 +409,7 @@ pub(crate) fn check_range(
                 }
                 if !from_blob {
                     let b = blobs.get(store, *hash, i, stamper)?;
-                    if let Some(bs) = b.0.filter(|bs| bs.ino == dent.ino && bs.dev == tree_dev) {
+                    if let Some(bs) = b.0.filter(|bs| bs.ino == ino && bs.dev == tree_dev) {
                         st = Some(bs);
                         from_blob = true;
                     }
@@ -359,13 +418,15 @@ pub(crate) fn check_range(
             }
             (EntryData::Dir, DT_DIR) => {
                 if let Ok(fd) = fsutil::open_dir_at(dir, name) {
-                    st = Some(Meta::of(&fstat(fd.as_fd()).map_err(io_err)?));
+                    // Taken before it is listed (see `saw_whole_dir`).
+                    dir_sx = fsutil::statx_at(fd.as_fd(), b"")?;
+                    st = dir_sx.as_ref().map(Meta::of_statx);
                     opened_dir = Some(fd);
                 }
             }
             _ => {}
         }
-        let st = match st {
+        let st = match st.or(pre.as_ref().map(Meta::of_statx)) {
             Some(st) => st,
             None => match fsutil::lstat_at(dir, name)? {
                 Some(st) => Meta::of(&st),
@@ -407,12 +468,35 @@ pub(crate) fn check_range(
                     Some(fd) => fd,
                     None => fsutil::open_dir_at(dir, name)?,
                 };
-                let listing = stack.push(fd)?;
-                for extra in kids.extras(es, i, listing) {
-                    let mut p = e.path.to_vec();
-                    p.push(b'/');
-                    p.extend_from_slice(extra);
-                    out.push(Difference { class: Class::Extra, path: lossy(&p), detail: String::new(), entry: None });
+                // A directory whose stamp matches holds what it held when it was
+                // stamped: exactly the layout's entries. It is not listed.
+                let trusted = match (known, &dir_sx) {
+                    (Some(k), Some(sx)) => k.matches(i, sx) && sx.dev == tree_dev,
+                    _ => false,
+                };
+                if trusted {
+                    stack.push_whole(fd);
+                } else {
+                    stamper.listed += 1;
+                    let listing = stack.push(fd)?;
+                    let extras = kids.extras(es, i, listing);
+                    // Every name listed is a layout entry's and none is missing.
+                    if extras.is_empty() && listing.len() == kids.of(i).len() {
+                        if let Some(sx) = &dir_sx {
+                            stamper.saw_whole_dir(i, sx);
+                        }
+                    }
+                    for extra in extras {
+                        let mut p = e.path.to_vec();
+                        p.push(b'/');
+                        p.extend_from_slice(extra);
+                        out.push(Difference {
+                            class: Class::Extra,
+                            path: lossy(&p),
+                            detail: String::new(),
+                            entry: None,
+                        });
+                    }
                 }
             }
             EntryData::File { hash, size } => {
