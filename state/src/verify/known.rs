@@ -58,13 +58,13 @@ impl BlobStamp {
     /// with a chance of 2^-64.
     pub fn digest(&self) -> u64 {
         let (bs, bn) = self.btime.unwrap_or((0, NO_BIRTH));
-        let mut b = [0u8; 40];
+        let mut b = [0u8; 32];
         b[0..8].copy_from_slice(&self.ino.to_le_bytes());
         b[8..16].copy_from_slice(&self.ctime.0.to_le_bytes());
         b[16..20].copy_from_slice(&self.ctime.1.to_le_bytes());
         b[20..28].copy_from_slice(&bs.to_le_bytes());
         b[28..32].copy_from_slice(&bn.to_le_bytes());
-        xxhash_rust::xxh3::xxh3_64(&b[..32]).max(1)
+        xxhash_rust::xxh3::xxh3_64(&b).max(1)
     }
 }
 
