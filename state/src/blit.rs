@@ -9,13 +9,14 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::sys::stat::Mode;
 
 use crate::error::{Error, IoContext, Result};
-use crate::layout::{EntryData, Layout, LayoutEntry, LayoutError};
+use crate::layout::{EntryData, Layout, LayoutEntry};
 use crate::store::{self, Store};
 use lifeboat_fs::{self as fsutil, cstr, io_err};
 
@@ -65,6 +66,16 @@ pub struct BlitStats {
     pub symlinks: u64,
 }
 
+impl BlitStats {
+    fn add(&mut self, o: &BlitStats) {
+        self.dirs += o.dirs;
+        self.linked += o.linked;
+        self.copied += o.copied;
+        self.empty += o.empty;
+        self.symlinks += o.symlinks;
+    }
+}
+
 /// Creates directory `name` below `parent` and fills it with `layout`.
 /// `name` must not exist. `shown` is the path used in messages.
 ///
@@ -93,63 +104,185 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
     let es = layout.entries();
     let mut stats = BlitStats::default();
     let ctx = Ctx { root, umask_zero: true, parent_setgid: false, check_size: false };
-    for e in es.iter().filter(|e| e.depth() == 0) {
+    for e in es.iter().filter(|e| !e.path.contains(&b'/')) {
         place(e, top, store, ctx, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
     }
-    let runs = crate::layout::subtree_runs(es, crate::workers::count(), 1);
-    let top_fd = top;
+    let workers = crate::workers::count();
+    let plan = RunPlan::new(es, workers * RUNS_PER_WORKER);
+    let next = AtomicUsize::new(0);
     let results: Vec<Result<BlitStats>> = std::thread::scope(|s| {
-        let hs: Vec<_> =
-            runs.iter().map(|&(a, b)| s.spawn(move || blit_run(&es[a..b], store, top_fd, root, shown))).collect();
+        let hs: Vec<_> = (0..workers.min(plan.runs.len()).max(1))
+            .map(|_| {
+                let (plan, next) = (&plan, &next);
+                s.spawn(move || blit_runs(es, plan, next, store, top, root, shown))
+            })
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap_or(Err(Error::WorkerLost { job: "blit" }))).collect()
     });
     for r in results {
-        let st = r?;
-        stats.dirs += st.dirs;
-        stats.linked += st.linked;
-        stats.copied += st.copied;
-        stats.empty += st.empty;
-        stats.symlinks += st.symlinks;
+        stats.add(&r?);
     }
     Ok(stats)
 }
 
-/// Makes a run of entries below `top`; top-level entries exist already.
-fn blit_run(run: &[LayoutEntry], store: &Store, top: BorrowedFd, root: bool, shown: &Path) -> Result<BlitStats> {
+/// Runs per worker: small enough that the workers finish together (a worker
+/// left alone with a long last run idles the other cores), large enough that
+/// making each run's ancestors costs nothing.
+const RUNS_PER_WORKER: usize = 16;
+
+/// The blit's work: runs of equal length of the depth-first entries, cut
+/// anywhere, taken in order by whichever worker is free. A run's first entry may
+/// lie deep in a directory an earlier run (still going) has not made yet, so a
+/// worker makes the missing ancestors itself, and whoever comes second to a
+/// directory — its own run's worker, or another run's — finds it made and
+/// opens it. Nobody waits for anybody.
+struct RunPlan {
+    /// `(first, end)` entry indices.
+    runs: Vec<(usize, usize)>,
+    /// Per run: indices of its first entry's ancestors below the top, outermost first.
+    ancestors: Vec<Vec<usize>>,
+    /// Every directory in some `ancestors`, sorted: the only ones that may exist
+    /// already when their own run comes to them.
+    shared: Vec<usize>,
+}
+
+impl RunPlan {
+    fn new(es: &[LayoutEntry], parts: usize) -> Self {
+        let target = es.len().div_ceil(parts.max(1)).max(1);
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut ancestors = Vec::new();
+        // Indices of the directories enclosing the current entry, outermost first.
+        let mut dirs: Vec<usize> = Vec::new();
+        let mut start = 0;
+        for (i, e) in es.iter().enumerate() {
+            dirs.truncate(e.depth());
+            if i == 0 || i - start >= target {
+                if i > 0 {
+                    runs.push((start, i));
+                }
+                start = i;
+                ancestors.push(dirs.clone());
+            }
+            if matches!(e.data, EntryData::Dir) {
+                dirs.push(i);
+            }
+        }
+        if start < es.len() {
+            runs.push((start, es.len()));
+        }
+        ancestors.truncate(runs.len());
+        let mut shared: Vec<usize> = ancestors.iter().flatten().copied().collect();
+        shared.sort_unstable();
+        shared.dedup();
+        RunPlan { runs, ancestors, shared }
+    }
+
+    fn is_shared(&self, i: usize) -> bool {
+        self.shared.binary_search(&i).is_ok()
+    }
+}
+
+/// One worker: takes runs in order until none is left.
+fn blit_runs(
+    es: &[LayoutEntry],
+    plan: &RunPlan,
+    next: &AtomicUsize,
+    store: &Store,
+    top: BorrowedFd,
+    root: bool,
+    shown: &Path,
+) -> Result<BlitStats> {
     let mut stats = BlitStats::default();
     let own = store.for_worker().ctx("open", store.path())?;
     let store = &own;
-    // Open directories by depth, and whether each is set-group-ID.
-    let mut stack: Vec<(OwnedFd, bool)> = Vec::with_capacity(32);
-    let layout_setgid = |e: &LayoutEntry| e.perm & 0o2000 != 0;
-    for e in run {
-        let depth = e.depth();
+    loop {
+        let r = next.fetch_add(1, Ordering::Relaxed);
+        let Some(&(a, b)) = plan.runs.get(r) else { return Ok(stats) };
+        let ancestors = plan.ancestors.get(r).map_or(&[][..], |v| &v[..]);
+        blit_run(es, a, b, ancestors, plan, store, top, root, shown, &mut stats)?;
+    }
+}
+
+/// Makes `es[a..b]` below `top` (children of the top exist already), after the
+/// run's first entry's `ancestors`, made here unless another run made them.
+#[allow(clippy::too_many_arguments)]
+fn blit_run<'a, 't>(
+    es: &'a [LayoutEntry],
+    a: usize,
+    b: usize,
+    ancestors: &[usize],
+    plan: &RunPlan,
+    store: &Store,
+    top: BorrowedFd<'t>,
+    root: bool,
+    shown: &Path,
+    stats: &mut BlitStats,
+) -> Result<()> {
+    let mut dirs = DirStack::new(top);
+    // Children of the top were made before the runs.
+    let make = |i: usize, dirs: &mut DirStack<'a, 't>, stats: &mut BlitStats| -> Result<()> {
+        let Some(e) = es.get(i).filter(|e| e.path.contains(&b'/')) else { return Ok(()) };
         let shown_e = || shown.join(fsutil::os(&e.path));
-        if depth == 0 {
-            stack.clear();
-            if matches!(e.data, EntryData::Dir) {
-                stack.push((fsutil::open_dir_at(top, e.name()).ctx("open", shown_e())?, layout_setgid(e)));
-            }
-            continue;
-        }
-        stack.truncate(depth);
-        if stack.is_empty() && depth == 1 {
-            // The run starts inside a top-level directory; its mode says setgid.
-            let fd = fsutil::open_dir_at(top, e.parent()).ctx("open", shown_e())?;
-            let st = nix::sys::stat::fstat(fd.as_fd()).map_err(io_err).ctx("stat", shown_e())?;
-            stack.push((fd, st.st_mode & 0o2000 != 0));
-        }
-        let (dir, parent_setgid) = match stack.get(depth - 1) {
-            Some((fd, sg)) => (fd.as_fd(), *sg),
-            // A validated layout always has the parent open here.
-            None => return Err(Error::Layout { path: e.path_lossy(), why: LayoutError::ParentMissing }),
-        };
+        let (dir, parent_setgid) = dirs.parent_of(e).ctx("open", shown_e())?;
         let ctx = Ctx { root, umask_zero: true, parent_setgid, check_size: false };
-        if let Some(fd) = place(e, dir, store, ctx, &mut stats).ctx("create", shown_e())? {
-            stack.push((fd, layout_setgid(e)));
+        let fd = match place(e, dir, store, ctx, stats) {
+            Ok(fd) => fd,
+            // Made by another run first (its ancestor, or ours): open it.
+            Err(err) if err.raw_os_error() == Some(Errno::EEXIST as i32) && plan.is_shared(i) => {
+                Some(fsutil::open_dir_at(dir, e.name()).ctx("open", shown_e())?)
+            }
+            Err(err) => return Err(err).ctx("create", shown_e()),
+        };
+        if let Some(fd) = fd {
+            dirs.push(e, fd);
+        }
+        Ok(())
+    };
+    for &i in ancestors {
+        make(i, &mut dirs, stats)?;
+    }
+    for i in a..b {
+        make(i, &mut dirs, stats)?;
+    }
+    Ok(())
+}
+
+/// The open directories on the path being made, outermost first, each with its
+/// path and whether it is set-group-ID. A parent not on the stack (where a run
+/// starts, or climbs back above where it started) is opened beneath the top
+/// without following a symlink.
+struct DirStack<'a, 't> {
+    top: BorrowedFd<'t>,
+    open: Vec<(&'a [u8], OwnedFd, bool)>,
+}
+
+impl<'a, 't> DirStack<'a, 't> {
+    fn new(top: BorrowedFd<'t>) -> Self {
+        DirStack { top, open: Vec::with_capacity(32) }
+    }
+
+    /// The directory `e` goes in, and whether it is set-group-ID.
+    fn parent_of(&mut self, e: &'a LayoutEntry) -> std::io::Result<(BorrowedFd<'_>, bool)> {
+        let parent = e.parent();
+        while self.open.last().is_some_and(|(p, _, _)| *p != parent) {
+            self.open.pop();
+        }
+        if self.open.is_empty() {
+            let fd =
+                if parent.is_empty() { fsutil::dup(self.top) } else { fsutil::open_dir_beneath(self.top, parent) }?;
+            let st = nix::sys::stat::fstat(fd.as_fd()).map_err(io_err)?;
+            self.open.push((parent, fd, st.st_mode & 0o2000 != 0));
+        }
+        match self.open.last() {
+            Some((_, fd, setgid)) => Ok((fd.as_fd(), *setgid)),
+            None => Err(std::io::Error::other("no open parent directory")),
         }
     }
-    Ok(stats)
+
+    /// `fd` is directory `e`, just made: its children go in it.
+    fn push(&mut self, e: &'a LayoutEntry, fd: OwnedFd) {
+        self.open.push((&e.path, fd, e.perm & 0o2000 != 0));
+    }
 }
 
 fn is_root() -> bool {
@@ -338,11 +471,7 @@ pub fn place_missing(layout: &Layout, store: &Store, top: BorrowedFd, missing: &
             hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
         });
         for r in results {
-            out.stats.dirs += r.stats.dirs;
-            out.stats.linked += r.stats.linked;
-            out.stats.copied += r.stats.copied;
-            out.stats.empty += r.stats.empty;
-            out.stats.symlinks += r.stats.symlinks;
+            out.stats.add(&r.stats);
             out.done.extend(r.done);
             out.failed.extend(r.failed);
         }
@@ -356,8 +485,7 @@ pub fn place_missing(layout: &Layout, store: &Store, top: BorrowedFd, missing: &
 /// directories of the path being made on a stack; a parent not on it is opened
 /// beneath `top` without following a symlink.
 fn place_run(es: &[LayoutEntry], a: usize, b: usize, store: &Store, top: BorrowedFd, root: bool, out: &mut Placed) {
-    // (path, fd, set-group-ID) of open directories, outermost first.
-    let mut stack: Vec<(&[u8], OwnedFd, bool)> = Vec::new();
+    let mut dirs = DirStack::new(top);
     // A directory that could not be made: its contents are skipped.
     let mut failed_dir: Option<&[u8]> = None;
     for (i, e) in es.iter().enumerate().take(b).skip(a) {
@@ -368,32 +496,17 @@ fn place_run(es: &[LayoutEntry], a: usize, b: usize, store: &Store, top: Borrowe
             }
             failed_dir = None;
         }
-        let parent = e.parent();
-        while let Some((p, _, _)) = stack.last() {
-            if *p == parent {
-                break;
+        let placed = match dirs.parent_of(e) {
+            Ok((dir, parent_setgid)) => {
+                let ctx = Ctx { root, umask_zero: true, parent_setgid, check_size: true };
+                place(e, dir, store, ctx, &mut out.stats)
             }
-            stack.pop();
-        }
-        if stack.is_empty() {
-            let opened = if parent.is_empty() { fsutil::dup(top) } else { fsutil::open_dir_beneath(top, parent) };
-            match opened.and_then(|fd| nix::sys::stat::fstat(fd.as_fd()).map(|st| (fd, st)).map_err(io_err)) {
-                Ok((fd, st)) => stack.push((parent, fd, st.st_mode & 0o2000 != 0)),
-                Err(err) => {
-                    out.failed.push((i, format!("cannot open its directory: {err}")));
-                    if matches!(e.data, EntryData::Dir) {
-                        failed_dir = Some(&e.path);
-                    }
-                    continue;
-                }
-            }
-        }
-        let Some((_, dir, setgid)) = stack.last() else { continue };
-        let ctx = Ctx { root, umask_zero: true, parent_setgid: *setgid, check_size: true };
-        match place(e, dir.as_fd(), store, ctx, &mut out.stats) {
+            Err(err) => Err(std::io::Error::new(err.kind(), format!("cannot open its directory: {err}"))),
+        };
+        match placed {
             Ok(Some(fd)) => {
                 out.done.push(i);
-                stack.push((&e.path, fd, e.perm & 0o2000 != 0));
+                dirs.push(e, fd);
             }
             Ok(None) => out.done.push(i),
             Err(err) => {

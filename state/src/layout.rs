@@ -66,7 +66,9 @@ impl LayoutEntry {
 
     /// Number of `/` in the path: 0 for a direct child of `/usr`.
     pub fn depth(&self) -> usize {
-        self.path.iter().filter(|&&b| b == b'/').count()
+        // A sum, not `filter().count()`: it vectorises (a blit plan asks it of
+        // every entry before the workers start).
+        self.path.iter().map(|&b| usize::from(b == b'/')).sum()
     }
 
     /// The last component.

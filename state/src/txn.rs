@@ -95,7 +95,9 @@ fn materialise(root: &SystemRoot, store: &Store, layout: &Layout, id: u64) -> Re
     let stats = blit::blit(layout, store, staging.as_fd(), b"usr", &rootp.join("staging/usr"))?;
     crate::failpoint::hit("blit-done");
     let usr = fsutil::open_dir_at(staging.as_fd(), b"usr").ctx("open", rootp.join("staging/usr"))?;
-    fsutil::atomic_write_at(usr.as_fd(), STATE_ID, format!("{id}\n").as_bytes(), 0o644)
+    // Unsynced: the `syncfs` below makes it durable with the tree, and nothing
+    // trusts a staging tree before the rename after it (one journal commit, not three).
+    fsutil::replace_unsynced(usr.as_fd(), STATE_ID, format!("{id}\n").as_bytes(), 0o644)
         .ctx("write", rootp.join("staging/usr/.stateID"))?;
     fsutil::syncfs(usr.as_fd()).ctx("sync", &rootp)?;
     crate::failpoint::hit("staging-complete");

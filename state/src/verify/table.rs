@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 
 use nix::fcntl::OFlag;
@@ -171,7 +171,6 @@ impl BlobTable {
                         // reference count bouncing between cores on every lookup.
                         fsutil::private_fd_table();
                         let own = store.for_worker()?;
-                        let mut top = HeldTop::default();
                         let mut buf = if hash { vec![0u8; 256 * 1024] } else { Vec::new() };
                         let mut tally = Tally::new(progress);
                         let mut done = Vec::new();
@@ -185,8 +184,9 @@ impl BlobTable {
                             let mut faults = Vec::new();
                             let mut stamps = Vec::with_capacity(if hash { 0 } else { part.len() });
                             for &(h, size) in part {
-                                let loc = store.locate(h);
-                                let (dir, rel) = top.resolve(own.fd(), loc.rel());
+                                // Its first-level directories held: three components to walk.
+                                let loc = own.locate(h);
+                                let (dir, rel) = (loc.dir, loc.rel());
                                 tally.add(0);
                                 let (meta, check) = if hash {
                                     check_blob(dir, rel, h, size, &mut buf, &mut tally)
@@ -408,33 +408,6 @@ impl DigestSlots {
                 return Some(i);
             }
             at = (at + 1) & mask;
-        }
-    }
-}
-
-/// The store's first-level directory of the blob last looked up, held open while
-/// blobs are visited in hash order, so a lookup walks three components, not four.
-#[derive(Default)]
-pub(crate) struct HeldTop {
-    pub(crate) key: [u8; 2],
-    pub(crate) fd: Option<OwnedFd>,
-}
-
-impl HeldTop {
-    /// The directory and path to use for blob path `rel` (`aa/bb/cc/<hash>`)
-    /// below the store descriptor `store`.
-    pub(crate) fn resolve<'a, 'r>(&'a mut self, store: BorrowedFd<'a>, rel: &'r [u8]) -> (BorrowedFd<'a>, &'r [u8]) {
-        if rel.len() < 4 {
-            return (store, rel);
-        }
-        let key = [rel[0], rel[1]];
-        if self.fd.is_none() || self.key != key {
-            self.key = key;
-            self.fd = fsutil::open_dir_at(store, &key).ok();
-        }
-        match &self.fd {
-            Some(fd) => (fd.as_fd(), &rel[3..]),
-            None => (store, rel),
         }
     }
 }
