@@ -414,3 +414,55 @@ fn a_damaged_or_planted_stamps_file_is_ignored_and_replaced() {
     let (code, trusted, _, out) = verify_json(&root);
     assert_eq!((code, trusted), (0, false), "stamps written for transaction 1 are not transaction 2's: {out}");
 }
+
+/// Whether a quick check trusts the saved stamps is decided by what it would
+/// spare: a directory wiped (its files' blobs were unlinked, so none matches its
+/// stamp) needs no lookup at all — the files are missing — and the stamps are
+/// still trusted; a store whose every blob was linked again (as the blit of
+/// another tree sharing them does) would need a lookup per file, and the check
+/// goes through the store in hash order instead.
+#[test]
+fn a_wiped_directory_keeps_the_stamps_and_a_store_linked_again_does_not() {
+    let s = Scratch::new("stampswipe");
+    let root = s.join("root");
+    tree(&s.join("t"), 1);
+    for i in 0..120 {
+        write(&s.join(&format!("t/share/many/{i}")), format!("many {i}").as_bytes(), 0o644);
+    }
+    for i in 0..40 {
+        write(&s.join(&format!("t/lib/some/{i}")), format!("some {i}").as_bytes(), 0o644);
+    }
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&s.join("t"))]);
+    settle();
+    assert_eq!(verify_json(&root).0, 0);
+    let (code, trusted, lookups, out) = verify_json(&root);
+    assert_eq!((code, trusted, lookups), (0, true, 0), "{out}");
+
+    // Three in four of the files gone with their directory: trusted, no lookup.
+    fs::remove_dir_all(root.join("usr/share/many")).unwrap();
+    let (code, trusted, lookups, out) = verify_json(&root);
+    assert_eq!((code, trusted, lookups), (1, true, 0), "{out}");
+    assert!(out.contains("{\"class\":\"missing\",\"path\":\"share/many\""), "{out}");
+    ok(&["--root", r(&root), "repair"]);
+    settle();
+    assert_eq!(verify_json(&root).0, 0);
+
+    // Every blob linked again: every file present would need its blob looked
+    // up, so the check makes the pass through the store.
+    let mut blobs = vec![root.join(".moss/assets/v2")];
+    while let Some(d) = blobs.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                blobs.push(p);
+            } else {
+                let again = p.with_extension("again");
+                fs::hard_link(&p, &again).unwrap();
+                fs::remove_file(&again).unwrap();
+            }
+        }
+    }
+    let (code, trusted, lookups, out) = verify_json(&root);
+    assert_eq!((code, trusted), (0, false), "{out}");
+    assert!(lookups >= 160, "every non-empty file's blob: {out}");
+}

@@ -176,6 +176,16 @@ pub fn syncfs(fd: BorrowedFd) -> io::Result<()> {
     nix::unistd::syncfs(fd).map_err(io_err)
 }
 
+/// Starts writing the file's dirty pages to the device and returns without
+/// waiting for them, so that a later `syncfs` waits for less: a writer of many
+/// files (a commit adds 200,000 blobs) overlaps their writeback with its own
+/// work. Durability still comes from the `syncfs`; this only moves the
+/// writing earlier, so a failure here is no failure.
+pub fn start_writeback(fd: BorrowedFd) {
+    // SAFETY: `fd` is open for the call; the kernel only reads the arguments.
+    let _ = unsafe { nix::libc::sync_file_range(fd.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE) };
+}
+
 pub fn fsync(fd: BorrowedFd) -> io::Result<()> {
     nix::unistd::fsync(fd).map_err(io_err)
 }

@@ -9,13 +9,13 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::sys::stat::Mode;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::layout::{EntryData, Layout, LayoutEntry};
 use crate::store::{self, Store};
 use lifeboat_fs::{self as fsutil, cstr, io_err};
@@ -107,21 +107,13 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
     for e in es.iter().filter(|e| !e.path.contains(&b'/')) {
         place(e, top, store, ctx, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
     }
-    let workers = crate::workers::count();
-    let plan = RunPlan::new(es, workers * RUNS_PER_WORKER);
-    let next = AtomicUsize::new(0);
-    let results: Vec<Result<BlitStats>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..workers.min(plan.runs.len()).max(1))
-            .map(|_| {
-                let (plan, next) = (&plan, &next);
-                s.spawn(move || blit_runs(es, plan, next, store, top, root, shown))
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or(Err(Error::WorkerLost { job: "blit" }))).collect()
-    });
-    for r in results {
-        stats.add(&r?);
+    let plan = RunPlan::new(es, |i| es.get(i).is_some_and(|e| e.path.contains(&b'/')));
+    let made = plan.make(es, store, top, Policy { root, check_size: false, stop_at_failure: true, track: false });
+    if let Some((i, err)) = made.failed.into_iter().min_by_key(|(i, _)| *i) {
+        let path = es.get(i).map_or_else(|| shown.to_path_buf(), |e| shown.join(fsutil::os(&e.path)));
+        return Err(err).ctx("create", path);
     }
+    stats.add(&made.stats);
     Ok(stats)
 }
 
@@ -130,16 +122,38 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
 /// making each run's ancestors costs nothing.
 const RUNS_PER_WORKER: usize = 16;
 
-/// The blit's work: runs of equal length of the depth-first entries, cut
-/// anywhere, taken in order by whichever worker is free. A run's first entry may
-/// lie deep in a directory an earlier run (still going) has not made yet, so a
-/// worker makes the missing ancestors itself, and whoever comes second to a
-/// directory — its own run's worker, or another run's — finds it made and
-/// opens it. Nobody waits for anybody.
+/// How [`RunPlan::make`] makes entries and meets failure.
+#[derive(Clone, Copy)]
+struct Policy {
+    root: bool,
+    /// Refuse a blob whose size is not the entry's (see [`Ctx::check_size`]).
+    check_size: bool,
+    /// The first failure ends the whole job (a blit); else it is noted and
+    /// only the failed directory's contents are skipped (a repair).
+    stop_at_failure: bool,
+    /// Note the index of every entry made.
+    track: bool,
+}
+
+/// What [`RunPlan::make`] did.
+#[derive(Default)]
+struct Made {
+    stats: BlitStats,
+    done: Vec<usize>,
+    failed: Vec<(usize, std::io::Error)>,
+}
+
+/// Work for every core: runs of about equal length of the wanted entries in
+/// depth-first order, cut anywhere (and wherever an entry is not wanted), taken
+/// in order by whichever worker is free. A run's first entry may lie deep in a
+/// directory that an earlier run, still going, has not made yet, so a worker
+/// makes the wanted ancestors it needs itself, and whoever comes second to a
+/// directory — its own run's worker or another's — finds it made and opens it.
+/// Nobody waits for anybody, and the workers finish together.
 struct RunPlan {
     /// `(first, end)` entry indices.
     runs: Vec<(usize, usize)>,
-    /// Per run: indices of its first entry's ancestors below the top, outermost first.
+    /// Per run: its first entry's wanted ancestors, outermost first.
     ancestors: Vec<Vec<usize>>,
     /// Every directory in some `ancestors`, sorted: the only ones that may exist
     /// already when their own run comes to them.
@@ -147,104 +161,158 @@ struct RunPlan {
 }
 
 impl RunPlan {
-    fn new(es: &[LayoutEntry], parts: usize) -> Self {
-        let target = es.len().div_ceil(parts.max(1)).max(1);
+    fn new(es: &[LayoutEntry], wanted: impl Fn(usize) -> bool) -> Self {
+        let total = (0..es.len()).filter(|&i| wanted(i)).count();
+        let target = total.div_ceil(crate::workers::count() * RUNS_PER_WORKER).max(64);
         let mut runs: Vec<(usize, usize)> = Vec::new();
         let mut ancestors = Vec::new();
-        // Indices of the directories enclosing the current entry, outermost first.
-        let mut dirs: Vec<usize> = Vec::new();
-        let mut start = 0;
+        // The wanted directories enclosing the current entry, by depth (`None`
+        // for one that exists already).
+        let mut dirs: Vec<Option<usize>> = Vec::new();
+        let mut start: Option<usize> = None;
         for (i, e) in es.iter().enumerate() {
             dirs.truncate(e.depth());
-            if i == 0 || i - start >= target {
-                if i > 0 {
-                    runs.push((start, i));
+            let want = wanted(i);
+            match start {
+                Some(s) if want && i - s < target => {}
+                _ => {
+                    if let Some(s) = start.take() {
+                        runs.push((s, i));
+                    }
+                    if want {
+                        start = Some(i);
+                        ancestors.push(dirs.iter().flatten().copied().collect());
+                    }
                 }
-                start = i;
-                ancestors.push(dirs.clone());
             }
             if matches!(e.data, EntryData::Dir) {
-                dirs.push(i);
+                dirs.push(want.then_some(i));
             }
         }
-        if start < es.len() {
-            runs.push((start, es.len()));
+        if let Some(s) = start {
+            runs.push((s, es.len()));
         }
-        ancestors.truncate(runs.len());
         let mut shared: Vec<usize> = ancestors.iter().flatten().copied().collect();
         shared.sort_unstable();
         shared.dedup();
         RunPlan { runs, ancestors, shared }
     }
 
+    /// Makes every run's entries below `top`, one worker per core.
+    fn make(&self, es: &[LayoutEntry], store: &Store, top: BorrowedFd, policy: Policy) -> Made {
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let results: Vec<Made> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..crate::workers::count().min(self.runs.len()).max(1))
+                .map(|_| {
+                    let (next, stop) = (&next, &stop);
+                    s.spawn(move || {
+                        let mut mine = Made::default();
+                        let own = store.for_worker().ok();
+                        let store = own.as_ref().unwrap_or(store);
+                        while !stop.load(Ordering::Relaxed) {
+                            let r = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&(a, b)) = self.runs.get(r) else { break };
+                            let ancestors = self.ancestors.get(r).map_or(&[][..], |v| &v[..]);
+                            self.make_run(es, ancestors, a, b, store, top, policy, &mut mine);
+                            if policy.stop_at_failure && !mine.failed.is_empty() {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| Made {
+                        failed: vec![(0, std::io::Error::other("a blit worker thread ended without a result"))],
+                        ..Made::default()
+                    })
+                })
+                .collect()
+        });
+        let mut out = Made::default();
+        for r in results {
+            out.stats.add(&r.stats);
+            out.done.extend(r.done);
+            out.failed.extend(r.failed);
+        }
+        out
+    }
+
+    /// Makes the run's first entry's `ancestors` (unless made already), then
+    /// `es[a..b]`, keeping the open directories on a stack.
+    #[allow(clippy::too_many_arguments)]
+    fn make_run<'a>(
+        &self,
+        es: &'a [LayoutEntry],
+        ancestors: &[usize],
+        a: usize,
+        b: usize,
+        store: &Store,
+        top: BorrowedFd,
+        policy: Policy,
+        out: &mut Made,
+    ) {
+        let mut dirs = DirStack::new(top);
+        // A directory that could not be made: its contents are skipped.
+        let mut failed_dir: Option<&[u8]> = None;
+        for (i, is_ancestor) in ancestors.iter().map(|&i| (i, true)).chain((a..b).map(|i| (i, false))) {
+            let Some(e) = es.get(i) else { continue };
+            if let Some(f) = failed_dir {
+                if e.path.starts_with(f) && e.path.get(f.len()) == Some(&b'/') {
+                    if !is_ancestor {
+                        out.failed.push((i, std::io::Error::other("its directory could not be made")));
+                        if policy.stop_at_failure {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                failed_dir = None;
+            }
+            let placed = dirs.parent_of(e).and_then(|(dir, parent_setgid)| {
+                let ctx = Ctx { root: policy.root, umask_zero: true, parent_setgid, check_size: policy.check_size };
+                match place(e, dir, store, ctx, &mut out.stats) {
+                    // Made by another run first (its ancestor, or ours): open it.
+                    Err(err) if err.raw_os_error() == Some(Errno::EEXIST as i32) && self.is_shared(i) => {
+                        fsutil::open_dir_at(dir, e.name()).map(Some)
+                    }
+                    r => r,
+                }
+            });
+            match placed {
+                Ok(fd) => {
+                    if policy.track && !is_ancestor {
+                        out.done.push(i);
+                    }
+                    if let Some(fd) = fd {
+                        dirs.push(e, fd);
+                    }
+                }
+                Err(err) => {
+                    // A job that stops at the first failure reports it wherever
+                    // it happened; else an ancestor's failure is its own run's
+                    // to report.
+                    if policy.stop_at_failure {
+                        out.failed.push((i, err));
+                        return;
+                    }
+                    if !is_ancestor {
+                        out.failed.push((i, err));
+                    }
+                    if matches!(e.data, EntryData::Dir) {
+                        failed_dir = Some(&e.path);
+                    }
+                }
+            }
+        }
+    }
+
     fn is_shared(&self, i: usize) -> bool {
         self.shared.binary_search(&i).is_ok()
     }
-}
-
-/// One worker: takes runs in order until none is left.
-fn blit_runs(
-    es: &[LayoutEntry],
-    plan: &RunPlan,
-    next: &AtomicUsize,
-    store: &Store,
-    top: BorrowedFd,
-    root: bool,
-    shown: &Path,
-) -> Result<BlitStats> {
-    let mut stats = BlitStats::default();
-    let own = store.for_worker().ctx("open", store.path())?;
-    let store = &own;
-    loop {
-        let r = next.fetch_add(1, Ordering::Relaxed);
-        let Some(&(a, b)) = plan.runs.get(r) else { return Ok(stats) };
-        let ancestors = plan.ancestors.get(r).map_or(&[][..], |v| &v[..]);
-        blit_run(es, a, b, ancestors, plan, store, top, root, shown, &mut stats)?;
-    }
-}
-
-/// Makes `es[a..b]` below `top` (children of the top exist already), after the
-/// run's first entry's `ancestors`, made here unless another run made them.
-#[allow(clippy::too_many_arguments)]
-fn blit_run<'a, 't>(
-    es: &'a [LayoutEntry],
-    a: usize,
-    b: usize,
-    ancestors: &[usize],
-    plan: &RunPlan,
-    store: &Store,
-    top: BorrowedFd<'t>,
-    root: bool,
-    shown: &Path,
-    stats: &mut BlitStats,
-) -> Result<()> {
-    let mut dirs = DirStack::new(top);
-    // Children of the top were made before the runs.
-    let make = |i: usize, dirs: &mut DirStack<'a, 't>, stats: &mut BlitStats| -> Result<()> {
-        let Some(e) = es.get(i).filter(|e| e.path.contains(&b'/')) else { return Ok(()) };
-        let shown_e = || shown.join(fsutil::os(&e.path));
-        let (dir, parent_setgid) = dirs.parent_of(e).ctx("open", shown_e())?;
-        let ctx = Ctx { root, umask_zero: true, parent_setgid, check_size: false };
-        let fd = match place(e, dir, store, ctx, stats) {
-            Ok(fd) => fd,
-            // Made by another run first (its ancestor, or ours): open it.
-            Err(err) if err.raw_os_error() == Some(Errno::EEXIST as i32) && plan.is_shared(i) => {
-                Some(fsutil::open_dir_at(dir, e.name()).ctx("open", shown_e())?)
-            }
-            Err(err) => return Err(err).ctx("create", shown_e()),
-        };
-        if let Some(fd) = fd {
-            dirs.push(e, fd);
-        }
-        Ok(())
-    };
-    for &i in ancestors {
-        make(i, &mut dirs, stats)?;
-    }
-    for i in a..b {
-        make(i, &mut dirs, stats)?;
-    }
-    Ok(())
 }
 
 /// The open directories on the path being made, outermost first, each with its
@@ -409,112 +477,14 @@ pub struct Placed {
 /// touched. The caller makes the result durable (`syncfs`).
 pub fn place_missing(layout: &Layout, store: &Store, top: BorrowedFd, missing: &[bool]) -> Placed {
     let es = layout.entries();
-    let root = is_root();
-    // Runs of consecutive missing entries (depth-first order keeps a missing
-    // directory's contents right behind it), cut after at least `target`
-    // entries at an entry at most one level below the run's first, and wherever
-    // the entries climb above it. Runs are made level by level (the depth of
-    // their first entry): a run's first entry's parent exists, or was made by a
-    // run of an earlier level.
-    let total = missing.iter().filter(|&&m| m).count();
-    let target = total.div_ceil(crate::workers::count() * 4).max(256);
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    let mut i = 0;
-    while i < es.len() {
-        if !missing.get(i).copied().unwrap_or(false) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        let base = es[i].depth();
-        i += 1;
-        while i < es.len() && missing.get(i).copied().unwrap_or(false) {
-            let d = es[i].depth();
-            // Climbing above the first entry starts a new run at a lower level;
-            // so a run's entries never sit above its first, and a cut entry's
-            // parent is the run's own or the first entry's.
-            if d < base || (i - start >= target && d <= base + 1) {
-                break;
-            }
-            i += 1;
-        }
-        runs.push((start, i));
-    }
-    // Shallower levels first; within a level, largest runs first.
-    runs.sort_by_key(|&(a, b)| (es[a].depth(), std::cmp::Reverse(b - a)));
+    let plan = RunPlan::new(es, |i| missing.get(i).copied().unwrap_or(false));
     let old_umask = nix::sys::stat::umask(Mode::empty());
-    let mut out = Placed::default();
-    let mut level_start = 0;
-    while level_start < runs.len() {
-        let depth = es[runs[level_start].0].depth();
-        let level_end = runs[level_start..]
-            .iter()
-            .position(|&(a, _)| es[a].depth() != depth)
-            .map_or(runs.len(), |k| level_start + k);
-        let level = &runs[level_start..level_end];
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Placed> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..crate::workers::count().min(level.len()).max(1))
-                .map(|_| {
-                    let next = &next;
-                    s.spawn(move || {
-                        let mut mine = Placed::default();
-                        let own = store.for_worker().ok();
-                        let store = own.as_ref().unwrap_or(store);
-                        while let Some(&(a, b)) = level.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                            place_run(es, a, b, store, top, root, &mut mine);
-                        }
-                        mine
-                    })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
-        });
-        for r in results {
-            out.stats.add(&r.stats);
-            out.done.extend(r.done);
-            out.failed.extend(r.failed);
-        }
-        level_start = level_end;
-    }
+    let made =
+        plan.make(es, store, top, Policy { root: is_root(), check_size: true, stop_at_failure: false, track: true });
     nix::sys::stat::umask(old_umask);
-    out
-}
-
-/// Places `es[a..b]` (consecutive missing entries) below `top`, keeping the open
-/// directories of the path being made on a stack; a parent not on it is opened
-/// beneath `top` without following a symlink.
-fn place_run(es: &[LayoutEntry], a: usize, b: usize, store: &Store, top: BorrowedFd, root: bool, out: &mut Placed) {
-    let mut dirs = DirStack::new(top);
-    // A directory that could not be made: its contents are skipped.
-    let mut failed_dir: Option<&[u8]> = None;
-    for (i, e) in es.iter().enumerate().take(b).skip(a) {
-        if let Some(f) = failed_dir {
-            if e.path.starts_with(f) && e.path.get(f.len()) == Some(&b'/') {
-                out.failed.push((i, "its directory could not be made".into()));
-                continue;
-            }
-            failed_dir = None;
-        }
-        let placed = match dirs.parent_of(e) {
-            Ok((dir, parent_setgid)) => {
-                let ctx = Ctx { root, umask_zero: true, parent_setgid, check_size: true };
-                place(e, dir, store, ctx, &mut out.stats)
-            }
-            Err(err) => Err(std::io::Error::new(err.kind(), format!("cannot open its directory: {err}"))),
-        };
-        match placed {
-            Ok(Some(fd)) => {
-                out.done.push(i);
-                dirs.push(e, fd);
-            }
-            Ok(None) => out.done.push(i),
-            Err(err) => {
-                out.failed.push((i, err.to_string()));
-                if matches!(e.data, EntryData::Dir) {
-                    failed_dir = Some(&e.path);
-                }
-            }
-        }
+    Placed {
+        stats: made.stats,
+        done: made.done,
+        failed: made.failed.into_iter().map(|(i, e)| (i, e.to_string())).collect(),
     }
 }

@@ -23,7 +23,6 @@ use lifeboat_codec::le_u64_at;
 use lifeboat_fs::{self as fsutil, libc_mode::*, Statx};
 
 use crate::layout::{EntryData, Layout};
-use crate::store::Store;
 
 /// Where the stamps live, below the root.
 pub const KNOWN_REL: &[u8] = b".moss/lifeboat/known-blobs";
@@ -270,35 +269,39 @@ impl KnownBlobs {
         fsutil::replace_unsynced(std::os::fd::AsFd::as_fd(&dir), &KNOWN_REL[cut + 1..], &self.bytes, 0o644)
     }
 
-    /// Whether these stamps still describe the store `layout`'s blobs live in:
-    /// the blobs of up to [`SAMPLE`] files spread over the layout are looked up
-    /// through the store, and nine in ten must match. A check that trusts the
-    /// stamps looks up only the blobs whose stamp does not match; after a commit
-    /// or an activation — which link every blob again, and so change them all —
-    /// a pass through the store in hash order is the faster way.
-    pub fn describe(&self, layout: &Layout, store: &Store) -> bool {
+    /// Whether a check of the tree `tree` should trust these stamps: at most
+    /// three in four of up to [`SAMPLE`] files spread over `layout` would need
+    /// their blob looked up — present, but not the inode stamped. A check that
+    /// trusts the stamps looks up only those, one by one in tree order; a pass
+    /// through the store in hash order is faster only when nearly all need it
+    /// (measured: 0.80 s against 0.71 s for a 250,000-entry tree whose every
+    /// blob was linked again, as the blit of another tree sharing them does). A
+    /// missing file needs no lookup at all, so a wiped or half-wiped tree is
+    /// checked by its stamps, not by a pass over 200,000 blobs.
+    pub fn describe(&self, layout: &Layout, tree: BorrowedFd) -> bool {
         let es = layout.entries();
         if self.len() != es.len() {
             return false;
         }
         let step = (es.len() / SAMPLE).max(1);
-        let (mut looked, mut matched) = (0usize, 0usize);
+        let (mut looked, mut lookups) = (0usize, 0usize);
         for at in (0..es.len()).step_by(step) {
             let found = es[at..].iter().take(step).enumerate().find_map(|(k, e)| match &e.data {
-                EntryData::File { hash, size } if *size > 0 => Some((at + k, *hash)),
+                EntryData::File { size, .. } if *size > 0 => Some((at + k, e)),
                 _ => None,
             });
-            let Some((i, h)) = found else {
+            let Some((i, e)) = found else {
                 continue;
             };
             looked += 1;
-            let loc = store.locate(h);
-            let sx = fsutil::statx_at(loc.dir, loc.rel()).ok().flatten();
-            if sx.is_some_and(|sx| self.matches(i, &sx)) {
-                matched += 1;
+            // A probe only, read-only: what the walk will find at the path.
+            if let Ok(Some(sx)) = fsutil::statx_at(tree, &e.path) {
+                if !self.matches(i, &sx) {
+                    lookups += 1;
+                }
             }
         }
-        looked > 0 && matched * 10 >= looked * 9
+        looked > 0 && lookups * 4 <= looked * 3
     }
 }
 

@@ -19,11 +19,11 @@
 //!
 //! A quick check on a root ([`check_root`]) learns from the last one: the store
 //! pass stamps each blob's inode (number, birth, last change: [`known`]), and
-//! while those stamps still describe the store, the next quick check skips the
-//! store pass and takes one `statx` of each tree file in its own directory
-//! instead — a file whose stamp matches is its blob's inode, unchanged — so it
-//! looks a blob up through the store's directory levels only for a file whose
-//! stamp does not match.
+//! unless a sample of the tree shows that nearly every file would need its blob
+//! looked up anyway, the next quick check skips the store pass and takes one
+//! `statx` of each tree file in its own directory instead — a file whose stamp
+//! matches is its blob's inode, unchanged — so it looks a blob up through the
+//! store's directory levels only for a file present whose stamp does not match.
 //!
 //! Repair goes in layout order (parents first). Each file is rebuilt under a
 //! temporary name in its directory and renamed over the damaged one, so every path
@@ -213,7 +213,7 @@ fn check_with(
         let kids = s.spawn(|| Children::new(layout.entries()));
         let loaded = stamps_of.filter(|_| quick).map(|root| {
             let k = KnownBlobs::load(root.fd(), known::layout_digest(layout), layout.len());
-            let usable = k.describe(layout, store);
+            let usable = k.describe(layout, tree);
             (k, usable)
         });
         let trusted = opts.known.is_some() || loaded.as_ref().is_some_and(|l| l.1);
@@ -267,8 +267,9 @@ fn check_with(
 }
 
 /// [`check`] of a tree of `root` that learns from the last one: a quick check
-/// uses the stamps saved below the root ([`known`]) when they still describe the
-/// store, and gives back the stamps it took for [`Report::remember`].
+/// uses the stamps saved below the root ([`known`]) unless nearly every file
+/// would need its blob looked up, and gives back the stamps it took for
+/// [`Report::remember`].
 pub fn check_root(
     root: &SystemRoot,
     tree: BorrowedFd,
