@@ -244,9 +244,9 @@ impl RunPlan {
     /// Makes the run's first entry's `ancestors` (unless made already), then
     /// `es[a..b]`, keeping the open directories on a stack.
     #[allow(clippy::too_many_arguments)]
-    fn make_run<'a>(
+    fn make_run(
         &self,
-        es: &'a [LayoutEntry],
+        es: &[LayoutEntry],
         ancestors: &[usize],
         a: usize,
         b: usize,
