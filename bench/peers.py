@@ -213,11 +213,10 @@ def half_names(usr):
     return [e for e in sorted(os.listdir(usr))[::2] if e != ".stateID"]
 
 
-def scatter(root, usr, n=1000, checked=True):
-    """Removes n regular files spread evenly over the active transaction's tree.
-    `checked`: on a system checked since its last change (a verify ran, so its
-    blobs' stamps are saved); else as the first check after an update, which
-    finds no stamps it can use."""
+def checked_or_not(root, checked):
+    """`checked`: the system was checked since its last change (a verify ran,
+    so its blobs' stamps are saved); else no stamps are known, as at the first
+    check after an update."""
     if checked:
         # Stamps are taken of inodes last changed over 2 s before the check.
         time.sleep(2.5)
@@ -227,6 +226,14 @@ def scatter(root, usr, n=1000, checked=True):
             os.unlink(os.path.join(root, ".moss/lifeboat/known-blobs"))
         except FileNotFoundError:
             pass
+
+
+def scatter(root, usr, n=1000, checked=True):
+    """Removes n regular files spread evenly over the active transaction's tree.
+    `checked`: on a system checked since its last change (a verify ran, so its
+    blobs' stamps are saved); else as the first check after an update, which
+    finds no stamps it can use."""
+    checked_or_not(root, checked)
     tx = open(os.path.join(usr, ".stateID")).read().strip()
     lines = run(LB, "--root", root, "state", "show", tx, "--files").splitlines()
     files = [l.split("\t")[5] for l in lines if l.startswith("f\t") and l.split("\t")[3] != "0"]
@@ -274,7 +281,10 @@ def bench_rebuild(work, t, root, orepo, n):
         "cp -al of the same tree": (["cp", "-al", ref, dest], clear(dest), [store]),
         "ostree checkout -H of the same tree": (["ostree", "checkout", f"--repo={orepo}", "-H", "bench", odest],
                                                 clear(odest), [os.path.join(orepo, "objects")]),
-        "lifeboat repair of a half-wiped /usr": ([LB, "--root", root, "repair"], lambda: wipe(usr, True), [store]),
+        "lifeboat repair of a half-wiped /usr (checked before)":
+            ([LB, "--root", root, "repair"], lambda: (checked_or_not(root, True), wipe(usr, True)), [store]),
+        "lifeboat repair of a half-wiped /usr (first check since an update)":
+            ([LB, "--root", root, "repair"], lambda: (checked_or_not(root, False), wipe(usr, True)), [store]),
         "cp -al of the half the wipe removed": (["cp", "-al", *[os.path.join(ref, e) for e in half_names(ref)], hdest],
                                                 half_dest, [store]),
         "lifeboat repair of 1,000 scattered missing files (checked before)": ([LB, "--root", root, "repair"],

@@ -155,6 +155,10 @@ fn hash_runs(
         None => None,
     };
     let mut buf = vec![0u8; BUF];
+    // The directory of the file last opened: files come in the walk's order, so
+    // the next one is mostly in the same directory, and is opened below it
+    // instead of by its whole path from the top.
+    let mut held: Option<(&[u8], OwnedFd)> = None;
     loop {
         let at = next.fetch_add(HASH_RUN, Ordering::Relaxed);
         let Some(run) = unique.get(at..(at + HASH_RUN).min(unique.len())) else { return Ok(()) };
@@ -164,7 +168,7 @@ fn hash_runs(
         for f in run {
             let e = &ents[f.index];
             let abs = || root.join(fsutil::os(&e.path));
-            let fd = fsutil::open_beneath(root_fd, &e.path, OFlag::O_RDONLY).map_err(|err| {
+            let fd = open_source(root_fd, &mut held, e).map_err(|err| {
                 if err.kind() == std::io::ErrorKind::PermissionDenied {
                     Error::BadTree { path: abs(), why: "is not readable".into() }
                 } else {
@@ -190,6 +194,33 @@ fn hash_runs(
             out.push((f.index, h, n));
         }
     }
+}
+
+/// Opens the source file `e` for reading without following a symlink anywhere
+/// on its path or leaving the tree: its directory is opened beneath the tree's
+/// top (and kept in `held` for the next file), the file in it with
+/// `O_NOFOLLOW`, and `O_NONBLOCK` — a FIFO put in a file's place since the
+/// walk must not hang the commit (its read fails instead).
+fn open_source<'e>(
+    root_fd: BorrowedFd,
+    held: &mut Option<(&'e [u8], OwnedFd)>,
+    e: &'e LayoutEntry,
+) -> std::io::Result<OwnedFd> {
+    let parent = e.parent();
+    let dir = match held.take() {
+        Some((p, fd)) if p == parent => fd,
+        _ => fsutil::open_dir_beneath(root_fd, parent)?,
+    };
+    let name = fsutil::cstr(e.name())?;
+    let fd = nix::fcntl::openat(
+        dir.as_fd(),
+        name.as_c_str(),
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(fsutil::io_err);
+    *held = Some((parent, dir));
+    fd
 }
 
 /// Hashes the pending files on every core, each inode once; given a store, adds

@@ -235,7 +235,6 @@ impl BlobWriter<'_> {
                 if let Some(fill) = fill.take() {
                     fill(&out)?;
                 }
-                fsutil::start_writeback(out.as_fd());
                 set_new_owner_perm(out.as_fd(), perm, uid, gid)?;
                 crate::failpoint::hit("store-add");
                 match self.link_in(out.as_fd(), n) {
@@ -259,7 +258,6 @@ impl BlobWriter<'_> {
                 (None, Some(fill)) => fill(&out)?,
                 (None, None) => return Err(io::Error::other("blob content lost")),
             }
-            fsutil::start_writeback(out.as_fd());
             set_new_owner_perm(out.as_fd(), perm, uid, gid)?;
             crate::failpoint::hit("store-add");
             self.place(tmp_dir, tmp.as_bytes(), n, replace)
