@@ -167,6 +167,11 @@ pub(crate) fn verify_tree(tree: BorrowedFd, layout: &Layout, walk: &Walk) -> Res
                 let (parts, next) = (&parts, &next);
                 s.spawn(move || -> std::io::Result<Found> {
                     fsutil::private_fd_table();
+                    // The store through descriptors of this worker's own, its
+                    // first-level directories held: a blob looked up walks three
+                    // components, not four.
+                    let own = walk.store.for_worker().ok();
+                    let walk = &Walk { store: own.as_ref().unwrap_or(walk.store), ..*walk };
                     let mut out = Vec::new();
                     let mut stamper = Stamper::new(walk.cutoff);
                     while let Some(&(a, b)) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
