@@ -2,7 +2,8 @@
 //! store, using only `*at` syscalls relative to directory fds.
 //!
 //! Entries come in depth-first order, so a stack of open directory fds (one per
-//! level) is all the state needed, and no path is ever resolved through a symlink.
+//! level) is all the state a worker needs, and no path is ever resolved through
+//! a symlink; the entries are split into runs for every core (`RunPlan`).
 //! Empty files are created, not linked (moss does the same: every empty file would
 //! otherwise share one inode with a huge link count). A blob whose permissions or
 //! owner differ from the entry's, or that has too many links (`EMLINK`), is copied.
@@ -79,9 +80,8 @@ impl BlitStats {
 /// Creates directory `name` below `parent` and fills it with `layout`.
 /// `name` must not exist. `shown` is the path used in messages.
 ///
-/// Top-level entries are made first; then workers (one per core) each make a
-/// contiguous run of the depth-first entries, runs starting at entries one level
-/// down so that every worker finds its parents already made.
+/// Top-level entries are made first; then the rest, in runs of equal length
+/// taken by one worker per core as each becomes free (`RunPlan`).
 pub fn blit(layout: &Layout, store: &Store, parent: BorrowedFd, name: &[u8], shown: &Path) -> Result<BlitStats> {
     let cname = cstr(name).ctx("create", shown)?;
     nix::sys::stat::mkdirat(parent, cname.as_c_str(), Mode::from_bits_truncate(0o700))
