@@ -101,13 +101,13 @@ pub fn blit(layout: &Layout, store: &Store, parent: BorrowedFd, name: &[u8], sho
 
 fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Result<BlitStats> {
     let root = is_root();
-    let es = layout.entries();
+    let (es, shapes) = (layout.entries(), layout.shapes());
     let mut stats = BlitStats::default();
     let ctx = Ctx { root, umask_zero: true, parent_setgid: false, check_size: false };
-    for e in es.iter().filter(|e| !e.path.contains(&b'/')) {
+    for (e, _) in es.iter().zip(shapes).filter(|(_, s)| s.depth == 0) {
         place(e, top, store, ctx, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
     }
-    let plan = RunPlan::new(es, |i| es.get(i).is_some_and(|e| e.path.contains(&b'/')));
+    let plan = RunPlan::new(layout, |i| shapes.get(i).is_some_and(|s| s.depth > 0));
     let made = plan.make(es, store, top, Policy { root, check_size: false, stop_at_failure: true, track: false });
     if let Some((i, err)) = made.failed.into_iter().min_by_key(|(i, _)| *i) {
         let path = es.get(i).map_or_else(|| shown.to_path_buf(), |e| shown.join(fsutil::os(&e.path)));
@@ -161,7 +161,8 @@ struct RunPlan {
 }
 
 impl RunPlan {
-    fn new(es: &[LayoutEntry], wanted: impl Fn(usize) -> bool) -> Self {
+    fn new(layout: &Layout, wanted: impl Fn(usize) -> bool) -> Self {
+        let es = layout.entries();
         let total = (0..es.len()).filter(|&i| wanted(i)).count();
         let target = total.div_ceil(crate::workers::count() * RUNS_PER_WORKER).max(64);
         let mut runs: Vec<(usize, usize)> = Vec::new();
@@ -170,8 +171,8 @@ impl RunPlan {
         // for one that exists already).
         let mut dirs: Vec<Option<usize>> = Vec::new();
         let mut start: Option<usize> = None;
-        for (i, e) in es.iter().enumerate() {
-            dirs.truncate(e.depth());
+        for (i, (e, shape)) in es.iter().zip(layout.shapes()).enumerate() {
+            dirs.truncate(shape.depth());
             let want = wanted(i);
             match start {
                 Some(s) if want && i - s < target => {}
@@ -477,7 +478,7 @@ pub struct Placed {
 /// touched. The caller makes the result durable (`syncfs`).
 pub fn place_missing(layout: &Layout, store: &Store, top: BorrowedFd, missing: &[bool]) -> Placed {
     let es = layout.entries();
-    let plan = RunPlan::new(es, |i| missing.get(i).copied().unwrap_or(false));
+    let plan = RunPlan::new(layout, |i| missing.get(i).copied().unwrap_or(false));
     let old_umask = nix::sys::stat::umask(Mode::empty());
     let made =
         plan.make(es, store, top, Policy { root: is_root(), check_size: true, stop_at_failure: false, track: true });

@@ -165,18 +165,18 @@ pub fn check_path(path: &[u8]) -> Result<(), LayoutError> {
 /// for parallel walks. A run starts only at an entry at most `max_depth` levels
 /// down, so a worker needs to open at most that many of its ancestors before
 /// walking its run.
-pub fn subtree_runs(es: &[LayoutEntry], parts: usize, max_depth: usize) -> Vec<(usize, usize)> {
-    let target = es.len().div_ceil(parts.max(1)).max(1);
+pub fn subtree_runs(shapes: &[PathShape], parts: usize, max_depth: usize) -> Vec<(usize, usize)> {
+    let target = shapes.len().div_ceil(parts.max(1)).max(1);
     let mut out = Vec::new();
     let mut start = 0;
-    for (i, e) in es.iter().enumerate().skip(1) {
-        if i - start >= target && e.depth() <= max_depth {
+    for (i, s) in shapes.iter().enumerate().skip(1) {
+        if i - start >= target && s.depth() <= max_depth {
             out.push((start, i));
             start = i;
         }
     }
-    if start < es.len() {
-        out.push((start, es.len()));
+    if start < shapes.len() {
+        out.push((start, shapes.len()));
     }
     out
 }
@@ -194,10 +194,42 @@ pub fn path_order(a: &[u8], b: &[u8]) -> Ordering {
     a.len().cmp(&b.len())
 }
 
+/// Where an entry sits: how deep, and where its last component starts in its
+/// path. Kept beside the entries because every walk asks both of every entry,
+/// and working them out again means reading a quarter of a million paths, one
+/// allocation each, before any worker can start.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct PathShape {
+    /// Byte offset of the last component in the path.
+    pub name_at: u32,
+    /// Number of `/` in the path: 0 for a direct child of `/usr`.
+    pub depth: u16,
+}
+
+impl PathShape {
+    /// The shape of a checked path (at most [`MAX_DEPTH`] levels below `/usr`).
+    pub fn of(path: &[u8]) -> Self {
+        let (mut depth, mut name_at) = (0usize, 0usize);
+        for (j, &b) in path.iter().enumerate() {
+            if b == b'/' {
+                depth += 1;
+                name_at = j + 1;
+            }
+        }
+        PathShape { name_at: name_at as u32, depth: depth.min(u16::MAX as usize) as u16 }
+    }
+
+    pub fn depth(self) -> usize {
+        usize::from(self.depth)
+    }
+}
+
 /// A validated transaction layout in depth-first order.
 #[derive(Clone, Default, PartialEq, Eq, Debug)]
 pub struct Layout {
     entries: Vec<LayoutEntry>,
+    /// `shapes[i]` is `entries[i]`'s.
+    shapes: Vec<PathShape>,
 }
 
 impl Layout {
@@ -215,6 +247,7 @@ impl Layout {
         // to the new entry's depth, the top must be its parent.
         let mut dirs: Vec<&[u8]> = Vec::new();
         let mut prev: Option<&[u8]> = None;
+        let mut shapes = Vec::with_capacity(entries.len());
         for e in &entries {
             let fail = |err| (err, e.path.clone());
             check_path(&e.path).map_err(fail)?;
@@ -228,7 +261,9 @@ impl Layout {
                     Ordering::Greater => return Err(fail(LayoutError::OutOfOrder)),
                 }
             }
-            let depth = e.depth();
+            let shape = PathShape::of(&e.path);
+            shapes.push(shape);
+            let depth = shape.depth();
             let parent = e.parent();
             // Pop directories that do not enclose this entry.
             dirs.truncate(depth);
@@ -251,17 +286,25 @@ impl Layout {
             }
             prev = Some(&e.path);
         }
-        Ok(Layout { entries })
+        Ok(Layout { entries, shapes })
     }
 
     /// For entries whose validity the caller has already established (the index
-    /// decoder checks every rule of [`Layout::from_sorted`] on its own tables).
-    pub(crate) fn from_trusted(entries: Vec<LayoutEntry>) -> Self {
-        Layout { entries }
+    /// decoder checks every rule of [`Layout::from_sorted`] on its own tables),
+    /// with their shapes (`shapes[i]` is `entries[i]`'s).
+    pub(crate) fn from_trusted(entries: Vec<LayoutEntry>, shapes: Vec<PathShape>) -> Self {
+        debug_assert!(shapes.len() == entries.len());
+        debug_assert!(entries.iter().zip(&shapes).all(|(e, s)| PathShape::of(&e.path) == *s));
+        Layout { entries, shapes }
     }
 
     pub fn entries(&self) -> &[LayoutEntry] {
         &self.entries
+    }
+
+    /// Each entry's depth and where its name starts, in entry order.
+    pub fn shapes(&self) -> &[PathShape] {
+        &self.shapes
     }
 
     pub fn into_entries(self) -> Vec<LayoutEntry> {

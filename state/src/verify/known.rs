@@ -17,7 +17,7 @@
 //! is not used. The file is a cache: it is written without a sync and checked
 //! on reading, and when it cannot be used the check looks every blob up.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use lifeboat_codec::le_u64_at;
 use lifeboat_fs::{self as fsutil, libc_mode::*, Statx};
@@ -294,8 +294,19 @@ impl KnownBlobs {
                 continue;
             };
             looked += 1;
-            // A probe only, read-only: what the walk will find at the path.
-            if let Ok(Some(sx)) = fsutil::statx_at(tree, &e.path) {
+            // A probe only, read-only: what the walk will find at the path,
+            // reached as the walk reaches it (no symlink on the way, nothing
+            // outside the tree). A parent that cannot be opened so holds no
+            // file the walk would look up.
+            let held = match e.parent() {
+                [] => None,
+                parent => match fsutil::open_dir_beneath(tree, parent) {
+                    Ok(d) => Some(d),
+                    Err(_) => continue,
+                },
+            };
+            let dir = held.as_ref().map_or(tree, |d| d.as_fd());
+            if let Ok(Some(sx)) = fsutil::statx_at(dir, e.name()) {
                 if !self.matches(i, &sx) {
                     lookups += 1;
                 }

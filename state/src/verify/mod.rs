@@ -210,7 +210,7 @@ fn check_with(
     // The walk's map of the layout is built while the stamps are loaded or the
     // store is checked.
     let (table, kids, loaded) = std::thread::scope(|s| {
-        let kids = s.spawn(|| Children::new(layout.entries()));
+        let kids = s.spawn(|| Children::new(layout));
         let loaded = stamps_of.filter(|_| quick).map(|root| {
             let k = KnownBlobs::load(root.fd(), known::layout_digest(layout), layout.len());
             let usable = k.describe(layout, tree);

@@ -33,28 +33,17 @@ pub(crate) struct Children {
 }
 
 impl Children {
-    pub(crate) fn new(es: &[LayoutEntry]) -> Self {
+    pub(crate) fn new(layout: &Layout) -> Self {
+        let (es, shapes) = (layout.entries(), layout.shapes());
         let root = es.len();
         let mut parent: Vec<u32> = Vec::with_capacity(es.len());
-        let mut depth: Vec<u16> = Vec::with_capacity(es.len());
-        let mut name_at: Vec<u32> = Vec::with_capacity(es.len());
         let mut stack: Vec<usize> = Vec::with_capacity(32);
         let mut start = vec![0u32; es.len() + 2];
-        for (i, e) in es.iter().enumerate() {
-            // Depth and where the name starts, in one pass over the path.
-            let (mut d, mut at) = (0, 0);
-            for (j, &b) in e.path.iter().enumerate() {
-                if b == b'/' {
-                    d += 1;
-                    at = j + 1;
-                }
-            }
-            stack.truncate(d);
+        for (i, (e, sh)) in es.iter().zip(shapes).enumerate() {
+            stack.truncate(sh.depth());
             let p = stack.last().copied().unwrap_or(root);
             parent.push(p as u32);
             start[p + 1] += 1;
-            depth.push(d.min(u16::MAX as usize) as u16);
-            name_at.push(at as u32);
             if matches!(e.data, EntryData::Dir) {
                 stack.push(i);
             }
@@ -70,6 +59,8 @@ impl Children {
             kids[fill[p as usize] as usize] = i as u32;
             fill[p as usize] += 1;
         }
+        let name_at = shapes.iter().map(|s| s.name_at).collect();
+        let depth = shapes.iter().map(|s| s.depth).collect();
         Children { start, kids, name_at, depth }
     }
 
@@ -156,7 +147,7 @@ pub(crate) fn verify_tree(tree: BorrowedFd, layout: &Layout, walk: &Walk) -> Res
     // entry counts are not equal work.
     // Runs may start two levels down (a worker opens the start's ancestors),
     // so one large top-level subtree does not leave a worker alone at the end.
-    let mut parts = crate::layout::subtree_runs(es, workers() * 16, usize::MAX);
+    let mut parts = crate::layout::subtree_runs(layout.shapes(), workers() * 16, usize::MAX);
     // Largest first, so no worker is left with a big one at the end.
     parts.sort_unstable_by_key(|&(a, b)| std::cmp::Reverse(b - a));
     let next = std::sync::atomic::AtomicUsize::new(0);
