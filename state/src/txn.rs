@@ -180,13 +180,23 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
     let scanned = scan::scan(tree, Some(&store))?;
     let new_blobs = scanned.new_blobs;
     timings.push(("scan_store", t.elapsed()));
-    let t = Instant::now();
-    fsutil::syncfs(store.fd()).ctx("sync", store.path())?;
-    timings.push(("store_sync", t.elapsed()));
     let id = idx.next_id();
     let parent = root.active_id();
+    // The store's new blobs are written back while the tree is blitted: the
+    // staging tree is trusted only after the `syncfs` that ends the blit
+    // (which covers whatever of the store this one has not written yet), and
+    // the index names the transaction only after both.
     let t = Instant::now();
-    let blit = materialise(&root, &store, &scanned.layout, id)?;
+    let (blit, synced) = std::thread::scope(|s| {
+        let sync = s.spawn(|| (fsutil::syncfs(store.fd()), t.elapsed()));
+        let blit = materialise(&root, &store, &scanned.layout, id);
+        let synced = sync.join().unwrap_or_else(|_| (fsutil::syncfs(store.fd()), t.elapsed()));
+        (blit, synced)
+    });
+    let blit = blit?;
+    let (synced, sync_time) = synced;
+    synced.ctx("sync", store.path())?;
+    timings.push(("store_sync", sync_time));
     timings.push(("blit", blit.duration));
     timings.push(("tree_sync", t.elapsed().saturating_sub(blit.duration)));
     let t = Instant::now();
