@@ -423,6 +423,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn shapes_are_each_paths_depth_and_name() {
+        let l =
+            Layout::new(vec![dir("a"), dir("a/bc"), file("a/bc/def", b"1"), link("a/x", "y"), file("z", b"")]).unwrap();
+        let got: Vec<(u16, u32)> = l.shapes().iter().map(|s| (s.depth, s.name_at)).collect();
+        assert_eq!(got, [(0, 0), (1, 2), (2, 5), (1, 2), (0, 0)]);
+        for (e, s) in l.entries().iter().zip(l.shapes()) {
+            assert_eq!(&e.path[s.name_at as usize..], e.name());
+            assert_eq!(s.depth(), e.depth());
+        }
+    }
+
+    #[test]
     fn kernels_found() {
         let l = Layout::new(vec![
             dir("lib"),
