@@ -307,6 +307,14 @@ impl Layout {
         &self.shapes
     }
 
+    /// The last component of entry `i`'s path (empty past the end).
+    pub fn name(&self, i: usize) -> &[u8] {
+        match (self.entries.get(i), self.shapes.get(i)) {
+            (Some(e), Some(s)) => e.path.get(s.name_at as usize..).unwrap_or_default(),
+            _ => &[],
+        }
+    }
+
     pub fn into_entries(self) -> Vec<LayoutEntry> {
         self.entries
     }
@@ -428,10 +436,11 @@ pub(crate) mod tests {
             Layout::new(vec![dir("a"), dir("a/bc"), file("a/bc/def", b"1"), link("a/x", "y"), file("z", b"")]).unwrap();
         let got: Vec<(u16, u32)> = l.shapes().iter().map(|s| (s.depth, s.name_at)).collect();
         assert_eq!(got, [(0, 0), (1, 2), (2, 5), (1, 2), (0, 0)]);
-        for (e, s) in l.entries().iter().zip(l.shapes()) {
-            assert_eq!(&e.path[s.name_at as usize..], e.name());
+        for (i, (e, s)) in l.entries().iter().zip(l.shapes()).enumerate() {
+            assert_eq!(l.name(i), e.name());
             assert_eq!(s.depth(), e.depth());
         }
+        assert_eq!(l.name(l.len()), b"");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
 use crate::hash::Hash128;
-use crate::layout::{EntryData, Layout, LayoutEntry};
+use crate::layout::{EntryData, Layout};
 use crate::root::STATE_ID;
 use crate::store::Store;
 use lifeboat_fs::{self as fsutil, io_err, libc_mode::*};
@@ -20,16 +20,13 @@ use super::table::*;
 use super::*;
 
 /// The children of each directory (by entry index; the tree root is the last
-/// slot), in sibling order, found with one depth-first pass and no hashing; kept
-/// in two flat arrays, so building it allocates three times, not once per
-/// directory.
+/// slot), in sibling order, found with one depth-first pass over the layout's
+/// shapes and no hashing; kept in two flat arrays, so building it allocates
+/// three times, not once per directory.
 pub(crate) struct Children {
     /// `kids[start[d]..start[d + 1]]` are the children of `d`.
     pub(crate) start: Vec<u32>,
     pub(crate) kids: Vec<u32>,
-    /// Where each entry's name starts in its path.
-    pub(crate) name_at: Vec<u32>,
-    pub(crate) depth: Vec<u16>,
 }
 
 impl Children {
@@ -59,9 +56,7 @@ impl Children {
             kids[fill[p as usize] as usize] = i as u32;
             fill[p as usize] += 1;
         }
-        let name_at = shapes.iter().map(|s| s.name_at).collect();
-        let depth = shapes.iter().map(|s| s.depth).collect();
-        Children { start, kids, name_at, depth }
+        Children { start, kids }
     }
 
     pub(crate) fn of(&self, dir: usize) -> &[u32] {
@@ -71,32 +66,23 @@ impl Children {
         }
     }
 
-    pub(crate) fn depth(&self, k: usize) -> usize {
-        self.depth[k] as usize
-    }
-
-    pub(crate) fn name<'a>(&self, es: &'a [LayoutEntry], k: u32) -> &'a [u8] {
-        let k = k as usize;
-        &es[k].path[self.name_at[k] as usize..]
-    }
-
     /// Whether directory `dir` (an entry index, or the root) has a child `name`.
     /// Siblings are in byte order (the depth-first order of names without `/`).
-    pub(crate) fn has(&self, es: &[LayoutEntry], dir: usize, name: &[u8]) -> bool {
-        self.of(dir).binary_search_by(|&k| self.name(es, k).cmp(name)).is_ok()
+    pub(crate) fn has(&self, layout: &Layout, dir: usize, name: &[u8]) -> bool {
+        self.of(dir).binary_search_by(|&k| layout.name(k as usize).cmp(name)).is_ok()
     }
 
     /// The names in `listing` (sorted in byte order) that directory `dir` does not
     /// have: one merge pass.
-    pub(crate) fn extras<'l>(&self, es: &[LayoutEntry], dir: usize, listing: &'l fsutil::Listing) -> Vec<&'l [u8]> {
+    pub(crate) fn extras<'l>(&self, layout: &Layout, dir: usize, listing: &'l fsutil::Listing) -> Vec<&'l [u8]> {
         let kids = self.of(dir);
         let mut k = 0;
         let mut out = Vec::new();
         for ent in listing.iter() {
-            while k < kids.len() && self.name(es, kids[k]) < ent.name {
+            while k < kids.len() && layout.name(kids[k] as usize) < ent.name {
                 k += 1;
             }
-            if k >= kids.len() || self.name(es, kids[k]) != ent.name {
+            if k >= kids.len() || layout.name(kids[k] as usize) != ent.name {
                 out.push(ent.name);
             }
         }
@@ -166,7 +152,7 @@ pub(crate) fn verify_tree(tree: BorrowedFd, layout: &Layout, walk: &Walk) -> Res
                     let mut out = Vec::new();
                     let mut stamper = Stamper::new(walk.cutoff);
                     while let Some(&(a, b)) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        out.extend(check_range(tree, es, a, b, walk, &mut stamper)?);
+                        out.extend(check_range(tree, layout, a, b, walk, &mut stamper)?);
                     }
                     Ok((out, stamper))
                 })
@@ -187,7 +173,7 @@ pub(crate) fn verify_tree(tree: BorrowedFd, layout: &Layout, walk: &Walk) -> Res
     }
     // Extras at the top of the tree.
     for name in fsutil::list_dir(tree).map_err(|e| Error::io("list", "tree", e))? {
-        if name == STATE_ID || kids.has(es, es.len(), &name) {
+        if name == STATE_ID || kids.has(layout, es.len(), &name) {
             continue;
         }
         diffs.push(Difference { class: Class::Extra, path: lossy(&name), detail: String::new(), entry: None });
@@ -294,7 +280,7 @@ impl DirStack {
 
 pub(crate) fn check_range(
     tree: BorrowedFd,
-    es: &[LayoutEntry],
+    layout: &Layout,
     a: usize,
     b: usize,
     walk: &Walk,
@@ -311,8 +297,9 @@ pub(crate) fn check_range(
     let mut root = OpenDir::default();
     root.fill(fsutil::open_dir_at(tree, b".")?)?;
     let mut stack = DirStack::default();
-    for (i, e) in es.iter().enumerate().take(b).skip(a) {
-        let depth = kids.depth(i);
+    let es = layout.entries();
+    for (i, (e, shape)) in es.iter().zip(layout.shapes()).enumerate().take(b).skip(a) {
+        let depth = shape.depth();
         stack.truncate(depth);
         // A range that starts inside directories other ranges check opens
         // them first (in depth-first order, every later entry's parent is one
@@ -336,7 +323,7 @@ pub(crate) fn check_range(
         let parent = if depth == 0 { Some(&root) } else { stack.get(depth - 1) };
         let diff = |class, detail: String| Difference { class, path: e.path_lossy(), detail, entry: Some(i) };
         let is_dir = matches!(e.data, EntryData::Dir);
-        let name = kids.name(es, i as u32);
+        let name = layout.name(i);
         let Some((dir, dent)) = parent.and_then(|p| p.child(name)) else {
             out.push(diff(Class::Missing, String::new()));
             if is_dir {
@@ -475,7 +462,7 @@ pub(crate) fn check_range(
                 } else {
                     stamper.listed += 1;
                     let listing = stack.push(fd)?;
-                    let extras = kids.extras(es, i, listing);
+                    let extras = kids.extras(layout, i, listing);
                     // Every name listed is a layout entry's and none is missing.
                     if extras.is_empty() && listing.len() == kids.of(i).len() {
                         if let Some(sx) = &dir_sx {
