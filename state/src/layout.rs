@@ -64,11 +64,10 @@ impl LayoutEntry {
         String::from_utf8_lossy(&self.path).into_owned()
     }
 
-    /// Number of `/` in the path: 0 for a direct child of `/usr`.
+    /// Number of `/` in the path: 0 for a direct child of `/usr`. Walks over
+    /// a whole layout read [`Layout::shapes`] instead.
     pub fn depth(&self) -> usize {
-        // A sum, not `filter().count()`: it vectorises (a blit plan asks it of
-        // every entry before the workers start).
-        self.path.iter().map(|&b| usize::from(b == b'/')).sum()
+        PathShape::of(&self.path).depth()
     }
 
     /// The last component.
