@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use lifeboat_state::hash::Hash128;
@@ -302,17 +302,26 @@ fn settle() {
     std::thread::sleep(std::time::Duration::from_millis(2_200));
 }
 
+/// `s/root` with one transaction: the small tree and, for each (directory,
+/// count, word), that many files `DIR/i` holding "WORD i".
+fn committed_with_many(s: &Scratch, extra: &[(&str, usize, &str)]) -> PathBuf {
+    let root = s.join("root");
+    tree(&s.join("t"), 1);
+    for (dir, n, word) in extra {
+        for i in 0..*n {
+            write(&s.join(&format!("t/{dir}/{i}")), format!("{word} {i}").as_bytes(), 0o644);
+        }
+    }
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&s.join("t"))]);
+    root
+}
+
 #[test]
 fn saved_stamps_spare_the_store_lookups_but_never_hide_a_change() {
     let s = Scratch::new("stamps");
     // Enough files that three changed ones leave the stamps describing the store
     // (a check samples the layout's blobs before it trusts them).
-    let root = s.join("root");
-    tree(&s.join("t"), 1);
-    for i in 0..60 {
-        write(&s.join(&format!("t/share/many/{i}")), format!("file {i}").as_bytes(), 0o644);
-    }
-    ok(&["--root", r(&root), "state", "commit", "--from", r(&s.join("t"))]);
+    let root = committed_with_many(&s, &[("share/many", 60, "file")]);
     let usr = root.join("usr");
     let known = root.join(".moss/lifeboat/known-blobs");
     // bin/true damaged in place through its hard link (same size, same inode):
@@ -424,15 +433,7 @@ fn a_damaged_or_planted_stamps_file_is_ignored_and_replaced() {
 #[test]
 fn a_wiped_directory_keeps_the_stamps_and_a_store_linked_again_does_not() {
     let s = Scratch::new("stampswipe");
-    let root = s.join("root");
-    tree(&s.join("t"), 1);
-    for i in 0..120 {
-        write(&s.join(&format!("t/share/many/{i}")), format!("many {i}").as_bytes(), 0o644);
-    }
-    for i in 0..40 {
-        write(&s.join(&format!("t/lib/some/{i}")), format!("some {i}").as_bytes(), 0o644);
-    }
-    ok(&["--root", r(&root), "state", "commit", "--from", r(&s.join("t"))]);
+    let root = committed_with_many(&s, &[("share/many", 120, "many"), ("lib/some", 40, "some")]);
     settle();
     assert_eq!(verify_json(&root).0, 0);
     let (code, trusted, lookups, out) = verify_json(&root);
