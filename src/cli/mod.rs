@@ -83,6 +83,24 @@ impl Out {
         }
     }
 
+    /// Prints one human line per item (suppressed in JSON mode), through one
+    /// buffer: a repair of a wiped `/usr` lists a quarter of a million entries,
+    /// and a write per line would cost the user a system call each (stdout is
+    /// line-buffered). Stops quietly when stdout goes away (`| head`).
+    pub fn lines<T: std::fmt::Display>(&self, items: impl IntoIterator<Item = T>) {
+        use std::io::Write;
+        if self.json {
+            return;
+        }
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        for item in items {
+            if writeln!(w, "{item}").is_err() {
+                return;
+            }
+        }
+        let _ = w.flush();
+    }
+
     /// A note for the user on stderr (always, JSON mode included).
     pub fn note(&self, s: impl AsRef<str>) {
         eprintln!("lifeboat: {}", s.as_ref());

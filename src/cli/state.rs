@@ -298,11 +298,8 @@ fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
         s.bytes,
         s.symlinks
     ));
-    if files && !out.json {
-        use std::io::Write;
-        let stdout = std::io::stdout();
-        let mut w = std::io::BufWriter::new(stdout.lock());
-        for e in layout.entries() {
+    if files {
+        out.lines(layout.entries().iter().map(|e| {
             let (kind, size, value) = match &e.data {
                 lifeboat_state::layout::EntryData::Dir => ('d', 0, String::new()),
                 lifeboat_state::layout::EntryData::File { hash, size } => ('f', *size, hash.to_string()),
@@ -310,9 +307,8 @@ fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
                     ('l', 0, String::from_utf8_lossy(target).into_owned())
                 }
             };
-            let _ = writeln!(w, "{kind}\t{:o}\t{}:{}\t{size}\t{value}\t{}", e.perm, e.uid, e.gid, e.path_lossy());
-        }
-        let _ = w.flush();
+            format!("{kind}\t{:o}\t{}:{}\t{size}\t{value}\t{}", e.perm, e.uid, e.gid, e.path_lossy())
+        }));
     }
     out.json(
         &Json::obj()

@@ -85,9 +85,7 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
     )?;
     report.remember(&root);
     let (diffs, bad_blobs) = (report.diffs, report.bad_blobs);
-    for d in &diffs {
-        out.line(d.to_string());
-    }
+    out.lines(&diffs);
     for (h, why) in &bad_blobs {
         out.line(format!("{:<14} {} ({why})", "bad-blob", store.blob_path(*h).display()));
     }
@@ -177,12 +175,8 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
         known: None,
     };
     let r = verify::repair(&root, &loaded.index, which(c.state), c.prune_extra, opts)?;
-    for f in &r.fixed {
-        out.line(format!("fixed   {f}"));
-    }
-    for p in &r.removed_extra {
-        out.line(format!("removed {p}"));
-    }
+    out.lines(r.fixed.iter().map(|f| format!("fixed   {f}")));
+    out.lines(r.removed_extra.iter().map(|p| format!("removed {p}")));
     for (h, from) in &r.recovered_blobs {
         out.line(format!("recovered blob {h} from {}", from.display()));
     }
