@@ -20,13 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static char **paths;
-static long count;
-static const char *store;
+#include "floor_list.h"
 
-struct share {
-    long from, to, failed;
-};
+static const char *store;
 
 /* Open, fstat, read (up to the buffer) and close one file below dir; 0 on success. */
 static int touch(int dir, const char *rel, char *buf, size_t cap)
@@ -83,36 +79,10 @@ int main(int argc, char **argv)
     int threads = atoi(argv[3]);
     if (threads < 1 || threads > 64)
         threads = 1;
-    FILE *f = fopen(argv[2], "r");
-    if (!f) {
-        perror(argv[2]);
+    if (read_list(argv[2]) < 0)
         return 2;
-    }
-    long cap = 1 << 16;
-    paths = malloc(sizeof(char *) * cap);
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        if (count == cap)
-            paths = realloc(paths, sizeof(char *) * (cap *= 2));
-        paths[count++] = strdup(line);
-    }
-    fclose(f);
-    pthread_t th[64];
-    struct share shares[64];
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int t = 0; t < threads; t++) {
-        shares[t] = (struct share){count * t / threads, count * (t + 1) / threads, 0};
-        pthread_create(&th[t], NULL, walk, &shares[t]);
-    }
-    long failed = 0;
-    for (int t = 0; t < threads; t++) {
-        pthread_join(th[t], NULL);
-        failed += shares[t].failed;
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    long failed;
+    double s = run_shares(threads, walk, &failed);
     printf("%ld blobs, %d threads: %.3f s, %.2f us per blob per thread, %ld failed\n", count, threads, s,
            s * 1e6 * threads / (double)count, failed);
     return failed ? 1 : 0;

@@ -24,13 +24,9 @@
 #define BATCH 64
 #define BUF (1 << 18)
 
-static char **paths;
-static long count;
-static const char *top;
+#include "floor_list.h"
 
-struct share {
-    long from, to, failed;
-};
+static const char *top;
 
 static void *walk(void *arg)
 {
@@ -82,39 +78,10 @@ int main(int argc, char **argv)
         return 2;
     }
     top = argv[1];
-    int threads = atoi(argv[3]);
-    if (threads < 1 || threads > 64)
-        threads = 1;
-    FILE *f = fopen(argv[2], "r");
-    if (!f) {
-        perror(argv[2]);
+    if (read_list(argv[2]) < 0)
         return 2;
-    }
-    long cap = 1 << 16;
-    paths = malloc(sizeof(char *) * cap);
-    char line[4096];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        if (count == cap)
-            paths = realloc(paths, sizeof(char *) * (cap *= 2));
-        paths[count++] = strdup(line);
-    }
-    fclose(f);
-    pthread_t th[64];
-    struct share shares[64];
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (int t = 0; t < threads; t++) {
-        shares[t] = (struct share){count * t / threads, count * (t + 1) / threads, 0};
-        pthread_create(&th[t], NULL, walk, &shares[t]);
-    }
-    long failed = 0;
-    for (int t = 0; t < threads; t++) {
-        pthread_join(th[t], NULL);
-        failed += shares[t].failed;
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    printf("%ld files, %d threads: %.3f s, %ld operations failed\n", count, threads, secs, failed);
+    long failed;
+    double secs = run_shares(atoi(argv[3]), walk, &failed);
+    printf("%ld files, %s threads: %.3f s, %ld operations failed\n", count, argv[3], secs, failed);
     return failed ? 1 : 0;
 }
