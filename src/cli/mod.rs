@@ -86,7 +86,8 @@ impl Out {
     /// Prints one human line per item (suppressed in JSON mode), through one
     /// buffer: a repair of a wiped `/usr` lists a quarter of a million entries,
     /// and a write per line would cost the user a system call each (stdout is
-    /// line-buffered). Stops quietly when stdout goes away (`| head`).
+    /// line-buffered). The listing stops at the first write that fails (stdout
+    /// full or gone; a closed pipe ends the process, as `main` restores SIGPIPE).
     pub fn lines<T: std::fmt::Display>(&self, items: impl IntoIterator<Item = T>) {
         use std::io::Write;
         if self.json {
