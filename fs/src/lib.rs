@@ -4,13 +4,16 @@
 //! `renameat2` exchange and no-replace (musl has no wrapper), `syncfs`, directory
 //! listings with `getdents64` into reused buffers, and the one atomic file write
 //! ([`atomic_write_at`], [`atomic_write`]: temporary name, fsync, rename, fsync of
-//! the directory) that every host-side writer uses.
+//! the directory) that every host-side writer uses; and [`foreign`], the one way
+//! to open a file lifeboat did not create.
 
 use std::ffi::{CString, OsStr};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+pub mod foreign;
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
