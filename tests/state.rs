@@ -148,6 +148,7 @@ fn damaged_and_hostile_indexes() {
         uid: 0,
         gid: 0,
         data: EntryData::File { hash: Hash128::of(b"x"), size: 1 },
+        attrs: None,
     }])
     .unwrap();
     let meta =

@@ -20,6 +20,7 @@
 //! what a person sees. Nothing here knows about boot entries either; the binary
 //! syncs them after a change.
 
+pub mod attrs;
 pub mod blit;
 pub mod error;
 pub mod failpoint;
