@@ -1,6 +1,6 @@
 //! Extended attributes through descriptors: list, read, set and remove, for a
 //! file or directory open in hand (`f*xattr`) or for an entry named in an open
-//! directory without following it (`l*xattr` on `/proc/self/fd/DIR/NAME`: the
+//! directory without following it (`l*xattr` on `/proc/thread-self/fd/DIR/NAME`, the thread's own table: the
 //! only way to reach a symlink's own attributes relative to a descriptor before
 //! Linux 6.13's `*xattrat`). Values are bounded by the kernel's own limit
 //! (`XATTR_SIZE_MAX`, 64 KiB), so a hostile file cannot make a read grow without
@@ -23,9 +23,9 @@ pub enum Target<'a> {
     At(BorrowedFd<'a>, &'a [u8]),
 }
 
-/// The `/proc/self/fd/DIR/NAME` path that reaches `name` in `dir`.
+/// The `/proc/thread-self/fd/DIR/NAME` path that reaches `name` in `dir`.
 fn proc_path(dir: BorrowedFd, name: &[u8]) -> io::Result<CString> {
-    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    let mut p = format!("/proc/thread-self/fd/{}/", dir.as_raw_fd()).into_bytes();
     p.extend_from_slice(name);
     cstr(&p)
 }

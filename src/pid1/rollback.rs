@@ -82,7 +82,7 @@ impl Boot {
             active.map(|a| a.to_string()).unwrap_or_else(|| "(none)".into())
         ));
         progress::step(&format!("rolling back /usr to transaction {req}"));
-        let r = lifeboat_state::txn::activate(root, req).map_err(|e| {
+        let r = lifeboat_state::txn::activate(root, req, Default::default()).map_err(|e| {
             BootError::from_error(Phase::Rollback, e.into()).context(format!("activating transaction {req}"))
         })?;
         for n in r.notes {

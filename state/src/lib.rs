@@ -29,6 +29,8 @@ pub mod hash;
 pub mod index;
 pub mod layout;
 pub mod moss;
+pub mod reconcile;
+pub mod recover;
 pub mod root;
 pub mod scan;
 pub mod store;

@@ -2,10 +2,8 @@
 //! and the state index, all reached through fds relative to `DIR` so nothing is
 //! written outside it.
 //!
-//! [`SystemRoot::reconcile`] puts trees back where they belong after a crash: every
-//! tree carries its own id in `usr/.stateID`, so a tree left under the wrong name by
-//! an interrupted exchange is recognised and moved, a stale staging tree is removed,
-//! and trees of commits that never reached the index are deleted.
+//! What lies under `.moss/root` is put in order by [`crate::reconcile`], and the
+//! index brought in line with it by [`crate::recover`].
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -124,9 +122,10 @@ impl SystemRoot {
         if init {
             mkdir_at(fd.as_fd(), ".moss", &path.join(".moss"))?;
             let moss = fsutil::open_dir_at(fd.as_fd(), b".moss").ctx("open", path.join(".moss"))?;
-            for rel in ["root", "lifeboat"] {
-                mkdir_at(moss.as_fd(), rel, &path.join(".moss").join(rel))?;
-            }
+            // `root` and `assets` hold old setuid binaries: closed to others.
+            mkdir_mode_at(moss.as_fd(), "root", &path.join(".moss/root"), 0o700)?;
+            mkdir_mode_at(moss.as_fd(), "assets", &path.join(".moss/assets"), 0o700)?;
+            mkdir_at(moss.as_fd(), "lifeboat", &path.join(".moss/lifeboat"))?;
         } else if fsutil::lstat_at(fd.as_fd(), b".moss/lifeboat").ctx("stat", &lb)?.is_none() {
             return Err(Error::NotARoot {
                 path: path.to_owned(),
@@ -225,12 +224,30 @@ impl SystemRoot {
 
     /// Like [`SystemRoot::load_index`], but a root without an index is an error.
     pub fn load_existing_index(&self) -> Result<Loaded> {
-        let l = self.load_index()?;
-        if !l.existed {
-            return Err(Error::NotARoot {
+        let l = self.load_index().map_err(|e| match e {
+            Error::Index(le) if !self.moss => Error::NotARoot {
                 path: self.path.clone(),
-                why: format!("no state index at {}", self.index_path().display()),
-            });
+                why: format!("{le}; `lifeboat state recover` rebuilds the index from the trees"),
+            },
+            e => e,
+        })?;
+        if !l.existed {
+            let trees: Vec<String> = self
+                .active_id()
+                .map(|a| format!("usr (transaction {a})"))
+                .into_iter()
+                .chain(self.archived_ids().unwrap_or_default().iter().map(|i| format!(".moss/root/{i}")))
+                .collect();
+            let why = if trees.is_empty() {
+                format!("no state index at {}", self.index_path().display())
+            } else {
+                format!(
+                    "no state index at {}, but trees are here ({}): `lifeboat state recover` rebuilds it from them",
+                    self.index_path().display(),
+                    trees.join(", ")
+                )
+            };
+            return Err(Error::NotARoot { path: self.path.clone(), why });
         }
         Ok(l)
     }
@@ -305,75 +322,29 @@ impl SystemRoot {
         }
     }
 
-    /// Repairs tree placement after a crash; returns what it did, for the user.
-    /// `clean` says whether the index loaded without falling back; only then are trees
-    /// unknown to it deleted.
-    /// On a moss root nothing is done: the trees are moss's.
-    pub fn reconcile(&self, idx: &StateIndex, clean: bool) -> Result<Vec<String>> {
+    /// Closes `.moss/root` and `.moss/assets` to everyone but root (0700):
+    /// an archived tree keeps old setuid binaries (a `sudo` with a known hole),
+    /// and the store holds every one of them too. Returns what it changed. On a
+    /// moss root nothing: those directories are moss's.
+    pub fn tighten(&self) -> Result<Vec<String>> {
         let mut notes = Vec::new();
         if self.moss {
             return Ok(notes);
         }
-        let rootp = self.path.join(".moss/root");
-        let Ok(d) = self.trees_dir() else {
-            return Ok(notes);
-        };
-        if fsutil::lstat_at(d.as_fd(), b"staging").ctx("stat", &rootp)?.is_some() {
-            crate::failpoint::hit("reconcile-remove-staging");
-            fsutil::remove_tree_at(d.as_fd(), b"staging").ctx("remove stale", rootp.join("staging"))?;
-            notes.push("removed a stale staging tree left by an interrupted run".into());
-        }
-        let active = self.active_id();
-        for name in fsutil::list_dir(d.as_fd()).ctx("list", &rootp)? {
-            let Some(dir_id) = std::str::from_utf8(&name).ok().and_then(|s| s.parse::<u64>().ok()) else {
-                continue;
-            };
-            let slot = fsutil::open_dir_at(d.as_fd(), &name).ctx("open", rootp.join(fsutil::os(&name)))?;
-            let real = Self::tree_id_at(slot.as_fd(), b"usr");
-            let shown = rootp.join(fsutil::os(&name));
-            match real {
-                None => {
-                    if fsutil::lstat_at(slot.as_fd(), b"usr").ctx("stat", &shown)?.is_none() {
-                        // An empty slot: the tree was moved or never made.
-                        crate::failpoint::hit("reconcile-remove-slot");
-                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                    } else if clean && !idx.contains(dir_id) {
-                        crate::failpoint::hit("reconcile-remove-unknown");
-                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                        notes.push(format!("removed {} (no .stateID, not in the index)", shown.display()));
-                    }
-                }
-                Some(real) if Some(real) == active => {
-                    // A duplicate of the active tree: an exchange completed, its
-                    // archive rename did not, and the old copy was already replaced.
-                    crate::failpoint::hit("reconcile-remove-dup");
-                    fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                    notes.push(format!("removed {}, a second copy of the active transaction {real}", shown.display()));
-                }
-                Some(real) if real != dir_id => {
-                    let target = real.to_string();
-                    if fsutil::lstat_at(d.as_fd(), target.as_bytes()).ctx("stat", &rootp)?.is_none() {
-                        crate::failpoint::hit("reconcile-move");
-                        fsutil::rename_noreplace(d.as_fd(), &name, d.as_fd(), target.as_bytes()).ctx("move", &shown)?;
-                        notes
-                            .push(format!("moved transaction {real}'s tree from {} to its own place", shown.display()));
-                    } else {
-                        crate::failpoint::hit("reconcile-remove-misplaced");
-                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                        notes.push(format!("removed {}, a misplaced copy of transaction {real}", shown.display()));
-                    }
-                }
-                Some(real) => {
-                    let leftover = real >= idx.next_id() || !idx.contains(real);
-                    if clean && leftover {
-                        crate::failpoint::hit("reconcile-remove-unknown");
-                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                        notes.push(format!(
-                            "removed {} (transaction {real} is not in the index: an interrupted commit or prune)",
-                            shown.display()
-                        ));
-                    }
-                }
+        for rel in [".moss/root", ".moss/assets"] {
+            let p = self.path.join(rel);
+            let Ok(fd) = fsutil::open_dir_beneath(self.fd(), rel.as_bytes()) else { continue };
+            let st = nix::sys::stat::fstat(fd.as_fd()).map_err(io_err).ctx("stat", &p)?;
+            if st.st_mode & 0o077 != 0 {
+                nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o700))
+                    .map_err(io_err)
+                    .ctx("chmod", &p)?;
+                notes.push(format!(
+                    "{} was {:o}; now {:o}, so that old setuid binaries in archived trees run for nobody",
+                    p.display(),
+                    st.st_mode & 0o7777,
+                    st.st_mode & 0o700
+                ));
             }
         }
         Ok(notes)
@@ -381,8 +352,12 @@ impl SystemRoot {
 }
 
 fn mkdir_at(root: BorrowedFd, rel: &str, shown: &Path) -> Result<()> {
+    mkdir_mode_at(root, rel, shown, 0o755)
+}
+
+fn mkdir_mode_at(root: BorrowedFd, rel: &str, shown: &Path, mode: u32) -> Result<()> {
     let c = cstr(rel.as_bytes()).ctx("create", shown)?;
-    match nix::sys::stat::mkdirat(root, c.as_c_str(), Mode::from_bits_truncate(0o755)) {
+    match nix::sys::stat::mkdirat(root, c.as_c_str(), Mode::from_bits_truncate(mode)) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
         Err(e) => Err(Error::io("create", shown, io_err(e))),
     }

@@ -380,7 +380,9 @@ impl Store {
             let mut fresh = false;
             for c in STORE_REL.split('/') {
                 let cs = cstr(c.as_bytes()).ctx("open", &path)?;
-                match nix::sys::stat::mkdirat(cur.as_fd(), cs.as_c_str(), Mode::from_bits_truncate(0o755)) {
+                // `.moss/assets` holds every setuid binary any tree had: closed to others.
+                let mode = if c == "assets" { 0o700 } else { 0o755 };
+                match nix::sys::stat::mkdirat(cur.as_fd(), cs.as_c_str(), Mode::from_bits_truncate(mode)) {
                     Ok(()) => fresh = true,
                     Err(nix::errno::Errno::EEXIST) => fresh = false,
                     Err(e) => return Err(Error::io("create", &path, io_err(e))),

@@ -497,9 +497,15 @@ impl StateIndex {
 
     /// Rebuilds this index with `add` added and the transactions in `drop` removed.
     pub fn rebuilt(&self, add: Option<(TxMeta, &Layout)>, drop: &[u64]) -> Result<PayloadWire, IndexError> {
+        self.rebuilt_with(add.into_iter().collect(), drop)
+    }
+
+    /// [`StateIndex::rebuilt`] with any number of transactions added (an id the
+    /// index has already is replaced).
+    pub fn rebuilt_with(&self, add: Vec<(TxMeta, &Layout)>, drop: &[u64]) -> Result<PayloadWire, IndexError> {
         let mut owned: Vec<(TxMeta, Layout)> = Vec::new();
         for t in &self.txs {
-            if drop.contains(&t.meta.id) {
+            if drop.contains(&t.meta.id) || add.iter().any(|(m, _)| m.id == t.meta.id) {
                 continue;
             }
             let l = self
@@ -509,7 +515,7 @@ impl StateIndex {
         }
         let mut refs: Vec<(TxMeta, &Layout)> = owned.iter().map(|(m, l)| (m.clone(), l)).collect();
         let mut next = self.next_id;
-        if let Some((m, l)) = add {
+        for (m, l) in add {
             next = next.max(m.id + 1);
             refs.push((m, l));
         }

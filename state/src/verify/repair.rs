@@ -230,7 +230,20 @@ pub fn repair(
         // Mode, owner and attributes are mended in place — but a file that
         // records attributes must not be the store's inode (they would be set
         // on the blob), so it is rebuilt as a copy.
-        let copy_with_attrs = matches!(e.data, EntryData::File { size: 1.., .. }) && e.attrs.is_some();
+        // A file with attributes that is the blob's inode (linked where a
+        // copy belonged) is rebuilt; a copy is mended in place, so that a
+        // hard-link group of copies stays one inode.
+        let copy_with_attrs = match (&e.data, &e.attrs) {
+            (EntryData::File { hash, size: 1.. }, Some(_)) => {
+                let here = fsutil::open_dir_beneath(tree.as_fd(), e.parent())
+                    .and_then(|p| fsutil::lstat_at(p.as_fd(), e.name()))
+                    .ok()
+                    .flatten();
+                let blob = store.stat(*hash).ok().flatten();
+                matches!((here, blob), (Some(h), Some(b)) if (h.st_dev, h.st_ino) == (b.st_dev, b.st_ino))
+            }
+            _ => false,
+        };
         let in_place = |d: &&Difference| match d.class {
             Class::WrongMode | Class::WrongOwner => true,
             Class::WrongAttrs => !copy_with_attrs,
@@ -281,7 +294,7 @@ pub fn repair(
                     }
                     // An O_PATH descriptor takes no fchmod; its /proc link does,
                     // and names this inode, not a path that could be swapped.
-                    let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                    let proc = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
                     nix::sys::stat::fchmodat(
                         nix::fcntl::AT_FDCWD,
                         proc.as_str(),

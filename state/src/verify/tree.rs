@@ -153,7 +153,6 @@ fn attr_difference(
     }
     let have = match crate::attrs::read(t) {
         Ok(h) => h,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Ok(Some(format!("cannot be read: {err}"))),
     };
     let d = crate::attrs::differences(e.attrs.as_deref(), have.as_deref());
