@@ -655,3 +655,28 @@ fn hard_link_groups_commit_as_one_blob() {
     assert!(ino("bin/a") == ino("bin/b") && ino("bin/a") == ino("libexec/c"));
     ok(&["--root", r(&root), "verify", "--full"]);
 }
+
+/// A FIFO where a repair expected a copy of a lost blob (in another retained
+/// tree) is skipped, never opened for reading: the repair ends, naming what it
+/// could not restore.
+#[test]
+fn a_fifo_where_a_copy_was_expected_does_not_hang_repair() {
+    let s = Scratch::new("fifo");
+    let root = s.join("root");
+    for v in 1..=2 {
+        tree(&s.join(&format!("t{v}")), v);
+        commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
+    }
+    let libc = "lib/x86_64-linux-gnu/libc.so.6";
+    let blob = root.join(".moss/assets/v2").join(Hash128::of(&vec![b'c'; 70_000]).store_path());
+    fs::remove_file(&blob).unwrap();
+    fs::remove_file(root.join("usr").join(libc)).unwrap();
+    let other = root.join(".moss/root/1/usr").join(libc);
+    fs::remove_file(&other).unwrap();
+    nix::unistd::mkfifo(&other, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let o = std::process::Command::new("timeout").args(["30", bin(), "--root", r(&root), "repair"]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_ne!(o.status.code(), Some(124), "repair hung on the FIFO");
+    assert_eq!(o.status.code(), Some(1), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("libc.so.6") && out.contains("missing"), "{out}");
+}
