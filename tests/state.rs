@@ -198,7 +198,7 @@ fn check_invariants(root: &Path, trees: &[(u64, &Path)], what: &str) {
     let o = run(&["--root", r(root), "--json", "state", "list"]);
     assert!(o.status.success(), "{what}: index does not load: {}", String::from_utf8_lossy(&o.stderr));
     let sr = lifeboat_state::root::SystemRoot::open(root).unwrap();
-    let idx = sr.load_existing_index().unwrap().index;
+    let idx = lifeboat_state::recover::load_existing_index(&sr).unwrap().index;
     let active = sr.active_id().unwrap_or_else(|| panic!("{what}: /usr has no .stateID"));
     assert!(idx.contains(active), "{what}: active {active} not in the index");
     // A commit rerun after a crash that recorded (but did not activate) transaction

@@ -159,7 +159,7 @@ pub fn sync(
 ) -> Result<()> {
     let config = cfg(ctx);
     let root = SystemRoot::open(ctx.root)?;
-    let loaded = root.load_existing_index()?;
+    let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     ctx.out.loaded(&loaded);
     let (req, skipped) = bootsync::request(&root, &loaded.index, &config, keep, tries, timeout, initrd)?;
     for (id, why) in &skipped {

@@ -308,7 +308,7 @@ fn recover(rootp: &Path, dry_run: bool, prep: txn_prep::Prep, out: &Out) -> Resu
 
 pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
-    let loaded = root.load_existing_index()?;
+    let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     out.loaded(&loaded);
     let idx = &loaded.index;
     // Trees the index does not account for: said, never touched (the next
@@ -354,7 +354,7 @@ pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
 
 fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
-    let loaded = root.load_existing_index()?;
+    let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     out.loaded(&loaded);
     let idx = &loaded.index;
     let t = idx.get(id).ok_or(Error::State(lifeboat_state::Error::NoSuchTransaction(id)))?;

@@ -56,7 +56,7 @@ fn which(s: Option<u64>) -> Which {
 /// Runs verify; the exit code says clean / different.
 pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
-    let loaded = root.load_existing_index()?;
+    let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     out.loaded(&loaded);
     let idx = &loaded.index;
     let (id, tree, path) = verify::open_tree(&root, idx, which(c.state))?;
@@ -164,7 +164,7 @@ impl ProgressSink for TerminalBar {
 
 pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open_locked(rootp, false)?;
-    let loaded = root.load_existing_index()?;
+    let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     out.loaded(&loaded);
     let start = std::time::Instant::now();
     let bar = TerminalBar::for_output(out);

@@ -28,6 +28,7 @@ pub mod fasthash;
 pub mod hash;
 pub mod index;
 pub mod layout;
+pub mod lock;
 pub mod moss;
 pub mod reconcile;
 pub mod recover;

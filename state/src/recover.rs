@@ -15,11 +15,13 @@
 //! boot entries on the ESP).
 //!
 //! `lifeboat state recover` is the same, run by hand; a dry run plans and
-//! reports without writing anything.
+//! reports without writing anything. [`load_index`] is how every command
+//! reads the index: on a moss root it follows moss's databases first.
 
 use std::os::fd::AsFd;
 
 use crate::error::{Error, IoContext, Result};
+use crate::index::file::Loaded;
 use crate::index::{StateIndex, TxMeta};
 use crate::layout::Layout;
 use crate::reconcile;
@@ -67,6 +69,79 @@ impl TreeAt {
             TreeAt::Slot(n) => format!(".moss/root/{n}/usr"),
         }
     }
+}
+
+/// Loads the root's index as commands see it: on a moss root, moss's
+/// databases are read into it first when they changed since the last import
+/// (a host build, feature `moss-import`; the rescue build says the index is
+/// older than moss's last transaction instead); then the file, falling back
+/// to `.prev`.
+pub fn load_index(root: &SystemRoot) -> Result<Loaded> {
+    let notes = if root.is_moss() { follow_moss(root)? } else { Vec::new() };
+    let mut l = root.load_index_file()?;
+    l.notes.extend(notes);
+    Ok(l)
+}
+
+#[cfg(feature = "moss-import")]
+fn follow_moss(root: &SystemRoot) -> Result<Vec<String>> {
+    Ok(match crate::moss::import::refresh(root)? {
+        Some(imp) => {
+            let mut n = vec![format!(
+                "imported moss's states {} ({} layout rows) into {}",
+                imp.states.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+                imp.rows,
+                root.index_path().display()
+            )];
+            n.extend(imp.notes);
+            n
+        }
+        None => Vec::new(),
+    })
+}
+
+#[cfg(not(feature = "moss-import"))]
+fn follow_moss(root: &SystemRoot) -> Result<Vec<String>> {
+    let saved = crate::moss::stamp::Stamp::saved(root.fd());
+    if saved.as_ref() == Some(&crate::moss::stamp::Stamp::of(root.fd())) {
+        return Ok(Vec::new());
+    }
+    Ok(vec![format!(
+        "{} is older than moss's last change (this lifeboat reads no SQLite; `lifeboat state list` on the \
+         host refreshes it): states moss made since are not in it",
+        root.index_path().display()
+    )])
+}
+
+/// Like [`load_index`], but a root without an index is an error that says how
+/// to mend it.
+pub fn load_existing_index(root: &SystemRoot) -> Result<Loaded> {
+    let l = load_index(root).map_err(|e| match e {
+        Error::Index(le) if !root.is_moss() => Error::NotARoot {
+            path: root.path.clone(),
+            why: format!("{le}; `lifeboat state recover` rebuilds the index from the trees"),
+        },
+        e => e,
+    })?;
+    if !l.existed {
+        let trees: Vec<String> = root
+            .active_id()
+            .map(|a| format!("usr (transaction {a})"))
+            .into_iter()
+            .chain(root.archived_ids().unwrap_or_default().iter().map(|i| format!(".moss/root/{i}")))
+            .collect();
+        let why = if trees.is_empty() {
+            format!("no state index at {}", root.index_path().display())
+        } else {
+            format!(
+                "no state index at {}, but trees are here ({}): `lifeboat state recover` rebuilds it from them",
+                root.index_path().display(),
+                trees.join(", ")
+            )
+        };
+        return Err(Error::NotARoot { path: root.path.clone(), why });
+    }
+    Ok(l)
 }
 
 /// Every store blob's inode and what it holds.
@@ -142,7 +217,7 @@ fn has_trees(root: &SystemRoot) -> bool {
 /// the truth there, and the trees are moss's.
 pub fn prepare(root: &SystemRoot, must_exist: bool, prep: Prep) -> Result<Prepared> {
     let mut notes = Vec::new();
-    let (mut idx, clean) = match root.load_index() {
+    let (mut idx, clean) = match load_index(root) {
         Ok(l) => {
             notes.extend(l.fallback.iter().cloned());
             notes.extend(l.notes.iter().cloned());

@@ -16,6 +16,18 @@ use crate::store::Store;
 use lifeboat_fs::{self as fsutil, cstr, io_err};
 
 pub const STATE_ID: &[u8] = b".stateID";
+/// moss's state database: a root that has one is moss's ([`crate::moss`]).
+pub const STATE_DB: &str = ".moss/db/state";
+/// The file moss `flock`s while it works.
+pub const LOCKFILE: &str = ".moss/.moss-lockfile";
+/// Files moss writes into every tree itself, which no package layout lists:
+/// expected there, never "extra", never removed. Relative to `/usr`.
+pub const GENERATED: [&str; 3] = [".stateID", "lib/os-release", "lib/system-model.kdl"];
+
+/// Whether the root below `root` is moss's (it has moss's state database).
+pub fn is_moss_root(root: BorrowedFd) -> bool {
+    fsutil::lstat_at(root, STATE_DB.as_bytes()).ok().flatten().is_some()
+}
 pub const INDEX_REL: &str = ".moss/lifeboat/state.idx";
 
 /// Where a transaction's tree is.
@@ -42,24 +54,17 @@ pub struct SystemRoot {
     pub path: PathBuf,
     fd: OwnedFd,
     _lock: Option<nix::fcntl::Flock<std::fs::File>>,
-    /// moss manages this root (see [`crate::moss`]).
+    /// moss manages this root: then lifeboat owns only `.moss/lifeboat`.
     moss: bool,
     /// moss's lock, held from [`SystemRoot::open_locked`] on a moss root.
-    moss_lock: Option<crate::moss::MossLock>,
-}
-
-/// How long lifeboat waits for a running moss to release its lock:
-/// `LIFEBOAT_MOSS_WAIT` seconds, 30 by default.
-pub fn moss_lock_wait() -> std::time::Duration {
-    let secs = std::env::var("LIFEBOAT_MOSS_WAIT").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
-    std::time::Duration::from_secs(secs)
+    moss_lock: Option<crate::lock::MossLock>,
 }
 
 impl SystemRoot {
     /// Opens `path` for reading (no lock, nothing created).
     pub fn open(path: &Path) -> Result<Self> {
         let fd = fsutil::open_dir(path).ctx("open root", path)?;
-        let moss = crate::moss::is_moss_root(fd.as_fd());
+        let moss = is_moss_root(fd.as_fd());
         Ok(SystemRoot { path: path.to_owned(), fd, _lock: None, moss, moss_lock: None })
     }
 
@@ -72,7 +77,7 @@ impl SystemRoot {
     /// `/usr`): lifeboat's `.stateID`, and on a moss root the files moss writes.
     pub fn unlisted(&self) -> &'static [&'static str] {
         if self.moss {
-            &crate::moss::GENERATED
+            &GENERATED
         } else {
             &[".stateID"]
         }
@@ -91,7 +96,7 @@ impl SystemRoot {
         if self.moss_lock.is_some() {
             return f();
         }
-        let _lock = crate::moss::MossLock::acquire(self.fd(), &self.path, moss_lock_wait())?;
+        let _lock = crate::lock::MossLock::acquire(self.fd(), &self.path, crate::lock::moss_lock_wait())?;
         f()
     }
 
@@ -106,7 +111,7 @@ impl SystemRoot {
     /// On a moss root, only `.moss/lifeboat` is created, and moss's lock is held too.
     pub fn open_locked(path: &Path, init: bool) -> Result<Self> {
         if let Ok(fd) = fsutil::open_dir(path) {
-            if crate::moss::is_moss_root(fd.as_fd()) {
+            if is_moss_root(fd.as_fd()) {
                 return Self::open_moss_locked(path, fd);
             }
         }
@@ -140,7 +145,7 @@ impl SystemRoot {
         let mut root = SystemRoot { path: path.to_owned(), fd, _lock: None, moss: true, moss_lock: None };
         root.ensure_own_dir()?;
         root._lock = Some(Self::own_lock(root.fd(), path)?);
-        root.moss_lock = Some(crate::moss::MossLock::acquire(root.fd(), path, moss_lock_wait())?);
+        root.moss_lock = Some(crate::lock::MossLock::acquire(root.fd(), path, crate::lock::moss_lock_wait())?);
         Ok(root)
     }
 
@@ -172,84 +177,13 @@ impl SystemRoot {
         self.path.join(INDEX_REL)
     }
 
-    /// Loads the index (falling back to `.prev`). The path is resolved below the root
-    /// fd, so a symlinked `.moss` cannot redirect it.
-    ///
-    /// On a moss root the index follows moss: when moss's databases or its set of
-    /// trees changed since the last import, a host build (feature `moss-import`)
-    /// imports them first; the rescue build says the index is older than moss's
-    /// last transaction instead.
-    pub fn load_index(&self) -> Result<Loaded> {
+    /// Loads the index file (falling back to `.prev`), as it is: the path is
+    /// resolved below the root fd, so a symlinked `.moss` cannot redirect it.
+    /// [`crate::recover::load_index`] is what commands use: on a moss root it
+    /// follows moss's databases first.
+    pub fn load_index_file(&self) -> Result<Loaded> {
         self.check_no_symlinks(b".moss/lifeboat")?;
-        let mut notes = Vec::new();
-        if self.moss {
-            notes = self.follow_moss()?;
-        }
-        let mut l = index::file::load(&self.index_path()).map_err(|e| Error::Index(Box::new(e)))?;
-        if !notes.is_empty() {
-            l.notes.extend(notes);
-        }
-        Ok(l)
-    }
-
-    #[cfg(feature = "moss-import")]
-    fn follow_moss(&self) -> Result<Vec<String>> {
-        Ok(match crate::moss::import::refresh(self)? {
-            Some(imp) => {
-                let mut n = vec![format!(
-                    "imported moss's states {} ({} layout rows) into {}",
-                    imp.states.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-                    imp.rows,
-                    self.index_path().display()
-                )];
-                n.extend(imp.notes);
-                n
-            }
-            None => Vec::new(),
-        })
-    }
-
-    #[cfg(not(feature = "moss-import"))]
-    fn follow_moss(&self) -> Result<Vec<String>> {
-        let saved = crate::moss::stamp::Stamp::saved(self.fd());
-        if saved.as_ref() == Some(&crate::moss::stamp::Stamp::of(self.fd())) {
-            return Ok(Vec::new());
-        }
-        Ok(vec![format!(
-            "{} is older than moss's last change (this lifeboat reads no SQLite; `lifeboat state list` on the \
-             host refreshes it): states moss made since are not in it",
-            self.index_path().display()
-        )])
-    }
-
-    /// Like [`SystemRoot::load_index`], but a root without an index is an error.
-    pub fn load_existing_index(&self) -> Result<Loaded> {
-        let l = self.load_index().map_err(|e| match e {
-            Error::Index(le) if !self.moss => Error::NotARoot {
-                path: self.path.clone(),
-                why: format!("{le}; `lifeboat state recover` rebuilds the index from the trees"),
-            },
-            e => e,
-        })?;
-        if !l.existed {
-            let trees: Vec<String> = self
-                .active_id()
-                .map(|a| format!("usr (transaction {a})"))
-                .into_iter()
-                .chain(self.archived_ids().unwrap_or_default().iter().map(|i| format!(".moss/root/{i}")))
-                .collect();
-            let why = if trees.is_empty() {
-                format!("no state index at {}", self.index_path().display())
-            } else {
-                format!(
-                    "no state index at {}, but trees are here ({}): `lifeboat state recover` rebuilds it from them",
-                    self.index_path().display(),
-                    trees.join(", ")
-                )
-            };
-            return Err(Error::NotARoot { path: self.path.clone(), why });
-        }
-        Ok(l)
+        index::file::load(&self.index_path()).map_err(|e| Error::Index(Box::new(e)))
     }
 
     /// Writes a new generation of the index. `loaded_clean` says the current main
