@@ -214,13 +214,13 @@ def half_names(usr):
 
 
 def checked_or_not(root, checked):
-    """`checked`: the system was checked since its last change (a verify ran,
-    so its blobs' stamps are saved); else no stamps are known, as at the first
-    check after an update."""
+    """`checked`: the system was checked since its last change (a repair ran,
+    so its blobs' stamps are saved; `verify` writes nothing under the root);
+    else no stamps are known, as at the first check after an update."""
     if checked:
         # Stamps are taken of inodes last changed over 2 s before the check.
         time.sleep(2.5)
-        run(LB, "--root", root, "verify")
+        run(LB, "--root", root, "repair")
     else:
         try:
             os.unlink(os.path.join(root, ".moss/lifeboat/known-blobs"))
