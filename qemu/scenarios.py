@@ -68,12 +68,17 @@ def a_default_boot(work):
 
 
 def b_menu_rollback(work):
-    """Choose an older transaction in the systemd-boot menu; PID 1 rolls back; it sticks."""
+    """Choose an older transaction in the systemd-boot menu, the state index lost; PID 1 rebuilds it from the trees and rolls back; it sticks."""
     img = three_tx(work, timeout=30)
+    for name in ("state.idx", "state.idx.prev"):
+        os.unlink(os.path.join(img.root, ".moss/lifeboat", name))
+    say("deleted the root's state index and its previous generation")
     img.write_root()
     vars_ = f"{work}/vars.fd"
     vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
     pick_third_entry(vm, r"transaction 1 \(", "transaction 1")
+    m = vm.expect(r"adopted \S+ as transaction 1 ", 120)
+    say(f"PID 1: {m.group(0).strip()} (the index rebuilt from the trees)")
     m = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 120)
     say(f"PID 1: rolling back /usr: transaction {m.group(1)} -> {m.group(2)}")
     tx = booted(vm)

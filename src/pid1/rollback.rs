@@ -66,7 +66,21 @@ impl Boot {
             }
         } else {
             progress::step("reading the state index");
-            let idx = lifeboat_state::recover::load_existing_index(&sr).map_err(|e| fail(e.into()))?;
+            let idx = match lifeboat_state::recover::load_existing_index(&sr) {
+                Ok(l) => l,
+                Err(e) => {
+                    // Lost or unreadable: the trees are the truth; rebuild it from them.
+                    say(format!("{e}"));
+                    progress::step("rebuilding the state index from the trees");
+                    let locked = SystemRoot::open_locked(root, false).map_err(|e| fail(e.into()))?;
+                    let p = lifeboat_state::recover::recover(&locked, Default::default()).map_err(|e| fail(e.into()))?;
+                    for n in p.notes {
+                        say(n);
+                    }
+                    drop(locked);
+                    lifeboat_state::recover::load_existing_index(&sr).map_err(|e| fail(e.into()))?
+                }
+            };
             for n in idx.fallback.iter().chain(&idx.notes) {
                 say(n);
             }

@@ -111,9 +111,16 @@ impl<'t> SharedCopies<'t> {
         // appears when it is created (its content, owner and attributes are
         // the inode's, and follow). A copy that never appears (its maker
         // failed) is not waited for long.
+        // Its directory is opened beneath the top without following a
+        // symlink: whatever stands in the tree, the link never reaches outside.
+        let (parent, first_name) = match first.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&first[..i], &first[i + 1..]),
+            None => (&first[..0], &first[..]),
+        };
+        let Ok(src_dir) = fsutil::open_dir_beneath(self.top, parent) else { return Ok(false) };
         for _ in 0..200 {
-            let linked = fsutil::with_cstr(&first, |src| {
-                fsutil::with_cstr(name, |dst| nix::unistd::linkat(self.top, src, dir, dst, AtFlags::empty()))
+            let linked = fsutil::with_cstr(first_name, |src| {
+                fsutil::with_cstr(name, |dst| nix::unistd::linkat(src_dir.as_fd(), src, dir, dst, AtFlags::empty()))
             })??;
             match linked {
                 Ok(()) => return Ok(true),
