@@ -297,6 +297,50 @@ mod tests {
         assert!(decode(&b).is_ok());
     }
 
+    /// What lifeboat wrote before format 1.1: the same header with minor 0, and
+    /// the payload without the additions after it.
+    fn encode_1_0(w: &PayloadWire) -> Vec<u8> {
+        let raw = postcard::to_allocvec(w).unwrap();
+        let payload = zstd::bulk::compress(&raw, 3).unwrap();
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(raw.len() as u64).to_le_bytes());
+        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    #[test]
+    fn format_1_0_still_reads_and_1_1_keeps_attributes() {
+        use crate::attrs::{AttrSet, Xattr};
+        let cap = AttrSet::new(vec![Xattr { name: b"security.capability".as_slice().into(), value: vec![1, 0, 0, 2].into() }])
+            .unwrap();
+        let mut capped = file("bin/ping", b"ping");
+        capped.attrs = cap;
+        let l = Layout::new(vec![dir("bin"), file("bin/x", b"x"), capped]).unwrap();
+        let m = TxMeta { id: 1, created: 5, summary: "s".into(), parent: None, kernels: vec![] };
+        let w = StateIndex::build(2, &[(m, &l)]);
+        // 1.1: attributes and the flag that they were recorded come back.
+        let idx = decode(&encode(&w)).unwrap();
+        assert_eq!(idx.layout(1).unwrap(), l);
+        assert!(idx.layout(1).unwrap().attrs_recorded());
+        // 1.0 (no additions): the same layout without attributes, which are
+        // then not known (never compared), not "none".
+        let old = decode(&encode_1_0(&w)).unwrap();
+        let got = old.layout(1).unwrap();
+        assert!(!got.attrs_recorded());
+        assert!(got.entries().iter().all(|e| e.attrs.is_none()));
+        assert_eq!(got.entries().len(), l.entries().len());
+        // A 1.0 reader stops after the 1.0 payload: what 1.1 adds is after it.
+        let raw = postcard::to_allocvec(&w).unwrap();
+        let (back, rest): (PayloadWire, &[u8]) = postcard::take_from_bytes(&raw).unwrap();
+        assert!(rest.is_empty() && back.transactions == w.transactions);
+    }
+
     #[test]
     fn every_corruption_is_named() {
         let b = sample();
