@@ -10,6 +10,7 @@ use lifeboat_boot::plan::{Blob, Source, SyncRequest, WantedEntry};
 use lifeboat_boot::{token, version};
 use lifeboat_esp::discover::{self, SysBlock};
 use lifeboat_esp::{open_target, PartitionKind, Target};
+use lifeboat_fs::shown::shown_str;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -177,21 +178,43 @@ pub fn common(root: &Path, cfg: &Config, initrd: Option<&Path>) -> Result<Common
     Ok(Common { token, machine_id, rescue_initrd, root_arg, local_cmdline })
 }
 
+/// What [`wanted`] found besides the entries: the transactions that get none
+/// (by id, with the reason), and what the user should hear.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub skipped: Vec<(u64, String)>,
+    pub notes: Vec<String>,
+}
+
 /// The wanted entry of every transaction that has a kernel; transactions without
 /// one are returned by id with the reason.
-pub fn wanted(root: &SystemRoot, idx: &StateIndex, common: &Common) -> (Vec<WantedEntry>, Vec<(u64, String)>) {
+pub fn wanted(root: &SystemRoot, idx: &StateIndex, common: &Common) -> (Vec<WantedEntry>, Findings) {
     let active = root.active_id();
     let mut out = Vec::new();
     let mut skipped = Vec::new();
+    let mut notes = Vec::new();
     for t in idx.transactions() {
         let Some(layout) = idx.layout(t.id) else {
             skipped.push((t.id, "layout unreadable".into()));
             continue;
         };
         let mut kvers = layout.kernels();
+        // A version directory named with a control character or `/` would write
+        // lines of its own into the entry: such a kernel is not booted.
+        kvers.retain(|k| {
+            let ok = lifeboat_boot::plan::kver_ok(k);
+            if !ok {
+                notes.push(format!(
+                    "transaction {}: lib/kernel/{}/vmlinuz left out: a kernel version with a control character cannot name a boot entry",
+                    t.id,
+                    shown_str(k)
+                ));
+            }
+            ok
+        });
         kvers.sort_by(|a, b| version::compare(b, a));
         let Some(kver) = kvers.first().cloned() else {
-            skipped.push((t.id, "carries no kernel (lib/kernel/<version>/vmlinuz)".into()));
+            skipped.push((t.id, "carries no kernel lifeboat can boot (lib/kernel/<version>/vmlinuz)".into()));
             continue;
         };
         let kdir = format!("lib/kernel/{kver}");
@@ -290,7 +313,7 @@ pub fn wanted(root: &SystemRoot, idx: &StateIndex, common: &Common) -> (Vec<Want
             options,
         });
     }
-    (out, skipped)
+    (out, Findings { skipped, notes })
 }
 
 /// Builds the request for `boot sync`.
@@ -302,9 +325,9 @@ pub fn request(
     tries: Option<u32>,
     timeout: Option<u32>,
     initrd: Option<&Path>,
-) -> Result<(SyncRequest, Vec<(u64, String)>)> {
+) -> Result<(SyncRequest, Findings)> {
     let common = common(&root.path, cfg, initrd)?;
-    let (entries, skipped) = wanted(root, idx, &common);
+    let (entries, found) = wanted(root, idx, &common);
     Ok((
         SyncRequest {
             token: common.token,
@@ -312,9 +335,9 @@ pub fn request(
             keep: keep.or(cfg.keep).unwrap_or(5),
             tries: tries.or(cfg.tries),
             timeout: timeout.or(cfg.timeout),
-            protected: skipped.iter().map(|(id, _)| *id).collect(),
+            protected: found.skipped.iter().map(|(id, _)| *id).collect(),
         },
-        skipped,
+        found,
     ))
 }
 

@@ -4,6 +4,7 @@
 //! plain text that reads well on a serial console.
 
 use std::io::{BufRead, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::bootsync::BootArgs;
@@ -173,11 +174,13 @@ impl Shell {
                         Ok(m) => ("-", m.len()),
                         Err(_) => ("?", 0),
                     };
-                    let name = e.file_name().to_string_lossy().into_owned();
+                    let name = lifeboat_fs::shown::shown(e.file_name().as_bytes());
                     let tail = if kind == "l" {
                         format!(
                             " -> {}",
-                            std::fs::read_link(e.path()).map(|t| t.display().to_string()).unwrap_or_default()
+                            std::fs::read_link(e.path())
+                                .map(|t| lifeboat_fs::shown::shown_path(&t))
+                                .unwrap_or_default()
                         )
                     } else {
                         String::new()

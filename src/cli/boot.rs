@@ -11,6 +11,7 @@ use lifeboat_boot::plan::{self, Step};
 use lifeboat_boot::{loaderconf, sdboot};
 use lifeboat_esp::volume::join;
 use lifeboat_esp::Volume;
+use lifeboat_fs::shown::{controls_escaped, shown_str};
 
 use super::disk::human;
 use super::Out;
@@ -161,8 +162,11 @@ pub fn sync(
     let root = SystemRoot::open(ctx.root)?;
     let loaded = root.load_existing_index()?;
     ctx.out.loaded(&loaded);
-    let (req, skipped) = bootsync::request(&root, &loaded.index, &config, keep, tries, timeout, initrd)?;
-    for (id, why) in &skipped {
+    let (req, found) = bootsync::request(&root, &loaded.index, &config, keep, tries, timeout, initrd)?;
+    for n in &found.notes {
+        ctx.out.note(n);
+    }
+    for (id, why) in &found.skipped {
         ctx.out.note(format!("transaction {id}: {why}; its entry (if any) is left as it is"));
     }
     if req.entries.is_empty() {
@@ -289,10 +293,11 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
     for (i, e) in entries.iter().enumerate() {
         let mark = if Some(i) == default_idx { "*" } else { " " };
         let counter = e.sort.counter.map(|c| format!(" [tries left {}, done {}]", c.left, c.done)).unwrap_or_default();
+        // Another system's entry is printed escaped: one entry, one line.
         ctx.out.line(format!(
             "{mark} {:<48} {}{}{}",
-            e.file,
-            e.entry.get("title").unwrap_or("(no title)"),
+            shown_str(&e.file),
+            controls_escaped(e.entry.get("title").unwrap_or("(no title)")),
             counter,
             if e.ours.is_none() { "  (not lifeboat's)" } else { "" }
         ));
@@ -363,7 +368,7 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
         for d in dirs.iter().filter(|d| d.is_dir) {
             let n = d.name.to_ascii_lowercase();
             if !matches!(n.as_str(), "boot" | "systemd" | "linux" | "microsoft") {
-                ctx.out.line(format!("other:    EFI/{}/ (another operating system's loader)", d.name));
+                ctx.out.line(format!("other:    EFI/{}/ (another operating system's loader)", shown_str(&d.name)));
                 loaders.push(Json::obj().with("path", format!("EFI/{}", d.name)).with("what", "other"));
             }
         }
@@ -372,8 +377,8 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     let lc = esp.read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned());
     let default = lc.as_deref().and_then(|l| loaderconf::get_key(l, "default")).map(str::to_owned);
     let timeout = lc.as_deref().and_then(|l| loaderconf::get_key(l, "timeout")).map(str::to_owned);
-    ctx.out.line(format!("default:  {}", default.as_deref().unwrap_or("(first entry)")));
-    ctx.out.line(format!("timeout:  {}", timeout.as_deref().unwrap_or("(loader default)")));
+    ctx.out.line(format!("default:  {}", controls_escaped(default.as_deref().unwrap_or("(first entry)"))));
+    ctx.out.line(format!("timeout:  {}", controls_escaped(timeout.as_deref().unwrap_or("(loader default)"))));
     j.push("default", default.clone());
     j.push("timeout", timeout);
     let vars = efivars(ctx).ok();
@@ -394,10 +399,13 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
             Some(tx) => format!("transaction {tx}"),
             None => format!(
                 "foreign ({})",
-                e.entry.get("machine-id").map(|m| format!("machine-id {m}")).unwrap_or_else(|| "other install".into())
+                e.entry
+                    .get("machine-id")
+                    .map(|m| format!("machine-id {}", controls_escaped(m)))
+                    .unwrap_or_else(|| "other install".into())
             ),
         };
-        ctx.out.line(format!("  {:<48} {owner}{counter}", e.file));
+        ctx.out.line(format!("  {:<48} {owner}{counter}", shown_str(&e.file)));
         arr.push(
             Json::obj()
                 .with("id", e.sort.id.as_str())
