@@ -19,6 +19,7 @@ use crate::bootsync::{self, BootArgs, BootTargets};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::json::Json;
+use crate::rescue;
 use lifeboat_state::root::SystemRoot;
 
 #[derive(FromArgs, Debug)]
@@ -67,9 +68,13 @@ pub struct SyncCmd {
     /// loader.conf timeout in seconds
     #[argh(option)]
     pub timeout: Option<u32>,
-    /// lifeboat rescue initrd to add to every entry
+    /// lifeboat rescue initrd to add to every entry; later syncs (also those
+    /// after commit, activate and prune) keep it
     #[argh(option)]
     pub initrd: Option<PathBuf>,
+    /// drop the rescue initrd from every entry (it is kept otherwise)
+    #[argh(switch)]
+    pub no_initrd: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -136,7 +141,13 @@ fn esp_vol(t: &mut BootTargets) -> &mut dyn Volume {
 pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
     match c.cmd {
         BootSub::Sync(s) => {
-            sync(ctx, s.keep, s.tries, s.timeout, s.initrd.as_deref(), s.dry_run)?;
+            let ask = match (s.initrd, s.no_initrd) {
+                (Some(_), true) => return Err(Error::bad_arg("--no-initrd", "", "cannot go with --initrd")),
+                (Some(p), false) => rescue::Ask::Use(p),
+                (None, true) => rescue::Ask::Drop,
+                (None, false) => rescue::Ask::Keep,
+            };
+            sync(ctx, s.keep, s.tries, s.timeout, &ask, s.dry_run)?;
             Ok(ExitCode::SUCCESS)
         }
         BootSub::List(_) => list(ctx),
@@ -155,14 +166,14 @@ pub fn sync(
     keep: Option<usize>,
     tries: Option<u32>,
     timeout: Option<u32>,
-    initrd: Option<&Path>,
+    initrd: &rescue::Ask,
     dry_run: bool,
 ) -> Result<()> {
     let config = cfg(ctx);
     let root = SystemRoot::open(ctx.root)?;
     let loaded = root.load_existing_index()?;
     ctx.out.loaded(&loaded);
-    let (req, found) = bootsync::request(&root, &loaded.index, &config, keep, tries, timeout, initrd)?;
+    let (req, found) = bootsync::request(&root, &loaded.index, &config, keep, tries, timeout)?;
     for n in &found.notes {
         ctx.out.note(n);
     }
@@ -177,6 +188,13 @@ pub fn sync(
         ctx.out.note(n);
     }
     let mut req = req;
+    let rescue = rescue::resolve(&root, &config, initrd, t.boot.volume.as_mut(), &req.token)?;
+    for n in &rescue.notes {
+        ctx.out.note(n);
+    }
+    for w in &mut req.entries {
+        w.rescue_initrd = rescue.blob.clone();
+    }
     if root.is_moss() {
         for (id, file) in bootsync::adopt_moss_entries(&mut req, t.boot.volume.as_mut())? {
             ctx.out.note(format!("state {id}: moss's own entry {file} boots it; lifeboat adds none"));
@@ -210,6 +228,11 @@ pub fn sync(
         for r in &done.recovered {
             ctx.out.note(r);
         }
+        // Only once the entries carry it (or no longer do): the record says
+        // what $BOOT holds.
+        if let Some(r) = &rescue.record {
+            rescue::write_record(&root, r)?;
+        }
     }
     if plan.is_noop() {
         ctx.out.line(format!("{} is up to date ({} entries)", boot.location, plan.kept.len()));
@@ -221,6 +244,7 @@ pub fn sync(
             .with("boot", boot.location.as_str())
             .with("kept", plan.kept.clone())
             .with("dropped_for_space", plan.dropped_for_space.clone())
+            .with("rescue_initrd", rescue.name())
             .with("steps", Json::Arr(steps))
             .with("dry_run", dry_run),
     );

@@ -145,7 +145,7 @@ fn sync_if_configured(root: &Path, args: &BootArgs, out: &Out) -> Result<()> {
         return Ok(());
     }
     let ctx = crate::cli::boot::Ctx { root, args, out };
-    crate::cli::boot::sync(&ctx, None, None, None, None, false)
+    crate::cli::boot::sync(&ctx, None, None, None, &crate::rescue::Ask::Keep, false)
 }
 
 pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitCode> {
