@@ -190,7 +190,10 @@ impl Shell {
             }
             "cat" => {
                 need_arg(1, "cat PATH")?;
-                let mut f = std::fs::File::open(args[0]).map_err(|e| format!("{}: {e}", args[0]))?;
+                // Through the one door: a FIFO or a device named by mistake is
+                // refused, not waited on (this may be the only console).
+                let mut f = lifeboat_fs::foreign::open_named(Path::new(args[0]))
+                    .map_err(|e| format!("{}: {e}", lifeboat_fs::shown::shown_str(args[0])))?;
                 let mut b = Vec::new();
                 (&mut f).take(1 << 20).read_to_end(&mut b).map_err(|e| format!("{}: {e}", args[0]))?;
                 let mut o = std::io::stdout().lock();

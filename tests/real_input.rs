@@ -285,4 +285,26 @@ fn a_fifo_where_a_file_is_expected_is_named_never_waited_on() {
     let (ok, err) = sync(&[]);
     assert!(ok && err.contains("lifeboat.conf") && err.contains("FIFO"), "{err}");
     assert_eq!(entries(&img).len(), 1);
+    fs::remove_file(&conf).unwrap();
+
+    // The other files lifeboat reads but did not make: the loader `boot install`
+    // copies (the tree's, or one named), the binary and base initrd of
+    // `initrd build`.
+    let quick_failure = |args: &[&str], named: &Path| {
+        let o = run_within(args, 20).unwrap_or_else(|| panic!("{args:?} hung (killed after 20 s)"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(&named.display().to_string()) && err.contains("FIFO"),
+            "{args:?}: {err}"
+        );
+    };
+    let loader = root.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    fs::create_dir_all(loader.parent().unwrap()).unwrap();
+    fifo(&loader);
+    quick_failure(&["--root", r(&root), "--esp", &img, "boot", "install"], &loader);
+    quick_failure(&["--root", r(&root), "--esp", &img, "boot", "install", "--loader", r(&given)], &given);
+    let out = s.join("out.initrd");
+    quick_failure(&["initrd", "build", "--out", r(&out), "--no-modules", "--binary", r(&given)], &given);
+    quick_failure(&["initrd", "build", "--out", r(&out), "--no-modules", "--append-to", r(&given)], &given);
+    assert!(!out.exists());
 }

@@ -41,9 +41,12 @@ impl fmt::Debug for Source {
 }
 
 impl Source {
+    /// A path is a file lifeboat did not write (a store blob, a file a person
+    /// named): opened through the one door, so a FIFO or a device put there
+    /// fails the copy at once instead of blocking it forever.
     fn open(&self) -> std::io::Result<Box<dyn Read>> {
         match self {
-            Source::Path(p) => Ok(Box::new(std::fs::File::open(p)?)),
+            Source::Path(p) => Ok(Box::new(lifeboat_fs::foreign::open_file(p)?)),
             Source::Bytes(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
         }
     }

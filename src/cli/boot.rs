@@ -1,6 +1,7 @@
 //! `lifeboat boot ...`: entries on `$BOOT`, sync, default and one-shot, boot
 //! counting, and installing systemd-boot.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -538,11 +539,21 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
 
 fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
     let config = cfg(ctx);
-    let src = match loader {
-        Some(p) => p.to_owned(),
-        None => ctx.root.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
+    // Through the one door for files lifeboat did not make: the tree's loader
+    // resolved inside the tree, a named one as named; a regular file either way.
+    const LOADER_REL: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+    let (src, file) = match loader {
+        Some(p) => (p.to_owned(), lifeboat_fs::foreign::open_named(p)),
+        None => (
+            ctx.root.join(LOADER_REL),
+            lifeboat_fs::open_dir(ctx.root)
+                .and_then(|d| lifeboat_fs::foreign::open_file_in_root(d.as_fd(), LOADER_REL.as_bytes())),
+        ),
     };
-    let bin = std::fs::read(&src).map_err(|e| Error::io("read loader", &src, e))?;
+    // A loader is a few hundred KiB; a file far larger is not one.
+    let bin = file
+        .and_then(|f| lifeboat_fs::foreign::read_capped(f, 64 << 20))
+        .map_err(|e| Error::io("read loader", &src, e))?;
     let new_v = sdboot::version(&bin)
         .ok_or_else(|| Error::WrongFile { path: src.clone(), expected: "a systemd-boot binary" })?;
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
