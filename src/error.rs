@@ -105,7 +105,9 @@ impl fmt::Display for Error {
                 root.display()
             ),
             Error::NoDisk(p) => write!(f, "no disk holds {}", p.display()),
-            Error::NoKernel => write!(f, "no transaction carries a kernel: nothing to put on $BOOT"),
+            Error::NoKernel => {
+                write!(f, "no transaction carries a kernel lifeboat can boot (the notes above say why): nothing to put on $BOOT")
+            }
             Error::NoEntry { pattern } => {
                 write!(f, "no entry on $BOOT matches {pattern:?}; run `lifeboat boot sync` first?")
             }
