@@ -230,9 +230,12 @@ pub fn sync(
             ctx.out.note(r);
         }
         // Only once the entries carry it (or no longer do): the record says
-        // what $BOOT holds.
+        // what $BOOT holds. Without it the next sync reads the entries back,
+        // so a root that cannot be written to costs a note, not the sync.
         if let Some(r) = &rescue.record {
-            rescue::write_record(&root, r)?;
+            if let Err(e) = rescue::write_record(&root, r) {
+                ctx.out.note(format!("{e}; the next sync reads the rescue initrd back from the entries"));
+            }
         }
     }
     if plan.is_noop() {
