@@ -15,10 +15,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub mod foreign;
-pub mod shown;
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
+
+pub mod shown;
 
 /// Converts a nix errno into an io::Error.
 pub fn io_err(e: nix::errno::Errno) -> io::Error {
