@@ -126,7 +126,7 @@ fn the_rescue_initrd_stays_through_commit_activate_and_prune_until_dropped() {
         let got = initrds(&img);
         assert_eq!(got.len(), n, "{when}: {got:?}");
         for (e, i) in &got {
-            assert_eq!(i, &[name.clone()], "{when}: {e} lost the rescue initrd");
+            assert_eq!(i, std::slice::from_ref(&name), "{when}: {e} lost the rescue initrd");
         }
         assert_eq!(
             run(&["disk", "cat", &format!("{img}:esp:{}", &name[1..])]).stdout,
