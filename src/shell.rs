@@ -132,7 +132,7 @@ impl Shell {
             "activate" => {
                 need_arg(1, "activate ID")?;
                 let id: u64 = args[0].parse().map_err(|_| format!("{} is not a transaction id", args[0]))?;
-                let r = lifeboat_state::txn::activate(&root, id).map_err(|e| e.to_string())?;
+                let r = lifeboat_state::txn::activate(&root, id, Default::default()).map_err(|e| e.to_string())?;
                 for n in r.notes {
                     p(n);
                 }

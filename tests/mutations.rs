@@ -54,7 +54,10 @@ fn mutate(seed: &[u8], r: &mut Rng, hot: std::ops::Range<usize>) -> Vec<u8> {
 
 #[test]
 fn state_index_decoder() {
-    let mut es = vec![LayoutEntry { path: b"a".to_vec().into(), perm: 0o755, uid: 0, gid: 0, data: EntryData::Dir }];
+    let attr = |n: &str, v: &[u8]| lifeboat_state::attrs::Xattr { name: n.as_bytes().into(), value: v.into() };
+    let acl = lifeboat_state::attrs::AttrSet::new(vec![attr("system.posix_acl_default", b"\x02\0\0\0")]).unwrap();
+    let mut es =
+        vec![LayoutEntry { path: b"a".to_vec().into(), perm: 0o755, uid: 0, gid: 0, data: EntryData::Dir, attrs: acl }];
     for i in 0..20 {
         es.push(LayoutEntry {
             path: format!("a/f{i}").into_bytes().into(),
@@ -65,6 +68,12 @@ fn state_index_decoder() {
                 EntryData::Symlink { target: b"f1".to_vec().into() }
             } else {
                 EntryData::File { hash: lifeboat_state::hash::Hash128(i as u128 * 977), size: i }
+            },
+            // Attributes too, shared and not, so that their tables are mutated.
+            attrs: match i % 4 {
+                1 => lifeboat_state::attrs::AttrSet::new(vec![attr("security.capability", b"\x01\0\0\x02")]).unwrap(),
+                2 => lifeboat_state::attrs::AttrSet::new(vec![attr("user.n", format!("{i}").as_bytes())]).unwrap(),
+                _ => None,
             },
         });
     }

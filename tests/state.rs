@@ -148,6 +148,7 @@ fn damaged_and_hostile_indexes() {
         uid: 0,
         gid: 0,
         data: EntryData::File { hash: Hash128::of(b"x"), size: 1 },
+        attrs: None,
     }])
     .unwrap();
     let meta =
@@ -156,8 +157,26 @@ fn damaged_and_hostile_indexes() {
     w.paths.names.0 = b"..".to_vec();
     w.paths.name_len[0] = 2;
     fs::write(&idx, lifeboat_state::index::file::encode(&w)).unwrap();
-    let err = fails(&["--root", r(&root), "state", "activate", "1"]);
-    assert!(err.contains("invalid content") && err.contains("path #0"), "{err}");
+    fs::remove_file(root.join(".moss/lifeboat/state.idx.prev")).ok();
+    // Reading refuses it, naming what is wrong and the way out.
+    let err = fails(&["--root", r(&root), "state", "list"]);
+    assert!(err.contains("invalid content") && err.contains("path #0") && err.contains("state recover"), "{err}");
+    // A change first sets it aside and rebuilds the index from the trees.
+    let o = run(&["--root", r(&root), "state", "activate", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("invalid content")
+            && err.contains("path #0")
+            && err.contains("set the unreadable state.idx aside"),
+        "{err}"
+    );
+    assert!(fs::read_dir(root.join(".moss/lifeboat")).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("state.idx.damaged-")));
+    assert_eq!(fs::read_to_string(root.join("usr/.stateID")).unwrap().trim(), "1");
     // Huge counts: a run past every table.
     let mut w = lifeboat_state::index::StateIndex::build(
         5,
@@ -179,7 +198,7 @@ fn check_invariants(root: &Path, trees: &[(u64, &Path)], what: &str) {
     let o = run(&["--root", r(root), "--json", "state", "list"]);
     assert!(o.status.success(), "{what}: index does not load: {}", String::from_utf8_lossy(&o.stderr));
     let sr = lifeboat_state::root::SystemRoot::open(root).unwrap();
-    let idx = sr.load_existing_index().unwrap().index;
+    let idx = lifeboat_state::recover::load_existing_index(&sr).unwrap().index;
     let active = sr.active_id().unwrap_or_else(|| panic!("{what}: /usr has no .stateID"));
     assert!(idx.contains(active), "{what}: active {active} not in the index");
     // A commit rerun after a crash that recorded (but did not activate) transaction
@@ -388,4 +407,276 @@ fn a_deep_tree_is_blitted_exactly_however_the_runs_fall() {
     ok(&["--root", r(&root), "state", "activate", "1"]);
     assert_eq!(owned_snapshot(&root.join("usr")), owned_snapshot(&t), "the blit of a removed tree");
     ok(&["--root", r(&root), "verify", "--full"]);
+}
+
+/// Every entry below `dir` with what changes when anything is written, moved
+/// or removed: path, type, inode, size, modification and change time.
+fn disk_state(dir: &Path) -> Vec<(String, u64, u64, i64, i64, i64, i64)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let m = fs::symlink_metadata(&d).unwrap();
+        out.push((d.display().to_string(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()));
+        if m.is_dir() {
+            for e in fs::read_dir(&d).unwrap().flatten() {
+                todo.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A lost index (a bad block, a user cleaning up) costs no rollback: the next
+/// change rebuilds it from the trees, keeps every tree, and hands out an id no
+/// tree and no boot entry has named.
+#[test]
+fn a_lost_index_is_rebuilt_from_the_trees_and_no_id_is_reused() {
+    let s = Scratch::new("lostidx");
+    let root = s.join("root");
+    for v in 1..=3 {
+        tree(&s.join(&format!("t{v}")), v);
+        commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
+    }
+    // Entries for 1, 2 and 3 on an ESP image; then 2 and 3 go (1 active).
+    write(&root.join("etc/machine-id"), b"00112233445566778899aabbccddeeff\n", 0o444);
+    let img = s.join("esp.img");
+    ok(&["disk", "create", r(&img), "--size", "64M", "--esp", "60M"]);
+    ok(&["--root", r(&root), "--esp", r(&img), "boot", "sync"]);
+    ok(&["--root", r(&root), "state", "activate", "1"]);
+    tree(&s.join("t4"), 4);
+    commit(&root, &s.join("t4"), "tx 4");
+    ok(&["--root", r(&root), "state", "activate", "1"]);
+    ok(&["--root", r(&root), "state", "prune", "--keep", "0"]);
+    assert!(!root.join(".moss/root/4").exists());
+    // Transaction 4 is gone from the trees and the index; the entries name 1-3.
+    fs::remove_file(root.join(".moss/lifeboat/state.idx")).unwrap();
+    fs::remove_file(root.join(".moss/lifeboat/state.idx.prev")).unwrap();
+
+    // Reading says what happened and how to mend it, and changes nothing.
+    let before = disk_state(&root);
+    let err = fails(&["--root", r(&root), "state", "list"]);
+    assert!(err.contains("no state index") && err.contains("state recover") && err.contains("transaction 1"), "{err}");
+    let o = run(&["--root", r(&root), "state", "recover", "--dry-run"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(disk_state(&root), before, "a dry run wrote something");
+
+    // The next commit rebuilds the index first: nothing is removed, and its id
+    // is above every one the trees (1) and the boot entries (3) name.
+    tree(&s.join("t5"), 5);
+    let o = run(&["--root", r(&root), "--esp", r(&img), "state", "commit", "--from", r(&s.join("t5"))]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("removed"), "{err}");
+    assert!(err.contains("adopted") && err.contains("transaction 1"), "{err}");
+    assert!(out.contains("committed transaction 4"), "ids 1-3 are named by boot entries: {out}{err}");
+    let list = ok(&["--root", r(&root), "state", "list"]);
+    assert!(list.contains("recovered from") && list.contains("archived"), "{list}");
+    assert_eq!(snapshot(&root.join(".moss/root/1/usr")), snapshot(&s.join("t1")));
+    ok(&["--root", r(&root), "verify", "--state", "1", "--full"]);
+    // And back: the recovered transaction activates.
+    ok(&["--root", r(&root), "state", "activate", "1"]);
+    assert_eq!(snapshot(&root.join("usr")), snapshot(&s.join("t1")));
+
+    // Without the ESP, the trees alone: never below what they name.
+    fs::remove_file(root.join(".moss/lifeboat/state.idx")).unwrap();
+    fs::remove_file(root.join(".moss/lifeboat/state.idx.prev")).unwrap();
+    let out = commit(&root, &s.join("t5"), "again");
+    assert!(out.contains("committed transaction 5"), "{out}");
+    assert!(root.join(".moss/root/1/usr").is_dir() && root.join(".moss/root/4/usr").is_dir());
+}
+
+/// An unreadable index and its previous generation are set aside, not
+/// overwritten, and the index is rebuilt from the trees.
+#[test]
+fn a_damaged_index_is_set_aside_and_rebuilt() {
+    let s = Scratch::new("damagedidx");
+    let root = s.join("root");
+    for v in 1..=2 {
+        tree(&s.join(&format!("t{v}")), v);
+        commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
+    }
+    let lb = root.join(".moss/lifeboat");
+    fs::write(lb.join("state.idx"), b"not an index at all").unwrap();
+    fs::write(lb.join("state.idx.prev"), b"LBSTATE\0 cut short").unwrap();
+    let o = run(&["--root", r(&root), "state", "recover"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("adopted transactions") && out.contains("next id 3"), "{out}");
+    let aside: Vec<String> = fs::read_dir(&lb)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 2, "{aside:?}");
+    let list = ok(&["--root", r(&root), "state", "list"]);
+    assert!(list.contains("active") && list.contains("archived"), "{list}");
+    assert_eq!(snapshot(&root.join("usr")), snapshot(&s.join("t2")));
+}
+
+/// A copy of a /usr (its `.stateID` included) commits cleanly: the copied id
+/// is not content, the record of what is active stays right, and nothing of the
+/// old transaction or the user's new files is lost afterwards.
+#[test]
+fn a_copied_usr_commits_cleanly_and_nothing_is_lost_after() {
+    let s = Scratch::new("copiedusr");
+    let root = s.join("root");
+    tree(&s.join("t1"), 1);
+    commit(&root, &s.join("t1"), "one");
+    let new = s.join("new");
+    assert!(std::process::Command::new("cp").arg("-a").arg(root.join("usr")).arg(&new).status().unwrap().success());
+    write(&new.join("share/doc/NEW"), b"x\n", 0o644);
+    let out = commit(&root, &new, "copied and changed");
+    assert!(out.contains("committed transaction 2"), "{out}");
+    assert_eq!(fs::read_to_string(root.join("usr/.stateID")).unwrap().trim(), "2");
+    let o = run(&["--root", r(&root), "verify"]);
+    assert!(o.status.success(), "verify right after the commit: {}", String::from_utf8_lossy(&o.stdout));
+    let show = ok(&["--root", r(&root), "state", "show", "2", "--files"]);
+    assert!(!show.contains(".stateID"), "{show}");
+    ok(&["--root", r(&root), "repair"]);
+    assert_eq!(fs::read_to_string(root.join("usr/.stateID")).unwrap().trim(), "2");
+    let before = disk_state(&root);
+    let out = ok(&["--root", r(&root), "state", "prune", "--keep", "5", "--dry-run"]);
+    assert!(out.contains("would remove: nothing"), "{out}");
+    assert_eq!(disk_state(&root), before, "a dry run changed the root");
+    assert!(root.join(".moss/root/1/usr").is_dir());
+    ok(&["--root", r(&root), "repair", "--prune-extra"]);
+    assert_eq!(fs::read(root.join("usr/share/doc/NEW")).unwrap(), b"x\n");
+}
+
+/// Read-only commands and dry runs change nothing under the root, however
+/// much there is to reconcile; the next change tidies what is lifeboat's own
+/// and keeps what is not.
+#[test]
+fn read_only_commands_and_dry_runs_write_nothing_and_unknown_trees_are_kept() {
+    let s = Scratch::new("dryrun");
+    let root = s.join("root");
+    for v in 1..=3 {
+        tree(&s.join(&format!("t{v}")), v);
+        commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
+    }
+    let trees = root.join(".moss/root");
+    // A stale staging tree, a tree under the wrong name, an unknown tree with
+    // an id of its own, one without any, and a second copy of the active
+    // transaction that differs from it.
+    let cp = |a: &Path, b: &Path| {
+        assert!(std::process::Command::new("cp").arg("-a").arg(a).arg(b).status().unwrap().success())
+    };
+    fs::create_dir_all(trees.join("staging")).unwrap();
+    cp(&trees.join("1/usr"), &trees.join("staging/usr"));
+    fs::rename(trees.join("2"), trees.join("9")).unwrap();
+    fs::create_dir_all(trees.join("7")).unwrap();
+    cp(&s.join("t1"), &trees.join("7/usr"));
+    fs::write(trees.join("7/usr/.stateID"), "7\n").unwrap();
+    fs::create_dir_all(trees.join("8/usr")).unwrap();
+    fs::write(trees.join("8/usr/mine"), b"a user's").unwrap();
+    fs::create_dir_all(trees.join("3")).unwrap();
+    cp(&root.join("usr"), &trees.join("3/usr"));
+    fs::write(trees.join("3/usr/share/doc/readme"), b"changed").unwrap();
+
+    let before = disk_state(&root);
+    for args in [
+        vec!["state", "list"],
+        vec!["state", "show", "1", "--files"],
+        vec!["verify"],
+        vec!["verify", "--full"],
+        vec!["state", "prune", "--keep", "1", "--dry-run"],
+        vec!["state", "recover", "--dry-run"],
+    ] {
+        let mut a = vec!["--root", r(&root)];
+        a.extend(args.iter());
+        let o = run(&a);
+        assert!(o.status.code().is_some_and(|c| c <= 1), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(disk_state(&root), before, "{args:?} changed the root");
+    }
+    let o = run(&["--root", r(&root), "state", "list"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("would adopt") && err.contains(".moss/root/7"), "{err}");
+
+    // The next change: staging removed, the misplaced tree moved home, 7
+    // adopted, 8 and the differing copy of 3 kept.
+    tree(&s.join("t4"), 4);
+    let o = run(&["--root", r(&root), "state", "commit", "--from", r(&s.join("t4"))]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("committed transaction 10"), "{out}{err}");
+    assert!(!trees.join("staging").exists());
+    assert_eq!(snapshot(&trees.join("2/usr")), snapshot(&s.join("t2")));
+    assert_eq!(fs::read(trees.join("8/usr/mine")).unwrap(), b"a user's");
+    let kept3: Vec<_> = fs::read_dir(&trees)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.join("usr/share/doc/readme").is_file() && fs::read(p.join("usr/share/doc/readme")).unwrap() == b"changed"
+        })
+        .collect();
+    assert_eq!(kept3.len(), 1, "the differing copy of transaction 3 is kept");
+    let list = ok(&["--root", r(&root), "state", "list"]);
+    assert!(list.lines().any(|l| l.trim_start().starts_with("7 ")), "{list}");
+    ok(&["--root", r(&root), "state", "activate", "7"]);
+    assert_eq!(snapshot(&root.join("usr")), snapshot(&s.join("t1")));
+}
+
+/// `.moss/root` and `.moss/assets` hold every old setuid binary: closed to
+/// other users on a new root, and tightened on an old one.
+#[test]
+fn archived_setuid_binaries_are_out_of_other_users_reach() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("perms");
+    let root = s.join("root");
+    tree(&s.join("t1"), 1);
+    write(&s.join("t1/bin/sudo"), b"an old sudo", 0o4755);
+    commit(&root, &s.join("t1"), "one");
+    let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(".moss/root"), mode(".moss/assets")), (0o700, 0o700));
+    fs::set_permissions(root.join(".moss/root"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(root.join(".moss/assets"), fs::Permissions::from_mode(0o755)).unwrap();
+    tree(&s.join("t2"), 2);
+    let o = run(&["--root", r(&root), "state", "commit", "--from", r(&s.join("t2"))]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("now 700"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!((mode(".moss/root"), mode(".moss/assets")), (0o700, 0o700));
+    assert_eq!(fs::metadata(root.join(".moss/root/1/usr/bin/sudo")).unwrap().permissions().mode() & 0o7777, 0o4755);
+}
+
+/// A tree with hard links (mesa's drivers, git's programs) commits: each group
+/// is one blob, and the tree keeps the group.
+#[test]
+fn hard_link_groups_commit_as_one_blob() {
+    let s = Scratch::new("hardlinks");
+    let root = s.join("root");
+    let t = s.join("t");
+    write(&t.join("bin/a"), b"hi\n", 0o755);
+    fs::hard_link(t.join("bin/a"), t.join("bin/b")).unwrap();
+    fs::create_dir_all(t.join("libexec")).unwrap();
+    fs::hard_link(t.join("bin/a"), t.join("libexec/c")).unwrap();
+    let out = commit(&root, &t, "links");
+    assert!(out.contains("1 new blobs"), "{out}");
+    let ino = |p: &str| fs::metadata(root.join("usr").join(p)).unwrap().ino();
+    assert!(ino("bin/a") == ino("bin/b") && ino("bin/a") == ino("libexec/c"));
+    ok(&["--root", r(&root), "verify", "--full"]);
+}
+
+/// A FIFO where a repair expected a copy of a lost blob (in another retained
+/// tree) is skipped, never opened for reading: the repair ends, naming what it
+/// could not restore.
+#[test]
+fn a_fifo_where_a_copy_was_expected_does_not_hang_repair() {
+    let s = Scratch::new("fifo");
+    let root = s.join("root");
+    for v in 1..=2 {
+        tree(&s.join(&format!("t{v}")), v);
+        commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
+    }
+    let libc = "lib/x86_64-linux-gnu/libc.so.6";
+    let blob = root.join(".moss/assets/v2").join(Hash128::of(&vec![b'c'; 70_000]).store_path());
+    fs::remove_file(&blob).unwrap();
+    fs::remove_file(root.join("usr").join(libc)).unwrap();
+    let other = root.join(".moss/root/1/usr").join(libc);
+    fs::remove_file(&other).unwrap();
+    nix::unistd::mkfifo(&other, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let o = std::process::Command::new("timeout").args(["30", bin(), "--root", r(&root), "repair"]).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_ne!(o.status.code(), Some(124), "repair hung on the FIFO");
+    assert_eq!(o.status.code(), Some(1), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("libc.so.6") && out.contains("missing"), "{out}");
 }

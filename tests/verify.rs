@@ -296,6 +296,12 @@ fn verify_json(root: &Path) -> (i32, bool, u64, String) {
     (o.status.code().unwrap_or(-1), trusted, lookups, out)
 }
 
+/// Saves the stamps of a check: `verify` writes nothing under the root, a
+/// `repair` (which found nothing to fix) saves what its check learnt.
+fn remember(root: &Path) {
+    ok(&["--root", r(root), "repair"]);
+}
+
 /// Blobs' last changes must be older than the check by a few seconds to be
 /// stamped (a change within the same clock tick would not show).
 fn settle() {
@@ -328,10 +334,13 @@ fn saved_stamps_spare_the_store_lookups_but_never_hide_a_change() {
     // a quick check trusts the store's inode, as it always has.
     fs::write(usr.join("bin/true"), b"TRUE BINARY").unwrap();
     settle();
-    // The first check goes through the store, stamps every blob, and saves them.
+    // The first check goes through the store and stamps every blob; verify
+    // saves nothing (it writes nothing under the root), a repair does.
     let (code, trusted, first, out) = verify_json(&root);
     assert_eq!((code, trusted), (0, false), "{out}");
     assert!(first >= 67, "every non-empty file's blob looked up: {out}");
+    assert!(!known.exists(), "verify wrote under the root");
+    remember(&root);
     assert!(known.is_file());
     // The next one trusts them: no blob looked up, no directory listed (each
     // holds exactly its layout's entries), the same verdict.
@@ -386,7 +395,7 @@ fn a_damaged_or_planted_stamps_file_is_ignored_and_replaced() {
     let root = setup(&s);
     let known = root.join(".moss/lifeboat/known-blobs");
     settle();
-    assert_eq!(verify_json(&root).0, 0);
+    remember(&root);
     let good = fs::read(&known).unwrap();
     assert_eq!(&good[..8], b"LBKNOWN1");
 
@@ -400,6 +409,8 @@ fn a_damaged_or_planted_stamps_file_is_ignored_and_replaced() {
         let (code, trusted, lookups, out) = verify_json(&root);
         assert_eq!((code, trusted), (0, false), "{out}");
         assert!(lookups > 0, "{out}");
+        assert_eq!(fs::read(&known).unwrap(), bad, "verify changed nothing");
+        remember(&root);
         assert_eq!(fs::read(&known).unwrap(), good);
     }
 
@@ -409,17 +420,18 @@ fn a_damaged_or_planted_stamps_file_is_ignored_and_replaced() {
     fs::remove_file(&known).unwrap();
     std::os::unix::fs::symlink(&outside, &known).unwrap();
     assert_eq!(verify_json(&root).0, 0);
+    remember(&root);
     assert_eq!(fs::read(&outside).unwrap(), b"keep");
     assert!(!fs::symlink_metadata(&known).unwrap().file_type().is_symlink());
     // A FIFO does not stall the check.
     fs::remove_file(&known).unwrap();
     nix::unistd::mkfifo(&known, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     assert_eq!(verify_json(&root).0, 0);
+    remember(&root);
     assert_eq!(fs::read(&known).unwrap(), good);
 
     // Stamps of another layout (transaction 1's tree checked): not used for it.
-    let (code, _) = verify(&root, &["--state", "1"]);
-    assert_eq!(code, 0);
+    ok(&["--root", r(&root), "repair", "--state", "1"]);
     let (code, trusted, _, out) = verify_json(&root);
     assert_eq!((code, trusted), (0, false), "stamps written for transaction 1 are not transaction 2's: {out}");
 }
@@ -435,7 +447,7 @@ fn a_wiped_directory_keeps_the_stamps_and_a_store_linked_again_does_not() {
     let s = Scratch::new("stampswipe");
     let root = committed_with_many(&s, &[("share/many", 120, "many"), ("lib/some", 40, "some")]);
     settle();
-    assert_eq!(verify_json(&root).0, 0);
+    remember(&root);
     let (code, trusted, lookups, out) = verify_json(&root);
     assert_eq!((code, trusted, lookups), (0, true, 0), "{out}");
 
@@ -446,7 +458,7 @@ fn a_wiped_directory_keeps_the_stamps_and_a_store_linked_again_does_not() {
     assert!(out.contains("{\"class\":\"missing\",\"path\":\"share/many\""), "{out}");
     ok(&["--root", r(&root), "repair"]);
     settle();
-    assert_eq!(verify_json(&root).0, 0);
+    remember(&root);
 
     // Every blob linked again: every file present would need its blob looked
     // up, so the check makes the pass through the store.

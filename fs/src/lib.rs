@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub mod foreign;
+pub mod xattr;
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;

@@ -172,7 +172,7 @@ pub fn sync(
 ) -> Result<()> {
     let config = cfg(ctx);
     let root = SystemRoot::open(ctx.root)?;
-    let loaded = root.load_existing_index()?;
+    let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     ctx.out.loaded(&loaded);
     let (req, found) = bootsync::request(&root, &loaded.index, &config, keep, tries, timeout)?;
     for n in &found.notes {
@@ -293,6 +293,16 @@ fn all_entries(t: &mut BootTargets, token: Option<&str>) -> Result<Vec<Found>> {
 }
 
 /// Which entry a loader.conf default pattern selects (the first match in order).
+/// The transaction ids lifeboat's own entries on the boot volumes name (read
+/// only): a commit never hands one of them out again, even when the index that
+/// knew them was lost.
+pub fn entry_tx_ids(ctx: &Ctx) -> Result<Vec<u64>> {
+    let config = cfg(ctx);
+    let token = lifeboat_boot::token::entry_token(ctx.root);
+    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
+    Ok(all_entries(&mut t, token.as_deref())?.into_iter().filter_map(|e| e.ours).collect())
+}
+
 fn glob_match(pat: &str, s: &str) -> bool {
     let (p, s): (Vec<char>, Vec<char>) = (pat.to_lowercase().chars().collect(), s.to_lowercase().chars().collect());
     fn rec(p: &[char], s: &[char]) -> bool {

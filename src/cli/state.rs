@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::json::Json;
 use crate::timefmt;
 use lifeboat_fs::shown::{controls_escaped, shown, shown_str};
+use lifeboat_state::recover as txn_prep;
 use lifeboat_state::root::SystemRoot;
 use lifeboat_state::txn;
 
@@ -32,6 +33,17 @@ pub enum StateSub {
     Activate(ActivateCmd),
     Prune(PruneCmd),
     Import(ImportCmd),
+    Recover(RecoverCmd),
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "recover")]
+/// rebuild the state index from the trees on disk (a lost or damaged index);
+/// every command that changes the root does this first when it must
+pub struct RecoverCmd {
+    /// only say what would be done
+    #[argh(switch)]
+    pub dry_run: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -148,23 +160,51 @@ fn sync_if_configured(root: &Path, args: &BootArgs, out: &Out) -> Result<()> {
     crate::cli::boot::sync(&ctx, None, None, None, &crate::rescue::Ask::Keep, false)
 }
 
+/// What a command that changes the root needs to know beyond it: the
+/// transaction ids the boot entries name (when a boot target is configured),
+/// so that no id is handed out twice even after the index was lost.
+fn prep(root: &Path, args: &BootArgs, out: &Out, dry_run: bool) -> txn_prep::Prep {
+    let (cfg, _) = Config::load(root);
+    let mut id_floor = 0;
+    if args.esp.is_some() || cfg.esp.is_some() {
+        let ctx = crate::cli::boot::Ctx { root, args, out };
+        match crate::cli::boot::entry_tx_ids(&ctx) {
+            Ok(ids) => id_floor = ids.into_iter().max().unwrap_or(0),
+            Err(e) => out.note(format!("the boot entries could not be read ({e}): ids they name are not known")),
+        }
+    }
+    txn_prep::Prep { id_floor, dry_run }
+}
+
 pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitCode> {
-    let changes =
-        !matches!(c.cmd, StateSub::List(_) | StateSub::Show(_) | StateSub::Prune(PruneCmd { dry_run: true, .. }));
-    let code = run_inner(root, c, out)?;
+    let changes = !matches!(
+        c.cmd,
+        StateSub::List(_)
+            | StateSub::Show(_)
+            | StateSub::Prune(PruneCmd { dry_run: true, .. })
+            | StateSub::Recover(RecoverCmd { dry_run: true })
+    );
+    let writes = changes && !matches!(c.cmd, StateSub::Import(_));
+    let p = if writes || matches!(c.cmd, StateSub::Recover(_)) {
+        prep(root, args, out, !changes)
+    } else {
+        txn_prep::Prep::default()
+    };
+    let code = run_inner(root, c, out, p)?;
     if changes {
         sync_if_configured(root, args, out)?;
     }
     Ok(code)
 }
 
-fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
+fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Result<ExitCode> {
     match c.cmd {
+        StateSub::Recover(r) => recover(root, r.dry_run, prep, out),
         StateSub::List(_) => list(root, out),
         StateSub::Import(_) => import(root, out),
         StateSub::Show(s) => show(root, s.id, s.files, out),
         StateSub::Commit(s) => {
-            let r = txn::commit(root, &s.from, &s.summary)?;
+            let r = txn::commit(root, &s.from, &s.summary, prep)?;
             for n in &r.notes {
                 out.note(n);
             }
@@ -180,7 +220,7 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StateSub::Activate(s) => {
-            let r = txn::activate(root, s.id)?;
+            let r = txn::activate(root, s.id, prep)?;
             for n in &r.notes {
                 out.note(n);
             }
@@ -205,7 +245,7 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StateSub::Prune(s) => {
-            let r = txn::prune(root, s.keep, s.dry_run)?;
+            let r = txn::prune(root, s.keep, s.dry_run, prep)?;
             for n in &r.notes {
                 out.note(n);
             }
@@ -235,11 +275,48 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out) -> Result<ExitCode> {
     }
 }
 
+/// `state recover [--dry-run]`.
+fn recover(rootp: &Path, dry_run: bool, prep: txn_prep::Prep, out: &Out) -> Result<ExitCode> {
+    let root = if dry_run { SystemRoot::open(rootp)? } else { SystemRoot::open_locked(rootp, false)? };
+    let r = txn_prep::recover(&root, txn_prep::Prep { dry_run, ..prep })?;
+    for n in &r.notes {
+        out.note(n);
+    }
+    let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let all: Vec<u64> = r.index.transactions().map(|t| t.id).collect();
+    if dry_run {
+        out.line(format!("would keep transactions {} in the index (next id {})", ids(&all), r.index.next_id()));
+    } else if r.adopted.is_empty() {
+        out.line(format!("the index holds every tree: transactions {} (next id {})", ids(&all), r.index.next_id()));
+    } else {
+        out.line(format!(
+            "adopted transactions {} from their trees; the index holds {} (next id {})",
+            ids(&r.adopted),
+            ids(&all),
+            r.index.next_id()
+        ));
+    }
+    out.json(
+        &Json::obj()
+            .with("adopted", r.adopted.clone())
+            .with("transactions", all)
+            .with("next_id", r.index.next_id())
+            .with("dry_run", dry_run)
+            .with("notes", r.notes.clone()),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
-    let loaded = root.load_existing_index()?;
+    let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     out.loaded(&loaded);
     let idx = &loaded.index;
+    // Trees the index does not account for: said, never touched (the next
+    // change, or `state recover`, adopts or tidies them).
+    for n in lifeboat_state::reconcile::plan(&root, idx)?.describe(&root, true) {
+        out.note(n);
+    }
     let archived = root.archived_ids()?;
     let mut txs: Vec<_> = idx.transactions().collect();
     txs.reverse();
@@ -278,7 +355,7 @@ pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
 
 fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
-    let loaded = root.load_existing_index()?;
+    let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     out.loaded(&loaded);
     let idx = &loaded.index;
     let t = idx.get(id).ok_or(Error::State(lifeboat_state::Error::NoSuchTransaction(id)))?;

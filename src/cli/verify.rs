@@ -67,7 +67,7 @@ fn which(s: Option<u64>) -> Which {
 /// Runs verify; the exit code says clean / different.
 pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open(rootp)?;
-    let loaded = root.load_existing_index()?;
+    let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     out.loaded(&loaded);
     let idx = &loaded.index;
     let (id, tree, path) = verify::open_tree(&root, idx, which(c.state))?;
@@ -81,7 +81,8 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
         (layout, referenced.join().unwrap_or_else(|_| c.store.then(|| idx.referenced_blobs())))
     });
     let layout = layout.ok_or(crate::error::Error::State(lifeboat_state::Error::NoSuchTransaction(id)))?;
-    let mut report = verify::check_root(
+    // Read only: the stamps this check took are not saved (a repair saves them).
+    let report = verify::check_root(
         &root,
         std::os::fd::AsFd::as_fd(&tree),
         &layout,
@@ -94,7 +95,6 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
         },
         referenced.as_deref(),
     )?;
-    report.remember(&root);
     let (diffs, bad_blobs) = (report.diffs, report.bad_blobs);
     out.lines(diffs.iter().map(line));
     for (h, why) in &bad_blobs {
@@ -175,7 +175,7 @@ impl ProgressSink for TerminalBar {
 
 pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
     let root = SystemRoot::open_locked(rootp, false)?;
-    let loaded = root.load_existing_index()?;
+    let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     out.loaded(&loaded);
     let start = std::time::Instant::now();
     let bar = TerminalBar::for_output(out);

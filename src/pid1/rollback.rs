@@ -49,7 +49,7 @@ impl Boot {
             // moss's swap needs no index: the state's tree is all it takes. The
             // index only tells whether this boot can also check /usr.
             progress::step("reading the state index");
-            match sr.load_index() {
+            match lifeboat_state::recover::load_index(&sr) {
                 Ok(l) => {
                     for n in l.fallback.iter().chain(&l.notes) {
                         say(n);
@@ -66,7 +66,7 @@ impl Boot {
             }
         } else {
             progress::step("reading the state index");
-            let idx = sr.load_existing_index().map_err(|e| fail(e.into()))?;
+            let idx = lifeboat_state::recover::load_existing_index(&sr).map_err(|e| fail(e.into()))?;
             for n in idx.fallback.iter().chain(&idx.notes) {
                 say(n);
             }
@@ -82,7 +82,7 @@ impl Boot {
             active.map(|a| a.to_string()).unwrap_or_else(|| "(none)".into())
         ));
         progress::step(&format!("rolling back /usr to transaction {req}"));
-        let r = lifeboat_state::txn::activate(root, req).map_err(|e| {
+        let r = lifeboat_state::txn::activate(root, req, Default::default()).map_err(|e| {
             BootError::from_error(Phase::Rollback, e.into()).context(format!("activating transaction {req}"))
         })?;
         for n in r.notes {
@@ -140,7 +140,7 @@ impl Boot {
 /// A quick verify of the active tree: (clean, a summary for the console).
 pub fn verify_active(root: &std::path::Path) -> Result<(bool, String), Error> {
     let sr = SystemRoot::open(root)?;
-    let idx = sr.load_existing_index()?.index;
+    let idx = lifeboat_state::recover::load_existing_index(&sr)?.index;
     let (id, tree, _) = verify::open_tree(&sr, &idx, Which::Active)?;
     let layout = idx.layout(id).ok_or(lifeboat_state::Error::NoSuchTransaction(id))?;
     let store = sr.store(false)?;
@@ -164,7 +164,7 @@ pub fn verify_active(root: &std::path::Path) -> Result<(bool, String), Error> {
 /// A repair of the active tree; an error when something stays broken.
 pub fn repair_active(root: &std::path::Path) -> Result<String, Error> {
     let sr = SystemRoot::open_locked(root, false)?;
-    let idx = sr.load_existing_index()?.index;
+    let idx = lifeboat_state::recover::load_existing_index(&sr)?.index;
     let t = Instant::now();
     let opts = Options { unlisted: sr.unlisted(), ..Options::default() };
     let r = verify::repair(&sr, &idx, Which::Active, false, opts)?;

@@ -6,19 +6,29 @@
 //! a symlink; the entries are split into runs for every core (`RunPlan`).
 //! Empty files are created, not linked (moss does the same: every empty file would
 //! otherwise share one inode with a huge link count). A blob whose permissions or
-//! owner differ from the entry's, or that has too many links (`EMLINK`), is copied.
+//! owner differ from the entry's, or that has too many links (`EMLINK`), is copied,
+//! and so is a file with extended attributes (set on a link, they would be set on
+//! the blob); entries that are the same copy — same content, mode, owner and
+//! attributes, as the names of a hard-link group are — share one copy, linked
+//! ([`SharedCopies`]). Owner, then mode, then attributes: `chown` clears a file
+//! capability. Copies keep the blob's holes.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::sys::stat::Mode;
 
+use crate::attrs::{self, AttrSet};
 use crate::error::{IoContext, Result};
+use crate::hash::Hash128;
 use crate::layout::{EntryData, Layout, LayoutEntry};
 use crate::store::{self, Store};
+use lifeboat_fs::xattr::Target;
 use lifeboat_fs::{self as fsutil, cstr, io_err};
 
 /// How entries are being created: decides which chown/chmod calls can be left out.
@@ -33,12 +43,15 @@ pub(crate) struct Ctx {
     /// Refuse a blob whose size is not the entry's (repair trusts the store's
     /// inode only as far as a quick check does).
     pub check_size: bool,
+    /// The parent directory has a default ACL, so a new entry inherits an ACL
+    /// (and a mode narrowed by it): both are set exactly after creation.
+    pub parent_default_acl: bool,
 }
 
 impl Ctx {
-    /// A context that always applies owner and permissions (repair).
+    /// A context that always applies owner, permissions and attributes exactly (repair).
     pub fn careful(root: bool) -> Self {
-        Ctx { root, umask_zero: false, parent_setgid: true, check_size: true }
+        Ctx { root, umask_zero: false, parent_setgid: true, check_size: true, parent_default_acl: true }
     }
 
     /// Whether a newly created entry already has owner `uid:gid`: root creates as
@@ -48,10 +61,68 @@ impl Ctx {
     }
 
     fn settle(&self, fd: BorrowedFd, perm: u32, uid: u32, gid: u32) -> std::io::Result<()> {
-        if !self.owner_is(uid, gid) || !self.umask_zero || perm & 0o7000 != 0 {
+        if !self.owner_is(uid, gid) || !self.umask_zero || perm & 0o7000 != 0 || self.parent_default_acl {
             return store::set_owner_perm(fd, perm, uid, gid);
         }
         Ok(())
+    }
+
+    /// Sets the attributes of a just-made entry (after owner and mode): those
+    /// recorded, and with a default ACL above, exactly those.
+    fn set_attrs(&self, t: Target, want: Option<&AttrSet>) -> std::io::Result<()> {
+        if want.is_some() || self.parent_default_acl {
+            attrs::apply(t, want, self.parent_default_acl)?;
+        }
+        Ok(())
+    }
+}
+
+/// What makes two file entries one copy: content, mode, owner and attributes.
+type CopyKey = (Hash128, u32, u32, u32, Option<Arc<AttrSet>>);
+
+/// The copies one blit made, by what they are, so that every entry that is the
+/// same copy links the first one — a hard-link group of the source whose files
+/// cannot be the blob's inode (attributes, another mode) stays one inode.
+pub struct SharedCopies<'t> {
+    /// The tree being made: a copy's path is below it.
+    top: BorrowedFd<'t>,
+    made: Mutex<HashMap<CopyKey, Box<[u8]>>>,
+}
+
+impl<'t> SharedCopies<'t> {
+    pub fn new(top: BorrowedFd<'t>) -> Self {
+        SharedCopies { top, made: Mutex::new(HashMap::new()) }
+    }
+
+    /// Links `e` (to be made as `name` in `dir`) to the copy made for an equal
+    /// entry, if there is one; else claims the key for `e` and returns false.
+    fn link_or_claim(&self, e: &LayoutEntry, key: CopyKey, dir: BorrowedFd, name: &[u8]) -> std::io::Result<bool> {
+        let first = {
+            let Ok(mut m) = self.made.lock() else { return Ok(false) };
+            match m.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    m.insert(key, e.path.clone());
+                    return Ok(false);
+                }
+            }
+        };
+        // The first copy may still be being made by another worker: its name
+        // appears when it is created (its content, owner and attributes are
+        // the inode's, and follow). A copy that never appears (its maker
+        // failed) is not waited for long.
+        for _ in 0..200 {
+            let linked = fsutil::with_cstr(&first, |src| {
+                fsutil::with_cstr(name, |dst| nix::unistd::linkat(self.top, src, dir, dst, AtFlags::empty()))
+            })??;
+            match linked {
+                Ok(()) => return Ok(true),
+                Err(Errno::ENOENT) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(Errno::EMLINK) => return Ok(false),
+                Err(err) => return Err(io_err(err)),
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -103,12 +174,15 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
     let root = is_root();
     let (es, shapes) = (layout.entries(), layout.shapes());
     let mut stats = BlitStats::default();
-    let ctx = Ctx { root, umask_zero: true, parent_setgid: false, check_size: false };
+    let parent_default_acl = has_default_acl(top);
+    let ctx = Ctx { root, umask_zero: true, parent_setgid: false, check_size: false, parent_default_acl };
+    let copies = SharedCopies::new(top);
     for (e, _) in es.iter().zip(shapes).filter(|(_, s)| s.depth == 0) {
-        place(e, top, store, ctx, &mut stats).ctx("create", shown.join(fsutil::os(&e.path)))?;
+        place(e, top, store, ctx, &mut stats, Some(&copies)).ctx("create", shown.join(fsutil::os(&e.path)))?;
     }
     let plan = RunPlan::new(layout, |i| shapes.get(i).is_some_and(|s| s.depth > 0));
-    let made = plan.make(es, store, top, Policy { root, check_size: false, stop_at_failure: true, track: false });
+    let policy = Policy { root, check_size: false, stop_at_failure: true, track: false };
+    let made = plan.make(es, store, top, policy, &copies);
     if let Some((i, err)) = made.failed.into_iter().min_by_key(|(i, _)| *i) {
         let path = es.get(i).map_or_else(|| shown.to_path_buf(), |e| shown.join(fsutil::os(&e.path)));
         return Err(err).ctx("create", path);
@@ -200,7 +274,7 @@ impl RunPlan {
     }
 
     /// Makes every run's entries below `top`, one worker per core.
-    fn make(&self, es: &[LayoutEntry], store: &Store, top: BorrowedFd, policy: Policy) -> Made {
+    fn make(&self, es: &[LayoutEntry], store: &Store, top: BorrowedFd, policy: Policy, copies: &SharedCopies) -> Made {
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let results: Vec<Made> = std::thread::scope(|s| {
@@ -215,7 +289,7 @@ impl RunPlan {
                             let r = next.fetch_add(1, Ordering::Relaxed);
                             let Some(&(a, b)) = self.runs.get(r) else { break };
                             let ancestors = self.ancestors.get(r).map_or(&[][..], |v| &v[..]);
-                            self.make_run(es, ancestors, a, b, store, top, policy, &mut mine);
+                            self.make_run(es, ancestors, a, b, store, top, policy, copies, &mut mine);
                             if policy.stop_at_failure && !mine.failed.is_empty() {
                                 stop.store(true, Ordering::Relaxed);
                             }
@@ -254,6 +328,7 @@ impl RunPlan {
         store: &Store,
         top: BorrowedFd,
         policy: Policy,
+        copies: &SharedCopies,
         out: &mut Made,
     ) {
         let mut dirs = DirStack::new(top);
@@ -273,9 +348,15 @@ impl RunPlan {
                 }
                 failed_dir = None;
             }
-            let placed = dirs.parent_of(e).and_then(|(dir, parent_setgid)| {
-                let ctx = Ctx { root: policy.root, umask_zero: true, parent_setgid, check_size: policy.check_size };
-                match place(e, dir, store, ctx, &mut out.stats) {
+            let placed = dirs.parent_of(e).and_then(|(dir, parent_setgid, parent_default_acl)| {
+                let ctx = Ctx {
+                    root: policy.root,
+                    umask_zero: true,
+                    parent_setgid,
+                    check_size: policy.check_size,
+                    parent_default_acl,
+                };
+                match place(e, dir, store, ctx, &mut out.stats, Some(copies)) {
                     // Made by another run first (its ancestor, or ours): open it.
                     Err(err) if err.raw_os_error() == Some(Errno::EEXIST as i32) && self.is_shared(i) => {
                         fsutil::open_dir_at(dir, e.name()).map(Some)
@@ -316,13 +397,26 @@ impl RunPlan {
     }
 }
 
-/// The open directories on the path being made, outermost first, each with its
-/// path and whether it is set-group-ID. A parent not on the stack (where a run
-/// starts, or climbs back above where it started) is opened beneath the top
-/// without following a symlink.
+/// An open directory being filled: its path, descriptor, whether it is
+/// set-group-ID and whether it has a default ACL (what its new entries inherit).
+struct OpenDir<'a> {
+    path: &'a [u8],
+    fd: OwnedFd,
+    setgid: bool,
+    default_acl: bool,
+}
+
+/// The open directories on the path being made, outermost first. A parent not
+/// on the stack (where a run starts, or climbs back above where it started) is
+/// opened beneath the top without following a symlink.
 struct DirStack<'a, 't> {
     top: BorrowedFd<'t>,
-    open: Vec<(&'a [u8], OwnedFd, bool)>,
+    open: Vec<OpenDir<'a>>,
+}
+
+/// Whether directory `fd` has a default ACL.
+fn has_default_acl(fd: BorrowedFd) -> bool {
+    lifeboat_fs::xattr::get(Target::Fd(fd), attrs::ACL_DEFAULT).is_ok_and(|v| v.is_some())
 }
 
 impl<'a, 't> DirStack<'a, 't> {
@@ -330,27 +424,30 @@ impl<'a, 't> DirStack<'a, 't> {
         DirStack { top, open: Vec::with_capacity(32) }
     }
 
-    /// The directory `e` goes in, and whether it is set-group-ID.
-    fn parent_of(&mut self, e: &'a LayoutEntry) -> std::io::Result<(BorrowedFd<'_>, bool)> {
+    /// The directory `e` goes in, whether it is set-group-ID, and whether it
+    /// has a default ACL.
+    fn parent_of(&mut self, e: &'a LayoutEntry) -> std::io::Result<(BorrowedFd<'_>, bool, bool)> {
         let parent = e.parent();
-        while self.open.last().is_some_and(|(p, _, _)| *p != parent) {
+        while self.open.last().is_some_and(|d| d.path != parent) {
             self.open.pop();
         }
         if self.open.is_empty() {
             let fd =
                 if parent.is_empty() { fsutil::dup(self.top) } else { fsutil::open_dir_beneath(self.top, parent) }?;
             let st = nix::sys::stat::fstat(fd.as_fd()).map_err(io_err)?;
-            self.open.push((parent, fd, st.st_mode & 0o2000 != 0));
+            let default_acl = has_default_acl(fd.as_fd());
+            self.open.push(OpenDir { path: parent, fd, setgid: st.st_mode & 0o2000 != 0, default_acl });
         }
         match self.open.last() {
-            Some((_, fd, setgid)) => Ok((fd.as_fd(), *setgid)),
+            Some(d) => Ok((d.fd.as_fd(), d.setgid, d.default_acl)),
             None => Err(std::io::Error::other("no open parent directory")),
         }
     }
 
     /// `fd` is directory `e`, just made: its children go in it.
     fn push(&mut self, e: &'a LayoutEntry, fd: OwnedFd) {
-        self.open.push((&e.path, fd, e.perm & 0o2000 != 0));
+        let default_acl = e.attrs.as_ref().is_some_and(|a| a.has_default_acl());
+        self.open.push(OpenDir { path: &e.path, fd, setgid: e.perm & 0o2000 != 0, default_acl });
     }
 }
 
@@ -365,12 +462,14 @@ pub(crate) fn place(
     store: &Store,
     ctx: Ctx,
     stats: &mut BlitStats,
+    copies: Option<&SharedCopies>,
 ) -> std::io::Result<Option<OwnedFd>> {
-    place_as(e, e.name(), dir, store, ctx, stats)
+    place_as(e, e.name(), dir, store, ctx, stats, copies)
 }
 
 /// Like [`place`], under another name (repair builds under a temporary name and
 /// renames over the damaged file).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn place_as(
     e: &LayoutEntry,
     as_name: &[u8],
@@ -378,23 +477,31 @@ pub(crate) fn place_as(
     store: &Store,
     ctx: Ctx,
     stats: &mut BlitStats,
+    copies: Option<&SharedCopies>,
 ) -> std::io::Result<Option<OwnedFd>> {
     let root = ctx.root;
     let name = cstr(as_name)?;
+    let want = e.attrs.as_deref();
     match &e.data {
         EntryData::Dir => {
             let m = if ctx.umask_zero { e.perm & 0o1777 } else { 0o700 };
             nix::sys::stat::mkdirat(dir, name.as_c_str(), Mode::from_bits_truncate(m)).map_err(io_err)?;
             let fd = fsutil::open_dir_at(dir, as_name)?;
             ctx.settle(fd.as_fd(), e.perm, e.uid, e.gid)?;
+            ctx.set_attrs(Target::Fd(fd.as_fd()), want)?;
             stats.dirs += 1;
             Ok(Some(fd))
         }
         EntryData::File { size: 0, .. } => {
             let f = store::create_excl(dir, as_name, e.perm)?;
             ctx.settle(f.as_fd(), e.perm, e.uid, e.gid)?;
+            ctx.set_attrs(Target::Fd(f.as_fd()), want)?;
             stats.empty += 1;
             Ok(None)
+        }
+        EntryData::File { hash, size } if want.is_some() => {
+            // Never the blob's inode: its attributes would be the blob's.
+            place_copy(e, as_name, dir, store, ctx, stats, copies, *hash)
         }
         EntryData::File { hash, size } => {
             // Link first, then look at the link: one lookup in the directory being
@@ -433,12 +540,7 @@ pub(crate) fn place_as(
                 Err(Errno::EMLINK | Errno::EXDEV | Errno::EPERM) => {}
                 Err(e) => return Err(io_err(e)),
             }
-            let src = store.open_blob(*hash)?;
-            let out = store::create_excl(dir, as_name, e.perm)?;
-            store::copy_all(&src, &out)?;
-            store::set_owner_perm(out.as_fd(), e.perm, e.uid, e.gid)?;
-            stats.copied += 1;
-            Ok(None)
+            place_copy(e, as_name, dir, store, ctx, stats, copies, *hash)
         }
         EntryData::Symlink { target } => {
             let t = cstr(target)?;
@@ -453,10 +555,45 @@ pub(crate) fn place_as(
                 )
                 .map_err(io_err)?;
             }
+            // Symlinks inherit no ACL: only what is recorded is set.
+            if want.is_some() {
+                attrs::apply(Target::At(dir, as_name), want, false)?;
+            }
             stats.symlinks += 1;
             Ok(None)
         }
     }
+}
+
+/// Makes file `e` a copy of its blob (or a link to the copy made for an equal
+/// entry): content with its holes, then owner, mode and attributes.
+#[allow(clippy::too_many_arguments)]
+fn place_copy(
+    e: &LayoutEntry,
+    as_name: &[u8],
+    dir: BorrowedFd,
+    store: &Store,
+    ctx: Ctx,
+    stats: &mut BlitStats,
+    copies: Option<&SharedCopies>,
+    hash: Hash128,
+) -> std::io::Result<Option<OwnedFd>> {
+    // Linking the first copy is right only where the copy is under its final
+    // name (a blit, a repair of missing entries).
+    if let Some(c) = copies.filter(|_| as_name == e.name()) {
+        let key = (hash, e.perm, e.uid, e.gid, e.attrs.clone());
+        if c.link_or_claim(e, key, dir, as_name)? {
+            stats.linked += 1;
+            return Ok(None);
+        }
+    }
+    let src = store.open_blob(hash)?;
+    let out = store::create_excl(dir, as_name, e.perm)?;
+    store::copy_all(&src, &out)?;
+    store::set_owner_perm(out.as_fd(), e.perm, e.uid, e.gid)?;
+    ctx.set_attrs(Target::Fd(out.as_fd()), e.attrs.as_deref())?;
+    stats.copied += 1;
+    Ok(None)
 }
 
 /// What [`place_missing`] did: counts, and the entries it could not place (for
@@ -480,8 +617,9 @@ pub fn place_missing(layout: &Layout, store: &Store, top: BorrowedFd, missing: &
     let es = layout.entries();
     let plan = RunPlan::new(layout, |i| missing.get(i).copied().unwrap_or(false));
     let old_umask = nix::sys::stat::umask(Mode::empty());
-    let made =
-        plan.make(es, store, top, Policy { root: is_root(), check_size: true, stop_at_failure: false, track: true });
+    let copies = SharedCopies::new(top);
+    let policy = Policy { root: is_root(), check_size: true, stop_at_failure: false, track: true };
+    let made = plan.make(es, store, top, policy, &copies);
     nix::sys::stat::umask(old_umask);
     Placed {
         stats: made.stats,

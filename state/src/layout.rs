@@ -8,7 +8,9 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
+use crate::attrs::AttrSet;
 use crate::hash::Hash128;
 
 /// Longest name of one path component, as on Linux filesystems.
@@ -57,6 +59,8 @@ pub struct LayoutEntry {
     pub uid: u32,
     pub gid: u32,
     pub data: EntryData,
+    /// Kept extended attributes ([`crate::attrs`]); `None` for none.
+    pub attrs: Option<Arc<AttrSet>>,
 }
 
 impl LayoutEntry {
@@ -224,11 +228,22 @@ impl PathShape {
 }
 
 /// A validated transaction layout in depth-first order.
-#[derive(Clone, Default, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Layout {
     entries: Vec<LayoutEntry>,
     /// `shapes[i]` is `entries[i]`'s.
     shapes: Vec<PathShape>,
+    /// The entries' extended attributes were read when the layout was made
+    /// (a scan), so an entry without any has none. False for a layout from
+    /// moss's database or an index written before attributes were kept: there
+    /// nothing is known about attributes, and nothing is compared.
+    attrs_recorded: bool,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout { entries: Vec::new(), shapes: Vec::new(), attrs_recorded: true }
+    }
 }
 
 impl Layout {
@@ -285,16 +300,27 @@ impl Layout {
             }
             prev = Some(&e.path);
         }
-        Ok(Layout { entries, shapes })
+        Ok(Layout { entries, shapes, attrs_recorded: true })
+    }
+
+    /// Marks whether the entries' attributes were recorded (see the field).
+    pub fn with_attrs_recorded(mut self, recorded: bool) -> Self {
+        self.attrs_recorded = recorded;
+        self
+    }
+
+    /// Whether the entries' attributes were recorded: only then are they compared.
+    pub fn attrs_recorded(&self) -> bool {
+        self.attrs_recorded
     }
 
     /// For entries whose validity the caller has already established (the index
     /// decoder checks every rule of [`Layout::from_sorted`] on its own tables),
     /// with their shapes (`shapes[i]` is `entries[i]`'s).
-    pub(crate) fn from_trusted(entries: Vec<LayoutEntry>, shapes: Vec<PathShape>) -> Self {
+    pub(crate) fn from_trusted(entries: Vec<LayoutEntry>, shapes: Vec<PathShape>, attrs_recorded: bool) -> Self {
         debug_assert!(shapes.len() == entries.len());
         debug_assert!(entries.iter().zip(&shapes).all(|(e, s)| PathShape::of(&e.path) == *s));
-        Layout { entries, shapes }
+        Layout { entries, shapes, attrs_recorded }
     }
 
     pub fn entries(&self) -> &[LayoutEntry] {
@@ -376,7 +402,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn dir(p: &str) -> LayoutEntry {
-        LayoutEntry { path: p.as_bytes().into(), perm: 0o755, uid: 0, gid: 0, data: EntryData::Dir }
+        LayoutEntry { path: p.as_bytes().into(), perm: 0o755, uid: 0, gid: 0, data: EntryData::Dir, attrs: None }
     }
     pub fn file(p: &str, content: &[u8]) -> LayoutEntry {
         LayoutEntry {
@@ -385,6 +411,7 @@ pub(crate) mod tests {
             uid: 0,
             gid: 0,
             data: EntryData::File { hash: Hash128::of(content), size: content.len() as u64 },
+            attrs: None,
         }
     }
     pub fn link(p: &str, t: &str) -> LayoutEntry {
@@ -394,6 +421,7 @@ pub(crate) mod tests {
             uid: 0,
             gid: 0,
             data: EntryData::Symlink { target: t.as_bytes().into() },
+            attrs: None,
         }
     }
 

@@ -20,6 +20,7 @@
 //! what a person sees. Nothing here knows about boot entries either; the binary
 //! syncs them after a change.
 
+pub mod attrs;
 pub mod blit;
 pub mod error;
 pub mod failpoint;
@@ -27,7 +28,10 @@ pub mod fasthash;
 pub mod hash;
 pub mod index;
 pub mod layout;
+pub mod lock;
 pub mod moss;
+pub mod reconcile;
+pub mod recover;
 pub mod root;
 pub mod scan;
 pub mod store;

@@ -2,10 +2,8 @@
 //! and the state index, all reached through fds relative to `DIR` so nothing is
 //! written outside it.
 //!
-//! [`SystemRoot::reconcile`] puts trees back where they belong after a crash: every
-//! tree carries its own id in `usr/.stateID`, so a tree left under the wrong name by
-//! an interrupted exchange is recognised and moved, a stale staging tree is removed,
-//! and trees of commits that never reached the index are deleted.
+//! What lies under `.moss/root` is put in order by [`crate::reconcile`], and the
+//! index brought in line with it by [`crate::recover`].
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -18,6 +16,18 @@ use crate::store::Store;
 use lifeboat_fs::{self as fsutil, cstr, io_err};
 
 pub const STATE_ID: &[u8] = b".stateID";
+/// moss's state database: a root that has one is moss's ([`crate::moss`]).
+pub const STATE_DB: &str = ".moss/db/state";
+/// The file moss `flock`s while it works.
+pub const LOCKFILE: &str = ".moss/.moss-lockfile";
+/// Files moss writes into every tree itself, which no package layout lists:
+/// expected there, never "extra", never removed. Relative to `/usr`.
+pub const GENERATED: [&str; 3] = [".stateID", "lib/os-release", "lib/system-model.kdl"];
+
+/// Whether the root below `root` is moss's (it has moss's state database).
+pub fn is_moss_root(root: BorrowedFd) -> bool {
+    fsutil::lstat_at(root, STATE_DB.as_bytes()).ok().flatten().is_some()
+}
 pub const INDEX_REL: &str = ".moss/lifeboat/state.idx";
 
 /// Where a transaction's tree is.
@@ -44,24 +54,17 @@ pub struct SystemRoot {
     pub path: PathBuf,
     fd: OwnedFd,
     _lock: Option<nix::fcntl::Flock<std::fs::File>>,
-    /// moss manages this root (see [`crate::moss`]).
+    /// moss manages this root: then lifeboat owns only `.moss/lifeboat`.
     moss: bool,
     /// moss's lock, held from [`SystemRoot::open_locked`] on a moss root.
-    moss_lock: Option<crate::moss::MossLock>,
-}
-
-/// How long lifeboat waits for a running moss to release its lock:
-/// `LIFEBOAT_MOSS_WAIT` seconds, 30 by default.
-pub fn moss_lock_wait() -> std::time::Duration {
-    let secs = std::env::var("LIFEBOAT_MOSS_WAIT").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
-    std::time::Duration::from_secs(secs)
+    moss_lock: Option<crate::lock::MossLock>,
 }
 
 impl SystemRoot {
     /// Opens `path` for reading (no lock, nothing created).
     pub fn open(path: &Path) -> Result<Self> {
         let fd = fsutil::open_dir(path).ctx("open root", path)?;
-        let moss = crate::moss::is_moss_root(fd.as_fd());
+        let moss = is_moss_root(fd.as_fd());
         Ok(SystemRoot { path: path.to_owned(), fd, _lock: None, moss, moss_lock: None })
     }
 
@@ -74,7 +77,7 @@ impl SystemRoot {
     /// `/usr`): lifeboat's `.stateID`, and on a moss root the files moss writes.
     pub fn unlisted(&self) -> &'static [&'static str] {
         if self.moss {
-            &crate::moss::GENERATED
+            &GENERATED
         } else {
             &[".stateID"]
         }
@@ -93,7 +96,7 @@ impl SystemRoot {
         if self.moss_lock.is_some() {
             return f();
         }
-        let _lock = crate::moss::MossLock::acquire(self.fd(), &self.path, moss_lock_wait())?;
+        let _lock = crate::lock::MossLock::acquire(self.fd(), &self.path, crate::lock::moss_lock_wait())?;
         f()
     }
 
@@ -108,7 +111,7 @@ impl SystemRoot {
     /// On a moss root, only `.moss/lifeboat` is created, and moss's lock is held too.
     pub fn open_locked(path: &Path, init: bool) -> Result<Self> {
         if let Ok(fd) = fsutil::open_dir(path) {
-            if crate::moss::is_moss_root(fd.as_fd()) {
+            if is_moss_root(fd.as_fd()) {
                 return Self::open_moss_locked(path, fd);
             }
         }
@@ -124,9 +127,10 @@ impl SystemRoot {
         if init {
             mkdir_at(fd.as_fd(), ".moss", &path.join(".moss"))?;
             let moss = fsutil::open_dir_at(fd.as_fd(), b".moss").ctx("open", path.join(".moss"))?;
-            for rel in ["root", "lifeboat"] {
-                mkdir_at(moss.as_fd(), rel, &path.join(".moss").join(rel))?;
-            }
+            // `root` and `assets` hold old setuid binaries: closed to others.
+            mkdir_mode_at(moss.as_fd(), "root", &path.join(".moss/root"), 0o700)?;
+            mkdir_mode_at(moss.as_fd(), "assets", &path.join(".moss/assets"), 0o700)?;
+            mkdir_at(moss.as_fd(), "lifeboat", &path.join(".moss/lifeboat"))?;
         } else if fsutil::lstat_at(fd.as_fd(), b".moss/lifeboat").ctx("stat", &lb)?.is_none() {
             return Err(Error::NotARoot {
                 path: path.to_owned(),
@@ -141,7 +145,7 @@ impl SystemRoot {
         let mut root = SystemRoot { path: path.to_owned(), fd, _lock: None, moss: true, moss_lock: None };
         root.ensure_own_dir()?;
         root._lock = Some(Self::own_lock(root.fd(), path)?);
-        root.moss_lock = Some(crate::moss::MossLock::acquire(root.fd(), path, moss_lock_wait())?);
+        root.moss_lock = Some(crate::lock::MossLock::acquire(root.fd(), path, crate::lock::moss_lock_wait())?);
         Ok(root)
     }
 
@@ -173,66 +177,13 @@ impl SystemRoot {
         self.path.join(INDEX_REL)
     }
 
-    /// Loads the index (falling back to `.prev`). The path is resolved below the root
-    /// fd, so a symlinked `.moss` cannot redirect it.
-    ///
-    /// On a moss root the index follows moss: when moss's databases or its set of
-    /// trees changed since the last import, a host build (feature `moss-import`)
-    /// imports them first; the rescue build says the index is older than moss's
-    /// last transaction instead.
-    pub fn load_index(&self) -> Result<Loaded> {
+    /// Loads the index file (falling back to `.prev`), as it is: the path is
+    /// resolved below the root fd, so a symlinked `.moss` cannot redirect it.
+    /// [`crate::recover::load_index`] is what commands use: on a moss root it
+    /// follows moss's databases first.
+    pub fn load_index_file(&self) -> Result<Loaded> {
         self.check_no_symlinks(b".moss/lifeboat")?;
-        let mut notes = Vec::new();
-        if self.moss {
-            notes = self.follow_moss()?;
-        }
-        let mut l = index::file::load(&self.index_path()).map_err(|e| Error::Index(Box::new(e)))?;
-        if !notes.is_empty() {
-            l.notes.extend(notes);
-        }
-        Ok(l)
-    }
-
-    #[cfg(feature = "moss-import")]
-    fn follow_moss(&self) -> Result<Vec<String>> {
-        Ok(match crate::moss::import::refresh(self)? {
-            Some(imp) => {
-                let mut n = vec![format!(
-                    "imported moss's states {} ({} layout rows) into {}",
-                    imp.states.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-                    imp.rows,
-                    self.index_path().display()
-                )];
-                n.extend(imp.notes);
-                n
-            }
-            None => Vec::new(),
-        })
-    }
-
-    #[cfg(not(feature = "moss-import"))]
-    fn follow_moss(&self) -> Result<Vec<String>> {
-        let saved = crate::moss::stamp::Stamp::saved(self.fd());
-        if saved.as_ref() == Some(&crate::moss::stamp::Stamp::of(self.fd())) {
-            return Ok(Vec::new());
-        }
-        Ok(vec![format!(
-            "{} is older than moss's last change (this lifeboat reads no SQLite; `lifeboat state list` on the \
-             host refreshes it): states moss made since are not in it",
-            self.index_path().display()
-        )])
-    }
-
-    /// Like [`SystemRoot::load_index`], but a root without an index is an error.
-    pub fn load_existing_index(&self) -> Result<Loaded> {
-        let l = self.load_index()?;
-        if !l.existed {
-            return Err(Error::NotARoot {
-                path: self.path.clone(),
-                why: format!("no state index at {}", self.index_path().display()),
-            });
-        }
-        Ok(l)
+        index::file::load(&self.index_path()).map_err(|e| Error::Index(Box::new(e)))
     }
 
     /// Writes a new generation of the index. `loaded_clean` says the current main
@@ -305,75 +256,29 @@ impl SystemRoot {
         }
     }
 
-    /// Repairs tree placement after a crash; returns what it did, for the user.
-    /// `clean` says whether the index loaded without falling back; only then are trees
-    /// unknown to it deleted.
-    /// On a moss root nothing is done: the trees are moss's.
-    pub fn reconcile(&self, idx: &StateIndex, clean: bool) -> Result<Vec<String>> {
+    /// Closes `.moss/root` and `.moss/assets` to everyone but root (0700):
+    /// an archived tree keeps old setuid binaries (a `sudo` with a known hole),
+    /// and the store holds every one of them too. Returns what it changed. On a
+    /// moss root nothing: those directories are moss's.
+    pub fn tighten(&self) -> Result<Vec<String>> {
         let mut notes = Vec::new();
         if self.moss {
             return Ok(notes);
         }
-        let rootp = self.path.join(".moss/root");
-        let Ok(d) = self.trees_dir() else {
-            return Ok(notes);
-        };
-        if fsutil::lstat_at(d.as_fd(), b"staging").ctx("stat", &rootp)?.is_some() {
-            crate::failpoint::hit("reconcile-remove-staging");
-            fsutil::remove_tree_at(d.as_fd(), b"staging").ctx("remove stale", rootp.join("staging"))?;
-            notes.push("removed a stale staging tree left by an interrupted run".into());
-        }
-        let active = self.active_id();
-        for name in fsutil::list_dir(d.as_fd()).ctx("list", &rootp)? {
-            let Some(dir_id) = std::str::from_utf8(&name).ok().and_then(|s| s.parse::<u64>().ok()) else {
-                continue;
-            };
-            let slot = fsutil::open_dir_at(d.as_fd(), &name).ctx("open", rootp.join(fsutil::os(&name)))?;
-            let real = Self::tree_id_at(slot.as_fd(), b"usr");
-            let shown = rootp.join(fsutil::os(&name));
-            match real {
-                None => {
-                    if fsutil::lstat_at(slot.as_fd(), b"usr").ctx("stat", &shown)?.is_none() {
-                        // An empty slot: the tree was moved or never made.
-                        crate::failpoint::hit("reconcile-remove-slot");
-                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                    } else if clean && !idx.contains(dir_id) {
-                        crate::failpoint::hit("reconcile-remove-unknown");
-                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                        notes.push(format!("removed {} (no .stateID, not in the index)", shown.display()));
-                    }
-                }
-                Some(real) if Some(real) == active => {
-                    // A duplicate of the active tree: an exchange completed, its
-                    // archive rename did not, and the old copy was already replaced.
-                    crate::failpoint::hit("reconcile-remove-dup");
-                    fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                    notes.push(format!("removed {}, a second copy of the active transaction {real}", shown.display()));
-                }
-                Some(real) if real != dir_id => {
-                    let target = real.to_string();
-                    if fsutil::lstat_at(d.as_fd(), target.as_bytes()).ctx("stat", &rootp)?.is_none() {
-                        crate::failpoint::hit("reconcile-move");
-                        fsutil::rename_noreplace(d.as_fd(), &name, d.as_fd(), target.as_bytes()).ctx("move", &shown)?;
-                        notes
-                            .push(format!("moved transaction {real}'s tree from {} to its own place", shown.display()));
-                    } else {
-                        crate::failpoint::hit("reconcile-remove-misplaced");
-                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                        notes.push(format!("removed {}, a misplaced copy of transaction {real}", shown.display()));
-                    }
-                }
-                Some(real) => {
-                    let leftover = real >= idx.next_id() || !idx.contains(real);
-                    if clean && leftover {
-                        crate::failpoint::hit("reconcile-remove-unknown");
-                        fsutil::remove_tree_at(d.as_fd(), &name).ctx("remove", &shown)?;
-                        notes.push(format!(
-                            "removed {} (transaction {real} is not in the index: an interrupted commit or prune)",
-                            shown.display()
-                        ));
-                    }
-                }
+        for rel in [".moss/root", ".moss/assets"] {
+            let p = self.path.join(rel);
+            let Ok(fd) = fsutil::open_dir_beneath(self.fd(), rel.as_bytes()) else { continue };
+            let st = nix::sys::stat::fstat(fd.as_fd()).map_err(io_err).ctx("stat", &p)?;
+            if st.st_mode & 0o077 != 0 {
+                nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o700))
+                    .map_err(io_err)
+                    .ctx("chmod", &p)?;
+                notes.push(format!(
+                    "{} was {:o}; now {:o}, so that old setuid binaries in archived trees run for nobody",
+                    p.display(),
+                    st.st_mode & 0o7777,
+                    st.st_mode & 0o700
+                ));
             }
         }
         Ok(notes)
@@ -381,8 +286,12 @@ impl SystemRoot {
 }
 
 fn mkdir_at(root: BorrowedFd, rel: &str, shown: &Path) -> Result<()> {
+    mkdir_mode_at(root, rel, shown, 0o755)
+}
+
+fn mkdir_mode_at(root: BorrowedFd, rel: &str, shown: &Path, mode: u32) -> Result<()> {
     let c = cstr(rel.as_bytes()).ctx("create", shown)?;
-    match nix::sys::stat::mkdirat(root, c.as_c_str(), Mode::from_bits_truncate(0o755)) {
+    match nix::sys::stat::mkdirat(root, c.as_c_str(), Mode::from_bits_truncate(mode)) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
         Err(e) => Err(Error::io("create", shown, io_err(e))),
     }

@@ -1,14 +1,23 @@
-//! Reading a source tree for `state commit`: walk it without following symlinks,
-//! refuse what a transaction cannot hold, and hash every regular file (in parallel).
+//! Reading a source tree for `state commit` (and for `state recover`, a tree
+//! already on the root): walk it without following symlinks, refuse what a
+//! transaction cannot hold, read each entry's kept extended attributes
+//! ([`crate::attrs`]), and hash every regular file, each inode once (a hard-link
+//! group is one file's content under several names), in parallel.
+//!
+//! `usr/.stateID` at the top of the tree is lifeboat's (or moss's) record of
+//! which transaction a tree is, never content: it is not recorded, so a copied
+//! or moss-made `/usr` commits as what it holds.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use nix::fcntl::OFlag;
 
+use crate::attrs::{self, AttrSet};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash128;
 use crate::layout::{check_name, EntryData, Layout, LayoutEntry, MAX_DEPTH};
@@ -28,6 +37,24 @@ struct PendingFile {
     index: usize,
     dev: u64,
     ino: u64,
+    /// Fewer blocks allocated than its size needs: it has holes, which the
+    /// store's copy keeps.
+    sparse: bool,
+}
+
+/// Store blobs' inodes and what they hold, `(dev, ino) -> (hash, size)`: a
+/// tree file that is one of them (a link the blit made) takes its hash from
+/// here without being read.
+pub type KnownInodes = HashMap<(u64, u64), (Hash128, u64)>;
+
+/// What a scan does besides walking and hashing.
+#[derive(Clone, Copy, Default)]
+pub struct ScanOptions<'a> {
+    /// Every file's content goes into this store as it is hashed; the caller
+    /// makes the store durable.
+    pub store: Option<&'a Store>,
+    /// Inodes whose content is known ([`KnownInodes`]).
+    pub known: Option<&'a KnownInodes>,
 }
 
 fn kind_name(mode: u32) -> &'static str {
@@ -44,6 +71,18 @@ fn kind_name(mode: u32) -> &'static str {
 /// content goes into it as it is hashed (see [`hash_files`]); the caller makes
 /// the store durable.
 pub fn scan(root: &Path, store: Option<&Store>) -> Result<ScannedTree> {
+    scan_with(root, ScanOptions { store, known: None })
+}
+
+/// The kept attributes of `target`, with the path in the error.
+fn attrs_of(target: lifeboat_fs::xattr::Target, shown: impl Fn() -> PathBuf) -> Result<Option<Arc<AttrSet>>> {
+    attrs::read(target).ctx("read extended attributes of", shown())
+}
+
+/// [`scan`] with every option.
+pub fn scan_with(root: &Path, opts: ScanOptions) -> Result<ScannedTree> {
+    use lifeboat_fs::xattr::Target;
+    let store = opts.store;
     let root_fd = fsutil::open_dir(root).ctx("open source tree", root)?;
     let mut entries: Vec<LayoutEntry> = Vec::new();
     let mut files: Vec<PendingFile> = Vec::new();
@@ -64,6 +103,9 @@ pub fn scan(root: &Path, store: Option<&Store>) -> Result<ScannedTree> {
         let mut names = fsutil::list_dir(dfd.as_fd()).ctx("read directory", abs(&rel))?;
         names.sort();
         for name in names {
+            if depth == 0 && name == crate::root::STATE_ID {
+                continue;
+            }
             let path = full(&name);
             check_name(&name).map_err(|e| Error::BadTree { path: abs(&path), why: e.to_string() })?;
             if depth > MAX_DEPTH {
@@ -78,17 +120,28 @@ pub fn scan(root: &Path, store: Option<&Store>) -> Result<ScannedTree> {
             match mode & S_IFMT {
                 S_IFDIR => {
                     let sub = fsutil::open_dir_at(dfd.as_fd(), &name).ctx("open directory", abs(&path))?;
-                    entries.push(LayoutEntry { path: path.clone().into(), perm, uid, gid, data: EntryData::Dir });
+                    let attrs = attrs_of(Target::Fd(sub.as_fd()), || abs(&path))?;
+                    entries.push(LayoutEntry {
+                        path: path.clone().into(),
+                        perm,
+                        uid,
+                        gid,
+                        data: EntryData::Dir,
+                        attrs,
+                    });
                     stack.push((sub, path, depth + 1));
                 }
                 S_IFREG => {
-                    files.push(PendingFile { index: entries.len(), dev: st.st_dev, ino: st.st_ino });
+                    let sparse = (st.st_blocks as u64).saturating_mul(512) < st.st_size as u64;
+                    files.push(PendingFile { index: entries.len(), dev: st.st_dev, ino: st.st_ino, sparse });
                     entries.push(LayoutEntry {
                         path: path.into(),
                         perm,
                         uid,
                         gid,
                         data: EntryData::File { hash: Hash128(0), size: st.st_size as u64 },
+                        // Read with the content, from the descriptor the hashing opens.
+                        attrs: None,
                     });
                 }
                 S_IFLNK => {
@@ -99,12 +152,15 @@ pub fn scan(root: &Path, store: Option<&Store>) -> Result<ScannedTree> {
                             why: "symlink target empty or too long".into(),
                         });
                     }
+                    let target: Box<[u8]> = t.into();
+                    let attrs = attrs_of(Target::At(dfd.as_fd(), &name), || abs(&path))?;
                     entries.push(LayoutEntry {
                         path: path.into(),
                         perm: 0o777,
                         uid,
                         gid,
-                        data: EntryData::Symlink { target: t.into() },
+                        data: EntryData::Symlink { target },
+                        attrs,
                     });
                 }
                 _ => {
@@ -120,7 +176,7 @@ pub fn scan(root: &Path, store: Option<&Store>) -> Result<ScannedTree> {
         }
     }
 
-    let added = hash_files(root, root_fd.as_fd(), &mut entries, &files, store)?;
+    let added = hash_files(root, root_fd.as_fd(), &mut entries, &files, opts)?;
     let new_blobs = added.len() as u64;
     let layout = Layout::new(entries).map_err(|(why, p)| {
         // Refused: the blobs this scan added go again, as in `hash_files`.
@@ -145,10 +201,11 @@ fn hash_runs(
     ents: &[LayoutEntry],
     unique: &[&PendingFile],
     next: &AtomicUsize,
-    store: Option<&Store>,
-    out: &mut Vec<(usize, Hash128, u64)>,
+    opts: ScanOptions,
+    out: &mut Vec<Hashed>,
     added: &mut Vec<Hash128>,
 ) -> Result<()> {
+    let store = opts.store;
     const BUF: usize = 1 << 20;
     let mut writer = match store {
         Some(st) => Some(st.writer().ctx("open", st.path())?),
@@ -180,9 +237,17 @@ fn hash_runs(
                 EntryData::File { size, .. } => size,
                 _ => 0,
             };
+            let attrs = attrs_of(lifeboat_fs::xattr::Target::Fd(file.as_fd()), abs)?;
+            // A link the blit made to a store blob: its content is the blob's.
+            let known = opts.known.and_then(|k| k.get(&(f.dev, f.ino))).filter(|(_, size)| *size == expect);
+            if let Some(&(h, n)) = known {
+                out.push(Hashed { index: f.index, hash: h, size: n, attrs });
+                continue;
+            }
             let (h, n, whole) = Hash128::of_file_buffered(&file, expect, &mut buf).ctx("read", abs())?;
             if let (Some(w), true) = (writer.as_mut(), n > 0) {
-                let new = if whole {
+                // A file with holes is copied extent by extent, so its blob has them too.
+                let new = if whole && !f.sparse {
                     w.put_bytes(h, &buf[..n as usize], e.perm, e.uid, e.gid)?
                 } else {
                     w.put_file(h, n, &file, e.perm, e.uid, e.gid)?
@@ -191,7 +256,7 @@ fn hash_runs(
                     added.push(h);
                 }
             }
-            out.push((f.index, h, n));
+            out.push(Hashed { index: f.index, hash: h, size: n, attrs });
         }
     }
 }
@@ -223,6 +288,14 @@ fn open_source<'e>(
     fd
 }
 
+/// What hashing found of one inode (`index`: its first entry).
+struct Hashed {
+    index: usize,
+    hash: Hash128,
+    size: u64,
+    attrs: Option<Arc<AttrSet>>,
+}
+
 /// Hashes the pending files on every core, each inode once; given a store, adds
 /// each non-empty file's content to it in the same pass. A file that fits the
 /// read buffer is read once and the bytes that were hashed are the bytes written,
@@ -236,12 +309,15 @@ fn hash_files(
     root_fd: BorrowedFd,
     entries: &mut [LayoutEntry],
     files: &[PendingFile],
-    store: Option<&Store>,
+    opts: ScanOptions,
 ) -> Result<Vec<Hash128>> {
+    let store = opts.store;
+    // The first entry of each inode: a hard-link group is hashed once, through it.
     let mut first: HashMap<(u64, u64), usize> = HashMap::new();
     let mut unique: Vec<&PendingFile> = Vec::new();
     for f in files {
-        if first.insert((f.dev, f.ino), f.index).is_none() {
+        if let std::collections::hash_map::Entry::Vacant(v) = first.entry((f.dev, f.ino)) {
+            v.insert(f.index);
             unique.push(f);
         }
     }
@@ -253,14 +329,14 @@ fn hash_files(
     let next = AtomicUsize::new(0);
     let ents: &[LayoutEntry] = entries;
     // Each worker: what it hashed, the blobs it added, and how it ended.
-    type Worked = (Vec<(usize, Hash128, u64)>, Vec<Hash128>, Result<()>);
+    type Worked = (Vec<Hashed>, Vec<Hash128>, Result<()>);
     let results: Vec<Worked> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let (unique, next) = (&unique, &next);
                 s.spawn(move || -> Worked {
                     let (mut out, mut added) = (Vec::new(), Vec::new());
-                    let r = hash_runs(root, root_fd, ents, unique, next, store, &mut out, &mut added);
+                    let r = hash_runs(root, root_fd, ents, unique, next, opts, &mut out, &mut added);
                     if r.is_err() {
                         // The others stop at their next run.
                         next.store(usize::MAX / 2, Ordering::Relaxed);
@@ -294,16 +370,24 @@ fn hash_files(
         }
         return Err(e);
     }
-    let mut by_inode: HashMap<usize, (Hash128, u64)> = HashMap::new();
+    let mut by_first: HashMap<usize, Hashed> = HashMap::new();
     for hashed in hashed_all {
-        for (i, h, n) in hashed {
-            by_inode.insert(i, (h, n));
+        for h in hashed {
+            by_first.insert(h.index, h);
         }
     }
     for f in files {
-        let src = first[&(f.dev, f.ino)];
-        let (h, n) = by_inode[&src];
-        entries[f.index].data = EntryData::File { hash: h, size: n };
+        // Every pending file's inode has a first entry, and every first entry
+        // was hashed (a worker that failed ended the scan above).
+        let got = first.get(&(f.dev, f.ino)).and_then(|i| by_first.get(i));
+        let Some(h) = got else {
+            return Err(Error::BadTree {
+                path: root.join(fsutil::os(&entries[f.index].path)),
+                why: "was not hashed (an internal error; nothing was committed)".into(),
+            });
+        };
+        entries[f.index].data = EntryData::File { hash: h.hash, size: h.size };
+        entries[f.index].attrs = h.attrs.clone();
     }
     Ok(added_all)
 }
@@ -333,18 +417,20 @@ mod tests {
         let mut files = Vec::new();
         for n in names {
             let st = fsutil::lstat_at(tree_fd.as_fd(), n.as_bytes()).unwrap().unwrap();
-            files.push(PendingFile { index: entries.len(), dev: st.st_dev, ino: st.st_ino });
+            files.push(PendingFile { index: entries.len(), dev: st.st_dev, ino: st.st_ino, sparse: false });
             entries.push(LayoutEntry {
                 path: n.as_bytes().into(),
                 perm: 0o644,
                 uid: 0,
                 gid: 0,
                 data: EntryData::File { hash: Hash128(0), size: st.st_size as u64 },
+                attrs: None,
             });
         }
         // Removed between the walk and the hashing.
         std::fs::remove_file(tree.join("gone")).unwrap();
-        let err = hash_files(&tree, tree_fd.as_fd(), &mut entries, &files, Some(&store)).unwrap_err().to_string();
+        let opts = ScanOptions { store: Some(&store), known: None };
+        let err = hash_files(&tree, tree_fd.as_fd(), &mut entries, &files, opts).unwrap_err().to_string();
         assert!(err.contains("gone"), "{err}");
         assert_eq!(store.list().unwrap(), vec![earlier], "only the blob that was there before");
         let _ = std::fs::remove_dir_all(&base);

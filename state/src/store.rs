@@ -12,7 +12,7 @@
 //! index, and the next add of its content replaces it.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -380,7 +380,9 @@ impl Store {
             let mut fresh = false;
             for c in STORE_REL.split('/') {
                 let cs = cstr(c.as_bytes()).ctx("open", &path)?;
-                match nix::sys::stat::mkdirat(cur.as_fd(), cs.as_c_str(), Mode::from_bits_truncate(0o755)) {
+                // `.moss/assets` holds every setuid binary any tree had: closed to others.
+                let mode = if c == "assets" { 0o700 } else { 0o755 };
+                match nix::sys::stat::mkdirat(cur.as_fd(), cs.as_c_str(), Mode::from_bits_truncate(mode)) {
                     Ok(()) => fresh = true,
                     Err(nix::errno::Errno::EEXIST) => fresh = false,
                     Err(e) => return Err(Error::io("create", &path, io_err(e))),
@@ -456,14 +458,15 @@ impl Store {
         fsutil::lstat_at(loc.dir, loc.rel())
     }
 
-    /// Opens a blob for reading (never following a symlink in its name).
+    /// Opens a blob for reading (never following a symlink in its name, never
+    /// blocking on a FIFO put in its place).
     pub fn open_blob(&self, h: Hash128) -> io::Result<File> {
         let rel = h.store_path();
         let c = cstr(rel.as_bytes())?;
         let fd = nix::fcntl::openat(
             self.fd.as_fd(),
             c.as_c_str(),
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(io_err)?;
@@ -567,12 +570,51 @@ pub fn create_excl(dir: BorrowedFd, name: &[u8], perm: u32) -> io::Result<File> 
     Ok(File::from(fd))
 }
 
-/// Copies a whole file from its start and returns the hash of what was copied:
-/// each byte read once, hashed and written.
+/// The data of `f` (of `size` bytes) as `(offset, length)` extents, in order:
+/// what lies between them is a hole. Found with `SEEK_DATA`/`SEEK_HOLE`; a
+/// filesystem that cannot tell gives one extent, the whole file.
+pub fn data_extents(f: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    use nix::unistd::{lseek, Whence};
+    let fd = f.as_fd();
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match lseek(fd, pos as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
+            // No data at or after `pos`: the rest is a hole.
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP) if pos == 0 => {
+                return Ok(vec![(0, size)]);
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        if data >= size {
+            break;
+        }
+        let hole = match lseek(fd, data as i64, Whence::SeekHole) {
+            Ok(h) => (h as u64).min(size),
+            Err(e) => return Err(io_err(e)),
+        };
+        if hole <= data {
+            return Err(io::Error::other("SEEK_HOLE went backwards"));
+        }
+        out.push((data, hole - data));
+        pos = hole;
+    }
+    Ok(out)
+}
+
+/// One zeroed buffer, for hashing holes without reading them.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Copies a whole file and returns the hash of what was copied: each byte of
+/// data read once, hashed and written at its offset; holes are hashed as the
+/// zeros they read as and left holes in the copy (the copy is as sparse as
+/// the source).
 pub fn copy_hashing(src: &File, dst: &File) -> io::Result<(Hash128, u64)> {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut s = src;
-    s.seek(SeekFrom::Start(0))?;
+    use std::os::unix::fs::FileExt;
+    let size = src.metadata()?.len();
+    let extents = data_extents(src, size)?;
     // One buffer per thread, reused: a fresh 256 KiB allocation per blob is an
     // mmap, 64 page faults and an munmap each (a commit of 200,000 blobs spent
     // over a minute in the kernel on them).
@@ -585,56 +627,89 @@ pub fn copy_hashing(src: &File, dst: &File) -> io::Result<(Hash128, u64)> {
             buf.resize(256 * 1024, 0);
         }
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        let mut d = dst;
-        let mut total = 0u64;
-        loop {
-            let n = match s.read(&mut buf[..]) {
-                Ok(0) => return Ok((Hash128(h.digest128()), total)),
+        let mut pos = 0u64;
+        for (at, len) in extents {
+            while pos < at {
+                let n = (at - pos).min(ZEROS.len() as u64) as usize;
+                h.update(&ZEROS[..n]);
+                pos += n as u64;
+            }
+            let end = at + len;
+            while pos < end {
+                let want = (end - pos).min(buf.len() as u64) as usize;
+                let n = match src.read_at(&mut buf[..want], pos) {
+                    // Shorter than it was: the hash will not match what was asked.
+                    Ok(0) => return Ok((Hash128(h.digest128()), pos)),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                h.update(&buf[..n]);
+                dst.write_all_at(&buf[..n], pos)?;
+                pos += n as u64;
+            }
+        }
+        while pos < size {
+            let n = (size - pos).min(ZEROS.len() as u64) as usize;
+            h.update(&ZEROS[..n]);
+            pos += n as u64;
+        }
+        dst.set_len(size)?;
+        Ok((Hash128(h.digest128()), size))
+    })
+}
+
+/// Copies a whole file, data extent by data extent (in the kernel where it
+/// can), so that holes stay holes.
+pub fn copy_all(src: &File, dst: &File) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let size = src.metadata()?.len();
+    let mut in_kernel = true;
+    let mut buf = Vec::new();
+    for (at, len) in data_extents(src, size)? {
+        let end = at + len;
+        let mut pos = at;
+        while pos < end {
+            if in_kernel {
+                let (mut i, mut o) = (pos as i64, pos as i64);
+                match nix::fcntl::copy_file_range(
+                    src.as_fd(),
+                    Some(&mut i),
+                    dst.as_fd(),
+                    Some(&mut o),
+                    (end - pos).min(1 << 30) as usize,
+                ) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        pos += n as u64;
+                        continue;
+                    }
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(
+                        nix::errno::Errno::EXDEV
+                        | nix::errno::Errno::ENOSYS
+                        | nix::errno::Errno::EINVAL
+                        | nix::errno::Errno::EOPNOTSUPP,
+                    ) => in_kernel = false,
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+            if buf.is_empty() {
+                buf = vec![0u8; 128 * 1024];
+            }
+            let want = (end - pos).min(buf.len() as u64) as usize;
+            let n = match src.read_at(&mut buf[..want], pos) {
+                Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            h.update(&buf[..n]);
-            d.write_all(&buf[..n])?;
-            total += n as u64;
-        }
-    })
-}
-
-/// Copies a whole file, in the kernel where it can.
-pub fn copy_all(src: &File, dst: &File) -> io::Result<u64> {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut s = src;
-    s.seek(SeekFrom::Start(0))?;
-    let mut total = 0u64;
-    loop {
-        match nix::fcntl::copy_file_range(src.as_fd(), None, dst.as_fd(), None, 1 << 30) {
-            Ok(0) => return Ok(total),
-            Ok(n) => total += n as u64,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(
-                nix::errno::Errno::EXDEV
-                | nix::errno::Errno::ENOSYS
-                | nix::errno::Errno::EINVAL
-                | nix::errno::Errno::EOPNOTSUPP,
-            ) if total == 0 => {
-                break;
-            }
-            Err(e) => return Err(io_err(e)),
+            dst.write_all_at(&buf[..n], pos)?;
+            pos += n as u64;
         }
     }
-    let mut buf = vec![0u8; 128 * 1024];
-    let mut d = dst;
-    loop {
-        let n = match s.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        d.write_all(&buf[..n])?;
-        total += n as u64;
-    }
+    dst.set_len(size)?;
+    Ok(size)
 }
 
 /// Whether this process may change owners (effective uid 0).

@@ -15,6 +15,7 @@ use crate::blit::{self, BlitStats};
 use crate::error::{Error, IoContext, Result};
 use crate::index::{StateIndex, TxMeta};
 use crate::layout::Layout;
+use crate::recover::{self, Prep};
 use crate::root::{SystemRoot, STATE_ID};
 use crate::scan;
 use crate::store::Store;
@@ -60,28 +61,9 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// Loads the index for a change and reconciles the trees with it.
-/// Returns the index, notes for the user, and whether the main file loaded clean
-/// (not from `.prev`).
-fn prepare(root: &SystemRoot, must_exist: bool) -> Result<(StateIndex, Vec<String>, bool)> {
-    let loaded = if must_exist { root.load_existing_index()? } else { root.load_index()? };
-    let mut notes: Vec<String> = loaded.fallback.iter().cloned().collect();
-    let clean = loaded.fallback.is_none();
-    let mut idx = loaded.index;
-    if !clean {
-        // A newer generation may have handed out ids we cannot see: never reuse them.
-        let mut hi = idx.next_id();
-        for id in root.archived_ids()?.into_iter().chain(root.active_id()) {
-            hi = hi.max(id + 1);
-        }
-        idx = idx.with_next_id(hi);
-    }
-    notes.extend(root.reconcile(&idx, clean)?);
-    Ok((idx, notes, clean))
-}
-
-/// Builds transaction `id`'s tree under `.moss/root/<id>/usr` from the store.
-fn materialise(root: &SystemRoot, store: &Store, layout: &Layout, id: u64) -> Result<BlitStats> {
+/// Builds a tree for transaction `id` from the store, complete and durable,
+/// under `.moss/root/staging/usr` (never trusted before [`place_staging`]).
+fn build_staging(root: &SystemRoot, store: &Store, layout: &Layout, id: u64) -> Result<BlitStats> {
     let trees = root.trees_dir()?;
     let rootp = root.path.join(".moss/root");
     // Never reuse a stale staging tree: it may be half-built.
@@ -101,10 +83,49 @@ fn materialise(root: &SystemRoot, store: &Store, layout: &Layout, id: u64) -> Re
         .ctx("write", rootp.join("staging/usr/.stateID"))?;
     fsutil::syncfs(usr.as_fd()).ctx("sync", &rootp)?;
     crate::failpoint::hit("staging-complete");
+    Ok(stats)
+}
+
+/// Files the complete staging tree as transaction `id`'s.
+fn place_staging(root: &SystemRoot, id: u64) -> Result<()> {
+    let trees = root.trees_dir()?;
+    let rootp = root.path.join(".moss/root");
     fsutil::rename_noreplace(trees.as_fd(), b"staging", trees.as_fd(), id.to_string().as_bytes())
         .ctx("archive", rootp.join(id.to_string()))?;
-    fsutil::fsync(trees.as_fd()).ctx("sync", &rootp)?;
+    fsutil::fsync(trees.as_fd()).ctx("sync", &rootp)
+}
+
+/// Builds transaction `id`'s tree under `.moss/root/<id>/usr` from the store.
+fn materialise(root: &SystemRoot, store: &Store, layout: &Layout, id: u64) -> Result<BlitStats> {
+    let stats = build_staging(root, store, layout, id)?;
+    place_staging(root, id)?;
     Ok(stats)
+}
+
+/// Moves slot `name` of `.moss/root` out of the way, unless it is an empty
+/// directory (removed) or a copy of transaction `id` proven by its content
+/// (removed): a tree lifeboat cannot prove redundant is never deleted.
+fn clear_slot(root: &SystemRoot, idx: &StateIndex, name: &str, id: Option<u64>, notes: &mut Vec<String>) -> Result<()> {
+    let trees = root.trees_dir()?;
+    let rootp = root.path.join(".moss/root");
+    let slot = rootp.join(name);
+    let Some(_) = fsutil::lstat_at(trees.as_fd(), name.as_bytes()).ctx("stat", &slot)? else { return Ok(()) };
+    let empty = fsutil::open_dir_at(trees.as_fd(), name.as_bytes())
+        .and_then(|d| fsutil::list_dir(d.as_fd()))
+        .is_ok_and(|v| v.is_empty());
+    if empty || id.is_some_and(|id| crate::reconcile::same_content(root, idx, name, id)) {
+        fsutil::remove_tree_at(trees.as_fd(), name.as_bytes()).ctx("remove", &slot)?;
+        return Ok(());
+    }
+    let aside = crate::reconcile::aside_name(trees.as_fd(), name);
+    fsutil::rename_noreplace(trees.as_fd(), name.as_bytes(), trees.as_fd(), aside.as_bytes()).ctx("move", &slot)?;
+    notes.push(format!(
+        "{} was in the way and is not a proven copy of {}: kept as {}",
+        slot.display(),
+        id.map_or_else(|| "anything lifeboat knows".to_string(), |id| format!("transaction {id}")),
+        rootp.join(aside).display()
+    ));
+    Ok(())
 }
 
 /// Makes the archived (or rebuildable) transaction `id` the active `/usr`.
@@ -114,10 +135,11 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
     let slot = id.to_string();
     let mut rebuilt = false;
     let mut blit_time = None;
+    let mut notes = Vec::new();
     if SystemRoot::tree_id_at(trees.as_fd(), format!("{slot}/usr").as_bytes()) != Some(id) {
         let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
         let store = root.store(false)?;
-        fsutil::remove_tree_at(trees.as_fd(), slot.as_bytes()).ctx("remove", rootp.join(&slot))?;
+        clear_slot(root, idx, &slot, None, &mut notes)?;
         blit_time = Some(materialise(root, &store, &layout, id)?.duration);
         rebuilt = true;
     }
@@ -132,9 +154,7 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
         match previous {
             Some(prev) => {
                 let p = prev.to_string();
-                if fsutil::lstat_at(trees.as_fd(), p.as_bytes()).ctx("stat", &rootp)?.is_some() {
-                    fsutil::remove_tree_at(trees.as_fd(), p.as_bytes()).ctx("remove", rootp.join(&p))?;
-                }
+                clear_slot(root, idx, &p, Some(prev), &mut notes)?;
                 fsutil::rename_noreplace(trees.as_fd(), slot.as_bytes(), trees.as_fd(), p.as_bytes())
                     .ctx("archive", rootp.join(&p))?;
             }
@@ -153,14 +173,17 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
     fsutil::fsync(trees.as_fd()).ctx("sync", &rootp)?;
     fsutil::fsync(root.fd()).ctx("sync", &root.path)?;
     crate::failpoint::hit("activate-done");
-    Ok(ActivateReport { id, previous, rebuilt, notes: Vec::new(), swap: swap_start.elapsed(), blit: blit_time })
+    Ok(ActivateReport { id, previous, rebuilt, notes, swap: swap_start.elapsed(), blit: blit_time })
 }
 
 /// `state commit --from TREE`.
-pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> {
+pub fn commit(rootp: &Path, tree: &Path, summary: &str, prep: Prep) -> Result<CommitReport> {
     SystemRoot::open(rootp).map(|r| r.refuse_on_moss("commit", "moss install / moss sync")).unwrap_or(Ok(()))?;
     let root = SystemRoot::open_locked(rootp, true)?;
-    let (idx, mut notes, clean) = prepare(&root, false)?;
+    let mut notes = root.tighten()?;
+    let p = recover::prepare(&root, false, Prep { dry_run: false, ..prep })?;
+    notes.extend(p.notes);
+    let (idx, clean) = (p.index, p.clean || p.wrote);
     if root.has_usr()? && root.active_id().is_none() {
         let usr = root.path.join("usr");
         let empty =
@@ -189,7 +212,7 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
     let t = Instant::now();
     let (blit, synced) = std::thread::scope(|s| {
         let sync = s.spawn(|| (fsutil::syncfs(store.fd()), t.elapsed()));
-        let blit = materialise(&root, &store, &scanned.layout, id);
+        let blit = build_staging(&root, &store, &scanned.layout, id);
         let synced = sync.join().unwrap_or_else(|_| (fsutil::syncfs(store.fd()), t.elapsed()));
         (blit, synced)
     });
@@ -202,9 +225,14 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
     let t = Instant::now();
     let meta = TxMeta { id, created: now(), summary: summary.to_owned(), parent, kernels: scanned.layout.kernels() };
     let wire = idx.rebuilt(Some((meta, &scanned.layout)), &[]).map_err(Error::IndexBuild)?;
+    // The index names the transaction before its tree gets its name: a crash
+    // between leaves a staging tree (removed) and a transaction whose tree is
+    // rebuilt from the store, never a tree no index knows.
     crate::failpoint::hit("commit-index");
     root.store_index(&wire, clean)?;
     let idx = StateIndex::from_wire(wire).map_err(Error::IndexBuild)?;
+    crate::failpoint::hit("commit-indexed");
+    place_staging(&root, id)?;
     timings.push(("index", t.elapsed()));
     let r = swap_in(&root, &idx, id)?;
     timings.push(("swap", r.swap));
@@ -216,7 +244,7 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str) -> Result<CommitReport> 
 ///
 /// On a moss root: moss's own swap ([`crate::moss::activate`]), which needs no
 /// index; the state must have its tree under `.moss/root/<id>`.
-pub fn activate(rootp: &Path, id: u64) -> Result<ActivateReport> {
+pub fn activate(rootp: &Path, id: u64, prep: Prep) -> Result<ActivateReport> {
     let root = SystemRoot::open_locked(rootp, false)?;
     if root.is_moss() {
         let t = Instant::now();
@@ -230,7 +258,8 @@ pub fn activate(rootp: &Path, id: u64) -> Result<ActivateReport> {
             blit: None,
         });
     }
-    let (idx, notes, _) = prepare(&root, true)?;
+    let p = recover::prepare(&root, true, Prep { dry_run: false, ..prep })?;
+    let (idx, notes) = (p.index, p.notes);
     if !idx.contains(id) {
         return Err(Error::NoSuchTransaction(id));
     }
@@ -243,10 +272,17 @@ pub fn activate(rootp: &Path, id: u64) -> Result<ActivateReport> {
 }
 
 /// `state prune --keep N`: keeps the active transaction and the N newest.
-pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
+///
+/// A tree goes in three steps, so that a crash at any point loses nothing the
+/// index still names and leaves nothing it does not: renamed to
+/// `pruning-<id>`, then the index drops the transaction, then the tree is
+/// removed ([`crate::reconcile`] finishes or undoes a prune a crash cut short).
+/// A dry run changes nothing at all, reconciliation included.
+pub fn prune(rootp: &Path, keep: usize, dry_run: bool, prep: Prep) -> Result<PruneReport> {
     SystemRoot::open(rootp).map(|r| r.refuse_on_moss("prune", "moss state prune")).unwrap_or(Ok(()))?;
-    let root = SystemRoot::open_locked(rootp, false)?;
-    let (idx, notes, clean) = prepare(&root, true)?;
+    let root = if dry_run { SystemRoot::open(rootp)? } else { SystemRoot::open_locked(rootp, false)? };
+    let p = recover::prepare(&root, true, Prep { dry_run, ..prep })?;
+    let (idx, notes, clean) = (p.index, p.notes, p.clean);
     if !clean && !dry_run {
         // The newer generation may retain transactions and blobs this one does
         // not know: deleting by this one could destroy them.
@@ -257,11 +293,11 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
                 .into(),
         });
     }
-    let active = root.active_id();
+    let active = root.active_id().filter(|a| idx.contains(*a));
     let mut ids: Vec<u64> = idx.transactions().map(|t| t.id).collect();
     ids.sort_unstable_by(|a, b| b.cmp(a));
     let mut kept: Vec<u64> = ids.iter().copied().take(keep).collect();
-    if let Some(a) = active.filter(|a| idx.contains(*a) && !kept.contains(a)) {
+    if let Some(a) = active.filter(|a| !kept.contains(a)) {
         kept.push(a);
     }
     let removed: Vec<u64> = ids.iter().copied().filter(|i| !kept.contains(i)).collect();
@@ -270,6 +306,18 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
     if dry_run {
         return Ok(report);
     }
+    let trees = root.trees_dir()?;
+    let rootp = root.path.join(".moss/root");
+    for id in &removed {
+        let s = id.to_string();
+        if fsutil::lstat_at(trees.as_fd(), s.as_bytes()).ctx("stat", &rootp)?.is_some() {
+            crate::failpoint::hit("prune-rename");
+            let to = format!("{}{s}", crate::reconcile::PRUNING);
+            fsutil::rename_noreplace(trees.as_fd(), s.as_bytes(), trees.as_fd(), to.as_bytes())
+                .ctx("move", rootp.join(&s))?;
+        }
+    }
+    fsutil::fsync(trees.as_fd()).ctx("sync", &rootp)?;
     let idx = if removed.is_empty() {
         idx
     } else {
@@ -278,11 +326,10 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool) -> Result<PruneReport> {
         root.store_index(&wire, clean)?;
         StateIndex::from_wire(wire).map_err(Error::IndexBuild)?
     };
-    let trees = root.trees_dir()?;
     for id in &removed {
-        let s = id.to_string();
+        let s = format!("{}{id}", crate::reconcile::PRUNING);
         crate::failpoint::hit("prune-tree");
-        fsutil::remove_tree_at(trees.as_fd(), s.as_bytes()).ctx("remove", root.path.join(".moss/root").join(&s))?;
+        fsutil::remove_tree_at(trees.as_fd(), s.as_bytes()).ctx("remove", rootp.join(&s))?;
     }
     // Blobs go last, and only those no retained transaction references.
     let wanted = idx.referenced_hashes();

@@ -30,7 +30,9 @@ use super::{IndexError, StateIndex};
 
 pub const MAGIC: [u8; 8] = *b"LBSTATE\0";
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 0;
+/// 1.1 adds [`super::wire::ExtensionWire`] (extended attributes, per-transaction
+/// flags) after the 1.0 payload; 1.0 files are still read (no attributes known).
+pub const MINOR: u16 = 1;
 pub const HEADER_LEN: usize = 40;
 /// Refuse payloads that would decompress beyond this (a hostile length).
 const MAX_RAW: u64 = 1 << 30;
@@ -85,7 +87,8 @@ impl std::error::Error for IndexFileError {
 /// Serialises a payload with its header.
 pub fn encode(w: &PayloadWire) -> Vec<u8> {
     // postcard into a Vec cannot fail for these types (no maps, no non-string keys).
-    let raw = postcard::to_allocvec(w).unwrap_or_default();
+    let mut raw = postcard::to_allocvec(w).unwrap_or_default();
+    raw.extend(postcard::to_allocvec(&w.ext).unwrap_or_default());
     let payload = zstd::bulk::compress(&raw, ZSTD_LEVEL).unwrap_or_default();
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);
@@ -151,9 +154,16 @@ pub fn decode(bytes: &[u8]) -> Result<StateIndex, IndexFileError> {
     if raw.len() as u64 != raw_len {
         return Err(IndexFileError::Decompress(format!("{} bytes, the header says {raw_len}", raw.len())));
     }
-    let (wire, rest): (PayloadWire, &[u8]) =
+    let (mut wire, mut rest): (PayloadWire, &[u8]) =
         postcard::take_from_bytes(&raw).map_err(|e| IndexFileError::Decode(e.to_string()))?;
-    if !rest.is_empty() && minor == MINOR {
+    if minor >= 1 {
+        let (ext, after) = postcard::take_from_bytes::<super::wire::ExtensionWire>(rest)
+            .map_err(|e| IndexFileError::Decode(format!("format 1.1 additions: {e}")))?;
+        wire.ext = ext;
+        rest = after;
+    }
+    // Bytes after what this version knows belong to a newer minor version.
+    if !rest.is_empty() && minor <= MINOR {
         return Err(IndexFileError::Decode(format!("{} trailing bytes", rest.len())));
     }
     StateIndex::from_wire(wire).map_err(IndexFileError::Invalid)
@@ -282,7 +292,7 @@ mod tests {
     fn header_is_pinned() {
         let b = sample();
         assert_eq!(&b[..8], b"LBSTATE\0");
-        assert_eq!(&b[8..16], &[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[8..16], &[1, 0, 1, 0, 0, 0, 0, 0]);
         assert_eq!(lifeboat_codec::le_u64_at(&b, 16), Some((b.len() - HEADER_LEN) as u64));
         assert!(decode(&b).is_ok());
     }

@@ -12,12 +12,16 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
+use crate::attrs::{AttrSet, Xattr};
 use crate::hash::Hash128;
 use crate::layout::{
     check_name, path_order, EntryData, Layout, LayoutEntry, PathShape, MAX_DEPTH, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
 };
-use wire::{Bytes, EntriesWire, PathsWire, PayloadWire, TxWire};
+use wire::{
+    AttrsWire, Bytes, EntriesWire, ExtensionWire, PathsWire, PayloadWire, TxExtWire, TxWire, TX_ATTRS_RECORDED,
+};
 
 /// Longest symlink target accepted (PATH_MAX).
 const MAX_TARGET: usize = 4095;
@@ -59,6 +63,8 @@ struct TxRecord {
     meta: TxMeta,
     runs: Vec<u32>,
     entries: usize,
+    /// Its layout's attributes were recorded ([`Layout::attrs_recorded`]).
+    attrs_recorded: bool,
 }
 
 /// The decoded, validated state index.
@@ -77,6 +83,9 @@ pub struct StateIndex {
     file_size: Vec<u64>,
     file_hash: Vec<u8>,
     link_target: Vec<Bytes>,
+    /// The entries with attributes, ascending, and their set (into `attr_sets`).
+    attr_entries: Vec<(u32, u32)>,
+    attr_sets: Vec<Arc<AttrSet>>,
     txs: Vec<TxRecord>,
 }
 
@@ -134,6 +143,8 @@ impl StateIndex {
         // each ends, by depth.
         let mut buf: Vec<u8> = Vec::with_capacity(256);
         let mut ends: Vec<usize> = Vec::with_capacity(32);
+        // Entry ids ascend, so the entries with attributes are met in order.
+        let mut attr_at = 0usize;
         for e in Self::entry_ids(&tx.runs) {
             let p = self.ent_path[e] as usize;
             let d = self.depth[p] as usize;
@@ -157,17 +168,25 @@ impl StateIndex {
                 }
                 _ => EntryData::Symlink { target: self.link_target[slot].0.clone().into() },
             };
+            while self.attr_entries.get(attr_at).is_some_and(|&(ae, _)| (ae as usize) < e) {
+                attr_at += 1;
+            }
+            let attrs = match self.attr_entries.get(attr_at) {
+                Some(&(ae, set)) if ae as usize == e => self.attr_sets.get(set as usize).cloned(),
+                _ => None,
+            };
             out.push(LayoutEntry {
                 path: buf.as_slice().into(),
                 perm: mode & 0o7777,
                 uid: self.ent_uid[e],
                 gid: self.ent_gid[e],
                 data,
+                attrs,
             });
             shapes.push(PathShape { name_at: name_at as u32, depth: d as u16 });
         }
         // Decoding checked names, order, uniqueness and parents of every transaction.
-        Some(Layout::from_trusted(out, shapes))
+        Some(Layout::from_trusted(out, shapes, tx.attrs_recorded))
     }
 
     /// Every content hash any transaction references.
@@ -192,7 +211,7 @@ impl StateIndex {
 
     /// Decodes and validates a wire payload.
     pub fn from_wire(w: PayloadWire) -> Result<Self, IndexError> {
-        let PayloadWire { next_id, paths, entries, transactions } = w;
+        let PayloadWire { next_id, paths, entries, transactions, ext } = w;
         let PathsWire { depth, name_len, names } = paths;
         let depth = depth.0;
         let names = names.0;
@@ -304,13 +323,28 @@ impl StateIndex {
             }
             last_id = Some(t.id);
         }
+        let ExtensionWire { attrs, tx: tx_ext } = ext;
+        if !tx_ext.is_empty() && tx_ext.len() != transactions.len() {
+            return Err(IndexError::Counts(format!(
+                "{} transactions but {} transaction flags",
+                transactions.len(),
+                tx_ext.len()
+            )));
+        }
+        let (attr_entries, attr_sets) = decode_attrs(attrs, m)?;
         let cols = RunColumns { ent_path: &ent_path, depth: &depth, parent: &parent, mode: &mode };
         let counts = cols.check_all(&transactions);
         let mut txs: Vec<TxRecord> = Vec::with_capacity(transactions.len());
-        for (t, count) in transactions.into_iter().zip(counts) {
+        for (i, (t, count)) in transactions.into_iter().zip(counts).enumerate() {
             let count = count.map_err(|why| IndexError::Transaction { id: t.id, why: why.into() })?;
             let TxWire { id, created, summary, parent, kernels, runs } = t;
-            txs.push(TxRecord { meta: TxMeta { id, created, summary, parent, kernels }, runs, entries: count });
+            let attrs_recorded = tx_ext.get(i).is_some_and(|x| x.flags & TX_ATTRS_RECORDED != 0);
+            txs.push(TxRecord {
+                meta: TxMeta { id, created, summary, parent, kernels },
+                runs,
+                entries: count,
+                attrs_recorded,
+            });
         }
         Ok(StateIndex {
             next_id,
@@ -325,6 +359,8 @@ impl StateIndex {
             file_size,
             file_hash: file_hash.0,
             link_target,
+            attr_entries,
+            attr_sets,
             txs,
         })
     }
@@ -349,6 +385,7 @@ impl StateIndex {
             uid: u32,
             gid: u32,
             data: &'a EntryData,
+            attrs: Option<&'a AttrSet>,
         }
         let mut ids: HashMap<Key, u32, crate::fasthash::FastBuild> =
             HashMap::with_capacity_and_hasher(paths.len() + paths.len() / 4, Default::default());
@@ -362,7 +399,14 @@ impl StateIndex {
                     cursor += 1;
                 }
                 let pid = cursor as u32;
-                let key = Key { path: pid, mode: e.perm | e.data.type_bits(), uid: e.uid, gid: e.gid, data: &e.data };
+                let key = Key {
+                    path: pid,
+                    mode: e.perm | e.data.type_bits(),
+                    uid: e.uid,
+                    gid: e.gid,
+                    data: &e.data,
+                    attrs: e.attrs.as_deref(),
+                };
                 let next = uniq.len() as u32;
                 let seq = *ids.entry(key).or_insert_with(|| {
                     uniq.push((pid, next, e));
@@ -392,9 +436,13 @@ impl StateIndex {
         }
 
         let mut ew = EntriesWire::default();
+        let mut aw = AttrsBuilder::default();
         let mut prev_path = 0u32;
-        for &s in &order {
+        for (rank, &s) in order.iter().enumerate() {
             let (pid, _, e) = uniq[s as usize];
+            if let Some(a) = e.attrs.as_deref() {
+                aw.add(rank as u32, a);
+            }
             ew.path_delta.push(pid - prev_path);
             prev_path = pid;
             ew.mode.push(e.perm | e.data.type_bits());
@@ -411,7 +459,8 @@ impl StateIndex {
         }
 
         let mut transactions = Vec::with_capacity(txs.len());
-        for ((meta, _), seqs) in txs.iter().zip(tx_seq) {
+        let mut tx_ext = Vec::with_capacity(txs.len());
+        for ((meta, layout), seqs) in txs.iter().zip(tx_seq) {
             let mut ranks: Vec<u32> = seqs.iter().map(|&s| rank[s as usize]).collect();
             ranks.sort_unstable();
             let mut runs = Vec::new();
@@ -437,16 +486,26 @@ impl StateIndex {
                 kernels: meta.kernels.clone(),
                 runs,
             });
+            tx_ext.push(TxExtWire { flags: if layout.attrs_recorded() { TX_ATTRS_RECORDED } else { 0 } });
         }
-        transactions.sort_by_key(|t| t.id);
-        PayloadWire { next_id, paths: pw, entries: ew, transactions }
+        let mut by_id: Vec<(TxWire, TxExtWire)> = transactions.into_iter().zip(tx_ext).collect();
+        by_id.sort_by_key(|(t, _)| t.id);
+        let (transactions, tx) = by_id.into_iter().unzip();
+        let ext = ExtensionWire { attrs: aw.wire, tx };
+        PayloadWire { next_id, paths: pw, entries: ew, transactions, ext }
     }
 
     /// Rebuilds this index with `add` added and the transactions in `drop` removed.
     pub fn rebuilt(&self, add: Option<(TxMeta, &Layout)>, drop: &[u64]) -> Result<PayloadWire, IndexError> {
+        self.rebuilt_with(add.into_iter().collect(), drop)
+    }
+
+    /// [`StateIndex::rebuilt`] with any number of transactions added (an id the
+    /// index has already is replaced).
+    pub fn rebuilt_with(&self, add: Vec<(TxMeta, &Layout)>, drop: &[u64]) -> Result<PayloadWire, IndexError> {
         let mut owned: Vec<(TxMeta, Layout)> = Vec::new();
         for t in &self.txs {
-            if drop.contains(&t.meta.id) {
+            if drop.contains(&t.meta.id) || add.iter().any(|(m, _)| m.id == t.meta.id) {
                 continue;
             }
             let l = self
@@ -456,7 +515,7 @@ impl StateIndex {
         }
         let mut refs: Vec<(TxMeta, &Layout)> = owned.iter().map(|(m, l)| (m.clone(), l)).collect();
         let mut next = self.next_id;
-        if let Some((m, l)) = add {
+        for (m, l) in add {
             next = next.max(m.id + 1);
             refs.push((m, l));
         }
@@ -489,6 +548,103 @@ fn merge_sorted<'a>(a: &[&'a [u8]], b: impl Iterator<Item = &'a [u8]>) -> Vec<&'
     }
     out.extend_from_slice(&a[i..]);
     out
+}
+
+/// Collects the attribute tables of [`AttrsWire`] as entries are written.
+#[derive(Default)]
+struct AttrsBuilder<'a> {
+    wire: AttrsWire,
+    names: HashMap<&'a [u8], u32>,
+    items: HashMap<&'a Xattr, u32>,
+    sets: HashMap<&'a AttrSet, u32>,
+    last_entry: u32,
+}
+
+impl<'a> AttrsBuilder<'a> {
+    /// Entry `entry` (in ascending order) has `set`.
+    fn add(&mut self, entry: u32, set: &'a AttrSet) {
+        let next = self.sets.len() as u32;
+        let id = *self.sets.entry(set).or_insert(next);
+        if id == next {
+            self.wire.set_len.push(set.items().len() as u32);
+            for x in set.items() {
+                let next_item = self.items.len() as u32;
+                let item = *self.items.entry(x).or_insert(next_item);
+                if item == next_item {
+                    let next_name = self.names.len() as u32;
+                    let name = *self.names.entry(&x.name).or_insert(next_name);
+                    if name == next_name {
+                        self.wire.names.push(Bytes(x.name.to_vec()));
+                    }
+                    self.wire.item_name.push(name);
+                    self.wire.item_value.push(Bytes(x.value.to_vec()));
+                }
+                self.wire.set_items.push(item);
+            }
+        }
+        let first = self.wire.entry_delta.is_empty();
+        self.wire.entry_delta.push(if first { entry } else { entry - self.last_entry });
+        self.wire.entry_set.push(id);
+        self.last_entry = entry;
+    }
+}
+
+/// Decodes and checks the attribute tables against `entries` entries: every
+/// name one a transaction keeps, every id in range, entries ascending.
+#[allow(clippy::type_complexity)]
+fn decode_attrs(w: AttrsWire, entries: usize) -> Result<(Vec<(u32, u32)>, Vec<Arc<AttrSet>>), IndexError> {
+    let AttrsWire { names, item_name, item_value, set_len, set_items, entry_delta, entry_set } = w;
+    let bad = |why: String| IndexError::Counts(format!("attributes: {why}"));
+    if item_name.len() != item_value.len() {
+        return Err(bad(format!("{} names but {} values", item_name.len(), item_value.len())));
+    }
+    if entry_delta.len() != entry_set.len() || entry_delta.len() > entries {
+        return Err(bad("entry columns differ in length".into()));
+    }
+    let mut items = Vec::with_capacity(item_name.len());
+    for (n, v) in item_name.iter().zip(item_value) {
+        let name = names.get(*n as usize).ok_or_else(|| bad(format!("name #{n} out of range")))?;
+        items.push(Xattr { name: name.0.clone().into(), value: v.0.into() });
+    }
+    let mut sets = Vec::with_capacity(set_len.len());
+    let mut at = 0usize;
+    for (i, &len) in set_len.iter().enumerate() {
+        let end = at.checked_add(len as usize).filter(|&e| e <= set_items.len() && len > 0);
+        let Some(end) = end else {
+            return Err(bad(format!("set #{i} runs past the table")));
+        };
+        let mut v = Vec::with_capacity(len as usize);
+        for &it in &set_items[at..end] {
+            v.push(
+                items
+                    .get(it as usize)
+                    .cloned()
+                    .ok_or_else(|| bad(format!("set #{i}: attribute #{it} out of range")))?,
+            );
+        }
+        let set = AttrSet::new(v).map_err(|e| bad(format!("set #{i}: {e}")))?;
+        sets.push(set.ok_or_else(|| bad(format!("set #{i} is empty")))?);
+        at = end;
+    }
+    if at != set_items.len() {
+        return Err(bad("unused attribute ids".into()));
+    }
+    let mut out = Vec::with_capacity(entry_delta.len());
+    let mut e = 0u64;
+    for (i, (&d, &s)) in entry_delta.iter().zip(&entry_set).enumerate() {
+        if i > 0 && d == 0 {
+            return Err(bad("two sets for one entry".into()));
+        }
+        e += d as u64;
+        if e >= entries as u64 {
+            return Err(bad(format!("entry #{e} out of range")));
+        }
+        if s as usize >= sets.len() {
+            return Err(bad(format!("set #{s} out of range")));
+        }
+        out.push((e as u32, s));
+    }
+    Ok((out, sets))
 }
 
 /// The entry columns a transaction's runs are checked against.

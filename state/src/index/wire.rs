@@ -89,4 +89,45 @@ pub struct PayloadWire {
     pub paths: PathsWire,
     pub entries: EntriesWire,
     pub transactions: Vec<TxWire>,
+    /// Format 1.1's additions, written after this payload (see [`ExtensionWire`]).
+    #[serde(skip)]
+    pub ext: ExtensionWire,
 }
+
+/// What format 1.1 adds after the 1.0 payload (postcard values one after the
+/// other, so a 1.0 reader, which stops after [`PayloadWire`], still reads the
+/// layouts — without their attributes).
+#[derive(Serialize, Deserialize, Default, Debug, PartialEq, Eq, Clone)]
+pub struct ExtensionWire {
+    pub attrs: AttrsWire,
+    /// One per transaction, in the order of [`PayloadWire::transactions`].
+    pub tx: Vec<TxExtWire>,
+}
+
+/// The extended attributes of the entries that have any, each distinct name,
+/// (name, value) pair and set stored once.
+#[derive(Serialize, Deserialize, Default, Debug, PartialEq, Eq, Clone)]
+pub struct AttrsWire {
+    /// Distinct attribute names.
+    pub names: Vec<Bytes>,
+    /// Per distinct attribute: its name (index into `names`) and value.
+    pub item_name: Vec<u32>,
+    pub item_value: Vec<Bytes>,
+    /// Per distinct set: how many attributes; the sets' attribute ids
+    /// (into `item_*`) follow each other in `set_items`.
+    pub set_len: Vec<u32>,
+    pub set_items: Vec<u32>,
+    /// The entries with attributes, ascending, each as a difference from the
+    /// previous one (the first from 0), and the set each has.
+    pub entry_delta: Vec<u32>,
+    pub entry_set: Vec<u32>,
+}
+
+/// A transaction's flags: bit 0, its attributes were recorded (an entry with
+/// none has none). Other bits are for later minor versions and ignored.
+#[derive(Serialize, Deserialize, Default, Debug, PartialEq, Eq, Clone, Copy)]
+pub struct TxExtWire {
+    pub flags: u32,
+}
+
+pub const TX_ATTRS_RECORDED: u32 = 1;

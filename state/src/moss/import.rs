@@ -134,7 +134,7 @@ fn row_entry(
     if want_type == S_IFREG {
         perm &= !0o222;
     }
-    Ok(Some(LayoutEntry { path: path.as_bytes().into(), perm, uid, gid, data }))
+    Ok(Some(LayoutEntry { path: path.as_bytes().into(), perm, uid, gid, data, attrs: None }))
 }
 
 /// A state's composed layout (or why not), by its position in the list.
@@ -420,7 +420,14 @@ fn compose(root: &SystemRoot, st: &MossState, by_package: &[Vec<Row>], db: &Path
             }
             let start = if have == 0 { 0 } else { have + 1 };
             let end = path[start..parent_len].iter().position(|&b| b == b'/').map_or(parent_len, |k| start + k);
-            entries.push(LayoutEntry { path: path[..end].into(), perm: 0o755, uid: 0, gid: 0, data: EntryData::Dir });
+            entries.push(LayoutEntry {
+                path: path[..end].into(),
+                perm: 0o755,
+                uid: 0,
+                gid: 0,
+                data: EntryData::Dir,
+                attrs: None,
+            });
             dirs.push(entries.len() - 1);
         }
         let mut e = row.entry.clone();
@@ -436,7 +443,8 @@ fn compose(root: &SystemRoot, st: &MossState, by_package: &[Vec<Row>], db: &Path
         let row = rows.iter().find(|r| r.entry.path == path).map(|r| r.id);
         db_err(db, row, format!("state {}: {}: {why}", st.id, String::from_utf8_lossy(&path)))
     })?;
-    Ok((layout, notes))
+    // moss's layout has no extended attributes: none are compared on its trees.
+    Ok((layout.with_attrs_recorded(false), notes))
 }
 
 /// The size of the file `rel` in state `id`'s tree, when the store lacks its blob.

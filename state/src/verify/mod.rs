@@ -2,10 +2,12 @@
 //! back from the store.
 //!
 //! Quick mode checks metadata only — existence, type, size, permissions, owner,
-//! symlink targets, extra files — and whether each file is still the store's inode;
+//! symlink targets, extra files, the extended attributes an entry records (an
+//! entry with none costs nothing more) — and whether each file is still the store's inode;
 //! a file that is not (a copy, or replaced) is hashed, so quick mode misses only
 //! damage to the store's own inode, which `--full` (hash every file) and `--store`
-//! (hash every blob) find. The walk uses `*at` calls with `O_NOFOLLOW` on directory
+//! (hash every blob) find; `--full` also lists every entry's attributes, so one
+//! added where none was recorded (a capability put on a binary) is found. The walk uses `*at` calls with `O_NOFOLLOW` on directory
 //! fds, so a symlink planted in the tree never leads it outside.
 //!
 //! A check runs in two passes. The store pass visits the blobs in hash order (the
@@ -73,6 +75,8 @@ pub enum Class {
     WrongOwner,
     WrongTarget,
     WrongContent,
+    /// Extended attributes other than recorded ([`crate::attrs`]).
+    WrongAttrs,
 }
 
 impl Class {
@@ -85,6 +89,7 @@ impl Class {
             Class::WrongOwner => "wrong-owner",
             Class::WrongTarget => "wrong-target",
             Class::WrongContent => "wrong-content",
+            Class::WrongAttrs => "wrong-xattr",
         }
     }
 }
@@ -243,7 +248,13 @@ fn check_with(
         (_, given) => given.filter(|_| quick),
     };
     let progress = Progress::new("tree entries", layout.len() as u64, opts.progress);
-    let walk = tree::Walk { store, blobs: &table, kids: &kids, known, cutoff, hash_in_tree, progress: &progress };
+    let attrs = match (layout.attrs_recorded(), opts.full) {
+        (false, _) => tree::AttrCheck::Nothing,
+        (true, false) => tree::AttrCheck::Recorded,
+        (true, true) => tree::AttrCheck::Every,
+    };
+    let walk =
+        tree::Walk { store, blobs: &table, kids: &kids, known, cutoff, hash_in_tree, attrs, progress: &progress };
     let (diffs, stamps) = verify_tree(tree, layout, &walk)?;
     progress.finish();
     let mut diffs = diffs;

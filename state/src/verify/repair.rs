@@ -106,16 +106,16 @@ fn ensure_blob(
                 Ok(f) => f,
                 Err(_) => continue,
             };
-            let Ok(fd) = fsutil::open_beneath(tree_fd.as_fd(), &e.path, OFlag::O_RDONLY) else {
+            // A FIFO or device put where a copy was expected is skipped, never read.
+            let Ok(f) = lifeboat_fs::foreign::open_file_beneath(tree_fd.as_fd(), &e.path) else {
                 continue;
             };
-            let Ok(st) = nix::sys::stat::fstat(fd.as_fd()) else {
+            let Ok(st) = nix::sys::stat::fstat(f.as_fd()) else {
                 continue;
             };
             if bad_ino == Some((st.st_dev, st.st_ino)) {
                 continue; // the same damaged inode
             }
-            let f = File::from(fd);
             let Ok((got, _)) = Hash128::of_reader(&f, buf) else {
                 continue;
             };
@@ -226,9 +226,31 @@ pub fn repair(
         }
     }
     for (i, ds) in by_entry {
-        let rebuild = ds.iter().find(|d| !matches!(d.class, Class::WrongMode | Class::WrongOwner));
-        let d = *rebuild.unwrap_or(&ds[0]);
         let e = &es[i];
+        // Mode, owner and attributes are mended in place — but a file that
+        // records attributes must not be the store's inode (they would be set
+        // on the blob), so it is rebuilt as a copy.
+        // A file with attributes that is the blob's inode (linked where a
+        // copy belonged) is rebuilt; a copy is mended in place, so that a
+        // hard-link group of copies stays one inode.
+        let copy_with_attrs = match (&e.data, &e.attrs) {
+            (EntryData::File { hash, size: 1.. }, Some(_)) => {
+                let here = fsutil::open_dir_beneath(tree.as_fd(), e.parent())
+                    .and_then(|p| fsutil::lstat_at(p.as_fd(), e.name()))
+                    .ok()
+                    .flatten();
+                let blob = store.stat(*hash).ok().flatten();
+                matches!((here, blob), (Some(h), Some(b)) if (h.st_dev, h.st_ino) == (b.st_dev, b.st_ino))
+            }
+            _ => false,
+        };
+        let in_place = |d: &&Difference| match d.class {
+            Class::WrongMode | Class::WrongOwner => true,
+            Class::WrongAttrs => !copy_with_attrs,
+            _ => false,
+        };
+        let rebuild = ds.iter().find(|d| !in_place(d));
+        let d = *rebuild.unwrap_or(&ds[0]);
         let shown = tree_path.join(fsutil::os(&e.path));
         let parent = match fsutil::open_dir_beneath(tree.as_fd(), e.parent()) {
             Ok(p) => p,
@@ -237,10 +259,12 @@ pub fn repair(
                 continue;
             }
         };
+        let mend_in_place = rebuild.is_none();
         let r: std::result::Result<(), String> = (|| match d.class {
-            Class::WrongMode | Class::WrongOwner => {
+            _ if mend_in_place => {
                 let c = cstr(e.name()).map_err(|x| x.to_string())?;
                 let owner_wrong = ds.iter().any(|d| d.class == Class::WrongOwner);
+                let attrs_wrong = ds.iter().any(|d| d.class == Class::WrongAttrs);
                 if is_root {
                     nix::unistd::fchownat(
                         parent.as_fd(),
@@ -270,7 +294,7 @@ pub fn repair(
                     }
                     // An O_PATH descriptor takes no fchmod; its /proc link does,
                     // and names this inode, not a path that could be swapped.
-                    let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                    let proc = format!("/proc/thread-self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
                     nix::sys::stat::fchmodat(
                         nix::fcntl::AT_FDCWD,
                         proc.as_str(),
@@ -279,9 +303,19 @@ pub fn repair(
                     )
                     .map_err(|x| x.to_string())?;
                 }
+                // After the owner and mode: a `chown` cleared any capability.
+                if attrs_wrong || (is_root && e.attrs.is_some()) {
+                    crate::attrs::apply(
+                        lifeboat_fs::xattr::Target::At(parent.as_fd(), e.name()),
+                        e.attrs.as_deref(),
+                        true,
+                    )
+                    .map_err(|x| x.to_string())?;
+                }
                 Ok(())
             }
-            Class::Missing | Class::WrongType | Class::WrongContent | Class::WrongTarget => {
+            Class::Extra => Ok(()),
+            _ => {
                 let mut copy_from = None;
                 if let EntryData::File { hash, size } = &e.data {
                     if *size > 0 {
@@ -299,7 +333,7 @@ pub fn repair(
                     if d.class == Class::WrongType {
                         fsutil::remove_tree_at(parent.as_fd(), e.name()).map_err(|x| x.to_string())?;
                     }
-                    blit::place(e, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats)
+                    blit::place(e, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats, None)
                         .map_err(|x| x.to_string())?;
                     return Ok(());
                 }
@@ -312,7 +346,7 @@ pub fn repair(
                         crate::store::set_owner_perm(out.as_fd(), e.perm, e.uid, e.gid).map_err(|x| x.to_string())?;
                     }
                     None => {
-                        blit::place_as(e, &tmp, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats)
+                        blit::place_as(e, &tmp, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats, None)
                             .map_err(|x| x.to_string())?;
                     }
                 }
@@ -326,7 +360,6 @@ pub fn repair(
                 }
                 fsutil::rename(parent.as_fd(), &tmp, parent.as_fd(), e.name()).map_err(|x| x.to_string())
             }
-            Class::Extra => Ok(()),
         })();
         match r {
             Ok(()) => report.fixed.extend(ds.iter().map(|d| (*d).clone())),

@@ -109,6 +109,17 @@ pub(crate) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Which entries' extended attributes a tree pass compares.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum AttrCheck {
+    /// The layout recorded none (moss's, or an index from before they were kept).
+    Nothing,
+    /// Those of entries that record some (quick).
+    Recorded,
+    /// Every entry's: one added where none was recorded is found (`--full`).
+    Every,
+}
+
 /// What a tree pass works with, shared by its workers.
 pub(crate) struct Walk<'a> {
     pub(crate) store: &'a Store,
@@ -121,7 +132,31 @@ pub(crate) struct Walk<'a> {
     pub(crate) cutoff: (i64, u32),
     /// Hash every file (`--full` alone).
     pub(crate) hash_in_tree: bool,
+    pub(crate) attrs: AttrCheck,
     pub(crate) progress: &'a Progress<'a>,
+}
+
+/// The difference between `e`'s recorded attributes and those `t` has, if
+/// `check` asks for this entry to be compared.
+fn attr_difference(
+    check: AttrCheck,
+    e: &crate::layout::LayoutEntry,
+    t: lifeboat_fs::xattr::Target,
+) -> std::io::Result<Option<String>> {
+    let compare = match check {
+        AttrCheck::Nothing => false,
+        AttrCheck::Recorded => e.attrs.is_some(),
+        AttrCheck::Every => true,
+    };
+    if !compare {
+        return Ok(None);
+    }
+    let have = match crate::attrs::read(t) {
+        Ok(h) => h,
+        Err(err) => return Ok(Some(format!("cannot be read: {err}"))),
+    };
+    let d = crate::attrs::differences(e.attrs.as_deref(), have.as_deref());
+    Ok((!d.is_empty()).then(|| d.join(", ")))
 }
 
 /// Compares the tree below `tree` with `layout`; also gives the stamps of the
@@ -286,7 +321,8 @@ pub(crate) fn check_range(
     walk: &Walk,
     stamper: &mut Stamper,
 ) -> std::io::Result<Vec<Difference>> {
-    let Walk { store, blobs, kids, known, hash_in_tree, progress, .. } = *walk;
+    let Walk { store, blobs, kids, known, hash_in_tree, progress, attrs, .. } = *walk;
+    use lifeboat_fs::xattr::Target;
     use nix::sys::stat::fstat;
     let mut out = Vec::new();
     let mut buf = Vec::new();
@@ -445,12 +481,24 @@ pub(crate) fn check_range(
             out.push(diff(Class::WrongOwner, format!("{}:{} instead of {}:{}", st.uid, st.gid, e.uid, e.gid)));
         }
         let mut hashed = 0;
+        // Attributes: through the descriptor the check holds, else by name.
+        let attr_diff = match (&e.data, &opened_file, &opened_dir) {
+            (EntryData::Dir, _, _) => None, // below, through the directory's descriptor
+            (_, Some(f), _) => attr_difference(attrs, e, Target::Fd(f.as_fd()))?,
+            _ => attr_difference(attrs, e, Target::At(dir, name))?,
+        };
+        if let Some(why) = attr_diff {
+            out.push(diff(Class::WrongAttrs, why));
+        }
         match &e.data {
             EntryData::Dir => {
                 let fd = match opened_dir {
                     Some(fd) => fd,
                     None => fsutil::open_dir_at(dir, name)?,
                 };
+                if let Some(why) = attr_difference(attrs, e, Target::Fd(fd.as_fd()))? {
+                    out.push(diff(Class::WrongAttrs, why));
+                }
                 // A directory whose stamp matches holds what it held when it was
                 // stamped: exactly the layout's entries. It is not listed.
                 let trusted = match (known, &dir_sx) {
