@@ -123,7 +123,8 @@ def moss_root(work, moss, repo, name):
     root = os.path.join(work, name)
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
-    run(moss, "index", repo)
+    # With -D: without it moss takes / as its root and makes /.moss on this machine.
+    run(moss, "-D", root, "index", repo)
     run(moss, "-D", root, "repo", "add", "local", f"file://{repo}/stone.index", "-c", "bench", "-y")
     return root
 

@@ -405,9 +405,15 @@ def m_moss_root(work):
         q.sh(mkstone, os.path.join(work, f"later-system-{i}.stone"), stage, "--name", "system", "--version", f"{i}.0",
              "--release", str(i), "--summary", "lifeboat test system", "--homepage", "https://example.invalid/",
              "--license", "MPL-2.0")
+    # `moss index` without -D takes / as its root and makes /.moss there (lock,
+    # database, store, cache) on the machine running the tests: give it a root of
+    # its own in the work directory.
+    index_root = os.path.join(work, "moss-index-root")
+    os.makedirs(index_root, exist_ok=True)
+
     def release(i):
         os.rename(os.path.join(work, f"later-system-{i}.stone"), os.path.join(repo, f"system-{i}.0-{i}-1-x86_64.stone"))
-        q.sh(moss, "index", repo)
+        q.sh(moss, "-D", index_root, "index", repo)
     release(1)
     q.sh(moss, "-D", img.root, "repo", "add", "local", f"file://{repo}/stone.index", "-c", "test repo", "-y")
     q.sh(moss, "-D", img.root, "install", "-y", "system")

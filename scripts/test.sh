@@ -4,6 +4,19 @@
 # the real moss), 30 s of every fuzz target, and the boot scenarios in QEMU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Nothing may appear or change outside the scratch directories while the tests
+# run (scripts/outside_check.sh says what is looked at); checked at the end, also
+# when a test failed.
+outside=$(mktemp -d)
+./scripts/outside_check.sh snapshot "$outside"
+finish() {
+    status=$?
+    echo "== outside the scratch directories"
+    ./scripts/outside_check.sh compare "$outside" || status=1
+    rm -rf "$outside"
+    exit "$status"
+}
+trap finish EXIT
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

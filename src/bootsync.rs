@@ -10,6 +10,9 @@ use lifeboat_boot::plan::{Blob, Source, SyncRequest, WantedEntry};
 use lifeboat_boot::{token, version};
 use lifeboat_esp::discover::{self, SysBlock};
 use lifeboat_esp::{open_target, PartitionKind, Target};
+use lifeboat_fs::foreign;
+use lifeboat_fs::shown::{shown, shown_path, shown_str};
+use std::os::fd::AsFd;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -81,33 +84,61 @@ pub fn open_targets(root: &Path, args: &BootArgs, cfg: &Config, writable: bool) 
     }
 }
 
-/// Reads a file of a transaction: from the store by hash (always there for a
-/// retained transaction), else from the tree.
-fn content(root: &SystemRoot, layout: &Layout, rel: &[u8]) -> Option<(Hash128, u64, PathBuf)> {
+/// A file of a transaction, as its layout records it.
+enum Content {
+    /// Recorded empty: there is no blob (the store never holds empty files).
+    Empty,
+    /// Its blob in the store, always there for a retained transaction.
+    Blob { hash: Hash128, size: u64, path: PathBuf },
+}
+
+fn content(root: &SystemRoot, layout: &Layout, rel: &[u8]) -> Option<Content> {
     let e = layout.find(rel)?;
     let EntryData::File { hash, size } = e.data else {
         return None;
     };
-    let store = root.path.join(lifeboat_state::store::STORE_REL).join(hash.store_path());
     if size == 0 {
-        return Some((hash, 0, PathBuf::new()));
+        return Some(Content::Empty);
     }
-    Some((hash, size, store))
+    let path = root.path.join(lifeboat_state::store::STORE_REL).join(hash.store_path());
+    Some(Content::Blob { hash, size, path })
 }
 
 /// Small text files (cmdline fragments, os-release) are read up to this size.
-const SMALL_MAX: usize = 64 * 1024;
+const SMALL_MAX: u64 = 64 * 1024;
 
-fn read_small(p: &Path) -> String {
-    use std::io::Read;
-    let mut b = Vec::new();
-    let _ = std::fs::File::open(p).and_then(|f| f.take(SMALL_MAX as u64).read_to_end(&mut b));
-    String::from_utf8_lossy(&b).into_owned()
+/// Why a file cannot be used, naming it: missing from the store, or not a
+/// regular file there (a FIFO would block the read forever).
+fn unusable(what: &str, path: &Path, e: std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        format!("{what}: {} is missing from the store", shown_path(path))
+    } else {
+        format!("{what}: {}: {e}", shown_path(path))
+    }
 }
 
-/// A small file at `rel` below the root, never through a symlink.
+/// A store blob that will be copied to `$BOOT`, checked now that it can be
+/// opened as a regular file (the copy opens it again through the same door).
+fn boot_blob(what: &str, hash: Hash128, size: u64, path: PathBuf) -> std::result::Result<Blob, String> {
+    foreign::open_file(&path).map_err(|e| unusable(what, &path, e))?;
+    Ok(Blob { hash: hash.to_string(), len: size, source: Source::Path(path) })
+}
+
+/// The text of a small file of a transaction (a cmdline fragment).
+fn text(what: &str, c: Content) -> std::result::Result<String, String> {
+    match c {
+        Content::Empty => Ok(String::new()),
+        Content::Blob { path, .. } => foreign::read_file(&path, SMALL_MAX)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| unusable(what, &path, e)),
+    }
+}
+
+/// A small file at `rel` below the root, never through a symlink; empty when
+/// it cannot be read.
 fn read_in_root(root: &SystemRoot, rel: &str) -> String {
-    lifeboat_fs::read_small_at(root.fd(), rel.as_bytes(), SMALL_MAX)
+    foreign::open_file_beneath(root.fd(), rel.as_bytes())
+        .and_then(|f| foreign::read_capped(f, SMALL_MAX))
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
@@ -131,39 +162,47 @@ pub fn join_cmdline<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
 pub struct Common {
     pub token: String,
     pub machine_id: Option<String>,
-    pub rescue_initrd: Option<Blob>,
     pub root_arg: Option<String>,
     pub local_cmdline: String,
 }
 
-pub fn common(root: &Path, cfg: &Config, initrd: Option<&Path>) -> Result<Common> {
+/// The machine's own cmdline fragments, `etc/kernel/cmdline.d/*.cmdline` of
+/// `root`, in name order. One that cannot be read (not a regular file, too
+/// large) fails the sync, named: every entry's options would be wrong without it.
+fn local_cmdline(root: &Path) -> Result<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = root.join("etc/kernel/cmdline.d");
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| Error::io("list", &dir, e))?;
+        let n = e.file_name().as_bytes().to_vec();
+        if n.ends_with(b".cmdline") && !n.starts_with(b".") {
+            names.push(n);
+        }
+    }
+    names.sort();
+    let rootfd = lifeboat_fs::open_dir(root).map_err(|e| Error::io("open", root, e))?;
+    let mut parts = Vec::new();
+    for n in names {
+        let mut rel = b"etc/kernel/cmdline.d/".to_vec();
+        rel.extend_from_slice(&n);
+        let at = root.join(lifeboat_fs::os(&rel));
+        let f = foreign::open_file_in_root(rootfd.as_fd(), &rel).map_err(|e| Error::io("read", &at, e))?;
+        let b = foreign::read_capped(f, SMALL_MAX).map_err(|e| Error::io("read", &at, e))?;
+        parts.push(String::from_utf8_lossy(&b).into_owned());
+    }
+    Ok(join_cmdline(parts.iter().map(String::as_str)))
+}
+
+pub fn common(root: &Path) -> Result<Common> {
     let token = token::entry_token(root).ok_or_else(|| Error::NoEntryToken(root.to_path_buf()))?;
     let machine_id = token::machine_id(root);
-    let initrd_path = initrd.map(Path::to_path_buf).or_else(|| {
-        cfg.initrd.as_ref().map(|p| {
-            let p = PathBuf::from(p);
-            if p.is_absolute() && !is_live(root) {
-                root.join(p.strip_prefix("/").unwrap_or(&p))
-            } else {
-                p
-            }
-        })
-    });
-    let rescue_initrd = match initrd_path {
-        Some(p) => {
-            let bytes = std::fs::read(&p).map_err(|e| Error::io("read rescue initrd", &p, e))?;
-            Some(Blob { hash: Hash128::of(&bytes).to_string(), len: bytes.len() as u64, source: Source::Path(p) })
-        }
-        None => None,
-    };
-    let mut local = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(root.join("etc/kernel/cmdline.d")) {
-        let mut files: Vec<PathBuf> =
-            rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "cmdline")).collect();
-        files.sort();
-        local.extend(files.iter().map(|p| read_small(p)));
-    }
-    let local_cmdline = join_cmdline(local.iter().map(String::as_str));
+    let local_cmdline = local_cmdline(root)?;
     // On the running system, the root partition is known; elsewhere only cmdline
     // files may name it, and PID 1 finds the DPS root otherwise.
     let root_arg = if is_live(root) {
@@ -174,123 +213,170 @@ pub fn common(root: &Path, cfg: &Config, initrd: Option<&Path>) -> Result<Common
     } else {
         None
     };
-    Ok(Common { token, machine_id, rescue_initrd, root_arg, local_cmdline })
+    Ok(Common { token, machine_id, root_arg, local_cmdline })
+}
+
+/// What [`wanted`] found besides the entries: the transactions that get none
+/// (by id, with the reason), and what the user should hear.
+#[derive(Debug, Default)]
+pub struct Findings {
+    pub skipped: Vec<(u64, String)>,
+    pub notes: Vec<String>,
 }
 
 /// The wanted entry of every transaction that has a kernel; transactions without
 /// one are returned by id with the reason.
-pub fn wanted(root: &SystemRoot, idx: &StateIndex, common: &Common) -> (Vec<WantedEntry>, Vec<(u64, String)>) {
-    let active = root.active_id();
+pub fn wanted(root: &SystemRoot, idx: &StateIndex, common: &Common) -> (Vec<WantedEntry>, Findings) {
     let mut out = Vec::new();
-    let mut skipped = Vec::new();
+    let mut found = Findings::default();
     for t in idx.transactions() {
         let Some(layout) = idx.layout(t.id) else {
-            skipped.push((t.id, "layout unreadable".into()));
+            found.skipped.push((t.id, "layout unreadable".into()));
             continue;
         };
         let mut kvers = layout.kernels();
+        // A version directory named with a control character or `/` would write
+        // lines of its own into the entry: such a kernel is not booted.
+        kvers.retain(|k| {
+            let ok = lifeboat_boot::plan::kver_ok(k);
+            if !ok {
+                found.notes.push(format!(
+                    "transaction {}: lib/kernel/{}/vmlinuz left out: a kernel version with a control character cannot name a boot entry",
+                    t.id,
+                    shown_str(k)
+                ));
+            }
+            ok
+        });
         kvers.sort_by(|a, b| version::compare(b, a));
         let Some(kver) = kvers.first().cloned() else {
-            skipped.push((t.id, "carries no kernel (lib/kernel/<version>/vmlinuz)".into()));
+            found.skipped.push((t.id, "carries no kernel lifeboat can boot (lib/kernel/<version>/vmlinuz)".into()));
             continue;
         };
-        let kdir = format!("lib/kernel/{kver}");
-        let blob = |rel: &[u8]| {
-            content(root, &layout, rel).map(|(h, len, p)| Blob { hash: h.to_string(), len, source: Source::Path(p) })
-        };
-        let Some(linux) = blob(format!("{kdir}/vmlinuz").as_bytes()) else {
-            continue;
-        };
-        if let Source::Path(p) = &linux.source {
-            if !p.exists() {
-                skipped.push((t.id, format!("kernel {kver}: {} is missing from the store", p.display())));
-                continue;
-            }
+        match entry_of(root, t, &layout, kver, common, &mut found.notes) {
+            Ok(w) => out.push(w),
+            Err(why) => found.skipped.push((t.id, why)),
         }
-        let mut initrds = Vec::new();
-        let mut cmdlines = Vec::new();
-        let kprefix = format!("{kdir}/");
-        for e in layout.entries() {
-            let Some(name) = e.path.strip_prefix(kprefix.as_bytes()) else {
-                continue;
-            };
-            if name.contains(&b'/') {
-                continue;
-            }
-            let name = String::from_utf8_lossy(name).into_owned();
-            if let Some(stem) = name.strip_suffix(".initrd") {
-                if let Some(b) = blob(&e.path) {
-                    initrds.push((stem.to_owned(), b));
-                }
-            } else if name.ends_with(".cmdline") {
-                if let Some((_, _, p)) = content(root, &layout, &e.path) {
-                    cmdlines.push(read_small(&p));
-                }
-            }
-        }
-        let mut tree_cmd = Vec::new();
-        for e in layout.entries() {
-            if let Some(n) = e.path.strip_prefix(b"lib/kernel/cmdline.d/".as_slice()) {
-                if n.ends_with(b".cmdline") && !n.contains(&b'/') {
-                    if let Some((_, _, p)) = content(root, &layout, &e.path) {
-                        tree_cmd.push(read_small(&p));
-                    }
-                }
-            }
-        }
-        let mut options = join_cmdline(
-            tree_cmd
-                .iter()
-                .chain(cmdlines.iter())
-                .map(String::as_str)
-                .chain(std::iter::once(common.local_cmdline.as_str())),
-        );
-        if !options.split_whitespace().any(|w| w.starts_with("root=")) {
-            if let Some(r) = &common.root_arg {
-                options = format!("{r} {options}");
-            }
-        }
-        // On a moss root the entry also names the state as moss's own initrd
-        // (moss-fstx.service) reads it, so either initrd rolls back.
-        let tx_opts = if root.is_moss() {
-            format!("lifeboat.tx={} moss.fstx={}", t.id, t.id)
-        } else {
-            format!("lifeboat.tx={}", t.id)
-        };
-        options = join_cmdline([options.as_str(), &tx_opts]);
-        let os_text = match content(root, &layout, b"lib/os-release") {
-            Some((_, _, p)) => Some(read_small(&p)),
-            // moss writes each tree's os-release itself; no layout lists it.
-            None if root.is_moss() => {
-                let tree = if active == Some(t.id) { "usr".to_owned() } else { format!(".moss/root/{}/usr", t.id) };
-                Some(read_in_root(root, &format!("{tree}/lib/os-release")))
-            }
-            None => None,
-        };
-        let os = os_text.map(|t| token::parse_os_release(&t)).unwrap_or_default();
-        let name = token::field(&os, "PRETTY_NAME").or_else(|| token::field(&os, "NAME")).unwrap_or("Linux");
-        let sort_key = token::field(&os, "IMAGE_ID").or_else(|| token::field(&os, "ID")).unwrap_or("lifeboat");
-        out.push(WantedEntry {
-            tx: t.id,
-            active: active == Some(t.id),
-            title: if root.is_moss() && !t.summary.is_empty() {
-                format!("{name}, state {}: {} ({})", t.id, t.summary, timefmt::utc_minutes(t.created))
-            } else if root.is_moss() {
-                format!("{name}, state {} ({})", t.id, timefmt::utc_minutes(t.created))
-            } else {
-                format!("{name}, transaction {} ({})", t.id, timefmt::utc_minutes(t.created))
-            },
-            version: format!("{}-{kver}", t.id),
-            sort_key: sort_key.to_owned(),
-            machine_id: common.machine_id.clone(),
-            kver,
-            linux,
-            initrds,
-            rescue_initrd: common.rescue_initrd.clone(),
-            options,
-        });
     }
-    (out, skipped)
+    (out, found)
+}
+
+/// The wanted entry of transaction `t`, booting kernel `kver`; why not, when a
+/// file it needs cannot be had (the transaction is then left as it is on
+/// `$BOOT`: an entry without one of its initrds or cmdline fragments could
+/// boot wrong).
+fn entry_of(
+    root: &SystemRoot,
+    t: &lifeboat_state::index::TxMeta,
+    layout: &Layout,
+    kver: String,
+    common: &Common,
+    notes: &mut Vec<String>,
+) -> std::result::Result<WantedEntry, String> {
+    let active = root.active_id();
+    let kdir = format!("lib/kernel/{kver}");
+    let shown_kdir = shown_str(&kdir);
+    let linux = match content(root, layout, format!("{kdir}/vmlinuz").as_bytes()) {
+        Some(Content::Blob { hash, size, path }) => {
+            boot_blob(&format!("kernel {}", shown_str(&kver)), hash, size, path)?
+        }
+        Some(Content::Empty) => return Err(format!("kernel {shown_kdir}/vmlinuz is empty")),
+        None => return Err(format!("kernel {shown_kdir}/vmlinuz is not a file")),
+    };
+    let mut initrds = Vec::new();
+    let mut cmdlines = Vec::new();
+    let kprefix = format!("{kdir}/");
+    for e in layout.entries() {
+        let Some(name) = e.path.strip_prefix(kprefix.as_bytes()) else {
+            continue;
+        };
+        if name.contains(&b'/') {
+            continue;
+        }
+        let shown_file = format!("{shown_kdir}/{}", shown(name));
+        let name = String::from_utf8_lossy(name).into_owned();
+        if let Some(stem) = name.strip_suffix(".initrd") {
+            match content(root, layout, &e.path) {
+                Some(Content::Blob { hash, size, path }) => {
+                    initrds.push((stem.to_owned(), boot_blob(&format!("initrd {shown_file}"), hash, size, path)?))
+                }
+                // An empty initrd adds nothing to what the kernel unpacks; a
+                // file of no bytes on $BOOT would only be something to go wrong.
+                Some(Content::Empty) => {
+                    notes.push(format!("transaction {}: initrd {shown_file} is empty; its entry goes without it", t.id))
+                }
+                None => {}
+            }
+        } else if name.ends_with(".cmdline") {
+            if let Some(c) = content(root, layout, &e.path) {
+                cmdlines.push(text(&format!("cmdline {shown_file}"), c)?);
+            }
+        }
+    }
+    let mut tree_cmd = Vec::new();
+    for e in layout.entries() {
+        if let Some(n) = e.path.strip_prefix(b"lib/kernel/cmdline.d/".as_slice()) {
+            if n.ends_with(b".cmdline") && !n.contains(&b'/') {
+                if let Some(c) = content(root, layout, &e.path) {
+                    tree_cmd.push(text(&format!("cmdline lib/kernel/cmdline.d/{}", shown(n)), c)?);
+                }
+            }
+        }
+    }
+    let mut options = join_cmdline(
+        tree_cmd
+            .iter()
+            .chain(cmdlines.iter())
+            .map(String::as_str)
+            .chain(std::iter::once(common.local_cmdline.as_str())),
+    );
+    if !options.split_whitespace().any(|w| w.starts_with("root=")) {
+        if let Some(r) = &common.root_arg {
+            options = format!("{r} {options}");
+        }
+    }
+    // On a moss root the entry also names the state as moss's own initrd
+    // (moss-fstx.service) reads it, so either initrd rolls back.
+    let tx_opts = if root.is_moss() {
+        format!("lifeboat.tx={} moss.fstx={}", t.id, t.id)
+    } else {
+        format!("lifeboat.tx={}", t.id)
+    };
+    options = join_cmdline([options.as_str(), &tx_opts]);
+    // The title only: an os-release that cannot be read gives a plain one.
+    let os_text = match content(root, layout, b"lib/os-release") {
+        Some(c) => text("os-release", c).ok(),
+        // moss writes each tree's os-release itself; no layout lists it.
+        None if root.is_moss() => {
+            let tree = if active == Some(t.id) { "usr".to_owned() } else { format!(".moss/root/{}/usr", t.id) };
+            Some(read_in_root(root, &format!("{tree}/lib/os-release")))
+        }
+        None => None,
+    };
+    let os = os_text.map(|t| token::parse_os_release(&t)).unwrap_or_default();
+    let name = token::field(&os, "PRETTY_NAME").or_else(|| token::field(&os, "NAME")).unwrap_or("Linux");
+    let sort_key = token::field(&os, "IMAGE_ID").or_else(|| token::field(&os, "ID")).unwrap_or("lifeboat");
+    Ok(WantedEntry {
+        tx: t.id,
+        active: active == Some(t.id),
+        title: if root.is_moss() && !t.summary.is_empty() {
+            format!("{name}, state {}: {} ({})", t.id, t.summary, timefmt::utc_minutes(t.created))
+        } else if root.is_moss() {
+            format!("{name}, state {} ({})", t.id, timefmt::utc_minutes(t.created))
+        } else {
+            format!("{name}, transaction {} ({})", t.id, timefmt::utc_minutes(t.created))
+        },
+        version: format!("{}-{kver}", t.id),
+        sort_key: sort_key.to_owned(),
+        machine_id: common.machine_id.clone(),
+        kver,
+        linux,
+        initrds,
+        // Set by the caller: which rescue initrd the entries carry is decided
+        // against what $BOOT holds (see `rescue`).
+        rescue_initrd: None,
+        options,
+    })
 }
 
 /// Builds the request for `boot sync`.
@@ -301,10 +387,9 @@ pub fn request(
     keep: Option<usize>,
     tries: Option<u32>,
     timeout: Option<u32>,
-    initrd: Option<&Path>,
-) -> Result<(SyncRequest, Vec<(u64, String)>)> {
-    let common = common(&root.path, cfg, initrd)?;
-    let (entries, skipped) = wanted(root, idx, &common);
+) -> Result<(SyncRequest, Findings)> {
+    let common = common(&root.path)?;
+    let (entries, found) = wanted(root, idx, &common);
     Ok((
         SyncRequest {
             token: common.token,
@@ -312,9 +397,9 @@ pub fn request(
             keep: keep.or(cfg.keep).unwrap_or(5),
             tries: tries.or(cfg.tries),
             timeout: timeout.or(cfg.timeout),
-            protected: skipped.iter().map(|(id, _)| *id).collect(),
+            protected: found.skipped.iter().map(|(id, _)| *id).collect(),
         },
-        skipped,
+        found,
     ))
 }
 

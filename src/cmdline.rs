@@ -69,6 +69,26 @@ impl KernelCmdline {
         Some(v.parse().map_err(|_| v.to_owned()))
     }
 
+    /// A whole number `key=N` no greater than `max`: `default` when the key is
+    /// absent; `max` when it is larger (whatever its digits: a number the kernel
+    /// passes is never a reason for an overflow in PID 1); `default` when it is
+    /// not a whole number. The second value says what was not taken as given,
+    /// for the console.
+    pub fn number(&self, key: &str, default: u64, max: u64) -> (u64, Option<String>) {
+        let Some(v) = self.get(key) else {
+            return (default.min(max), None);
+        };
+        let shown = lifeboat_fs::shown::shown_str(v);
+        match v.parse::<u64>() {
+            Ok(n) if n <= max => (n, None),
+            Ok(_) => (max, Some(format!("{key}={shown} is more than {max}; using {max}"))),
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+                (max, Some(format!("{key}={shown} is more than {max}; using {max}")))
+            }
+            Err(_) => (default.min(max), Some(format!("{key}={shown} is not a whole number; using {default}"))),
+        }
+    }
+
     /// Read-only root unless `rw` comes after any `ro`.
     pub fn read_only(&self) -> bool {
         self.words.iter().rev().find_map(|w| match w.as_str() {
@@ -100,5 +120,31 @@ mod tests {
         assert_eq!(KernelCmdline::parse("").tx(), None);
         let c = KernelCmdline::parse_bytes(b"quiet x=\xff\xfe root=/dev/vda2 lifeboat.tx=4\n");
         assert_eq!((c.get("root"), c.tx()), (Some("/dev/vda2"), Some(Ok(4))));
+    }
+
+    #[test]
+    fn hostile_numbers_are_bounded_or_refused_with_a_message() {
+        let n = |line: &str| KernelCmdline::parse(line).number("lifeboat.rootwait", 30, 86_400);
+        assert_eq!(n(""), (30, None));
+        assert_eq!(n("lifeboat.rootwait=5"), (5, None));
+        assert_eq!(n("lifeboat.rootwait=0"), (0, None));
+        assert_eq!(n("lifeboat.rootwait=86400"), (86_400, None));
+        for big in ["18446744073709551615", "18446744073709551616", "99999999999999999999999999", "86401"] {
+            let (v, note) = n(&format!("lifeboat.rootwait={big}"));
+            assert_eq!(v, 86_400, "{big}");
+            assert!(note.unwrap().contains("is more than 86400"), "{big}");
+        }
+        for bad in ["-1", "abc", "", "1e9", "+-3", "0x10", "5s", "\u{1b}[2J"] {
+            let (v, note) = n(&format!("lifeboat.rootwait={bad}"));
+            assert_eq!(v, 30, "{bad:?}");
+            let note = note.unwrap();
+            assert!(note.contains("not a whole number") && !note.contains('\u{1b}'), "{note}");
+        }
+        // Later parameters win, as in the kernel.
+        assert_eq!(n("lifeboat.rootwait=x lifeboat.rootwait=7"), (7, None));
+        assert_eq!(
+            KernelCmdline::parse("lifeboat.tx=18446744073709551616").tx(),
+            Some(Err("18446744073709551616".into()))
+        );
     }
 }

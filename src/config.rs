@@ -11,7 +11,11 @@
 //! initrd = /usr/lib/lifeboat/lifeboat.initrd   # rescue initrd added to entries
 //! ```
 
+use std::os::fd::AsFd;
 use std::path::Path;
+
+/// A settings file is a few lines; more than this is not one.
+const MAX: u64 = 64 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -55,13 +59,22 @@ impl Config {
         (c, warnings)
     }
 
+    /// The root's settings. The file is the machine's, not lifeboat's: read
+    /// through the one door for such files (resolved inside the root, a regular
+    /// file only, never waiting on a FIFO); one that cannot be read is said,
+    /// and the defaults apply.
     pub fn load(root: &Path) -> (Config, Vec<String>) {
-        match std::fs::read_to_string(root.join(CONFIG_REL)) {
-            Ok(t) => {
-                let (c, w) = Config::parse(&t);
-                (c, w.into_iter().map(|x| format!("{}: {x}", root.join(CONFIG_REL).display())).collect())
+        let shown = lifeboat_fs::shown::shown_path(&root.join(CONFIG_REL));
+        let read = lifeboat_fs::open_dir(root)
+            .and_then(|d| lifeboat_fs::foreign::open_file_in_root(d.as_fd(), CONFIG_REL.as_bytes()))
+            .and_then(|f| lifeboat_fs::foreign::read_capped(f, MAX));
+        match read {
+            Ok(b) => {
+                let (c, w) = Config::parse(&String::from_utf8_lossy(&b));
+                (c, w.into_iter().map(|x| format!("{shown}: {x}")).collect())
             }
-            Err(_) => (Config::default(), vec![]),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Config::default(), vec![]),
+            Err(e) => (Config::default(), vec![format!("{shown}: {e}; its settings are not used")]),
         }
     }
 }

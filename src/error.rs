@@ -7,6 +7,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use lifeboat_fs::shown::shown_path;
 use lifeboat_state::index::file::LoadError;
 
 #[derive(Debug)]
@@ -55,6 +56,12 @@ pub enum Error {
         path: PathBuf,
         expected: &'static str,
     },
+    /// The rescue initrd the entries carry is on `$BOOT` no more and its source
+    /// no longer holds it: a sync without it would drop the rescue path.
+    RescueInitrdGone {
+        name: String,
+        from: Option<String>,
+    },
     /// A repair left entries broken: what it could not recover.
     Unrecoverable {
         summary: String,
@@ -88,7 +95,7 @@ impl fmt::Display for Error {
             Error::Esp(e) => write!(f, "{e}"),
             Error::Boot(e) => write!(f, "{e}"),
             Error::Initrd(e) => write!(f, "{e}"),
-            Error::Io { op, path, source } => write!(f, "{op} {}: {source}", path.display()),
+            Error::Io { op, path, source } => write!(f, "{op} {}: {source}", shown_path(path)),
             Error::BadArgument { what, value, expected } => write!(f, "{what} {value:?}: {expected}"),
             Error::NoEsp { root, hint } => write!(f, "no ESP for {}: {hint}", root.display()),
             Error::NoPartition { kind, disk } => write!(f, "no {kind} partition on {}", disk.display()),
@@ -98,11 +105,22 @@ impl fmt::Display for Error {
                 root.display()
             ),
             Error::NoDisk(p) => write!(f, "no disk holds {}", p.display()),
-            Error::NoKernel => write!(f, "no transaction carries a kernel: nothing to put on $BOOT"),
+            Error::NoKernel => {
+                write!(f, "no transaction carries a kernel lifeboat can boot (the notes above say why): nothing to put on $BOOT")
+            }
             Error::NoEntry { pattern } => {
                 write!(f, "no entry on $BOOT matches {pattern:?}; run `lifeboat boot sync` first?")
             }
-            Error::WrongFile { path, expected } => write!(f, "{} is not {expected}", path.display()),
+            Error::WrongFile { path, expected } => write!(f, "{} is not {expected}", shown_path(path)),
+            Error::RescueInitrdGone { name, from } => write!(
+                f,
+                "the rescue initrd the boot entries carry, {name}, is not on $BOOT intact{}; nothing was changed: \
+                 give `boot sync --initrd FILE` to put one back, or `--no-initrd` to go without",
+                match from {
+                    Some(f) => format!(" and {f}, where it came from, no longer holds it"),
+                    None => String::new(),
+                }
+            ),
             Error::Unrecoverable { summary } => write!(f, "{summary}"),
         }
     }

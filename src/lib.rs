@@ -17,5 +17,6 @@ pub mod error;
 pub mod json;
 pub mod kmsg;
 pub mod pid1;
+pub mod rescue;
 pub mod shell;
 pub mod timefmt;

@@ -4,6 +4,7 @@
 //! plain text that reads well on a serial console.
 
 use std::io::{BufRead, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::bootsync::BootArgs;
@@ -173,11 +174,13 @@ impl Shell {
                         Ok(m) => ("-", m.len()),
                         Err(_) => ("?", 0),
                     };
-                    let name = e.file_name().to_string_lossy().into_owned();
+                    let name = lifeboat_fs::shown::shown(e.file_name().as_bytes());
                     let tail = if kind == "l" {
                         format!(
                             " -> {}",
-                            std::fs::read_link(e.path()).map(|t| t.display().to_string()).unwrap_or_default()
+                            std::fs::read_link(e.path())
+                                .map(|t| lifeboat_fs::shown::shown_path(&t))
+                                .unwrap_or_default()
                         )
                     } else {
                         String::new()
@@ -187,7 +190,10 @@ impl Shell {
             }
             "cat" => {
                 need_arg(1, "cat PATH")?;
-                let mut f = std::fs::File::open(args[0]).map_err(|e| format!("{}: {e}", args[0]))?;
+                // Through the one door: a FIFO or a device named by mistake is
+                // refused, not waited on (this may be the only console).
+                let mut f = lifeboat_fs::foreign::open_named(Path::new(args[0]))
+                    .map_err(|e| format!("{}: {e}", lifeboat_fs::shown::shown_str(args[0])))?;
                 let mut b = Vec::new();
                 (&mut f).take(1 << 20).read_to_end(&mut b).map_err(|e| format!("{}: {e}", args[0]))?;
                 let mut o = std::io::stdout().lock();

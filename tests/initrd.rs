@@ -169,6 +169,20 @@ fn generic_set_with_softdeps_compressed_modules_and_builtins() {
         "ext5",
     ]);
     assert!(e.contains("module ext5") && e.contains("did you mean ext4"), "{e}");
+    // A FIFO where a module or depmod's index is: named, never waited on.
+    for f in ["kernel/fs/ext4/ext4.ko", "modules.alias"] {
+        let p = kdir.join(f);
+        let kept = fs::read(&p).unwrap();
+        fs::remove_file(&p).unwrap();
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let o =
+            run_within(&["initrd", "build", "--out", out.to_str().unwrap(), "--modules", kdir.to_str().unwrap()], 20)
+                .unwrap_or_else(|| panic!("initrd build hung on a FIFO at {f}"));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(f) && e.contains("FIFO"), "{f}: {e}");
+        fs::remove_file(&p).unwrap();
+        fs::write(&p, kept).unwrap();
+    }
     fs::write(kdir.join("kernel/drivers/nvme/host/nvme.ko.zst"), b"\x28\xb5\x2f\xfd garbage").unwrap();
     let e = fails(&["initrd", "build", "--out", out.to_str().unwrap(), "--modules", kdir.to_str().unwrap()]);
     assert!(e.contains("nvme.ko.zst") && e.contains("corrupt"), "{e}");

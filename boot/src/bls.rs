@@ -74,8 +74,12 @@ impl Entry {
             .collect()
     }
 
+    /// Adds `key value`. A control character in the value — a newline in an
+    /// os-release field, a moss summary — is written escaped (`\n`), never
+    /// raw: raw, it would end the line and start a key of its own (`options`)
+    /// for the loader, which also ends lines at `\r`.
     pub fn push(&mut self, key: &str, value: &str) {
-        self.lines.push(Line::Pair(key.to_owned(), value.to_owned()));
+        self.lines.push(Line::Pair(key.to_owned(), lifeboat_fs::shown::controls_escaped(value)));
     }
 
     /// All `options` lines joined, as the loader passes them.
@@ -183,6 +187,18 @@ mod tests {
         assert_eq!(e.options(), "root=x quiet");
         assert_eq!(e.get("x-unknown-key"), Some("value"));
         assert_eq!(e.render(), text.replace("title  Fedora", "title Fedora"));
+    }
+
+    #[test]
+    fn a_value_never_adds_a_line() {
+        let mut e = Entry::default();
+        e.push("title", "Evil\roptions init=/bin/sh\ntitle x\u{85}\u{1b}[2J");
+        e.push("options", "root=LABEL=a\\x20b quiet");
+        let text = e.render();
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert_eq!(Entry::parse(&text).get("title"), Some("Evil\\roptions init=/bin/sh\\ntitle x\\302\\205\\033[2J"));
+        assert_eq!(Entry::parse(&text).options(), "root=LABEL=a\\x20b quiet", "a backslash of the kernel's stays");
     }
 
     #[test]

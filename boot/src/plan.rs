@@ -41,9 +41,12 @@ impl fmt::Debug for Source {
 }
 
 impl Source {
+    /// A path is a file lifeboat did not write (a store blob, a file a person
+    /// named): opened through the one door, so a FIFO or a device put there
+    /// fails the copy at once instead of blocking it forever.
     fn open(&self) -> std::io::Result<Box<dyn Read>> {
         match self {
-            Source::Path(p) => Ok(Box::new(std::fs::File::open(p)?)),
+            Source::Path(p) => Ok(Box::new(lifeboat_fs::foreign::open_file(p)?)),
             Source::Bytes(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
         }
     }
@@ -159,6 +162,12 @@ pub fn kver_name(kver: &str) -> String {
     kver.chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~' | '^') { c } else { '_' })
         .collect()
+}
+
+/// Whether a kernel version can name a boot entry: not empty, not `.` or `..`,
+/// no `/` and no control character.
+pub fn kver_ok(kver: &str) -> bool {
+    !kver.is_empty() && kver != "." && kver != ".." && !kver.contains('/') && !lifeboat_fs::shown::has_control(kver)
 }
 
 /// Entry file stem of a transaction (without counter and `.conf`).
@@ -345,6 +354,19 @@ fn booted_now(entries: &[OurEntry], loader_conf: Option<&str>) -> BTreeSet<Strin
 pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -> Result<Plan> {
     if req.token.is_empty() || req.token.contains('/') {
         return Err(Error::Invalid(format!("entry token {:?} is not usable", req.token)));
+    }
+    // A kernel version becomes part of file names and the entry's `version`
+    // line: one with a control character or a `/` would add lines or leave
+    // lifeboat's directory. The caller leaves such kernels out; this is the
+    // last word.
+    for w in &req.entries {
+        if !kver_ok(&w.kver) {
+            return Err(Error::Invalid(format!(
+                "transaction {}: kernel version {:?} has a control character or \"/\"; no entry can carry it",
+                w.tx,
+                lifeboat_fs::shown::shown_str(&w.kver)
+            )));
+        }
     }
     let token = req.token.as_str();
     let present_entries = our_entries(boot, token)?;

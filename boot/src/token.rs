@@ -1,8 +1,18 @@
 //! Identity of an installation on a shared ESP: the entry token (kernel-install's
 //! rules), the machine id, and os-release fields for titles and sort keys.
 
-use std::fs;
+use std::os::fd::AsFd;
 use std::path::Path;
+
+/// Reads a small file of the root `root` as the root sees it (symlinks
+/// resolved inside it, a regular file only, never waiting on a FIFO): these are
+/// the machine's files, not lifeboat's.
+fn read_in_root(root: &Path, rel: &str) -> Option<String> {
+    let dir = lifeboat_fs::open_dir(root).ok()?;
+    let f = lifeboat_fs::foreign::open_file_in_root(dir.as_fd(), rel.as_bytes()).ok()?;
+    let b = lifeboat_fs::foreign::read_capped(f, 64 * 1024).ok()?;
+    String::from_utf8(b).ok()
+}
 
 /// Key/value pairs of an os-release file (quotes and escapes removed).
 pub fn parse_os_release(text: &str) -> Vec<(String, String)> {
@@ -43,7 +53,7 @@ pub fn parse_os_release(text: &str) -> Vec<(String, String)> {
 /// The os-release of a system root: `etc/os-release`, else `usr/lib/os-release`.
 pub fn os_release(root: &Path) -> Vec<(String, String)> {
     for p in ["etc/os-release", "usr/lib/os-release"] {
-        if let Ok(t) = fs::read_to_string(root.join(p)) {
+        if let Some(t) = read_in_root(root, p) {
             return parse_os_release(&t);
         }
     }
@@ -56,7 +66,7 @@ pub fn field<'a>(os: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// A valid machine id: 32 lowercase hex digits, not all zero.
 pub fn machine_id(root: &Path) -> Option<String> {
-    let t = fs::read_to_string(root.join("etc/machine-id")).ok()?;
+    let t = read_in_root(root, "etc/machine-id")?;
     let t = t.trim().to_ascii_lowercase();
     (t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) && t.bytes().any(|b| b != b'0')).then_some(t)
 }
@@ -73,7 +83,7 @@ fn token_ok(t: &str) -> bool {
 /// machine id, else os-release `IMAGE_ID`, else `ID`. Lowercased, since
 /// systemd-boot lowercases entry ids before matching.
 pub fn entry_token(root: &Path) -> Option<String> {
-    if let Ok(t) = fs::read_to_string(root.join("etc/kernel/entry-token")) {
+    if let Some(t) = read_in_root(root, "etc/kernel/entry-token") {
         let t = t.lines().next().unwrap_or("").trim().to_ascii_lowercase();
         if token_ok(&t) {
             return Some(t);
@@ -97,6 +107,7 @@ pub fn entry_token(root: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn os_release_quoting() {
@@ -120,6 +131,15 @@ mod tests {
         assert_eq!(entry_token(&d).as_deref(), Some("mytoken"));
         fs::write(d.join("etc/kernel/entry-token"), "../evil\n").unwrap();
         assert_eq!(entry_token(&d).as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        // A FIFO where a file is expected is passed over, not waited on; a
+        // symlink is resolved inside the root.
+        fs::remove_file(d.join("etc/kernel/entry-token")).unwrap();
+        nix::unistd::mkfifo(&d.join("etc/kernel/entry-token"), nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .unwrap();
+        fs::remove_file(d.join("etc/machine-id")).unwrap();
+        std::os::unix::fs::symlink("/usr/lib/os-release", d.join("etc/os-release")).unwrap();
+        fs::write(d.join("usr/lib/os-release"), "ID=inside\n").unwrap();
+        assert_eq!(entry_token(&d).as_deref(), Some("inside"));
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -5,7 +5,8 @@
 //! listings with `getdents64` into reused buffers, and the one atomic file write
 //! ([`atomic_write_at`], [`atomic_write`]: temporary name, fsync, rename, fsync of
 //! the directory) that every host-side writer uses; and [`foreign`], the one way
-//! to open a file lifeboat did not create.
+//! to open a file lifeboat did not create; [`shown`], the one way to print a name
+//! lifeboat did not choose.
 
 use std::ffi::{CString, OsStr};
 use std::io::{self, Read};
@@ -18,6 +19,8 @@ pub mod xattr;
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
+
+pub mod shown;
 
 /// Converts a nix errno into an io::Error.
 pub fn io_err(e: nix::errno::Errno) -> io::Error {

@@ -13,7 +13,14 @@ pub mod modules;
 
 use std::fmt;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+
+use lifeboat_fs::foreign;
+
+/// No file that goes into an initrd (the binary, a module, a firmware file)
+/// is near this; a larger one is refused before it is read.
+const MAX_FILE: u64 = 512 << 20;
 
 pub use cpio::{Archive, CpioEntry, Kind};
 
@@ -122,13 +129,16 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
     }
     a.char_dev("dev/console", 0o600, 5, 1);
     a.char_dev("dev/null", 0o666, 1, 3);
-    let bin = std::fs::read(&spec.binary).map_err(io_at(&spec.binary))?;
+    let bin = foreign::read_file(&spec.binary, MAX_FILE).map_err(io_at(&spec.binary))?;
     a.file("init", 0o755, bin);
     a.symlink("usr/bin/lifeboat", "../../init");
     // Tells PID 1 that it runs from lifeboat's own initrd.
     a.file("etc/initrd-release", 0o644, b"NAME=\"lifeboat rescue initrd\"\nID=lifeboat\n".to_vec());
     if let Some(ms) = &spec.modules {
         let ix = modules::ModuleIndex::load(&ms.dir)?;
+        // Module and firmware files are a tree's: opened inside their directory
+        // (symlinks resolved there, never out of it), regular files only.
+        let moddir = lifeboat_fs::open_dir(&ms.dir).map_err(io_at(&ms.dir))?;
         let mut sel = modules::select(&ix, ms.host.as_ref(), &ms.named)?;
         let kver = ms.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let mut boot = modules::BootIndex::default();
@@ -136,7 +146,9 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         for name in &sel.order {
             let rel = &ix.path[name];
             let src = ms.dir.join(rel);
-            let data = std::fs::read(&src).map_err(io_at(&src))?;
+            let data = foreign::open_file_in_root(moddir.as_fd(), rel.as_bytes())
+                .and_then(|f| foreign::read_capped(f, MAX_FILE))
+                .map_err(io_at(&src))?;
             let format = modules::compress::Format::of_path(rel);
             // Checked whole either way: a corrupt module fails the build, not the boot.
             let plain = modules::compress::decompress(format, &src.display().to_string(), &data)?;
@@ -158,10 +170,20 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         built.modules = sel.order.len();
         boot.aliases = ix.aliases.iter().filter(|(_, m)| boot.modules.contains_key(m)).cloned().collect();
         boot.always = sel.always.clone();
-        modules::select::firmware(&mut sel, &raw_modules, &ms.firmware_dir);
+        let fwdir = match lifeboat_fs::open_dir(&ms.firmware_dir) {
+            Ok(d) => Some(d),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::Io { at: ms.firmware_dir.clone(), source: e }),
+        };
+        modules::select::firmware(&mut sel, &raw_modules, fwdir.as_ref().map(|d| d.as_fd()));
         for fw in &sel.firmware {
             let src = ms.firmware_dir.join(fw);
-            let data = std::fs::read(&src).map_err(io_at(&src))?;
+            let data = fwdir
+                .as_ref()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+                .and_then(|d| foreign::open_file_in_root(d.as_fd(), fw.as_bytes()))
+                .and_then(|f| foreign::read_capped(f, MAX_FILE))
+                .map_err(io_at(&src))?;
             let dest = format!("lib/firmware/{fw}");
             add_parents(&mut a, &dest);
             a.file(&dest, 0o644, data);

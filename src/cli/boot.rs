@@ -1,6 +1,7 @@
 //! `lifeboat boot ...`: entries on `$BOOT`, sync, default and one-shot, boot
 //! counting, and installing systemd-boot.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ use lifeboat_boot::plan::{self, Step};
 use lifeboat_boot::{loaderconf, sdboot};
 use lifeboat_esp::volume::join;
 use lifeboat_esp::Volume;
+use lifeboat_fs::shown::{controls_escaped, shown_str};
 
 use super::disk::human;
 use super::Out;
@@ -18,6 +20,7 @@ use crate::bootsync::{self, BootArgs, BootTargets};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::json::Json;
+use crate::rescue;
 use lifeboat_state::root::SystemRoot;
 
 #[derive(FromArgs, Debug)]
@@ -66,9 +69,13 @@ pub struct SyncCmd {
     /// loader.conf timeout in seconds
     #[argh(option)]
     pub timeout: Option<u32>,
-    /// lifeboat rescue initrd to add to every entry
+    /// lifeboat rescue initrd to add to every entry; later syncs (also those
+    /// after commit, activate and prune) keep it
     #[argh(option)]
     pub initrd: Option<PathBuf>,
+    /// drop the rescue initrd from every entry (it is kept otherwise)
+    #[argh(switch)]
+    pub no_initrd: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -135,7 +142,13 @@ fn esp_vol(t: &mut BootTargets) -> &mut dyn Volume {
 pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
     match c.cmd {
         BootSub::Sync(s) => {
-            sync(ctx, s.keep, s.tries, s.timeout, s.initrd.as_deref(), s.dry_run)?;
+            let ask = match (s.initrd, s.no_initrd) {
+                (Some(_), true) => return Err(Error::bad_arg("--no-initrd", "", "cannot go with --initrd")),
+                (Some(p), false) => rescue::Ask::Use(p),
+                (None, true) => rescue::Ask::Drop,
+                (None, false) => rescue::Ask::Keep,
+            };
+            sync(ctx, s.keep, s.tries, s.timeout, &ask, s.dry_run)?;
             Ok(ExitCode::SUCCESS)
         }
         BootSub::List(_) => list(ctx),
@@ -154,15 +167,18 @@ pub fn sync(
     keep: Option<usize>,
     tries: Option<u32>,
     timeout: Option<u32>,
-    initrd: Option<&Path>,
+    initrd: &rescue::Ask,
     dry_run: bool,
 ) -> Result<()> {
     let config = cfg(ctx);
     let root = SystemRoot::open(ctx.root)?;
     let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     ctx.out.loaded(&loaded);
-    let (req, skipped) = bootsync::request(&root, &loaded.index, &config, keep, tries, timeout, initrd)?;
-    for (id, why) in &skipped {
+    let (req, found) = bootsync::request(&root, &loaded.index, &config, keep, tries, timeout)?;
+    for n in &found.notes {
+        ctx.out.note(n);
+    }
+    for (id, why) in &found.skipped {
         ctx.out.note(format!("transaction {id}: {why}; its entry (if any) is left as it is"));
     }
     if req.entries.is_empty() {
@@ -173,6 +189,13 @@ pub fn sync(
         ctx.out.note(n);
     }
     let mut req = req;
+    let rescue = rescue::resolve(&root, &config, initrd, t.boot.volume.as_mut(), &req.token)?;
+    for n in &rescue.notes {
+        ctx.out.note(n);
+    }
+    for w in &mut req.entries {
+        w.rescue_initrd = rescue.blob.clone();
+    }
     if root.is_moss() {
         for (id, file) in bootsync::adopt_moss_entries(&mut req, t.boot.volume.as_mut())? {
             ctx.out.note(format!("state {id}: moss's own entry {file} boots it; lifeboat adds none"));
@@ -206,6 +229,14 @@ pub fn sync(
         for r in &done.recovered {
             ctx.out.note(r);
         }
+        // Only once the entries carry it (or no longer do): the record says
+        // what $BOOT holds. Without it the next sync reads the entries back,
+        // so a root that cannot be written to costs a note, not the sync.
+        if let Some(r) = &rescue.record {
+            if let Err(e) = rescue::write_record(&root, r) {
+                ctx.out.note(format!("{e}; the next sync reads the rescue initrd back from the entries"));
+            }
+        }
     }
     if plan.is_noop() {
         ctx.out.line(format!("{} is up to date ({} entries)", boot.location, plan.kept.len()));
@@ -217,6 +248,7 @@ pub fn sync(
             .with("boot", boot.location.as_str())
             .with("kept", plan.kept.clone())
             .with("dropped_for_space", plan.dropped_for_space.clone())
+            .with("rescue_initrd", rescue.name())
             .with("steps", Json::Arr(steps))
             .with("dry_run", dry_run),
     );
@@ -299,10 +331,11 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
     for (i, e) in entries.iter().enumerate() {
         let mark = if Some(i) == default_idx { "*" } else { " " };
         let counter = e.sort.counter.map(|c| format!(" [tries left {}, done {}]", c.left, c.done)).unwrap_or_default();
+        // Another system's entry is printed escaped: one entry, one line.
         ctx.out.line(format!(
             "{mark} {:<48} {}{}{}",
-            e.file,
-            e.entry.get("title").unwrap_or("(no title)"),
+            shown_str(&e.file),
+            controls_escaped(e.entry.get("title").unwrap_or("(no title)")),
             counter,
             if e.ours.is_none() { "  (not lifeboat's)" } else { "" }
         ));
@@ -373,7 +406,7 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
         for d in dirs.iter().filter(|d| d.is_dir) {
             let n = d.name.to_ascii_lowercase();
             if !matches!(n.as_str(), "boot" | "systemd" | "linux" | "microsoft") {
-                ctx.out.line(format!("other:    EFI/{}/ (another operating system's loader)", d.name));
+                ctx.out.line(format!("other:    EFI/{}/ (another operating system's loader)", shown_str(&d.name)));
                 loaders.push(Json::obj().with("path", format!("EFI/{}", d.name)).with("what", "other"));
             }
         }
@@ -382,8 +415,8 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     let lc = esp.read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned());
     let default = lc.as_deref().and_then(|l| loaderconf::get_key(l, "default")).map(str::to_owned);
     let timeout = lc.as_deref().and_then(|l| loaderconf::get_key(l, "timeout")).map(str::to_owned);
-    ctx.out.line(format!("default:  {}", default.as_deref().unwrap_or("(first entry)")));
-    ctx.out.line(format!("timeout:  {}", timeout.as_deref().unwrap_or("(loader default)")));
+    ctx.out.line(format!("default:  {}", controls_escaped(default.as_deref().unwrap_or("(first entry)"))));
+    ctx.out.line(format!("timeout:  {}", controls_escaped(timeout.as_deref().unwrap_or("(loader default)"))));
     j.push("default", default.clone());
     j.push("timeout", timeout);
     let vars = efivars(ctx).ok();
@@ -404,10 +437,13 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
             Some(tx) => format!("transaction {tx}"),
             None => format!(
                 "foreign ({})",
-                e.entry.get("machine-id").map(|m| format!("machine-id {m}")).unwrap_or_else(|| "other install".into())
+                e.entry
+                    .get("machine-id")
+                    .map(|m| format!("machine-id {}", controls_escaped(m)))
+                    .unwrap_or_else(|| "other install".into())
             ),
         };
-        ctx.out.line(format!("  {:<48} {owner}{counter}", e.file));
+        ctx.out.line(format!("  {:<48} {owner}{counter}", shown_str(&e.file)));
         arr.push(
             Json::obj()
                 .with("id", e.sort.id.as_str())
@@ -516,11 +552,21 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
 
 fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
     let config = cfg(ctx);
-    let src = match loader {
-        Some(p) => p.to_owned(),
-        None => ctx.root.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
+    // Through the one door for files lifeboat did not make: the tree's loader
+    // resolved inside the tree, a named one as named; a regular file either way.
+    const LOADER_REL: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+    let (src, file) = match loader {
+        Some(p) => (p.to_owned(), lifeboat_fs::foreign::open_named(p)),
+        None => (
+            ctx.root.join(LOADER_REL),
+            lifeboat_fs::open_dir(ctx.root)
+                .and_then(|d| lifeboat_fs::foreign::open_file_in_root(d.as_fd(), LOADER_REL.as_bytes())),
+        ),
     };
-    let bin = std::fs::read(&src).map_err(|e| Error::io("read loader", &src, e))?;
+    // A loader is a few hundred KiB; a file far larger is not one.
+    let bin = file
+        .and_then(|f| lifeboat_fs::foreign::read_capped(f, 64 << 20))
+        .map_err(|e| Error::io("read loader", &src, e))?;
     let new_v = sdboot::version(&bin)
         .ok_or_else(|| Error::WrongFile { path: src.clone(), expected: "a systemd-boot binary" })?;
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;

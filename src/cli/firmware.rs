@@ -181,11 +181,13 @@ pub fn run(root: &Path, args: &BootArgs, c: FirmwareCmd, out: &Out) -> Result<Ex
                         } else {
                             format!(" data={}", o.optional.iter().map(|b| format!("{b:02x}")).collect::<String>())
                         };
+                        // The firmware's label and file path, escaped: another
+                        // tool (or a hostile one) wrote them.
                         out.line(format!(
                             "{mark}{} {}{active}\n      {} [{}]{opt}",
                             boot_name(e.num),
-                            o.description,
-                            path_string(&o.path),
+                            lifeboat_fs::shown::controls_escaped(&o.description),
+                            lifeboat_fs::shown::controls_escaped(&path_string(&o.path)),
                             describe(o, &known)
                         ));
                         arr.push(

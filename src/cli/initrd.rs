@@ -9,6 +9,10 @@ use lifeboat_initrd::{BuildSpec, Compression, ModuleSpec};
 
 use super::Out;
 use crate::error::{Error, Result};
+use lifeboat_fs::foreign;
+
+/// The initrd `--append-to` names is read whole; none is near this.
+const MAX_BASE: u64 = 1 << 30;
 use crate::json::Json;
 
 #[derive(FromArgs, Debug)]
@@ -80,21 +84,34 @@ fn running_kernel() -> Result<String> {
 /// The kernel configuration for modules in `dir` (`ROOT/lib/modules/V` ->
 /// `ROOT/boot/config-V`, or `dir/build/.config`).
 fn find_config(dir: &Path, given: Option<&PathBuf>) -> Result<Option<String>> {
+    // A kernel configuration is a few hundred KiB.
+    const MAX: u64 = 16 << 20;
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     if let Some(p) = given {
-        return std::fs::read_to_string(p).map(Some).map_err(|e| Error::io("read", p, e));
+        return foreign::open_named(p)
+            .and_then(|f| foreign::read_capped(f, MAX))
+            .map(|b| Some(text(b)))
+            .map_err(|e| Error::io("read", p, e));
     }
     let kver = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut candidates = vec![dir.join("build/.config"), dir.join("config")];
     if let Some(root) = dir.parent().and_then(Path::parent).and_then(Path::parent) {
         candidates.insert(0, root.join(format!("boot/config-{kver}")));
     }
-    Ok(candidates.iter().find_map(|p| std::fs::read_to_string(p).ok()))
+    // `build` is a symlink to the headers, often absent: only the file itself
+    // must not be one, nor a FIFO.
+    Ok(candidates.iter().find_map(|p| foreign::read_file(p, MAX).ok()).map(text))
 }
 
 /// The block devices (sysfs directories) and filesystems of this machine's root,
 /// `/usr` and boot partitions, for a host-only initrd.
 fn host_devices(sys: &Path, mountinfo: &Path) -> Result<HostDevices> {
-    let text = std::fs::read_to_string(mountinfo).map_err(|e| Error::io("read", mountinfo, e))?;
+    // A file given in place of /proc/self/mountinfo (itself a regular file to
+    // fstat) goes through the door too.
+    let text = foreign::open_named(mountinfo)
+        .and_then(|f| foreign::read_capped(f, 16 << 20))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|e| Error::io("read", mountinfo, e))?;
     let mounts = lifeboat_esp::discover::parse_mountinfo(&text);
     let mut host = HostDevices::default();
     let mut seen = Vec::new();
@@ -137,8 +154,9 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
             None => return Err(Error::bad_arg("--compress", o, "use zstd, zstd:LEVEL (1-22) or none")),
         },
     };
+    // Resolved here, so the builder opens a path with no symlink left on it.
     let binary = match b.binary {
-        Some(p) => p,
+        Some(p) => std::fs::canonicalize(&p).map_err(|e| Error::io("read", &p, e))?,
         None => std::env::current_exe().map_err(|e| Error::io("find", "this executable", e))?,
     };
     let t = std::time::Instant::now();
@@ -170,14 +188,22 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
             firmware_dir: b.firmware_dir.clone(),
         })
     };
+    // Read before the build, which takes seconds: a base that cannot be read
+    // fails at once.
+    let base = match &b.append_to {
+        Some(base) => Some(
+            foreign::open_named(base)
+                .and_then(|f| foreign::read_capped(f, MAX_BASE))
+                .map_err(|e| Error::io("read", base, e))?,
+        ),
+        None => None,
+    };
     let built = lifeboat_initrd::build(&BuildSpec { binary, modules, compression })?;
     for n in &built.notes {
         out.note(n);
     }
-    let bytes = match &b.append_to {
-        Some(base) => {
-            lifeboat_initrd::append(&std::fs::read(base).map_err(|e| Error::io("read", base, e))?, &built.bytes)
-        }
+    let bytes = match &base {
+        Some(base) => lifeboat_initrd::append(base, &built.bytes),
         None => built.bytes,
     };
     lifeboat_fs::atomic_write(&b.out, &bytes, 0o644).map_err(|e| Error::io("write", &b.out, e))?;

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::json::Json;
 use crate::timefmt;
+use lifeboat_fs::shown::{controls_escaped, shown, shown_str};
 use lifeboat_state::recover as txn_prep;
 use lifeboat_state::root::SystemRoot;
 use lifeboat_state::txn;
@@ -156,7 +157,7 @@ fn sync_if_configured(root: &Path, args: &BootArgs, out: &Out) -> Result<()> {
         return Ok(());
     }
     let ctx = crate::cli::boot::Ctx { root, args, out };
-    crate::cli::boot::sync(&ctx, None, None, None, None, false)
+    crate::cli::boot::sync(&ctx, None, None, None, &crate::rescue::Ask::Keep, false)
 }
 
 /// What a command that changes the root needs to know beyond it: the
@@ -335,8 +336,8 @@ pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
             t.id,
             timefmt::utc_minutes(t.created),
             short,
-            if t.kernels.is_empty() { "-".to_string() } else { t.kernels.join(",") },
-            t.summary
+            if t.kernels.is_empty() { "-".to_string() } else { shown_str(&t.kernels.join(",")) },
+            controls_escaped(&t.summary)
         ));
         arr.push(
             Json::obj()
@@ -363,10 +364,13 @@ fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
     let st = root.tree_state(idx, id, &root.archived_ids()?);
     out.line(format!("transaction {id}"));
     out.line(format!("  created:   {}", timefmt::utc_minutes(t.created)));
-    out.line(format!("  summary:   {}", t.summary));
+    out.line(format!("  summary:   {}", controls_escaped(&t.summary)));
     out.line(format!("  parent:    {}", t.parent.map(|p| p.to_string()).unwrap_or_else(|| "-".into())));
     out.line(format!("  state:     {}", st.as_str()));
-    out.line(format!("  kernels:   {}", if t.kernels.is_empty() { "-".into() } else { t.kernels.join(", ") }));
+    out.line(format!(
+        "  kernels:   {}",
+        if t.kernels.is_empty() { "-".into() } else { shown_str(&t.kernels.join(", ")) }
+    ));
     out.line(format!(
         "  layout:    {} entries: {} directories, {} files ({} bytes), {} symlinks",
         layout.len(),
@@ -380,11 +384,10 @@ fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
             let (kind, size, value) = match &e.data {
                 lifeboat_state::layout::EntryData::Dir => ('d', 0, String::new()),
                 lifeboat_state::layout::EntryData::File { hash, size } => ('f', *size, hash.to_string()),
-                lifeboat_state::layout::EntryData::Symlink { target } => {
-                    ('l', 0, String::from_utf8_lossy(target).into_owned())
-                }
+                lifeboat_state::layout::EntryData::Symlink { target } => ('l', 0, shown(target)),
             };
-            format!("{kind}\t{:o}\t{}:{}\t{size}\t{value}\t{}", e.perm, e.uid, e.gid, e.path_lossy())
+            // Escaped: a name with a newline or a tab stays one field of one line.
+            format!("{kind}\t{:o}\t{}:{}\t{size}\t{value}\t{}", e.perm, e.uid, e.gid, shown(&e.path))
         }));
     }
     out.json(

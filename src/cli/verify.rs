@@ -10,8 +10,9 @@ use argh::FromArgs;
 use super::Out;
 use crate::error::Result;
 use crate::json::Json;
+use lifeboat_fs::shown::{controls_escaped, shown_path, shown_str};
 use lifeboat_state::root::SystemRoot;
-use lifeboat_state::verify::{self, Options, ProgressSink, Which};
+use lifeboat_state::verify::{self, Difference, Options, ProgressSink, Which};
 
 pub const EXIT_DIFFERENT: u8 = 1;
 pub const EXIT_CANNOT_CHECK: u8 = 2;
@@ -47,6 +48,16 @@ pub struct RepairCmd {
     /// link (same size, still the store's inode) is found and fixed too
     #[argh(switch)]
     pub full: bool,
+}
+
+/// One difference on one line: the path escaped (a file named with a newline
+/// is one name, not two lines of the listing), and so is the detail.
+fn line(d: &Difference) -> String {
+    let mut s = format!("{:<14} {}", d.class.as_str(), shown_str(&d.path));
+    if !d.detail.is_empty() {
+        s.push_str(&format!(" ({})", controls_escaped(&d.detail)));
+    }
+    s
 }
 
 fn which(s: Option<u64>) -> Which {
@@ -85,14 +96,14 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
         referenced.as_deref(),
     )?;
     let (diffs, bad_blobs) = (report.diffs, report.bad_blobs);
-    out.lines(&diffs);
+    out.lines(diffs.iter().map(line));
     for (h, why) in &bad_blobs {
-        out.line(format!("{:<14} {} ({why})", "bad-blob", store.blob_path(*h).display()));
+        out.line(format!("{:<14} {} ({why})", "bad-blob", shown_path(&store.blob_path(*h))));
     }
     let clean = diffs.is_empty() && bad_blobs.is_empty();
     out.line(format!(
         "transaction {id} ({}): {} entries, {} {}, {} ms",
-        path.display(),
+        shown_path(&path),
         layout.len(),
         if clean { "no".to_string() } else { (diffs.len() + bad_blobs.len()).to_string() },
         if diffs.len() + bad_blobs.len() == 1 { "difference" } else { "differences" },
@@ -175,13 +186,13 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
         known: None,
     };
     let r = verify::repair(&root, &loaded.index, which(c.state), c.prune_extra, opts)?;
-    out.lines(r.fixed.iter().map(|f| format!("fixed   {f}")));
-    out.lines(r.removed_extra.iter().map(|p| format!("removed {p}")));
+    out.lines(r.fixed.iter().map(|f| format!("fixed   {}", line(f))));
+    out.lines(r.removed_extra.iter().map(|p| format!("removed {}", shown_str(p))));
     for (h, from) in &r.recovered_blobs {
-        out.line(format!("recovered blob {h} from {}", from.display()));
+        out.line(format!("recovered blob {h} from {}", shown_path(from)));
     }
     for (p, why) in &r.unrecoverable {
-        out.line(format!("NOT RECOVERED {p}: {why}"));
+        out.line(format!("NOT RECOVERED {}: {}", shown_str(p), controls_escaped(why)));
     }
     out.line(format!(
         "repair: {} fixed, {} not recoverable, {} ms",

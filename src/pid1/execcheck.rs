@@ -8,15 +8,31 @@ use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
+use lifeboat_fs::foreign;
+
 use super::elf::Elf;
 
 /// ELF files larger than this are not read whole (no library is near it).
 const MAX_ELF: u64 = 256 << 20;
 
+/// Reads up to [`MAX_ELF`] bytes of a file of the new root, found by
+/// [`resolve_in`] (no symlink left on its last step): through the one door, so
+/// a FIFO or a device planted as a library fails the check instead of
+/// blocking the boot.
 fn read_bounded(p: &Path) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    fs::File::open(p)?.take(MAX_ELF).read_to_end(&mut out)?;
+    foreign::open_file(p)?.take(MAX_ELF).read_to_end(&mut out)?;
     Ok(out)
+}
+
+/// A small configuration file of the root (`etc/ld.so.conf`), resolved inside
+/// it; empty when it cannot be read.
+fn read_conf(root: &Path, rel: &[u8]) -> String {
+    lifeboat_fs::open_dir(root)
+        .and_then(|d| foreign::open_file_in_root(std::os::fd::AsFd::as_fd(&d), rel))
+        .and_then(|f| foreign::read_capped(f, 1 << 20))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// Resolves `path` inside `root` as the kernel would after `chroot(root)`:
@@ -87,14 +103,22 @@ fn lib_dirs(root: &Path) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut confs = vec![root.join("etc/ld.so.conf")];
+    let mut confs = vec![b"etc/ld.so.conf".to_vec()];
     if let Ok(rd) = fs::read_dir(root.join("etc/ld.so.conf.d")) {
-        let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        use std::os::unix::ffi::OsStrExt;
+        let mut v: Vec<Vec<u8>> = rd
+            .flatten()
+            .map(|e| {
+                let mut rel = b"etc/ld.so.conf.d/".to_vec();
+                rel.extend_from_slice(e.file_name().as_bytes());
+                rel
+            })
+            .collect();
         v.sort();
         confs.extend(v);
     }
     for c in confs {
-        for line in fs::read_to_string(c).unwrap_or_default().lines() {
+        for line in read_conf(root, &c).lines() {
             let l = line.trim();
             if l.starts_with('/') {
                 dirs.push(l.to_owned());
@@ -135,7 +159,7 @@ fn check_libs(root: &Path, data: &[u8], who: &str, depth: usize) -> Result<(), S
 pub fn check_init(root: &Path, init: &Path) -> Result<String, String> {
     let real = resolve_in(root, init).map_err(|e| format!("init {}: {e}", init.display()))?;
     let mut head = vec![0u8; 64 * 1024];
-    let n = fs::File::open(&real)
+    let n = foreign::open_file(&real)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| format!("init {}: {e}", init.display()))?;
     head.truncate(n);
@@ -193,6 +217,10 @@ mod tests {
         assert!(check_init(&r, Path::new("/bin/init")).unwrap_err().contains("/bin/sh"));
         fs::write(r.join("usr/bin/sh"), b"\x7fELF").unwrap();
         assert!(check_init(&r, Path::new("/bin/init")).is_ok());
+        // A FIFO where the init is: named, never waited on.
+        nix::unistd::mkfifo(&r.join("usr/bin/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
+        let e = check_init(&r, Path::new("/bin/fifo")).unwrap_err();
+        assert!(e.contains("FIFO"), "{e}");
         fs::remove_dir_all(&r).unwrap();
     }
 

@@ -11,11 +11,25 @@ use nix::mount::{mount, MsFlags};
 
 use super::{devices, progress, say, Boot, BootError, Phase, SYSROOT};
 
+/// How long PID 1 waits for the root when `lifeboat.rootwait=` does not say.
+pub const ROOTWAIT_DEFAULT: u64 = 30;
+/// The longest wait `lifeboat.rootwait=` can ask for: a day. Anything longer is
+/// taken as this (a deadline past the clock's range would end PID 1's worker).
+pub const ROOTWAIT_MAX: u64 = 86_400;
+
+/// How long to wait for the root, and what the console should hear about a
+/// value that was not taken as given.
+pub fn root_wait(cmdline: &crate::cmdline::KernelCmdline) -> (Duration, Option<String>) {
+    let (secs, note) = cmdline.number("lifeboat.rootwait", ROOTWAIT_DEFAULT, ROOTWAIT_MAX);
+    (Duration::from_secs(secs), note)
+}
+
 /// What `root=` asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RootSpec {
-    /// `PARTUUID=` (with `/PARTNROFF=n`: the partition n further on that disk).
-    PartUuid(String, i64),
+    /// `PARTUUID=` (with `/PARTNROFF=n`: the partition n further on that disk;
+    /// the kernel reads n as an `int`, and so does lifeboat).
+    PartUuid(String, i32),
     Uuid(String),
     /// `LABEL=`: the filesystem label.
     Label(String),
@@ -50,17 +64,30 @@ impl RootSpec {
     /// Parses `root=` in every form a user copies from a running system:
     /// `PARTUUID=` (`/PARTNROFF=n`), `UUID=`, `LABEL=`, `PARTLABEL=`, the
     /// `/dev/disk/by-{partuuid,uuid,label,partlabel}/` links, or a device path.
-    pub fn parse(v: Option<&str>) -> RootSpec {
-        let Some(v) = v else { return RootSpec::Discover };
-        let partuuid = |u: &str| {
+    /// A `/PARTNROFF=` that is not a number the kernel would take is refused:
+    /// guessing 0 would mount the partition the offset was meant to skip.
+    pub fn parse(v: Option<&str>) -> Result<RootSpec, String> {
+        let Some(v) = v else { return Ok(RootSpec::Discover) };
+        let partuuid = |u: &str| -> Result<RootSpec, String> {
             let (u, off) = match u.split_once("/PARTNROFF=") {
-                Some((u, n)) => (u, n.parse::<i64>().unwrap_or(0)),
+                Some((u, n)) => (
+                    u,
+                    n.parse::<i32>().map_err(|_| {
+                        format!(
+                            "root={}: PARTNROFF={} is not a whole number between {} and {}",
+                            lifeboat_fs::shown::shown_str(v),
+                            lifeboat_fs::shown::shown_str(n),
+                            i32::MIN,
+                            i32::MAX
+                        )
+                    })?,
+                ),
                 None => (u, 0),
             };
-            RootSpec::PartUuid(u.to_ascii_lowercase(), off)
+            Ok(RootSpec::PartUuid(u.to_ascii_lowercase(), off))
         };
-        if let Some(u) = v.strip_prefix("PARTUUID=") {
-            partuuid(u)
+        Ok(if let Some(u) = v.strip_prefix("PARTUUID=") {
+            partuuid(u)?
         } else if let Some(u) = v.strip_prefix("UUID=") {
             RootSpec::Uuid(u.to_ascii_lowercase())
         } else if let Some(l) = v.strip_prefix("LABEL=") {
@@ -68,7 +95,7 @@ impl RootSpec {
         } else if let Some(l) = v.strip_prefix("PARTLABEL=") {
             RootSpec::PartLabel(l.to_owned())
         } else if let Some(u) = v.strip_prefix("/dev/disk/by-partuuid/") {
-            partuuid(u)
+            partuuid(u)?
         } else if let Some(u) = v.strip_prefix("/dev/disk/by-uuid/") {
             RootSpec::Uuid(u.to_ascii_lowercase())
         } else if let Some(l) = v.strip_prefix("/dev/disk/by-label/") {
@@ -77,7 +104,7 @@ impl RootSpec {
             RootSpec::PartLabel(unescape_udev(l))
         } else {
             RootSpec::Path(PathBuf::from(v))
-        }
+        })
     }
 
     /// The device `self` names among `devs`, if present now. `boot_partuuid` is
@@ -94,10 +121,11 @@ impl RootSpec {
                 else {
                     return Ok(None);
                 };
-                let want = n as i64 + off;
+                // Both fit an i64 with room to spare: no sum overflows.
+                let want = i64::from(n) + i64::from(*off);
                 Ok(devs
                     .iter()
-                    .find(|d| d.parent.as_ref().is_some_and(|(dk, dn)| *dk == disk && *dn as i64 == want))
+                    .find(|d| d.parent.as_ref().is_some_and(|(dk, dn)| *dk == disk && i64::from(*dn) == want))
                     .map(|d| d.dev.clone()))
             }
             RootSpec::Label(l) => Ok(devs.iter().find(|d| d.label.as_deref() == Some(l)).map(|d| d.dev.clone())),
@@ -159,11 +187,21 @@ impl Boot {
         if let Some(d) = &self.root_dev {
             return Ok(d.clone());
         }
-        let spec = RootSpec::parse(self.cmdline.get("root"));
-        let wait = self.cmdline.get("lifeboat.rootwait").and_then(|v| v.parse::<u64>().ok()).unwrap_or(30);
+        let spec = RootSpec::parse(self.cmdline.get("root")).map_err(|e| BootError::new(Phase::Root, e))?;
+        let (wait_for, note) = root_wait(&self.cmdline);
+        if let Some(n) = note {
+            say(n);
+        }
+        let wait = wait_for.as_secs();
         let sys = SysBlock::default();
         let boot_part = devices::loader_partuuid();
-        let deadline = Instant::now() + Duration::from_secs(wait);
+        // Bounded above, so this cannot fail; were it to, wait as long as it may.
+        let start = Instant::now();
+        let deadline = start.checked_add(wait_for);
+        let past = |now: Instant| match deadline {
+            Some(d) => now >= d,
+            None => now.duration_since(start) >= wait_for,
+        };
         let mut announced = false;
         loop {
             let devs =
@@ -176,7 +214,7 @@ impl Boot {
                 self.root_dev = Some(d.clone());
                 return Ok(d);
             }
-            if Instant::now() >= deadline {
+            if past(Instant::now()) {
                 let seen: Vec<String> = sys.scan().iter().map(describe).collect();
                 let what = match &spec {
                     RootSpec::Discover => "a root-x86-64 partition (no root= given)".to_owned(),
@@ -241,16 +279,50 @@ mod tests {
 
     #[test]
     fn root_specs() {
-        assert_eq!(RootSpec::parse(Some("PARTUUID=AB")), RootSpec::PartUuid("ab".into(), 0));
-        assert_eq!(RootSpec::parse(Some("PARTUUID=AB/PARTNROFF=1")), RootSpec::PartUuid("ab".into(), 1));
-        assert_eq!(RootSpec::parse(Some("UUID=x")), RootSpec::Uuid("x".into()));
-        assert_eq!(RootSpec::parse(Some("/dev/disk/by-partuuid/Q")), RootSpec::PartUuid("q".into(), 0));
-        assert_eq!(RootSpec::parse(Some("LABEL=my root")), RootSpec::Label("my root".into()));
-        assert_eq!(RootSpec::parse(Some("/dev/disk/by-label/my\\x20root")), RootSpec::Label("my root".into()));
-        assert_eq!(RootSpec::parse(Some("PARTLABEL=root-x86-64")), RootSpec::PartLabel("root-x86-64".into()));
-        assert_eq!(RootSpec::parse(Some("/dev/disk/by-partlabel/r")), RootSpec::PartLabel("r".into()));
-        assert_eq!(RootSpec::parse(Some("/dev/sda2")), RootSpec::Path("/dev/sda2".into()));
-        assert_eq!(RootSpec::parse(None), RootSpec::Discover);
+        assert_eq!(RootSpec::parse(Some("PARTUUID=AB")), Ok(RootSpec::PartUuid("ab".into(), 0)));
+        assert_eq!(RootSpec::parse(Some("PARTUUID=AB/PARTNROFF=1")), Ok(RootSpec::PartUuid("ab".into(), 1)));
+        assert_eq!(RootSpec::parse(Some("UUID=x")), Ok(RootSpec::Uuid("x".into())));
+        assert_eq!(RootSpec::parse(Some("/dev/disk/by-partuuid/Q")), Ok(RootSpec::PartUuid("q".into(), 0)));
+        assert_eq!(RootSpec::parse(Some("LABEL=my root")), Ok(RootSpec::Label("my root".into())));
+        assert_eq!(RootSpec::parse(Some("/dev/disk/by-label/my\\x20root")), Ok(RootSpec::Label("my root".into())));
+        assert_eq!(RootSpec::parse(Some("PARTLABEL=root-x86-64")), Ok(RootSpec::PartLabel("root-x86-64".into())));
+        assert_eq!(RootSpec::parse(Some("/dev/disk/by-partlabel/r")), Ok(RootSpec::PartLabel("r".into())));
+        assert_eq!(RootSpec::parse(Some("/dev/sda2")), Ok(RootSpec::Path("/dev/sda2".into())));
+        assert_eq!(RootSpec::parse(None), Ok(RootSpec::Discover));
+    }
+
+    #[test]
+    fn hostile_partnroff_and_rootwait_never_overflow() {
+        for bad in ["9223372036854775807", "2147483648", "-2147483649", "x", "", "18446744073709551615"] {
+            let e = RootSpec::parse(Some(&format!("PARTUUID=ab/PARTNROFF={bad}"))).unwrap_err();
+            assert!(e.contains("is not a whole number between"), "{e}");
+        }
+        let part = |n: u32, uuid: &str| BlockDev {
+            name: format!("vda{n}"),
+            dev: PathBuf::from(format!("/dev/vda{n}")),
+            parent: Some(("vda".into(), n)),
+            partuuid: Some(uuid.into()),
+            ..BlockDev::default()
+        };
+        let devs = vec![part(1, "a"), part(u32::MAX, "z")];
+        for off in [i32::MAX, i32::MIN, 1, -1] {
+            let s = RootSpec::parse(Some(&format!("PARTUUID=z/PARTNROFF={off}"))).unwrap();
+            assert_eq!(s.find(&devs, None), Ok(None), "{off}");
+            let s = RootSpec::parse(Some(&format!("PARTUUID=a/PARTNROFF={off}"))).unwrap();
+            assert_eq!(s.find(&devs, None), Ok(None), "{off}");
+        }
+        // The rescue shell's `continue` runs the same wait again: neither panics.
+        use crate::cmdline::KernelCmdline;
+        for v in ["18446744073709551615", "99999999999999999999", "-5", "x"] {
+            let c = KernelCmdline::parse(&format!("lifeboat.rootwait={v}"));
+            for _ in 0..2 {
+                let (wait, note) = root_wait(&c);
+                assert!(wait <= Duration::from_secs(ROOTWAIT_MAX), "{v}");
+                assert!(note.is_some(), "{v}");
+                assert!(Instant::now().checked_add(wait).is_some());
+            }
+        }
+        assert_eq!(root_wait(&KernelCmdline::parse("quiet")), (Duration::from_secs(30), None));
     }
 
     #[test]

@@ -130,3 +130,37 @@ pub fn is_root() -> bool {
 pub fn have(tool: &str) -> bool {
     Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false)
 }
+
+/// Runs lifeboat with a deadline: `None` when it had to be killed after `secs`
+/// (a read that blocks forever — a FIFO where a file was expected — is a
+/// failure the test must see, not a test that never ends).
+pub fn run_within(args: &[&str], secs: u64) -> Option<Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child =
+        Command::new(bin()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run lifeboat");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let e = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for lifeboat") {
+            return Some(Output { status, stdout: o.join().unwrap(), stderr: e.join().unwrap() });
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -46,9 +46,11 @@ pub struct ModuleIndex {
     pub builtin: BTreeSet<String>,
 }
 
+/// One of depmod's files in a kernel's module directory: a tree's file, read
+/// through the one door (a regular file only, never waiting on a FIFO).
 fn read(dir: &Path, name: &str, required: bool) -> Result<Option<String>> {
     let p = dir.join(name);
-    match std::fs::read(&p) {
+    match lifeboat_fs::foreign::read_file(&p, 256 << 20) {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Module(format!(

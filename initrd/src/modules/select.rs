@@ -16,7 +16,8 @@
 //! errors; a named module that does not exist is, with the nearest names.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
 
 use super::index::{norm, ModuleIndex};
 use crate::{Error, Result};
@@ -247,7 +248,10 @@ pub fn host_modules(ix: &ModuleIndex, host: &HostDevices) -> Vec<String> {
 
 /// Firmware files the selected modules declare (`firmware=` in their module
 /// info), kept when present below `firmware_dir`.
-pub fn firmware(sel: &mut Selection, module_bytes: &BTreeMap<String, Vec<u8>>, firmware_dir: &Path) {
+/// Firmware is looked up inside `firmware_dir` (symlinks resolved there, as
+/// the kernel's loader resolves them below /lib/firmware), regular files only;
+/// `None` when there is no such directory.
+pub fn firmware(sel: &mut Selection, module_bytes: &BTreeMap<String, Vec<u8>>, firmware_dir: Option<BorrowedFd>) {
     let mut have = BTreeSet::new();
     for m in &sel.order {
         let Some(b) = module_bytes.get(m) else { continue };
@@ -255,7 +259,7 @@ pub fn firmware(sel: &mut Selection, module_bytes: &BTreeMap<String, Vec<u8>>, f
             if fw.split('/').any(|c| c == ".." || c.is_empty()) {
                 continue;
             }
-            if firmware_dir.join(&fw).is_file() {
+            if firmware_dir.is_some_and(|d| lifeboat_fs::foreign::open_file_in_root(d, fw.as_bytes()).is_ok()) {
                 have.insert(fw);
             } else {
                 sel.firmware_missing += 1;
