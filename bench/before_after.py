@@ -3,6 +3,7 @@
 against whole process, alternating: what a change costs or saves.
 
   python3 bench/before_after.py --old OLD_BIN --new NEW_BIN [--work DIR] [--scratch-ext4 IMAGE] [--rounds 3]
+                                [--only commit,activate,"verify --full",verify]
 
 The jobs, on the 250,000-entry tree of ../shared/bench/mktree (made once in
 WORK): `state commit` of the tree into a fresh root; `state activate` of a
@@ -43,6 +44,7 @@ def main():
     ap.add_argument("--work", default="/var/tmp/lifeboat-before-after")
     ap.add_argument("--scratch-ext4", metavar="IMAGE", default=None)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="commit,activate,verify --full,verify")
     a = ap.parse_args()
     if a.scratch_ext4:
         peers.scratch_ext4(a.scratch_ext4, "26G", a.work)
@@ -72,7 +74,7 @@ def main():
                 pass
         return go
 
-    for job in ("commit", "activate", "verify --full", "verify"):
+    for job in a.only.split(","):
         out("")
         out(f"## {job}")
         c = {}
