@@ -193,7 +193,7 @@ fn a_populated_volume_is_clean_and_opening_it_writes_nothing() {
         {
             let v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
             assert!(!v.reconciled().changed(), "{:?}", v.reconciled());
-            assert!(v.reconciled().anomalies.is_empty());
+            assert!(v.reconciled().damage.is_empty());
         }
         assert!(*mem.0.lock().unwrap() == img, "opening a clean volume changed it");
     }
@@ -403,12 +403,13 @@ fn the_dirty_flag_of_an_interrupted_writer_is_cleared() {
 }
 
 #[test]
-fn a_cross_linked_volume_gets_only_the_claims() {
+fn a_cross_linked_volume_is_read_but_never_written() {
     for mib in SIZES {
         let mut img = populated(mib);
         let g = geo(&img);
-        // big.bin and x.conf share a.efi's first cluster; EFI/Linux is on a
-        // cluster the FAT calls free; one cluster is leaked.
+        // x.conf names a.efi's first cluster too; EFI/Linux is on a cluster the
+        // FAT calls free; one cluster is leaked. The claim and the free would be
+        // repairs on a whole volume; on a damaged one nothing is written at all.
         let a = start_of(&img, entry(&img, b"A       EFI"));
         let x = entry(&img, b"X~1     CON");
         img[x + 26..x + 28].copy_from_slice(&(a as u16).to_le_bytes());
@@ -421,17 +422,30 @@ fn a_cross_linked_volume_gets_only_the_claims() {
         let len = img.len() as u64;
         let mem = Arc::new(MemBacking(Mutex::new(img)));
         {
-            let v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
-            let rec = v.reconciled();
-            assert_eq!(rec.claimed, 1, "{rec:?}");
-            assert_eq!(rec.freed, 0);
-            assert!(rec.anomalies.iter().any(|a| a.contains("cross-linked")), "{rec:?}");
+            let mut v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+            let rec = v.reconciled().clone();
+            assert!(!rec.changed(), "{rec:?}");
+            assert!(rec.damage.iter().any(|d| d.to_string().contains("cross-linked")), "{rec:?}");
+            // Reading still works; every write refuses, naming the damage and the mend.
+            assert_eq!(v.read("EFI/Linux/a.efi").unwrap(), pattern(5000, 1));
+            for e in [
+                v.write_file("EFI/new.bin", &mut &b"x"[..]).unwrap_err(),
+                v.remove("big.bin").unwrap_err(),
+                v.rename("big.bin", "big2.bin").unwrap_err(),
+                v.create_dir_all("new/dir").unwrap_err(),
+            ] {
+                assert!(matches!(e, lifeboat_esp::Error::Damaged { .. }), "{e}");
+                let m = e.to_string();
+                assert!(
+                    m.contains("cross-linked") && m.contains("disk check t --repair") && m.contains("fsck.fat -a"),
+                    "{m}"
+                );
+            }
+            v.close().unwrap();
         }
         let after = mem.0.lock().unwrap().clone();
-        let mut want = before.clone();
-        g.set_all(&mut want, linux, g.eoc());
-        let diff: Vec<usize> = (0..after.len()).filter(|&i| after[i] != want[i]).collect();
-        assert!(diff.is_empty(), "bytes beyond the claim changed at {:?}", &diff[..diff.len().min(8)]);
+        let diff: Vec<usize> = (0..after.len()).filter(|&i| after[i] != before[i]).collect();
+        assert!(diff.is_empty(), "a damaged volume was written at {:?}", &diff[..diff.len().min(8)]);
     }
 }
 
@@ -501,7 +515,7 @@ fn volumes_other_tools_made_are_left_byte_for_byte() {
         {
             let v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "foreign").unwrap();
             assert!(!v.reconciled().changed(), "FAT{bits}: {:?}", v.reconciled());
-            assert!(v.reconciled().anomalies.is_empty(), "FAT{bits}: {:?}", v.reconciled());
+            assert!(v.reconciled().damage.is_empty(), "FAT{bits}: {:?}", v.reconciled());
         }
         assert!(*mem.0.lock().unwrap() == before, "FAT{bits}: opening another tool's volume changed it");
     }

@@ -99,6 +99,11 @@ pub trait Volume {
     fn space(&mut self) -> Result<Space>;
     /// Makes everything written so far durable.
     fn flush(&mut self) -> Result<()>;
+    /// The error every write would give, when the volume refuses writes (a FAT
+    /// volume whose check at open found damage); `None` when writes may go.
+    fn write_refusal(&self) -> Option<Error> {
+        None
+    }
 
     fn read(&mut self, path: &str) -> Result<Vec<u8>> {
         let mut v = Vec::new();
@@ -228,6 +233,9 @@ impl<V: Volume + ?Sized> Volume for Box<V> {
     }
     fn flush(&mut self) -> Result<()> {
         (**self).flush()
+    }
+    fn write_refusal(&self) -> Option<Error> {
+        (**self).write_refusal()
     }
     fn replace(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
         (**self).replace(path, data)

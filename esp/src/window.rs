@@ -73,6 +73,9 @@ pub struct Window {
     /// swallows the window) can re-arm it per operation.
     budget: Arc<AtomicU64>,
     shared: Arc<Mutex<Shared>>,
+    /// Reads of `[from, from + len)` served from `to` instead (see
+    /// [`Window::redirect_reads`]).
+    redirect: Option<(u64, u64, u64)>,
 }
 
 /// The error a runaway read turns into.
@@ -95,6 +98,7 @@ impl Window {
             writable,
             budget: Arc::new(AtomicU64::new(u64::MAX)),
             shared: Arc::new(Mutex::new(Shared { slots, pending: None })),
+            redirect: None,
         }
     }
 
@@ -109,7 +113,23 @@ impl Window {
             writable: self.writable,
             budget: self.budget.clone(),
             shared: self.shared.clone(),
+            redirect: None,
         }
+    }
+
+    /// [`Window::share`] that refuses every write.
+    pub fn read_only(&self) -> Window {
+        let mut w = self.share();
+        w.writable = false;
+        w
+    }
+
+    /// This handle with reads of `[from, from + len)` served from the same
+    /// number of bytes at `to` (a second FAT copy read in place of the first);
+    /// anything else reads as before.
+    pub fn redirect_reads(mut self, from: u64, len: u64, to: u64) -> Window {
+        self.redirect = Some((from, len, to));
+        self
     }
 
     pub fn len(&self) -> u64 {
@@ -302,7 +322,17 @@ impl Read for Window {
             }
             self.budget.store(b - charge, Ordering::Relaxed);
         }
-        let pos = self.pos;
+        // A read that reaches into a redirected range stops at its start; one
+        // inside it is served from the other place (callers read again for the rest).
+        let (pos, n) = match self.redirect {
+            Some((from, len, to)) if self.pos >= from && self.pos < from + len => {
+                (self.pos - from + to, n.min((from + len - self.pos) as usize))
+            }
+            Some((from, _, _)) if self.pos < from && self.pos + n as u64 > from => {
+                (self.pos, (from - self.pos) as usize)
+            }
+            _ => (self.pos, n),
+        };
         let mut sh = self.shared.lock().map_err(|_| poisoned())?;
         if (n as u64) < BLOCK {
             let mut done = 0;
