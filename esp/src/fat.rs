@@ -1,4 +1,7 @@
-//! FAT volumes on a partition window, through `fatfs`.
+//! FAT volumes on a partition window: checked at every open
+//! ([`crate::fatcheck`]; a damaged volume is read, never written), directories
+//! listed through `fatfs` (read-only), file content read and everything written
+//! by lifeboat's own [`crate::fatwrite`].
 //!
 //! Every operation runs with a read budget on the window (so a looping cluster chain
 //! ends in an error, not a hang) and inside `catch_unwind` (so a malformed volume
@@ -11,7 +14,7 @@ use std::sync::Arc;
 
 use fatfs::{FileSystem, FsOptions};
 
-use crate::fatcheck::{Damage, Reconciled};
+use crate::fatcheck::{Damage, Reconciled, Repaired};
 use crate::fatraw::Geometry;
 use crate::fatwrite::FatWriter;
 use crate::volume::{components, DirEntry, Space, Volume};
@@ -64,6 +67,25 @@ pub fn format(mut w: Window, label: [u8; 11], volume_id: u32) -> io::Result<()> 
     let fs = FileSystem::new(w, FsOptions::new().time_provider(&crate::clock::CLOCK))?;
     fs.stats()?;
     fs.unmount()
+}
+
+/// `lifeboat disk check`: the check the volume in `w` gets at every open,
+/// reported without opening it for use (nothing written), or with `repair` (on a
+/// writable window) [`crate::fatcheck::repair`]. A volume the check cannot read
+/// at all is an error; damage is in the result.
+pub fn check_volume(mut w: Window, name: &str, repair: bool) -> Result<Repaired> {
+    check_boot_sector(&mut w).map_err(|why| Error::Fat { volume: name.to_owned(), why })?;
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        if repair {
+            crate::fatcheck::repair(&mut w)
+        } else {
+            crate::fatcheck::check(&mut w).map(|reconciled| Repaired { reconciled, ..Default::default() })
+        }
+    }))
+    .unwrap_or_else(|_| Err(io::Error::other("malformed volume")));
+    let done = r.map_err(|e| fat_err(name, e))?;
+    w.sync().map_err(|e| Error::io(name.to_owned(), e))?;
+    Ok(done)
 }
 
 fn fat_err(name: &str, e: io::Error) -> Error {

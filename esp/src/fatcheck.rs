@@ -761,7 +761,11 @@ impl<'a> Walk<'a> {
                 i += 1;
                 continue;
             }
-            let name = format!("{}{}", if is_root { "/" } else { "" }, short_name(&e));
+            let shown = match long_name_of(&d.bytes, &long_name, &e) {
+                Some(l) => l,
+                None => short_name(&e),
+            };
+            let name = format!("{}{}", if is_root { "/" } else { "" }, shown);
             let child_path = if is_root { name } else { format!("{path}/{name}") };
             let first = first_cluster(kind, &e);
             if attr & 0x10 != 0 {
@@ -865,18 +869,30 @@ fn lfn_run_fits(bytes: &[u8], run: &[usize], short: &[u8], checksum: bool) -> bo
     })
 }
 
+/// The UTF-16 units a run of long-name slots (in directory order) spells.
+fn lfn_units(bytes: &[u8], run: &[usize]) -> Vec<u16> {
+    const PARTS: [usize; 13] = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
+    run.iter()
+        .rev()
+        .flat_map(|&s| PARTS.iter().map(move |&i| u16::from_le_bytes([bytes[s * 32 + i], bytes[s * 32 + i + 1]])))
+        .take_while(|&u| u != 0 && u != 0xFFFF)
+        .collect()
+}
+
+/// The long name of `short` when the slots `run` are a whole one of it (for
+/// messages: paths name files as the user knows them).
+fn long_name_of(bytes: &[u8], run: &[usize], short: &[u8]) -> Option<String> {
+    if run.is_empty() || !lfn_run_fits(bytes, run, short, true) {
+        return None;
+    }
+    String::from_utf16(&lfn_units(bytes, run)).ok()
+}
+
 /// Whether a long name and the short entry after it are two names of one of
 /// lifeboat's two-phase replacements: either side carries the `.lbtmp` or
 /// `.lbnew` suffix (`LBT`/`LBN` as an 8.3 extension).
 fn lifeboat_rename(bytes: &[u8], run: &[usize], short: &[u8]) -> bool {
-    const PARTS: [usize; 13] = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
-    let units: Vec<u16> = run
-        .iter()
-        .rev()
-        .flat_map(|&s| PARTS.iter().map(move |&i| u16::from_le_bytes([bytes[s * 32 + i], bytes[s * 32 + i + 1]])))
-        .take_while(|&u| u != 0 && u != 0xFFFF)
-        .collect();
-    let long = String::from_utf16_lossy(&units).to_ascii_lowercase();
+    let long = String::from_utf16_lossy(&lfn_units(bytes, run)).to_ascii_lowercase();
     long.ends_with(crate::volume::TMP_SUFFIX)
         || long.ends_with(crate::volume::NEW_SUFFIX)
         || &short[8..11] == b"LBT"
