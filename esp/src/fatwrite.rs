@@ -17,10 +17,11 @@
 //! - a removal: the entry deleted, a flush, then its clusters freed (so no new
 //!   data can land in clusters a surviving entry still names), never one that
 //!   another entry names;
-//! - a rename within a directory: the entry set rewritten in place, one sector;
-//!   a set another writer placed across two sectors is renamed through a
-//!   pending entry, so no cut leaves two entries on one chain (see
-//!   [`FatWriter::rename`]).
+//! - a rename within a directory: the entry set rewritten in the sector of its
+//!   short entry, one write (then, for a set another writer placed across two
+//!   sectors, what is left of it in the earlier one deleted); when that sector
+//!   has no room, through a pending entry, so no cut leaves two entries on one
+//!   chain (see [`FatWriter::rename`]).
 //!
 //! Every entry set lifeboat writes lies inside one 512-byte sector (the unit
 //! every disk writes whole), so creating, deleting and renaming an entry are each
@@ -754,16 +755,26 @@ impl FatWriter {
         let lfn = name_slots(&d, Some(f.short_slot), to, &mut sfn)?;
         let k = lfn.len() + 1;
         let sector = f.short_slot / SLOTS_PER_SECTOR;
-        if f.first_slot / SLOTS_PER_SECTOR == sector && k <= SLOTS_PER_SECTOR {
+        if k <= SLOTS_PER_SECTOR {
             let end = d.end();
             let lo = sector * SLOTS_PER_SECTOR;
             let usable =
                 |i: usize| (f.first_slot..=f.short_slot).contains(&i) || i >= end || d.bytes[i * 32] == DELETED;
-            // A run inside this sector, wholly usable, never starting past the
-            // end marker (readers stop there).
-            let at =
-                (lo..=lo + SLOTS_PER_SECTOR - k).find(|&i| i <= end && i + k <= d.slots() && (i..i + k).all(usable));
+            // A run inside the old short entry's sector, wholly usable, never
+            // starting past the end marker (readers stop there). When the old
+            // set began in an earlier sector, a run after the sector's first
+            // slot is preferred: that slot, deleted, ends what is left of the
+            // old long name there, which fsck.fat then calls an orphan it
+            // deletes (not a name the new one starts within).
+            let fits = |i: usize| i <= end && i + k <= d.slots() && (i..i + k).all(usable);
+            let spans = f.first_slot < lo;
+            let at = (lo + usize::from(spans)..=lo + SLOTS_PER_SECTOR - k)
+                .find(|&i| fits(i))
+                .or_else(|| (spans && fits(lo)).then_some(lo));
             if let Some(at) = at {
+                // One write moves the name: the old set's slots in this sector
+                // deleted, the new set written, the clusters named by one entry
+                // before and after.
                 for i in f.first_slot..=f.short_slot {
                     d.bytes[i * 32] = DELETED;
                 }
@@ -771,25 +782,41 @@ impl FatWriter {
                     let i = at + j;
                     d.bytes[i * 32..i * 32 + 32].copy_from_slice(slot);
                 }
-                // Deleted slots left at the directory's tail stay "deleted": the
-                // end marker is only ever moved by a fresh directory.
-                return d.write_sector_of(w, at);
+                // Past the old end marker nothing is promised to be zero; what
+                // follows the set in its sector becomes the new end. Deleted
+                // slots left at the directory's tail stay "deleted": the end
+                // marker is only ever moved by a fresh directory.
+                let sector_end = (lo + SLOTS_PER_SECTOR).min(d.slots());
+                for i in (at + k).max(end)..sector_end {
+                    d.bytes[i * 32..i * 32 + 32].fill(0);
+                }
+                d.write_sector_of(w, at)?;
+                // What the old set has in earlier sectors (another writer placed
+                // it across sectors) is an orphaned long name until this flush
+                // is followed by its deletion: no order of one-sector writes
+                // takes apart a set in two sectors without one, and fsck.fat and
+                // the next check delete it too.
+                let earlier: std::collections::BTreeSet<usize> =
+                    (f.first_slot..f.short_slot).map(|i| i / SLOTS_PER_SECTOR).filter(|&s| s != sector).collect();
+                if !earlier.is_empty() {
+                    barrier(w)?;
+                    for s in earlier {
+                        d.write_sector_of(w, s * SLOTS_PER_SECTOR)?;
+                    }
+                }
+                return Ok(());
             }
         }
-        // The set spans sectors (another writer placed it so: the firmware's
-        // FAT driver renaming a counted entry for systemd-boot) or its sector is
-        // full. Two entries must never name one chain, at any cut: the new set
-        // is written pending (no clusters; it records which it is to take, see
-        // fatcheck's `PENDING_MARK`), a flush; the sector of the old short entry
-        // loses what the old set has there, a flush; the new entry takes the
-        // clusters and the rest of the old set goes, a flush. A cut before the
-        // old short entry goes leaves the old name whole and the pending entry,
-        // which the next check removes; a cut after it, the chain unnamed and
-        // the pending entry, which the next check completes. What is left of the
-        // old set in an earlier sector is an orphaned long name until the last
-        // step (fsck.fat and the next check delete it): no order of one-sector
-        // writes takes apart a set with long-name slots in two sectors without
-        // one. An empty file (no clusters) is written under its new name at once.
+        // The old short entry's sector has no room for the new set. Two
+        // entries must never name one chain, at any cut: the new set is written
+        // pending (no clusters; it records which it is to take, see fatcheck's
+        // `PENDING_MARK`), a flush; the sector of the old short entry loses what
+        // the old set has there, a flush; the new entry takes the clusters and
+        // the rest of the old set goes, a flush. A cut before the old short
+        // entry goes leaves the old name whole and the pending entry, which the
+        // next check removes; a cut after it, the chain named by no entry and the
+        // pending entry, which the next check completes. An empty file (no
+        // clusters) is written under its new name at once.
         let cluster = first_cluster(self.g.kind, &sfn);
         let size = u32::from_le_bytes([sfn[28], sfn[29], sfn[30], sfn[31]]);
         let mut first = sfn;
