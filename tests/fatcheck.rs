@@ -520,3 +520,90 @@ fn volumes_other_tools_made_are_left_byte_for_byte() {
         assert!(*mem.0.lock().unwrap() == before, "FAT{bits}: opening another tool's volume changed it");
     }
 }
+
+#[test]
+fn a_fat_copy_missing_allocations_takes_them_from_the_other() {
+    for mib in SIZES {
+        // big.bin's chain is free in the first FAT and allocated in the second:
+        // an allocation the other copy has not had yet (another writer's order).
+        // Walking the first FAT alone took big.bin for an interrupted deletion
+        // and removed it; the copies' union keeps it.
+        let mut img = populated(mib);
+        let g = geo(&img);
+        let mut c = start_of(&img, entry(&img, b"BIG     BIN"));
+        while c < g.eoc() as usize - 7 {
+            let next = g.get(&img, 0, c) as usize;
+            g.set(&mut img, 0, c, 0);
+            c = next;
+        }
+        assert!(fsck(&img).is_err());
+        let (img, rec) = open_and_write(img);
+        assert!(rec.damage.is_empty(), "{rec:?}");
+        assert_eq!((rec.unlinked, rec.fats_mirrored), (0, 1), "{rec:?}");
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        intact(&img);
+    }
+}
+
+#[test]
+fn fat_copies_that_disagree_with_neither_consistent_are_left_as_they_are() {
+    for mib in SIZES {
+        // Each copy has a link of its own into another file's chain: which one
+        // is right cannot be told, so nothing is written, not even by --repair.
+        let mut img = populated(mib);
+        let g = geo(&img);
+        let a = start_of(&img, entry(&img, b"A       EFI"));
+        let big = start_of(&img, entry(&img, b"BIG     BIN"));
+        g.set(&mut img, 0, a, big as u32);
+        g.set(&mut img, 1, big, a as u32);
+        let before = img.clone();
+        let len = img.len() as u64;
+        let mem = Arc::new(MemBacking(Mutex::new(img)));
+        {
+            let mut v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+            let d = v.damage().to_vec();
+            assert!(matches!(d.as_slice(), [lifeboat_esp::fatcheck::Damage::FatsDisagree { .. }]), "{d:?}");
+            assert!(v.write_file("x", &mut &b"x"[..]).is_err());
+            v.close().unwrap();
+        }
+        let mut w = Window::new(mem.clone(), 0, len, true);
+        let done = lifeboat_esp::fatcheck::repair(&mut w).unwrap();
+        assert_eq!(done.fat_taken, None, "{done:?}");
+        assert!(!done.reconciled.damage.is_empty());
+        drop(w);
+        assert!(*mem.0.lock().unwrap() == before, "a volume no copy of which is consistent was written");
+    }
+}
+
+#[test]
+fn a_removal_never_frees_a_cluster_another_entry_names() {
+    for mib in SIZES {
+        // Two entries of one directory on one chain (another writer's rename,
+        // cut between its writes). lifeboat's writer (below the check at open,
+        // which refuses such a volume) removes the one without freeing the
+        // chain the other names: the survivor reads back and fsck.fat is silent.
+        let mut img = populated(mib);
+        let e = entry(&img, b"A       EFI");
+        let mut dup = img[e..e + 32].to_vec();
+        dup[..11].copy_from_slice(b"B       EFI");
+        // The directory's first free slot after its entries.
+        let mut at = e + 32;
+        while img[at] != 0 {
+            at += 32;
+        }
+        img[at..at + 32].copy_from_slice(&dup);
+        let len = img.len() as u64;
+        let mem = Arc::new(MemBacking(Mutex::new(img)));
+        {
+            let mut w = Window::new(mem.clone(), 0, len, true);
+            let mut wr = lifeboat_esp::fatwrite::FatWriter::load(&mut w).unwrap();
+            wr.remove(&mut w, &["EFI", "Linux", "B.EFI"]).unwrap();
+            wr.finish(&mut w).unwrap();
+            w.sync().unwrap();
+        }
+        let img = mem.0.lock().unwrap().clone();
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        assert_eq!(read(&img, "EFI/Linux/a.efi"), pattern(5000, 1));
+        assert_eq!(list(&img, "EFI/Linux"), ["a.efi"]);
+    }
+}
