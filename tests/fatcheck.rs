@@ -537,6 +537,14 @@ fn a_fat_copy_missing_allocations_takes_them_from_the_other() {
             c = next;
         }
         assert!(fsck(&img).is_err());
+        // Opened read-only, it reads through the union and writes nothing.
+        let mem = Arc::new(MemBacking(Mutex::new(img.clone())));
+        {
+            let mut v = FatVolume::open(Window::new(mem.clone(), 0, img.len() as u64, false), "r").unwrap();
+            assert_eq!(v.reconciled().fats_mirrored, 1, "{:?}", v.reconciled());
+            assert_eq!(v.read("big.bin").unwrap(), pattern(100_000, 2));
+        }
+        assert!(*mem.0.lock().unwrap() == img, "a read-only open wrote");
         let (img, rec) = open_and_write(img);
         assert!(rec.damage.is_empty(), "{rec:?}");
         assert_eq!((rec.unlinked, rec.fats_mirrored), (0, 1), "{rec:?}");

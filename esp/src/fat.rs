@@ -142,20 +142,14 @@ impl FatVolume {
         let budget = len.saturating_mul(3).saturating_add(64 << 20);
         guard.store(budget, Ordering::Relaxed);
         let writable = w.is_writable();
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            if writable {
-                crate::fatcheck::reconcile(&mut raw)
-            } else {
-                crate::fatcheck::check(&mut raw)
-            }
-        }))
-        .unwrap_or_else(|_| Err(io::Error::other("malformed volume")));
-        let reconciled = match r {
+        let r = catch_unwind(AssertUnwindSafe(|| crate::fatcheck::at_open(&mut raw, writable)))
+            .unwrap_or_else(|_| Err(io::Error::other("malformed volume")));
+        let (reconciled, read_fat) = match r {
             Ok(r) => r,
             // A volume the check cannot read is not written; whether it reads is
             // for fatfs to say.
             Err(e) if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof => {
-                Reconciled { damage: vec![Damage::NotChecked { why: e.to_string() }], ..Default::default() }
+                (Reconciled { damage: vec![Damage::NotChecked { why: e.to_string() }], ..Default::default() }, None)
             }
             Err(e) => {
                 guard.store(u64::MAX, Ordering::Relaxed);
@@ -165,22 +159,19 @@ impl FatVolume {
         guard.store(budget, Ordering::Relaxed);
         // fatfs only reads (every write is lifeboat's own, through `raw`): its
         // handle cannot write, so it never puts an FSInfo or a flag of its own
-        // behind lifeboat's ordered writes, and with FAT copies that disagree it
-        // reads the copy the check found consistent.
-        let copy = reconciled.fat_copy as u64;
-        let fs_window = match Geometry::read(&mut raw) {
-            Ok(g) if copy > 0 => {
-                w.read_only().redirect_reads(g.fat_start, g.fat_bytes, g.fat_start + copy * g.fat_bytes)
-            }
-            _ => w.read_only(),
-        };
+        // behind lifeboat's ordered writes. Reads follow the FAT the check
+        // chose when it is not the first copy as on disk.
+        let mut reader = w.read_only();
+        if let (Some(fat), Ok(g)) = (read_fat, Geometry::read(&mut raw)) {
+            reader = reader.overlay_reads(g.fat_start, fat);
+        }
         drop(w);
         let opts = FsOptions::new().update_accessed_date(false).time_provider(&crate::clock::CLOCK);
-        let fs = catch_unwind(AssertUnwindSafe(|| FileSystem::new(fs_window, opts)))
+        let fs = catch_unwind(AssertUnwindSafe(|| FileSystem::new(reader.share_overlaid(), opts)))
             .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
             .map_err(|e| fat_err(name, e))?;
         // Loaded for read-only volumes too: reads of file content go through it.
-        let writer = catch_unwind(AssertUnwindSafe(|| FatWriter::load_copy(&mut raw, reconciled.fat_copy)))
+        let writer = catch_unwind(AssertUnwindSafe(|| FatWriter::load(&mut reader)))
             .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
             .map(|mut wr| {
                 if !reconciled.damage.is_empty() {

@@ -957,6 +957,9 @@ struct Exam {
     /// When the copies disagree: the one consistent with the tree, if exactly
     /// one tree is.
     pick: Option<usize>,
+    /// The FAT reads should follow when it is not the first copy as it is on
+    /// disk: the consistent copy, or the copies' union (clusters in flight).
+    read_fat: Option<Vec<u8>>,
 }
 
 impl Exam {
@@ -972,6 +975,7 @@ impl Exam {
             flag: None,
             shared: Vec::new(),
             pick: None,
+            read_fat: None,
         }
     }
 }
@@ -1058,10 +1062,20 @@ fn examine(w: &mut Window) -> io::Result<Exam> {
         let mut e = Exam::damaged(g, Damage::FatsDisagree { entries: disagree, cluster, values, verdicts });
         e.out.fat_copy = pick.unwrap_or(0);
         e.pick = pick;
+        e.read_fat = pick.map(|k| copies[k].clone());
         e.copies = copies;
         e.fat = fat;
         return Ok(e);
     }
+    let read_fat = (fat != per[0]).then(|| {
+        let mut img = copies[0].clone();
+        for (c, &v) in fat.iter().enumerate().skip(2) {
+            if get(kind, &img, c as u32) != v {
+                set(kind, &mut img, c as u32, v);
+            }
+        }
+        img
+    });
     let mut walk = Walk::new(g, w, fat);
     walk.walk(root, 0, "/".into(), 0)?;
     walk.resolve_pending();
@@ -1080,6 +1094,7 @@ fn examine(w: &mut Window) -> io::Result<Exam> {
             flag: None,
             shared,
             pick: None,
+            read_fat,
         });
     }
     let (_, _, badc) = marks(kind);
@@ -1157,7 +1172,7 @@ fn examine(w: &mut Window) -> io::Result<Exam> {
     let byte = bs[fa as usize];
     let flag = (byte & 1 != 0).then_some((fa, byte & !1));
     out.dirty_cleared = flag.is_some();
-    Ok(Exam { g, copies, fat, owned, out, reach: reach_w, frees: frees_w, flag, shared, pick: None })
+    Ok(Exam { g, copies, fat, owned, out, reach: reach_w, frees: frees_w, flag, shared, pick: None, read_fat })
 }
 
 /// Makes the writes [`examine`] decided, in its three flushed phases.
@@ -1190,6 +1205,20 @@ pub fn reconcile(w: &mut Window) -> io::Result<Reconciled> {
         apply(w, &e)?;
     }
     Ok(e.out)
+}
+
+/// The check at open ([`crate::fat::FatVolume::open`]): with `write`,
+/// [`reconcile`]; without, [`check`]. Also returns the FAT reads should follow
+/// when it is not the first copy as it now is on disk (the copy consistent with
+/// the tree on a damaged volume; the copies' union on a read-only open of a
+/// volume with clusters in flight).
+pub(crate) fn at_open(w: &mut Window, write: bool) -> io::Result<(Reconciled, Option<Vec<u8>>)> {
+    let e = examine(w)?;
+    if write && e.out.damage.is_empty() {
+        apply(w, &e)?;
+        return Ok((e.out, None));
+    }
+    Ok((e.out, e.read_fat))
 }
 
 /// What [`repair`] did.

@@ -143,15 +143,9 @@ pub struct FatWriter {
 }
 
 impl FatWriter {
-    /// Reads the first FAT of the volume in `w` (after reconciliation).
+    /// Reads the first FAT of the volume in `w` (after reconciliation; on a
+    /// damaged volume, through the overlay of the FAT reads follow).
     pub fn load(w: &mut Window) -> io::Result<Self> {
-        Self::load_copy(w, 0)
-    }
-
-    /// Reads FAT copy `copy` (0-based) of the volume in `w`: the one reads
-    /// follow. A writer loaded from any copy but the first refuses writes (its
-    /// copies disagree: the check at open found damage).
-    pub fn load_copy(w: &mut Window, copy: usize) -> io::Result<Self> {
         let g = Geometry::read(w)?;
         if g.fat_bytes > MAX_FAT_BYTES {
             return Err(invalid(format!("a FAT of {} bytes is larger than lifeboat writes", g.fat_bytes)));
@@ -167,14 +161,10 @@ impl FatWriter {
         if needed > g.fat_bytes {
             return Err(invalid(format!("the FAT ({} bytes) is too small for {} clusters", g.fat_bytes, g.clusters)));
         }
-        if copy as u64 >= g.fats {
-            return Err(invalid(format!("the volume has no FAT copy {}", copy + 1)));
-        }
         let mut fat = vec![0u8; g.fat_bytes as usize];
-        read_at(w, g.fat_start + copy as u64 * g.fat_bytes, &mut fat)?;
+        read_at(w, g.fat_start, &mut fat)?;
         let free = (2..g.clusters + 2).filter(|&c| get(g.kind, &fat, c) == 0).count() as u32;
-        let refused = (copy != 0).then(|| "its FAT copies disagree".to_owned());
-        Ok(FatWriter { g, fat, next: 2, free, session: false, refused })
+        Ok(FatWriter { g, fat, next: 2, free, session: false, refused: None })
     }
 
     /// From now on every write refuses with `why`, and the dirty flag is left
