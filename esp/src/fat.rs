@@ -236,7 +236,7 @@ impl FatVolume {
         for d in &r.damage {
             out.push(format!("{}: checked at open: not repaired: {d}", self.name));
         }
-        if !r.damage.is_empty() {
+        if r.damage.iter().any(|d| !matches!(d, Damage::NotChecked { .. })) {
             out.push(format!(
                 "{}: damaged: read only, nothing is written to it; mend it with `lifeboat disk check {} --repair` or `fsck.fat -a`",
                 self.name, self.name

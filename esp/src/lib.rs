@@ -86,6 +86,13 @@ impl fmt::Display for Error {
             Error::Invalid(why) => write!(f, "{why}"),
             Error::Damaged { volume, damage } => {
                 let what: Vec<String> = damage.iter().map(|d| d.to_string()).collect();
+                if damage.iter().all(|d| matches!(d, fatcheck::Damage::NotChecked { .. })) {
+                    return write!(
+                        f,
+                        "{volume}: the FAT volume could not be checked, so nothing was written to it: {}",
+                        what.join("; ")
+                    );
+                }
                 write!(
                     f,
                     "{volume}: the FAT volume is damaged, so nothing was written to it: {}; mend it with \

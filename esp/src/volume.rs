@@ -6,7 +6,9 @@
 //! content goes to `<name>.lbtmp`; once flushed it is renamed `<name>.lbnew`, which
 //! marks it complete; then the old file is removed and `.lbnew` takes the final
 //! name. [`Volume::recover`] deletes any `.lbtmp` (maybe incomplete) and finishes any
-//! `.lbnew`, so after a crash a file is always its old or its new content.
+//! `.lbnew`, so after a crash a file is always its old or its new content; a
+//! replacement that fails (no space, a refused write) settles what it began
+//! before it returns the error, so nothing of it stays behind.
 
 use std::io::{Read, Write};
 
