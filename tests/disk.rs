@@ -252,3 +252,55 @@ fn set_fat32(d: &mut [u8], part: u64, cluster: u32, next: u32) {
         d[at..at + 4].copy_from_slice(&next.to_le_bytes());
     }
 }
+
+/// Every path on the ESP at 1 MiB of `img`, listed by mtools.
+fn mdir_all(img: &str) -> Vec<String> {
+    let (okk, out) = oracle("mdir", &["-/", "-b", "-i", &format!("{img}@@1M"), "::/"]);
+    assert!(okk, "mdir: {out}");
+    out.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect()
+}
+
+#[test]
+fn put_leaves_nothing_behind() {
+    let s = Scratch::new("put-behind");
+    let img = s.join("d.img");
+    let img = img.to_str().unwrap();
+    ok(&["disk", "create", img, "--size", "64M", "--esp", "48M", "--root", "0"]);
+    let e = |p: &str| format!("{img}:esp:{p}");
+    write(&s.join("a.efi"), b"kernel a", 0o644);
+    ok(&["disk", "put", s.join("a.efi").to_str().unwrap(), &e("EFI/Linux/a.efi")]);
+    let half_done = |l: &[String]| l.iter().any(|p| p.contains(".lbtmp") || p.contains(".lbnew"));
+
+    // Onto an existing directory: into it, as cp does (it used to fail with
+    // `EFI/Linux.lbnew` left behind).
+    write(&s.join("k.efi"), b"kernel k", 0o644);
+    ok(&["disk", "put", s.join("k.efi").to_str().unwrap(), &e("EFI/Linux")]);
+    let l = mdir_all(img);
+    assert!(!half_done(&l), "{l:?}");
+    assert_eq!(ok(&["disk", "cat", &e("EFI/Linux/k.efi")]), "kernel k");
+
+    // Onto a path that is a directory: refused before anything is written.
+    write(&s.join("sub"), b"not a directory", 0o644);
+    ok(&["disk", "put", s.join("a.efi").to_str().unwrap(), &e("EFI/Linux/sub/x")]);
+    let before = fs::read(img).unwrap();
+    let o = run(&["disk", "put", s.join("sub").to_str().unwrap(), &e("EFI/Linux/")]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a directory's"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(fs::read(img).unwrap() == before, "a refused put wrote");
+
+    // A put that fails midway (the second file does not fit): neither file, no
+    // `.lbtmp`, no directory it made, no space taken.
+    let free = ok(&["--json", "disk", "df", &e("")]);
+    write(&s.join("small"), b"small", 0o644);
+    let huge = s.join("huge");
+    fs::File::create(&huge).unwrap().set_len(60 << 20).unwrap();
+    let o = run(&["disk", "put", s.join("small").to_str().unwrap(), huge.to_str().unwrap(), &e("new/dir/")]);
+    assert!(!o.status.success(), "60 MiB fit a 48 MiB ESP");
+    let l = mdir_all(img);
+    assert!(!half_done(&l) && !l.iter().any(|p| p.contains("::/new")), "{l:?}");
+    assert_eq!(ok(&["--json", "disk", "df", &e("")]), free, "the failed put kept space");
+    let p = s.join("part.img");
+    extract(img, 1 << 20, 48 << 20, p.to_str().unwrap());
+    let (okk, out) = oracle("fsck.fat", &["-n", p.to_str().unwrap()]);
+    assert!(okk && !out.contains("Reclaimed") && !out.contains("Dirty"), "fsck.fat -n:\n{out}");
+}

@@ -193,7 +193,7 @@ fn a_populated_volume_is_clean_and_opening_it_writes_nothing() {
         {
             let v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
             assert!(!v.reconciled().changed(), "{:?}", v.reconciled());
-            assert!(v.reconciled().anomalies.is_empty());
+            assert!(v.reconciled().damage.is_empty());
         }
         assert!(*mem.0.lock().unwrap() == img, "opening a clean volume changed it");
     }
@@ -403,12 +403,13 @@ fn the_dirty_flag_of_an_interrupted_writer_is_cleared() {
 }
 
 #[test]
-fn a_cross_linked_volume_gets_only_the_claims() {
+fn a_cross_linked_volume_is_read_but_never_written() {
     for mib in SIZES {
         let mut img = populated(mib);
         let g = geo(&img);
-        // big.bin and x.conf share a.efi's first cluster; EFI/Linux is on a
-        // cluster the FAT calls free; one cluster is leaked.
+        // x.conf names a.efi's first cluster too; EFI/Linux is on a cluster the
+        // FAT calls free; one cluster is leaked. The claim and the free would be
+        // repairs on a whole volume; on a damaged one nothing is written at all.
         let a = start_of(&img, entry(&img, b"A       EFI"));
         let x = entry(&img, b"X~1     CON");
         img[x + 26..x + 28].copy_from_slice(&(a as u16).to_le_bytes());
@@ -421,17 +422,30 @@ fn a_cross_linked_volume_gets_only_the_claims() {
         let len = img.len() as u64;
         let mem = Arc::new(MemBacking(Mutex::new(img)));
         {
-            let v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
-            let rec = v.reconciled();
-            assert_eq!(rec.claimed, 1, "{rec:?}");
-            assert_eq!(rec.freed, 0);
-            assert!(rec.anomalies.iter().any(|a| a.contains("cross-linked")), "{rec:?}");
+            let mut v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+            let rec = v.reconciled().clone();
+            assert!(!rec.changed(), "{rec:?}");
+            assert!(rec.damage.iter().any(|d| d.to_string().contains("cross-linked")), "{rec:?}");
+            // Reading still works; every write refuses, naming the damage and the mend.
+            assert_eq!(v.read("EFI/Linux/a.efi").unwrap(), pattern(5000, 1));
+            for e in [
+                v.write_file("EFI/new.bin", &mut &b"x"[..]).unwrap_err(),
+                v.remove("big.bin").unwrap_err(),
+                v.rename("big.bin", "big2.bin").unwrap_err(),
+                v.create_dir_all("new/dir").unwrap_err(),
+            ] {
+                assert!(matches!(e, lifeboat_esp::Error::Damaged { .. }), "{e}");
+                let m = e.to_string();
+                assert!(
+                    m.contains("cross-linked") && m.contains("disk check t --repair") && m.contains("fsck.fat -a"),
+                    "{m}"
+                );
+            }
+            v.close().unwrap();
         }
         let after = mem.0.lock().unwrap().clone();
-        let mut want = before.clone();
-        g.set_all(&mut want, linux, g.eoc());
-        let diff: Vec<usize> = (0..after.len()).filter(|&i| after[i] != want[i]).collect();
-        assert!(diff.is_empty(), "bytes beyond the claim changed at {:?}", &diff[..diff.len().min(8)]);
+        let diff: Vec<usize> = (0..after.len()).filter(|&i| after[i] != before[i]).collect();
+        assert!(diff.is_empty(), "a damaged volume was written at {:?}", &diff[..diff.len().min(8)]);
     }
 }
 
@@ -501,8 +515,103 @@ fn volumes_other_tools_made_are_left_byte_for_byte() {
         {
             let v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "foreign").unwrap();
             assert!(!v.reconciled().changed(), "FAT{bits}: {:?}", v.reconciled());
-            assert!(v.reconciled().anomalies.is_empty(), "FAT{bits}: {:?}", v.reconciled());
+            assert!(v.reconciled().damage.is_empty(), "FAT{bits}: {:?}", v.reconciled());
         }
         assert!(*mem.0.lock().unwrap() == before, "FAT{bits}: opening another tool's volume changed it");
+    }
+}
+
+#[test]
+fn a_fat_copy_missing_allocations_takes_them_from_the_other() {
+    for mib in SIZES {
+        // big.bin's chain is free in the first FAT and allocated in the second:
+        // an allocation the other copy has not had yet (another writer's order).
+        // Walking the first FAT alone took big.bin for an interrupted deletion
+        // and removed it; the copies' union keeps it.
+        let mut img = populated(mib);
+        let g = geo(&img);
+        let mut c = start_of(&img, entry(&img, b"BIG     BIN"));
+        while c < g.eoc() as usize - 7 {
+            let next = g.get(&img, 0, c) as usize;
+            g.set(&mut img, 0, c, 0);
+            c = next;
+        }
+        assert!(fsck(&img).is_err());
+        // Opened read-only, it reads through the union and writes nothing.
+        let mem = Arc::new(MemBacking(Mutex::new(img.clone())));
+        {
+            let mut v = FatVolume::open(Window::new(mem.clone(), 0, img.len() as u64, false), "r").unwrap();
+            assert_eq!(v.reconciled().fats_mirrored, 1, "{:?}", v.reconciled());
+            assert_eq!(v.read("big.bin").unwrap(), pattern(100_000, 2));
+        }
+        assert!(*mem.0.lock().unwrap() == img, "a read-only open wrote");
+        let (img, rec) = open_and_write(img);
+        assert!(rec.damage.is_empty(), "{rec:?}");
+        assert_eq!((rec.unlinked, rec.fats_mirrored), (0, 1), "{rec:?}");
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        intact(&img);
+    }
+}
+
+#[test]
+fn fat_copies_that_disagree_with_neither_consistent_are_left_as_they_are() {
+    for mib in SIZES {
+        // Each copy has a link of its own into another file's chain: which one
+        // is right cannot be told, so nothing is written, not even by --repair.
+        let mut img = populated(mib);
+        let g = geo(&img);
+        let a = start_of(&img, entry(&img, b"A       EFI"));
+        let big = start_of(&img, entry(&img, b"BIG     BIN"));
+        g.set(&mut img, 0, a, big as u32);
+        g.set(&mut img, 1, big, a as u32);
+        let before = img.clone();
+        let len = img.len() as u64;
+        let mem = Arc::new(MemBacking(Mutex::new(img)));
+        {
+            let mut v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+            let d = v.damage().to_vec();
+            assert!(matches!(d.as_slice(), [lifeboat_esp::fatcheck::Damage::FatsDisagree { .. }]), "{d:?}");
+            assert!(v.write_file("x", &mut &b"x"[..]).is_err());
+            v.close().unwrap();
+        }
+        let mut w = Window::new(mem.clone(), 0, len, true);
+        let done = lifeboat_esp::fatcheck::repair(&mut w).unwrap();
+        assert_eq!(done.fat_taken, None, "{done:?}");
+        assert!(!done.reconciled.damage.is_empty());
+        drop(w);
+        assert!(*mem.0.lock().unwrap() == before, "a volume no copy of which is consistent was written");
+    }
+}
+
+#[test]
+fn a_removal_never_frees_a_cluster_another_entry_names() {
+    for mib in SIZES {
+        // Two entries of one directory on one chain (another writer's rename,
+        // cut between its writes). lifeboat's writer (below the check at open,
+        // which refuses such a volume) removes the one without freeing the
+        // chain the other names: the survivor reads back and fsck.fat is silent.
+        let mut img = populated(mib);
+        let e = entry(&img, b"A       EFI");
+        let mut dup = img[e..e + 32].to_vec();
+        dup[..11].copy_from_slice(b"B       EFI");
+        // The directory's first free slot after its entries.
+        let mut at = e + 32;
+        while img[at] != 0 {
+            at += 32;
+        }
+        img[at..at + 32].copy_from_slice(&dup);
+        let len = img.len() as u64;
+        let mem = Arc::new(MemBacking(Mutex::new(img)));
+        {
+            let mut w = Window::new(mem.clone(), 0, len, true);
+            let mut wr = lifeboat_esp::fatwrite::FatWriter::load(&mut w).unwrap();
+            wr.remove(&mut w, &["EFI", "Linux", "B.EFI"]).unwrap();
+            wr.finish(&mut w).unwrap();
+            w.sync().unwrap();
+        }
+        let img = mem.0.lock().unwrap().clone();
+        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
+        assert_eq!(read(&img, "EFI/Linux/a.efi"), pattern(5000, 1));
+        assert_eq!(list(&img, "EFI/Linux"), ["a.efi"]);
     }
 }

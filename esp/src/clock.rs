@@ -38,6 +38,13 @@ fn now() -> (u16, u16, u16, u16, u16, u16) {
     (y as u16, m as u16, d as u16, hh as u16, mm as u16, ss as u16)
 }
 
+/// The current time as a DOS (date, time) pair, for entries lifeboat writes
+/// itself ([`crate::fatwrite`], [`crate::fatcheck`]).
+pub(crate) fn dos_now() -> (u16, u16) {
+    let (y, m, d, hh, mm, ss) = now();
+    ((y - 1980) << 9 | m << 5 | d, hh << 11 | mm << 5 | (ss / 2))
+}
+
 impl TimeProvider for UtcClock {
     fn get_current_date(&self) -> Date {
         let (year, month, day, ..) = now();

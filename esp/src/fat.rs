@@ -1,4 +1,7 @@
-//! FAT volumes on a partition window, through `fatfs`.
+//! FAT volumes on a partition window: checked at every open
+//! ([`crate::fatcheck`]; a damaged volume is read, never written), directories
+//! listed through `fatfs` (read-only), file content read and everything written
+//! by lifeboat's own [`crate::fatwrite`].
 //!
 //! Every operation runs with a read budget on the window (so a looping cluster chain
 //! ends in an error, not a hang) and inside `catch_unwind` (so a malformed volume
@@ -11,7 +14,8 @@ use std::sync::Arc;
 
 use fatfs::{FileSystem, FsOptions};
 
-use crate::fatcheck::Reconciled;
+use crate::fatcheck::{Damage, Reconciled, Repaired};
+use crate::fatraw::Geometry;
 use crate::fatwrite::FatWriter;
 use crate::volume::{components, DirEntry, Space, Volume};
 use crate::window::Window;
@@ -28,8 +32,10 @@ pub struct FatVolume {
     /// A second handle on the partition (same cache) for raw fix-ups.
     raw: Window,
     fat_type: &'static str,
-    /// What reconciliation at open repaired (writable volumes only).
+    /// What the check at open found, and repaired on a writable volume.
     reconciled: Reconciled,
+    /// Opened for writing (reconciled at open) or read-only (only checked).
+    writable: bool,
     /// lifeboat's own FAT table: the ordered write path and the content reader
     /// (or why there is none; a read-only window refuses its writes).
     writer: std::result::Result<FatWriter, String>,
@@ -61,6 +67,25 @@ pub fn format(mut w: Window, label: [u8; 11], volume_id: u32) -> io::Result<()> 
     let fs = FileSystem::new(w, FsOptions::new().time_provider(&crate::clock::CLOCK))?;
     fs.stats()?;
     fs.unmount()
+}
+
+/// `lifeboat disk check`: the check the volume in `w` gets at every open,
+/// reported without opening it for use (nothing written), or with `repair` (on a
+/// writable window) [`crate::fatcheck::repair`]. A volume the check cannot read
+/// at all is an error; damage is in the result.
+pub fn check_volume(mut w: Window, name: &str, repair: bool) -> Result<Repaired> {
+    check_boot_sector(&mut w).map_err(|why| Error::Fat { volume: name.to_owned(), why })?;
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        if repair {
+            crate::fatcheck::repair(&mut w)
+        } else {
+            crate::fatcheck::check(&mut w).map(|reconciled| Repaired { reconciled, ..Default::default() })
+        }
+    }))
+    .unwrap_or_else(|_| Err(io::Error::other("malformed volume")));
+    let done = r.map_err(|e| fat_err(name, e))?;
+    w.sync().map_err(|e| Error::io(name.to_owned(), e))?;
+    Ok(done)
 }
 
 fn fat_err(name: &str, e: io::Error) -> Error {
@@ -102,9 +127,13 @@ fn check_boot_sector(w: &mut Window) -> std::result::Result<(), String> {
 }
 
 impl FatVolume {
-    /// Opens the FAT volume in `w`; `name` is used in messages. A writable
-    /// volume is first reconciled ([`crate::fatcheck`]): what a power cut left
-    /// half-done is made consistent before `fatfs` allocates from it.
+    /// Opens the FAT volume in `w`; `name` is used in messages. The volume is
+    /// checked first ([`crate::fatcheck`]); a writable one is reconciled (what a
+    /// power cut left half-done is made consistent before anything allocates
+    /// from it), a read-only one only learns what reconciliation would do. A
+    /// volume with damage the check does not repair is never written: it is
+    /// read (through the FAT copy consistent with its tree, when the copies
+    /// disagree and one is) and every write refuses with [`Error::Damaged`].
     pub fn open(mut w: Window, name: &str) -> Result<Self> {
         check_boot_sector(&mut w).map_err(|why| Error::Fat { volume: name.to_owned(), why })?;
         let guard = w.guard();
@@ -112,32 +141,44 @@ impl FatVolume {
         let (_, _, len) = w.backing();
         let budget = len.saturating_mul(3).saturating_add(64 << 20);
         guard.store(budget, Ordering::Relaxed);
-        let reconciled = if w.is_writable() {
-            let r = catch_unwind(AssertUnwindSafe(|| crate::fatcheck::reconcile(&mut raw)))
-                .unwrap_or_else(|_| Err(io::Error::other("malformed volume")));
-            match r {
-                Ok(r) => r,
-                // A volume fatcheck cannot read is for fatfs to refuse or not,
-                // as before; a write that failed is an error of its own.
-                Err(e) if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof => {
-                    Reconciled { anomalies: vec![format!("not checked: {e}")], ..Default::default() }
-                }
-                Err(e) => {
-                    guard.store(u64::MAX, Ordering::Relaxed);
-                    return Err(fat_err(name, e));
-                }
+        let writable = w.is_writable();
+        let r = catch_unwind(AssertUnwindSafe(|| crate::fatcheck::at_open(&mut raw, writable)))
+            .unwrap_or_else(|_| Err(io::Error::other("malformed volume")));
+        let (reconciled, read_fat) = match r {
+            Ok(r) => r,
+            // A volume the check cannot read is not written; whether it reads is
+            // for fatfs to say.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof => {
+                (Reconciled { damage: vec![Damage::NotChecked { why: e.to_string() }], ..Default::default() }, None)
             }
-        } else {
-            Reconciled::default()
+            Err(e) => {
+                guard.store(u64::MAX, Ordering::Relaxed);
+                return Err(fat_err(name, e));
+            }
         };
         guard.store(budget, Ordering::Relaxed);
+        // fatfs only reads (every write is lifeboat's own, through `raw`): its
+        // handle cannot write, so it never puts an FSInfo or a flag of its own
+        // behind lifeboat's ordered writes. Reads follow the FAT the check
+        // chose when it is not the first copy as on disk.
+        let mut reader = w.read_only();
+        if let (Some(fat), Ok(g)) = (read_fat, Geometry::read(&mut raw)) {
+            reader = reader.overlay_reads(g.fat_start, fat);
+        }
+        drop(w);
         let opts = FsOptions::new().update_accessed_date(false).time_provider(&crate::clock::CLOCK);
-        let fs = catch_unwind(AssertUnwindSafe(|| FileSystem::new(w, opts)))
+        let fs = catch_unwind(AssertUnwindSafe(|| FileSystem::new(reader.share_overlaid(), opts)))
             .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
             .map_err(|e| fat_err(name, e))?;
         // Loaded for read-only volumes too: reads of file content go through it.
-        let writer = catch_unwind(AssertUnwindSafe(|| FatWriter::load(&mut raw)))
+        let writer = catch_unwind(AssertUnwindSafe(|| FatWriter::load(&mut reader)))
             .unwrap_or_else(|_| Err(io::Error::other("malformed volume")))
+            .map(|mut wr| {
+                if !reconciled.damage.is_empty() {
+                    wr.refuse_writes("the check at open found damage".into());
+                }
+                wr
+            })
             .map_err(|e| e.to_string());
         guard.store(u64::MAX, Ordering::Relaxed);
         let fat_type = match fs.fat_type() {
@@ -145,7 +186,28 @@ impl FatVolume {
             fatfs::FatType::Fat16 => "FAT16",
             fatfs::FatType::Fat32 => "FAT32",
         };
-        Ok(FatVolume { fs: Some(fs), name: name.to_owned(), guard, budget, raw, fat_type, reconciled, writer })
+        Ok(FatVolume {
+            fs: Some(fs),
+            name: name.to_owned(),
+            guard,
+            budget,
+            raw,
+            fat_type,
+            reconciled,
+            writable,
+            writer,
+        })
+    }
+
+    /// The damage the check at open found, if any (then nothing is written).
+    pub fn damage(&self) -> &[Damage] {
+        &self.reconciled.damage
+    }
+
+    /// The error every write on this volume gives, when it is damaged.
+    fn refusal(&self) -> Option<Error> {
+        (!self.reconciled.damage.is_empty())
+            .then(|| Error::Damaged { volume: self.name.clone(), damage: self.reconciled.damage.clone() })
     }
 
     /// What reconciliation repaired when the volume was opened.
@@ -153,9 +215,34 @@ impl FatVolume {
         &self.reconciled
     }
 
-    /// The same, one note per kind of repair, naming the volume.
+    /// The same, one note per kind of repair (on a read-only open: what
+    /// reconciliation would do, nothing written) and per damage, naming the volume.
     pub fn reconcile_notes(&self) -> Vec<String> {
-        self.reconciled.describe().into_iter().map(|d| format!("{}: checked at open: {d}", self.name)).collect()
+        let r = &self.reconciled;
+        let mut out: Vec<String> = if self.writable {
+            r.repairs().into_iter().map(|d| format!("{}: checked at open: {d}", self.name)).collect()
+        } else {
+            let would = r.repairs();
+            if would.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "{}: checked at open (opened read-only, nothing written): the next write would repair: {}",
+                    self.name,
+                    would.join("; ")
+                )]
+            }
+        };
+        for d in &r.damage {
+            out.push(format!("{}: checked at open: not repaired: {d}", self.name));
+        }
+        if r.damage.iter().any(|d| !matches!(d, Damage::NotChecked { .. })) {
+            out.push(format!(
+                "{}: damaged: read only, nothing is written to it; mend it with `lifeboat disk check {} --repair` or `fsck.fat -a`",
+                self.name, self.name
+            ));
+        }
+        out
     }
 
     pub fn fat_type(&self) -> &'static str {
@@ -195,14 +282,25 @@ impl FatVolume {
         }
     }
 
-    /// Runs a read through lifeboat's own FAT table (see [`FatVolume::writing`]).
+    /// Runs a read through lifeboat's own FAT table, with the read guard armed
+    /// and panics contained.
     fn reading<T>(&mut self, what: &str, f: impl FnOnce(&FatWriter, &mut Window) -> io::Result<T>) -> Result<T> {
-        self.writing(what, |wr, w| f(wr, w))
+        self.through_writer(what, |wr, w| f(wr, w))
     }
 
-    /// Runs a write through lifeboat's own FAT writer with the read guard armed
-    /// and panics contained.
+    /// Runs a write through lifeboat's own FAT writer; refused on a damaged volume.
     fn writing<T>(&mut self, what: &str, f: impl FnOnce(&mut FatWriter, &mut Window) -> io::Result<T>) -> Result<T> {
+        if let Some(e) = self.refusal() {
+            return Err(e);
+        }
+        self.through_writer(what, f)
+    }
+
+    fn through_writer<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut FatWriter, &mut Window) -> io::Result<T>,
+    ) -> Result<T> {
         if self.fs.is_none() {
             return Err(Error::Fat { volume: self.name.clone(), why: "volume was closed after an error".into() });
         }
@@ -231,7 +329,8 @@ impl FatVolume {
                 self.guard.store(u64::MAX, Ordering::Relaxed);
                 r.map_err(|e| fat_err(&self.name, e))?;
             }
-            fs.unmount().map_err(|e| fat_err(&self.name, e))?;
+            // fatfs's handle is read-only: it has nothing to write.
+            drop(fs);
             self.raw.sync().map_err(|e| Error::io(self.name.clone(), e))?;
         }
         Ok(())
@@ -398,5 +497,9 @@ impl Volume for FatVolume {
 
     fn flush(&mut self) -> Result<()> {
         self.raw.sync().map_err(|e| Error::io(self.name.clone(), e))
+    }
+
+    fn write_refusal(&self) -> Option<Error> {
+        self.refusal()
     }
 }

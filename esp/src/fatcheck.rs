@@ -1,11 +1,12 @@
-//! Reconciliation of a FAT volume that a power cut, or any writer that stopped
-//! midway, left inconsistent — run once whenever lifeboat opens a volume for
-//! writing, before `fatfs` sees it.
+//! The check of a FAT volume at open, and reconciliation of what a power cut, or
+//! any writer that stopped midway, left inconsistent. Every open checks (a
+//! read-only open only reports what reconciliation would do); a writable open
+//! reconciles, before `fatfs` or lifeboat's writer sees the volume.
 //!
 //! `fatfs` trusts what it reads: a directory whose cluster the FAT calls free gets
 //! that cluster handed to the next new file (which then overwrites the directory),
 //! a stale free count is believed, and clusters a crash leaked stay leaked. So the
-//! whole tree is walked once with the first FAT in memory, every cluster given at
+//! whole tree is walked once with the FAT in memory, every cluster given at
 //! most one owner, and the volume brought to what `fsck.fat -a` would leave, with
 //! one difference that keeps more: a directory chain that runs into a free cluster
 //! claims it (its entries were written there) where fsck.fat cuts the chain.
@@ -15,24 +16,39 @@
 //! match its short entry is rejoined to it when the two are names of one of
 //! lifeboat's own renames torn between two sectors (another tool's stale long
 //! name is left alone, as fsck.fat -a does), and long-name slots that belong to
-//! no entry are deleted; the other FAT copies are made equal to the first; FSInfo's free count
-//! is rewritten; then the dirty flag is cleared.
+//! no entry are deleted; an entry lifeboat's writer left pending in a rename
+//! across sectors (see [`crate::fatwrite`]) is completed when its source is gone
+//! and dropped when it is not; the other FAT copies are made equal to the
+//! first; FSInfo's free count is rewritten; then the dirty flag is cleared.
+//!
+//! The FAT copies are compared before anything is written. They may differ in
+//! clusters in flight — one copy calls a cluster free where the other has it
+//! allocated, or one ends a chain where the other links one more cluster — and
+//! then the tree is walked on their union (nothing another copy still allocates
+//! is taken for free; what no entry reaches is freed anyway). Any other
+//! difference is [`Damage`]: which copy is right cannot be told from either alone.
 //!
 //! Nothing is deleted that a directory reaches, and the writes are ordered so a
 //! power cut during reconciliation leaves a volume no worse than before: first
 //! what makes data reachable (claims, chain ends, directory entries), a flush;
 //! then what frees clusters, the FAT mirrors and FSInfo, a flush; then the dirty
-//! flag. Anything not understood — a cluster with two owners, a chain leaving the
-//! volume, a directory without clusters — is reported, and then only the claims
-//! are written: a free count or a freed cluster decided on a tree that could not
-//! be read whole could destroy what the unread part holds.
+//! flag. A volume with damage — a cluster with two owners, a chain leaving the
+//! volume, FAT copies that disagree beyond clusters in flight, a directory
+//! without clusters — gets no write at all, keeps its dirty flag, and is refused
+//! for writing by [`crate::fat::FatVolume`]: a free count or a freed cluster
+//! decided on a tree that could not be read whole could destroy what the unread
+//! part holds. [`repair`] (`lifeboat disk check --repair`) mends the damage it can
+//! decide from the volume alone: FAT copies that disagree, when exactly one is
+//! consistent with the tree, and files that share clusters with another entry,
+//! each given its own copy of what its chain holds.
 
+use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::fatraw::{Geometry, Kind};
 use crate::window::Window;
 
-/// What reconciliation found and did.
+/// What reconciliation found and did (or, on a read-only open, would do).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
     /// Free clusters that ended a directory's chain, claimed for it.
@@ -52,18 +68,27 @@ pub struct Reconciled {
     pub dots_fixed: usize,
     /// Long-name slots (and stray `.`/`..` entries) that belonged to no file, deleted.
     pub slots_deleted: usize,
+    /// Renames across sectors a cut interrupted after the old name went: the new
+    /// entry given the clusters it was to take.
+    pub renames_completed: usize,
+    /// Renames across sectors a cut interrupted before the old name went: the
+    /// new entry, still empty, removed (the old name keeps the file).
+    pub renames_undone: usize,
     /// FAT copies made equal to the first.
     pub fats_mirrored: usize,
     /// FSInfo's free-cluster count or next-free hint rewritten.
     pub fsinfo_fixed: bool,
     /// The boot sector's dirty flag (set by a writer that did not finish) cleared.
     pub dirty_cleared: bool,
-    /// What was not understood; with any, only the claims were written.
-    pub anomalies: Vec<String>,
+    /// What is not repaired at open; with any, nothing was written.
+    pub damage: Vec<Damage>,
+    /// The FAT copy reads follow (0-based): the first, unless the copies
+    /// disagree and another is the one consistent with the tree.
+    pub fat_copy: usize,
 }
 
 impl Reconciled {
-    /// Whether the volume was changed.
+    /// Whether the volume was (or would be) changed.
     pub fn changed(&self) -> bool {
         self.claimed
             + self.freed
@@ -72,14 +97,25 @@ impl Reconciled {
             + self.long_names_rejoined
             + self.dots_fixed
             + self.slots_deleted
+            + self.renames_completed
+            + self.renames_undone
             + self.fats_mirrored
             > 0
             || self.fsinfo_fixed
             || self.dirty_cleared
     }
 
-    /// One line per kind of repair, for the user.
+    /// One line per kind of repair, then one per damage, for the user.
     pub fn describe(&self) -> Vec<String> {
+        let mut out = self.repairs();
+        for d in &self.damage {
+            out.push(format!("not repaired: {d}"));
+        }
+        out
+    }
+
+    /// One line per kind of repair.
+    pub fn repairs(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut say = |n: usize, what: &str| {
             if n > 0 {
@@ -93,6 +129,8 @@ impl Reconciled {
         say(self.long_names_rejoined, "long name(s) of a torn rename rejoined to their entry");
         say(self.dots_fixed, "directory `.`/`..` pair(s) rewritten");
         say(self.slots_deleted, "orphaned long-name or stray dot slot(s) deleted");
+        say(self.renames_completed, "interrupted rename(s) completed");
+        say(self.renames_undone, "interrupted rename(s) undone (the old name keeps the file)");
         say(self.fats_mirrored, "FAT copy(ies) made equal to the first");
         if self.fsinfo_fixed {
             out.push("FSInfo free-cluster count rewritten".into());
@@ -100,10 +138,63 @@ impl Reconciled {
         if self.dirty_cleared {
             out.push("dirty flag of an interrupted writer cleared".into());
         }
-        for a in &self.anomalies {
-            out.push(format!("not repaired: {a}"));
-        }
         out
+    }
+}
+
+/// Damage the check at open does not repair; a volume with any is not written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// A chain names a cluster past the volume's end (or a reserved value).
+    OutOfVolume { path: String, cluster: u32 },
+    /// A chain runs into a cluster marked bad or reserved.
+    BadCluster { path: String, cluster: u32 },
+    /// A cluster two entries name; `path` met it second. `dir`: `path` is a directory.
+    CrossLinked { path: String, other: String, cluster: u32, dir: bool },
+    /// A directory entry without a valid first cluster.
+    NoFirstCluster { path: String },
+    /// A directory whose first two slots hold other entries than `.` and `..`.
+    Dots { path: String, why: String },
+    /// A directory chain longer than FAT allows a directory.
+    DirTooLong { path: String, clusters: usize },
+    /// Directories nested deeper than the check follows.
+    TooDeep { path: String },
+    /// The FAT copies differ beyond clusters in flight: `entries` clusters, the
+    /// first of them `cluster` with these values (one per copy); `verdicts`
+    /// says, per copy, whether the tree walked with it alone is consistent.
+    FatsDisagree { entries: usize, cluster: u32, values: Vec<u32>, verdicts: Vec<String> },
+    /// The volume could not be checked at all.
+    NotChecked { why: String },
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Damage::OutOfVolume { path, cluster } => write!(f, "{path}: cluster {cluster} is outside the volume"),
+            Damage::BadCluster { path, cluster } => write!(f, "{path}: cluster {cluster} is marked bad or reserved"),
+            Damage::CrossLinked { path, other, cluster, .. } => {
+                write!(f, "{path}: cluster {cluster} also belongs to {other} (cross-linked)")
+            }
+            Damage::NoFirstCluster { path } => write!(f, "{path}: a directory without a valid first cluster"),
+            Damage::Dots { path, why } => write!(f, "{path}: `.` and `..` not repairable: {why}"),
+            Damage::DirTooLong { path, clusters } => {
+                write!(f, "{path}: a directory of {clusters} clusters, beyond FAT's 65,536 entries")
+            }
+            Damage::TooDeep { path } => write!(f, "{path}: nested deeper than {MAX_DEPTH} directories"),
+            Damage::FatsDisagree { entries, cluster, values, verdicts } => {
+                let vals: Vec<String> = values.iter().map(|v| format!("{v:#x}")).collect();
+                write!(
+                    f,
+                    "the FAT copies disagree beyond clusters in flight at {entries} cluster(s) (cluster {cluster}: {})",
+                    vals.join(" against ")
+                )?;
+                if !verdicts.is_empty() {
+                    write!(f, "; {}", verdicts.join("; "))?;
+                }
+                Ok(())
+            }
+            Damage::NotChecked { why } => write!(f, "not checked: {why}"),
+        }
     }
 }
 
@@ -308,6 +399,51 @@ pub(crate) fn order_dots(kind: Kind, head: &mut [u8], own: u32, parent: u32) -> 
     Ok(true)
 }
 
+/// The creation-time hundredths byte (valid: 0..=199) of an entry lifeboat's
+/// writer leaves pending in a rename across sectors: a file entry with no
+/// clusters and size 0 that records, in its creation and write time fields, the
+/// clusters and size it is to take once the old name is gone. Readers see an
+/// empty file; fsck.fat accepts it; [`reconcile`] completes or drops it.
+pub(crate) const PENDING_MARK: u8 = 0xFB;
+
+fn pending_check(c: u32, s: u32) -> u16 {
+    let x = c ^ s.rotate_left(16) ^ 0x4C42_5245;
+    (x ^ (x >> 16)) as u16
+}
+
+/// Makes the short entry `e` the pending form naming cluster `c` and size `s`.
+pub(crate) fn set_pending(kind: Kind, e: &mut [u8], c: u32, s: u32) {
+    set_first_cluster(kind, e, 0);
+    set_size(e, 0);
+    e[13] = PENDING_MARK;
+    e[14..18].copy_from_slice(&c.to_le_bytes());
+    e[22..26].copy_from_slice(&s.to_le_bytes());
+    e[18..20].copy_from_slice(&pending_check(c, s).to_le_bytes());
+}
+
+/// The cluster and size a pending entry is to take, if `e` is one.
+pub(crate) fn pending_of(kind: Kind, e: &[u8]) -> Option<(u32, u32)> {
+    if is_lfn(e) || e[11] & 0x18 != 0 || first_cluster(kind, e) != 0 || size_of(e) != 0 || e[13] != PENDING_MARK {
+        return None;
+    }
+    let c = u32::from_le_bytes([e[14], e[15], e[16], e[17]]);
+    let s = u32::from_le_bytes([e[22], e[23], e[24], e[25]]);
+    (u16::from_le_bytes([e[18], e[19]]) == pending_check(c, s)).then_some((c, s))
+}
+
+/// A pending entry made whole: its clusters, its size, times of now.
+fn complete_pending(kind: Kind, e: &mut [u8], c: u32, s: u64) {
+    let (date, time) = crate::clock::dos_now();
+    e[13] = 0;
+    e[14..16].copy_from_slice(&time.to_le_bytes());
+    e[16..18].copy_from_slice(&date.to_le_bytes());
+    e[18..20].copy_from_slice(&date.to_le_bytes());
+    e[22..24].copy_from_slice(&time.to_le_bytes());
+    e[24..26].copy_from_slice(&date.to_le_bytes());
+    set_first_cluster(kind, e, c);
+    set_size(e, s);
+}
+
 /// One directory read whole: where its bytes live and the bytes.
 struct DirBuf {
     ranges: Vec<(u64, u64)>,
@@ -315,36 +451,125 @@ struct DirBuf {
     original: Vec<u8>,
 }
 
-/// The walk's state: the first FAT as it should become, and who owns what.
+/// Volume offset of byte `at` of a directory laid out in `ranges`.
+fn offset_in(ranges: &[(u64, u64)], mut at: u64) -> u64 {
+    for &(start, len) in ranges {
+        if at < len {
+            return start + at;
+        }
+        at -= len;
+    }
+    u64::MAX
+}
+
+/// A file that met a cluster another entry owns: where its short entry is.
+#[derive(Clone, Debug)]
+struct Shared {
+    path: String,
+    entry_at: u64,
+    first: u32,
+    size: u64,
+}
+
+/// A pending entry of an interrupted rename, resolved after the whole walk
+/// (only then is it known whether another entry still owns its clusters).
+struct Pending {
+    dir: usize,
+    slots: Vec<usize>,
+    short: usize,
+    cluster: u32,
+    size: u32,
+    path: String,
+}
+
+/// What a file's chain came to.
+enum Chain {
+    /// The entry's (possibly corrected) first cluster and size.
+    Fine(u32, u64),
+    /// The first cluster is free: a deletion that freed the clusters first.
+    Gone,
+    /// It met a cluster another entry owns (damage recorded).
+    Shared,
+    /// It leaves the volume or meets a bad mark (damage recorded).
+    Broken,
+}
+
+/// The walk's state: the FAT as it should become, and who owns what.
 struct Walk<'a> {
     g: Geometry,
     w: &'a mut Window,
     fat: Vec<u32>,
-    owned: Vec<bool>,
+    /// Per cluster: 0 when no entry reaches it, else 1 + an index into `names`.
+    owner: Vec<u32>,
+    names: Vec<String>,
     out: Reconciled,
     dirs: Vec<DirBuf>,
+    /// Entries that would lose data on this FAT: removed, or their size cut.
+    losses: usize,
+    /// A digest of every entry seen and every file's chain, to tell whether two
+    /// FAT copies describe the same tree.
+    digest: u64,
+    shared: Vec<Shared>,
+    pending: Vec<Pending>,
 }
 
-impl Walk<'_> {
+fn fnv(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl<'a> Walk<'a> {
+    fn new(g: Geometry, w: &'a mut Window, fat: Vec<u32>) -> Self {
+        let n = fat.len();
+        Walk {
+            g,
+            w,
+            fat,
+            owner: vec![0; n],
+            names: Vec::new(),
+            out: Reconciled::default(),
+            dirs: Vec::new(),
+            losses: 0,
+            digest: 0xcbf2_9ce4_8422_2325,
+            shared: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
     fn valid(&self, c: u32) -> bool {
         c >= 2 && (c as u64) < self.g.clusters as u64 + 2
+    }
+
+    fn id(&mut self, path: &str) -> u32 {
+        self.names.push(path.to_owned());
+        self.names.len() as u32
+    }
+
+    fn owner_name(&self, c: u32) -> String {
+        let k = self.owner[c as usize] as usize;
+        self.names.get(k.wrapping_sub(1)).cloned().unwrap_or_else(|| "another entry".into())
+    }
+
+    fn cross(&mut self, path: &str, c: u32, dir: bool) {
+        let other = self.owner_name(c);
+        self.out.damage.push(Damage::CrossLinked { path: path.to_owned(), other, cluster: c, dir });
     }
 
     /// Follows a directory's chain, claiming a free cluster that ends it.
     fn dir_chain(&mut self, first: u32, path: &str) -> Option<Vec<u32>> {
         let (eoc, end, badc) = marks(self.g.kind);
+        let id = self.id(path);
         let mut chain = Vec::new();
         let mut c = first;
         loop {
             if !self.valid(c) {
-                self.out.anomalies.push(format!("{path}: cluster {c} is outside the volume"));
+                self.out.damage.push(Damage::OutOfVolume { path: path.to_owned(), cluster: c });
                 return None;
             }
-            if self.owned[c as usize] {
-                self.out.anomalies.push(format!("{path}: cluster {c} also belongs to another file (cross-linked)"));
+            if self.owner[c as usize] != 0 {
+                self.cross(path, c, true);
                 return None;
             }
-            self.owned[c as usize] = true;
+            self.owner[c as usize] = id;
             chain.push(c);
             let v = self.fat[c as usize];
             if v == 0 {
@@ -356,7 +581,7 @@ impl Walk<'_> {
                 return Some(chain);
             }
             if v == badc || v == 1 {
-                self.out.anomalies.push(format!("{path}: cluster {c} is marked bad or reserved"));
+                self.out.damage.push(Damage::BadCluster { path: path.to_owned(), cluster: c });
                 return None;
             }
             c = v;
@@ -364,30 +589,31 @@ impl Walk<'_> {
     }
 
     /// Follows a file's chain and makes chain and size agree, as fsck.fat does.
-    /// Returns the entry's new first cluster and size, or `None` when the first
-    /// cluster is free: the clusters of a file being deleted were freed and the
-    /// power cut came before its entry went, so the deletion is completed (where
-    /// fsck.fat would keep an empty file — one that would hide, say, the
-    /// complete `loader.conf.lbnew` waiting to take its name).
-    fn file_chain(&mut self, first: u32, size: u64, path: &str) -> Option<(u32, u64)> {
+    /// [`Chain::Gone`] when the first cluster is free: the clusters of a file
+    /// being deleted were freed and the power cut came before its entry went, so
+    /// the deletion is completed (where fsck.fat would keep an empty file — one
+    /// that would hide, say, the complete `loader.conf.lbnew` waiting to take
+    /// its name).
+    fn file_chain(&mut self, first: u32, size: u64, path: &str) -> Chain {
         let (eoc, end, badc) = marks(self.g.kind);
         if first == 0 {
-            return Some((0, 0));
+            return Chain::Fine(0, 0);
         }
         if !self.valid(first) {
-            self.out.anomalies.push(format!("{path}: first cluster {first} is outside the volume"));
-            return Some((first, size));
+            self.out.damage.push(Damage::OutOfVolume { path: path.to_owned(), cluster: first });
+            return Chain::Broken;
         }
         if self.fat[first as usize] == 0 {
-            return None;
+            return Chain::Gone;
         }
+        let id = self.id(path);
         let mut chain: Vec<u32> = Vec::new();
         let mut c = first;
         let mut cut = false;
         loop {
-            if self.owned[c as usize] {
-                self.out.anomalies.push(format!("{path}: cluster {c} also belongs to another file (cross-linked)"));
-                return Some((first, size));
+            if self.owner[c as usize] != 0 {
+                self.cross(path, c, false);
+                return Chain::Shared;
             }
             let v = self.fat[c as usize];
             if v == 0 {
@@ -395,14 +621,18 @@ impl Walk<'_> {
                 cut = true;
                 break;
             }
-            self.owned[c as usize] = true;
+            self.owner[c as usize] = id;
             chain.push(c);
             if v >= end {
                 break;
             }
-            if v == badc || v == 1 || !self.valid(v) {
-                self.out.anomalies.push(format!("{path}: its chain leaves the volume at cluster {c}"));
-                return Some((first, size));
+            if v == badc || v == 1 {
+                self.out.damage.push(Damage::BadCluster { path: path.to_owned(), cluster: c });
+                return Chain::Broken;
+            }
+            if !self.valid(v) {
+                self.out.damage.push(Damage::OutOfVolume { path: path.to_owned(), cluster: v });
+                return Chain::Broken;
             }
             c = v;
         }
@@ -410,15 +640,22 @@ impl Walk<'_> {
         let need = size.div_ceil(cb) as usize;
         let keep = chain.len().min(need);
         for &c in &chain[keep..] {
-            self.owned[c as usize] = false;
+            self.owner[c as usize] = 0;
+        }
+        self.digest = fnv(self.digest, path.as_bytes());
+        for &c in &chain[..keep] {
+            self.digest = fnv(self.digest, &c.to_le_bytes());
+        }
+        if keep < need {
+            self.losses += 1;
         }
         if keep == 0 {
-            return Some((0, 0));
+            return Chain::Fine(0, 0);
         }
         if cut || keep < chain.len() {
             self.fat[chain[keep - 1] as usize] = eoc;
         }
-        Some((first, size.min(keep as u64 * cb)))
+        Chain::Fine(first, size.min(keep as u64 * cb))
     }
 
     fn read_dir(&mut self, ranges: Vec<(u64, u64)>) -> io::Result<DirBuf> {
@@ -436,7 +673,7 @@ impl Walk<'_> {
     /// and whose `..` should name `parent`.
     fn walk(&mut self, own: u32, parent: u32, path: String, depth: usize) -> io::Result<()> {
         if depth > MAX_DEPTH {
-            self.out.anomalies.push(format!("{path}: nested deeper than {MAX_DEPTH} directories"));
+            self.out.damage.push(Damage::TooDeep { path });
             return Ok(());
         }
         let is_root = depth == 0;
@@ -445,9 +682,7 @@ impl Walk<'_> {
         } else {
             match self.dir_chain(own, &path) {
                 Some(chain) if chain.len() as u64 * self.g.cluster_bytes() > MAX_DIR_BYTES => {
-                    self.out
-                        .anomalies
-                        .push(format!("{path}: a directory of {} clusters, beyond FAT's 65,536 entries", chain.len()));
+                    self.out.damage.push(Damage::DirTooLong { path, clusters: chain.len() });
                     return Ok(());
                 }
                 Some(chain) => chain.iter().map(|&c| (self.g.cluster_offset(c), self.g.cluster_bytes())).collect(),
@@ -462,7 +697,7 @@ impl Walk<'_> {
                 Ok(true) => self.out.dots_fixed += 1,
                 Ok(false) => {}
                 Err(why) => {
-                    self.out.anomalies.push(format!("{path}: `.` and `..` not repairable: {why}"));
+                    self.out.damage.push(Damage::Dots { path, why });
                     self.dirs.push(d);
                     return Ok(());
                 }
@@ -471,6 +706,7 @@ impl Walk<'_> {
         let slots = d.bytes.len() / 32;
         let mut run: Vec<usize> = Vec::new();
         let mut children = Vec::new();
+        let mut pending = Vec::new();
         let first_slot = if is_root { 0 } else { 2 };
         let mut i = first_slot;
         while i < slots {
@@ -525,7 +761,11 @@ impl Walk<'_> {
                 i += 1;
                 continue;
             }
-            let name = format!("{}{}", if is_root { "/" } else { "" }, short_name(&e));
+            let shown = match long_name_of(&d.bytes, &long_name, &e) {
+                Some(l) => l,
+                None => short_name(&e),
+            };
+            let name = format!("{}{}", if is_root { "/" } else { "" }, shown);
             let child_path = if is_root { name } else { format!("{path}/{name}") };
             let first = first_cluster(kind, &e);
             if attr & 0x10 != 0 {
@@ -534,32 +774,45 @@ impl Walk<'_> {
                     self.out.entries_fixed += 1;
                 }
                 if first == 0 || !self.valid(first) {
-                    self.out.anomalies.push(format!("{child_path}: a directory without a valid first cluster"));
+                    self.out.damage.push(Damage::NoFirstCluster { path: child_path });
                 } else {
                     children.push((first, child_path));
                 }
+            } else if let Some((c, s)) = pending_of(kind, &e) {
+                pending.push((long_name, i, c, s, child_path));
             } else {
                 let size = size_of(&e);
                 match self.file_chain(first, size, &child_path) {
-                    None => {
+                    Chain::Gone => {
                         for s in long_name.into_iter().chain([i]) {
                             d.bytes[s * 32] = 0xE5;
                         }
                         self.out.unlinked += 1;
+                        self.losses += 1;
                     }
-                    Some((nf, ns)) if (nf, ns) != (first, size) => {
+                    Chain::Fine(nf, ns) if (nf, ns) != (first, size) => {
                         let slot = &mut d.bytes[i * 32..i * 32 + 32];
                         set_first_cluster(kind, slot, nf);
                         set_size(slot, ns);
                         self.out.entries_fixed += 1;
                     }
-                    Some(_) => {}
+                    Chain::Shared => {
+                        let entry_at = offset_in(&d.ranges, i as u64 * 32);
+                        self.shared.push(Shared { path: child_path, entry_at, first, size });
+                    }
+                    Chain::Fine(..) | Chain::Broken => {}
                 }
             }
             i += 1;
         }
         self.drop_slots(&mut d, &mut run);
+        self.digest = fnv(self.digest, path.as_bytes());
+        self.digest = fnv(self.digest, &d.bytes[..i.min(slots) * 32]);
         self.dirs.push(d);
+        let dir = self.dirs.len() - 1;
+        for (slots, short, cluster, size, path) in pending {
+            self.pending.push(Pending { dir, slots, short, cluster, size, path });
+        }
         // `..` of a child of the root names cluster 0, whatever the root's cluster.
         let parent_of_children = if is_root { 0 } else { own };
         for (c, p) in children {
@@ -574,6 +827,32 @@ impl Walk<'_> {
         }
         self.out.slots_deleted += run.len();
         run.clear();
+    }
+
+    /// Completes or drops the pending entries of interrupted renames: one whose
+    /// clusters no other entry owns takes them (the old name is gone); one whose
+    /// clusters another entry still owns, or that are free, is removed.
+    fn resolve_pending(&mut self) {
+        let kind = self.g.kind;
+        for p in std::mem::take(&mut self.pending) {
+            let c = p.cluster;
+            let takeable = self.valid(c) && self.fat[c as usize] != 0 && self.owner[c as usize] == 0;
+            let chain = if takeable { self.file_chain(c, p.size as u64, &p.path) } else { Chain::Gone };
+            let d = &mut self.dirs[p.dir];
+            match chain {
+                Chain::Fine(nf, ns) => {
+                    complete_pending(kind, &mut d.bytes[p.short * 32..p.short * 32 + 32], nf, ns);
+                    self.out.renames_completed += 1;
+                }
+                Chain::Gone => {
+                    for s in p.slots.iter().copied().chain([p.short]) {
+                        d.bytes[s * 32] = 0xE5;
+                    }
+                    self.out.renames_undone += 1;
+                }
+                Chain::Shared | Chain::Broken => {}
+            }
+        }
     }
 }
 
@@ -590,40 +869,127 @@ fn lfn_run_fits(bytes: &[u8], run: &[usize], short: &[u8], checksum: bool) -> bo
     })
 }
 
+/// The UTF-16 units a run of long-name slots (in directory order) spells.
+fn lfn_units(bytes: &[u8], run: &[usize]) -> Vec<u16> {
+    const PARTS: [usize; 13] = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
+    run.iter()
+        .rev()
+        .flat_map(|&s| PARTS.iter().map(move |&i| u16::from_le_bytes([bytes[s * 32 + i], bytes[s * 32 + i + 1]])))
+        .take_while(|&u| u != 0 && u != 0xFFFF)
+        .collect()
+}
+
+/// The long name of `short` when the slots `run` are a whole one of it (for
+/// messages: paths name files as the user knows them).
+fn long_name_of(bytes: &[u8], run: &[usize], short: &[u8]) -> Option<String> {
+    if run.is_empty() || !lfn_run_fits(bytes, run, short, true) {
+        return None;
+    }
+    String::from_utf16(&lfn_units(bytes, run)).ok()
+}
+
 /// Whether a long name and the short entry after it are two names of one of
 /// lifeboat's two-phase replacements: either side carries the `.lbtmp` or
 /// `.lbnew` suffix (`LBT`/`LBN` as an 8.3 extension).
 fn lifeboat_rename(bytes: &[u8], run: &[usize], short: &[u8]) -> bool {
-    const PARTS: [usize; 13] = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
-    let units: Vec<u16> = run
-        .iter()
-        .rev()
-        .flat_map(|&s| PARTS.iter().map(move |&i| u16::from_le_bytes([bytes[s * 32 + i], bytes[s * 32 + i + 1]])))
-        .take_while(|&u| u != 0 && u != 0xFFFF)
-        .collect();
-    let long = String::from_utf16_lossy(&units).to_ascii_lowercase();
+    let long = String::from_utf16_lossy(&lfn_units(bytes, run)).to_ascii_lowercase();
     long.ends_with(crate::volume::TMP_SUFFIX)
         || long.ends_with(crate::volume::NEW_SUFFIX)
         || &short[8..11] == b"LBT"
         || &short[8..11] == b"LBN"
 }
 
-/// Writes the 512-byte sectors where `new` differs from `old`, at `base`.
-fn write_diff(w: &mut Window, base: u64, old: &[u8], new: &[u8]) -> io::Result<bool> {
-    let mut wrote = false;
+/// Adds to `out` the 512-byte sectors where `new` differs from `old`, at `base`.
+fn diff_sectors(base: u64, old: &[u8], new: &[u8], out: &mut Vec<(u64, Vec<u8>)>) {
     for (k, (o, n)) in old.chunks(512).zip(new.chunks(512)).enumerate() {
         if o != n {
-            write_at(w, base + k as u64 * 512, n)?;
-            wrote = true;
+            out.push((base + k as u64 * 512, n.to_vec()));
         }
     }
-    Ok(wrote)
 }
 
-/// Reconciles the FAT volume in `w` (see the module documentation). Errors are
-/// I/O errors; a volume it cannot make sense of is reported in
-/// [`Reconciled::anomalies`], not refused.
-pub fn reconcile(w: &mut Window) -> io::Result<Reconciled> {
+fn write_all(w: &mut Window, writes: &[(u64, Vec<u8>)]) -> io::Result<()> {
+    for (at, b) in writes {
+        write_at(w, *at, b)?;
+    }
+    Ok(())
+}
+
+/// The value the FAT copies give one cluster, counting clusters in flight as
+/// agreement: one copy free where another allocates (the allocation, or the
+/// free, not yet mirrored: the allocation is kept, and freed below if nothing
+/// reaches it), or one ending a chain where another links a cluster more (a
+/// directory's growth not yet mirrored: the link is kept). `None` for any other
+/// difference.
+fn agreed(kind: Kind, clusters: u32, vals: &[u32]) -> Option<u32> {
+    let end = end_mark(kind);
+    let first = *vals.first()?;
+    if vals.iter().all(|&v| v == first) {
+        return Some(first);
+    }
+    let sane = |v: u32| v == 0 || v >= end || (v >= 2 && (v as u64) < clusters as u64 + 2);
+    if !vals.iter().all(|&v| sane(v)) {
+        return None;
+    }
+    let mut links = vals.iter().copied().filter(|&v| v != 0 && v < end);
+    match links.next() {
+        Some(l) => links.all(|x| x == l).then_some(l),
+        None => vals.iter().copied().find(|&v| v != 0),
+    }
+}
+
+/// What the check found: the writes reconciliation would make, and what it
+/// knows of the tree (for [`repair`]).
+struct Exam {
+    g: Geometry,
+    copies: Vec<Vec<u8>>,
+    /// The FAT as the tree needs it (claims and chain ends applied).
+    fat: Vec<u32>,
+    owned: Vec<bool>,
+    out: Reconciled,
+    /// Phase 1 (what makes data reachable) and phase 2 (frees, mirrors,
+    /// FSInfo): sector writes, each phase followed by a flush.
+    reach: Vec<(u64, Vec<u8>)>,
+    frees: Vec<(u64, Vec<u8>)>,
+    /// Phase 3: the dirty flag's offset and its byte cleared.
+    flag: Option<(u64, u8)>,
+    shared: Vec<Shared>,
+    /// When the copies disagree: the one consistent with the tree, if exactly
+    /// one tree is.
+    pick: Option<usize>,
+    /// The FAT reads should follow when it is not the first copy as it is on
+    /// disk: the consistent copy, or the copies' union (clusters in flight).
+    read_fat: Option<Vec<u8>>,
+}
+
+impl Exam {
+    fn damaged(g: Geometry, damage: Damage) -> Exam {
+        Exam {
+            g,
+            copies: Vec::new(),
+            fat: Vec::new(),
+            owned: Vec::new(),
+            out: Reconciled { damage: vec![damage], ..Default::default() },
+            reach: Vec::new(),
+            frees: Vec::new(),
+            flag: None,
+            shared: Vec::new(),
+            pick: None,
+            read_fat: None,
+        }
+    }
+}
+
+fn flag_at(kind: Kind) -> u64 {
+    if kind == Kind::Fat32 {
+        0x41
+    } else {
+        0x25
+    }
+}
+
+/// Reads the volume and decides everything reconciliation would do; writes nothing.
+fn examine(w: &mut Window) -> io::Result<Exam> {
     let g = Geometry::read(w)?;
     let kind = g.kind;
     if g.fat_start == 0 {
@@ -634,10 +1000,8 @@ pub fn reconcile(w: &mut Window) -> io::Result<Reconciled> {
         return Err(bad("the volume claims more clusters than its partition holds".into()));
     }
     if g.fat_bytes > MAX_FAT_BYTES || g.fats > 4 {
-        return Ok(Reconciled {
-            anomalies: vec![format!("a FAT of {} bytes × {} is beyond what is checked", g.fat_bytes, g.fats)],
-            ..Default::default()
-        });
+        let why = format!("a FAT of {} bytes × {} is beyond what is checked", g.fat_bytes, g.fats);
+        return Ok(Exam::damaged(g, Damage::NotChecked { why }));
     }
     let entries = g.clusters as u64 + 2;
     let needed = match kind {
@@ -654,31 +1018,91 @@ pub fn reconcile(w: &mut Window) -> io::Result<Reconciled> {
         read_at(w, g.fat_start + k * g.fat_bytes, &mut b)?;
         copies.push(b);
     }
-    let differed: Vec<bool> = copies.iter().map(|c| c != &copies[0]).collect();
-    let fat: Vec<u32> = (0..entries as u32).map(|c| get(kind, &copies[0], c)).collect();
-    let mut walk =
-        Walk { g, w, owned: vec![false; entries as usize], fat, out: Reconciled::default(), dirs: Vec::new() };
+    let per: Vec<Vec<u32>> = copies.iter().map(|b| (0..entries as u32).map(|c| get(kind, b, c)).collect()).collect();
     let root = if kind == Kind::Fat32 { g.root_cluster } else { 0 };
-    walk.walk(root, 0, "/".into(), 0)?;
-    let Walk { w, mut fat, owned, mut out, dirs, .. } = walk;
-    let (_, _, badc) = marks(kind);
-    let trusted = out.anomalies.is_empty();
-    if trusted {
+    let mut fat = per[0].clone();
+    let mut disagree = 0usize;
+    let mut first_bad: Option<(u32, Vec<u32>)> = None;
+    if per.len() > 1 {
         for c in 2..entries as usize {
-            if fat[c] != 0 && fat[c] != badc && !owned[c] {
-                fat[c] = 0;
-                out.freed += 1;
+            let vals: Vec<u32> = per.iter().map(|p| p[c]).collect();
+            match agreed(kind, g.clusters, &vals) {
+                Some(v) => fat[c] = v,
+                None => {
+                    disagree += 1;
+                    first_bad.get_or_insert((c as u32, vals));
+                }
             }
         }
-    } else {
-        // Only claims: a free cluster a directory's chain runs into.
-        for (c, v) in fat.iter_mut().enumerate().skip(2) {
-            let was = get(kind, &copies[0], c as u32);
-            if !(was == 0 && *v != 0) {
-                *v = was;
+    }
+    if disagree > 0 {
+        // Which copy is right: walk the tree with each alone. A copy is
+        // consistent when the walk finds no damage and no file would lose data
+        // (an entry removed, a size cut).
+        let mut verdicts = Vec::new();
+        let mut consistent: Vec<(usize, u64)> = Vec::new();
+        for (k, p) in per.iter().enumerate() {
+            let mut walk = Walk::new(g, w, p.clone());
+            walk.walk(root, 0, "/".into(), 0)?;
+            walk.resolve_pending();
+            if walk.out.damage.is_empty() && walk.losses == 0 {
+                verdicts.push(format!("FAT copy {} is consistent with the tree", k + 1));
+                consistent.push((k, walk.digest));
+            } else if let Some(d) = walk.out.damage.first() {
+                verdicts.push(format!("with FAT copy {}: {d}", k + 1));
+            } else {
+                verdicts.push(format!("with FAT copy {}, {} file(s) would lose data", k + 1, walk.losses));
             }
         }
-        out = Reconciled { claimed: out.claimed, anomalies: out.anomalies, ..Default::default() };
+        let pick = match consistent.first() {
+            Some(&(k, dg)) if consistent.iter().all(|&(_, d)| d == dg) => Some(k),
+            _ => None,
+        };
+        let (cluster, values) = first_bad.unwrap_or_default();
+        let mut e = Exam::damaged(g, Damage::FatsDisagree { entries: disagree, cluster, values, verdicts });
+        e.out.fat_copy = pick.unwrap_or(0);
+        e.pick = pick;
+        e.read_fat = pick.map(|k| copies[k].clone());
+        e.copies = copies;
+        e.fat = fat;
+        return Ok(e);
+    }
+    let read_fat = (fat != per[0]).then(|| {
+        let mut img = copies[0].clone();
+        for (c, &v) in fat.iter().enumerate().skip(2) {
+            if get(kind, &img, c as u32) != v {
+                set(kind, &mut img, c as u32, v);
+            }
+        }
+        img
+    });
+    let mut walk = Walk::new(g, w, fat);
+    walk.walk(root, 0, "/".into(), 0)?;
+    walk.resolve_pending();
+    let Walk { mut fat, owner, mut out, dirs, shared, .. } = walk;
+    let owned: Vec<bool> = owner.iter().map(|&o| o != 0).collect();
+    if !out.damage.is_empty() {
+        let out = Reconciled { damage: out.damage, ..Default::default() };
+        return Ok(Exam {
+            g,
+            copies,
+            fat,
+            owned,
+            out,
+            reach: Vec::new(),
+            frees: Vec::new(),
+            flag: None,
+            shared,
+            pick: None,
+            read_fat,
+        });
+    }
+    let (_, _, badc) = marks(kind);
+    for c in 2..entries as usize {
+        if fat[c] != 0 && fat[c] != badc && !owned[c] {
+            fat[c] = 0;
+            out.freed += 1;
+        }
     }
     let mut fat1 = copies[0].clone();
     for (c, &v) in fat.iter().enumerate().skip(2) {
@@ -689,45 +1113,38 @@ pub fn reconcile(w: &mut Window) -> io::Result<Reconciled> {
 
     // Phase 1: what makes data reachable — non-zero FAT entries in every copy,
     // then directory entries.
-    let mut wrote = false;
-    for (k, copy) in copies.iter_mut().enumerate() {
+    let mut reach_w = Vec::new();
+    let mut after = copies.clone();
+    for (k, copy) in after.iter_mut().enumerate() {
         let mut reach = copy.clone();
         for (c, &v) in fat.iter().enumerate().skip(2) {
             if v != 0 && get(kind, &reach, c as u32) != v {
                 set(kind, &mut reach, c as u32, v);
             }
         }
-        wrote |= write_diff(w, g.fat_start + k as u64 * g.fat_bytes, copy, &reach)?;
+        diff_sectors(g.fat_start + k as u64 * g.fat_bytes, copy, &reach, &mut reach_w);
         *copy = reach;
     }
-    if trusted {
-        for d in &dirs {
-            let mut at = 0usize;
-            for &(start, len) in &d.ranges {
-                let (o, n) = (&d.original[at..at + len as usize], &d.bytes[at..at + len as usize]);
-                wrote |= write_diff(w, start, o, n)?;
-                at += len as usize;
-            }
+    for d in &dirs {
+        let mut at = 0usize;
+        for &(start, len) in &d.ranges {
+            let (o, n) = (&d.original[at..at + len as usize], &d.bytes[at..at + len as usize]);
+            diff_sectors(start, o, n, &mut reach_w);
+            at += len as usize;
         }
-    }
-    if wrote {
-        w.sync()?;
-    }
-    if !trusted {
-        return Ok(out);
     }
 
     // Phase 2: frees, the mirrors, FSInfo.
-    let mut wrote = false;
-    for (k, copy) in copies.iter().enumerate() {
-        wrote |= write_diff(w, g.fat_start + k as u64 * g.fat_bytes, copy, &fat1)?;
-        if differed[k] {
+    let mut frees_w = Vec::new();
+    for (k, copy) in after.iter().enumerate() {
+        diff_sectors(g.fat_start + k as u64 * g.fat_bytes, copy, &fat1, &mut frees_w);
+        if copies[k] != copies[0] {
             out.fats_mirrored += 1;
         }
     }
+    let mut bs = [0u8; 512];
+    read_at(w, 0, &mut bs)?;
     if kind == Kind::Fat32 {
-        let mut bs = [0u8; 512];
-        read_at(w, 0, &mut bs)?;
         let at = u16::from_le_bytes([bs[48], bs[49]]) as u64 * g.bps;
         if at != 0 && at + 512 <= g.fat_start {
             let mut fsi = [0u8; 512];
@@ -743,25 +1160,207 @@ pub fn reconcile(w: &mut Window) -> io::Result<Reconciled> {
                     if !hint_ok {
                         fsi[492..496].copy_from_slice(&next.to_le_bytes());
                     }
-                    write_at(w, at, &fsi)?;
+                    frees_w.push((at, fsi.to_vec()));
                     out.fsinfo_fixed = true;
-                    wrote = true;
                 }
             }
         }
     }
-    if wrote {
-        w.sync()?;
-    }
 
     // Phase 3: the volume is consistent; say so.
-    let flag_at = if kind == Kind::Fat32 { 0x41 } else { 0x25 };
-    let mut flag = [0u8; 1];
-    read_at(w, flag_at, &mut flag)?;
-    if flag[0] & 1 != 0 {
-        write_at(w, flag_at, &[flag[0] & !1])?;
-        w.sync()?;
-        out.dirty_cleared = true;
+    let fa = flag_at(kind);
+    let byte = bs[fa as usize];
+    let flag = (byte & 1 != 0).then_some((fa, byte & !1));
+    out.dirty_cleared = flag.is_some();
+    Ok(Exam { g, copies, fat, owned, out, reach: reach_w, frees: frees_w, flag, shared, pick: None, read_fat })
+}
+
+/// Makes the writes [`examine`] decided, in its three flushed phases.
+fn apply(w: &mut Window, e: &Exam) -> io::Result<()> {
+    for batch in [&e.reach, &e.frees] {
+        write_all(w, batch)?;
+        if !batch.is_empty() {
+            w.sync()?;
+        }
     }
-    Ok(out)
+    if let Some((at, b)) = e.flag {
+        write_at(w, at, &[b])?;
+        w.sync()?;
+    }
+    Ok(())
+}
+
+/// Checks the FAT volume in `w` and says what [`reconcile`] would do; writes
+/// nothing. Errors are I/O errors and volumes that are not FAT.
+pub fn check(w: &mut Window) -> io::Result<Reconciled> {
+    Ok(examine(w)?.out)
+}
+
+/// Reconciles the FAT volume in `w` (see the module documentation). Errors are
+/// I/O errors; a volume with [`Damage`] is reported in
+/// [`Reconciled::damage`], not refused, and nothing is written to it.
+pub fn reconcile(w: &mut Window) -> io::Result<Reconciled> {
+    let e = examine(w)?;
+    if e.out.damage.is_empty() {
+        apply(w, &e)?;
+    }
+    Ok(e.out)
+}
+
+/// The check at open ([`crate::fat::FatVolume::open`]): with `write`,
+/// [`reconcile`]; without, [`check`]. Also returns the FAT reads should follow
+/// when it is not the first copy as it now is on disk (the copy consistent with
+/// the tree on a damaged volume; the copies' union on a read-only open of a
+/// volume with clusters in flight).
+pub(crate) fn at_open(w: &mut Window, write: bool) -> io::Result<(Reconciled, Option<Vec<u8>>)> {
+    let e = examine(w)?;
+    if write && e.out.damage.is_empty() {
+        apply(w, &e)?;
+        return Ok((e.out, None));
+    }
+    Ok((e.out, e.read_fat))
+}
+
+/// What [`repair`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// The FAT copy (0-based) written over the others, when they disagreed.
+    pub fat_taken: Option<usize>,
+    /// Files that shared clusters with another entry, each given its own copy.
+    pub unshared: Vec<String>,
+    /// The reconciliation that followed; its damage is what is left.
+    pub reconciled: Reconciled,
+}
+
+/// Sets the dirty flag (a flush after) before repair writes, so a cut during
+/// them leaves the volume marked; the reconciliation that ends a repair
+/// clears it, and damage left keeps it.
+fn mark_dirty(w: &mut Window, kind: Kind) -> io::Result<()> {
+    let at = flag_at(kind);
+    let mut b = [0u8; 1];
+    read_at(w, at, &mut b)?;
+    if b[0] & 1 == 0 {
+        write_at(w, at, &[b[0] | 1])?;
+        w.sync()?;
+    }
+    Ok(())
+}
+
+/// Mends what the volume alone decides, then reconciles (`lifeboat disk check
+/// --repair`):
+///
+/// - FAT copies that disagree beyond clusters in flight: when the tree walked
+///   with one copy alone is consistent (no damage, no file losing data) and no
+///   other consistent copy describes a different tree, that copy is written over
+///   the others. Otherwise nothing is written: which is right cannot be told.
+/// - Files that share clusters with another entry (cross-links): the entry met
+///   second in the walk gets its own copy of what its chain holds, in clusters
+///   free in every copy and reached by nothing — data and chain, a flush, then
+///   its entry, a flush — so both keep their content and no cluster another
+///   entry names is freed. A shared directory is left (it is reported).
+///
+/// Anything else (a chain leaving the volume in every copy, a shared directory,
+/// no room for the copies) is left as it is, reported in the result's damage,
+/// with the dirty flag set. Each step is ordered so a cut leaves the volume no
+/// worse, and a later repair carries on.
+pub fn repair(w: &mut Window) -> io::Result<Repaired> {
+    let mut exam = examine(w)?;
+    let mut done = Repaired::default();
+    if exam.out.damage.iter().any(|d| matches!(d, Damage::FatsDisagree { .. })) {
+        let Some(k) = exam.pick else {
+            done.reconciled = exam.out;
+            return Ok(done);
+        };
+        mark_dirty(w, exam.g.kind)?;
+        let g = exam.g;
+        let mut writes = Vec::new();
+        for (j, copy) in exam.copies.iter().enumerate() {
+            if j != k {
+                diff_sectors(g.fat_start + j as u64 * g.fat_bytes, copy, &exam.copies[k], &mut writes);
+            }
+        }
+        write_all(w, &writes)?;
+        w.sync()?;
+        done.fat_taken = Some(k);
+        exam = examine(w)?;
+    }
+    for _ in 0..64 {
+        let only_files = exam.out.damage.iter().all(|d| matches!(d, Damage::CrossLinked { dir: false, .. }));
+        if exam.out.damage.is_empty() || !only_files || exam.shared.is_empty() {
+            break;
+        }
+        mark_dirty(w, exam.g.kind)?;
+        let mut progress = false;
+        for s in exam.shared.clone() {
+            if unshare(w, &mut exam, &s)? {
+                done.unshared.push(s.path.clone());
+                progress = true;
+            }
+        }
+        if !progress {
+            break;
+        }
+        exam = examine(w)?;
+    }
+    if exam.out.damage.is_empty() {
+        apply(w, &exam)?;
+    }
+    done.reconciled = exam.out;
+    Ok(done)
+}
+
+/// Gives the file `s` its own copy of the clusters its chain holds (at most
+/// what its size needs): new clusters written and chained in every FAT copy, a
+/// flush, then its entry pointed at them (its size cut to what the chain held,
+/// as reconciliation would), a flush. `false` when there is no room.
+fn unshare(w: &mut Window, exam: &mut Exam, s: &Shared) -> io::Result<bool> {
+    let g = exam.g;
+    let (kind, cb) = (g.kind, g.cluster_bytes());
+    let (eoc, end, _) = marks(kind);
+    let valid = |c: u32| c >= 2 && (c as u64) < g.clusters as u64 + 2;
+    let need = s.size.div_ceil(cb) as usize;
+    let mut old = Vec::new();
+    let mut c = s.first;
+    while old.len() < need && valid(c) && exam.fat[c as usize] != 0 {
+        old.push(c);
+        let v = exam.fat[c as usize];
+        if v >= end {
+            break;
+        }
+        c = v;
+    }
+    let fresh: Vec<u32> =
+        (2..g.clusters + 2).filter(|&c| exam.fat[c as usize] == 0 && !exam.owned[c as usize]).take(old.len()).collect();
+    if fresh.len() < old.len() {
+        return Ok(false);
+    }
+    let mut buf = vec![0u8; cb as usize];
+    for (&from, &to) in old.iter().zip(&fresh) {
+        read_at(w, g.cluster_offset(from), &mut buf)?;
+        write_at(w, g.cluster_offset(to), &buf)?;
+    }
+    let mut writes = Vec::new();
+    for (k, copy) in exam.copies.iter_mut().enumerate() {
+        let mut img = copy.clone();
+        for (i, &c) in fresh.iter().enumerate() {
+            set(kind, &mut img, c, fresh.get(i + 1).copied().unwrap_or(eoc));
+        }
+        diff_sectors(g.fat_start + k as u64 * g.fat_bytes, copy, &img, &mut writes);
+        *copy = img;
+    }
+    for (i, &c) in fresh.iter().enumerate() {
+        exam.fat[c as usize] = fresh.get(i + 1).copied().unwrap_or(eoc);
+        exam.owned[c as usize] = true;
+    }
+    write_all(w, &writes)?;
+    w.sync()?;
+    let sector = s.entry_at / 512 * 512;
+    let mut b = [0u8; 512];
+    read_at(w, sector, &mut b)?;
+    let o = (s.entry_at - sector) as usize;
+    set_first_cluster(kind, &mut b[o..o + 32], fresh.first().copied().unwrap_or(0));
+    set_size(&mut b[o..o + 32], s.size.min(old.len() as u64 * cb));
+    write_at(w, sector, &b)?;
+    w.sync()?;
+    Ok(true)
 }

@@ -15,8 +15,13 @@
 //! - a directory that must grow: the new zeroed cluster marked end of chain, a
 //!   flush, then the link from the old last cluster, a flush;
 //! - a removal: the entry deleted, a flush, then its clusters freed (so no new
-//!   data can land in clusters a surviving entry still names);
-//! - a rename within a directory: the entry set rewritten in place, one sector.
+//!   data can land in clusters a surviving entry still names), never one that
+//!   another entry names;
+//! - a rename within a directory: the entry set rewritten in the sector of its
+//!   short entry, one write (then, for a set another writer placed across two
+//!   sectors, what is left of it in the earlier one deleted); when that sector
+//!   has no room, through a pending entry, so no cut leaves two entries on one
+//!   chain (see [`FatWriter::rename`]).
 //!
 //! Every entry set lifeboat writes lies inside one 512-byte sector (the unit
 //! every disk writes whole), so creating, deleting and renaming an entry are each
@@ -133,10 +138,13 @@ pub struct FatWriter {
     next: u32,
     free: u32,
     session: bool,
+    /// Why this volume must not be written (damage found at open), if it must not.
+    refused: Option<String>,
 }
 
 impl FatWriter {
-    /// Reads the first FAT of the volume in `w` (after reconciliation).
+    /// Reads the first FAT of the volume in `w` (after reconciliation; on a
+    /// damaged volume, through the overlay of the FAT reads follow).
     pub fn load(w: &mut Window) -> io::Result<Self> {
         let g = Geometry::read(w)?;
         if g.fat_bytes > MAX_FAT_BYTES {
@@ -156,7 +164,13 @@ impl FatWriter {
         let mut fat = vec![0u8; g.fat_bytes as usize];
         read_at(w, g.fat_start, &mut fat)?;
         let free = (2..g.clusters + 2).filter(|&c| get(g.kind, &fat, c) == 0).count() as u32;
-        Ok(FatWriter { g, fat, next: 2, free, session: false })
+        Ok(FatWriter { g, fat, next: 2, free, session: false, refused: None })
+    }
+
+    /// From now on every write refuses with `why`, and the dirty flag is left
+    /// as it is: the volume has damage the check at open does not repair.
+    pub fn refuse_writes(&mut self, why: String) {
+        self.refused = Some(why);
     }
 
     pub fn cluster_bytes(&self) -> u64 {
@@ -233,6 +247,9 @@ impl FatWriter {
 
     /// Marks the volume as being written: dirty flag set, FSInfo count unknown.
     fn begin(&mut self, w: &mut Window) -> io::Result<()> {
+        if let Some(why) = &self.refused {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("not written: {why}")));
+        }
         if self.session {
             return Ok(());
         }
@@ -266,9 +283,10 @@ impl FatWriter {
     }
 
     /// Ends a session: FSInfo gets the true count, a flush, the dirty flag is
-    /// cleared, a flush.
+    /// cleared, a flush. The flag is cleared only on a volume the check at open
+    /// found whole (a damaged one never begins a session).
     pub fn finish(&mut self, w: &mut Window) -> io::Result<()> {
-        if !self.session {
+        if !self.session || self.refused.is_some() {
             return Ok(());
         }
         if let Some(at) = self.fsinfo_at(w)? {
@@ -515,7 +533,7 @@ impl FatWriter {
     fn new_short_entry(&self, attr: u8, cluster: u32, size: u32) -> [u8; 32] {
         let mut e = [0u8; 32];
         e[11] = attr;
-        let (date, time) = dos_now();
+        let (date, time) = crate::clock::dos_now();
         e[14..16].copy_from_slice(&time.to_le_bytes());
         e[16..18].copy_from_slice(&date.to_le_bytes());
         e[18..20].copy_from_slice(&date.to_le_bytes());
@@ -666,7 +684,10 @@ impl FatWriter {
         Ok(())
     }
 
-    /// Removes a file or an empty directory: the entry, a flush, the clusters.
+    /// Removes a file or an empty directory: the entry, a flush, the clusters
+    /// — but never a cluster another entry of the directory still names (two
+    /// entries on one chain: another writer's rename cut between its writes;
+    /// the check at open refuses volumes with cross-links anywhere else).
     pub fn remove(&mut self, w: &mut Window, path: &[&str]) -> io::Result<()> {
         let (name, parent) = split_last(path)?;
         let pc = self.dir_cluster(w, parent)?;
@@ -678,14 +699,28 @@ impl FatWriter {
                 return Err(io::Error::other(format!("{}: directory not empty", path.join("/"))));
             }
         }
+        let named = self.named_by_others(&d, &f)?;
         self.begin(w)?;
         self.delete_entry(w, &mut d, &f)?;
         if self.valid(f.cluster) {
-            for c in self.chain(f.cluster)? {
+            // Up to the first cluster another entry names: from there on the
+            // chain is that entry's.
+            for c in self.chain(f.cluster)?.into_iter().take_while(|c| !named.contains(c)) {
                 self.fat_set(w, c, 0)?;
             }
         }
         Ok(())
+    }
+
+    /// The clusters the entries of `d` other than `f` name.
+    fn named_by_others(&self, d: &DirImage, f: &Found) -> io::Result<HashSet<u32>> {
+        let mut named = HashSet::new();
+        for (e, _, _) in self.entries(d) {
+            if e.short_slot != f.short_slot && self.valid(e.cluster) {
+                named.extend(self.chain(e.cluster)?);
+            }
+        }
+        Ok(named)
     }
 
     /// Renames `from` to `to` within directory `dir`; `to` must not exist. The
@@ -710,16 +745,26 @@ impl FatWriter {
         let lfn = name_slots(&d, Some(f.short_slot), to, &mut sfn)?;
         let k = lfn.len() + 1;
         let sector = f.short_slot / SLOTS_PER_SECTOR;
-        if f.first_slot / SLOTS_PER_SECTOR == sector && k <= SLOTS_PER_SECTOR {
+        if k <= SLOTS_PER_SECTOR {
             let end = d.end();
             let lo = sector * SLOTS_PER_SECTOR;
             let usable =
                 |i: usize| (f.first_slot..=f.short_slot).contains(&i) || i >= end || d.bytes[i * 32] == DELETED;
-            // A run inside this sector, wholly usable, never starting past the
-            // end marker (readers stop there).
-            let at =
-                (lo..=lo + SLOTS_PER_SECTOR - k).find(|&i| i <= end && i + k <= d.slots() && (i..i + k).all(usable));
+            // A run inside the old short entry's sector, wholly usable, never
+            // starting past the end marker (readers stop there). When the old
+            // set began in an earlier sector, a run after the sector's first
+            // slot is preferred: that slot, deleted, ends what is left of the
+            // old long name there, which fsck.fat then calls an orphan it
+            // deletes (not a name the new one starts within).
+            let fits = |i: usize| i <= end && i + k <= d.slots() && (i..i + k).all(usable);
+            let spans = f.first_slot < lo;
+            let at = (lo + usize::from(spans)..=lo + SLOTS_PER_SECTOR - k)
+                .find(|&i| fits(i))
+                .or_else(|| (spans && fits(lo)).then_some(lo));
             if let Some(at) = at {
+                // One write moves the name: the old set's slots in this sector
+                // deleted, the new set written, the clusters named by one entry
+                // before and after.
                 for i in f.first_slot..=f.short_slot {
                     d.bytes[i * 32] = DELETED;
                 }
@@ -727,19 +772,81 @@ impl FatWriter {
                     let i = at + j;
                     d.bytes[i * 32..i * 32 + 32].copy_from_slice(slot);
                 }
-                // Deleted slots left at the directory's tail stay "deleted": the
-                // end marker is only ever moved by a fresh directory.
-                return d.write_sector_of(w, at);
+                // Past the old end marker nothing is promised to be zero; what
+                // follows the set in its sector becomes the new end. Deleted
+                // slots left at the directory's tail stay "deleted": the end
+                // marker is only ever moved by a fresh directory.
+                let sector_end = (lo + SLOTS_PER_SECTOR).min(d.slots());
+                for i in (at + k).max(end)..sector_end {
+                    d.bytes[i * 32..i * 32 + 32].fill(0);
+                }
+                d.write_sector_of(w, at)?;
+                // What the old set has in earlier sectors (another writer placed
+                // it across sectors) is an orphaned long name until this flush
+                // is followed by its deletion: no order of one-sector writes
+                // takes apart a set in two sectors without one, and fsck.fat and
+                // the next check delete it too.
+                let earlier: std::collections::BTreeSet<usize> =
+                    (f.first_slot..f.short_slot).map(|i| i / SLOTS_PER_SECTOR).filter(|&s| s != sector).collect();
+                if !earlier.is_empty() {
+                    barrier(w)?;
+                    for s in earlier {
+                        d.write_sector_of(w, s * SLOTS_PER_SECTOR)?;
+                    }
+                }
+                return Ok(());
             }
         }
-        // The set spans sectors or its sector is full: new set, a flush, the old.
-        let mut copy = sfn;
-        copy[..11].fill(b' ');
-        self.add_entry(w, &mut d, to, copy)?;
+        // The old short entry's sector has no room for the new set. Two
+        // entries must never name one chain, at any cut: the new set is written
+        // pending (no clusters; it records which it is to take, see fatcheck's
+        // `PENDING_MARK`), a flush; the sector of the old short entry loses what
+        // the old set has there, a flush; the new entry takes the clusters and
+        // the rest of the old set goes, a flush. A cut before the old short
+        // entry goes leaves the old name whole and the pending entry, which the
+        // next check removes; a cut after it, the chain named by no entry and the
+        // pending entry, which the next check completes. An empty file (no
+        // clusters) is written under its new name at once.
+        let cluster = first_cluster(self.g.kind, &sfn);
+        let size = u32::from_le_bytes([sfn[28], sfn[29], sfn[30], sfn[31]]);
+        let mut first = sfn;
+        first[..11].fill(b' ');
+        if self.valid(cluster) {
+            fatcheck::set_pending(self.g.kind, &mut first, cluster, size);
+        }
+        self.add_entry(w, &mut d, to, first)?;
         barrier(w)?;
-        let d2 = self.read_dir(w, pc)?;
-        let mut d2 = d2;
-        self.delete_entry(w, &mut d2, &f)
+        let mut d = self.read_dir(w, pc)?;
+        let n = self.find(&d, to).ok_or_else(|| invalid(format!("{}: the new entry is not there", join(dir, to))))?;
+        let mut done = sfn;
+        done[..11].copy_from_slice(&d.slot(n.short_slot)[..11]);
+        let old_sector = f.short_slot / SLOTS_PER_SECTOR;
+        let new_sector = n.short_slot / SLOTS_PER_SECTOR;
+        for i in f.first_slot..=f.short_slot {
+            if i / SLOTS_PER_SECTOR == old_sector {
+                d.bytes[i * 32] = DELETED;
+            }
+        }
+        if new_sector == old_sector {
+            d.bytes[n.short_slot * 32..n.short_slot * 32 + 32].copy_from_slice(&done);
+        }
+        d.write_sector_of(w, f.short_slot)?;
+        barrier(w)?;
+        let mut rest = std::collections::BTreeSet::new();
+        if new_sector != old_sector {
+            d.bytes[n.short_slot * 32..n.short_slot * 32 + 32].copy_from_slice(&done);
+            rest.insert(new_sector);
+        }
+        for i in f.first_slot..f.short_slot {
+            if i / SLOTS_PER_SECTOR != old_sector {
+                d.bytes[i * 32] = DELETED;
+                rest.insert(i / SLOTS_PER_SECTOR);
+            }
+        }
+        for s in rest {
+            d.write_sector_of(w, s * SLOTS_PER_SECTOR)?;
+        }
+        barrier(w)
     }
 }
 
@@ -930,17 +1037,6 @@ fn short_display(e: &[u8]) -> String {
     } else {
         format!("{base}.{ext}")
     }
-}
-
-/// The current time as a DOS (date, time) pair.
-fn dos_now() -> (u16, u16) {
-    let secs =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let (y, m, d, hh, mm, ss) = crate::clock::civil(secs);
-    if !(1980..=2107).contains(&y) {
-        return (1 << 5 | 1, 0);
-    }
-    (((y - 1980) as u16) << 9 | (m as u16) << 5 | d as u16, (hh as u16) << 11 | (mm as u16) << 5 | ((ss as u16) / 2))
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ pub enum Error {
     NoSpace { volume: String, need: u64, free: u64 },
     /// A request that cannot work (bad size, bad name, ...).
     Invalid(String),
+    /// A write to a FAT volume whose check at open found damage it does not
+    /// repair: the volume is read, never written, until it is mended.
+    Damaged { volume: String, damage: Vec<fatcheck::Damage> },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -81,6 +84,22 @@ impl fmt::Display for Error {
                 write!(f, "{volume}: not enough space: {need} bytes needed, {free} bytes free")
             }
             Error::Invalid(why) => write!(f, "{why}"),
+            Error::Damaged { volume, damage } => {
+                let what: Vec<String> = damage.iter().map(|d| d.to_string()).collect();
+                if damage.iter().all(|d| matches!(d, fatcheck::Damage::NotChecked { .. })) {
+                    return write!(
+                        f,
+                        "{volume}: the FAT volume could not be checked, so nothing was written to it: {}",
+                        what.join("; ")
+                    );
+                }
+                write!(
+                    f,
+                    "{volume}: the FAT volume is damaged, so nothing was written to it: {}; mend it with \
+                     `lifeboat disk check {volume} --repair` (or `fsck.fat -a` on the unmounted partition)",
+                    what.join("; ")
+                )
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Opening what the user named with `--esp`/`--boot` or `disk ... IMG[:PART]`: a
-//! mounted directory, a partition (block device or bare FAT image), or a whole disk
-//! (image or block device, the partition then found by its GPT type).
+//! mounted directory (which must be a FAT filesystem: the firmware reads nothing
+//! else), a partition (block device or bare FAT image), or a whole disk (image or
+//! block device, the partition then found by its GPT type).
 
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
@@ -23,6 +24,35 @@ pub struct Target {
     pub disk: Option<PathBuf>,
     pub part_uuid: Option<String>,
     pub notes: Vec<String>,
+}
+
+/// Set to `1` to accept any directory as `--esp`/`--boot`, FAT or not (for
+/// tests that sync into a plain directory).
+pub const ANY_DIR_ENV: &str = "LIFEBOAT_ESP_ANY_DIR";
+
+/// Refuses a directory that is not a FAT filesystem (`statfs`: `MSDOS_SUPER_MAGIC`,
+/// which the kernel's vfat and msdos report): entries written anywhere else are
+/// entries the firmware never sees, as `bootctl` refuses them too.
+fn require_fat_dir(p: &Path, any_dir: bool) -> Result<()> {
+    if any_dir {
+        return Ok(());
+    }
+    let st = nix::sys::statfs::statfs(p)
+        .map_err(|e| Error::io(p.display().to_string(), std::io::Error::from_raw_os_error(e as i32)))?;
+    let fs_type = st.filesystem_type();
+    if fs_type == nix::sys::statfs::MSDOS_SUPER_MAGIC {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{}: not a FAT filesystem (statfs type {:#x}): the firmware reads only FAT, so nothing written there \
+         would boot; give the mounted ESP, its partition or its disk ({ANY_DIR_ENV}=1 accepts any directory, for tests)",
+        p.display(),
+        fs_type.0
+    )))
+}
+
+fn any_dir_allowed() -> bool {
+    std::env::var_os(ANY_DIR_ENV).is_some_and(|v| v == "1")
 }
 
 /// Splits `IMG:PART` (PART a number, `esp`, `xbootldr`, `root`) when IMG exists.
@@ -87,6 +117,7 @@ pub fn open_target_with(
         if part.is_some() {
             return Err(Error::Invalid(format!("{spec}: a directory has no partitions")));
         }
+        require_fat_dir(p, any_dir_allowed())?;
         return Ok(Target {
             volume: Box::new(DirVolume::open(p)?),
             location: path.to_owned(),
@@ -183,5 +214,15 @@ mod tests {
         assert!(e.contains("mounted at /data as ext4"), "{e}");
         assert!(through_mount("/dev/nvme0n1p2", Some((259, 2)), &mi).unwrap().is_none());
         fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn a_directory_must_be_fat() {
+        // The temporary directory is not FAT on any machine these tests run on
+        // (tmpfs, ext4, overlay); the override accepts it.
+        let t = std::env::temp_dir();
+        let e = require_fat_dir(&t, false).unwrap_err().to_string();
+        assert!(e.contains("not a FAT filesystem") && e.contains(ANY_DIR_ENV), "{e}");
+        require_fat_dir(&t, true).unwrap();
     }
 }

@@ -6,7 +6,9 @@
 //! content goes to `<name>.lbtmp`; once flushed it is renamed `<name>.lbnew`, which
 //! marks it complete; then the old file is removed and `.lbnew` takes the final
 //! name. [`Volume::recover`] deletes any `.lbtmp` (maybe incomplete) and finishes any
-//! `.lbnew`, so after a crash a file is always its old or its new content.
+//! `.lbnew`, so after a crash a file is always its old or its new content; a
+//! replacement that fails (no space, a refused write) settles what it began
+//! before it returns the error, so nothing of it stays behind.
 
 use std::io::{Read, Write};
 
@@ -99,6 +101,11 @@ pub trait Volume {
     fn space(&mut self) -> Result<Space>;
     /// Makes everything written so far durable.
     fn flush(&mut self) -> Result<()>;
+    /// The error every write would give, when the volume refuses writes (a FAT
+    /// volume whose check at open found damage); `None` when writes may go.
+    fn write_refusal(&self) -> Option<Error> {
+        None
+    }
 
     fn read(&mut self, path: &str) -> Result<Vec<u8>> {
         let mut v = Vec::new();
@@ -110,48 +117,32 @@ pub trait Volume {
         Ok(self.stat(path)?.is_some())
     }
 
-    /// Crash-safe replacement of `path` with `data`.
+    /// Crash-safe replacement of `path` with `data`. On failure nothing of it
+    /// is left behind (see [`Volume::replace_all`]).
     fn replace(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
-        let p = path.trim_matches('/');
-        let (tmp, new) = (format!("{p}{TMP_SUFFIX}"), format!("{p}{NEW_SUFFIX}"));
-        self.remove_if_exists(&tmp)?;
-        self.remove_if_exists(&new)?;
-        let n = self.write_file(&tmp, data)?;
-        self.flush()?;
-        self.rename(&tmp, &new)?;
-        // The complete `.lbnew` is durable before the old file goes: a crash
-        // between the two never leaves only an incomplete `.lbtmp`.
-        self.flush()?;
-        self.remove_if_exists(p)?;
-        self.rename(&new, p)?;
-        self.flush()?;
-        Ok(n)
+        let p = path.trim_matches('/').to_owned();
+        let r = replace_one(self, &p, data);
+        if r.is_err() {
+            undo_replacements(self, std::slice::from_ref(&p));
+        }
+        r
     }
 
     /// [`Volume::replace`] for several files with three flushes in all instead of
     /// three each: every `.lbtmp` is written, a flush; each becomes `.lbnew`, a
-    /// flush; each takes its final name, a flush.
+    /// flush; each takes its final name, a flush. When any step fails, what the
+    /// call began is settled before the error returns, so no `.lbtmp` or
+    /// `.lbnew` of it stays behind: a `.lbtmp` is removed; a `.lbnew` whose old
+    /// file is still there is removed (the old content stays), and one whose old
+    /// file is gone takes its name (the new content is complete).
     fn replace_all(&mut self, items: &mut [(String, Box<dyn Read + '_>)]) -> Result<Vec<u64>> {
-        let mut sizes = Vec::with_capacity(items.len());
-        for (path, data) in items.iter_mut() {
-            let p = path.trim_matches('/');
-            self.remove_if_exists(&format!("{p}{TMP_SUFFIX}"))?;
-            self.remove_if_exists(&format!("{p}{NEW_SUFFIX}"))?;
-            sizes.push(self.write_file(&format!("{p}{TMP_SUFFIX}"), data)?);
+        let mut started = 0;
+        let r = replace_all_steps(self, items, &mut started);
+        if r.is_err() {
+            let paths: Vec<String> = items[..started].iter().map(|(p, _)| p.trim_matches('/').to_owned()).collect();
+            undo_replacements(self, &paths);
         }
-        self.flush()?;
-        for (path, _) in items.iter() {
-            let p = path.trim_matches('/');
-            self.rename(&format!("{p}{TMP_SUFFIX}"), &format!("{p}{NEW_SUFFIX}"))?;
-        }
-        self.flush()?;
-        for (path, _) in items.iter() {
-            let p = path.trim_matches('/');
-            self.remove_if_exists(p)?;
-            self.rename(&format!("{p}{NEW_SUFFIX}"), p)?;
-        }
-        self.flush()?;
-        Ok(sizes)
+        r
     }
 
     /// Completes replacements in `dir` that a crash interrupted: a `.lbtmp` may be
@@ -198,6 +189,75 @@ pub trait Volume {
     }
 }
 
+fn replace_one<V: Volume + ?Sized>(v: &mut V, p: &str, data: &mut dyn Read) -> Result<u64> {
+    let (tmp, new) = (format!("{p}{TMP_SUFFIX}"), format!("{p}{NEW_SUFFIX}"));
+    v.remove_if_exists(&tmp)?;
+    v.remove_if_exists(&new)?;
+    let n = v.write_file(&tmp, data)?;
+    v.flush()?;
+    v.rename(&tmp, &new)?;
+    // The complete `.lbnew` is durable before the old file goes: a crash
+    // between the two never leaves only an incomplete `.lbtmp`.
+    v.flush()?;
+    v.remove_if_exists(p)?;
+    v.rename(&new, p)?;
+    v.flush()?;
+    Ok(n)
+}
+
+/// The steps of [`Volume::replace_all`]; `started` counts the items it began.
+fn replace_all_steps<V: Volume + ?Sized>(
+    v: &mut V,
+    items: &mut [(String, Box<dyn Read + '_>)],
+    started: &mut usize,
+) -> Result<Vec<u64>> {
+    let mut sizes = Vec::with_capacity(items.len());
+    for (path, data) in items.iter_mut() {
+        let p = path.trim_matches('/');
+        *started += 1;
+        v.remove_if_exists(&format!("{p}{TMP_SUFFIX}"))?;
+        v.remove_if_exists(&format!("{p}{NEW_SUFFIX}"))?;
+        sizes.push(v.write_file(&format!("{p}{TMP_SUFFIX}"), data)?);
+    }
+    v.flush()?;
+    for (path, _) in items.iter() {
+        let p = path.trim_matches('/');
+        v.rename(&format!("{p}{TMP_SUFFIX}"), &format!("{p}{NEW_SUFFIX}"))?;
+    }
+    v.flush()?;
+    for (path, _) in items.iter() {
+        let p = path.trim_matches('/');
+        v.remove_if_exists(p)?;
+        v.rename(&format!("{p}{NEW_SUFFIX}"), p)?;
+    }
+    v.flush()?;
+    Ok(sizes)
+}
+
+/// Settles replacements that failed midway (best effort: the error that
+/// stopped them is what the caller reports).
+fn undo_replacements<V: Volume + ?Sized>(v: &mut V, paths: &[String]) {
+    if v.write_refusal().is_some() {
+        return;
+    }
+    for p in paths {
+        let (tmp, new) = (format!("{p}{TMP_SUFFIX}"), format!("{p}{NEW_SUFFIX}"));
+        let _ = v.remove_if_exists(&tmp);
+        if v.exists(&new).unwrap_or(false) {
+            match v.stat(p) {
+                Ok(Some(_)) => {
+                    let _ = v.remove(&new);
+                }
+                Ok(None) => {
+                    let _ = v.rename(&new, p);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let _ = v.flush();
+}
+
 impl<V: Volume + ?Sized> Volume for Box<V> {
     fn describe(&self) -> String {
         (**self).describe()
@@ -229,7 +289,13 @@ impl<V: Volume + ?Sized> Volume for Box<V> {
     fn flush(&mut self) -> Result<()> {
         (**self).flush()
     }
+    fn write_refusal(&self) -> Option<Error> {
+        (**self).write_refusal()
+    }
     fn replace(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
         (**self).replace(path, data)
+    }
+    fn replace_all(&mut self, items: &mut [(String, Box<dyn Read + '_>)]) -> Result<Vec<u64>> {
+        (**self).replace_all(items)
     }
 }

@@ -73,6 +73,9 @@ pub struct Window {
     /// swallows the window) can re-arm it per operation.
     budget: Arc<AtomicU64>,
     shared: Arc<Mutex<Shared>>,
+    /// Bytes that reads of `[at, at + len)` return instead of the backing's
+    /// (see [`Window::overlay_reads`]).
+    overlay: Option<Arc<(u64, Vec<u8>)>>,
 }
 
 /// The error a runaway read turns into.
@@ -95,6 +98,7 @@ impl Window {
             writable,
             budget: Arc::new(AtomicU64::new(u64::MAX)),
             shared: Arc::new(Mutex::new(Shared { slots, pending: None })),
+            overlay: None,
         }
     }
 
@@ -109,7 +113,30 @@ impl Window {
             writable: self.writable,
             budget: self.budget.clone(),
             shared: self.shared.clone(),
+            overlay: None,
         }
+    }
+
+    /// [`Window::share`] that refuses every write.
+    pub fn read_only(&self) -> Window {
+        let mut w = self.share();
+        w.writable = false;
+        w
+    }
+
+    /// [`Window::read_only`], keeping this handle's overlay.
+    pub fn share_overlaid(&self) -> Window {
+        let mut w = self.read_only();
+        w.overlay = self.overlay.clone();
+        w
+    }
+
+    /// This handle with reads of `[at, at + bytes.len())` served from `bytes`
+    /// (the FAT a damaged volume is read through, in place of the first copy);
+    /// anything else reads as before. Meant for read-only handles.
+    pub fn overlay_reads(mut self, at: u64, bytes: Vec<u8>) -> Window {
+        self.overlay = Some(Arc::new((at, bytes)));
+        self
     }
 
     pub fn len(&self) -> u64 {
@@ -302,7 +329,24 @@ impl Read for Window {
             }
             self.budget.store(b - charge, Ordering::Relaxed);
         }
+        // A read inside the overlay is served from it; one that reaches into it
+        // stops at its start (callers read again for the rest).
         let pos = self.pos;
+        let mut n = n;
+        if let Some(o) = self.overlay.as_deref() {
+            let (at, bytes) = (o.0, &o.1);
+            let end = at + bytes.len() as u64;
+            if pos >= at && pos < end {
+                let k = n.min((end - pos) as usize);
+                let from = (pos - at) as usize;
+                buf[..k].copy_from_slice(&bytes[from..from + k]);
+                self.pos += k as u64;
+                return Ok(k);
+            }
+            if pos < at && pos + n as u64 > at {
+                n = (at - pos) as usize;
+            }
+        }
         let mut sh = self.shared.lock().map_err(|_| poisoned())?;
         if (n as u64) < BLOCK {
             let mut done = 0;

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let len = data.len() as u64;
     let mem = Arc::new(MemBacking(Mutex::new(data.to_vec())));
     let Ok(mut v) = FatVolume::open(Window::new(mem.clone(), 0, len, true), "fuzz") else { return };
-    let trusted = v.reconciled().anomalies.is_empty();
+    let trusted = v.reconciled().damage.is_empty();
     let small = vec![b'e'; 700];
     let large = vec![b'k'; 70_000];
     let _ = v.create_dir_all("loader/entries");

@@ -188,6 +188,10 @@ pub fn sync(
     for n in t.boot.notes.iter().chain(t.esp.iter().flat_map(|e| e.notes.iter())) {
         ctx.out.note(n);
     }
+    // A damaged FAT volume is never written: the sync says what it would do,
+    // then fails naming the damage.
+    let refused = t.boot.volume.write_refusal().or_else(|| t.esp.as_ref().and_then(|e| e.volume.write_refusal()));
+    let dry_run = dry_run || refused.is_some();
     let mut req = req;
     let rescue = rescue::resolve(&root, &config, initrd, t.boot.volume.as_mut(), &req.token)?;
     for n in &rescue.notes {
@@ -252,7 +256,10 @@ pub fn sync(
             .with("steps", Json::Arr(steps))
             .with("dry_run", dry_run),
     );
-    Ok(())
+    match refused {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// One entry file found on a volume.

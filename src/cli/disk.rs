@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use lifeboat_esp::disk::{self, CreateSpec, Disk};
 use lifeboat_esp::fat::FatVolume;
+use lifeboat_esp::window::Window;
 use lifeboat_esp::{parse_size, Volume};
 
 use super::Out;
@@ -16,7 +17,7 @@ use crate::json::Json;
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "disk")]
-/// disk images and partitions: create, ls, cat, put, rm, df
+/// disk images and partitions: create, ls, cat, put, rm, df, check
 pub struct DiskCmd {
     #[argh(subcommand)]
     pub cmd: DiskSub,
@@ -31,6 +32,7 @@ pub enum DiskSub {
     Put(PutCmd),
     Rm(RmCmd),
     Df(DfCmd),
+    Check(CheckCmd),
 }
 
 #[derive(FromArgs, Debug)]
@@ -98,6 +100,21 @@ pub struct DfCmd {
     pub spec: String,
 }
 
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check")]
+/// check the FAT volume at IMG:PART (or a bare FAT image) as every open does, and
+/// say what is damaged and what the next write would repair; nothing is written.
+/// Exit 0 when nothing is damaged, 1 when something is.
+pub struct CheckCmd {
+    #[argh(positional)]
+    pub spec: String,
+    /// mend what the volume alone decides: FAT copies that disagree, when one is
+    /// consistent with the tree; files that share clusters, each given its own
+    /// copy; then reconcile. What it cannot decide is left and named.
+    #[argh(switch)]
+    pub repair: bool,
+}
+
 /// `IMG[:PART[:PATH]]`, where IMG is the longest prefix naming an existing file.
 pub struct Spec {
     pub image: PathBuf,
@@ -138,6 +155,87 @@ pub fn open_volume(spec: &Spec, writable: bool) -> Result<(FatVolume, Vec<String
     let mut notes = d.notes.clone();
     notes.extend(v.reconcile_notes());
     Ok((v, notes))
+}
+
+/// The window of `spec`'s partition, or of the whole file when it is a bare
+/// FAT image or partition device (no PART given, no GPT), and its name.
+fn window_of(spec: &Spec, writable: bool) -> Result<(Window, String, Vec<String>)> {
+    match spec.part.as_deref() {
+        Some(part) => {
+            let d = Disk::open(&spec.image, writable)?;
+            let p = d.select(part)?.clone();
+            Ok((d.window(&p), format!("{}:{}", spec.image.display(), p.number), d.notes.clone()))
+        }
+        None => {
+            if Disk::open(&spec.image, false).is_ok() {
+                return Err(Error::bad_arg(
+                    "image",
+                    spec.image.display().to_string(),
+                    "a disk with a partition table: name the partition, IMG:PART",
+                ));
+            }
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(writable)
+                .open(&spec.image)
+                .map_err(|e| Error::io("open", &spec.image, e))?;
+            let len = disk::device_size(&f).map_err(|e| Error::io("size of", &spec.image, e))?;
+            let w = Window::new(std::sync::Arc::new(f), 0, len, writable);
+            Ok((w, spec.image.display().to_string(), Vec::new()))
+        }
+    }
+}
+
+fn check(c: CheckCmd, out: &Out) -> Result<ExitCode> {
+    let spec = parse_spec(&c.spec)?;
+    let (w, name, notes) = window_of(&spec, c.repair)?;
+    for n in notes {
+        out.note(n);
+    }
+    let done = lifeboat_esp::fat::check_volume(w, &name, c.repair)?;
+    let r = &done.reconciled;
+    if let Some(k) = done.fat_taken {
+        out.line(format!("{name}: took FAT copy {} (the one consistent with the tree) over the others", k + 1));
+    }
+    for p in &done.unshared {
+        out.line(format!("{name}: {p}: shared its clusters with another entry; given its own copy"));
+    }
+    let repairs = r.repairs();
+    for d in &repairs {
+        if c.repair {
+            out.line(format!("{name}: repaired: {d}"));
+        } else if r.damage.is_empty() {
+            out.line(format!("{name}: the next write repairs: {d}"));
+        }
+    }
+    for d in &r.damage {
+        out.line(format!("{name}: damaged: {d}"));
+    }
+    if r.damage.is_empty() {
+        if repairs.is_empty() && done.fat_taken.is_none() && done.unshared.is_empty() {
+            out.line(format!("{name}: clean"));
+        }
+    } else if c.repair {
+        out.line(format!(
+            "{name}: not repaired: lifeboat cannot decide these from the volume alone; `fsck.fat -a` \
+             on the unmounted partition mends them its way (it may cut files short), then lifeboat writes again"
+        ));
+    } else {
+        out.line(format!(
+            "{name}: nothing is written to it until it is mended: `lifeboat disk check {name} --repair` \
+             (or `fsck.fat -a` on the unmounted partition)"
+        ));
+    }
+    out.json(
+        &Json::obj()
+            .with("volume", name.as_str())
+            .with("damage", r.damage.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+            .with("repairs", repairs.clone())
+            .with("repaired", c.repair)
+            .with("fat_taken", done.fat_taken.map(|k| k as u64 + 1))
+            .with("unshared", done.unshared.clone()),
+    );
+    Ok(if r.damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_FAIL) })
 }
 
 pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
@@ -200,29 +298,58 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             };
             let spec = parse_spec(dest)?;
             let path = spec.path.clone().ok_or_else(|| Error::bad_arg("put", dest.clone(), "needs IMG:PART:PATH"))?;
-            let into_dir = locals.len() > 1 || path.ends_with('/');
-            let mut items: Vec<(String, Box<dyn std::io::Read>)> = Vec::new();
+            let mut files = Vec::new();
             for l in locals {
                 let f = std::fs::File::open(l).map_err(|e| Error::io("open", l, e))?;
-                let target = if into_dir {
-                    let name = Path::new(l).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    lifeboat_esp::volume::join(&path, &name)
-                } else {
-                    path.clone()
-                };
-                items.push((target, Box::new(f)));
+                let name = Path::new(l).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                files.push((name, f));
             }
             let (mut v, notes) = open_volume(&spec, true)?;
             for n in notes {
                 out.note(n);
             }
-            for (t, _) in &items {
-                let (parent, _) = lifeboat_esp::volume::split(t);
-                if !parent.is_empty() {
-                    v.create_dir_all(parent)?;
+            // PATH is a directory with several files, a trailing `/`, or when it
+            // is one already (as cp has it).
+            let into_dir = locals.len() > 1
+                || path.ends_with('/')
+                || path.trim_matches('/').is_empty()
+                || v.stat(&path)?.is_some_and(|e| e.is_dir);
+            let mut items: Vec<(String, Box<dyn std::io::Read>)> = Vec::new();
+            for (name, f) in files {
+                let target = if into_dir { lifeboat_esp::volume::join(&path, &name) } else { path.clone() };
+                // Refused before anything is written: a directory is never replaced.
+                if v.stat(&target)?.is_some_and(|e| e.is_dir) {
+                    return Err(Error::bad_arg("put", format!("{dest}: {target}"), "a file's path, not a directory's"));
                 }
+                items.push((target, Box::new(f)));
             }
-            let sizes = v.replace_all(&mut items)?;
+            // Directories this put creates go again if it fails: it leaves
+            // nothing behind (replace_all settles its own `.lbtmp`/`.lbnew`).
+            let mut made: Vec<String> = Vec::new();
+            let r = (|| -> Result<Vec<u64>> {
+                for (t, _) in &items {
+                    let (parent, _) = lifeboat_esp::volume::split(t);
+                    let parts = lifeboat_esp::volume::components(parent)?;
+                    for k in 1..=parts.len() {
+                        let d = parts[..k].join("/");
+                        if v.stat(&d)?.is_none() {
+                            v.create_dir_all(&d)?;
+                            made.push(d);
+                        }
+                    }
+                }
+                Ok(v.replace_all(&mut items)?)
+            })();
+            let sizes = match r {
+                Ok(s) => s,
+                Err(e) => {
+                    for d in made.iter().rev() {
+                        let _ = v.remove(d);
+                    }
+                    let _ = v.flush();
+                    return Err(e);
+                }
+            };
             v.close()?;
             out.line(format!("wrote {} bytes in {} files to {dest}", sizes.iter().sum::<u64>(), sizes.len()));
             Ok(ExitCode::SUCCESS)
@@ -238,6 +365,7 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             v.close()?;
             Ok(ExitCode::SUCCESS)
         }
+        DiskSub::Check(c) => check(c, out),
         DiskSub::Df(c) => {
             let spec = parse_spec(&c.spec)?;
             let (mut v, _) = open_volume(&spec, false)?;

@@ -2,6 +2,8 @@
 //! binary, and building small /usr trees.
 #![allow(dead_code)]
 
+pub mod fatraw;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
