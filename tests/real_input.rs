@@ -143,6 +143,13 @@ fn every_attribute_survives_commit_rollback_and_repair() {
     assert_eq!(ino("bin/capped"), ino("bin/capped-too"));
     assert_eq!(ino("share/g1"), ino("share/g2"));
     assert_ne!(ino("share/g1"), ino("bin/z"));
+    // The same tree again: those files are shared with the first transaction
+    // (each is its blob's variant), not copied again.
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&src), "--summary", "again"]);
+    let first = |p: &str| fs::metadata(root.join(".moss/root/1/usr").join(p)).unwrap().ino();
+    for p in ["bin/capped", "share/g1", "share/doc/tagged", "share/acl/f"] {
+        assert_eq!(ino(p), first(p), "{p} is not shared between the transactions");
+    }
 
     // Another transaction, then the first back from the store alone.
     let other = s.join("other");
@@ -182,6 +189,30 @@ fn every_attribute_survives_commit_rollback_and_repair() {
     ok(&["--root", r(&root), "repair"]);
     assert_same(&src, &usr, "after repair of deleted directories");
     ok(&["--root", r(&root), "verify", "--full"]);
+
+    // Content damaged in place through a file that is its variant's inode:
+    // `repair --full` makes the variant again from the blob.
+    let capped = fs::read(src.join("bin/capped")).unwrap();
+    let mut bad = capped.clone();
+    bad[100] ^= 1;
+    fs::write(usr.join("bin/capped"), &bad).unwrap();
+    tool("setcap", &["cap_net_raw,cap_net_admin+ep", r(&usr.join("bin/capped"))], None);
+    assert_eq!(run(&["--root", r(&root), "verify", "--full"]).status.code(), Some(1));
+    ok(&["--root", r(&root), "repair", "--full"]);
+    assert_same(&src, &usr, "after repair of a damaged variant");
+
+    // When no retained transaction needs them any more, prune removes them.
+    let variants = root.join(".moss/assets/lifeboat-variants");
+    let count = |d: &Path| -> usize {
+        fs::read_dir(d)
+            .map(|rd| rd.flatten().map(|e| fs::read_dir(e.path()).map(|r| r.count()).unwrap_or(0)).sum())
+            .unwrap_or(0)
+    };
+    // bin/capped, share/g1, share/doc/tagged, share/acl/f.
+    assert_eq!(count(&variants), 4);
+    ok(&["--root", r(&root), "state", "activate", "3"]);
+    ok(&["--root", r(&root), "state", "prune", "--keep", "1"]);
+    assert_eq!(count(&variants), 0, "variants left after their transactions went");
 }
 
 /// This machine's own /usr — hard-link groups (git-core, mesa's dri), a file

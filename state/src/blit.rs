@@ -6,12 +6,14 @@
 //! a symlink; the entries are split into runs for every core (`RunPlan`).
 //! Empty files are created, not linked (moss does the same: every empty file would
 //! otherwise share one inode with a huge link count). A blob whose permissions or
-//! owner differ from the entry's, or that has too many links (`EMLINK`), is copied,
-//! and so is a file with extended attributes (set on a link, they would be set on
-//! the blob); entries that are the same copy — same content, mode, owner and
-//! attributes, as the names of a hard-link group are — share one copy, linked
-//! ([`SharedCopies`]). Owner, then mode, then attributes: `chown` clears a file
-//! capability. Copies keep the blob's holes.
+//! owner differ from the entry's, and a file with extended attributes (set on a
+//! link, they would be set on the blob), is linked to the blob's *variant* with
+//! its metadata instead ([`crate::variants`]: one inode per distinct content,
+//! mode, owner and attributes, shared by every tree); where there are no
+//! variants (a moss root) or a link cannot be made (`EMLINK`), it is copied, and
+//! entries that are the same copy — as the names of a hard-link group are —
+//! share one copy ([`SharedCopies`]). Owner, then mode, then attributes: `chown`
+//! clears a file capability. Copies keep the blob's holes.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -585,8 +587,17 @@ fn place_copy(
     copies: Option<&SharedCopies>,
     hash: Hash128,
 ) -> std::io::Result<Option<OwnedFd>> {
-    // Linking the first copy is right only where the copy is under its final
-    // name (a blit, a repair of missing entries).
+    // The variant every tree and transaction with this metadata shares.
+    if let Some(v) = store.variants() {
+        if v.place(e, store, dir, as_name)? {
+            stats.linked += 1;
+            return Ok(None);
+        }
+    }
+    // Without variants (a moss root, a filesystem without unnamed files):
+    // one copy per tree, linked by the entries that are the same copy — which
+    // is right only where the copy is under its final name (a blit, a repair
+    // of missing entries).
     if let Some(c) = copies.filter(|_| as_name == e.name()) {
         let key = (hash, e.perm, e.uid, e.gid, e.attrs.clone());
         if c.link_or_claim(e, key, dir, as_name)? {

@@ -36,6 +36,7 @@ pub mod root;
 pub mod scan;
 pub mod store;
 pub mod txn;
+pub mod variants;
 pub mod verify;
 pub mod workers;
 

@@ -155,6 +155,16 @@ fn known_inodes(root: &SystemRoot) -> Result<KnownInodes> {
             }
         }
     }
+    // A variant holds its blob's content: a tree file that is one is known too.
+    if let Some(v) = store.variants() {
+        for (h, k) in v.list().ctx("list", v.path())? {
+            if let Some(st) = v.stat(h, k) {
+                if st.st_mode & lifeboat_fs::libc_mode::S_IFMT == lifeboat_fs::libc_mode::S_IFREG {
+                    out.insert((st.st_dev, st.st_ino), (h, st.st_size as u64));
+                }
+            }
+        }
+    }
     Ok(out)
 }
 

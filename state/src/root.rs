@@ -205,8 +205,18 @@ impl SystemRoot {
         }
     }
 
+    /// The store, made first with `create`; with the variants this root has
+    /// (none on a moss root).
     pub fn store(&self, create: bool) -> Result<Store> {
-        Store::open(self.fd.as_fd(), &self.path, create)
+        let s = Store::open(self.fd.as_fd(), &self.path, create)?;
+        Ok(if self.moss { s } else { s.with_variants(self.fd(), &self.path, false) })
+    }
+
+    /// The store for a command that writes trees: on a root that is
+    /// lifeboat's, its variants directory is made where missing.
+    pub fn store_for_writing(&self, create: bool) -> Result<Store> {
+        let s = Store::open(self.fd.as_fd(), &self.path, create)?;
+        Ok(if self.moss { s } else { s.with_variants(self.fd(), &self.path, true) })
     }
 
     /// `.moss/root`, opened.

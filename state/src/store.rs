@@ -51,6 +51,9 @@ pub struct Store {
     /// third of their time walking the store's path. Empty, or `None` for a
     /// directory that could not be opened: the walk starts at the top.
     tops: Vec<Option<OwnedFd>>,
+    /// Blobs with their metadata ([`crate::variants`]), where this root has
+    /// them (never on a moss root).
+    variants: Option<crate::variants::Variants>,
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -405,14 +408,14 @@ impl Store {
                     let _ = nix::unistd::unlinkat(stage.as_fd(), c.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
                 }
             }
-            return Ok(Store { path, fd: cur, stage: Some(stage), fresh, tops: Vec::new() });
+            return Ok(Store { path, fd: cur, stage: Some(stage), fresh, tops: Vec::new(), variants: None });
         }
         let fd = fsutil::open_dir_beneath(root, STORE_REL.as_bytes()).ctx("open store", &path)?;
         Ok(Store::with_fd(path, fd))
     }
 
     fn with_fd(path: PathBuf, fd: OwnedFd) -> Self {
-        Store { path, fd, stage: None, fresh: false, tops: Vec::new() }
+        Store { path, fd, stage: None, fresh: false, tops: Vec::new(), variants: None }
     }
 
     /// The same store through a descriptor of its own, for a worker thread:
@@ -426,7 +429,20 @@ impl Store {
                 fsutil::open_dir_at(fd.as_fd(), &name).ok()
             })
             .collect();
-        Ok(Store { path: self.path.clone(), fd, stage: None, fresh: false, tops })
+        let variants = self.variants.as_ref().and_then(|v| v.dup().ok());
+        Ok(Store { path: self.path.clone(), fd, stage: None, fresh: false, tops, variants })
+    }
+
+    /// With the root's variants ([`crate::variants`]): opened where they are,
+    /// and made first with `create` (a command that writes, on a root that is
+    /// lifeboat's). Without them, files that cannot be a blob's inode are copies.
+    pub fn with_variants(mut self, root: BorrowedFd, root_path: &Path, create: bool) -> Self {
+        self.variants = crate::variants::Variants::open(root, root_path, create).ok().flatten();
+        self
+    }
+
+    pub fn variants(&self) -> Option<&crate::variants::Variants> {
+        self.variants.as_ref()
     }
 
     /// Locates blob `h` for `*at` calls.

@@ -138,7 +138,7 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
     let mut notes = Vec::new();
     if SystemRoot::tree_id_at(trees.as_fd(), format!("{slot}/usr").as_bytes()) != Some(id) {
         let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
-        let store = root.store(false)?;
+        let store = root.store_for_writing(false)?;
         clear_slot(root, idx, &slot, None, &mut notes)?;
         blit_time = Some(materialise(root, &store, &layout, id)?.duration);
         rebuilt = true;
@@ -199,7 +199,7 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str, prep: Prep) -> Result<Co
     let mut timings = Vec::new();
     let t = Instant::now();
     // The scan hashes every file and adds the new ones to the store as it goes.
-    let store = root.store(true)?;
+    let store = root.store_for_writing(true)?;
     let scanned = scan::scan(tree, Some(&store))?;
     let new_blobs = scanned.new_blobs;
     timings.push(("scan_store", t.elapsed()));
@@ -331,7 +331,8 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool, prep: Prep) -> Result<Pru
         crate::failpoint::hit("prune-tree");
         fsutil::remove_tree_at(trees.as_fd(), s.as_bytes()).ctx("remove", rootp.join(&s))?;
     }
-    // Blobs go last, and only those no retained transaction references.
+    // Blobs go last, and only those no retained transaction references; then
+    // the variants none needs ([`crate::variants`]).
     let wanted = idx.referenced_hashes();
     let store = root.store(false)?;
     for h in store.list()? {
@@ -339,6 +340,26 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool, prep: Prep) -> Result<Pru
             crate::failpoint::hit("prune-blob");
             store.remove(h).ctx("remove", store.blob_path(h))?;
             report.blobs_removed += 1;
+        }
+    }
+    if let Some(v) = store.variants() {
+        let have = v.list().ctx("list", v.path())?;
+        if !have.is_empty() {
+            let mut needed = std::collections::HashSet::new();
+            for t in idx.transactions() {
+                for e in idx.layout(t.id).map(Layout::into_entries).unwrap_or_default() {
+                    if let crate::layout::EntryData::File { hash, size: 1.. } = e.data {
+                        needed.insert((hash, crate::variants::key_of(&e)));
+                    }
+                }
+            }
+            for (h, k) in have {
+                if !needed.contains(&(h, k)) {
+                    crate::failpoint::hit("prune-variant");
+                    v.remove(h, k).ctx("remove a variant from", v.path())?;
+                    report.blobs_removed += 1;
+                }
+            }
         }
     }
     Ok(report)

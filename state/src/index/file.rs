@@ -317,8 +317,11 @@ mod tests {
     #[test]
     fn format_1_0_still_reads_and_1_1_keeps_attributes() {
         use crate::attrs::{AttrSet, Xattr};
-        let cap = AttrSet::new(vec![Xattr { name: b"security.capability".as_slice().into(), value: vec![1, 0, 0, 2].into() }])
-            .unwrap();
+        let cap = AttrSet::new(vec![Xattr {
+            name: b"security.capability".as_slice().into(),
+            value: vec![1, 0, 0, 2].into(),
+        }])
+        .unwrap();
         let mut capped = file("bin/ping", b"ping");
         capped.attrs = cap;
         let l = Layout::new(vec![dir("bin"), file("bin/x", b"x"), capped]).unwrap();

@@ -164,7 +164,7 @@ pub fn repair(
 ) -> Result<RepairReport> {
     let (id, tree, tree_path) = open_tree(root, idx, which)?;
     let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
-    let store = root.store(false)?;
+    let store = root.store_for_writing(false)?;
     let mut checked = check_root(root, tree.as_fd(), &layout, &store, opts, None)?;
     let diffs = std::mem::take(&mut checked.diffs);
     let mut report = RepairReport::default();
@@ -336,6 +336,17 @@ pub fn repair(
                     blit::place(e, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats, None)
                         .map_err(|x| x.to_string())?;
                     return Ok(());
+                }
+                // A damaged file that is its variant's inode: the variant is
+                // damaged with it, and is made again from the (checked) blob.
+                if let (EntryData::File { hash, .. }, Some(v)) = (&e.data, store.variants()) {
+                    let k = crate::variants::key_of(e);
+                    let here = fsutil::lstat_at(parent.as_fd(), e.name()).ok().flatten();
+                    if let (Some(h), Some(vs)) = (here, v.stat(*hash, k)) {
+                        if (h.st_dev, h.st_ino) == (vs.st_dev, vs.st_ino) {
+                            v.remove(*hash, k).map_err(|x| x.to_string())?;
+                        }
+                    }
                 }
                 let tmp = tmp_name(e.name());
                 let _ = fsutil::remove_tree_at(parent.as_fd(), &tmp);

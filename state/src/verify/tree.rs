@@ -544,11 +544,21 @@ pub(crate) fn check_range(
                         (true, Some(b)) => b,
                         (_, b) => b.map(Ok).unwrap_or_else(|| blobs.get(store, *hash, i, stamper))?,
                     };
+                    // A file that is its variant's inode (the blob with the
+                    // entry's metadata) is trusted as one that is the blob's is.
                     let linked = from_blob || bmeta.is_some_and(|b| b.dev == st.dev && b.ino == st.ino);
+                    let variant = !linked
+                        && store
+                            .variants()
+                            .and_then(|v| v.stat(*hash, crate::variants::key_of(e)))
+                            .is_some_and(|v| v.st_dev == st.dev && v.st_ino == st.ino && v.st_size as u64 == *size);
+                    // The blob's verdict is for the blob's inode; a variant's
+                    // content is trusted as a blob's is in a quick check.
+                    let bcheck = if variant { BlobCheck::Unread } else { bcheck };
                     // What is wrong with the content, if anything. A file that cannot
                     // be read is a difference, not the end of the check: the rest of
                     // the tree is still worth knowing about.
-                    let wrong = match (linked, bcheck) {
+                    let wrong = match (linked || variant, bcheck) {
                         (true, BlobCheck::Bad(BlobFault::WrongContent(got))) => {
                             Some(format!("xxh3-128 {got} instead of {hash}"))
                         }
