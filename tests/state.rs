@@ -269,6 +269,9 @@ fn crash_at_every_mutation_point() {
         tree(&s.join(&format!("t{v}")), v);
     }
     let t: Vec<std::path::PathBuf> = (1..=3).map(|v| s.join(&format!("t{v}"))).collect();
+    // The commit's tree has a file that cannot be its blob's inode (the same
+    // content as bin/true, another mode): its variant is made mid-commit.
+    write(&t[2].join("share/doc/true-as-a-document"), b"true binary", 0o644);
     let trees: Vec<(u64, &Path)> = vec![(1, &t[0]), (2, &t[1]), (3, &t[2])];
     let base = s.join("base");
     commit(&base, &t[0], "one");
