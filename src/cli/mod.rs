@@ -104,7 +104,7 @@ impl Out {
 
     /// A note for the user on stderr (always, JSON mode included).
     pub fn note(&self, s: impl AsRef<str>) {
-        eprintln!("lifeboat: {}", s.as_ref());
+        eprintln!("lifeboat: {}", lifeboat_fs::shown::controls_escaped(s.as_ref()));
     }
 
     /// What loading the index has to tell: a fallback to `.prev`, an import
@@ -240,7 +240,9 @@ pub fn report(out: &Out, e: &Error) -> ExitCode {
         }
         cause = c.source();
     }
-    eprintln!("lifeboat: error: {text}");
+    // A path in a library's message may carry a control character: one error,
+    // one line.
+    eprintln!("lifeboat: error: {}", lifeboat_fs::shown::controls_escaped(&text));
     ExitCode::from(EXIT_FAIL)
 }
 
