@@ -29,6 +29,9 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if !cli::only_reads(&parsed.cmd) {
+        cli::keep_going_on_epipe();
+    }
     match &parsed.cmd {
         Command::Shell(_) => {
             let ctx = lifeboat::shell::ShellCtx {

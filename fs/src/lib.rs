@@ -260,8 +260,40 @@ pub fn statx_at(dir: BorrowedFd, name: &[u8]) -> io::Result<Option<Statx>> {
     }))
 }
 
+/// The mount an open file is on (`statx`'s `STATX_MNT_ID`, Linux 5.8+), which
+/// tells a bind mount of a directory of the same filesystem from the directory
+/// itself, where the device number cannot; `None` where the kernel does not say.
+pub fn mount_id(fd: BorrowedFd) -> Option<u64> {
+    use nix::libc;
+    const STATX_MNT_ID: u32 = 0x1000;
+    let mut sx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: an empty, NUL-terminated path with AT_EMPTY_PATH names `fd`; `sx`
+    // is a buffer of the size the kernel fills.
+    let r = unsafe {
+        libc::syscall(libc::SYS_statx, fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, STATX_MNT_ID, sx.as_mut_ptr())
+    };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: filled by the kernel (zeroed before).
+    let sx = unsafe { sx.assume_init() };
+    (sx.stx_mask & STATX_MNT_ID != 0).then_some(sx.stx_mnt_id)
+}
+
+/// Whether the directory `sub`, opened below `parent`, is on another mount
+/// (another device, or a bind mount of the same one).
+fn other_mount(parent: BorrowedFd, sub: BorrowedFd) -> io::Result<bool> {
+    let (a, b) = (nix::sys::stat::fstat(parent).map_err(io_err)?, nix::sys::stat::fstat(sub).map_err(io_err)?);
+    if a.st_dev != b.st_dev {
+        return Ok(true);
+    }
+    Ok(matches!((mount_id(parent), mount_id(sub)), (Some(x), Some(y)) if x != y))
+}
+
 /// Removes `name` below `dir` and, if it is a directory, everything in it, without
-/// following symlinks or crossing into other mounts.
+/// following symlinks or crossing into other mounts (a directory something is
+/// mounted on, a bind mount of the same filesystem too, is refused whole; one
+/// met deeper is left with its contents).
 pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
     let Some(st) = lstat_at(dir, name)? else {
         return Ok(());
@@ -269,8 +301,7 @@ pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
     let c = cstr(name)?;
     if st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFDIR {
         let sub = open_dir_at(dir, name)?;
-        let sub_st = nix::sys::stat::fstat(sub.as_fd()).map_err(io_err)?;
-        if sub_st.st_dev != st.st_dev {
+        if other_mount(dir, sub.as_fd())? {
             return Err(io::Error::other("refusing to remove across a mount point"));
         }
         clear_dir(sub.as_fd(), st.st_dev)?;
@@ -280,7 +311,8 @@ pub fn remove_tree_at(dir: BorrowedFd, name: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Empties a directory (same device only; entries on other devices are left).
+/// Empties a directory (same mount only; what is mounted below it is left,
+/// and so is the directory it is mounted on).
 pub fn clear_dir(dir: BorrowedFd, dev: u64) -> io::Result<()> {
     for name in list_dir(dir)? {
         let Some(st) = lstat_at(dir, &name)? else {
@@ -292,6 +324,9 @@ pub fn clear_dir(dir: BorrowedFd, dev: u64) -> io::Result<()> {
         let c = cstr(&name)?;
         if st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFDIR {
             let sub = open_dir_at(dir, &name)?;
+            if other_mount(dir, sub.as_fd())? {
+                continue;
+            }
             clear_dir(sub.as_fd(), dev)?;
             nix::unistd::unlinkat(dir, c.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir).map_err(io_err)?;
         } else {

@@ -70,6 +70,33 @@ pub struct ShellCmd {}
 /// run as the initrd's PID 1 (what /init does)
 pub struct InitCmd {}
 
+/// Writes one line, and nothing more when the reader is gone: a command that
+/// changes the root finishes what it started however its output is read
+/// (`lifeboat state commit ... | head -1` must not stop between the index and
+/// the boot entries).
+fn say(w: &mut dyn std::io::Write, line: &str) {
+    let _ = writeln!(w, "{line}");
+}
+
+/// For a command that changes something: a closed pipe is a failed write
+/// (ignored), never the end of the process.
+pub fn keep_going_on_epipe() {
+    // SAFETY: setting one signal's disposition; no handler runs.
+    unsafe { nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_IGN) };
+}
+
+/// Whether `cmd` only reads (then a closed pipe may end it, as it ends other
+/// Unix tools' listings).
+pub fn only_reads(cmd: &Command) -> bool {
+    match cmd {
+        Command::State(s) => matches!(s.cmd, state::StateSub::List(_) | state::StateSub::Show(_)),
+        Command::Verify(_) => true,
+        Command::Boot(b) => matches!(b.cmd, boot::BootSub::List(_) | boot::BootSub::Status(_)),
+        Command::Disk(d) => matches!(d.cmd, disk::DiskSub::Ls(_) | disk::DiskSub::Cat(_) | disk::DiskSub::Df(_)),
+        _ => false,
+    }
+}
+
 /// How results reach the user.
 pub struct Out {
     pub json: bool,
@@ -79,7 +106,7 @@ impl Out {
     /// Prints a human line (suppressed in JSON mode).
     pub fn line(&self, s: impl AsRef<str>) {
         if !self.json {
-            println!("{}", s.as_ref());
+            say(&mut std::io::stdout().lock(), s.as_ref());
         }
     }
 
@@ -87,7 +114,8 @@ impl Out {
     /// buffer: a repair of a wiped `/usr` lists a quarter of a million entries,
     /// and a write per line would cost the user a system call each (stdout is
     /// line-buffered). The listing stops at the first write that fails (stdout
-    /// full or gone; a closed pipe ends the process, as `main` restores SIGPIPE).
+    /// full or gone: a read-only command ends there, as `main` restores SIGPIPE
+    /// for it; one that changes something goes on, see [`crate::cli::keep_going_on_epipe`]).
     pub fn lines<T: std::fmt::Display>(&self, items: impl IntoIterator<Item = T>) {
         use std::io::Write;
         if self.json {
@@ -104,7 +132,8 @@ impl Out {
 
     /// A note for the user on stderr (always, JSON mode included).
     pub fn note(&self, s: impl AsRef<str>) {
-        eprintln!("lifeboat: {}", lifeboat_fs::shown::controls_escaped(s.as_ref()));
+        let text = format!("lifeboat: {}", lifeboat_fs::shown::controls_escaped(s.as_ref()));
+        say(&mut std::io::stderr().lock(), &text);
     }
 
     /// What loading the index has to tell: a fallback to `.prev`, an import
@@ -117,7 +146,7 @@ impl Out {
 
     pub fn json(&self, j: &Json) {
         if self.json {
-            println!("{j}");
+            say(&mut std::io::stdout().lock(), &j.to_string());
         }
     }
 }
@@ -180,7 +209,7 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
     let refs: Vec<&str> = rest.iter().map(String::as_str).collect();
     Cli::from_args(&[cmd], &refs).map_err(|e| {
         if e.status.is_ok() {
-            println!("{}", e.output);
+            say(&mut std::io::stdout().lock(), &e.output);
             ExitCode::SUCCESS
         } else {
             eprintln!("{}", e.output);
@@ -229,7 +258,7 @@ pub fn run(cli: Cli) -> ExitCode {
 /// that its message does not already say, and returns the failure status.
 pub fn report(out: &Out, e: &Error) -> ExitCode {
     if out.json {
-        println!("{}", Json::obj().with("error", e.to_string()));
+        say(&mut std::io::stdout().lock(), &Json::obj().with("error", e.to_string()).to_string());
     }
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
@@ -242,7 +271,7 @@ pub fn report(out: &Out, e: &Error) -> ExitCode {
     }
     // A path in a library's message may carry a control character: one error,
     // one line.
-    eprintln!("lifeboat: error: {}", lifeboat_fs::shown::controls_escaped(&text));
+    say(&mut std::io::stderr().lock(), &format!("lifeboat: error: {}", lifeboat_fs::shown::controls_escaped(&text)));
     ExitCode::from(EXIT_FAIL)
 }
 
