@@ -326,3 +326,102 @@ fn repair_does_not_empty_a_filesystem_mounted_in_usr() {
     assert!(st.success());
     assert!(other.join("precious").exists(), "repair deleted a file on the filesystem mounted at usr/local");
 }
+
+/// A filesystem mounted inside /usr goes with the tree an activation archives;
+/// pruning that tree later never deletes what is on it.
+#[test]
+fn prune_never_deletes_through_a_mount_an_activation_moved() {
+    let s = Scratch::new("rv1-mountprune");
+    let root = s.join("root");
+    let t = s.join("t");
+    write(&t.join("bin/a"), b"a\n", 0o755);
+    commit(&root, &t, "one");
+    write(&t.join("bin/b"), b"b\n", 0o755);
+    commit(&root, &t, "two");
+    let other = s.join("otherfs");
+    write(&other.join("precious"), b"on another filesystem\n", 0o644);
+    let script = format!(
+        "mkdir {u}/local && mount --bind {o} {u}/local && {b} --root {r} state activate 1 && {b} --root {r} state prune --keep 0; true",
+        u = root.join("usr").display(),
+        o = other.display(),
+        b = bin(),
+        r = root.display()
+    );
+    let st = Command::new("unshare").args(["-m", "sh", "-c", &script]).status().unwrap();
+    assert!(st.success());
+    assert!(other.join("precious").exists(), "prune deleted a file on a filesystem mounted in an archived tree");
+}
+
+/// An archived tree damaged since it was archived is mended from the store
+/// before it becomes the running /usr.
+#[test]
+fn activation_mends_a_damaged_archived_tree_first() {
+    let s = Scratch::new("rv1-damagedarchive");
+    let root = s.join("root");
+    tree(&s.join("t1"), 1);
+    commit(&root, &s.join("t1"), "one");
+    tree(&s.join("t2"), 2);
+    commit(&root, &s.join("t2"), "two");
+    fs::remove_dir_all(root.join(".moss/root/1/usr/bin")).unwrap();
+    let o = run(&["--root", r(&root), "state", "activate", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("mended from the store"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(snapshot(&root.join("usr")), snapshot(&s.join("t1")));
+    ok(&["--root", r(&root), "verify", "--full"]);
+}
+
+/// A command that changes the root finishes, its boot entries included, when
+/// whoever reads its output goes away (`lifeboat state commit ... | head -1`).
+#[test]
+fn a_closed_pipe_does_not_stop_a_commit_halfway() {
+    let s = Scratch::new("rv1-sigpipe");
+    let root = s.join("root");
+    write(&root.join("etc/machine-id"), b"00112233445566778899aabbccddeeff\n", 0o444);
+    write(
+        &root.join("etc/lifeboat/lifeboat.conf"),
+        format!("esp = {}\n", s.join("esp.img").display()).as_bytes(),
+        0o644,
+    );
+    ok(&["disk", "create", s.join("esp.img").to_str().unwrap(), "--size", "64M", "--esp", "60M"]);
+    tree(&s.join("t1"), 1);
+    commit(&root, &s.join("t1"), "one");
+    tree(&s.join("t2"), 2);
+    let o = Command::new("bash")
+        .args([
+            "-c",
+            "\"$0\" --root \"$1\" --json state commit --from \"$2\" | true; echo \"status=${PIPESTATUS[0]}\"",
+            bin(),
+            r(&root),
+            s.join("t2").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("status=0"), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    let list = ok(&["--root", r(&root), "boot", "list"]);
+    assert!(list.contains("transaction 2"), "the boot sync after the commit did not run: {list}");
+}
+
+/// Two damaged indexes set aside in the same second keep both.
+#[test]
+fn damaged_indexes_set_aside_twice_in_a_second_are_both_kept() {
+    let s = Scratch::new("rv1-aside2");
+    let root = s.join("root");
+    tree(&s.join("t1"), 1);
+    commit(&root, &s.join("t1"), "one");
+    let lb = root.join(".moss/lifeboat");
+    for _ in 0..2 {
+        fs::write(lb.join("state.idx"), b"garbage").unwrap();
+        fs::write(lb.join("state.idx.prev"), b"garbage").unwrap();
+        ok(&["--root", r(&root), "state", "recover"]);
+    }
+    let aside = fs::read_dir(&lb)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".damaged-"))
+        .count();
+    assert_eq!(aside, 4);
+}

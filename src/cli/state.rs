@@ -284,15 +284,20 @@ fn recover(rootp: &Path, dry_run: bool, prep: txn_prep::Prep, out: &Out) -> Resu
     }
     let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     let all: Vec<u64> = r.index.transactions().map(|t| t.id).collect();
+    let txs = |v: &[u64]| match v.len() {
+        0 => "no transaction".to_string(),
+        1 => format!("transaction {}", ids(v)),
+        _ => format!("transactions {}", ids(v)),
+    };
     if dry_run {
-        out.line(format!("would keep transactions {} in the index (next id {})", ids(&all), r.index.next_id()));
+        out.line(format!("the index would hold {} (next id {})", txs(&all), r.index.next_id()));
     } else if r.adopted.is_empty() {
-        out.line(format!("the index holds every tree: transactions {} (next id {})", ids(&all), r.index.next_id()));
+        out.line(format!("the index holds {}, every tree there is (next id {})", txs(&all), r.index.next_id()));
     } else {
         out.line(format!(
-            "adopted transactions {} from their trees; the index holds {} (next id {})",
-            ids(&r.adopted),
-            ids(&all),
+            "adopted {} from the trees; the index holds {} (next id {})",
+            txs(&r.adopted),
+            txs(&all),
             r.index.next_id()
         ));
     }
@@ -316,6 +321,11 @@ pub fn list(rootp: &Path, out: &Out) -> Result<ExitCode> {
     // change, or `state recover`, adopts or tidies them).
     for n in lifeboat_state::reconcile::plan(&root, idx)?.describe(&root, true) {
         out.note(n);
+    }
+    if let Some(a) = root.active_id().filter(|a| !idx.contains(*a)) {
+        out.note(format!(
+            "the active /usr is transaction {a}, which this index does not hold: `lifeboat state recover` adds it"
+        ));
     }
     let archived = root.archived_ids()?;
     let mut txs: Vec<_> = idx.transactions().collect();

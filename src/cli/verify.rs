@@ -191,6 +191,9 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
     for (h, from) in &r.recovered_blobs {
         out.line(format!("recovered blob {h} from {}", shown_path(from)));
     }
+    for (p, to) in &r.set_aside {
+        out.line(format!("kept    {} (what stood there) as {}", shown_str(p), shown_str(to)));
+    }
     for (p, why) in &r.unrecoverable {
         out.line(format!("NOT RECOVERED {}: {}", shown_str(p), controls_escaped(why)));
     }
@@ -212,6 +215,15 @@ pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {
                 ),
             )
             .with("removed_extra", r.removed_extra.clone())
+            .with(
+                "set_aside",
+                Json::Arr(
+                    r.set_aside
+                        .iter()
+                        .map(|(p, to)| Json::obj().with("path", p.as_str()).with("kept_as", to.as_str()))
+                        .collect(),
+                ),
+            )
             .with(
                 "recovered_blobs",
                 Json::Arr(

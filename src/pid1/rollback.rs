@@ -190,6 +190,9 @@ pub fn repair_active(root: &std::path::Path) -> Result<String, Error> {
     for (h, from) in &r.recovered_blobs {
         s.push_str(&format!("\n  recovered blob {h} from {}", from.display()));
     }
+    for (p, to) in &r.set_aside {
+        s.push_str(&format!("\n  kept what stood at {p} as {to}"));
+    }
     if !r.unrecoverable.is_empty() {
         for (p, why) in &r.unrecoverable {
             s.push_str(&format!("\n  NOT recovered: {p}: {why}"));

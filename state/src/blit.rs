@@ -174,9 +174,22 @@ pub fn blit(layout: &Layout, store: &Store, parent: BorrowedFd, name: &[u8], sho
     let r = blit_all(layout, store, top.as_fd(), shown);
     nix::sys::stat::umask(old_umask);
     let mut stats = r?;
-    nix::sys::stat::fchmod(top.as_fd(), Mode::from_bits_truncate(0o755)).map_err(io_err).ctx("chmod", shown)?;
+    // The top last: a default ACL set on it earlier would have been inherited.
+    set_top(layout, top.as_fd()).ctx("set the owner, mode and attributes of", shown)?;
     stats.duration = started.elapsed();
     Ok(stats)
+}
+
+/// Gives the tree's top directory the recorded mode, owner and attributes
+/// (0755, as made, where none were recorded).
+pub(crate) fn set_top(layout: &Layout, top: BorrowedFd) -> std::io::Result<()> {
+    match layout.top() {
+        None => nix::sys::stat::fchmod(top, Mode::from_bits_truncate(0o755)).map_err(io_err),
+        Some(t) => {
+            store::set_owner_perm(top, t.perm, t.uid, t.gid)?;
+            attrs::apply(Target::Fd(top), t.attrs.as_deref(), true)
+        }
+    }
 }
 
 fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Result<BlitStats> {
@@ -184,13 +197,15 @@ fn blit_all(layout: &Layout, store: &Store, top: BorrowedFd, shown: &Path) -> Re
     let (es, shapes) = (layout.entries(), layout.shapes());
     let mut stats = BlitStats::default();
     let parent_default_acl = has_default_acl(top);
-    let ctx = Ctx { root, umask_zero: true, parent_setgid: false, check_size: false, parent_default_acl };
+    let ctx = Ctx { root, umask_zero: true, parent_setgid: false, check_size: true, parent_default_acl };
     let copies = SharedCopies::new(top);
     for (e, _) in es.iter().zip(shapes).filter(|(_, s)| s.depth == 0) {
         place(e, top, store, ctx, &mut stats, Some(&copies)).ctx("create", shown.join(fsutil::os(&e.path)))?;
     }
     let plan = RunPlan::new(layout, |i| shapes.get(i).is_some_and(|s| s.depth > 0));
-    let policy = Policy { root, check_size: false, stop_at_failure: true, track: false };
+    // A blob cut short or replaced by something else is refused, never linked
+    // into a tree that is about to boot (one `fstatat` the link costs anyway).
+    let policy = Policy { root, check_size: true, stop_at_failure: true, track: false };
     let made = plan.make(es, store, top, policy, &copies);
     if let Some((i, err)) = made.failed.into_iter().min_by_key(|(i, _)| *i) {
         let path = es.get(i).map_or_else(|| shown.to_path_buf(), |e| shown.join(fsutil::os(&e.path)));
@@ -501,7 +516,18 @@ pub(crate) fn place_as(
             stats.dirs += 1;
             Ok(Some(fd))
         }
-        EntryData::File { size: 0, .. } => {
+        EntryData::File { size: 0, hash } => {
+            // One name of a hard-link group of empty files: linked to the
+            // group's file, where this blit already made it.
+            if *hash != Hash128::of(b"") {
+                if let Some(c) = copies.filter(|_| as_name == e.name()) {
+                    let key = (*hash, e.perm, e.uid, e.gid, e.attrs.clone());
+                    if c.link_or_claim(e, key, dir, as_name)? {
+                        stats.linked += 1;
+                        return Ok(None);
+                    }
+                }
+            }
             let f = store::create_excl(dir, as_name, e.perm)?;
             ctx.settle(f.as_fd(), e.perm, e.uid, e.gid)?;
             ctx.set_attrs(Target::Fd(f.as_fd()), want)?;
@@ -525,7 +551,8 @@ pub(crate) fn place_as(
                 Ok(()) => {
                     let st =
                         nix::sys::stat::fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io_err)?;
-                    if ctx.check_size && st.st_size as u64 != *size {
+                    let regular = st.st_mode & lifeboat_fs::libc_mode::S_IFMT == lifeboat_fs::libc_mode::S_IFREG;
+                    if ctx.check_size && (st.st_size as u64 != *size || !regular) {
                         nix::unistd::unlinkat(dir, name.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
                             .map_err(io_err)?;
                         return Err(std::io::Error::new(
@@ -605,7 +632,11 @@ fn place_copy(
             return Ok(None);
         }
     }
-    let src = store.open_blob(hash)?;
+    let size = match e.data {
+        EntryData::File { size, .. } => size,
+        _ => 0,
+    };
+    let src = store.open_blob_checked(hash, size)?;
     let out = store::create_excl(dir, as_name, e.perm)?;
     store::copy_all(&src, &out)?;
     store::set_owner_perm(out.as_fd(), e.perm, e.uid, e.gid)?;

@@ -23,12 +23,30 @@ pub const S_IFDIR: u32 = 0o040000;
 pub const S_IFREG: u32 = 0o100000;
 pub const S_IFLNK: u32 = 0o120000;
 
+/// The hash an empty file's entry carries when it is one name of a hard-link
+/// group of empty files: not of its content (empty files have no blob, and
+/// moss's convention is that they are made, never linked), but naming the
+/// group by its first path, so that the blit makes one empty file and links
+/// the group's other names to it. Any other empty file has the hash of no bytes.
+pub fn empty_group(first_path: &[u8]) -> Hash128 {
+    let mut b = b"lifeboat: a hard-link group of empty files, first named ".to_vec();
+    b.extend_from_slice(first_path);
+    Hash128::of(&b)
+}
+
 /// What a path holds.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub enum EntryData {
     Dir,
-    File { hash: Hash128, size: u64 },
-    Symlink { target: Box<[u8]> },
+    /// A regular file; for an empty one in a hard-link group, `hash` names the
+    /// group ([`empty_group`]).
+    File {
+        hash: Hash128,
+        size: u64,
+    },
+    Symlink {
+        target: Box<[u8]>,
+    },
 }
 
 impl EntryData {
@@ -238,11 +256,25 @@ pub struct Layout {
     /// moss's database or an index written before attributes were kept: there
     /// nothing is known about attributes, and nothing is compared.
     attrs_recorded: bool,
+    /// The tree's own top directory (what becomes `/usr` itself): its mode,
+    /// owner and attributes. `None` where they were not recorded (moss's
+    /// layout, an older index): a blit makes it 0755 root, and nothing is compared.
+    top: Option<TopMeta>,
+}
+
+/// The metadata of a tree's top directory.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TopMeta {
+    /// Permission bits only (`0o7777`).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub attrs: Option<Arc<AttrSet>>,
 }
 
 impl Default for Layout {
     fn default() -> Self {
-        Layout { entries: Vec::new(), shapes: Vec::new(), attrs_recorded: true }
+        Layout { entries: Vec::new(), shapes: Vec::new(), attrs_recorded: true, top: None }
     }
 }
 
@@ -300,7 +332,18 @@ impl Layout {
             }
             prev = Some(&e.path);
         }
-        Ok(Layout { entries, shapes, attrs_recorded: true })
+        Ok(Layout { entries, shapes, attrs_recorded: true, top: None })
+    }
+
+    /// With the top directory's metadata (see [`TopMeta`]).
+    pub fn with_top(mut self, top: Option<TopMeta>) -> Self {
+        self.top = top.map(|t| TopMeta { perm: t.perm & 0o7777, ..t });
+        self
+    }
+
+    /// The top directory's metadata, where it was recorded.
+    pub fn top(&self) -> Option<&TopMeta> {
+        self.top.as_ref()
     }
 
     /// Marks whether the entries' attributes were recorded (see the field).
@@ -317,10 +360,15 @@ impl Layout {
     /// For entries whose validity the caller has already established (the index
     /// decoder checks every rule of [`Layout::from_sorted`] on its own tables),
     /// with their shapes (`shapes[i]` is `entries[i]`'s).
-    pub(crate) fn from_trusted(entries: Vec<LayoutEntry>, shapes: Vec<PathShape>, attrs_recorded: bool) -> Self {
+    pub(crate) fn from_trusted(
+        entries: Vec<LayoutEntry>,
+        shapes: Vec<PathShape>,
+        attrs_recorded: bool,
+        top: Option<TopMeta>,
+    ) -> Self {
         debug_assert!(shapes.len() == entries.len());
         debug_assert!(entries.iter().zip(&shapes).all(|(e, s)| PathShape::of(&e.path) == *s));
-        Layout { entries, shapes, attrs_recorded }
+        Layout { entries, shapes, attrs_recorded, top }
     }
 
     pub fn entries(&self) -> &[LayoutEntry] {

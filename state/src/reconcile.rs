@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::error::{IoContext, Result};
 use crate::index::StateIndex;
-use crate::root::SystemRoot;
+use crate::root::{parse_id, SystemRoot};
 use lifeboat_fs as fsutil;
 
 /// Name prefix of a tree a prune is removing (renamed before the index drops it).
@@ -68,7 +68,7 @@ impl Plan {
                 Action::Remove { name, why } => format!("{rm} {} ({why})", at(name)),
                 Action::Rename { from, to, why } => format!("{mv} {} to {} ({why})", at(from), at(to)),
                 Action::Adopt { name, id } => {
-                    format!("{adopt} {} as transaction {id} (its tree is not in the index)", at(name))
+                    format!("{adopt} {} as transaction {id} (its tree was not in the index)", at(name))
                 }
                 Action::Report { name, why } => format!("kept {}: {why}", at(name)),
             })
@@ -95,15 +95,17 @@ pub fn aside_name(trees: BorrowedFd, name: &str) -> String {
 }
 
 /// Whether the tree at `.moss/root/<name>/usr` holds exactly transaction
-/// `id`'s layout (a quick check: metadata, and the content of every file that
-/// is not its blob's inode). Only such a copy is ever removed as a duplicate.
+/// `id`'s layout — every entry's metadata and attributes, every file's content
+/// hashed. Only such a copy is ever removed as a duplicate.
 pub fn same_content(root: &SystemRoot, idx: &StateIndex, name: &str, id: u64) -> bool {
     let Some(layout) = idx.layout(id) else { return false };
     let Ok(tree) = fsutil::open_dir_beneath(root.fd(), format!(".moss/root/{name}/usr").as_bytes()) else {
         return false;
     };
     let Ok(store) = root.store(false) else { return false };
-    let opts = crate::verify::Options { unlisted: root.unlisted(), ..Default::default() };
+    // Every file hashed and every entry's attributes listed: a copy is removed
+    // only when nothing of it differs, an attribute added included.
+    let opts = crate::verify::Options { full: true, unlisted: root.unlisted(), ..Default::default() };
     crate::verify::check(tree.as_fd(), &layout, &store, opts, None).is_ok_and(|r| r.diffs.is_empty())
 }
 
@@ -126,7 +128,7 @@ pub fn plan(root: &SystemRoot, idx: &StateIndex) -> Result<Plan> {
         fsutil::list_dir(trees).ctx("list", &rootp)?.into_iter().filter_map(|n| String::from_utf8(n).ok()).collect();
     // Numeric slots in id order, so that a move into a free slot is seen by
     // the slots after it.
-    names.sort_by_key(|n| (n.parse::<u64>().ok().is_none(), n.parse::<u64>().unwrap_or(0), n.clone()));
+    names.sort_by_key(|n| (parse_id(n).is_none(), parse_id(n).unwrap_or(0), n.clone()));
     // Slots taken once the plan has run (a move fills one).
     let mut taken: Vec<String> = names.clone();
     let mut adopted: Vec<u64> = Vec::new();
@@ -135,10 +137,28 @@ pub fn plan(root: &SystemRoot, idx: &StateIndex) -> Result<Plan> {
             plan.actions.push(Action::Remove { name, why: "a staging tree left by an interrupted run".into() });
             continue;
         }
-        if let Some(n) = name.strip_prefix(PRUNING).and_then(|s| s.parse::<u64>().ok()) {
+        // Whatever is not a directory (a symlink, a file) is nobody's tree
+        // lifeboat knows: said, left alone.
+        let is_dir = fsutil::lstat_at(trees, name.as_bytes())
+            .ok()
+            .flatten()
+            .is_some_and(|st| st.st_mode & lifeboat_fs::libc_mode::S_IFMT == lifeboat_fs::libc_mode::S_IFDIR);
+        if !is_dir {
+            plan.actions.push(Action::Report { name, why: "is not a directory; not a tree of lifeboat's".into() });
+            continue;
+        }
+        if let Some(n) = name.strip_prefix(PRUNING).and_then(parse_id) {
             let slot = n.to_string();
-            if !idx.contains(n) {
+            // Lifeboat's only if it is transaction n's tree and n is an id
+            // this index handed out and no longer has.
+            let ours = tree_id(trees, &name) == Some(n) && n < idx.next_id();
+            if !idx.contains(n) && ours {
                 plan.actions.push(Action::Remove { name, why: format!("transaction {n} was pruned") });
+            } else if !idx.contains(n) {
+                plan.actions.push(Action::Report {
+                    name,
+                    why: format!("not a tree lifeboat was pruning (not transaction {n}'s, or not an id it handed out)"),
+                });
             } else if !taken.contains(&slot) {
                 taken.push(slot.clone());
                 plan.actions.push(Action::Rename {
@@ -154,7 +174,7 @@ pub fn plan(root: &SystemRoot, idx: &StateIndex) -> Result<Plan> {
             }
             continue;
         }
-        let Ok(dir_id) = name.parse::<u64>() else {
+        let Some(dir_id) = parse_id(&name) else {
             continue; // kept-*, unmanaged-*, a user's own: not ours to judge
         };
         let slot_fd = fsutil::open_dir_at(trees, name.as_bytes()).ctx("open", rootp.join(&name))?;
@@ -179,7 +199,7 @@ pub fn plan(root: &SystemRoot, idx: &StateIndex) -> Result<Plan> {
         let own = real.to_string();
         let elsewhere = active == Some(real) || (real != dir_id && taken.contains(&own));
         if elsewhere {
-            let what = if active == Some(real) { "the active /usr" } else { "its own slot" };
+            let what = if active == Some(real) { "the active /usr".to_string() } else { format!(".moss/root/{real}") };
             if idx.contains(real) && same_content(root, idx, &name, real) {
                 plan.actions.push(Action::Remove {
                     name,
@@ -189,7 +209,8 @@ pub fn plan(root: &SystemRoot, idx: &StateIndex) -> Result<Plan> {
                 plan.actions.push(Action::Report {
                     name,
                     why: format!(
-                        "says it is transaction {real}, which is {what}, but its content is not that transaction's"
+                        "its .stateID says transaction {real}, whose tree is {what}, but its content is not that \
+                         transaction's"
                     ),
                 });
             }
@@ -216,17 +237,21 @@ pub fn plan(root: &SystemRoot, idx: &StateIndex) -> Result<Plan> {
 }
 
 /// Carries out the removals and renames of `plan` (adoptions are the
-/// caller's: they write the index).
-pub fn apply(root: &SystemRoot, plan: &Plan) -> Result<()> {
+/// caller's: they write the index). A removal that cannot finish (a mount
+/// point inside the tree) is said and the rest goes on: returns what to say.
+pub fn apply(root: &SystemRoot, plan: &Plan) -> Result<Vec<String>> {
     let rootp = root.path.join(".moss/root");
+    let mut notes = Vec::new();
     let Ok(d) = root.trees_dir() else {
-        return Ok(());
+        return Ok(notes);
     };
     for a in &plan.actions {
         match a {
             Action::Remove { name, .. } => {
                 crate::failpoint::hit("reconcile-remove");
-                fsutil::remove_tree_at(d.as_fd(), name.as_bytes()).ctx("remove", rootp.join(name))?;
+                if let Err(e) = fsutil::remove_tree_at(d.as_fd(), name.as_bytes()) {
+                    notes.push(format!("could not remove all of {}: {e}", rootp.join(name).display()));
+                }
             }
             Action::Rename { from, to, .. } => {
                 crate::failpoint::hit("reconcile-move");
@@ -239,5 +264,5 @@ pub fn apply(root: &SystemRoot, plan: &Plan) -> Result<()> {
     if plan.actions.iter().any(|a| matches!(a, Action::Remove { .. } | Action::Rename { .. })) {
         fsutil::fsync(d.as_fd()).ctx("sync", &rootp)?;
     }
-    Ok(())
+    Ok(notes)
 }

@@ -199,21 +199,58 @@ fn scan_trees(root: &SystemRoot, trees: &[(TreeAt, u64)]) -> Result<Vec<(TxMeta,
 
 /// Sets the damaged index files aside (`state.idx.damaged-<time>`): they are
 /// kept for whoever wants to look, and no longer in the way.
-fn set_aside_damaged(root: &SystemRoot) -> Result<Vec<String>> {
+fn set_aside_damaged(root: &SystemRoot, names: &[&str]) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let dir = fsutil::open_dir_beneath(root.fd(), b".moss/lifeboat").ctx("open", root.path.join(".moss/lifeboat"))?;
-    for name in ["state.idx", "state.idx.prev"] {
-        if fsutil::lstat_at(dir.as_fd(), name.as_bytes()).ctx("stat", root.path.join(".moss/lifeboat"))?.is_none() {
+    let lb = root.path.join(".moss/lifeboat");
+    let dir = fsutil::open_dir_beneath(root.fd(), b".moss/lifeboat").ctx("open", &lb)?;
+    for name in names {
+        if fsutil::lstat_at(dir.as_fd(), name.as_bytes()).ctx("stat", &lb)?.is_none() {
             continue;
         }
-        let to = format!("{name}.damaged-{now}");
-        fsutil::rename_noreplace(dir.as_fd(), name.as_bytes(), dir.as_fd(), to.as_bytes())
-            .ctx("set aside", root.path.join(".moss/lifeboat").join(name))?;
+        // A name not taken yet: two set asides in one second keep both.
+        let base = format!("{name}.damaged-{now}");
+        let mut to = base.clone();
+        let mut n = 1;
+        loop {
+            match fsutil::rename_noreplace(dir.as_fd(), name.as_bytes(), dir.as_fd(), to.as_bytes()) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => {
+                    n += 1;
+                    to = format!("{base}.{n}");
+                }
+                Err(e) => return Err(Error::io("set aside", lb.join(name), e)),
+            }
+        }
         notes.push(format!("set the unreadable {name} aside as {to}"));
     }
-    fsutil::fsync(dir.as_fd()).ctx("sync", root.path.join(".moss/lifeboat"))?;
+    fsutil::fsync(dir.as_fd()).ctx("sync", &lb)?;
     Ok(notes)
+}
+
+/// Transactions of `idx` that have no tree and whose content the store no
+/// longer holds: what a previous generation of the index still names after a
+/// prune freed it. Nothing can bring them back.
+fn ghosts(root: &SystemRoot, idx: &StateIndex) -> Result<Vec<u64>> {
+    let active = root.active_id();
+    let archived = root.archived_ids()?;
+    let store = root.store(false).ok();
+    let mut out = Vec::new();
+    for t in idx.transactions() {
+        if Some(t.id) == active || archived.contains(&t.id) {
+            continue;
+        }
+        let whole = match (&store, idx.layout(t.id)) {
+            (Some(st), Some(l)) => crate::verify::layout_blobs(&l)
+                .iter()
+                .all(|(h, size)| st.stat(*h).ok().flatten().is_some_and(|m| m.st_size as u64 == *size)),
+            _ => false,
+        };
+        if !whole {
+            out.push(t.id);
+        }
+    }
+    Ok(out)
 }
 
 /// Whether there is any tree on the root a rebuilt index could hold.
@@ -227,8 +264,10 @@ fn has_trees(root: &SystemRoot) -> bool {
 /// the truth there, and the trees are moss's.
 pub fn prepare(root: &SystemRoot, must_exist: bool, prep: Prep) -> Result<Prepared> {
     let mut notes = Vec::new();
+    let mut fell_back = false;
     let (mut idx, clean) = match load_index(root) {
         Ok(l) => {
+            fell_back = l.fallback.is_some();
             notes.extend(l.fallback.iter().cloned());
             notes.extend(l.notes.iter().cloned());
             let clean = l.fallback.is_none() && l.existed;
@@ -252,7 +291,7 @@ pub fn prepare(root: &SystemRoot, must_exist: bool, prep: Prep) -> Result<Prepar
                 return Err(Error::Index(e));
             }
             notes.push(format!("{e}"));
-            notes.extend(set_aside_damaged(root)?);
+            notes.extend(set_aside_damaged(root, &["state.idx", "state.idx.prev"])?);
             notes.push("rebuilding the state index from the trees (summaries and dates are not on them)".into());
             (StateIndex::empty(), false)
         }
@@ -264,7 +303,7 @@ pub fn prepare(root: &SystemRoot, must_exist: bool, prep: Prep) -> Result<Prepar
     // A newer generation (or a lost one) may have handed out ids this index
     // cannot see: never reuse them.
     let mut hi = idx.next_id().max(prep.id_floor.saturating_add(1));
-    for id in root.archived_ids()?.into_iter().chain(root.active_id()) {
+    for id in root.named_ids().into_iter().chain(root.archived_ids()?).chain(root.active_id()) {
         hi = hi.max(id.saturating_add(1));
     }
     idx = idx.with_next_id(hi);
@@ -282,20 +321,34 @@ pub fn prepare(root: &SystemRoot, must_exist: bool, prep: Prep) -> Result<Prepar
             root.path.display()
         ));
     }
+    // Loaded from `.prev`: what it names that is gone for good (pruned since)
+    // is dropped, and the damaged main file set aside, not overwritten.
+    let drop = if fell_back { ghosts(root, &idx)? } else { Vec::new() };
+    for id in &drop {
+        notes.push(format!(
+            "transaction {id}, which the previous generation of the index names, has no tree and its content \
+             is no longer in the store (it was pruned): {}",
+            if prep.dry_run { "it would be dropped" } else { "dropped" }
+        ));
+    }
     if prep.dry_run {
         return Ok(Prepared { index: idx, notes, clean, adopted: Vec::new(), wrote: false });
     }
-    reconcile::apply(root, &plan)?;
+    notes.extend(reconcile::apply(root, &plan)?);
     let adopted: Vec<u64> = adopt.iter().map(|(_, id)| *id).collect();
-    if !adopt.is_empty() {
-        let scanned = scan_trees(root, &adopt)?;
+    let mut wrote = false;
+    if !adopt.is_empty() || fell_back {
+        let scanned = if adopt.is_empty() { Vec::new() } else { scan_trees(root, &adopt)? };
         let refs: Vec<(TxMeta, &Layout)> = scanned.iter().map(|(m, l)| (m.clone(), l)).collect();
-        let wire = idx.rebuilt_with(refs, &[]).map_err(Error::IndexBuild)?;
+        let wire = idx.rebuilt_with(refs, &drop).map_err(Error::IndexBuild)?;
+        if fell_back {
+            notes.extend(set_aside_damaged(root, &["state.idx"])?);
+        }
         crate::failpoint::hit("recover-index");
         root.store_index(&wire, clean)?;
         idx = StateIndex::from_wire(wire).map_err(Error::IndexBuild)?;
+        wrote = true;
     }
-    let wrote = !adopted.is_empty();
     Ok(Prepared { index: idx, notes, clean, adopted, wrote })
 }
 

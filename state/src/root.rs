@@ -24,6 +24,20 @@ pub const LOCKFILE: &str = ".moss/.moss-lockfile";
 /// expected there, never "extra", never removed. Relative to `/usr`.
 pub const GENERATED: [&str; 3] = [".stateID", "lib/os-release", "lib/system-model.kdl"];
 
+/// The largest transaction id lifeboat hands out or accepts from a tree or a
+/// slot name (2^48: a commit a second for nine million years); anything above is
+/// not one of its ids, and the next id can always be one more.
+pub const MAX_TX_ID: u64 = 1 << 48;
+
+/// A transaction id as lifeboat writes one: decimal digits, no sign, no
+/// leading zero, at most [`MAX_TX_ID`]; `None` for anything else.
+pub fn parse_id(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+        return None;
+    }
+    s.parse::<u64>().ok().filter(|&id| id <= MAX_TX_ID)
+}
+
 /// Whether the root below `root` is moss's (it has moss's state database).
 pub fn is_moss_root(root: BorrowedFd) -> bool {
     fsutil::lstat_at(root, STATE_DB.as_bytes()).ok().flatten().is_some()
@@ -226,9 +240,9 @@ impl SystemRoot {
 
     /// The id in `usr/.stateID` of the tree at `dir/name`.
     pub fn tree_id_at(dir: BorrowedFd, name: &[u8]) -> Option<u64> {
-        let usr = fsutil::open_dir_at(dir, name).ok()?;
+        let usr = fsutil::open_dir_beneath(dir, name).ok()?;
         let b = fsutil::read_small_at(usr.as_fd(), STATE_ID, 64).ok()?;
-        std::str::from_utf8(&b).ok()?.trim().parse().ok()
+        parse_id(std::str::from_utf8(&b).ok()?.trim())
     }
 
     /// The active transaction id (`DIR/usr/.stateID`), if any.
@@ -248,11 +262,27 @@ impl SystemRoot {
         let mut ids: Vec<u64> = fsutil::list_dir(d.as_fd())
             .ctx("list", self.path.join(".moss/root"))?
             .into_iter()
-            .filter_map(|n| std::str::from_utf8(&n).ok().and_then(|s| s.parse().ok()))
+            .filter_map(|n| std::str::from_utf8(&n).ok().and_then(parse_id))
             .filter(|&id: &u64| fsutil::lstat_at(d.as_fd(), format!("{id}/usr").as_bytes()).ok().flatten().is_some())
             .collect();
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    /// Every id a name under `.moss/root` carries — a slot, a tree being
+    /// pruned (`pruning-N`), one set aside (`kept-N-...`) — so that none is
+    /// handed out again while something still names it.
+    pub fn named_ids(&self) -> Vec<u64> {
+        let Ok(d) = self.trees_dir() else { return Vec::new() };
+        fsutil::list_dir(d.as_fd())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| {
+                let s = String::from_utf8(n).ok()?;
+                let rest = s.strip_prefix("pruning-").or_else(|| s.strip_prefix("kept-")).unwrap_or(&s);
+                parse_id(rest.split(['-', '.']).next().unwrap_or(rest))
+            })
+            .collect()
     }
 
     /// Where each transaction of `idx` lives.

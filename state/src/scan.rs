@@ -84,6 +84,14 @@ pub fn scan_with(root: &Path, opts: ScanOptions) -> Result<ScannedTree> {
     use lifeboat_fs::xattr::Target;
     let store = opts.store;
     let root_fd = fsutil::open_dir(root).ctx("open source tree", root)?;
+    // The top directory itself: what becomes `/usr`'s own mode, owner and attributes.
+    let top_st = nix::sys::stat::fstat(root_fd.as_fd()).map_err(fsutil::io_err).ctx("stat", root)?;
+    let top = crate::layout::TopMeta {
+        perm: top_st.st_mode & 0o7777,
+        uid: top_st.st_uid,
+        gid: top_st.st_gid,
+        attrs: attrs_of(Target::Fd(root_fd.as_fd()), || root.to_owned())?,
+    };
     let mut entries: Vec<LayoutEntry> = Vec::new();
     let mut files: Vec<PendingFile> = Vec::new();
     let mut link_buf = Vec::new();
@@ -187,6 +195,7 @@ pub fn scan_with(root: &Path, opts: ScanOptions) -> Result<ScannedTree> {
         }
         Error::Layout { path: root.join(fsutil::os(&p)).display().to_string(), why }
     })?;
+    let layout = layout.with_top(Some(top));
     Ok(ScannedTree { root: root.to_owned(), root_fd, layout, new_blobs })
 }
 
@@ -376,6 +385,12 @@ fn hash_files(
             by_first.insert(h.index, h);
         }
     }
+    // How many names each inode has in the tree: an empty file with more than
+    // one is a hard-link group, named by its first path (see `empty_group`).
+    let mut names_of: HashMap<(u64, u64), u32> = HashMap::new();
+    for f in files {
+        *names_of.entry((f.dev, f.ino)).or_default() += 1;
+    }
     for f in files {
         // Every pending file's inode has a first entry, and every first entry
         // was hashed (a worker that failed ended the scan above).
@@ -386,7 +401,12 @@ fn hash_files(
                 why: "was not hashed (an internal error; nothing was committed)".into(),
             });
         };
-        entries[f.index].data = EntryData::File { hash: h.hash, size: h.size };
+        let hash = if h.size == 0 && names_of.get(&(f.dev, f.ino)).is_some_and(|&n| n > 1) {
+            crate::layout::empty_group(&entries[h.index].path)
+        } else {
+            h.hash
+        };
+        entries[f.index].data = EntryData::File { hash, size: h.size };
         entries[f.index].attrs = h.attrs.clone();
     }
     Ok(added_all)

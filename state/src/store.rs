@@ -489,6 +489,27 @@ impl Store {
         Ok(File::from(fd))
     }
 
+    /// Opens blob `h` to copy from, checked to be a regular file of `size`
+    /// bytes: a blob cut short, or something else put under its name, is
+    /// refused by name.
+    pub fn open_blob_checked(&self, h: Hash128, size: u64) -> io::Result<File> {
+        let f = self.open_blob(h).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                io::Error::new(io::ErrorKind::NotFound, format!("store blob {} is missing", h.moss_hex()))
+            } else {
+                e
+            }
+        })?;
+        let st = nix::sys::stat::fstat(f.as_fd()).map_err(io_err)?;
+        if st.st_mode & lifeboat_fs::libc_mode::S_IFMT != lifeboat_fs::libc_mode::S_IFREG || st.st_size as u64 != size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("store blob {} is not a regular file of {size} bytes: damaged", h.moss_hex()),
+            ));
+        }
+        Ok(f)
+    }
+
     /// A writer of new blobs, for one thread.
     pub fn writer(&self) -> io::Result<BlobWriter<'_>> {
         let stage = match &self.stage {

@@ -129,7 +129,12 @@ fn clear_slot(root: &SystemRoot, idx: &StateIndex, name: &str, id: Option<u64>, 
 }
 
 /// Makes the archived (or rebuildable) transaction `id` the active `/usr`.
-fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateReport> {
+/// A tree rebuilt from the store is built only from whole blobs (one missing
+/// or cut short is recovered from another tree first); with `check`, an
+/// archived tree is checked against its layout first and mended from the store
+/// (it is about to be what the machine runs), and one that cannot be made
+/// whole is not made active.
+fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64, check: bool) -> Result<ActivateReport> {
     let rootp = root.path.join(".moss/root");
     let trees = root.trees_dir()?;
     let slot = id.to_string();
@@ -140,8 +145,52 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
         let layout = idx.layout(id).ok_or(Error::NoSuchTransaction(id))?;
         let store = root.store_for_writing(false)?;
         clear_slot(root, idx, &slot, None, &mut notes)?;
-        blit_time = Some(materialise(root, &store, &layout, id)?.duration);
+        // The blit refuses a blob that is missing or not whole. Then every
+        // blob is looked at, those that are not whole are recovered from
+        // another tree's intact copy, and the blit runs once more.
+        let made = match materialise(root, &store, &layout, id) {
+            Ok(m) => m,
+            Err(first) => {
+                let blobs = crate::verify::layout_blobs(&layout);
+                let recovered = crate::verify::repair::restore_blobs(root, idx, id, &store, &blobs).map_err(|why| {
+                    Error::Store { path: store.path().to_owned(), why: format!("transaction {id}: {why} ({first})") }
+                })?;
+                if recovered.is_empty() {
+                    return Err(first);
+                }
+                for (h, from) in recovered {
+                    notes.push(format!(
+                        "store blob {} was missing or damaged: recovered from {}",
+                        h.moss_hex(),
+                        from.display()
+                    ));
+                }
+                materialise(root, &store, &layout, id)?
+            }
+        };
+        blit_time = Some(made.duration);
         rebuilt = true;
+    }
+    if check && !rebuilt {
+        let opts = crate::verify::Options { unlisted: root.unlisted(), ..Default::default() };
+        let r = crate::verify::repair(root, idx, crate::verify::Which::State(id), false, opts)?;
+        if !r.unrecoverable.is_empty() {
+            let what: Vec<String> = r.unrecoverable.iter().take(5).map(|(p, why)| format!("{p}: {why}")).collect();
+            return Err(Error::Store {
+                path: rootp.join(&slot),
+                why: format!(
+                    "transaction {id}'s tree cannot be made whole ({} paths; {}); not made active",
+                    r.unrecoverable.len(),
+                    what.join("; ")
+                ),
+            });
+        }
+        if !r.fixed.is_empty() {
+            notes.push(format!(
+                "transaction {id}'s tree differed from its layout in {} paths: mended from the store before it was made active",
+                r.fixed.len()
+            ));
+        }
     }
     let previous = root.active_id();
     let swap_start = Instant::now();
@@ -163,6 +212,10 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
                 let name = format!("unmanaged-{}", now());
                 fsutil::rename_noreplace(trees.as_fd(), slot.as_bytes(), trees.as_fd(), name.as_bytes())
                     .ctx("archive", rootp.join(&name))?;
+                notes.push(format!(
+                    "the /usr that was there had no transaction id (.stateID): kept as {}",
+                    rootp.join(&name).display()
+                ));
             }
         }
     } else {
@@ -179,6 +232,9 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64) -> Result<ActivateRepor
 /// `state commit --from TREE`.
 pub fn commit(rootp: &Path, tree: &Path, summary: &str, prep: Prep) -> Result<CommitReport> {
     SystemRoot::open(rootp).map(|r| r.refuse_on_moss("commit", "moss install / moss sync")).unwrap_or(Ok(()))?;
+    // A source that cannot be read is refused before anything is made (a
+    // mistyped --root is not created for nothing).
+    fsutil::open_dir(tree).ctx("open source tree", tree)?;
     let root = SystemRoot::open_locked(rootp, true)?;
     let mut notes = root.tighten()?;
     let p = recover::prepare(&root, false, Prep { dry_run: false, ..prep })?;
@@ -234,7 +290,7 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str, prep: Prep) -> Result<Co
     crate::failpoint::hit("commit-indexed");
     place_staging(&root, id)?;
     timings.push(("index", t.elapsed()));
-    let r = swap_in(&root, &idx, id)?;
+    let r = swap_in(&root, &idx, id, false)?;
     timings.push(("swap", r.swap));
     notes.extend(r.notes);
     Ok(CommitReport { id, entries: scanned.layout.len(), new_blobs, blit, notes, timings })
@@ -258,15 +314,17 @@ pub fn activate(rootp: &Path, id: u64, prep: Prep) -> Result<ActivateReport> {
             blit: None,
         });
     }
+    let mut notes = root.tighten()?;
     let p = recover::prepare(&root, true, Prep { dry_run: false, ..prep })?;
-    let (idx, notes) = (p.index, p.notes);
+    let idx = p.index;
+    notes.extend(p.notes);
     if !idx.contains(id) {
         return Err(Error::NoSuchTransaction(id));
     }
     if root.active_id() == Some(id) {
         return Ok(ActivateReport { id, previous: Some(id), rebuilt: false, notes, swap: Duration::ZERO, blit: None });
     }
-    let mut r = swap_in(&root, &idx, id)?;
+    let mut r = swap_in(&root, &idx, id, true)?;
     r.notes.splice(0..0, notes);
     Ok(r)
 }
@@ -281,8 +339,10 @@ pub fn activate(rootp: &Path, id: u64, prep: Prep) -> Result<ActivateReport> {
 pub fn prune(rootp: &Path, keep: usize, dry_run: bool, prep: Prep) -> Result<PruneReport> {
     SystemRoot::open(rootp).map(|r| r.refuse_on_moss("prune", "moss state prune")).unwrap_or(Ok(()))?;
     let root = if dry_run { SystemRoot::open(rootp)? } else { SystemRoot::open_locked(rootp, false)? };
+    let mut notes = if dry_run { Vec::new() } else { root.tighten()? };
     let p = recover::prepare(&root, true, Prep { dry_run, ..prep })?;
-    let (idx, notes, clean) = (p.index, p.notes, p.clean);
+    let (idx, clean) = (p.index, p.clean);
+    notes.extend(p.notes);
     if !clean && !dry_run {
         // The newer generation may retain transactions and blobs this one does
         // not know: deleting by this one could destroy them.
@@ -310,12 +370,22 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool, prep: Prep) -> Result<Pru
     let rootp = root.path.join(".moss/root");
     for id in &removed {
         let s = id.to_string();
-        if fsutil::lstat_at(trees.as_fd(), s.as_bytes()).ctx("stat", &rootp)?.is_some() {
-            crate::failpoint::hit("prune-rename");
-            let to = format!("{}{s}", crate::reconcile::PRUNING);
-            fsutil::rename_noreplace(trees.as_fd(), s.as_bytes(), trees.as_fd(), to.as_bytes())
-                .ctx("move", rootp.join(&s))?;
+        if fsutil::lstat_at(trees.as_fd(), s.as_bytes()).ctx("stat", &rootp)?.is_none() {
+            continue;
         }
+        // Only the transaction's own tree goes: a slot that holds anything
+        // else is left where it is, and said.
+        if SystemRoot::tree_id_at(trees.as_fd(), format!("{s}/usr").as_bytes()) != Some(*id) {
+            report.notes.push(format!(
+                "kept {}: it does not hold transaction {id}'s tree (no .stateID naming it); remove it by hand",
+                rootp.join(&s).display()
+            ));
+            continue;
+        }
+        crate::failpoint::hit("prune-rename");
+        let to = format!("{}{s}", crate::reconcile::PRUNING);
+        fsutil::rename_noreplace(trees.as_fd(), s.as_bytes(), trees.as_fd(), to.as_bytes())
+            .ctx("move", rootp.join(&s))?;
     }
     fsutil::fsync(trees.as_fd()).ctx("sync", &rootp)?;
     let idx = if removed.is_empty() {
@@ -329,7 +399,11 @@ pub fn prune(rootp: &Path, keep: usize, dry_run: bool, prep: Prep) -> Result<Pru
     for id in &removed {
         let s = format!("{}{id}", crate::reconcile::PRUNING);
         crate::failpoint::hit("prune-tree");
-        fsutil::remove_tree_at(trees.as_fd(), s.as_bytes()).ctx("remove", rootp.join(&s))?;
+        // What is mounted inside it (moved in by an activation) is never
+        // crossed: the tree then stays, with what could not go, and is said.
+        if let Err(e) = fsutil::remove_tree_at(trees.as_fd(), s.as_bytes()) {
+            report.notes.push(format!("could not remove all of {}: {e}", rootp.join(&s).display()));
+        }
     }
     // Blobs go last, and only those no retained transaction references; then
     // the variants none needs ([`crate::variants`]).

@@ -119,10 +119,11 @@ impl Variants {
             match linked {
                 Ok(()) => {
                     let st = fsutil::lstat_at(dir, name)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-                    if st.st_size as u64 == size {
+                    if st.st_size as u64 == size && self.carries(e, &st, dir, name)? {
                         return Ok(true);
                     }
-                    // Cut short (its name reached the disk, its data did not):
+                    // Cut short (its name reached the disk, its data did not),
+                    // or its metadata changed through a tree's link to it:
                     // made again, once.
                     fsutil::with_cstr(name, |c| {
                         nix::unistd::unlinkat(dir, c, nix::unistd::UnlinkatFlags::NoRemoveDir)
@@ -143,11 +144,38 @@ impl Variants {
         Ok(false)
     }
 
+    /// Whether the variant just linked as `name` in `dir` (`st`) carries `e`'s
+    /// metadata: a regular file of its mode and owner, with its attributes.
+    fn carries(
+        &self,
+        e: &LayoutEntry,
+        st: &nix::sys::stat::FileStat,
+        dir: BorrowedFd,
+        name: &[u8],
+    ) -> io::Result<bool> {
+        let owner_ok = !store::is_root() || (st.st_uid == e.uid && st.st_gid == e.gid);
+        if st.st_mode & lifeboat_fs::libc_mode::S_IFMT != lifeboat_fs::libc_mode::S_IFREG
+            || st.st_mode & 0o7777 != e.perm
+            || !owner_ok
+        {
+            return Ok(false);
+        }
+        if e.attrs.is_none() {
+            return Ok(true);
+        }
+        let have = attrs::read(Target::At(dir, name))?;
+        Ok(attrs::differences(e.attrs.as_deref(), have.as_deref()).is_empty())
+    }
+
     /// Makes the variant `d/n` of `e` from the blob: an unnamed file, filled,
     /// given owner, mode and attributes, then named (another thread may name
     /// its own first: either is whole).
     fn make(&self, e: &LayoutEntry, store: &Store, hash: Hash128, d: &str, n: &str) -> io::Result<bool> {
-        let src: File = store.open_blob(hash)?;
+        let size = match e.data {
+            EntryData::File { size, .. } => size,
+            _ => 0,
+        };
+        let src: File = store.open_blob_checked(hash, size)?;
         let Some(out) = fsutil::create_unnamed(self.fd.as_fd(), e.perm)? else { return Ok(false) };
         store::copy_all(&src, &out)?;
         store::set_owner_perm(out.as_fd(), e.perm, e.uid, e.gid)?;

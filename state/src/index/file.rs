@@ -213,7 +213,8 @@ pub fn prev_path(path: &Path) -> PathBuf {
 }
 
 fn read_one(path: &Path) -> Result<Option<StateIndex>, IndexFileError> {
-    match fs::read(path) {
+    // A FIFO or a device put under the index's name is refused, never waited on.
+    match lifeboat_fs::foreign::read_file(path, MAX_RAW) {
         Ok(b) => decode(&b).map(Some),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(IndexFileError::Io(e)),

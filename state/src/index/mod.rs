@@ -17,10 +17,11 @@ use std::sync::Arc;
 use crate::attrs::{AttrSet, Xattr};
 use crate::hash::Hash128;
 use crate::layout::{
-    check_name, path_order, EntryData, Layout, LayoutEntry, PathShape, MAX_DEPTH, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
+    check_name, path_order, EntryData, Layout, LayoutEntry, PathShape, TopMeta, MAX_DEPTH, S_IFDIR, S_IFLNK, S_IFMT,
+    S_IFREG,
 };
 use wire::{
-    AttrsWire, Bytes, EntriesWire, ExtensionWire, PathsWire, PayloadWire, TxExtWire, TxWire, TX_ATTRS_RECORDED,
+    AttrsWire, Bytes, EntriesWire, ExtensionWire, PathsWire, PayloadWire, TopWire, TxExtWire, TxWire, TX_ATTRS_RECORDED,
 };
 
 /// Longest symlink target accepted (PATH_MAX).
@@ -65,6 +66,7 @@ struct TxRecord {
     entries: usize,
     /// Its layout's attributes were recorded ([`Layout::attrs_recorded`]).
     attrs_recorded: bool,
+    top: Option<TopMeta>,
 }
 
 /// The decoded, validated state index.
@@ -186,7 +188,7 @@ impl StateIndex {
             shapes.push(PathShape { name_at: name_at as u32, depth: d as u16 });
         }
         // Decoding checked names, order, uniqueness and parents of every transaction.
-        Some(Layout::from_trusted(out, shapes, tx.attrs_recorded))
+        Some(Layout::from_trusted(out, shapes, tx.attrs_recorded, tx.top.clone()))
     }
 
     /// Every content hash any transaction references.
@@ -339,11 +341,31 @@ impl StateIndex {
             let count = count.map_err(|why| IndexError::Transaction { id: t.id, why: why.into() })?;
             let TxWire { id, created, summary, parent, kernels, runs } = t;
             let attrs_recorded = tx_ext.get(i).is_some_and(|x| x.flags & TX_ATTRS_RECORDED != 0);
+            let top = match tx_ext.get(i).and_then(|x| x.top) {
+                None => None,
+                Some(t) => {
+                    let bad = |why: &str| IndexError::Transaction { id, why: why.into() };
+                    if t.perm & !0o7777 != 0 {
+                        return Err(bad("top directory mode invalid"));
+                    }
+                    let attrs = match t.attrs {
+                        0 => None,
+                        n => Some(
+                            attr_sets
+                                .get(n as usize - 1)
+                                .cloned()
+                                .ok_or_else(|| bad("top directory attribute set out of range"))?,
+                        ),
+                    };
+                    Some(TopMeta { perm: t.perm, uid: t.uid, gid: t.gid, attrs })
+                }
+            };
             txs.push(TxRecord {
                 meta: TxMeta { id, created, summary, parent, kernels },
                 runs,
                 entries: count,
                 attrs_recorded,
+                top,
             });
         }
         Ok(StateIndex {
@@ -486,7 +508,13 @@ impl StateIndex {
                 kernels: meta.kernels.clone(),
                 runs,
             });
-            tx_ext.push(TxExtWire { flags: if layout.attrs_recorded() { TX_ATTRS_RECORDED } else { 0 } });
+            let top = layout.top().map(|t| TopWire {
+                perm: t.perm,
+                uid: t.uid,
+                gid: t.gid,
+                attrs: t.attrs.as_deref().map_or(0, |a| aw.set_id(a) + 1),
+            });
+            tx_ext.push(TxExtWire { flags: if layout.attrs_recorded() { TX_ATTRS_RECORDED } else { 0 }, top });
         }
         let mut by_id: Vec<(TxWire, TxExtWire)> = transactions.into_iter().zip(tx_ext).collect();
         by_id.sort_by_key(|(t, _)| t.id);
@@ -563,6 +591,15 @@ struct AttrsBuilder<'a> {
 impl<'a> AttrsBuilder<'a> {
     /// Entry `entry` (in ascending order) has `set`.
     fn add(&mut self, entry: u32, set: &'a AttrSet) {
+        let id = self.set_id(set);
+        let first = self.wire.entry_delta.is_empty();
+        self.wire.entry_delta.push(if first { entry } else { entry - self.last_entry });
+        self.wire.entry_set.push(id);
+        self.last_entry = entry;
+    }
+
+    /// The id of `set` in the table, added if new.
+    fn set_id(&mut self, set: &'a AttrSet) -> u32 {
         let next = self.sets.len() as u32;
         let id = *self.sets.entry(set).or_insert(next);
         if id == next {
@@ -582,10 +619,7 @@ impl<'a> AttrsBuilder<'a> {
                 self.wire.set_items.push(item);
             }
         }
-        let first = self.wire.entry_delta.is_empty();
-        self.wire.entry_delta.push(if first { entry } else { entry - self.last_entry });
-        self.wire.entry_set.push(id);
-        self.last_entry = entry;
+        id
     }
 }
 

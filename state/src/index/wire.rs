@@ -123,11 +123,23 @@ pub struct AttrsWire {
     pub entry_set: Vec<u32>,
 }
 
-/// A transaction's flags: bit 0, its attributes were recorded (an entry with
-/// none has none). Other bits are for later minor versions and ignored.
+/// A transaction's flags — bit 0, its attributes were recorded (an entry with
+/// none has none); other bits are for later minor versions and ignored — and
+/// its tree's top directory, where recorded.
 #[derive(Serialize, Deserialize, Default, Debug, PartialEq, Eq, Clone, Copy)]
 pub struct TxExtWire {
     pub flags: u32,
+    pub top: Option<TopWire>,
+}
+
+/// The top directory's mode (permission bits), owner and attribute set (its
+/// id in [`AttrsWire`] plus one; 0 for none).
+#[derive(Serialize, Deserialize, Default, Debug, PartialEq, Eq, Clone, Copy)]
+pub struct TopWire {
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub attrs: u32,
 }
 
 pub const TX_ATTRS_RECORDED: u32 = 1;

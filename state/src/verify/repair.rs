@@ -29,6 +29,9 @@ pub struct RepairReport {
     pub removed_extra: Vec<String>,
     pub recovered_blobs: Vec<(Hash128, PathBuf)>,
     pub unrecoverable: Vec<(String, String)>,
+    /// What stood where the layout has an entry of another type, moved aside:
+    /// (the entry's path, where it is now), relative to the tree.
+    pub set_aside: Vec<(String, String)>,
 }
 
 /// Trees of other retained transactions that may hold a blob's content.
@@ -146,6 +149,79 @@ fn ensure_blob(
     })
 }
 
+/// Moves what stands at `name` in `parent` (of the wrong type) out of the way
+/// of the entry the layout has there: a directory or a file is renamed beside
+/// it as `NAME.lifeboat-kept-<seconds>` and reported, never deleted — unless
+/// the user asked for what the transaction does not have to go
+/// (`--prune-extra`), and even then nothing on another mount is removed; a
+/// symlink (only a name) is removed.
+fn out_of_the_way(
+    parent: std::os::fd::BorrowedFd,
+    name: &[u8],
+    prune_extra: bool,
+    path: &[u8],
+    report: &mut RepairReport,
+) -> std::result::Result<(), String> {
+    // A symlink holds nothing but its target's name: it goes. So does
+    // anything with --prune-extra.
+    let is_link = fsutil::lstat_at(parent, name).ok().flatten().is_some_and(|st| st.st_mode & S_IFMT == S_IFLNK);
+    if prune_extra || is_link {
+        return fsutil::remove_tree_at(parent, name).map_err(|x| x.to_string());
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut aside = name.to_vec();
+    aside.extend_from_slice(format!(".lifeboat-kept-{now}").as_bytes());
+    let base = aside.clone();
+    let mut n = 1;
+    loop {
+        match fsutil::rename_noreplace(parent, name, parent, &aside) {
+            Ok(()) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
+                n += 1;
+                aside = base.clone();
+                aside.extend_from_slice(format!(".{n}").as_bytes());
+            }
+            Err(e) => return Err(format!("cannot move what is in the way aside: {e}")),
+        }
+    }
+    let mut kept = path.to_vec();
+    kept.truncate(kept.len().saturating_sub(name.len()));
+    kept.extend_from_slice(&aside);
+    report.set_aside.push((String::from_utf8_lossy(path).into_owned(), String::from_utf8_lossy(&kept).into_owned()));
+    Ok(())
+}
+
+/// Makes sure every blob of `blobs` is in the store whole — a regular file
+/// of its size; one missing or cut short is recovered from another retained
+/// tree's intact copy (hashed first) — before a blit links them. Returns the
+/// blobs recovered and where from, or why one cannot be.
+pub(crate) fn restore_blobs(
+    root: &SystemRoot,
+    idx: &StateIndex,
+    skip: u64,
+    store: &Store,
+    blobs: &[(Hash128, u64)],
+) -> std::result::Result<Vec<(Hash128, PathBuf)>, String> {
+    let mut trees: Trees = None;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut out = Vec::new();
+    for (h, size) in blobs {
+        let whole = store
+            .stat(*h)
+            .ok()
+            .flatten()
+            .is_some_and(|st| st.st_mode & S_IFMT == S_IFREG && st.st_size as u64 == *size);
+        if whole {
+            continue;
+        }
+        match ensure_blob(root, idx, skip, store, *h, &mut trees, &mut buf, !root.is_moss())? {
+            Source::Store => {}
+            Source::Recovered(from) | Source::Copy(_, from) => out.push((*h, from)),
+        }
+    }
+    Ok(out)
+}
+
 fn tmp_name(name: &[u8]) -> Vec<u8> {
     let mut t = b".lbrepair-".to_vec();
     t.extend_from_slice(name);
@@ -227,26 +303,24 @@ pub fn repair(
     }
     for (i, ds) in by_entry {
         let e = &es[i];
-        // Mode, owner and attributes are mended in place — but a file that
-        // records attributes must not be the store's inode (they would be set
-        // on the blob), so it is rebuilt as a copy.
-        // A file with attributes that is the blob's inode (linked where a
-        // copy belonged) is rebuilt; a copy is mended in place, so that a
-        // hard-link group of copies stays one inode.
-        let copy_with_attrs = match (&e.data, &e.attrs) {
-            (EntryData::File { hash, size: 1.. }, Some(_)) => {
-                let here = fsutil::open_dir_beneath(tree.as_fd(), e.parent())
-                    .and_then(|p| fsutil::lstat_at(p.as_fd(), e.name()))
-                    .ok()
-                    .flatten();
-                let blob = store.stat(*hash).ok().flatten();
-                matches!((here, blob), (Some(h), Some(b)) if (h.st_dev, h.st_ino) == (b.st_dev, b.st_ino))
-            }
+        // Mode, owner and attributes are mended in place on an inode this path
+        // alone has. A file that shares its inode — the store's blob, a
+        // variant, the other names of a hard-link group, other transactions'
+        // trees — is rebuilt instead (linked to the blob or the variant that
+        // carries its own metadata), so that mending one transaction never
+        // changes another: with one exception, attributes found where none
+        // are recorded, which no blob or variant of this entry may carry.
+        let shared = match &e.data {
+            EntryData::File { size: 1.., .. } => fsutil::open_dir_beneath(tree.as_fd(), e.parent())
+                .and_then(|p| fsutil::lstat_at(p.as_fd(), e.name()))
+                .ok()
+                .flatten()
+                .is_some_and(|st| st.st_nlink > 1),
             _ => false,
         };
         let in_place = |d: &&Difference| match d.class {
-            Class::WrongMode | Class::WrongOwner => true,
-            Class::WrongAttrs => !copy_with_attrs,
+            Class::WrongMode | Class::WrongOwner => !shared,
+            Class::WrongAttrs => !shared || e.attrs.is_none(),
             _ => false,
         };
         let rebuild = ds.iter().find(|d| !in_place(d));
@@ -331,7 +405,7 @@ pub fn repair(
                 }
                 if matches!(e.data, EntryData::Dir) {
                     if d.class == Class::WrongType {
-                        fsutil::remove_tree_at(parent.as_fd(), e.name()).map_err(|x| x.to_string())?;
+                        out_of_the_way(parent.as_fd(), e.name(), prune_extra, &e.path, &mut report)?;
                     }
                     blit::place(e, parent.as_fd(), &store, blit::Ctx::careful(is_root), &mut stats, None)
                         .map_err(|x| x.to_string())?;
@@ -364,8 +438,11 @@ pub fn repair(
                 crate::failpoint::hit("repair-rename");
                 if d.class == Class::WrongType {
                     if let Ok(Some(st)) = fsutil::lstat_at(parent.as_fd(), e.name()) {
-                        if st.st_mode & S_IFMT == S_IFDIR {
-                            fsutil::remove_tree_at(parent.as_fd(), e.name()).map_err(|x| x.to_string())?;
+                        // A directory (maybe the user's, maybe another
+                        // filesystem's mount point) or a regular file where the
+                        // layout has something else: kept, not overwritten.
+                        if matches!(st.st_mode & S_IFMT, S_IFDIR | S_IFREG) {
+                            out_of_the_way(parent.as_fd(), e.name(), prune_extra, &e.path, &mut report)?;
                         }
                     }
                 }
@@ -375,6 +452,14 @@ pub fn repair(
         match r {
             Ok(()) => report.fixed.extend(ds.iter().map(|d| (*d).clone())),
             Err(why) => report.unrecoverable.push((shown.display().to_string(), why)),
+        }
+    }
+    // The tree's own top directory, mended in place (it is this tree's alone).
+    let top: Vec<&Difference> = diffs.iter().filter(|d| d.entry.is_none() && d.path == tree::TOP).collect();
+    if !top.is_empty() {
+        match blit::set_top(&layout, tree.as_fd()) {
+            Ok(()) => report.fixed.extend(top.into_iter().cloned()),
+            Err(e) => report.unrecoverable.push((tree_path.display().to_string(), e.to_string())),
         }
     }
     if prune_extra {

@@ -213,8 +213,35 @@ pub(crate) fn verify_tree(tree: BorrowedFd, layout: &Layout, walk: &Walk) -> Res
         }
         diffs.push(Difference { class: Class::Extra, path: lossy(&name), detail: String::new(), entry: None });
     }
+    diffs.extend(check_top(tree, layout, walk.attrs).map_err(|e| Error::io("stat", "tree", e))?);
     diffs.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.path.cmp(&b.path)));
     Ok((diffs, stamps))
+}
+
+/// The path the tree's own top directory is reported under.
+pub const TOP: &str = ".";
+
+/// The tree's top directory against the layout's record of it, where there
+/// is one: mode, owner, attributes.
+fn check_top(tree: BorrowedFd, layout: &Layout, attrs: AttrCheck) -> std::io::Result<Vec<Difference>> {
+    let Some(t) = layout.top() else { return Ok(Vec::new()) };
+    let st = nix::sys::stat::fstat(tree).map_err(io_err)?;
+    let mut out = Vec::new();
+    let diff = |class, detail: String| Difference { class, path: TOP.into(), detail, entry: None };
+    if st.st_mode & 0o7777 != t.perm {
+        out.push(diff(Class::WrongMode, format!("{:o} instead of {:o}", st.st_mode & 0o7777, t.perm)));
+    }
+    if (st.st_uid, st.st_gid) != (t.uid, t.gid) {
+        out.push(diff(Class::WrongOwner, format!("{}:{} instead of {}:{}", st.st_uid, st.st_gid, t.uid, t.gid)));
+    }
+    if attrs != AttrCheck::Nothing && (attrs == AttrCheck::Every || t.attrs.is_some()) {
+        let have = crate::attrs::read(lifeboat_fs::xattr::Target::Fd(tree))?;
+        let d = crate::attrs::differences(t.attrs.as_deref(), have.as_deref());
+        if !d.is_empty() {
+            out.push(diff(Class::WrongAttrs, d.join(", ")));
+        }
+    }
+    Ok(out)
 }
 
 /// A directory being checked: its descriptor and its entries as `getdents64` gave
