@@ -121,7 +121,8 @@ fn unusable(what: &str, path: &Path, e: std::io::Error) -> String {
 /// opened as a regular file (the copy opens it again through the same door).
 fn boot_blob(what: &str, hash: Hash128, size: u64, path: PathBuf) -> std::result::Result<Blob, String> {
     foreign::open_file(&path).map_err(|e| unusable(what, &path, e))?;
-    Ok(Blob { hash: hash.to_string(), len: size, source: Source::Path(path) })
+    // Copied only if its bytes are still the ones the store names it by.
+    Ok(Blob { hash: hash.to_string(), len: size, source: Source::Checked(path, hash.0) })
 }
 
 /// The text of a small file of a transaction (a cmdline fragment).
@@ -236,17 +237,18 @@ pub fn wanted(root: &SystemRoot, idx: &StateIndex, common: &Common) -> (Vec<Want
         };
         let mut kvers = layout.kernels();
         // A version directory named with a control character or `/` would write
-        // lines of its own into the entry: such a kernel is not booted.
-        kvers.retain(|k| {
-            let ok = lifeboat_boot::plan::kver_ok(k);
-            if !ok {
+        // lines of its own into the entry, and one FAT cannot name would stop
+        // every sync: such a kernel is not booted, and said so.
+        kvers.retain(|k| match lifeboat_boot::plan::kver_problem(k) {
+            None => true,
+            Some(why) => {
                 found.notes.push(format!(
-                    "transaction {}: lib/kernel/{}/vmlinuz left out: a kernel version with a control character cannot name a boot entry",
+                    "transaction {}: lib/kernel/{}/vmlinuz left out: its version cannot name a boot entry ({why})",
                     t.id,
                     shown_str(k)
                 ));
+                false
             }
-            ok
         });
         kvers.sort_by(|a, b| version::compare(b, a));
         let Some(kver) = kvers.first().cloned() else {

@@ -308,3 +308,79 @@ fn a_fifo_where_a_file_is_expected_is_named_never_waited_on() {
     quick_failure(&["initrd", "build", "--out", r(&out), "--no-modules", "--append-to", r(&given)], &given);
     assert!(!out.exists());
 }
+
+/// A kernel version FAT cannot name (a trailing dot) or no kernel release can
+/// be (over 64 bytes) is left out with a note; every other transaction and
+/// kernel still gets its entry, sync after sync.
+#[test]
+fn a_kernel_version_fat_cannot_name_blocks_no_sync() {
+    let s = Scratch::new("kvername");
+    let t = s.join("t");
+    tree(&t, 1);
+    write(&t.join("lib/os-release"), b"NAME=\"Test OS\"\nID=testos\n", 0o644);
+    write(&t.join("lib/kernel/7.0./vmlinuz"), b"trailing dot", 0o644);
+    write(&t.join(&format!("lib/kernel/{}/vmlinuz", "9".repeat(100))), b"too long", 0o644);
+    let (root, img) = root_and_disk(&s, &t);
+    for _ in 0..2 {
+        let o = run(&["--root", r(&root), "--esp", &img, "boot", "sync"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("lib/kernel/7.0./vmlinuz left out") && err.contains("trailing dot"), "{err}");
+        assert!(err.contains("longer than a kernel release can be"), "{err}");
+    }
+    let es = entries(&img);
+    assert_eq!(es.len(), 1, "{es:?}");
+    assert!(es[0].1.contains("version 1-6.1.0-test"), "{es:?}");
+}
+
+/// A store blob whose bytes are not the content it is named by is never copied
+/// to the ESP under that name: the sync fails naming it, and nothing of it is there.
+#[test]
+fn a_damaged_kernel_blob_is_never_copied_under_its_name() {
+    let s = Scratch::new("badkernel");
+    let t = s.join("t");
+    tree(&t, 1);
+    write(&t.join("lib/os-release"), b"NAME=\"Test OS\"\nID=testos\n", 0o644);
+    let (root, img) = root_and_disk(&s, &t);
+    let kernel = vec![b'k'; 50_000];
+    let blob = root.join(".moss/assets/v2").join(lifeboat_state::hash::Hash128::of(&kernel).store_path());
+    let mut bad = kernel.clone();
+    bad[1000] = b'K';
+    fs::write(&blob, &bad).unwrap();
+    let o = run(&["--root", r(&root), "--esp", &img, "boot", "sync"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("damaged, not copied"), "{err}");
+    let ls = ok(&["disk", "ls", "-r", &format!("{img}:esp")]);
+    assert!(!ls.contains("vmlinuz"), "{ls}");
+    ok(&["disk", "check", &format!("{img}:esp")]);
+}
+
+/// `boot install` never replaces a newer systemd-boot with an older one unless asked.
+#[test]
+fn boot_install_never_downgrades_unless_asked() {
+    let s = Scratch::new("downgrade");
+    let t = s.join("t");
+    tree(&t, 1);
+    let (root, img) = root_and_disk(&s, &t);
+    let loader = |v: &str| format!("MZ fake loader #### LoaderInfo: systemd-boot {v} ####\0").into_bytes();
+    write(&s.join("new.efi"), &loader("259.1-1"), 0o644);
+    write(&s.join("old.efi"), &loader("252.39-1~deb12u2"), 0o644);
+    ok(&["--root", r(&root), "--esp", &img, "boot", "install", "--loader", r(&s.join("new.efi"))]);
+    let out = ok(&["--root", r(&root), "--esp", &img, "boot", "install", "--loader", r(&s.join("old.efi"))]);
+    assert!(out.contains("259.1-1 is newer than 252.39-1~deb12u2; left alone"), "{out}");
+    let on = ok(&["disk", "cat", &format!("{img}:esp:EFI/systemd/systemd-bootx64.efi")]);
+    assert!(on.contains("259.1-1"), "{on}");
+    let out = ok(&[
+        "--root",
+        r(&root),
+        "--esp",
+        &img,
+        "boot",
+        "install",
+        "--allow-downgrade",
+        "--loader",
+        r(&s.join("old.efi")),
+    ]);
+    assert!(out.contains("259.1-1 -> 252.39-1~deb12u2"), "{out}");
+}

@@ -28,15 +28,49 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub enum Source {
     Path(PathBuf),
+    /// A file that must hold exactly the bytes whose xxh3-128 is given (a
+    /// store blob, copied under that content's name): a copy of anything else
+    /// fails before the file gets its name on `$BOOT`.
+    Checked(PathBuf, u128),
     Bytes(Arc<[u8]>),
 }
 
 impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Path(p) => write!(f, "{}", p.display()),
+            Source::Path(p) | Source::Checked(p, _) => write!(f, "{}", p.display()),
             Source::Bytes(b) => write!(f, "<{} bytes>", b.len()),
         }
+    }
+}
+
+/// Hashes what passes through it; at the end, an error unless the bytes were
+/// the ones named.
+struct HashChecked<R> {
+    inner: R,
+    hash: xxhash_rust::xxh3::Xxh3,
+    want: u128,
+    path: PathBuf,
+}
+
+impl<R: Read> Read for HashChecked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let got = self.hash.digest128();
+            if got != self.want {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{} holds xxh3-128 {got:032x}, not {:032x} (its name): damaged, not copied",
+                        self.path.display(),
+                        self.want
+                    ),
+                ));
+            }
+        }
+        self.hash.update(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -47,6 +81,12 @@ impl Source {
     fn open(&self) -> std::io::Result<Box<dyn Read>> {
         match self {
             Source::Path(p) => Ok(Box::new(lifeboat_fs::foreign::open_file(p)?)),
+            Source::Checked(p, want) => Ok(Box::new(HashChecked {
+                inner: lifeboat_fs::foreign::open_file(p)?,
+                hash: xxhash_rust::xxh3::Xxh3::new(),
+                want: *want,
+                path: p.clone(),
+            })),
             Source::Bytes(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
         }
     }
@@ -164,10 +204,30 @@ pub fn kver_name(kver: &str) -> String {
         .collect()
 }
 
-/// Whether a kernel version can name a boot entry: not empty, not `.` or `..`,
-/// no `/` and no control character.
+/// The longest kernel version accepted: the kernel's own limit for a
+/// release string (`__NEW_UTS_LEN`).
+pub const MAX_KVER: usize = 64;
+
+/// Why a kernel version cannot name a boot entry and its directory on a FAT
+/// volume, if it cannot: empty, `.` or `..`, a `/`, a control character, a
+/// trailing dot or space (FAT drops them), or longer than [`MAX_KVER`] bytes.
+pub fn kver_problem(kver: &str) -> Option<&'static str> {
+    if kver.is_empty() || kver == "." || kver == ".." || kver.contains('/') {
+        Some("not a version directory name")
+    } else if lifeboat_fs::shown::has_control(kver) {
+        Some("a control character")
+    } else if kver.ends_with('.') || kver.ends_with(' ') {
+        Some("a trailing dot or space, which a FAT name cannot end with")
+    } else if kver.len() > MAX_KVER {
+        Some("longer than a kernel release can be (64 bytes)")
+    } else {
+        None
+    }
+}
+
+/// Whether a kernel version can name a boot entry ([`kver_problem`]).
 pub fn kver_ok(kver: &str) -> bool {
-    !kver.is_empty() && kver != "." && kver != ".." && !kver.contains('/') && !lifeboat_fs::shown::has_control(kver)
+    kver_problem(kver).is_none()
 }
 
 /// Entry file stem of a transaction (without counter and `.conf`).

@@ -110,6 +110,10 @@ pub struct InstallCmd {
     /// the loader binary (default: the active tree's systemd-bootx64.efi)
     #[argh(option)]
     pub loader: Option<PathBuf>,
+    /// replace a newer systemd-boot with this older one (refused otherwise,
+    /// as `bootctl update` refuses)
+    #[argh(switch)]
+    pub allow_downgrade: bool,
 }
 
 /// Shared context of the boot commands.
@@ -156,7 +160,7 @@ pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
         BootSub::SetDefault(s) => set_default(ctx, &s.target),
         BootSub::SetOneshot(s) => set_oneshot(ctx, &s.target),
         BootSub::Bless(b) => bless(ctx, b.entry.as_deref()),
-        BootSub::Install(i) => install(ctx, i.loader.as_deref()),
+        BootSub::Install(i) => install(ctx, i.loader.as_deref(), i.allow_downgrade),
     }
 }
 
@@ -557,7 +561,7 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
+fn install(ctx: &Ctx, loader: Option<&Path>, allow_downgrade: bool) -> Result<ExitCode> {
     let config = cfg(ctx);
     // Through the one door for files lifeboat did not make: the tree's loader
     // resolved inside the tree, a named one as named; a regular file either way.
@@ -596,6 +600,14 @@ fn install(ctx: &Ctx, loader: Option<&Path>) -> Result<ExitCode> {
             Some(Some(v)) if v == &new_v => {
                 ctx.out.line(format!("{dest}: systemd-boot {v} already installed"));
                 "up-to-date"
+            }
+            Some(Some(v))
+                if !allow_downgrade && lifeboat_boot::version::compare(v, &new_v) == std::cmp::Ordering::Greater =>
+            {
+                ctx.out.line(format!(
+                    "{dest}: systemd-boot {v} is newer than {new_v}; left alone (--allow-downgrade replaces it)"
+                ));
+                "kept-newer"
             }
             _ => {
                 let (dir, _) = lifeboat_esp::volume::split(dest);

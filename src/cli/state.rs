@@ -192,7 +192,15 @@ pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitC
     };
     let code = run_inner(root, c, out, p)?;
     if changes {
-        sync_if_configured(root, args, out)?;
+        if let Err(e) = sync_if_configured(root, args, out) {
+            // The change stands; the entries do not show it yet, and an entry
+            // names its transaction: say what the next boot would do.
+            out.note(
+                "the change above is made, but the boot entries could not be updated: booting the default entry \
+                 would make the transaction it names active again; mend the ESP, then run `lifeboat boot sync`",
+            );
+            return Err(e);
+        }
     }
     Ok(code)
 }
