@@ -319,7 +319,7 @@ fn a_kernel_version_fat_cannot_name_blocks_no_sync() {
     tree(&t, 1);
     write(&t.join("lib/os-release"), b"NAME=\"Test OS\"\nID=testos\n", 0o644);
     write(&t.join("lib/kernel/7.0./vmlinuz"), b"trailing dot", 0o644);
-    write(&t.join(&format!("lib/kernel/{}/vmlinuz", "9".repeat(100))), b"too long", 0o644);
+    write(&t.join(format!("lib/kernel/{}/vmlinuz", "9".repeat(100))), b"too long", 0o644);
     let (root, img) = root_and_disk(&s, &t);
     for _ in 0..2 {
         let o = run(&["--root", r(&root), "--esp", &img, "boot", "sync"]);
