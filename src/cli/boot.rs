@@ -368,6 +368,11 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
+    // What the check at open found (an interrupted replacement the next write
+    // completes, damage) is part of the status.
+    for n in t.boot.notes.iter().chain(t.esp.iter().flat_map(|e| e.notes.iter())) {
+        ctx.out.note(n);
+    }
     let mut j = Json::obj();
     let bs = t.boot.volume.space()?;
     match &mut t.esp {
@@ -399,15 +404,26 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     let mut loaders = Vec::new();
     let esp = esp_vol(&mut t);
     for path in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI", "EFI/Microsoft/Boot/bootmgfw.efi"] {
-        if let Ok(b) = esp.read(path) {
-            let what = match sdboot::version(&b) {
-                Some(v) => format!("systemd-boot {v}"),
-                None if path.contains("Microsoft") => "Windows Boot Manager".into(),
-                None => "another loader".into(),
-            };
-            ctx.out.line(format!("loader:   {path}: {what}"));
-            loaders.push(Json::obj().with("path", path).with("what", what));
+        // A cut install leaves the loader only as its complete `.lbnew`, which
+        // the next write puts in place: shown, as pending.
+        let new = format!("{path}{}", lifeboat_esp::volume::NEW_SUFFIX);
+        let (b, pending) = match esp.read(path) {
+            Ok(b) => (b, false),
+            Err(_) => match esp.read(&new) {
+                Ok(b) => (b, true),
+                Err(_) => continue,
+            },
+        };
+        let mut what = match sdboot::version(&b) {
+            Some(v) => format!("systemd-boot {v}"),
+            None if path.contains("Microsoft") => "Windows Boot Manager".into(),
+            None => "another loader".into(),
+        };
+        if pending {
+            what.push_str(&format!(" (only as {new}, an interrupted install: the next write puts it in place)"));
         }
+        ctx.out.line(format!("loader:   {path}: {what}"));
+        loaders.push(Json::obj().with("path", path).with("what", what).with("pending", pending));
     }
     if let Ok(dirs) = esp.list("EFI") {
         for d in dirs.iter().filter(|d| d.is_dir) {
