@@ -53,6 +53,11 @@ const MAX_DIR_SLOTS: usize = 65_536;
 /// The largest FAT held in memory (as in reconciliation).
 const MAX_FAT_BYTES: u64 = 16 << 20;
 
+/// A FAT12/16 root directory has a fixed number of entries; the volume may
+/// have space left when it is full.
+const ROOT_FULL: &str =
+    "the root directory is full (a FAT12/16 root holds a fixed number of entries, whatever space is free): put the file in a directory";
+
 const ATTR_DIR: u8 = 0x10;
 const ATTR_ARCHIVE: u8 = 0x20;
 const ATTR_LFN: u8 = 0x0F;
@@ -475,9 +480,7 @@ impl FatWriter {
             }
             let p = match self.find_place(&d, k) {
                 Some(p) => p,
-                None if d.cluster == 0 => {
-                    return Err(io::Error::new(io::ErrorKind::StorageFull, "the root directory is full"))
-                }
+                None if d.cluster == 0 => return Err(io::Error::new(io::ErrorKind::StorageFull, ROOT_FULL)),
                 None => {
                     let (end, old) = (d.end(), d.slots());
                     d.bytes.extend(std::iter::repeat_n(0u8, cb));
@@ -504,7 +507,7 @@ impl FatWriter {
     /// a flush, then the link from the old last cluster, a flush.
     fn grow(&mut self, w: &mut Window, d: &mut DirImage) -> io::Result<()> {
         if d.cluster == 0 {
-            return Err(io::Error::new(io::ErrorKind::StorageFull, "the root directory is full"));
+            return Err(io::Error::new(io::ErrorKind::StorageFull, ROOT_FULL));
         }
         if d.slots() + (self.g.cluster_bytes() / 32) as usize > MAX_DIR_SLOTS {
             return Err(io::Error::new(io::ErrorKind::StorageFull, "the directory has FAT's most entries"));
