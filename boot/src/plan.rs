@@ -144,6 +144,10 @@ impl Plan {
 struct Present {
     path: String,
     size: u64,
+    /// Where its content is read: `path`, or the complete `.lbnew` that the
+    /// next writable open renames to `path` (a dry run on a read-only volume
+    /// plans from what that open will leave).
+    read: String,
 }
 
 /// An entry of ours found on `$BOOT`.
@@ -206,7 +210,7 @@ fn is_our_file(name: &str) -> bool {
             return is_hex(h);
         }
     }
-    n.ends_with(lifeboat_esp::volume::TMP_SUFFIX) || n.ends_with(lifeboat_esp::volume::NEW_SUFFIX)
+    false
 }
 
 /// Whether an entry file is lifeboat's: its name is in the token's namespace
@@ -256,12 +260,27 @@ fn our_files(boot: &mut dyn Volume, token: &str) -> Result<(Vec<Present>, Vec<St
         Err(e) => return Err(e.into()),
     };
     dirs.push(token.to_owned());
+    let mut completes = Vec::new();
     for (p, e) in all {
         if e.is_dir {
             dirs.push(p);
+        } else if lifeboat_esp::volume::is_interrupted(&p) {
+            // What the next writable open makes of it (a writable open has
+            // done so already): a `.lbtmp` goes, a `.lbnew` takes its name.
+            let cut = p.len() - lifeboat_esp::volume::NEW_SUFFIX.len();
+            let is_new = p.is_char_boundary(cut)
+                && p[cut..].eq_ignore_ascii_case(lifeboat_esp::volume::NEW_SUFFIX)
+                && is_our_file(lifeboat_esp::volume::split(&p[..cut]).1);
+            if is_new {
+                completes.push(Present { path: p[..cut].to_owned(), size: e.size, read: p });
+            }
         } else if is_our_file(&e.name) {
-            files.push(Present { path: p, size: e.size });
+            files.push(Present { read: p.clone(), path: p, size: e.size });
         }
+    }
+    for c in completes {
+        files.retain(|f| !f.path.eq_ignore_ascii_case(&c.path));
+        files.push(c);
     }
     Ok((files, dirs))
 }
@@ -446,7 +465,7 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
         let mut new_dirs = BTreeSet::new();
         for (path, blob) in &lay.files {
             match present_lc.get(&path.to_lowercase()) {
-                Some(p) if p.size == blob.len && holds(boot, &p.path, &blob.hash)? => {}
+                Some(p) if p.size == blob.len && holds(boot, &p.read, &blob.hash)? => {}
                 Some(_) => {
                     // Same name, other content: an interrupted or damaged
                     // copy. The replacement holds both until the new one is

@@ -152,9 +152,17 @@ impl Reconciled {
     pub fn pending(&self) -> Vec<String> {
         self.interrupted
             .iter()
-            .map(|p| match p.strip_suffix(crate::volume::NEW_SUFFIX) {
-                Some(base) => format!("the interrupted replacement of {base} (its complete {p} takes the name)"),
-                None => format!("the unfinished {p} (discarded)"),
+            .map(|p| {
+                let cut = p.len() - crate::volume::NEW_SUFFIX.len();
+                let base = (p.is_char_boundary(cut) && p[cut..].eq_ignore_ascii_case(crate::volume::NEW_SUFFIX))
+                    .then(|| &p[..cut]);
+                match base {
+                    Some(base) => match crate::volume::name_problem(crate::volume::split(base).1) {
+                        None => format!("the interrupted replacement of {base} (its complete {p} takes the name)"),
+                        Some(why) => format!("the leftover {p} (discarded: {why})"),
+                    },
+                    None => format!("the unfinished {p} (discarded)"),
+                }
             })
             .collect()
     }
@@ -1315,14 +1323,17 @@ fn mark_dirty(w: &mut Window, kind: Kind) -> io::Result<()> {
 ///   other consistent copy describes a different tree, that copy is written over
 ///   the others. Otherwise nothing is written: which is right cannot be told.
 /// - Files that share clusters with another entry (cross-links): the entry met
-///   second in the walk gets its own copy of what its chain holds, in clusters
+///   second in the walk gets its own copy of the clusters its size needs, in clusters
 ///   free in every copy and reached by nothing — data and chain, a flush, then
 ///   its entry, a flush — so both keep their content and no cluster another
 ///   entry names is freed. A shared directory is left (it is reported).
 ///
-/// Anything else (a chain leaving the volume in every copy, a shared directory,
-/// no room for the copies) is left as it is, reported in the result's damage,
-/// with the dirty flag set. Each step is ordered so a cut leaves the volume no
+/// Anything else is not decidable from the volume — a chain that leaves it,
+/// runs into a free cluster or loops (copying around a loop would make content
+/// up), a size the chain does not match, a directory cycle, a shared
+/// directory, a cross-linked file whose chain does not hold what its size
+/// needs, no room for the copies — and is left as it is, reported in the
+/// result's damage, with the dirty flag set. Each step is ordered so a cut leaves the volume no
 /// worse, and a later repair carries on.
 pub fn repair(w: &mut Window) -> io::Result<Repaired> {
     let mut exam = examine(w)?;

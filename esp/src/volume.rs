@@ -531,3 +531,31 @@ impl<V: Volume + ?Sized> Volume for Box<V> {
         (**self).replace_all(items)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::MemVolume;
+
+    #[test]
+    fn a_replacement_needs_room_for_its_suffixes() {
+        assert_eq!(replace_name_problem(&"n".repeat(MAX_NAME - TMP_SUFFIX.len())), None);
+        let why = replace_name_problem(&"n".repeat(MAX_NAME - TMP_SUFFIX.len() + 1)).unwrap();
+        assert!(why.contains("250 characters leaves no room for lifeboat's temporary suffix .lbtmp"), "{why}");
+        assert!(replace_name_problem("loader.conf ").unwrap().contains("dot or a space"));
+        assert!(is_interrupted("EFI/x.efi.LBNEW") && is_interrupted("a.lbtmp") && !is_interrupted(".lbnew"));
+    }
+
+    #[test]
+    fn a_walk_is_bounded_in_depth() {
+        let mut v = MemVolume::new(64 << 20, 512);
+        let deep: Vec<String> = (0..MAX_WALK_DEPTH + 2).map(|i| format!("d{i}")).collect();
+        v.create_dir_all(&deep.join("/")).unwrap();
+        let e = walk(&mut v, "").unwrap_err().to_string();
+        assert!(e.contains(&format!("nested deeper than {MAX_WALK_DEPTH}")), "{e}");
+        let shallow: Vec<String> = (0..MAX_WALK_DEPTH - 1).map(|i| format!("s{i}")).collect();
+        let mut v = MemVolume::new(64 << 20, 512);
+        v.create_dir_all(&shallow.join("/")).unwrap();
+        assert_eq!(walk(&mut v, "").unwrap().len(), MAX_WALK_DEPTH - 1);
+    }
+}
