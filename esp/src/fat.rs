@@ -1,7 +1,10 @@
 //! FAT volumes on a partition window: checked at every open
-//! ([`crate::fatcheck`]; a damaged volume is read, never written), directories
-//! listed through `fatfs` (read-only), file content read and everything written
-//! by lifeboat's own [`crate::fatwrite`].
+//! ([`crate::fatcheck`]; a damaged volume is read, never written; on a whole
+//! one opened for writing, every replacement a cut interrupted is completed
+//! before the volume is handed out), directories listed through `fatfs`
+//! (read-only), file content read and everything written by lifeboat's own
+//! [`crate::fatwrite`], names checked before a replacement writes (an 8.3 alias
+//! of another file is refused).
 //!
 //! Every operation runs with a read budget on the window (so a looping cluster chain
 //! ends in an error, not a hang) and inside `catch_unwind` (so a malformed volume
