@@ -288,6 +288,28 @@ fn put_leaves_nothing_behind() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a directory's"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(fs::read(img).unwrap() == before, "a refused put wrote");
 
+    // Names the last rename could not give (FAT drops a trailing dot or space;
+    // an 8.3 alias is another file's): refused before anything is written.
+    // They used to leave `NAME.lbnew`, which failed every later write.
+    write(&s.join("o.conf"), b"title Other\n", 0o644);
+    ok(&["disk", "put", s.join("o.conf").to_str().unwrap(), &e("loader/entries/otherdistro-6.1.conf")]);
+    ok(&["disk", "put", s.join("o.conf").to_str().unwrap(), &e("loader/loader.conf")]);
+    let before = fs::read(img).unwrap();
+    for (name, why) in [
+        ("loader/entries/foo.", "cannot end with a dot or a space"),
+        ("trail ", "cannot end with a dot or a space"),
+        ("...", "cannot end with a dot or a space"),
+        ("loader/loader.conf ", "cannot end with a dot or a space"),
+        ("loader/entries/OTHERD~1.CON", "8.3 alias of otherdistro-6.1.conf"),
+        ("a:b", "not allowed in a FAT name"),
+    ] {
+        let o = run(&["disk", "put", s.join("a.efi").to_str().unwrap(), &e(name)]);
+        assert!(!o.status.success(), "{name:?} was put");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(why), "{name:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(fs::read(img).unwrap() == before, "the refused put of {name:?} wrote");
+    }
+    assert_eq!(ok(&["disk", "cat", &e("loader/entries/otherdistro-6.1.conf")]), "title Other\n");
+
     // A put that fails midway (the second file does not fit): neither file, no
     // `.lbtmp`, no directory it made, no space taken.
     let free = ok(&["--json", "disk", "df", &e("")]);

@@ -1,11 +1,13 @@
-//! Reconciliation of a damaged FAT volume at open ([`lifeboat_esp::fatcheck`]),
-//! judged by `fsck.fat -n` (strictly: exit status 0, dirty flag included) and by
-//! the files reading back. Each test makes one kind of damage a power cut leaves
-//! on a volume lifeboat populated — a directory on a cluster the FAT calls free,
-//! leaked clusters, a size that disagrees with its chain, FAT copies that differ,
-//! `.`/`..` out of place, a torn rename, an orphaned long name, the dirty flag — on FAT32 and on
-//! FAT16, and checks that opening the volume repairs it and a write afterwards
-//! keeps it whole. A volume with a cross-link gets only the safe claims.
+//! Reconciliation of a FAT volume at open ([`lifeboat_esp::fatcheck`]), judged
+//! by `fsck.fat -n` (strictly: exit status 0, dirty flag included) and by the
+//! files reading back. Each test makes on a volume lifeboat populated, on FAT32
+//! and on FAT16, one kind of what lifeboat's own interrupted writes leave —
+//! leaked clusters, FAT copies that differ in clusters in flight, `.`/`..` out
+//! of place, a torn rename, an orphaned long name, the dirty flag — and checks
+//! that opening the volume repairs it and a write afterwards keeps it whole; or
+//! one kind of damage they cannot leave — a directory or a file on a cluster
+//! the FAT calls free, a size that disagrees with its chain, a cross-link — and
+//! checks that the volume is read and never written, byte for byte.
 
 mod common;
 
@@ -199,8 +201,38 @@ fn a_populated_volume_is_clean_and_opening_it_writes_nothing() {
     }
 }
 
+/// Opens `img` for writing, requires damage whose text holds `want`, every
+/// write refused with [`lifeboat_esp::Error::Damaged`], and the image
+/// unchanged byte for byte.
+fn never_written(img: Vec<u8>, want: &str) {
+    let before = img.clone();
+    let len = img.len() as u64;
+    let mem = Arc::new(MemBacking(Mutex::new(img)));
+    {
+        let mut v = FatVolume::open(Window::new(mem.clone(), 0, len, true), "t").unwrap();
+        let rec = v.reconciled().clone();
+        let text: Vec<String> = rec.damage.iter().map(|d| d.to_string()).collect();
+        assert!(text.iter().any(|d| d.contains(want)), "want {want:?} in {text:?}");
+        for e in [
+            v.write_file("EFI/new.bin", &mut &b"x"[..]).unwrap_err(),
+            v.remove("EFI/Linux/a.efi").unwrap_err(),
+            v.rename("big.bin", "big2.bin").unwrap_err(),
+            v.create_dir_all("new/dir").unwrap_err(),
+        ] {
+            assert!(matches!(e, lifeboat_esp::Error::Damaged { .. }), "{e}");
+        }
+        v.close().unwrap();
+    }
+    let after = mem.0.lock().unwrap().clone();
+    let diff: Vec<usize> = (0..after.len()).filter(|&i| after[i] != before[i]).collect();
+    assert!(diff.is_empty(), "a damaged volume was written at {:?}", &diff[..diff.len().min(8)]);
+}
+
 #[test]
-fn a_directory_on_a_cluster_the_fat_calls_free_is_claimed_before_the_next_write() {
+fn a_directory_on_a_cluster_the_fat_calls_free_is_damage_and_never_written() {
+    // lifeboat's writer marks a directory's cluster in every FAT copy before
+    // the entry that links it: a free one is damage (a zeroed FAT sector),
+    // and claiming it would lose whatever the rest of the chain held.
     for mib in SIZES {
         let mut img = populated(mib);
         let g = geo(&img);
@@ -208,12 +240,45 @@ fn a_directory_on_a_cluster_the_fat_calls_free_is_claimed_before_the_next_write(
         assert_ne!(g.get(&img, 0, c), 0);
         g.set_all(&mut img, c, 0);
         assert!(fsck(&img).is_err(), "the damage is visible to fsck.fat");
-        let (img, rec) = open_and_write(img);
-        assert_eq!(rec.claimed, 1, "{rec:?}");
-        assert_eq!(g.get(&img, 0, c), g.eoc());
-        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
-        intact(&img);
-        assert_eq!(list(&img, "EFI/Linux"), ["a.efi"]);
+        never_written(img.clone(), &format!("/EFI/Linux: its first cluster {c} is free in the FAT"));
+        // Read through it as it is.
+        assert_eq!(read(&img, "EFI/Linux/a.efi"), pattern(5000, 1));
+    }
+}
+
+#[test]
+fn zeroed_fat_entries_are_damage_and_no_entry_is_removed() {
+    // What a FAT sector zeroed in both copies does to a file: its first
+    // cluster's entry free (it was taken for an interrupted deletion and the
+    // file removed, its other clusters freed as leaked), or a middle entry
+    // free (the file was cut there and the rest freed). lifeboat's deletions
+    // remove the entry before they free a cluster, so neither is its own.
+    for mib in SIZES {
+        let img = populated(mib);
+        let g = geo(&img);
+        let big = start_of(&img, entry(&img, b"BIG     BIN"));
+        let second = g.get(&img, 0, big) as usize;
+        let third = g.get(&img, 0, second) as usize;
+        let mut first_free = img.clone();
+        g.set_all(&mut first_free, big, 0);
+        never_written(first_free, "/big.bin: its first cluster");
+        let mut middle_free = img.clone();
+        g.set_all(&mut middle_free, second, 0);
+        g.set_all(&mut middle_free, third, 0);
+        never_written(
+            middle_free,
+            &format!("/big.bin: its cluster chain runs into cluster {second}, free in the FAT, after 1 cluster(s)"),
+        );
+        // A whole FAT sector of both copies zeroed (the review's case):
+        // every file and directory in it is damage, none is removed.
+        let mut sector = img.clone();
+        for k in 0..g.fats {
+            let at = g.fat_start + k * g.fat_bytes;
+            sector[at..at + g.bps].fill(0);
+            // The reserved entries 0 and 1 stay (a FAT without them is no FAT).
+            sector[at..at + 8].copy_from_slice(&img[at..at + 8]);
+        }
+        never_written(sector, "is free in the FAT");
     }
 }
 
@@ -240,36 +305,37 @@ fn leaked_clusters_are_freed_and_the_free_count_rewritten() {
 }
 
 #[test]
-fn sizes_and_chains_are_made_to_agree_as_fsck_fat_does() {
+fn sizes_that_disagree_with_their_chains_are_damage_never_cut() {
+    // fsck.fat's rules cut a file to its chain and free a chain past its
+    // size; lifeboat's writer never leaves either (it writes the entry with
+    // the size of the chain it completed), so both are damage, left as they are.
     for mib in SIZES {
-        let mut img = populated(mib);
+        let img = populated(mib);
         let g = geo(&img);
         let cb = g.bps * g.spc;
-        // big.bin: one more cluster allocated past its size (a crash while
-        // growing it), and its last cluster's link pointing at a free cluster.
-        let big = entry(&img, b"BIG     BIN");
-        let mut chain = vec![start_of(&img, big)];
-        while g.get(&img, 0, *chain.last().unwrap()) < g.eoc() - 7 {
-            chain.push(g.get(&img, 0, *chain.last().unwrap()) as usize);
+        // big.bin: one more cluster allocated past its size.
+        let mut longer = img.clone();
+        let big = entry(&longer, b"BIG     BIN");
+        let mut chain = vec![start_of(&longer, big)];
+        while g.get(&longer, 0, *chain.last().unwrap()) < g.eoc() - 7 {
+            chain.push(g.get(&longer, 0, *chain.last().unwrap()) as usize);
         }
         assert_eq!(chain.len(), 100_000usize.div_ceil(cb));
-        let spare = g.free_clusters(&img)[100];
-        g.set_all(&mut img, *chain.last().unwrap(), spare as u32);
-        g.set_all(&mut img, spare, g.eoc());
+        let spare = g.free_clusters(&longer)[100];
+        g.set_all(&mut longer, *chain.last().unwrap(), spare as u32);
+        g.set_all(&mut longer, spare, g.eoc());
+        assert!(fsck(&longer).is_err());
+        never_written(longer.clone(), "/big.bin: its size (100000 bytes) needs");
+        assert_eq!(read(&longer, "big.bin"), pattern(100_000, 2));
         // x.conf: a size beyond its one cluster.
-        let x = entry(&img, b"X~1     CON");
-        img[x + 28..x + 32].copy_from_slice(&((cb * 3) as u32).to_le_bytes());
-        assert!(fsck(&img).is_err());
-        let (img, rec) = open_and_write(img);
-        assert_eq!(rec.entries_fixed, 1, "{rec:?}");
-        assert_eq!(rec.freed, 1, "{rec:?}");
-        fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
-        assert_eq!(read(&img, "big.bin"), pattern(100_000, 2));
-        // fsck.fat's rule: the size is cut to the chain, the data kept.
-        let mut want = b"title x\nlinux /EFI/Linux/a.efi\n".to_vec();
-        want.resize(cb, 0);
-        assert_eq!(read(&img, "loader/entries/x.conf")[..want.len()], want[..]);
-        assert_eq!(read(&img, "loader/entries/x.conf").len(), cb);
+        let mut shorter = img.clone();
+        let x = entry(&shorter, b"X~1     CON");
+        shorter[x + 28..x + 32].copy_from_slice(&((cb * 3) as u32).to_le_bytes());
+        assert!(fsck(&shorter).is_err());
+        never_written(
+            shorter,
+            &format!("/loader/entries/x.conf: its size ({} bytes) needs 3 cluster(s), its chain has 1", cb * 3),
+        );
     }
 }
 
@@ -348,7 +414,11 @@ fn a_torn_rename_of_lifeboat_keeps_its_long_name_and_a_broken_long_name_goes() {
         let (img, rec) = open_and_write(img);
         assert_eq!(rec.long_names_rejoined, 1, "{rec:?}");
         fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
-        assert_eq!(read(&img, "EFI/Linux/kernel-image.efi.lbnew"), b"complete kernel");
+        // Rejoined, the complete `.lbnew` is known for what it is: the open
+        // completed the replacement it waited for.
+        assert_eq!(rec.interrupted, ["EFI/Linux/kernel-image.efi.lbnew"], "{rec:?}");
+        assert_eq!(read(&img, "EFI/Linux/kernel-image.efi"), b"complete kernel");
+        assert!(!list(&img, "EFI/Linux").iter().any(|n| n.ends_with(".lbnew")));
         intact(&img);
 
         // A long name whose sequence is broken (its first slot lost the
@@ -407,15 +477,17 @@ fn a_cross_linked_volume_is_read_but_never_written() {
     for mib in SIZES {
         let mut img = populated(mib);
         let g = geo(&img);
-        // x.conf names a.efi's first cluster too; EFI/Linux is on a cluster the
-        // FAT calls free; one cluster is leaked. The claim and the free would be
+        // x.conf names a.efi's first cluster (and size) too; one cluster is
+        // leaked, and the dirty flag set. The free and the flag would be
         // repairs on a whole volume; on a damaged one nothing is written at all.
         let a = start_of(&img, entry(&img, b"A       EFI"));
+        let ae = entry(&img, b"A       EFI");
         let x = entry(&img, b"X~1     CON");
         img[x + 26..x + 28].copy_from_slice(&(a as u16).to_le_bytes());
         img[x + 20..x + 22].copy_from_slice(&((a >> 16) as u16).to_le_bytes());
-        let linux = start_of(&img, entry(&img, b"LINUX      "));
-        g.set_all(&mut img, linux, 0);
+        let size = img[ae + 28..ae + 32].to_vec();
+        img[x + 28..x + 32].copy_from_slice(&size);
+        img[if g.fat32 { 0x41 } else { 0x25 }] |= 1;
         let leak = g.free_clusters(&img)[50];
         g.set_all(&mut img, leak, g.eoc());
         let before = img.clone();
@@ -547,7 +619,7 @@ fn a_fat_copy_missing_allocations_takes_them_from_the_other() {
         assert!(*mem.0.lock().unwrap() == img, "a read-only open wrote");
         let (img, rec) = open_and_write(img);
         assert!(rec.damage.is_empty(), "{rec:?}");
-        assert_eq!((rec.unlinked, rec.fats_mirrored), (0, 1), "{rec:?}");
+        assert_eq!(rec.fats_mirrored, 1, "{rec:?}");
         fsck(&img).unwrap_or_else(|e| panic!("{mib} MiB:\n{e}"));
         intact(&img);
     }

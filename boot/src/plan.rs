@@ -184,6 +184,10 @@ impl Plan {
 struct Present {
     path: String,
     size: u64,
+    /// Where its content is read: `path`, or the complete `.lbnew` that the
+    /// next writable open renames to `path` (a dry run on a read-only volume
+    /// plans from what that open will leave).
+    read: String,
 }
 
 /// An entry of ours found on `$BOOT`.
@@ -266,7 +270,7 @@ fn is_our_file(name: &str) -> bool {
             return is_hex(h);
         }
     }
-    n.ends_with(lifeboat_esp::volume::TMP_SUFFIX) || n.ends_with(lifeboat_esp::volume::NEW_SUFFIX)
+    false
 }
 
 /// Whether an entry file is lifeboat's: its name is in the token's namespace
@@ -304,25 +308,39 @@ pub fn our_entries(boot: &mut dyn Volume, token: &str) -> Result<Vec<OurEntry>> 
     Ok(out)
 }
 
+/// The files of ours below `<token>/` and the directories there (the token
+/// directory first). Through [`lifeboat_esp::volume::walk`]: a directory cycle
+/// on a damaged volume ends the walk with an error, not a listing that never ends.
 fn our_files(boot: &mut dyn Volume, token: &str) -> Result<(Vec<Present>, Vec<String>)> {
     let mut files = Vec::new();
     let mut dirs = Vec::new();
-    let mut stack = vec![token.to_owned()];
-    while let Some(d) = stack.pop() {
-        let list = match boot.list(&d) {
-            Ok(l) => l,
-            Err(lifeboat_esp::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        dirs.push(d.clone());
-        for e in list {
-            let p = join(&d, &e.name);
-            if e.is_dir {
-                stack.push(p);
-            } else if is_our_file(&e.name) {
-                files.push(Present { path: p, size: e.size });
+    let all = match lifeboat_esp::volume::walk(boot, token) {
+        Ok(a) => a,
+        Err(lifeboat_esp::Error::NotFound { .. }) => return Ok((files, dirs)),
+        Err(e) => return Err(e.into()),
+    };
+    dirs.push(token.to_owned());
+    let mut completes = Vec::new();
+    for (p, e) in all {
+        if e.is_dir {
+            dirs.push(p);
+        } else if lifeboat_esp::volume::is_interrupted(&p) {
+            // What the next writable open makes of it (a writable open has
+            // done so already): a `.lbtmp` goes, a `.lbnew` takes its name.
+            let cut = p.len() - lifeboat_esp::volume::NEW_SUFFIX.len();
+            let is_new = p.is_char_boundary(cut)
+                && p[cut..].eq_ignore_ascii_case(lifeboat_esp::volume::NEW_SUFFIX)
+                && is_our_file(lifeboat_esp::volume::split(&p[..cut]).1);
+            if is_new {
+                completes.push(Present { path: p[..cut].to_owned(), size: e.size, read: p });
             }
+        } else if is_our_file(&e.name) {
+            files.push(Present { read: p.clone(), path: p, size: e.size });
         }
+    }
+    for c in completes {
+        files.retain(|f| !f.path.eq_ignore_ascii_case(&c.path));
+        files.push(c);
     }
     Ok((files, dirs))
 }
@@ -379,7 +397,14 @@ fn layout(token: &str, kept: &[&WantedEntry]) -> Layout {
 /// Whether the file at `path` holds the content named `hash` (xxh3-128, hex):
 /// a kernel damaged in place, same size, is found and copied again.
 fn holds(vol: &mut dyn Volume, path: &str, hash: &str) -> Result<bool> {
-    let data = vol.read(path)?;
+    // A file whose clusters cannot be read (a chain cut short or looping on
+    // a damaged volume) does not hold it either: copied again, or, on a
+    // volume that refuses writes, listed as what the sync would copy.
+    let data = match vol.read(path) {
+        Ok(d) => d,
+        Err(lifeboat_esp::Error::Fat { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
     Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&data)).eq_ignore_ascii_case(hash))
 }
 
@@ -439,9 +464,14 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
     let target = req.keep.max(1).min(cands.len());
     let mut n = target;
 
-    let loader_text = match esp {
-        Some(v) => read_opt(v, "loader/loader.conf")?,
-        None => read_opt(boot, "loader/loader.conf")?,
+    let separate_esp = esp.is_some();
+    // Room `loader/` needs for loader.conf's temporary name, should it be rewritten.
+    let lc_tmp = vec![format!("loader.conf{}", lifeboat_esp::volume::TMP_SUFFIX)];
+    let (loader_text, esp_space, esp_name, lc_room) = match esp {
+        Some(v) => {
+            (read_opt(v, "loader/loader.conf")?, Some(v.space()?), v.describe(), v.room_needed("loader", &lc_tmp)?)
+        }
+        None => (read_opt(boot, "loader/loader.conf")?, None, String::new(), boot.room_needed("loader", &lc_tmp)?),
     };
     // What the machine boots now: the entry of ours loader.conf's default names
     // (the newest such), else our newest. Its files go last, whatever the space.
@@ -454,6 +484,12 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
         let mut contents = BTreeMap::new();
         let mut freed = 0u64;
         let mut need = 0u64;
+        // Temporary names written per directory: they may make it grow.
+        let mut writes_into: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut writing = |path: &str| {
+            let (dir, name) = lifeboat_esp::volume::split(path);
+            writes_into.entry(dir.to_owned()).or_default().push(format!("{name}{}", lifeboat_esp::volume::TMP_SUFFIX));
+        };
         let present_lc: BTreeMap<String, &Present> = present_files.iter().map(|p| (p.path.to_lowercase(), p)).collect();
 
         // Entries.
@@ -489,11 +525,13 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
         let mut new_dirs = BTreeSet::new();
         for (path, blob) in &lay.files {
             match present_lc.get(&path.to_lowercase()) {
-                Some(p) if p.size == blob.len && holds(boot, &p.path, &blob.hash)? => {}
-                Some(p) => {
-                    // Same name, other content: an interrupted or damaged copy.
-                    freed += space.alloc(p.size);
+                Some(p) if p.size == blob.len && holds(boot, &p.read, &blob.hash)? => {}
+                Some(_) => {
+                    // Same name, other content: an interrupted or damaged
+                    // copy. The replacement holds both until the new one is
+                    // whole, so the old one frees nothing before.
                     need += space.alloc(blob.len);
+                    writing(path);
                     steps.push(Step::Copy { path: path.clone(), size: blob.len });
                 }
                 None => {
@@ -502,6 +540,7 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
                     if !token_dirs.iter().any(|d| d.eq_ignore_ascii_case(dir)) {
                         new_dirs.insert(dir.to_owned());
                     }
+                    writing(path);
                     steps.push(Step::Copy { path: path.clone(), size: blob.len });
                 }
             }
@@ -530,6 +569,7 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
             };
             // A replacement briefly holds old and new.
             need += space.alloc(text.len() as u64);
+            writing(&path);
             contents.insert(path.clone(), text.into_bytes());
             steps.push(Step::WriteEntry { path, tx: w.tx });
         }
@@ -559,8 +599,20 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
         }
         let loader_conf =
             (Some(&lc) != loader_text.as_ref() && !(lc.is_empty() && loader_text.is_none())).then_some(lc);
+        // loader.conf is replaced too: its temporary copy beside the old one,
+        // and room in `loader/` for the temporary name. On a separate ESP
+        // that is the ESP's space (checked below), else $BOOT's.
+        let lc_need = loader_conf.as_ref().map_or(0, |t| esp_space.unwrap_or(space).alloc(t.len() as u64) + lc_room);
         if loader_conf.is_some() {
             steps.push(Step::LoaderConf);
+            if !separate_esp {
+                need += lc_need;
+            }
+        }
+        // A directory that gets new entries (the temporary names, while the
+        // old files stay) may have to grow.
+        for (dir, names) in &writes_into {
+            need += boot.room_needed(dir, names)?;
         }
 
         let free = space.free + freed;
@@ -581,7 +633,20 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
             .sum();
         // Removing first must still leave what the machine boots now until
         // the new entries are complete.
-        let keeps_fallback = !remove_first || need <= free - freed_late;
+        let mut keeps_fallback = !remove_first || need <= free - freed_late;
+        // Nothing to copy or write: every kept entry, the active one's
+        // included, is complete on the volume, and only loader.conf is to
+        // change. When even its temporary copy does not fit beside what the
+        // machine boots now (a volume another writer filled), that goes first
+        // after all: the active entry boots in its stead. Otherwise such a
+        // volume could never be synced again.
+        let nothing_new = !steps.iter().any(|s| matches!(s, Step::Copy { .. } | Step::WriteEntry { .. }));
+        let late = if !keeps_fallback && nothing_new && need <= free {
+            keeps_fallback = true;
+            BTreeSet::new()
+        } else {
+            late
+        };
         let fits = need <= free && keeps_fallback;
         if fits || n <= 1 {
             if need <= free && !keeps_fallback {
@@ -608,6 +673,20 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
                         free
                     ),
                 });
+            }
+            if let (Some(e), true) = (esp_space, loader_conf.is_some()) {
+                if lc_need > e.free {
+                    return Err(Error::NoSpace {
+                        volume: esp_name.clone(),
+                        need: lc_need,
+                        free: e.free,
+                        detail: format!(
+                            "loader/loader.conf cannot be rewritten on {esp_name}: {lc_need} bytes needed for its \
+                             new copy, {} free; nothing was changed",
+                            e.free
+                        ),
+                    });
+                }
             }
             let kept_ids: Vec<u64> = kept.iter().map(|w| w.tx).collect();
             let dropped_for_space: Vec<u64> = cands[n..target].iter().map(|w| w.tx).collect();
@@ -640,10 +719,11 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
     }
 }
 
-/// A file's content; when a crash left only its complete `.lbnew` (the next
-/// apply renames it into place), that content — so no user line is lost.
+/// A file's content as the next writer will find it: its complete `.lbnew`
+/// when a cut left one (a writable open renames it into place before the plan
+/// is made; a dry run plans from what that will give), else the file.
 fn read_opt(v: &mut dyn Volume, path: &str) -> Result<Option<String>> {
-    for p in [path.to_owned(), format!("{path}{}", lifeboat_esp::volume::NEW_SUFFIX)] {
+    for p in [format!("{path}{}", lifeboat_esp::volume::NEW_SUFFIX), path.to_owned()] {
         match v.read(&p) {
             Ok(b) => return Ok(Some(String::from_utf8_lossy(&b).into_owned())),
             Err(lifeboat_esp::Error::NotFound { .. }) => continue,

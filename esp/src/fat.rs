@@ -1,7 +1,10 @@
 //! FAT volumes on a partition window: checked at every open
-//! ([`crate::fatcheck`]; a damaged volume is read, never written), directories
-//! listed through `fatfs` (read-only), file content read and everything written
-//! by lifeboat's own [`crate::fatwrite`].
+//! ([`crate::fatcheck`]; a damaged volume is read, never written; on a whole
+//! one opened for writing, every replacement a cut interrupted is completed
+//! before the volume is handed out), directories listed through `fatfs`
+//! (read-only), file content read and everything written by lifeboat's own
+//! [`crate::fatwrite`], names checked before a replacement writes (an 8.3 alias
+//! of another file is refused).
 //!
 //! Every operation runs with a read budget on the window (so a looping cluster chain
 //! ends in an error, not a hang) and inside `catch_unwind` (so a malformed volume
@@ -39,6 +42,10 @@ pub struct FatVolume {
     /// lifeboat's own FAT table: the ordered write path and the content reader
     /// (or why there is none; a read-only window refuses its writes).
     writer: std::result::Result<FatWriter, String>,
+    /// Files interrupted replacements left that are not completed yet (a
+    /// read-only or damaged volume keeps them), and what the open completed.
+    pending: Vec<String>,
+    completed: Vec<String>,
 }
 
 const MIN_FAT32_CLUSTERS: u64 = 65525 + 1024;
@@ -83,8 +90,16 @@ pub fn check_volume(mut w: Window, name: &str, repair: bool) -> Result<Repaired>
         }
     }))
     .unwrap_or_else(|_| Err(io::Error::other("malformed volume")));
-    let done = r.map_err(|e| fat_err(name, e))?;
+    let mut done = r.map_err(|e| fat_err(name, e))?;
     w.sync().map_err(|e| Error::io(name.to_owned(), e))?;
+    // A repaired volume is one every writer may open: what interrupted
+    // replacements left is completed now, as the next writer's open would.
+    if repair && done.reconciled.damage.is_empty() && !done.reconciled.interrupted.is_empty() {
+        let v = FatVolume::open(w.share(), name)?;
+        done.completed = v.completed().to_vec();
+        v.close()?;
+        done.reconciled.interrupted.clear();
+    }
     Ok(done)
 }
 
@@ -186,7 +201,8 @@ impl FatVolume {
             fatfs::FatType::Fat16 => "FAT16",
             fatfs::FatType::Fat32 => "FAT32",
         };
-        Ok(FatVolume {
+        let pending = reconciled.interrupted.clone();
+        let mut v = FatVolume {
             fs: Some(fs),
             name: name.to_owned(),
             guard,
@@ -196,7 +212,23 @@ impl FatVolume {
             reconciled,
             writable,
             writer,
-        })
+            pending,
+            completed: Vec::new(),
+        };
+        // A replacement a cut interrupted (the `.lbnew` protocol of
+        // `crate::volume`) is completed by whichever writer opens the volume
+        // next, before anything reads it to plan a change: otherwise only the
+        // same write again would complete it, and a planner would read the old
+        // file while the complete new one waits.
+        if writable && v.reconciled.damage.is_empty() && !v.pending.is_empty() {
+            v.completed = v.complete_interrupted()?;
+        }
+        Ok(v)
+    }
+
+    /// What the open completed of interrupted replacements.
+    pub fn completed(&self) -> &[String] {
+        &self.completed
     }
 
     /// The damage the check at open found, if any (then nothing is written).
@@ -233,6 +265,15 @@ impl FatVolume {
                 )]
             }
         };
+        for c in &self.completed {
+            out.push(format!("{}: {c}", self.name));
+        }
+        if !self.pending.is_empty() {
+            let when = if r.damage.is_empty() { "the next write completes" } else { "once mended, a write completes" };
+            for p in r.pending() {
+                out.push(format!("{}: {when} {p}", self.name));
+            }
+        }
         for d in &r.damage {
             out.push(format!("{}: checked at open: not repaired: {d}", self.name));
         }
@@ -501,5 +542,72 @@ impl Volume for FatVolume {
 
     fn write_refusal(&self) -> Option<Error> {
         self.refusal()
+    }
+
+    /// The generic checks, and a name that is another file's 8.3 alias:
+    /// writing it would reach that file (the last rename refuses, leaving the
+    /// `.lbnew` behind).
+    fn check_name(&mut self, path: &str) -> Result<()> {
+        let p = norm(path)?;
+        let (_, name) = crate::volume::split(&p);
+        if let Some(why) = crate::volume::replace_name_problem(name) {
+            return Err(Error::Invalid(format!("{p}: {why}")));
+        }
+        if self.writer.is_err() {
+            return Ok(());
+        }
+        let parts: Vec<String> = components(&p)?.into_iter().map(str::to_owned).collect();
+        let alias = self.reading(&p, |wr, w| {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            match parts.split_last() {
+                Some((name, parent)) => wr.alias_of(w, parent, name),
+                None => Ok(None),
+            }
+        })?;
+        match alias {
+            Some(long) => Err(Error::Invalid(format!(
+                "{p}: {name} is the 8.3 alias of {long} in that directory; name the file by its name"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn dir_identity(&mut self, dir: &str) -> Result<Option<(u64, u64)>> {
+        if self.writer.is_err() {
+            return Ok(None);
+        }
+        let p = norm(dir)?;
+        let parts: Vec<String> = components(&p)?.into_iter().map(str::to_owned).collect();
+        let c = self.reading(&p, |wr, w| {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            wr.dir_first_cluster(w, &parts)
+        })?;
+        Ok(Some((0, c as u64)))
+    }
+
+    fn interrupted(&mut self) -> Result<Vec<String>> {
+        Ok(self.pending.clone())
+    }
+
+    fn room_needed(&mut self, dir: &str, names: &[String]) -> Result<u64> {
+        if self.writer.is_err() || names.is_empty() {
+            return Ok(0);
+        }
+        let p = norm(dir)?;
+        let parts: Vec<String> = components(&p)?.into_iter().map(str::to_owned).collect();
+        let grown = self.reading(&p, |wr, w| {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            Ok(wr.growth_for(w, &parts, &names)? * wr.cluster_bytes())
+        })?;
+        Ok(grown)
+    }
+
+    fn complete_interrupted(&mut self) -> Result<Vec<String>> {
+        if let Some(e) = self.refusal() {
+            return Err(e);
+        }
+        let paths = std::mem::take(&mut self.pending);
+        crate::volume::complete_in(self, &paths)
     }
 }

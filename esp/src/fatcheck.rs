@@ -1,25 +1,35 @@
-//! The check of a FAT volume at open, and reconciliation of what a power cut, or
-//! any writer that stopped midway, left inconsistent. Every open checks (a
-//! read-only open only reports what reconciliation would do); a writable open
-//! reconciles, before `fatfs` or lifeboat's writer sees the volume.
+//! The check of a FAT volume at open, and reconciliation of what lifeboat's own
+//! interrupted writes leave. Every open checks (a read-only open only reports
+//! what reconciliation would do); a writable open reconciles, before `fatfs` or
+//! lifeboat's writer sees the volume.
 //!
-//! `fatfs` trusts what it reads: a directory whose cluster the FAT calls free gets
-//! that cluster handed to the next new file (which then overwrites the directory),
-//! a stale free count is believed, and clusters a crash leaked stay leaked. So the
-//! whole tree is walked once with the FAT in memory, every cluster given at
-//! most one owner, and the volume brought to what `fsck.fat -a` would leave, with
-//! one difference that keeps more: a directory chain that runs into a free cluster
-//! claims it (its entries were written there) where fsck.fat cuts the chain.
-//! Files follow fsck.fat's rules (a chain cut at a free cluster, a chain longer
-//! than the size freed past it, a size beyond the chain cut to it); `.` and `..`
-//! are put in the first two slots; a whole long name whose checksum does not
-//! match its short entry is rejoined to it when the two are names of one of
-//! lifeboat's own renames torn between two sectors (another tool's stale long
-//! name is left alone, as fsck.fat -a does), and long-name slots that belong to
-//! no entry are deleted; an entry lifeboat's writer left pending in a rename
-//! across sectors (see [`crate::fatwrite`]) is completed when its source is gone
-//! and dropped when it is not; the other FAT copies are made equal to the
-//! first; FSInfo's free count is rewritten; then the dirty flag is cleared.
+//! `fatfs` trusts what it reads: a stale free count is believed, and clusters a
+//! crash leaked stay leaked. So the whole tree is walked once with the FAT in
+//! memory and every cluster given at most one owner. What is repaired at open
+//! is only what lifeboat's crash-ordered writes ([`crate::fatwrite`]) can leave,
+//! and nothing that removes or shortens an entry: clusters in flight (allocated
+//! and not yet linked, unlinked and not yet freed, the FAT copies differing in
+//! them) are settled and what no entry reaches is freed; an entry lifeboat's
+//! writer left pending in a rename across sectors is completed when its source
+//! is gone and dropped when it is not; a whole long name over a short entry
+//! written apart from it by one of lifeboat's renames (`.lbtmp` → `.lbnew` → the
+//! name) is rejoined to it (another tool's stale long name is left alone, as
+//! fsck.fat -a does), and long-name slots that belong to no entry are deleted;
+//! `.` and `..` are put in the first two slots and a directory's size field set
+//! to 0 (metadata of the directory itself, no file's data); the other FAT
+//! copies are made equal to the first; FSInfo's free count is rewritten; then
+//! the dirty flag is cleared. The names of files an interrupted replacement
+//! left (`NAME.lbtmp`, `NAME.lbnew`, see [`crate::volume`]) are collected for
+//! [`crate::fat::FatVolume`], which completes them once the volume is whole.
+//!
+//! lifeboat's writer links an entry only to a chain already whole in every FAT
+//! copy, and removes an entry before it frees its chain, so an entry whose
+//! first cluster is free, a chain that runs into a free cluster, loops, or
+//! disagrees with its file's size, a directory whose chain does either, and a
+//! directory entry naming one of its own ancestors are none of lifeboat's
+//! leftovers: they are [`Damage`]. Taking them for an interrupted deletion (as
+//! this check once did) removed other systems' files when a FAT sector was
+//! zeroed in both copies.
 //!
 //! The FAT copies are compared before anything is written. They may differ in
 //! clusters in flight — one copy calls a cluster free where the other has it
@@ -30,17 +40,18 @@
 //!
 //! Nothing is deleted that a directory reaches, and the writes are ordered so a
 //! power cut during reconciliation leaves a volume no worse than before: first
-//! what makes data reachable (claims, chain ends, directory entries), a flush;
-//! then what frees clusters, the FAT mirrors and FSInfo, a flush; then the dirty
-//! flag. A volume with damage — a cluster with two owners, a chain leaving the
-//! volume, FAT copies that disagree beyond clusters in flight, a directory
-//! without clusters — gets no write at all, keeps its dirty flag, and is refused
-//! for writing by [`crate::fat::FatVolume`]: a free count or a freed cluster
-//! decided on a tree that could not be read whole could destroy what the unread
-//! part holds. [`repair`] (`lifeboat disk check --repair`) mends the damage it can
-//! decide from the volume alone: FAT copies that disagree, when exactly one is
-//! consistent with the tree, and files that share clusters with another entry,
-//! each given its own copy of what its chain holds.
+//! what makes data reachable (chain values every copy must have, directory
+//! entries), a flush; then what frees clusters, the FAT mirrors and FSInfo, a
+//! flush; then the dirty flag. A volume with damage gets no write at all, keeps
+//! its dirty flag, and is refused for writing by [`crate::fat::FatVolume`]: a
+//! free count or a freed cluster decided on a tree that could not be read whole
+//! could destroy what the unread part holds. [`repair`] (`lifeboat disk check
+//! --repair`) mends the damage it can decide from the volume alone: FAT copies
+//! that disagree, when exactly one is consistent with the tree, and files that
+//! share clusters with another entry, each given its own copy of what its
+//! chain holds. A loop, a chain that leaves the volume or runs into a free
+//! cluster, a size its chain does not match and a directory cycle are not
+//! decidable: left as they are, and named.
 
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -51,16 +62,10 @@ use crate::window::Window;
 /// What reconciliation found and did (or, on a read-only open, would do).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
-    /// Free clusters that ended a directory's chain, claimed for it.
-    pub claimed: usize,
     /// Allocated clusters no file or directory reaches, freed.
     pub freed: usize,
-    /// Files (and directories) whose size, first cluster or chain end disagreed,
-    /// made to agree.
+    /// Directories whose entry carried a size (a directory's is 0), set to 0.
     pub entries_fixed: usize,
-    /// Entries whose first cluster the FAT already calls free — a deletion the
-    /// power cut interrupted after the clusters were freed — removed.
-    pub unlinked: usize,
     /// Whole long names over a short entry written apart from them (one of
     /// lifeboat's renames, torn), given the short entry's checksum.
     pub long_names_rejoined: usize,
@@ -85,15 +90,18 @@ pub struct Reconciled {
     /// The FAT copy reads follow (0-based): the first, unless the copies
     /// disagree and another is the one consistent with the tree.
     pub fat_copy: usize,
+    /// Files an interrupted replacement left (`NAME.lbtmp`, `NAME.lbnew`), as
+    /// volume paths: [`crate::fat::FatVolume`] completes them at a writable open
+    /// of a whole volume. Not counted by [`Reconciled::changed`]: the check
+    /// itself does not touch them.
+    pub interrupted: Vec<String>,
 }
 
 impl Reconciled {
     /// Whether the volume was (or would be) changed.
     pub fn changed(&self) -> bool {
-        self.claimed
-            + self.freed
+        self.freed
             + self.entries_fixed
-            + self.unlinked
             + self.long_names_rejoined
             + self.dots_fixed
             + self.slots_deleted
@@ -122,10 +130,8 @@ impl Reconciled {
                 out.push(format!("{n} {what}"));
             }
         };
-        say(self.claimed, "free cluster(s) claimed for the directories that use them");
         say(self.freed, "leaked cluster(s) freed");
-        say(self.entries_fixed, "entry size(s) or cluster chain(s) made to agree");
-        say(self.unlinked, "entry(ies) of an interrupted deletion removed");
+        say(self.entries_fixed, "directory size field(s) set to 0");
         say(self.long_names_rejoined, "long name(s) of a torn rename rejoined to their entry");
         say(self.dots_fixed, "directory `.`/`..` pair(s) rewritten");
         say(self.slots_deleted, "orphaned long-name or stray dot slot(s) deleted");
@@ -140,6 +146,26 @@ impl Reconciled {
         }
         out
     }
+
+    /// One line per interrupted replacement a writable open completes: the
+    /// file that takes the complete `.lbnew`'s content, or the `.lbtmp` that goes.
+    pub fn pending(&self) -> Vec<String> {
+        self.interrupted
+            .iter()
+            .map(|p| {
+                let cut = p.len() - crate::volume::NEW_SUFFIX.len();
+                let base = (p.is_char_boundary(cut) && p[cut..].eq_ignore_ascii_case(crate::volume::NEW_SUFFIX))
+                    .then(|| &p[..cut]);
+                match base {
+                    Some(base) => match crate::volume::name_problem(crate::volume::split(base).1) {
+                        None => format!("the interrupted replacement of {base} (its complete {p} takes the name)"),
+                        Some(why) => format!("the leftover {p} (discarded: {why})"),
+                    },
+                    None => format!("the unfinished {p} (discarded)"),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Damage the check at open does not repair; a volume with any is not written.
@@ -151,6 +177,18 @@ pub enum Damage {
     BadCluster { path: String, cluster: u32 },
     /// A cluster two entries name; `path` met it second. `dir`: `path` is a directory.
     CrossLinked { path: String, other: String, cluster: u32, dir: bool },
+    /// A chain that runs into a cluster the FAT calls free, `at` clusters in
+    /// (0: the entry's first cluster is free). Not something lifeboat's writes
+    /// leave: they link only whole chains and free a chain after its entry goes.
+    FreeInChain { path: String, cluster: u32, at: usize, dir: bool },
+    /// A chain that comes back to a cluster it already went through.
+    Loop { path: String, cluster: u32, dir: bool },
+    /// A file whose size and chain disagree: `size` bytes need `need`
+    /// clusters, the chain has `clusters`.
+    SizeMismatch { path: String, size: u64, need: u64, clusters: u64 },
+    /// A directory entry naming one of its own ancestors: walking into it
+    /// never ends.
+    DirCycle { path: String, ancestor: String },
     /// A directory entry without a valid first cluster.
     NoFirstCluster { path: String },
     /// A directory whose first two slots hold other entries than `.` and `..`.
@@ -174,6 +212,24 @@ impl fmt::Display for Damage {
             Damage::BadCluster { path, cluster } => write!(f, "{path}: cluster {cluster} is marked bad or reserved"),
             Damage::CrossLinked { path, other, cluster, .. } => {
                 write!(f, "{path}: cluster {cluster} also belongs to {other} (cross-linked)")
+            }
+            Damage::FreeInChain { path, cluster, at: 0, .. } => {
+                write!(f, "{path}: its first cluster {cluster} is free in the FAT")
+            }
+            Damage::FreeInChain { path, cluster, at, .. } => {
+                write!(
+                    f,
+                    "{path}: its cluster chain runs into cluster {cluster}, free in the FAT, after {at} cluster(s)"
+                )
+            }
+            Damage::Loop { path, cluster, .. } => {
+                write!(f, "{path}: its cluster chain loops (back to cluster {cluster})")
+            }
+            Damage::SizeMismatch { path, size, need, clusters } => {
+                write!(f, "{path}: its size ({size} bytes) needs {need} cluster(s), its chain has {clusters}")
+            }
+            Damage::DirCycle { path, ancestor } => {
+                write!(f, "{path}: a directory cycle (it is {ancestor}, one of its own parents, again)")
             }
             Damage::NoFirstCluster { path } => write!(f, "{path}: a directory without a valid first cluster"),
             Damage::Dots { path, why } => write!(f, "{path}: `.` and `..` not repairable: {why}"),
@@ -321,9 +377,22 @@ pub(crate) fn is_lfn(e: &[u8]) -> bool {
     e[11] & 0x3F == 0x0F
 }
 
+/// An 8.3 entry's name as listings show it: the case bits other systems set
+/// (byte 12: 0x08 a lower-case base, 0x10 a lower-case extension; mtools and
+/// Windows write `a.bin` so) applied, so messages name files as users see them.
 fn short_name(e: &[u8]) -> String {
-    let base = String::from_utf8_lossy(&e[0..8]).trim_end().to_owned();
-    let ext = String::from_utf8_lossy(&e[8..11]).trim_end().to_owned();
+    let mut raw = e[..11].to_vec();
+    if raw[0] == 0x05 {
+        raw[0] = 0xE5;
+    }
+    if e[12] & 0x08 != 0 {
+        raw[..8].make_ascii_lowercase();
+    }
+    if e[12] & 0x10 != 0 {
+        raw[8..11].make_ascii_lowercase();
+    }
+    let base = String::from_utf8_lossy(&raw[0..8]).trim_end().to_owned();
+    let ext = String::from_utf8_lossy(&raw[8..11]).trim_end().to_owned();
     if ext.is_empty() {
         base
     } else {
@@ -484,13 +553,12 @@ struct Pending {
 
 /// What a file's chain came to.
 enum Chain {
-    /// The entry's (possibly corrected) first cluster and size.
+    /// The entry's first cluster and size, which its chain matches.
     Fine(u32, u64),
-    /// The first cluster is free: a deletion that freed the clusters first.
-    Gone,
     /// It met a cluster another entry owns (damage recorded).
     Shared,
-    /// It leaves the volume or meets a bad mark (damage recorded).
+    /// It leaves the volume, meets a bad mark or a free cluster, loops, or
+    /// does not match the size (damage recorded).
     Broken,
 }
 
@@ -504,13 +572,14 @@ struct Walk<'a> {
     names: Vec<String>,
     out: Reconciled,
     dirs: Vec<DirBuf>,
-    /// Entries that would lose data on this FAT: removed, or their size cut.
-    losses: usize,
     /// A digest of every entry seen and every file's chain, to tell whether two
     /// FAT copies describe the same tree.
     digest: u64,
     shared: Vec<Shared>,
     pending: Vec<Pending>,
+    /// First clusters of the directories being walked, outermost first, with
+    /// their paths: an entry naming one of them is a cycle.
+    ancestors: Vec<(u32, String)>,
 }
 
 fn fnv(h: u64, bytes: &[u8]) -> u64 {
@@ -528,10 +597,10 @@ impl<'a> Walk<'a> {
             names: Vec::new(),
             out: Reconciled::default(),
             dirs: Vec::new(),
-            losses: 0,
             digest: 0xcbf2_9ce4_8422_2325,
             shared: Vec::new(),
             pending: Vec::new(),
+            ancestors: Vec::new(),
         }
     }
 
@@ -549,77 +618,93 @@ impl<'a> Walk<'a> {
         self.names.get(k.wrapping_sub(1)).cloned().unwrap_or_else(|| "another entry".into())
     }
 
-    fn cross(&mut self, path: &str, c: u32, dir: bool) {
-        let other = self.owner_name(c);
-        self.out.damage.push(Damage::CrossLinked { path: path.to_owned(), other, cluster: c, dir });
+    fn damage(&mut self, d: Damage) {
+        self.out.damage.push(d);
     }
 
-    /// Follows a directory's chain, claiming a free cluster that ends it.
+    /// A cluster of `path`'s chain (owner `id`) that already has an owner:
+    /// the chain looping back into itself, or a cross-link.
+    fn met_owned(&mut self, path: &str, c: u32, id: u32, dir: bool) {
+        if self.owner[c as usize] == id {
+            self.damage(Damage::Loop { path: path.to_owned(), cluster: c, dir });
+        } else {
+            let other = self.owner_name(c);
+            self.damage(Damage::CrossLinked { path: path.to_owned(), other, cluster: c, dir });
+        }
+    }
+
+    /// Follows a directory's chain. A free cluster in it, a loop, a bad mark
+    /// or a cluster outside the volume is damage (`None`).
     fn dir_chain(&mut self, first: u32, path: &str) -> Option<Vec<u32>> {
-        let (eoc, end, badc) = marks(self.g.kind);
+        let (_, end, badc) = marks(self.g.kind);
+        if let Some((_, ancestor)) = self.ancestors.iter().find(|(c, _)| *c == first) {
+            let ancestor = ancestor.clone();
+            self.damage(Damage::DirCycle { path: path.to_owned(), ancestor });
+            return None;
+        }
         let id = self.id(path);
         let mut chain = Vec::new();
         let mut c = first;
         loop {
             if !self.valid(c) {
-                self.out.damage.push(Damage::OutOfVolume { path: path.to_owned(), cluster: c });
+                self.damage(Damage::OutOfVolume { path: path.to_owned(), cluster: c });
                 return None;
             }
             if self.owner[c as usize] != 0 {
-                self.cross(path, c, true);
+                self.met_owned(path, c, id, true);
+                return None;
+            }
+            let v = self.fat[c as usize];
+            if v == 0 {
+                self.damage(Damage::FreeInChain { path: path.to_owned(), cluster: c, at: chain.len(), dir: true });
                 return None;
             }
             self.owner[c as usize] = id;
             chain.push(c);
-            let v = self.fat[c as usize];
-            if v == 0 {
-                self.fat[c as usize] = eoc;
-                self.out.claimed += 1;
-                return Some(chain);
-            }
             if v >= end {
                 return Some(chain);
             }
             if v == badc || v == 1 {
-                self.out.damage.push(Damage::BadCluster { path: path.to_owned(), cluster: c });
+                self.damage(Damage::BadCluster { path: path.to_owned(), cluster: c });
                 return None;
             }
             c = v;
         }
     }
 
-    /// Follows a file's chain and makes chain and size agree, as fsck.fat does.
-    /// [`Chain::Gone`] when the first cluster is free: the clusters of a file
-    /// being deleted were freed and the power cut came before its entry went, so
-    /// the deletion is completed (where fsck.fat would keep an empty file — one
-    /// that would hide, say, the complete `loader.conf.lbnew` waiting to take
-    /// its name).
+    /// Follows a file's chain; it must match the size exactly (what
+    /// lifeboat's writer and every whole writer leave). Anything else is
+    /// damage, never cut or removed here: a chain that runs into a free
+    /// cluster is what a zeroed FAT sector looks like too, and fsck.fat's
+    /// rules (cut the file, free the rest) would destroy another system's file.
     fn file_chain(&mut self, first: u32, size: u64, path: &str) -> Chain {
-        let (eoc, end, badc) = marks(self.g.kind);
+        let (_, end, badc) = marks(self.g.kind);
+        let cb = self.g.cluster_bytes();
+        let need = size.div_ceil(cb);
+        let mismatch = |clusters: u64| Damage::SizeMismatch { path: path.to_owned(), size, need, clusters };
         if first == 0 {
+            if size != 0 {
+                self.damage(mismatch(0));
+                return Chain::Broken;
+            }
             return Chain::Fine(0, 0);
-        }
-        if !self.valid(first) {
-            self.out.damage.push(Damage::OutOfVolume { path: path.to_owned(), cluster: first });
-            return Chain::Broken;
-        }
-        if self.fat[first as usize] == 0 {
-            return Chain::Gone;
         }
         let id = self.id(path);
         let mut chain: Vec<u32> = Vec::new();
         let mut c = first;
-        let mut cut = false;
         loop {
+            if !self.valid(c) {
+                self.damage(Damage::OutOfVolume { path: path.to_owned(), cluster: c });
+                return Chain::Broken;
+            }
             if self.owner[c as usize] != 0 {
-                self.cross(path, c, false);
-                return Chain::Shared;
+                self.met_owned(path, c, id, false);
+                return if self.owner[c as usize] == id { Chain::Broken } else { Chain::Shared };
             }
             let v = self.fat[c as usize];
             if v == 0 {
-                // The crash wrote the link but not the allocation: the chain ends before.
-                cut = true;
-                break;
+                self.damage(Damage::FreeInChain { path: path.to_owned(), cluster: c, at: chain.len(), dir: false });
+                return Chain::Broken;
             }
             self.owner[c as usize] = id;
             chain.push(c);
@@ -627,35 +712,20 @@ impl<'a> Walk<'a> {
                 break;
             }
             if v == badc || v == 1 {
-                self.out.damage.push(Damage::BadCluster { path: path.to_owned(), cluster: c });
-                return Chain::Broken;
-            }
-            if !self.valid(v) {
-                self.out.damage.push(Damage::OutOfVolume { path: path.to_owned(), cluster: v });
+                self.damage(Damage::BadCluster { path: path.to_owned(), cluster: c });
                 return Chain::Broken;
             }
             c = v;
         }
-        let cb = self.g.cluster_bytes();
-        let need = size.div_ceil(cb) as usize;
-        let keep = chain.len().min(need);
-        for &c in &chain[keep..] {
-            self.owner[c as usize] = 0;
+        if chain.len() as u64 != need {
+            self.damage(mismatch(chain.len() as u64));
+            return Chain::Broken;
         }
         self.digest = fnv(self.digest, path.as_bytes());
-        for &c in &chain[..keep] {
+        for &c in &chain {
             self.digest = fnv(self.digest, &c.to_le_bytes());
         }
-        if keep < need {
-            self.losses += 1;
-        }
-        if keep == 0 {
-            return Chain::Fine(0, 0);
-        }
-        if cut || keep < chain.len() {
-            self.fat[chain[keep - 1] as usize] = eoc;
-        }
-        Chain::Fine(first, size.min(keep as u64 * cb))
+        Chain::Fine(first, size)
     }
 
     fn read_dir(&mut self, ranges: Vec<(u64, u64)>) -> io::Result<DirBuf> {
@@ -782,20 +852,13 @@ impl<'a> Walk<'a> {
                 pending.push((long_name, i, c, s, child_path));
             } else {
                 let size = size_of(&e);
+                let lower = shown.to_ascii_lowercase();
+                if lower.len() > crate::volume::NEW_SUFFIX.len()
+                    && (lower.ends_with(crate::volume::TMP_SUFFIX) || lower.ends_with(crate::volume::NEW_SUFFIX))
+                {
+                    self.out.interrupted.push(child_path.trim_start_matches('/').to_owned());
+                }
                 match self.file_chain(first, size, &child_path) {
-                    Chain::Gone => {
-                        for s in long_name.into_iter().chain([i]) {
-                            d.bytes[s * 32] = 0xE5;
-                        }
-                        self.out.unlinked += 1;
-                        self.losses += 1;
-                    }
-                    Chain::Fine(nf, ns) if (nf, ns) != (first, size) => {
-                        let slot = &mut d.bytes[i * 32..i * 32 + 32];
-                        set_first_cluster(kind, slot, nf);
-                        set_size(slot, ns);
-                        self.out.entries_fixed += 1;
-                    }
                     Chain::Shared => {
                         let entry_at = offset_in(&d.ranges, i as u64 * 32);
                         self.shared.push(Shared { path: child_path, entry_at, first, size });
@@ -815,9 +878,11 @@ impl<'a> Walk<'a> {
         }
         // `..` of a child of the root names cluster 0, whatever the root's cluster.
         let parent_of_children = if is_root { 0 } else { own };
+        self.ancestors.push((own, path));
         for (c, p) in children {
             self.walk(c, parent_of_children, p, depth + 1)?;
         }
+        self.ancestors.pop();
         Ok(())
     }
 
@@ -829,28 +894,30 @@ impl<'a> Walk<'a> {
         run.clear();
     }
 
-    /// Completes or drops the pending entries of interrupted renames: one whose
-    /// clusters no other entry owns takes them (the old name is gone); one whose
-    /// clusters another entry still owns, or that are free, is removed.
+    /// Completes or drops the pending entries of interrupted renames (only
+    /// lifeboat's writer makes them: a mark and a check value in fields no
+    /// other writer sets so): one whose clusters no other entry owns takes
+    /// them (the old name is gone); one whose clusters another entry still
+    /// owns, or that are free, is removed — it has no clusters of its own, so
+    /// nothing is lost with it. A chain that does not match the size it
+    /// records is damage, as for any file.
     fn resolve_pending(&mut self) {
         let kind = self.g.kind;
         for p in std::mem::take(&mut self.pending) {
             let c = p.cluster;
             let takeable = self.valid(c) && self.fat[c as usize] != 0 && self.owner[c as usize] == 0;
-            let chain = if takeable { self.file_chain(c, p.size as u64, &p.path) } else { Chain::Gone };
-            let d = &mut self.dirs[p.dir];
-            match chain {
-                Chain::Fine(nf, ns) => {
-                    complete_pending(kind, &mut d.bytes[p.short * 32..p.short * 32 + 32], nf, ns);
-                    self.out.renames_completed += 1;
+            if !takeable {
+                let d = &mut self.dirs[p.dir];
+                for s in p.slots.iter().copied().chain([p.short]) {
+                    d.bytes[s * 32] = 0xE5;
                 }
-                Chain::Gone => {
-                    for s in p.slots.iter().copied().chain([p.short]) {
-                        d.bytes[s * 32] = 0xE5;
-                    }
-                    self.out.renames_undone += 1;
-                }
-                Chain::Shared | Chain::Broken => {}
+                self.out.renames_undone += 1;
+                continue;
+            }
+            if let Chain::Fine(nf, ns) = self.file_chain(c, p.size as u64, &p.path) {
+                let d = &mut self.dirs[p.dir];
+                complete_pending(kind, &mut d.bytes[p.short * 32..p.short * 32 + 32], nf, ns);
+                self.out.renames_completed += 1;
             }
         }
     }
@@ -1037,21 +1104,20 @@ fn examine(w: &mut Window) -> io::Result<Exam> {
     }
     if disagree > 0 {
         // Which copy is right: walk the tree with each alone. A copy is
-        // consistent when the walk finds no damage and no file would lose data
-        // (an entry removed, a size cut).
+        // consistent when the walk finds no damage (no file on a free cluster,
+        // cut short or looping, no cross-link).
         let mut verdicts = Vec::new();
         let mut consistent: Vec<(usize, u64)> = Vec::new();
         for (k, p) in per.iter().enumerate() {
             let mut walk = Walk::new(g, w, p.clone());
             walk.walk(root, 0, "/".into(), 0)?;
             walk.resolve_pending();
-            if walk.out.damage.is_empty() && walk.losses == 0 {
-                verdicts.push(format!("FAT copy {} is consistent with the tree", k + 1));
-                consistent.push((k, walk.digest));
-            } else if let Some(d) = walk.out.damage.first() {
-                verdicts.push(format!("with FAT copy {}: {d}", k + 1));
-            } else {
-                verdicts.push(format!("with FAT copy {}, {} file(s) would lose data", k + 1, walk.losses));
+            match walk.out.damage.first() {
+                None => {
+                    verdicts.push(format!("FAT copy {} is consistent with the tree", k + 1));
+                    consistent.push((k, walk.digest));
+                }
+                Some(d) => verdicts.push(format!("with FAT copy {}: {d}", k + 1)),
             }
         }
         let pick = match consistent.first() {
@@ -1082,7 +1148,7 @@ fn examine(w: &mut Window) -> io::Result<Exam> {
     let Walk { mut fat, owner, mut out, dirs, shared, .. } = walk;
     let owned: Vec<bool> = owner.iter().map(|&o| o != 0).collect();
     if !out.damage.is_empty() {
-        let out = Reconciled { damage: out.damage, ..Default::default() };
+        let out = Reconciled { damage: out.damage, interrupted: out.interrupted, ..Default::default() };
         return Ok(Exam {
             g,
             copies,
@@ -1230,6 +1296,9 @@ pub struct Repaired {
     pub unshared: Vec<String>,
     /// The reconciliation that followed; its damage is what is left.
     pub reconciled: Reconciled,
+    /// Interrupted replacements completed afterwards (by
+    /// [`crate::fat::check_volume`], on a volume left whole).
+    pub completed: Vec<String>,
 }
 
 /// Sets the dirty flag (a flush after) before repair writes, so a cut during
@@ -1254,14 +1323,17 @@ fn mark_dirty(w: &mut Window, kind: Kind) -> io::Result<()> {
 ///   other consistent copy describes a different tree, that copy is written over
 ///   the others. Otherwise nothing is written: which is right cannot be told.
 /// - Files that share clusters with another entry (cross-links): the entry met
-///   second in the walk gets its own copy of what its chain holds, in clusters
+///   second in the walk gets its own copy of the clusters its size needs, in clusters
 ///   free in every copy and reached by nothing — data and chain, a flush, then
 ///   its entry, a flush — so both keep their content and no cluster another
 ///   entry names is freed. A shared directory is left (it is reported).
 ///
-/// Anything else (a chain leaving the volume in every copy, a shared directory,
-/// no room for the copies) is left as it is, reported in the result's damage,
-/// with the dirty flag set. Each step is ordered so a cut leaves the volume no
+/// Anything else is not decidable from the volume — a chain that leaves it,
+/// runs into a free cluster or loops (copying around a loop would make content
+/// up), a size the chain does not match, a directory cycle, a shared
+/// directory, a cross-linked file whose chain does not hold what its size
+/// needs, no room for the copies — and is left as it is, reported in the
+/// result's damage, with the dirty flag set. Each step is ordered so a cut leaves the volume no
 /// worse, and a later repair carries on.
 pub fn repair(w: &mut Window) -> io::Result<Repaired> {
     let mut exam = examine(w)?;
@@ -1309,25 +1381,36 @@ pub fn repair(w: &mut Window) -> io::Result<Repaired> {
     Ok(done)
 }
 
-/// Gives the file `s` its own copy of the clusters its chain holds (at most
-/// what its size needs): new clusters written and chained in every FAT copy, a
-/// flush, then its entry pointed at them (its size cut to what the chain held,
-/// as reconciliation would), a flush. `false` when there is no room.
+/// Gives the file `s` its own copy of the clusters its size needs, which its
+/// chain must hold: new clusters written and chained in every FAT copy, a
+/// flush, then its entry pointed at them, a flush. `false` when there is no
+/// room, or the chain does not hold what the size needs (ends early, loops).
 fn unshare(w: &mut Window, exam: &mut Exam, s: &Shared) -> io::Result<bool> {
     let g = exam.g;
     let (kind, cb) = (g.kind, g.cluster_bytes());
     let (eoc, end, _) = marks(kind);
     let valid = |c: u32| c >= 2 && (c as u64) < g.clusters as u64 + 2;
     let need = s.size.div_ceil(cb) as usize;
+    // The clusters the file's size needs, which its chain must hold, each
+    // once: a chain that ends early, runs into a free cluster or comes back
+    // on itself has no content to copy that the volume decides, and copying
+    // around it would make content up.
     let mut old = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut c = s.first;
-    while old.len() < need && valid(c) && exam.fat[c as usize] != 0 {
+    while old.len() < need {
+        if !valid(c) || exam.fat[c as usize] == 0 || !seen.insert(c) {
+            return Ok(false);
+        }
         old.push(c);
         let v = exam.fat[c as usize];
         if v >= end {
             break;
         }
         c = v;
+    }
+    if old.len() < need {
+        return Ok(false);
     }
     let fresh: Vec<u32> =
         (2..g.clusters + 2).filter(|&c| exam.fat[c as usize] == 0 && !exam.owned[c as usize]).take(old.len()).collect();
@@ -1359,7 +1442,6 @@ fn unshare(w: &mut Window, exam: &mut Exam, s: &Shared) -> io::Result<bool> {
     read_at(w, sector, &mut b)?;
     let o = (s.entry_at - sector) as usize;
     set_first_cluster(kind, &mut b[o..o + 32], fresh.first().copied().unwrap_or(0));
-    set_size(&mut b[o..o + 32], s.size.min(old.len() as u64 * cb));
     write_at(w, sector, &b)?;
     w.sync()?;
     Ok(true)

@@ -53,6 +53,11 @@ const MAX_DIR_SLOTS: usize = 65_536;
 /// The largest FAT held in memory (as in reconciliation).
 const MAX_FAT_BYTES: u64 = 16 << 20;
 
+/// A FAT12/16 root directory has a fixed number of entries; the volume may
+/// have space left when it is full.
+const ROOT_FULL: &str =
+    "the root directory is full (a FAT12/16 root holds a fixed number of entries, whatever space is free): put the file in a directory";
+
 const ATTR_DIR: u8 = 0x10;
 const ATTR_ARCHIVE: u8 = 0x20;
 const ATTR_LFN: u8 = 0x0F;
@@ -382,9 +387,38 @@ impl FatWriter {
         Ok(c)
     }
 
-    /// Finds room for `k` slots inside one sector, growing the directory if
-    /// needed (ordered as the module documentation says).
-    fn place(&mut self, w: &mut Window, d: &mut DirImage, k: usize) -> io::Result<Placement> {
+    /// The first cluster of directory `path` (0 for a FAT12/16 root), for
+    /// walks that must know a directory met twice.
+    pub fn dir_first_cluster(&self, w: &mut Window, path: &[&str]) -> io::Result<u32> {
+        self.dir_cluster(w, path)
+    }
+
+    /// When `name` is not any entry's long name in directory `parent` but is
+    /// the 8.3 alias of an entry with another name, that name: a file written
+    /// as `name` would be that file by its alias. `None` otherwise, and when
+    /// `parent` does not exist yet.
+    pub fn alias_of(&self, w: &mut Window, parent: &[&str], name: &str) -> io::Result<Option<String>> {
+        let pc = match self.dir_cluster(w, parent) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let d = self.read_dir(w, pc)?;
+        let entries = self.entries(&d);
+        if entries.iter().any(|(_, long, short)| {
+            long.as_deref().map_or(short.eq_ignore_ascii_case(name), |l| l.eq_ignore_ascii_case(name))
+        }) {
+            return Ok(None);
+        }
+        Ok(entries
+            .into_iter()
+            .find(|(_, long, short)| long.is_some() && short.eq_ignore_ascii_case(name))
+            .and_then(|(_, long, _)| long))
+    }
+
+    /// Where `k` slots fit inside one sector of `d` as it is, if anywhere:
+    /// slots before the end marker first, then the first sector after it.
+    fn find_place(&self, d: &DirImage, k: usize) -> Option<Placement> {
         let end = d.end();
         let free = |d: &DirImage, i: usize| i >= end || d.bytes[i * 32] == DELETED;
         let fits = |d: &DirImage, i: usize| {
@@ -392,30 +426,88 @@ impl FatWriter {
                 && i + k <= d.slots()
                 && (i..i + k).all(|j| free(d, j))
         };
-        // Slots before the end marker first, then the first that fits after it.
         let start = if d.cluster == 0 || d.cluster == self.g.root_cluster { 0 } else { 2 };
         for i in start..d.slots() {
             if i > end {
                 break;
             }
             if fits(d, i) {
-                return Ok(Placement { at: i, fill_from: i });
+                return Some(Placement { at: i, fill_from: i });
             }
         }
         let next_sector = end.div_ceil(SLOTS_PER_SECTOR) * SLOTS_PER_SECTOR;
-        if next_sector + k <= d.slots() {
-            return Ok(Placement { at: next_sector, fill_from: end });
+        (next_sector + k <= d.slots()).then_some(Placement { at: next_sector, fill_from: end })
+    }
+
+    /// Finds room for `k` slots inside one sector, growing the directory if
+    /// needed (ordered as the module documentation says).
+    fn place(&mut self, w: &mut Window, d: &mut DirImage, k: usize) -> io::Result<Placement> {
+        if let Some(p) = self.find_place(d, k) {
+            return Ok(p);
         }
+        let end = d.end();
         let old_slots = d.slots();
         self.grow(w, d)?;
         Ok(Placement { at: old_slots, fill_from: end.min(old_slots) })
+    }
+
+    /// The clusters directory `dir` must grow by to take a new entry set for
+    /// each of `names` at once (what a replacement's temporary names add while
+    /// the old files stay), placed as [`FatWriter::create_file`] would place
+    /// them; a directory that does not exist yet counts as a new one of one
+    /// cluster. Nothing is written.
+    pub fn growth_for(&self, w: &mut Window, dir: &[&str], names: &[&str]) -> io::Result<u64> {
+        let cb = self.g.cluster_bytes() as usize;
+        let mut d = match self.dir_cluster(w, dir) {
+            Ok(c) => self.read_dir(w, c)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // `.` and `..` taken, the rest free.
+                let mut bytes = vec![0u8; cb];
+                bytes[0] = b'.';
+                bytes[32] = b'.';
+                DirImage { cluster: u32::MAX, chain: Vec::new(), ranges: Vec::new(), bytes }
+            }
+            Err(e) => return Err(e),
+        };
+        let mut grown = 0u64;
+        for name in names {
+            let (_, long) = short_name_for(name, &HashSet::new())?;
+            let k = if long { name.encode_utf16().count().div_ceil(13) + 1 } else { 1 };
+            if k > SLOTS_PER_SECTOR {
+                // Placed across sectors from the end marker on: at most this.
+                grown += (k * 32).div_ceil(cb) as u64;
+                continue;
+            }
+            let p = match self.find_place(&d, k) {
+                Some(p) => p,
+                None if d.cluster == 0 => return Err(io::Error::new(io::ErrorKind::StorageFull, ROOT_FULL)),
+                None => {
+                    let (end, old) = (d.end(), d.slots());
+                    d.bytes.extend(std::iter::repeat_n(0u8, cb));
+                    grown += 1;
+                    Placement { at: old, fill_from: end.min(old) }
+                }
+            };
+            let end = d.end();
+            for i in p.fill_from..p.at {
+                d.bytes[i * 32] = DELETED;
+            }
+            for i in p.at..p.at + k {
+                d.bytes[i * 32..i * 32 + 32].fill(b' ');
+            }
+            let sector_end = ((p.at / SLOTS_PER_SECTOR + 1) * SLOTS_PER_SECTOR).min(d.slots());
+            for i in (p.at + k).max(end)..sector_end {
+                d.bytes[i * 32..i * 32 + 32].fill(0);
+            }
+        }
+        Ok(grown)
     }
 
     /// Grows a directory by one cluster: the zeroed cluster marked end of chain,
     /// a flush, then the link from the old last cluster, a flush.
     fn grow(&mut self, w: &mut Window, d: &mut DirImage) -> io::Result<()> {
         if d.cluster == 0 {
-            return Err(io::Error::new(io::ErrorKind::StorageFull, "the root directory is full"));
+            return Err(io::Error::new(io::ErrorKind::StorageFull, ROOT_FULL));
         }
         if d.slots() + (self.g.cluster_bytes() / 32) as usize > MAX_DIR_SLOTS {
             return Err(io::Error::new(io::ErrorKind::StorageFull, "the directory has FAT's most entries"));
@@ -563,7 +655,7 @@ impl FatWriter {
         let chain = if self.valid(f.cluster) { self.chain(f.cluster)? } else { Vec::new() };
         let cb = self.g.cluster_bytes();
         if (chain.len() as u64) * cb < size {
-            return Err(invalid(format!("{}: its clusters hold less than its size", path.join("/"))));
+            return Err(invalid("its clusters hold less than its size".into()));
         }
         const RUN: u64 = 4 << 20;
         let mut buf = vec![0u8; RUN.min(size.div_ceil(cb) * cb) as usize];
@@ -866,20 +958,9 @@ fn split_last<'a, 'b>(path: &'b [&'a str]) -> io::Result<(&'a str, &'b [&'a str]
     }
 }
 
-/// Characters a long name may not hold on FAT.
+/// Refuses a name FAT cannot hold ([`crate::volume::name_problem`]).
 fn validate_name(name: &str) -> io::Result<()> {
-    let units = name.encode_utf16().count();
-    let bad = name.chars().find(|&c| (c as u32) < 0x20 || "\"*/:<>?\\|".contains(c));
-    let why = if name.is_empty() || units > 255 {
-        Some("a FAT name is 1 to 255 characters".to_owned())
-    } else if let Some(c) = bad {
-        Some(format!("{c:?} is not allowed in a FAT name"))
-    } else if name == "." || name == ".." || name.ends_with('.') || name.ends_with(' ') {
-        Some("a FAT name cannot end with a dot or a space".to_owned())
-    } else {
-        None
-    };
-    match why {
+    match crate::volume::name_problem(name) {
         Some(w) => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?}: {w}"))),
         None => Ok(()),
     }

@@ -145,6 +145,34 @@ impl Volume for DirVolume {
         Ok(Space { total: s.blocks() * bs, free: s.blocks_available() * bs, cluster })
     }
 
+    /// The generic checks, and on vfat a name that is another file's 8.3
+    /// alias: the kernel resolves it to that file, so a write would replace it.
+    fn check_name(&mut self, path: &str) -> Result<()> {
+        let (dir, name) = crate::volume::split(path);
+        if let Some(why) = crate::volume::replace_name_problem(name) {
+            return Err(Error::Invalid(format!("{}: {why}", path.trim_matches('/'))));
+        }
+        let parent = self.resolve(dir)?;
+        let Ok(rd) = fs::read_dir(&parent) else { return Ok(()) };
+        let names: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            return Ok(());
+        }
+        match fs::symlink_metadata(parent.join(name)) {
+            Ok(_) => Err(Error::Invalid(format!(
+                "{}: {name} is the 8.3 alias of another file in that directory; name the file by its name",
+                path.trim_matches('/')
+            ))),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn dir_identity(&mut self, dir: &str) -> Result<Option<(u64, u64)>> {
+        let p = self.resolve(dir)?;
+        let m = fs::symlink_metadata(&p).map_err(|e| self.err(&p, e))?;
+        Ok(Some((m.dev(), m.ino())))
+    }
+
     fn flush(&mut self) -> Result<()> {
         let f = fs::File::open(&self.root).map_err(|e| self.err(&self.root, e))?;
         nix::unistd::syncfs(&f)
@@ -152,6 +180,7 @@ impl Volume for DirVolume {
     }
 
     fn replace(&mut self, path: &str, data: &mut dyn Read) -> Result<u64> {
+        self.check_name(path)?;
         let p = self.resolve(path)?;
         // Temporary name, fsync, rename over, fsync of the directory: the one
         // atomic write (its temporary name ends in TMP_SUFFIX, which recovery knows).

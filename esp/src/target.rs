@@ -88,13 +88,31 @@ fn through_mount(spec: &str, devnum: Option<(u32, u32)>, mountinfo: &Path) -> Re
             at.display()
         )));
     }
+    let mut volume = DirVolume::open(&at)?;
+    let mut notes =
+        vec![format!("{spec} is mounted at {}: writing through the mount, not the raw partition", at.display())];
+    notes.extend(settle_mounted(&mut volume, true)?);
     Ok(Some(Target {
-        volume: Box::new(DirVolume::open(&at)?),
+        volume: Box::new(volume),
         location: at.display().to_string(),
         disk: None,
         part_uuid: None,
-        notes: vec![format!("{spec} is mounted at {}: writing through the mount, not the raw partition", at.display())],
+        notes,
     }))
+}
+
+/// What a FAT volume's open does with interrupted replacements, for a mounted
+/// one: completed when opened for writing (before anything plans from it),
+/// named when opened to read.
+fn settle_mounted(v: &mut DirVolume, writable: bool) -> Result<Vec<String>> {
+    let name = v.describe();
+    if writable {
+        return Ok(v.complete_interrupted()?.into_iter().map(|d| format!("{name}: {d}")).collect());
+    }
+    Ok(v.interrupted()?
+        .into_iter()
+        .map(|p| format!("{name}: the next write completes the interrupted replacement left as {p}"))
+        .collect())
 }
 
 /// Opens `spec` as a boot volume; `want` picks the partition on a whole disk.
@@ -118,13 +136,9 @@ pub fn open_target_with(
             return Err(Error::Invalid(format!("{spec}: a directory has no partitions")));
         }
         require_fat_dir(p, any_dir_allowed())?;
-        return Ok(Target {
-            volume: Box::new(DirVolume::open(p)?),
-            location: path.to_owned(),
-            disk: None,
-            part_uuid: None,
-            notes: vec![],
-        });
+        let mut volume = DirVolume::open(p)?;
+        let notes = settle_mounted(&mut volume, writable)?;
+        return Ok(Target { volume: Box::new(volume), location: path.to_owned(), disk: None, part_uuid: None, notes });
     }
     if !(meta.is_file() || meta.file_type().is_block_device()) {
         return Err(Error::Invalid(format!("{path}: not a directory, image file or block device")));

@@ -136,6 +136,16 @@ fn efivars(ctx: &Ctx) -> Result<EfiVars> {
     Ok(EfiVars::open(&dir)?)
 }
 
+/// Opens the boot volumes and says what their check at open found (an
+/// interrupted replacement completed or pending, damage).
+fn open_noted(ctx: &Ctx, config: &Config, writable: bool) -> Result<BootTargets> {
+    let t = bootsync::open_targets(ctx.root, ctx.args, config, writable)?;
+    for n in t.boot.notes.iter().chain(t.esp.iter().flat_map(|e| e.notes.iter())) {
+        ctx.out.note(n);
+    }
+    Ok(t)
+}
+
 fn esp_vol(t: &mut BootTargets) -> &mut dyn Volume {
     match t.esp.as_mut() {
         Some(e) => e.volume.as_mut(),
@@ -330,7 +340,7 @@ fn glob_match(pat: &str, s: &str) -> bool {
 pub fn list(ctx: &Ctx) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
-    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
+    let mut t = open_noted(ctx, &config, false)?;
     let entries = all_entries(&mut t, token.as_deref())?;
     let lc = esp_vol(&mut t).read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned());
     let default = lc.as_deref().and_then(|l| loaderconf::get_key(l, "default")).map(str::to_owned);
@@ -371,7 +381,9 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
 fn status(ctx: &Ctx) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
-    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
+    // What the check at open found (an interrupted replacement the next write
+    // completes, damage) is part of the status.
+    let mut t = open_noted(ctx, &config, false)?;
     let mut j = Json::obj();
     let bs = t.boot.volume.space()?;
     match &mut t.esp {
@@ -403,15 +415,26 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     let mut loaders = Vec::new();
     let esp = esp_vol(&mut t);
     for path in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI", "EFI/Microsoft/Boot/bootmgfw.efi"] {
-        if let Ok(b) = esp.read(path) {
-            let what = match sdboot::version(&b) {
-                Some(v) => format!("systemd-boot {v}"),
-                None if path.contains("Microsoft") => "Windows Boot Manager".into(),
-                None => "another loader".into(),
-            };
-            ctx.out.line(format!("loader:   {path}: {what}"));
-            loaders.push(Json::obj().with("path", path).with("what", what));
+        // A cut install leaves the loader only as its complete `.lbnew`, which
+        // the next write puts in place: shown, as pending.
+        let new = format!("{path}{}", lifeboat_esp::volume::NEW_SUFFIX);
+        let (b, pending) = match esp.read(path) {
+            Ok(b) => (b, false),
+            Err(_) => match esp.read(&new) {
+                Ok(b) => (b, true),
+                Err(_) => continue,
+            },
+        };
+        let mut what = match sdboot::version(&b) {
+            Some(v) => format!("systemd-boot {v}"),
+            None if path.contains("Microsoft") => "Windows Boot Manager".into(),
+            None => "another loader".into(),
+        };
+        if pending {
+            what.push_str(&format!(" (only as {new}, an interrupted install: the next write puts it in place)"));
         }
+        ctx.out.line(format!("loader:   {path}: {what}"));
+        loaders.push(Json::obj().with("path", path).with("what", what).with("pending", pending));
     }
     if let Ok(dirs) = esp.list("EFI") {
         for d in dirs.iter().filter(|d| d.is_dir) {
@@ -482,7 +505,7 @@ pub fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let pattern = target_pattern(ctx.root, token.as_deref(), target)?;
-    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
+    let mut t = open_noted(ctx, &config, true)?;
     let entries = all_entries(&mut t, token.as_deref())?;
     let Some(hit) = entries.iter().find(|e| glob_match(&pattern, &e.sort.id)) else {
         return Err(Error::NoEntry { pattern });
@@ -498,7 +521,7 @@ fn set_oneshot(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let pattern = target_pattern(ctx.root, token.as_deref(), target)?;
-    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
+    let mut t = open_noted(ctx, &config, false)?;
     let entries = all_entries(&mut t, token.as_deref())?;
     // The one-shot variable names one entry exactly, counter included.
     let hit = entries
@@ -536,7 +559,7 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let good = format!("{stem}.conf");
-    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
+    let mut t = open_noted(ctx, &config, true)?;
     let from = join("loader/entries", &name);
     let to = join("loader/entries", &good);
     let on_boot = t.boot.volume.exists(&from)?;
@@ -580,7 +603,7 @@ fn install(ctx: &Ctx, loader: Option<&Path>, allow_downgrade: bool) -> Result<Ex
         .map_err(|e| Error::io("read loader", &src, e))?;
     let new_v = sdboot::version(&bin)
         .ok_or_else(|| Error::WrongFile { path: src.clone(), expected: "a systemd-boot binary" })?;
-    let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, true)?;
+    let mut t = open_noted(ctx, &config, true)?;
     let esp = esp_vol(&mut t);
     for r in lifeboat_boot::loaderconf::recover_esp(esp)? {
         ctx.out.note(format!("finished an interrupted replacement: {r}"));

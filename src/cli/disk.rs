@@ -200,6 +200,17 @@ fn check(c: CheckCmd, out: &Out) -> Result<ExitCode> {
     for p in &done.unshared {
         out.line(format!("{name}: {p}: shared its clusters with another entry; given its own copy"));
     }
+    for p in &done.completed {
+        out.line(format!("{name}: {p}"));
+    }
+    let pending = r.pending();
+    for p in &pending {
+        if r.damage.is_empty() {
+            out.line(format!("{name}: the next write completes {p}"));
+        } else {
+            out.line(format!("{name}: once mended, a write completes {p}"));
+        }
+    }
     let repairs = r.repairs();
     for d in &repairs {
         if c.repair {
@@ -212,7 +223,7 @@ fn check(c: CheckCmd, out: &Out) -> Result<ExitCode> {
         out.line(format!("{name}: damaged: {d}"));
     }
     if r.damage.is_empty() {
-        if repairs.is_empty() && done.fat_taken.is_none() && done.unshared.is_empty() {
+        if repairs.is_empty() && pending.is_empty() && done.fat_taken.is_none() && done.unshared.is_empty() {
             out.line(format!("{name}: clean"));
         }
     } else if c.repair {
@@ -233,7 +244,9 @@ fn check(c: CheckCmd, out: &Out) -> Result<ExitCode> {
             .with("repairs", repairs.clone())
             .with("repaired", c.repair)
             .with("fat_taken", done.fat_taken.map(|k| k as u64 + 1))
-            .with("unshared", done.unshared.clone()),
+            .with("unshared", done.unshared.clone())
+            .with("interrupted", r.interrupted.clone())
+            .with("completed", done.completed.clone()),
     );
     Ok(if r.damage.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_FAIL) })
 }
@@ -298,9 +311,12 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             };
             let spec = parse_spec(dest)?;
             let path = spec.path.clone().ok_or_else(|| Error::bad_arg("put", dest.clone(), "needs IMG:PART:PATH"))?;
+            // Sources through the one door for files lifeboat did not make:
+            // a regular file only (a FIFO would block the copy forever, a
+            // device never ends, a directory is not a file), named when refused.
             let mut files = Vec::new();
             for l in locals {
-                let f = std::fs::File::open(l).map_err(|e| Error::io("open", l, e))?;
+                let f = lifeboat_fs::foreign::open_named(Path::new(l)).map_err(|e| Error::io("put", l, e))?;
                 let name = Path::new(l).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 files.push((name, f));
             }
@@ -317,10 +333,21 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             let mut items: Vec<(String, Box<dyn std::io::Read>)> = Vec::new();
             for (name, f) in files {
                 let target = if into_dir { lifeboat_esp::volume::join(&path, &name) } else { path.clone() };
-                // Refused before anything is written: a directory is never replaced.
+                // Refused before anything is written: a directory is never
+                // replaced, two sources never write one file (FAT names
+                // ignore case), and a name the last rename could not give
+                // would leave its `.lbnew` behind.
                 if v.stat(&target)?.is_some_and(|e| e.is_dir) {
                     return Err(Error::bad_arg("put", format!("{dest}: {target}"), "a file's path, not a directory's"));
                 }
+                if items.iter().any(|(t, _)| t.eq_ignore_ascii_case(&target)) {
+                    return Err(Error::bad_arg(
+                        "put",
+                        format!("{dest}: {target}"),
+                        "two of the files to put have this name; nothing was written",
+                    ));
+                }
+                v.check_name(&target)?;
                 items.push((target, Box::new(f)));
             }
             // Directories this put creates go again if it fails: it leaves
@@ -361,6 +388,10 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             for n in notes {
                 out.note(n);
             }
+            // `file/` names a directory; a file there is not what was meant.
+            if path.ends_with('/') && v.stat(&path)?.is_some_and(|e| !e.is_dir) {
+                return Err(Error::bad_arg("rm", c.spec.clone(), "not a directory (the path ends with /)"));
+            }
             v.remove(&path)?;
             v.close()?;
             Ok(ExitCode::SUCCESS)
@@ -391,16 +422,17 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
     }
 }
 
+/// A directory's entries, or (recursive) everything below it through the one
+/// walk that stops at a directory cycle.
 fn list(v: &mut FatVolume, dir: &str, recursive: bool, rows: &mut Vec<(String, lifeboat_esp::DirEntry)>) -> Result<()> {
+    if recursive {
+        rows.extend(lifeboat_esp::volume::walk(v, dir)?);
+        return Ok(());
+    }
     let mut entries = v.list(dir)?;
     entries.sort_by_key(|e| e.name.to_lowercase());
     for e in entries {
-        let p = lifeboat_esp::volume::join(dir, &e.name);
-        let is_dir = e.is_dir;
-        rows.push((p.clone(), e));
-        if recursive && is_dir {
-            list(v, &p, true, rows)?;
-        }
+        rows.push((lifeboat_esp::volume::join(dir, &e.name), e));
     }
     Ok(())
 }
