@@ -109,6 +109,9 @@ def bench_rollback(work, root, n):
     times = rounds(c, n)
     for k, ts in times.items():
         out(f"- {k}: {fmt(ts)}")
+    # The last round's copies are whole trees of their own once the sources go.
+    for p in (dest, odest):
+        shutil.rmtree(p, ignore_errors=True)
     return times
 
 
@@ -150,6 +153,10 @@ def main():
     ap.add_argument("--only", default="commit,rollback,verify")
     a = ap.parse_args()
     if a.scratch_ext4:
+        # A run cut short leaves whole trees behind: the scratch image is not
+        # large enough for two runs' worth.
+        for d in ("commit-root", "commit-ostree", "cp-a-dest", "cpal-dest", "ostree-dest"):
+            shutil.rmtree(os.path.join(a.work, d), ignore_errors=True)
         peers.scratch_ext4(a.scratch_ext4, "26G", a.work)
     os.makedirs(a.work, exist_ok=True)
     only = a.only.split(",")

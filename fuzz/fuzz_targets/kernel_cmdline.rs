@@ -5,6 +5,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let c = lifeboat::cmdline::KernelCmdline::parse_bytes(data);
     let _ = (c.tx(), c.read_only(), c.flag("lifeboat.repair"));
-    let spec = lifeboat::pid1::root::RootSpec::parse(c.get("root"));
-    let _ = spec.find(&[], None);
+    if let Ok(spec) = lifeboat::pid1::root::RootSpec::parse(c.get("root")) {
+        let _ = spec.find(&[], None);
+    }
 });
