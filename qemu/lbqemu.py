@@ -96,7 +96,7 @@ def make_tree(work, name, marker, extra_cmdline="", kernel="cloud"):
 class Image:
     """A composed disk: a root directory with transactions, and the disk image."""
 
-    def __init__(self, work, size="1G", esp="200M"):
+    def __init__(self, work, size="1G", esp="200M", root=None):
         self.work = work
         os.makedirs(work, exist_ok=True)
         self.root = os.path.join(work, "root")
@@ -112,8 +112,23 @@ class Image:
             os.symlink(target, os.path.join(self.root, link))
         with open(os.path.join(self.root, "etc/machine-id"), "w") as f:
             f.write("4c424f4154544553544d414348494e45\n")
-        lb("disk", "create", self.disk, "--size", size, "--esp", esp)
+        lb("disk", "create", self.disk, "--size", size, "--esp", esp, *(["--root", root] if root else []))
         self.parts = json.loads(lb("--json", "disk", "ls", self.disk))["partitions"]
+
+    def add_swap(self):
+        """A Linux swap partition in the rest of the disk (after a `root=` sized
+        root), made by the real sgdisk and mkswap; returns its partition dict."""
+        sh("sgdisk", "-n", "0:0:0", "-t", "0:8200", "-c", "0:swap", self.disk)
+        self.parts = json.loads(lb("--json", "disk", "ls", self.disk))["partitions"]
+        p = max(self.parts, key=lambda p: p["number"])
+        tmp = os.path.join(self.work, "swap.part")
+        with open(tmp, "wb") as f:
+            f.truncate(p["size"])
+        sh("mkswap", "-q", "-L", "lbswap", tmp)
+        sh("dd", f"if={tmp}", f"of={self.disk}", "bs=1M", f"seek={p['start']}", "oflag=seek_bytes", "conv=notrunc",
+           "status=none")
+        os.unlink(tmp)
+        return p
 
     def commit(self, tree, summary):
         return lb("--root", self.root, "state", "commit", "--from", tree, "--summary", summary)

@@ -676,6 +676,79 @@ def q_root_power_cut(work):
         raise Failure(f"{len(failures)} crash images do not hold:\n" + "\n".join(failures[:10]))
 
 
+def partition_digest(disk, part):
+    """SHA-256 of a partition's bytes in the image."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(disk, "rb") as f:
+        f.seek(part["start"])
+        left = part["size"]
+        while left:
+            b = f.read(min(left, 1 << 20))
+            if not b:
+                break
+            h.update(b)
+            left -= len(b)
+    return h.hexdigest()
+
+
+def r_hibernation(work):
+    """Hibernation (generic kernel, swap partition): with no resume= PID 1 finds the image, mounts nothing (the root's bytes unchanged) and `resume` in the shell restores the session; with resume= PID 1 hands the device to the kernel and the session comes back."""
+    img = q.Image(work, size="1G", esp="200M", root="560M")
+    for i in (1, 2, 3):
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}", kernel="generic"), f"test transaction {i}")
+    img.build_initrd(kernel="generic")
+    swap = img.add_swap()
+    dev = f"/dev/nvme0n1p{swap['number']}"
+    img.lbtest(f"hibernate1 = {dev}\nhibernate2 = {dev}\n")
+    img.boot_setup()
+    img.write_root()
+    root = root_partition(img)
+    vars_ = f"{work}/vars.fd"
+
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    booted(vm, 200)
+    m = vm.expect(r"LBTEST: hibernating to \S+ \(\S+\) memory-marker=(\S+)\r?\n", 60)
+    marker = m.group(1)
+    say(f"boot 1: the guest hibernated to {dev} with memory-marker {marker}")
+    vm.wait_exit(300)
+    before = partition_digest(img.disk, root)
+
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    m = vm.expect(r"lifeboat: \[hibernation\] (\S+) holds a hibernation image[^\n]*no resume= given", 200)
+    say(f"boot 2 (no resume=): PID 1: {m.group(1)} holds a hibernation image; the rescue shell opens")
+    vm.expect(r"lifeboat> ", 30)
+    if partition_digest(img.disk, root) != before:
+        raise Failure("the root partition changed while a hibernation image existed")
+    say("the root partition's bytes are unchanged (nothing was mounted)")
+    vm.send("resume\n")
+    m = vm.expect(r"LBTEST: resumed memory-marker=(\S+)\r?\n", 300)
+    if m.group(1) != marker:
+        raise Failure(f"resumed with memory-marker {m.group(1)}, want {marker}")
+    say(f"`resume` in the shell: the hibernated session came back (memory-marker {marker})")
+    finish_ok(vm)
+
+    os.makedirs(os.path.join(img.root, "etc/kernel/cmdline.d"), exist_ok=True)
+    with open(os.path.join(img.root, "etc/kernel/cmdline.d/50-resume.cmdline"), "w") as f:
+        f.write(f"resume=PARTUUID={swap['partuuid']}\n")
+    img.boot_setup()
+    say(f"boot sync with resume=PARTUUID={swap['partuuid']} in the machine's command line")
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    vm.expect(r"resume=\S+ \(\S+\): no hibernation image; booting", 200)
+    booted(vm, 200)
+    m = vm.expect(r"LBTEST: hibernating to \S+ \(\S+\) memory-marker=(\S+)\r?\n", 60)
+    marker = m.group(1)
+    say(f"boot 3: hibernated again, memory-marker {marker}")
+    vm.wait_exit(300)
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    m = vm.expect(r"lifeboat: (\S+) holds a hibernation image \([^)]*\)\); resuming it", 200)
+    m = vm.expect(r"LBTEST: resumed memory-marker=(\S+)\r?\n", 300)
+    if m.group(1) != marker:
+        raise Failure(f"resumed with memory-marker {m.group(1)}, want {marker}")
+    say(f"boot 4 (resume=): PID 1 handed the swap to the kernel; the session came back (memory-marker {marker})")
+    finish_ok(vm)
+
+
 SCENARIOS = {
     "a": a_default_boot,
     "b": b_menu_rollback,
@@ -694,6 +767,7 @@ SCENARIOS = {
     "o": o_root_filesystems,
     "p": p_compressed_modules,
     "q": q_root_power_cut,
+    "r": r_hibernation,
 }
 
 

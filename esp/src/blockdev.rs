@@ -238,6 +238,41 @@ pub fn probe_fs(dev: &Path) -> Option<FsInfo> {
 /// [`probe_fs`] on the first bytes of a device (at least 69 KiB for btrfs).
 pub fn probe_fs_bytes(b: &[u8]) -> Option<FsInfo> {
     let at = |a: usize, n: usize| b.get(a..a + n);
+    // Containers first: a LUKS header or an LVM label sits where no filesystem
+    // of the list below keeps its magic, and their payload must not be probed.
+    if at(0, 6) == Some(b"LUKS\xba\xbe") {
+        let uuid = at(168, 40).and_then(label).map(|u| u.to_ascii_lowercase());
+        return Some(FsInfo { fstype: "crypto_LUKS", uuid, label: None });
+    }
+    for sector in 0..4 {
+        if at(sector * 512, 8) == Some(b"LABELONE") && at(sector * 512 + 24, 8) == Some(b"LVM2 001") {
+            // The PV UUID, 32 characters at the pv_header the label points to,
+            // shown as lvm2 shows it (6-4-4-4-4-4-6).
+            let off = le_u32_at(b, sector * 512 + 20).and_then(|o| usize::try_from(o).ok());
+            let raw = off.and_then(|o| at(sector * 512 + o, 32)).and_then(|u| std::str::from_utf8(u).ok());
+            let uuid = raw.filter(|u| u.bytes().all(|c| c.is_ascii_alphanumeric())).map(|u| {
+                let mut s = String::new();
+                let mut i = 0;
+                for n in [6, 4, 4, 4, 4, 4, 6] {
+                    if !s.is_empty() {
+                        s.push('-');
+                    }
+                    s.push_str(&u[i..i + n]);
+                    i += n;
+                }
+                s
+            });
+            return Some(FsInfo { fstype: "LVM2_member", uuid, label: None });
+        }
+    }
+    // Swap (4 KiB pages): the signature ends the first page; a hibernation image
+    // replaces it (crate::hibernation) and keeps the swap's UUID and label.
+    if let Some(sig) = at(4086, 10) {
+        if sig == b"SWAPSPACE2" || crate::hibernation::image_signature(sig).is_some() {
+            let fstype = if sig == b"SWAPSPACE2" { "swap" } else { "swsuspend" };
+            return Some(FsInfo { fstype, uuid: at(1036, 16).map(uuid_str), label: at(1052, 16).and_then(label) });
+        }
+    }
     if le_u16_at(b, 1080) == Some(0xEF53) {
         let compat = le_u32_at(b, 1116)?;
         let incompat = le_u32_at(b, 1120)?;

@@ -20,6 +20,7 @@ pub mod fat;
 pub mod fatcheck;
 pub(crate) mod fatraw;
 pub mod fatwrite;
+pub mod hibernation;
 pub mod mem;
 pub mod mounted;
 pub mod record;

@@ -7,11 +7,13 @@
 //! with [`progress`]. Any failure, named by its [`Phase`], and any crash of the
 //! worker land in the rescue shell on the console; PID 1 never exits.
 
+pub mod ask;
 pub mod devices;
 pub mod elf;
 pub mod execcheck;
 pub mod modload;
 pub mod progress;
+pub mod resume;
 pub mod rollback;
 pub mod root;
 pub mod supervise;
@@ -53,6 +55,8 @@ pub enum Phase {
     Devices,
     /// Finding and mounting the root.
     Root,
+    /// `resume=` and hibernation images.
+    Hibernation,
     /// Activating the transaction the boot entry names.
     Rollback,
     /// `lifeboat.verify` / `lifeboat.repair`.
@@ -70,6 +74,7 @@ impl Phase {
         match self {
             Phase::Devices => "devices",
             Phase::Root => "root",
+            Phase::Hibernation => "hibernation",
             Phase::Rollback => "rollback",
             Phase::Checks => "checks",
             Phase::Init => "init",
@@ -160,6 +165,10 @@ impl Boot {
         progress::step("looking for the root device");
         lifeboat_state::failpoint::hit("pid1-prepare");
         let dev = self.find_root()?;
+        if !devices::is_mountpoint(Path::new(SYSROOT)) {
+            progress::step("looking for a hibernation image");
+            self.hibernation()?;
+        }
         self.mount_root(&dev)?;
         self.rollback()?;
         self.checks()?;
