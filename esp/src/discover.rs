@@ -1,6 +1,6 @@
 //! Finding the boot disk on a live system: the block device under a mount point
 //! (from `/proc/self/mountinfo`), the whole disk it belongs to (by
-//! [`crate::blockdev`]), and whether a partition is mounted somewhere already. lifeboat never mounts the
+//! [`crate::blockdev`], through device-mapper layers by [`crate::stack`]), and whether a partition is mounted somewhere already. lifeboat never mounts the
 //! ESP: an existing mount is used, otherwise the partition is opened directly.
 //!
 //! The `/proc` and `/sys` roots are parameters so tests run on fake trees.
@@ -9,6 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use crate::blockdev::{DiskOf, SysBlock};
+use crate::disk::{Disk, PartitionKind};
+pub use crate::stack::Stack;
 use crate::{Error, Result};
 
 /// One line of mountinfo, the fields lifeboat needs.
@@ -107,34 +109,105 @@ pub struct BootPartitions {
     pub disk: PathBuf,
     pub esp: Option<String>,
     pub xbootldr: Option<String>,
-    /// PARTUUID of the partition holding `root`.
+    /// PARTUUID of the partition holding `root`, when the filesystem is on the
+    /// partition itself (not on device-mapper layers above it).
     pub root_partuuid: Option<String>,
+    /// The device node the filesystem is mounted from, by kernel name
+    /// (`/dev/nvme0n1p2`, `/dev/dm-1`), for its superblock.
+    pub root_dev: PathBuf,
+    /// The devices under it: the layers of a stacked root, and what they sit on.
+    pub root_stack: Stack,
+    /// What the user should hear: which disk was taken when the root spans
+    /// several, layers' own notes.
+    pub notes: Vec<String>,
 }
 
 /// Finds the disk holding the filesystem mounted at (or containing) `root`, and its
-/// ESP and XBOOTLDR, using existing mounts where there are any.
+/// ESP and XBOOTLDR, using existing mounts where there are any. A root on
+/// device-mapper layers is followed down to the disks underneath; when there are
+/// several (an LVM volume group over two disks), the first that has an ESP is
+/// the boot disk.
 pub fn boot_partitions(root: &Path, proc_mountinfo: &Path, sys: &SysBlock) -> Result<BootPartitions> {
     let text = fs::read_to_string(proc_mountinfo).map_err(|e| Error::io(proc_mountinfo.display().to_string(), e))?;
     let mounts = parse_mountinfo(&text);
     let m = mount_of(&mounts, root).ok_or_else(|| Error::Invalid(format!("no mount holds {}", root.display())))?;
-    let d = sys.disk_of(m.major, m.minor)?;
-    let disk = crate::disk::Disk::open(&d.disk, false)?;
-    let root_partuuid =
-        d.partition.and_then(|n| disk.partitions.iter().find(|p| p.number == n)).map(|p| p.part_guid.clone());
-    let spec_for = |kind: crate::disk::PartitionKind| -> Option<String> {
+    let stack = sys.stack_of(m.major, m.minor)?;
+    let mut notes: Vec<String> = stack.layers.iter().flat_map(|l| l.notes.iter().cloned()).collect();
+    let (disk_path, disk) = boot_disk(&stack, &mut notes)?;
+    let root_partuuid = stack
+        .bottoms
+        .first()
+        .filter(|_| stack.is_plain())
+        .and_then(|b| b.disk.partition)
+        .and_then(|n| disk.partitions.iter().find(|p| p.number == n))
+        .map(|p| p.part_guid.clone());
+    let spec_for = |kind: PartitionKind| -> Option<String> {
         let p = disk.find(kind)?;
-        if let Some((ma, mi, _)) = sys.partition_devnum(&d.disk, p.number) {
+        if let Some((ma, mi, _)) = sys.partition_devnum(&disk_path, p.number) {
             // Prefer an existing mount, but only a real FAT one of that device.
             if let Some(mp) = mounts.iter().find(|x| x.major == ma && x.minor == mi && x.fstype == "vfat") {
                 return Some(mp.mount_point.display().to_string());
             }
         }
-        Some(format!("{}:{}", d.disk.display(), p.number))
+        Some(format!("{}:{}", disk_path.display(), p.number))
     };
     Ok(BootPartitions {
-        esp: spec_for(crate::disk::PartitionKind::Esp),
-        xbootldr: spec_for(crate::disk::PartitionKind::Xbootldr),
-        disk: d.disk.clone(),
+        esp: spec_for(PartitionKind::Esp),
+        xbootldr: spec_for(PartitionKind::Xbootldr),
+        disk: disk_path.clone(),
         root_partuuid,
+        root_dev: sys.dev.join(&stack.top),
+        root_stack: stack,
+        notes,
     })
+}
+
+/// The disk under a root's stack whose ESP boots it: the only one, or of
+/// several the first that has an ESP (else the first whose GPT reads). Which
+/// one was taken, and why, goes into `notes` when there was a choice.
+fn boot_disk(stack: &Stack, notes: &mut Vec<String>) -> Result<(PathBuf, Disk)> {
+    let disks = stack.disks();
+    let mut opened: Vec<(PathBuf, Disk)> = Vec::new();
+    let mut first_err = None;
+    for d in &disks {
+        match Disk::open(d, false) {
+            Ok(g) => opened.push((d.clone(), g)),
+            Err(e) if disks.len() > 1 => {
+                notes.push(format!(
+                    "{}: its partition table cannot be read ({e}); not a boot disk candidate",
+                    d.display()
+                ));
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let with_esp = opened.iter().position(|(_, g)| g.find(PartitionKind::Esp).is_some());
+    let Some(at) = with_esp.or((!opened.is_empty()).then_some(0)) else {
+        return Err(first_err.unwrap_or_else(|| Error::Stack {
+            device: stack.top.clone(),
+            why: "no partition or disk underneath".to_owned(),
+        }));
+    };
+    let chosen = opened.swap_remove(at);
+    if disks.len() > 1 {
+        let all: Vec<String> = disks.iter().map(|d| d.display().to_string()).collect();
+        notes.push(match with_esp {
+            Some(_) => format!(
+                "the root ({}) sits on {} disks ({}); the boot disk is {}, which has an ESP",
+                stack.describe(),
+                disks.len(),
+                all.join(", "),
+                chosen.0.display()
+            ),
+            None => format!(
+                "the root ({}) sits on {} disks ({}), none with an ESP; {} is taken as the boot disk",
+                stack.describe(),
+                disks.len(),
+                all.join(", "),
+                chosen.0.display()
+            ),
+        });
+    }
+    Ok(chosen)
 }
