@@ -12,6 +12,7 @@ pub use crate::blockdev::{DiskOf, SysBlock};
 use crate::disk::{Disk, PartitionKind};
 pub use crate::stack::Stack;
 use crate::{Error, Result};
+use lifeboat_fs::shown::shown_path;
 
 /// One line of mountinfo, the fields lifeboat needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,7 +176,7 @@ fn boot_disk(stack: &Stack, notes: &mut Vec<String>) -> Result<(PathBuf, Disk)> 
             Err(e) if disks.len() > 1 => {
                 notes.push(format!(
                     "{}: its partition table cannot be read ({e}); not a boot disk candidate",
-                    d.display()
+                    shown_path(d)
                 ));
                 first_err.get_or_insert(e);
             }
@@ -191,21 +192,21 @@ fn boot_disk(stack: &Stack, notes: &mut Vec<String>) -> Result<(PathBuf, Disk)> 
     };
     let chosen = opened.swap_remove(at);
     if disks.len() > 1 {
-        let all: Vec<String> = disks.iter().map(|d| d.display().to_string()).collect();
+        let all: Vec<String> = disks.iter().map(|d| shown_path(d)).collect();
         notes.push(match with_esp {
             Some(_) => format!(
                 "the root ({}) sits on {} disks ({}); the boot disk is {}, which has an ESP",
                 stack.describe(),
                 disks.len(),
                 all.join(", "),
-                chosen.0.display()
+                shown_path(&chosen.0)
             ),
             None => format!(
                 "the root ({}) sits on {} disks ({}), none with an ESP; {} is taken as the boot disk",
                 stack.describe(),
                 disks.len(),
                 all.join(", "),
-                chosen.0.display()
+                shown_path(&chosen.0)
             ),
         });
     }

@@ -14,7 +14,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use lifeboat_fs::shown::shown_str;
+use lifeboat_fs::shown::{shown_path, shown_str};
 
 use crate::blockdev::{parse_devnum, read_trim, DiskOf, SysBlock};
 use crate::{Error, Result};
@@ -442,7 +442,7 @@ impl Walk<'_> {
             Err(e) => notes.push(format!(
                 "{}: the LUKS header on {} could not be read ({e}); the UUID is the mapping's dm uuid",
                 shown_str(name),
-                node.display()
+                shown_path(&node)
             )),
         }
     }
