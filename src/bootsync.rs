@@ -42,10 +42,24 @@ fn is_live(root: &Path) -> bool {
 
 /// Opens the boot volumes for `root`.
 pub fn open_targets(root: &Path, args: &BootArgs, cfg: &Config, writable: bool) -> Result<BootTargets> {
+    open_targets_on(root, args, cfg, writable, is_live(root).then(Live::default).as_ref())
+}
+
+/// [`open_targets`] for `root`, which is the running system seen through
+/// `live` when that is given (its boot partitions are then found when neither
+/// the arguments nor the configuration name them).
+pub fn open_targets_on(
+    root: &Path,
+    args: &BootArgs,
+    cfg: &Config,
+    writable: bool,
+    live: Option<&Live>,
+) -> Result<BootTargets> {
+    let mut found_notes = Vec::new();
     let mut esp_spec = args.esp.clone().or_else(|| cfg.esp.clone());
     let mut boot_spec = args.boot.clone().or_else(|| cfg.boot.clone());
     if esp_spec.is_none() {
-        if !is_live(root) {
+        let Some(live) = live else {
             return Err(Error::NoEsp {
                 root: root.to_path_buf(),
                 hint: format!(
@@ -53,16 +67,19 @@ pub fn open_targets(root: &Path, args: &BootArgs, cfg: &Config, writable: bool) 
                     root.join(crate::config::CONFIG_REL).display()
                 ),
             });
-        }
-        let found = discover::boot_partitions(root, Path::new("/proc/self/mountinfo"), &SysBlock::default())?;
+        };
+        let found = discover::boot_partitions(root, &live.mountinfo, &live.sys)?;
         esp_spec = found.esp;
         boot_spec = boot_spec.or(found.xbootldr);
         if esp_spec.is_none() {
             return Err(Error::NoPartition { kind: "ESP", disk: found.disk.clone() });
         }
+        // Which disk was taken, when the root sits on several.
+        found_notes = found.notes;
     }
     let esp_spec = esp_spec.unwrap_or_default();
-    let esp = open_target(&esp_spec, PartitionKind::Esp, writable)?;
+    let mut esp = open_target(&esp_spec, PartitionKind::Esp, writable)?;
+    esp.notes.extend(found_notes);
     // On a whole disk given as the ESP, its XBOOTLDR is $BOOT.
     if boot_spec.is_none() {
         if let Some(d) = &esp.disk {
@@ -233,7 +250,7 @@ pub fn common_on(root: &Path, live: Option<&Live>) -> Result<Common> {
     let mut notes = Vec::new();
     let mut root_params = Vec::new();
     if let Some(live) = live {
-        match discover::boot_partitions(root, &live.mountinfo, &live.sys) {
+        match discover::root_device(root, &live.mountinfo, &live.sys) {
             Ok(found) => {
                 let r = crate::rootparams::root_params(&found);
                 notes.extend(found.notes);
@@ -241,8 +258,8 @@ pub fn common_on(root: &Path, live: Option<&Live>) -> Result<Common> {
                 root_params = r.params;
             }
             Err(e) => notes.push(format!(
-                "the devices under the root cannot be told ({e}); no root= is written unless the cmdline files \
-                 give one"
+                "the root's block device cannot be told ({e}); no root= is written unless the cmdline files give \
+                 one"
             )),
         }
     }

@@ -10,7 +10,7 @@
 //! written twice; an explicit `root=` there wins over lifeboat's.
 
 use lifeboat_esp::blockdev::probe_fs;
-use lifeboat_esp::discover::BootPartitions;
+use lifeboat_esp::discover::RootDevice;
 use lifeboat_esp::stack::LayerKind;
 use lifeboat_fs::shown::shown_path;
 
@@ -27,30 +27,30 @@ const HINT: &str = "no root= is written: name the root (and what the initrd must
                     /etc/kernel/cmdline.d/*.cmdline";
 
 /// The root parameters for the root `found` describes.
-pub fn root_params(found: &BootPartitions) -> RootParams {
-    let stack = &found.root_stack;
+pub fn root_params(found: &RootDevice) -> RootParams {
+    let stack = &found.stack;
     let mut out = RootParams::default();
     if stack.is_plain() {
-        out.params.extend(found.root_partuuid.as_ref().map(|u| format!("root=PARTUUID={u}")));
+        out.params.extend(found.partuuid.as_ref().map(|u| format!("root=PARTUUID={u}")));
         return out;
     }
     let unknown = stack.unknown();
     if !unknown.is_empty() {
         out.notes.push(format!(
             "the root {} is on {}, which lifeboat cannot describe on a kernel command line ({}); {HINT}",
-            shown_path(&found.root_dev),
+            shown_path(&found.dev),
             stack.describe(),
             unknown.join("; ")
         ));
         return out;
     }
-    let fs = probe_fs(&found.root_dev);
+    let fs = probe_fs(&found.dev);
     let Some(fs_uuid) = fs.as_ref().and_then(|f| f.uuid.clone()) else {
         let what = match &fs {
             Some(f) => format!("its {} superblock has no UUID", f.fstype),
             None => "its filesystem is not one lifeboat reads a UUID from (ext2/3/4, XFS, btrfs, f2fs, FAT)".into(),
         };
-        out.notes.push(format!("the root {} ({}): {what}; {HINT}", shown_path(&found.root_dev), stack.describe()));
+        out.notes.push(format!("the root {} ({}): {what}; {HINT}", shown_path(&found.dev), stack.describe()));
         return out;
     };
     let mut luks = Vec::new();
@@ -61,7 +61,7 @@ pub fn root_params(found: &BootPartitions) -> RootParams {
             LayerKind::Luks { uuid: None, .. } => {
                 out.notes.push(format!(
                     "the root {} is on {}, but the UUID of LUKS container {} is not known; {HINT}",
-                    shown_path(&found.root_dev),
+                    shown_path(&found.dev),
                     stack.describe(),
                     l.shown()
                 ));

@@ -216,7 +216,7 @@ fn a_partition_root_keeps_root_partuuid() {
     assert_eq!(found.disk, f.dev("vda"));
     assert_eq!(found.esp.as_deref(), Some(format!("{}:1", f.dev("vda").display()).as_str()));
     assert_eq!(found.xbootldr.as_deref(), Some(format!("{}:2", f.dev("vda").display()).as_str()));
-    assert_eq!(found.root_partuuid.as_deref(), Some(ROOT_PARTUUID));
+    assert_eq!(found.root.partuuid.as_deref(), Some(ROOT_PARTUUID));
     assert!(found.notes.is_empty(), "{:?}", found.notes);
     let c = f.common();
     assert_eq!(c.root_params, [format!("root=PARTUUID={ROOT_PARTUUID}")]);
@@ -237,8 +237,8 @@ fn a_root_on_luks2_names_its_filesystem_and_container() {
     assert_eq!(found.disk, f.dev("vda"));
     assert_eq!(found.esp.as_deref(), Some(format!("{}:1", f.dev("vda").display()).as_str()));
     // The partition under the mapping is the LUKS container, not the root.
-    assert_eq!(found.root_partuuid, None);
-    assert_eq!(found.root_stack.describe(), format!("dm-0 (LUKS2 {LUKS_UUID}) on vda3"));
+    assert_eq!(found.root.partuuid, None);
+    assert_eq!(found.root.stack.describe(), format!("dm-0 (LUKS2 {LUKS_UUID}) on vda3"));
     let c = f.common();
     assert_eq!(c.root_params, [format!("root=UUID={FS_UUID}"), format!("rd.luks.uuid={LUKS_UUID}")]);
     assert!(c.notes.is_empty(), "{:?}", c.notes);
@@ -266,8 +266,15 @@ fn a_root_on_lvm_on_luks_names_its_filesystem_container_and_volume() {
     let found = boot_partitions(&f.root, &f.s.join("mountinfo"), &f.live().sys).unwrap();
     assert_eq!(found.disk, f.dev("vda"));
     assert_eq!(found.xbootldr.as_deref(), Some(format!("{}:2", f.dev("vda").display()).as_str()));
-    assert_eq!(found.root_dev, f.dev("dm-1"));
-    assert_eq!(found.root_stack.describe(), format!("dm-1 (LVM vg0/root) on dm-0 (LUKS1 {LUKS_UUID}) on vda3"));
+    assert_eq!(found.root.dev, f.dev("dm-1"));
+    assert_eq!(found.root.stack.describe(), format!("dm-1 (LVM vg0/root) on dm-0 (LUKS1 {LUKS_UUID}) on vda3"));
+    // PID 1 and `boot set-default` find the boot disk from the root's node the same way.
+    let sys = f.live().sys;
+    fs::create_dir_all(f.dev("mapper")).unwrap();
+    std::os::unix::fs::symlink("../dm-1", f.dev("mapper/vg0-root")).unwrap();
+    assert_eq!(sys.disk_of_dev(&f.dev("dm-1")), Some(f.dev("vda")));
+    assert_eq!(sys.disk_of_dev(&f.dev("mapper/vg0-root")), Some(f.dev("vda")));
+    assert_eq!(sys.disk_of_dev(&f.dev("vda3")), Some(f.dev("vda")));
     let c = f.common();
     assert_eq!(
         c.root_params,
@@ -353,7 +360,14 @@ fn a_root_on_lvm_over_two_disks_boots_from_the_one_with_an_esp() {
     );
     let c = f.common();
     assert_eq!(c.root_params, [format!("root=UUID={FS_UUID}"), "rd.lvm.lv=sys-vg/root".to_owned()]);
-    assert_eq!(c.notes, found.notes);
+    assert!(c.notes.is_empty(), "{:?}", c.notes);
+    // `boot sync` opens that ESP, and says why that disk.
+    let esp = f.dev("vda");
+    run_tool("mkfs.fat", &["--offset", "2048", esp.to_str().unwrap(), "8192"]);
+    let t =
+        bootsync::open_targets_on(&f.root, &Default::default(), &Default::default(), false, Some(&f.live())).unwrap();
+    assert!(t.boot.location.starts_with(&format!("{}:1 (esp, FAT", esp.display())), "{}", t.boot.location);
+    assert_eq!(t.boot.notes, found.notes);
     assert_eq!(f.entry_options(), format!("root=UUID={FS_UUID} rd.lvm.lv=sys-vg/root lifeboat.tx=1"));
 }
 
@@ -407,4 +421,23 @@ fn a_cycle_in_slaves_is_refused_not_followed() {
     assert_eq!(c.notes.len(), 1);
     assert!(c.notes[0].contains("cycle"), "{:?}", c.notes);
     assert_eq!(f.entry_options(), "lifeboat.tx=1");
+}
+
+#[test]
+fn a_luks_root_on_a_whole_disk_without_gpt_is_still_named() {
+    let mut f = Fake::new("stack-whole");
+    boot_disk(&mut f, "8304");
+    // A second disk that is one LUKS container, no partition table.
+    f.node("vdb", format!("{VIRTIO}/vdb"), (252, 16), None);
+    luks(&f.dev("vdb"), 2, LUKS_UUID);
+    let hex = LUKS_UUID.replace('-', "");
+    f.dm(0, "data", Some(&format!("CRYPT-LUKS2-{hex}-data")), &["vdb"]);
+    ext4(&f.dev("dm-0"), FS_UUID);
+    f.mount_root((253, 0), "/dev/mapper/data");
+    let c = f.common();
+    assert_eq!(c.root_params, [format!("root=UUID={FS_UUID}"), format!("rd.luks.uuid={LUKS_UUID}")]);
+    assert!(c.notes.is_empty(), "{:?}", c.notes);
+    // Its ESP is on another disk, which the root does not lead to: named, not guessed.
+    let e = boot_partitions(&f.root, &f.s.join("mountinfo"), &f.live().sys).unwrap_err().to_string();
+    assert!(e.contains("vdb"), "{e}");
 }

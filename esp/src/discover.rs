@@ -103,6 +103,22 @@ mod tests {
     }
 }
 
+/// The filesystem mounted at (or containing) a path, as the block layer holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootDevice {
+    /// The device node it is mounted from, by kernel name (`/dev/nvme0n1p2`,
+    /// `/dev/dm-1`), for its superblock.
+    pub dev: PathBuf,
+    /// PARTUUID of its partition, when the filesystem is on the partition
+    /// itself (not on device-mapper layers above it).
+    pub partuuid: Option<String>,
+    /// The devices under it: the layers of a stacked root, and what they sit on.
+    pub stack: Stack,
+    /// What the user should hear about the layers (a LUKS header that
+    /// disagrees with its mapping, one that could not be read).
+    pub notes: Vec<String>,
+}
+
 /// Where the boot partitions of a live system are, as specs `open_target` accepts:
 /// the mount point when mounted, else `DISK:N`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,17 +126,51 @@ pub struct BootPartitions {
     pub disk: PathBuf,
     pub esp: Option<String>,
     pub xbootldr: Option<String>,
-    /// PARTUUID of the partition holding `root`, when the filesystem is on the
-    /// partition itself (not on device-mapper layers above it).
-    pub root_partuuid: Option<String>,
-    /// The device node the filesystem is mounted from, by kernel name
-    /// (`/dev/nvme0n1p2`, `/dev/dm-1`), for its superblock.
-    pub root_dev: PathBuf,
-    /// The devices under it: the layers of a stacked root, and what they sit on.
-    pub root_stack: Stack,
-    /// What the user should hear: which disk was taken when the root spans
-    /// several, layers' own notes.
+    /// The filesystem at the path asked about.
+    pub root: RootDevice,
+    /// Which disk was taken, when the root sits on several.
     pub notes: Vec<String>,
+}
+
+/// The mounts, and the one holding `root`.
+fn mount_holding(root: &Path, proc_mountinfo: &Path) -> Result<(Vec<Mount>, Mount)> {
+    let text = fs::read_to_string(proc_mountinfo).map_err(|e| Error::io(proc_mountinfo.display().to_string(), e))?;
+    let mounts = parse_mountinfo(&text);
+    let m =
+        mount_of(&mounts, root).ok_or_else(|| Error::Invalid(format!("no mount holds {}", root.display())))?.clone();
+    Ok((mounts, m))
+}
+
+/// The partition's PARTUUID when `stack` is a plain partition, from `disk`
+/// (its disk's GPT, read here when not given).
+fn plain_partuuid(stack: &Stack, disk: Option<&Disk>) -> Option<String> {
+    let b = stack.bottoms.first().filter(|_| stack.is_plain())?;
+    let n = b.disk.partition?;
+    let opened;
+    let disk = match disk {
+        Some(d) => d,
+        None => {
+            opened = Disk::open(&b.disk.disk, false).ok()?;
+            &opened
+        }
+    };
+    disk.partitions.iter().find(|p| p.number == n).map(|p| p.part_guid.clone())
+}
+
+fn root_device_of(stack: Stack, sys: &SysBlock, disk: Option<&Disk>) -> RootDevice {
+    RootDevice {
+        dev: sys.dev.join(&stack.top),
+        partuuid: plain_partuuid(&stack, disk),
+        notes: stack.layers.iter().flat_map(|l| l.notes.iter().cloned()).collect(),
+        stack,
+    }
+}
+
+/// The device holding the filesystem mounted at (or containing) `root`, and
+/// the devices under it; whichever disk it is on, GPT or not.
+pub fn root_device(root: &Path, proc_mountinfo: &Path, sys: &SysBlock) -> Result<RootDevice> {
+    let (_, m) = mount_holding(root, proc_mountinfo)?;
+    Ok(root_device_of(sys.stack_of(m.major, m.minor)?, sys, None))
 }
 
 /// Finds the disk holding the filesystem mounted at (or containing) `root`, and its
@@ -129,19 +179,10 @@ pub struct BootPartitions {
 /// several (an LVM volume group over two disks), the first that has an ESP is
 /// the boot disk.
 pub fn boot_partitions(root: &Path, proc_mountinfo: &Path, sys: &SysBlock) -> Result<BootPartitions> {
-    let text = fs::read_to_string(proc_mountinfo).map_err(|e| Error::io(proc_mountinfo.display().to_string(), e))?;
-    let mounts = parse_mountinfo(&text);
-    let m = mount_of(&mounts, root).ok_or_else(|| Error::Invalid(format!("no mount holds {}", root.display())))?;
+    let (mounts, m) = mount_holding(root, proc_mountinfo)?;
     let stack = sys.stack_of(m.major, m.minor)?;
-    let mut notes: Vec<String> = stack.layers.iter().flat_map(|l| l.notes.iter().cloned()).collect();
+    let mut notes = Vec::new();
     let (disk_path, disk) = boot_disk(&stack, &mut notes)?;
-    let root_partuuid = stack
-        .bottoms
-        .first()
-        .filter(|_| stack.is_plain())
-        .and_then(|b| b.disk.partition)
-        .and_then(|n| disk.partitions.iter().find(|p| p.number == n))
-        .map(|p| p.part_guid.clone());
     let spec_for = |kind: PartitionKind| -> Option<String> {
         let p = disk.find(kind)?;
         if let Some((ma, mi, _)) = sys.partition_devnum(&disk_path, p.number) {
@@ -155,10 +196,8 @@ pub fn boot_partitions(root: &Path, proc_mountinfo: &Path, sys: &SysBlock) -> Re
     Ok(BootPartitions {
         esp: spec_for(PartitionKind::Esp),
         xbootldr: spec_for(PartitionKind::Xbootldr),
-        disk: disk_path.clone(),
-        root_partuuid,
-        root_dev: sys.dev.join(&stack.top),
-        root_stack: stack,
+        root: root_device_of(stack, sys, Some(&disk)),
+        disk: disk_path,
         notes,
     })
 }
