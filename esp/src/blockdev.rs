@@ -1,6 +1,7 @@
 //! Block devices as sysfs shows them — the one scan of `/sys/class/block` that
 //! every part of lifeboat uses: disks and partitions with their device numbers and
-//! sizes, the disk a partition belongs to (through device-mapper slaves), each
+//! sizes, the disk a partition belongs to (through the device-mapper stack,
+//! [`crate::stack`]), each
 //! partition's PARTUUID, name and type from its disk's GPT, and each filesystem's
 //! type, UUID and label from its superblock.
 //!
@@ -60,11 +61,11 @@ pub struct DiskOf {
     pub partition: Option<u32>,
 }
 
-fn read_trim(p: &Path) -> Option<String> {
+pub(crate) fn read_trim(p: &Path) -> Option<String> {
     fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
 }
 
-fn parse_devnum(s: &str) -> Option<(u32, u32)> {
+pub(crate) fn parse_devnum(s: &str) -> Option<(u32, u32)> {
     let (a, b) = s.split_once(':')?;
     Some((a.parse().ok()?, b.parse().ok()?))
 }
@@ -134,45 +135,43 @@ impl SysBlock {
         out
     }
 
-    /// The whole disk behind device `major:minor`, following one level of
-    /// device-mapper slaves (LUKS, LVM) to the partition they sit on.
+    /// The whole disk behind device `major:minor`: for a partition its disk, for
+    /// a device-mapper (or md) device the disk under its lowest layer (the first
+    /// one met, when the layers span several; [`crate::stack::Stack::disks`]
+    /// lists them all).
     pub fn disk_of(&self, major: u32, minor: u32) -> Result<DiskOf> {
-        self.disk_of_depth(major, minor, 0)
-    }
-
-    fn disk_of_depth(&self, major: u32, minor: u32, depth: u32) -> Result<DiskOf> {
-        let link = self.sys.join(format!("dev/block/{major}:{minor}"));
-        let real = fs::canonicalize(&link).map_err(|e| Error::io(link.display().to_string(), e))?;
-        if depth < 8 {
-            if let Ok(rd) = fs::read_dir(real.join("slaves")) {
-                if let Some(s) = rd.flatten().next() {
-                    if let Some((a, b)) = read_trim(&s.path().join("dev")).and_then(|d| parse_devnum(&d)) {
-                        return self.disk_of_depth(a, b, depth + 1);
-                    }
-                }
-            }
+        let stack = self.stack_of(major, minor)?;
+        let Some(b) = stack.bottoms.first() else {
+            return Err(Error::Stack { device: stack.top, why: "no partition or disk underneath".to_owned() });
+        };
+        if stack.is_plain() {
+            return Ok(b.disk.clone());
         }
-        let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Some(n) = read_trim(&real.join("partition")).and_then(|s| s.parse::<u32>().ok()) {
-            let parent = real.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
-            let parent =
-                parent.ok_or_else(|| Error::Invalid(format!("{}: partition without a disk", real.display())))?;
-            return Ok(DiskOf { disk: self.dev.join(parent), partition: Some(n) });
-        }
-        Ok(DiskOf { disk: self.dev.join(name), partition: None })
+        Ok(DiskOf { disk: b.disk.disk.clone(), partition: None })
     }
 
     /// The whole disk a device node belongs to (itself if it is a disk), by its
-    /// kernel name.
+    /// kernel name; a `/dev/mapper` link is followed to its `dm-N`, and a
+    /// stacked device gives the disk under its lowest layer.
     pub fn disk_of_dev(&self, dev: &Path) -> Option<PathBuf> {
-        let name = dev.file_name()?.to_string_lossy().into_owned();
-        let base = self.sys.join("class/block").join(&name);
+        let mut name = dev.file_name()?.to_string_lossy().into_owned();
+        let mut base = self.sys.join("class/block").join(&name);
+        if !base.exists() {
+            if let Some(real) = fs::canonicalize(dev).ok().and_then(|r| r.file_name().map(|n| n.to_owned())) {
+                name = real.to_string_lossy().into_owned();
+                base = self.sys.join("class/block").join(&name);
+            }
+        }
         if base.join("partition").exists() {
             let real = fs::canonicalize(&base).ok()?;
-            Some(self.dev.join(real.parent()?.file_name()?))
-        } else {
-            Some(self.dev.join(name))
+            return Some(self.dev.join(real.parent()?.file_name()?));
         }
+        let stacked = fs::read_dir(base.join("slaves")).is_ok_and(|mut rd| rd.next().is_some());
+        if stacked {
+            let (a, b) = parse_devnum(&read_trim(&base.join("dev"))?)?;
+            return self.disk_of(a, b).ok().map(|d| d.disk);
+        }
+        Some(self.dev.join(name))
     }
 
     /// `major:minor` and device node of partition `n` of `disk`, if it exists.
