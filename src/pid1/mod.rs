@@ -8,6 +8,7 @@
 //! worker land in the rescue shell on the console; PID 1 never exits.
 
 pub mod ask;
+pub mod crypt;
 pub mod devices;
 pub mod elf;
 pub mod execcheck;
@@ -134,11 +135,19 @@ pub struct Boot {
     started: f64,
     /// The initrd's kernel modules, when it carries any.
     modules: Option<modload::ModuleLoader>,
+    /// What the command line says about LUKS containers.
+    luks: crypt::LuksConfig,
+    /// LUKS containers opened (by UUID), and those that would not open.
+    opened: std::collections::BTreeSet<String>,
+    failed_luks: std::collections::BTreeSet<String>,
+    /// LVM volumes activated (by device-mapper name).
+    activated: std::collections::BTreeSet<String>,
 }
 
 impl Boot {
     pub fn new(cmdline: KernelCmdline) -> Self {
         Boot {
+            luks: crypt::LuksConfig::from_cmdline(&cmdline),
             cmdline,
             root_dev: None,
             rollback_done: false,
@@ -148,6 +157,9 @@ impl Boot {
             force: false,
             started: uptime(),
             modules: None,
+            opened: Default::default(),
+            failed_luks: Default::default(),
+            activated: Default::default(),
         }
     }
 
