@@ -22,6 +22,7 @@ pub struct Vg {
     pub extent_size: u64,
     pub status: Vec<String>,
     pub flags: Vec<String>,
+    pub tags: Vec<String>,
     pub pvs: Vec<PvMeta>,
     pub lvs: Vec<Lv>,
 }
@@ -180,6 +181,7 @@ fn vg_from(name: &str, s: &Section) -> Result<Vg, LvmError> {
         extent_size,
         status: str_list(s, "status"),
         flags: str_list(s, "flags"),
+        tags: str_list(s, "tags"),
         pvs,
         lvs,
     })
