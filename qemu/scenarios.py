@@ -749,6 +749,58 @@ def r_hibernation(work):
     finish_ok(vm)
 
 
+def t_luks_root(work):
+    """A LUKS2 root (argon2id, made by the real cryptsetup; ext4 inside) on Debian's generic kernel: PID 1 asks for the passphrase on the serial console (a wrong one first), opens it with dm-crypt and boots; a rollback picked in the menu asks again and rolls back."""
+    img = q.Image(work, size="1G", esp="200M", root="400M")
+    fs_uuid = "6c1f0b7e-3d2a-4c55-9e11-7a0d5b9c2e44"
+    for i in (1, 2, 3):
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}", kernel="generic"), f"test transaction {i}")
+    img.build_initrd(kernel="generic")
+    # What boot sync writes for a root on LUKS on a running system.
+    os.makedirs(os.path.join(img.root, "etc/kernel/cmdline.d"), exist_ok=True)
+    passphrase = "correct horse battery staple"
+    t0 = time.time()
+    uuid = img.write_root_luks(passphrase, fs_uuid)
+    with open(os.path.join(img.root, "etc/kernel/cmdline.d/50-root.cmdline"), "w") as f:
+        f.write(f"root=UUID={fs_uuid} rd.luks.uuid={uuid}\n")
+    img.boot_setup(timeout=30)
+    say(f"root: LUKS2 {uuid} (cryptsetup luksFormat, argon2id), ext4 {fs_uuid} inside, encrypted in {time.time() - t0:.0f} s")
+    vars_ = f"{work}/vars.fd"
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    vm.expect(r"transaction 3 \(", 90)
+    time.sleep(1)
+    vm.send("\r")
+    vm.expect(r"Passphrase for (\S+) \(LUKS2 " + re.escape(uuid) + r"\): ", 200)
+    say("PID 1 asks for the passphrase on the serial console; typing a wrong one")
+    vm.send("wrong passphrase\n")
+    m = vm.expect(r"wrong passphrase \((\d+) more tries\)", 300)
+    say(f"PID 1: wrong passphrase ({m.group(1)} more tries); typing the right one")
+    vm.expect(r"Passphrase for ", 60)
+    t = time.time()
+    vm.send(passphrase + "\n")
+    m = vm.expect(r"LUKS2 \S+ opened as (\S+) \(keyslot (\d+)", 300)
+    say(f"PID 1 opened it as {m.group(1)} (keyslot {m.group(2)}) {time.time() - t:.0f} s after the passphrase")
+    vm.expect(r"root=UUID=\S+ is (\S+)", 60)
+    tx = booted(vm, 200)
+    if tx != 3:
+        raise Failure(f"booted transaction {tx}, want 3")
+    say(f"userspace reports transaction {tx}")
+    finish_ok(vm)
+
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    pick_third_entry(vm, r"transaction 1 \(", "transaction 1")
+    vm.expect(r"Passphrase for ", 200)
+    vm.send(passphrase + "\n")
+    vm.expect(r"opened as ", 300)
+    m = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 120)
+    say(f"menu pick: passphrase again, then PID 1: rolling back /usr: transaction {m.group(1)} -> {m.group(2)}")
+    tx = booted(vm, 200)
+    if tx != 1:
+        raise Failure(f"booted transaction {tx}, want 1")
+    say(f"userspace reports transaction {tx}")
+    finish_ok(vm)
+
+
 SCENARIOS = {
     "a": a_default_boot,
     "b": b_menu_rollback,
@@ -768,6 +820,7 @@ SCENARIOS = {
     "p": p_compressed_modules,
     "q": q_root_power_cut,
     "r": r_hibernation,
+    "t": t_luks_root,
 }
 
 

@@ -73,6 +73,54 @@ pub struct BuildCmd {
     /// the lifeboat binary to embed (default: this one; the rescue build has no SQLite)
     #[argh(option)]
     pub binary: Option<PathBuf>,
+    /// a LUKS key file for PID 1, as UUID=FILE (tried for that container without
+    /// any kernel parameter) or FILE (named by rd.luks.key=/etc/lifeboat/keys/NAME);
+    /// repeatable. Anyone who can read the initrd can read the key.
+    #[argh(option)]
+    pub keyfile: Vec<String>,
+}
+
+/// The largest key file taken (cryptsetup's default limit is 8 MiB).
+const MAX_KEYFILE: u64 = 8 << 20;
+
+/// The key files as an uncompressed archive appended to the initrd, under
+/// `crate::pid1::crypt::KEY_DIR`, readable by root only.
+fn keyfile_segment(specs: &[String]) -> Result<Option<Vec<u8>>> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let mut a = lifeboat_initrd::cpio::Archive::new();
+    a.dir("etc", 0o755);
+    a.dir("etc/lifeboat", 0o755);
+    a.dir("etc/lifeboat/keys", 0o700);
+    let mut names = Vec::new();
+    for spec in specs {
+        let (name, path) = match spec.split_once('=') {
+            Some((u, p)) if u.len() == 36 && u.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-') => {
+                (format!("{}.key", u.to_ascii_lowercase()), PathBuf::from(p))
+            }
+            _ => {
+                let p = PathBuf::from(spec);
+                let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                (n, p)
+            }
+        };
+        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+            return Err(Error::bad_arg("--keyfile", spec, "not UUID=FILE or a file with a name"));
+        }
+        if names.contains(&name) {
+            return Err(Error::bad_arg("--keyfile", spec, "a second key file of that name"));
+        }
+        let bytes = foreign::open_named(&path)
+            .and_then(|f| foreign::read_capped(f, MAX_KEYFILE))
+            .map_err(|e| Error::io("read", &path, e))?;
+        if bytes.is_empty() {
+            return Err(Error::bad_arg("--keyfile", spec, "the key file is empty"));
+        }
+        a.file(&format!("etc/lifeboat/keys/{name}"), 0o400, bytes);
+        names.push(name);
+    }
+    Ok(Some(a.to_bytes()))
 }
 
 /// The running kernel's release (`uname -r`).
@@ -198,6 +246,7 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
         ),
         None => None,
     };
+    let keys = keyfile_segment(&b.keyfile)?;
     let built = lifeboat_initrd::build(&BuildSpec { binary, modules, compression })?;
     for n in &built.notes {
         out.note(n);
@@ -206,7 +255,22 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
         Some(base) => lifeboat_initrd::append(base, &built.bytes),
         None => built.bytes,
     };
-    lifeboat_fs::atomic_write(&b.out, &bytes, 0o644).map_err(|e| Error::io("write", &b.out, e))?;
+    let bytes = match &keys {
+        Some(k) => {
+            out.note(format!(
+                "{} key file{} in the initrd: anyone who can read {} can open the container{}",
+                b.keyfile.len(),
+                if b.keyfile.len() == 1 { "" } else { "s" },
+                b.out.display(),
+                if b.keyfile.len() == 1 { "" } else { "s" }
+            ));
+            lifeboat_initrd::append(&bytes, k)
+        }
+        None => bytes,
+    };
+    // An initrd holding keys is for root only.
+    let mode = if keys.is_some() { 0o600 } else { 0o644 };
+    lifeboat_fs::atomic_write(&b.out, &bytes, mode).map_err(|e| Error::io("write", &b.out, e))?;
     out.line(format!(
         "wrote {} ({} bytes; {} modules, {} firmware files) in {} ms",
         b.out.display(),

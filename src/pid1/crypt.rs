@@ -90,10 +90,9 @@ impl LuksConfig {
                         None => cfg.wanted.push(LuksWanted { uuid: Some(u), name: Some(name.to_owned()) }),
                     }
                 }
-                _ => cfg.notes.push(format!(
-                    "rd.luks.name={}: not UUID=NAME; ignored",
-                    lifeboat_fs::shown::shown_str(v)
-                )),
+                _ => {
+                    cfg.notes.push(format!("rd.luks.name={}: not UUID=NAME; ignored", lifeboat_fs::shown::shown_str(v)))
+                }
             }
         }
         for v in values(c, "rd.luks.key") {
