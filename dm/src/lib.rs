@@ -21,6 +21,8 @@
 
 pub mod control;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ioctl;
 pub mod lvm;
 

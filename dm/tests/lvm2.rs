@@ -365,6 +365,12 @@ fn wrapped_metadata_text_is_followed() {
         assert_eq!(size, 32768);
         if off + len > size {
             wrapped = true;
+            if let Some(dir) = std::env::var_os("LIFEBOAT_DM_SAVE_METADATA") {
+                // The device's head (label, 32 KiB area with the wrapped text) as a seed.
+                let mut head = vec![0u8; (pv.metadata_areas[0].offset + size) as usize];
+                std::os::unix::fs::FileExt::read_exact_at(&File::open(&dev).unwrap(), &mut head, 0).unwrap();
+                std::fs::write(Path::new(&dir).join("wrapped-pv-head.img"), head).unwrap();
+            }
             // A plan from the wrapped copy works too.
             let plan = plan_activation(&pvs, &sel(&format!("rd.lvm.vg={vg}"))).unwrap();
             assert_eq!(plan.len(), 6);

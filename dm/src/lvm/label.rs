@@ -227,6 +227,28 @@ fn read_metadata(dev: &(impl ReadAt + ?Sized), pv: &mut PvInfo) -> Result<(), Lv
     Ok(())
 }
 
+/// Appends `len` bytes from `at` to `out`, a piece at a time: memory grows with
+/// what the device really holds, not with what a damaged header claims.
+fn read_span(
+    dev: &(impl ReadAt + ?Sized),
+    at: u64,
+    len: u64,
+    out: &mut Vec<u8>,
+    what: &'static str,
+) -> Result<(), LvmError> {
+    const PIECE: u64 = 64 * 1024;
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(PIECE) as usize;
+        let old = out.len();
+        out.resize(old + n, 0);
+        let pos = at.checked_add(done).ok_or_else(|| io(what, at)(std::io::ErrorKind::InvalidInput.into()))?;
+        dev.read_at(&mut out[old..], pos).map_err(io(what, pos))?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
 /// The committed text of one metadata area; `None` if the area holds none.
 fn read_area(dev: &(impl ReadAt + ?Sized), area: Area) -> Result<Option<Vec<u8>>, LvmError> {
     let bad = |why: String| LvmError::BadArea { offset: area.offset, why };
@@ -265,13 +287,12 @@ fn read_area(dev: &(impl ReadAt + ?Sized), area: Area) -> Result<Option<Vec<u8>>
     }
     // The text runs to the end of the area and wraps to just after the header.
     let first = len.min(size - off);
-    let mut text = vec![0u8; len as usize];
-    let (a, b) = text.split_at_mut(first as usize);
     let at = area.offset.checked_add(off).ok_or_else(|| bad("offset overflow".into()))?;
-    dev.read_at(a, at).map_err(io("metadata text", at))?;
-    if !b.is_empty() {
-        let at2 = area.offset + MDA_HEADER_SIZE;
-        dev.read_at(b, at2).map_err(io("wrapped metadata text", at2))?;
+    let mut text = Vec::new();
+    read_span(dev, at, first, &mut text, "metadata text")?;
+    if len > first {
+        let wrap = area.offset.checked_add(MDA_HEADER_SIZE).ok_or_else(|| bad("offset overflow".into()))?;
+        read_span(dev, wrap, len - first, &mut text, "wrapped metadata text")?;
     }
     let computed = calc_crc(INITIAL_CRC, &text);
     if computed != crc {
