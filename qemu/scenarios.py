@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """End-to-end boot scenarios: real OVMF, systemd-boot and kernel in QEMU (TCG).
 
-  python3 qemu/scenarios.py            all scenarios
+  python3 qemu/scenarios.py            all scenarios, two guests at once
   python3 qemu/scenarios.py a b d      some of them
+  LIFEBOAT_QEMU_JOBS=1 ...             one guest at a time
   LIFEBOAT_QEMU_VERBOSE=1 ...          echo the serial console
 
 Each scenario composes its own image under qemu/out/<name>/ (console.log kept;
@@ -824,55 +825,93 @@ SCENARIOS = {
 }
 
 
+def run_one(n):
+    """Runs scenario `n` here (one attempt, plus a second one if the guest
+    stalled); returns 0 passed, 1 failed, 3 passed or failed on a second try."""
+    fn = SCENARIOS[n]
+    work = os.path.join(OUT, n)
+    print(f"[{n}] {fn.__doc__}", flush=True)
+    # A guest that stops making progress gets one more try, reported as flaky
+    # with the first attempt's console kept. (Seen once in CI: a boot silent
+    # for 150 s right after PID 1 started, not reproduced in dozens of runs
+    # since; PID 1's stall report now names the step and the kernel's warnings.)
+    for attempt in (1, 2):
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
+        t = time.time()
+        try:
+            fn(work)
+            print(f"[{n}] PASS ({time.time() - t:.0f} s)", flush=True)
+            for root, _, files in os.walk(work):
+                for f in files:
+                    if f.endswith((".img", ".fd")):
+                        os.unlink(os.path.join(root, f))
+            q.kill_all()
+            return 0 if attempt == 1 else 3
+        except Exception as e:
+            q.kill_all()
+            print(f"[{n}] FAIL ({time.time() - t:.0f} s): {e}", flush=True)
+            if not isinstance(e, Failure):
+                traceback.print_exc()
+            log = os.path.join(work, "console.log")
+            if os.path.exists(log):
+                print(f"[{n}] last console lines ({log}):")
+                print("".join(open(log, errors="replace").readlines()[-25:]))
+            if attempt == 1 and isinstance(e, Failure) and "timed out" in str(e):
+                kept = os.path.join(OUT, f"{n}.first-attempt.log")
+                if os.path.exists(log):
+                    shutil.copy(log, kept)
+                print(f"[{n}] the guest stalled; retrying once (first console log: {kept})", flush=True)
+                continue
+            return 1
+    return 1
+
+
+# The longest first, so the two lanes end together.
+LONGEST_FIRST = "qkmnrtsophcilfbejagd"
+
+
 def main(argv):
-    names = argv or list(SCENARIOS)
+    if argv[:1] == ["--one"]:
+        return run_one(argv[1])
+    jobs = int(os.environ.get("LIFEBOAT_QEMU_JOBS", "2"))
+    names = argv or sorted(SCENARIOS, key=lambda n: LONGEST_FIRST.find(n) % 100)
     if not os.path.exists(q.LIFEBOAT) or not os.path.exists(q.RESCUE):
         print(f"no static lifeboat at {q.LIFEBOAT} or {q.RESCUE}: ./scripts/build.sh builds both")
         return 2
     subprocess.run([os.path.join(q.HERE, "fetch.sh")], check=True)
     failed, flaky = [], []
-    for n in names:
-        fn = SCENARIOS[n]
-        work = os.path.join(OUT, n)
-        print(f"[{n}] {fn.__doc__}", flush=True)
-        # A guest that stops making progress gets one more try, reported as flaky
-        # with the first attempt's console kept. (Seen once in CI: a boot silent
-        # for 150 s right after PID 1 started, not reproduced in dozens of runs
-        # since; PID 1's stall report now names the step and the kernel's warnings.)
-        for attempt in (1, 2):
-            shutil.rmtree(work, ignore_errors=True)
-            os.makedirs(work)
-            t = time.time()
-            try:
-                fn(work)
-                print(f"[{n}] PASS ({time.time() - t:.0f} s)", flush=True)
-                for root, _, files in os.walk(work):
-                    for f in files:
-                        if f.endswith((".img", ".fd")):
-                            os.unlink(os.path.join(root, f))
-                q.kill_all()
-                break
-            except Exception as e:
-                q.kill_all()
-                print(f"[{n}] FAIL ({time.time() - t:.0f} s): {e}", flush=True)
-                if not isinstance(e, Failure):
-                    traceback.print_exc()
-                log = os.path.join(work, "console.log")
-                if os.path.exists(log):
-                    print(f"[{n}] last console lines ({log}):")
-                    print("".join(open(log, errors="replace").readlines()[-25:]))
-                if attempt == 1 and isinstance(e, Failure) and "timed out" in str(e):
-                    kept = os.path.join(OUT, f"{n}.first-attempt.log")
-                    if os.path.exists(log):
-                        shutil.copy(log, kept)
-                    flaky.append(n)
-                    print(f"[{n}] the guest stalled; retrying once (first console log: {kept})", flush=True)
-                    continue
+    # Two guests at once (one per core): each scenario in a process of its own,
+    # its output printed whole when it ends.
+    pending = list(names)
+    running = {}
+    os.makedirs(OUT, exist_ok=True)
+    start = time.time()
+    while pending or running:
+        while pending and len(running) < jobs:
+            n = pending.pop(0)
+            out = open(os.path.join(OUT, f"{n}.out"), "w+")
+            proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--one", n], stdout=out,
+                                    stderr=subprocess.STDOUT)
+            running[n] = (proc, out)
+        time.sleep(1)
+        for n, (proc, out) in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del running[n]
+            out.seek(0)
+            sys.stdout.write(out.read())
+            sys.stdout.flush()
+            out.close()
+            if code == 3:
+                flaky.append(n)
+            elif code != 0:
                 failed.append(n)
-                break
     if flaky:
         print(f"flaky (passed or failed on a second try): {' '.join(flaky)}")
-    print(f"{len(names) - len(failed)}/{len(names)} scenarios passed" + (f"; failed: {' '.join(failed)}" if failed else ""))
+    print(f"{len(names) - len(failed)}/{len(names)} scenarios passed in {time.time() - start:.0f} s"
+          + (f"; failed: {' '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 
