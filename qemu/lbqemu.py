@@ -133,13 +133,13 @@ class Image:
     def commit(self, tree, summary):
         return lb("--root", self.root, "state", "commit", "--from", tree, "--summary", summary)
 
-    def build_initrd(self, kernel="cloud", modules=None, extra_modules=()):
+    def build_initrd(self, kernel="cloud", modules=None, extra_modules=(), extra=()):
         """The rescue initrd: for the cloud kernel (its drivers built in) only
         efivarfs; for the generic one the generic module set, or `modules` (a
         module directory) instead of the kernel's own."""
         if kernel == "generic":
             mods = modules or kernel_files("generic")[2]
-            return lb("initrd", "build", "--out", self.initrd, "--modules", mods, "--binary", RESCUE)
+            return lb("initrd", "build", "--out", self.initrd, "--modules", mods, "--binary", RESCUE, *extra)
         more = [a for m in extra_modules for a in ("--module", m)]
         return lb("initrd", "build", "--out", self.initrd, "--modules", os.path.join(CACHE, "modules"),
                   "--module", "efivarfs", *more, "--binary", RESCUE)
@@ -177,6 +177,61 @@ class Image:
         for f in (hdr, plain):
             os.unlink(f)
         return uuid
+
+    def write_root_lvm_on_luks(self, keyfile, fs_uuid, vg="vg0", swap_mib=64):
+        """Debian's "encrypted LVM" layout in the root partition: a LUKS2
+        container (the real cryptsetup, opened by `keyfile`) holding one LVM PV
+        with a volume group `vg` of a `root` LV (ext4, mke2fs -d) and a `swap`
+        LV, made by the real lvm2 on a loop device (activation off: the host has
+        no device-mapper; an lvm.conf that sees only that loop device).
+        Returns (the container's UUID, the root LV's offset in the PV)."""
+        p = next(p for p in self.parts if p["kind"] == "root-x86-64")
+        hdr, plain = (os.path.join(self.work, n) for n in ("luks-hdr.img", "plain.img"))
+        with open(hdr, "wb") as h:
+            h.truncate(p["size"])
+        uuid, key, offset = luks_format(hdr, keyfile)
+        with open(plain, "wb") as h:
+            h.truncate(p["size"] - offset)
+        conf = os.path.join(self.work, "lvm")
+        os.makedirs(conf, exist_ok=True)
+        loop = sh("losetup", "--find", "--show", plain).strip()
+        try:
+            with open(os.path.join(conf, "lvm.conf"), "w") as f:
+                f.write(f"""devices {{ filter = [ "a|^{loop}$|", "r|.*|" ] global_filter = [ "a|^{loop}$|", "r|.*|" ]
+  use_devicesfile = 0 hints = "none" obtain_device_list_from_udev = 0 external_device_info_source = "none" }}
+activation {{ udev_sync = 0 udev_rules = 0 monitoring = 0 }}
+backup {{ backup = 0 archive = 0 backup_dir = "{conf}/backup" archive_dir = "{conf}/archive" }}
+global {{ activation = 0 locking_dir = "{conf}/lock" }}
+""")
+            env = dict(os.environ, LVM_SYSTEM_DIR=conf)
+            run = lambda *a: sh("lvm", *a, env=env)
+            # Reports: stdout alone (lvm warns on stderr about the activation it skips).
+            report = lambda *a: subprocess.run(["lvm", *a], env=env, stdout=subprocess.PIPE,
+                                               stderr=subprocess.DEVNULL, text=True, check=True).stdout
+            run("pvcreate", "-q", loop)
+            run("vgcreate", "-q", vg, loop)
+            run("lvcreate", "-q", "-Zn", "-L", f"{swap_mib}M", "-n", "swap", vg)
+            run("lvcreate", "-q", "-Zn", "-l", "100%FREE", "-n", "root", vg)
+            rep = json.loads(report("lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+                                 "lv_name,lv_size,seg_pe_ranges", vg))["report"][0]["lv"]
+            pe = json.loads(report("pvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+                                "pe_start,vg_extent_size", loop))["report"][0]["pv"][0]
+            root = next(l for l in rep if l["lv_name"] == "root")
+            first_pe = int(root["seg_pe_ranges"].split(":")[1].split("-")[0])
+            root_off = int(pe["pe_start"]) + first_pe * int(pe["vg_extent_size"])
+            run("vgchange", "-q", "-an", vg)
+        finally:
+            subprocess.run(["losetup", "-d", loop])
+        size_k = int(root["lv_size"]) // 1024
+        sh("mke2fs", "-q", "-F", "-t", "ext4", "-U", fs_uuid, "-E", f"offset={root_off}", "-d", self.root, plain,
+           f"{size_k}k")
+        with open(hdr, "rb") as src, open(self.disk, "r+b") as dst:
+            dst.seek(p["start"])
+            dst.write(src.read(offset))
+        xts_encrypt_into(plain, self.disk, p["start"] + offset, key)
+        for f in (hdr, plain):
+            os.unlink(f)
+        return uuid, root_off
 
     def write_root(self, fs="ext4", label="lbroot", ext4_opts="", ext4_block=None):
         """Writes the root directory into the image's root partition: ext4 with

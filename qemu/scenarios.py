@@ -802,6 +802,49 @@ def t_luks_root(work):
     finish_ok(vm)
 
 
+def u_lvm_on_luks(work):
+    """Debian's encrypted LVM (generic kernel): a VG with root and swap LVs on a LUKS2 container, opened by a key file built into the initrd (initrd build --keyfile UUID=FILE), the root LV activated by rd.lvm.lv= from the PV's own metadata; boots and rolls back from the menu."""
+    img = q.Image(work, size="1G", esp="200M", root="400M")
+    fs_uuid = "7d2e1c3b-4a5f-4e66-8f22-8b1e6c0d3f55"
+    for i in (1, 2, 3):
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}", kernel="generic"), f"test transaction {i}")
+    keyfile = os.path.join(work, "root.key")
+    with open(keyfile, "wb") as f:
+        f.write(os.urandom(64))
+    t0 = time.time()
+    uuid, off = img.write_root_lvm_on_luks(keyfile, fs_uuid)
+    out = img.build_initrd(kernel="generic", extra=("--keyfile", f"{uuid}={keyfile}"))
+    os.makedirs(os.path.join(img.root, "etc/kernel/cmdline.d"), exist_ok=True)
+    with open(os.path.join(img.root, "etc/kernel/cmdline.d/50-root.cmdline"), "w") as f:
+        f.write(f"root=UUID={fs_uuid} rd.luks.uuid={uuid} rd.lvm.lv=vg0/root\n")
+    img.boot_setup(timeout=30)
+    say(f"LUKS2 {uuid} > PV > vg0/root (at {off} in the PV) + vg0/swap, made in {time.time() - t0:.0f} s; "
+        f"the key file in the initrd")
+    vars_ = f"{work}/vars.fd"
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    vm.expect(r"transaction 3 \(", 90)
+    time.sleep(1)
+    vm.send("\r")
+    m = vm.expect(r"opened with the key file (\S+)", 300)
+    say(f"PID 1 opened the container with the key file {m.group(1)} (no passphrase asked)")
+    m = vm.expect(r"LVM: activated vg0/root as (\S+)", 120)
+    say(f"PID 1: LVM: activated vg0/root as {m.group(1)}")
+    vm.expect(r"root=UUID=\S+ is (\S+)", 60)
+    tx = booted(vm, 200)
+    if tx != 3:
+        raise Failure(f"booted transaction {tx}, want 3")
+    say(f"userspace reports transaction {tx}")
+    finish_ok(vm)
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    pick_third_entry(vm, r"transaction 1 \(", "transaction 1")
+    m = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 300)
+    say(f"menu pick: PID 1: rolling back /usr: transaction {m.group(1)} -> {m.group(2)}")
+    tx = booted(vm, 200)
+    if tx != 1:
+        raise Failure(f"booted transaction {tx}, want 1")
+    finish_ok(vm)
+
+
 SCENARIOS = {
     "a": a_default_boot,
     "b": b_menu_rollback,
@@ -822,6 +865,7 @@ SCENARIOS = {
     "q": q_root_power_cut,
     "r": r_hibernation,
     "t": t_luks_root,
+    "u": u_lvm_on_luks,
 }
 
 
@@ -868,7 +912,7 @@ def run_one(n):
 
 
 # The longest first, so the two lanes end together.
-LONGEST_FIRST = "qkmnrtsophcilfbejagd"
+LONGEST_FIRST = "qkmnrtusophcilfbejagd"
 
 
 def main(argv):
