@@ -35,7 +35,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lifeboat_dm::lvm::{plan_activation, read_pv, LvmError, PvInfo, Selection};
+use lifeboat_dm::lvm::{plan_activation, plan_activation_lenient, read_pv, LvmError, PvInfo, Selection};
 use lifeboat_dm::DevNo;
 
 const LVM: &str = "/usr/sbin/lvm";
@@ -283,6 +283,18 @@ fn real_volume_group_plans_match_lvm_reports() {
         }
         other => panic!("a thin pool must be refused: {other:?}"),
     }
+    // PID 1's lenient plan: the pool is left out with a note naming it, the
+    // linear and striped LVs beside it still planned (the skipped one is not).
+    let (lenient, notes) = plan_activation_lenient(&pvs, &Selection::all()).unwrap();
+    let mut lenient_lvs: Vec<&str> = lenient.iter().map(|p| p.lv.as_str()).collect();
+    lenient_lvs.sort();
+    assert_eq!(lenient_lvs, vec!["root", "str", "swap-1"]);
+    assert!(
+        notes.len() == 1 && notes[0].contains(&format!("{vg}/pool")) && notes[0].contains("left inactive"),
+        "{notes:?}"
+    );
+    // Named, the pool still fails the plan.
+    assert!(plan_activation_lenient(&pvs, &sel(&format!("rd.lvm.lv={vg}/pool"))).is_err());
     // The named LVs: tables as lvm's reports imply them.
     let plan = plan_activation(
         &pvs,

@@ -405,7 +405,13 @@ impl Boot {
             m.load("dm_mod");
         }
         self.say_module_notes();
-        let plan = lvm::plan_activation(&pvs, sel).map_err(|e| err(e.to_string()))?;
+        let (plan, notes) = lvm::plan_activation_lenient(&pvs, sel).map_err(|e| err(e.to_string()))?;
+        for n in notes {
+            // The root wait asks again and again: each note once.
+            if self.said.insert(n.clone()) {
+                say(format!("LVM: {n}"));
+            }
+        }
         let dm = DmControl::open().map_err(|e| err(e.to_string()))?;
         let mut made = 0;
         for lv in plan {

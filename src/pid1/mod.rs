@@ -142,6 +142,8 @@ pub struct Boot {
     failed_luks: std::collections::BTreeSet<String>,
     /// LVM volumes activated (by device-mapper name).
     activated: std::collections::BTreeSet<String>,
+    /// Notes already told the console (the root wait repeats its work).
+    said: std::collections::BTreeSet<String>,
 }
 
 impl Boot {
@@ -160,6 +162,7 @@ impl Boot {
             opened: Default::default(),
             failed_luks: Default::default(),
             activated: Default::default(),
+            said: Default::default(),
         }
     }
 

@@ -94,8 +94,25 @@ fn norm_uuid(u: &str) -> String {
 /// device number of the device it was read from). The plan is in VG, then
 /// metadata order; creating its mappings in order is all that is left to do.
 pub fn plan_activation(pvs: &[(DevNo, PvInfo)], sel: &Selection) -> Result<Vec<PlannedLv>, LvmError> {
+    plan(pvs, sel, false).map(|(p, _)| p)
+}
+
+/// [`plan_activation`] for PID 1 looking for a root nobody named: an LV that is
+/// only selected because its whole VG (or every VG) is — a thin pool, a raid LV,
+/// one on a PV that is missing — is left out with a note instead of failing the
+/// plan, so the linear and striped LVs beside it still come up. An LV named by
+/// `rd.lvm.lv=` still fails the plan.
+pub fn plan_activation_lenient(
+    pvs: &[(DevNo, PvInfo)],
+    sel: &Selection,
+) -> Result<(Vec<PlannedLv>, Vec<String>), LvmError> {
+    plan(pvs, sel, true)
+}
+
+fn plan(pvs: &[(DevNo, PvInfo)], sel: &Selection, lenient: bool) -> Result<(Vec<PlannedLv>, Vec<String>), LvmError> {
+    let mut notes = Vec::new();
     if !sel.enabled {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), notes));
     }
     let mut by_uuid: BTreeMap<String, DevNo> = BTreeMap::new();
     for (dev, pv) in pvs {
@@ -164,8 +181,16 @@ pub fn plan_activation(pvs: &[(DevNo, PvInfo)], sel: &Selection) -> Result<Vec<P
             if named {
                 found_lvs.insert((vg.name.clone(), lv.name.clone()));
             }
-            if named || (sel.is_all() || vg_named) && !lv.activation_skip() {
+            if named {
                 out.push(plan_lv(vg, lv, &by_uuid)?);
+            } else if (sel.is_all() || vg_named) && !lv.activation_skip() {
+                match plan_lv(vg, lv, &by_uuid) {
+                    Ok(p) => out.push(p),
+                    Err(e @ (LvmError::Unsupported { .. } | LvmError::MissingPv { .. })) if lenient => {
+                        notes.push(format!("{e}; left inactive"))
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
@@ -176,7 +201,7 @@ pub fn plan_activation(pvs: &[(DevNo, PvInfo)], sel: &Selection) -> Result<Vec<P
     if let Some(what) = missing {
         return Err(unreadable_error().unwrap_or(LvmError::NotFound { what }));
     }
-    Ok(out)
+    Ok((out, notes))
 }
 
 /// The table of one LV: one target per segment.
