@@ -78,6 +78,60 @@ pub struct BuildCmd {
     /// repeatable. Anyone who can read the initrd can read the key.
     #[argh(option)]
     pub keyfile: Vec<String>,
+    /// the console keymap PID 1 loads before it asks for a passphrase: a kbd
+    /// keymap name, or none (default: KEYMAP= of --vconsole)
+    #[argh(option)]
+    pub keymap: Option<String>,
+    /// where KEYMAP= is read from (default /etc/vconsole.conf)
+    #[argh(option, default = "PathBuf::from(\"/etc/vconsole.conf\")")]
+    pub vconsole: PathBuf,
+}
+
+/// The keymap to carry: `--keymap`, else `KEYMAP=` of the vconsole file; `None`
+/// for none, the kernel's own US layout, or no file.
+fn keymap_wanted(keymap: &Option<String>, vconsole: &Path) -> Result<Option<String>> {
+    let name = match keymap {
+        Some(k) => Some(k.clone()),
+        None => match foreign::read_file(vconsole, 64 << 10) {
+            Ok(text) => String::from_utf8_lossy(&text).lines().find_map(|l| {
+                let v = l.trim().strip_prefix("KEYMAP=")?;
+                Some(v.trim_matches(|c| c == '"' || c == '\'').to_owned())
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("read", vconsole, e)),
+        },
+    };
+    Ok(name.filter(|n| !n.is_empty() && n != "none" && n != "us"))
+}
+
+/// The keymap as kbd's binary form (`loadkeys -b`), in an uncompressed archive
+/// appended to the initrd.
+fn keymap_segment(name: &str) -> Result<Vec<u8>> {
+    if name.starts_with('-') || name.contains(char::is_whitespace) {
+        return Err(Error::bad_arg("--keymap", name, "not a keymap name"));
+    }
+    let out = std::process::Command::new("loadkeys").args(["-b", "-q", name]).output().map_err(|e| {
+        Error::bad_arg(
+            "--keymap",
+            name,
+            format!("loadkeys (kbd) is needed to carry a keymap ({e}); --keymap none leaves the US layout"),
+        )
+    })?;
+    if !out.status.success() {
+        return Err(Error::bad_arg(
+            "--keymap",
+            name,
+            format!("loadkeys -b: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        ));
+    }
+    crate::pid1::keymap::parse(&out.stdout)
+        .map_err(|e| Error::bad_arg("--keymap", name, format!("loadkeys -b gave no binary keymap: {e}")))?;
+    let mut a = lifeboat_initrd::cpio::Archive::new();
+    a.dir("etc", 0o755);
+    a.dir("etc/lifeboat", 0o755);
+    a.file("etc/lifeboat/keymap.bmap", 0o644, out.stdout);
+    a.file("etc/lifeboat/keymap.name", 0o644, format!("{name}\n").into_bytes());
+    Ok(a.to_bytes())
 }
 
 /// The largest key file taken (cryptsetup's default limit is 8 MiB).
@@ -247,6 +301,22 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
         None => None,
     };
     let keys = keyfile_segment(&b.keyfile)?;
+    let keymap = match keymap_wanted(&b.keymap, &b.vconsole)? {
+        Some(name) => match keymap_segment(&name) {
+            Ok(seg) => Some((seg, name)),
+            // Asked for by name: the build fails. Found in the vconsole file: the
+            // initrd is still built, and the user hears what the prompt will use.
+            Err(e) if b.keymap.is_none() => {
+                out.note(format!(
+                    "KEYMAP={name} of {} not carried ({e}); the passphrase prompt uses the US layout",
+                    b.vconsole.display()
+                ));
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
     let built = lifeboat_initrd::build(&BuildSpec { binary, modules, compression })?;
     for n in &built.notes {
         out.note(n);
@@ -265,6 +335,13 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
                 if b.keyfile.len() == 1 { "" } else { "s" }
             ));
             lifeboat_initrd::append(&bytes, k)
+        }
+        None => bytes,
+    };
+    let bytes = match &keymap {
+        Some((seg, name)) => {
+            out.note(format!("console keymap {name} carried for the passphrase prompt"));
+            lifeboat_initrd::append(&bytes, seg)
         }
         None => bytes,
     };

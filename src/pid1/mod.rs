@@ -12,6 +12,7 @@ pub mod crypt;
 pub mod devices;
 pub mod elf;
 pub mod execcheck;
+pub mod keymap;
 pub mod modload;
 pub mod progress;
 pub mod resume;
@@ -271,6 +272,12 @@ fn worker(shell_reason: Option<BootError>) -> i32 {
     boot.say_module_notes();
     progress::step("mounting efivarfs");
     devices::mount_efivarfs();
+    // Before anything is asked: a passphrase is typed with the machine's layout.
+    match keymap::load_initrd_keymap() {
+        Ok(Some(n)) => say(n),
+        Ok(None) => {}
+        Err(e) => say(format!("{e}; the kernel's default (US) keyboard layout stays")),
+    }
     let mut why = shell_reason;
     loop {
         if let Some(w) = why.take() {
