@@ -57,7 +57,12 @@ pub fn root_params(found: &RootDevice) -> RootParams {
     let mut lvm: Vec<(&str, &str)> = Vec::new();
     for l in &stack.layers {
         match &l.kind {
-            LayerKind::Luks { uuid: Some(u), .. } => luks.push(format!("rd.luks.uuid={u}")),
+            // The mapping keeps the name it has now (`sda3_crypt`, `cryptroot`):
+            // crypttab, fstab and the system's own units know it by that name.
+            LayerKind::Luks { uuid: Some(u), .. } => match l.dm_name.as_deref() {
+                Some(n) if n != format!("luks-{u}") && valid_dm_name(n) => luks.push(format!("rd.luks.name={u}={n}")),
+                _ => luks.push(format!("rd.luks.uuid={u}")),
+            },
             LayerKind::Luks { uuid: None, .. } => {
                 out.notes.push(format!(
                     "the root {} is on {}, but the UUID of LUKS container {} is not known; {HINT}",
@@ -125,6 +130,9 @@ pub fn missing<'a>(params: &'a [String], options: &str) -> Vec<&'a str> {
             if let Some(u) = p.strip_prefix("rd.luks.uuid=") {
                 return !luks_set && !named_luks.contains(&luks_id(u));
             }
+            if let Some(u) = p.strip_prefix("rd.luks.name=").and_then(|v| v.split('=').next()) {
+                return !luks_set && !named_luks.contains(&luks_id(u));
+            }
             if let Some(v) = p.strip_prefix("rd.lvm.lv=") {
                 let vg = v.split('/').next().unwrap_or("");
                 return !lvm_set && !words.contains(&p.as_str()) && !vgs.iter().any(|g| g == vg);
@@ -169,4 +177,14 @@ mod tests {
         assert_eq!(m("rd.lvm.lv=vg0/swap").split(' ').count(), 3);
         assert_eq!(m("rd.lvm.vg=other").split(' ').count(), 3);
     }
+}
+
+/// A device-mapper name PID 1 can give back: what the kernel takes (under 128
+/// bytes, no `/`) and what a command line carries (no blanks, quotes or `=`).
+fn valid_dm_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() < 128
+        && n != "."
+        && n != ".."
+        && n.bytes().all(|c| c.is_ascii_graphic() && !matches!(c, b'/' | b'"' | b'\'' | b'=' | b'\\'))
 }

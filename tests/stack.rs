@@ -278,12 +278,12 @@ fn a_root_on_lvm_on_luks_names_its_filesystem_container_and_volume() {
     let c = f.common();
     assert_eq!(
         c.root_params,
-        [format!("root=UUID={FS_UUID}"), format!("rd.luks.uuid={LUKS_UUID}"), "rd.lvm.lv=vg0/root".to_owned()]
+        [format!("root=UUID={FS_UUID}"), format!("rd.luks.name={LUKS_UUID}=vda3_crypt"), "rd.lvm.lv=vg0/root".to_owned()]
     );
     assert!(c.notes.is_empty(), "{:?}", c.notes);
     assert_eq!(
         f.entry_options(),
-        format!("root=UUID={FS_UUID} rd.luks.uuid={LUKS_UUID} rd.lvm.lv=vg0/root lifeboat.tx=1")
+        format!("root=UUID={FS_UUID} rd.luks.name={LUKS_UUID}=vda3_crypt rd.lvm.lv=vg0/root lifeboat.tx=1")
     );
 }
 
@@ -315,7 +315,8 @@ fn a_luks_header_wins_over_the_mapping_uuid() {
     ext4(&f.dev("dm-0"), FS_UUID);
     f.mount_root((253, 0), "/dev/mapper/cryptroot");
     let c = f.common();
-    assert_eq!(c.root_params, [format!("root=UUID={FS_UUID}"), format!("rd.luks.uuid={LUKS_UUID}")]);
+    // The mapping keeps its name: crypttab and fstab know it as cryptroot.
+    assert_eq!(c.root_params, [format!("root=UUID={FS_UUID}"), format!("rd.luks.name={LUKS_UUID}=cryptroot")]);
     assert_eq!(c.notes.len(), 1, "{:?}", c.notes);
     assert!(c.notes[0].contains("the header's is used"), "{}", c.notes[0]);
     // No header where the mapping says there is one (detached): the dm uuid, said so.
@@ -323,7 +324,7 @@ fn a_luks_header_wins_over_the_mapping_uuid() {
     let c = f.common();
     assert_eq!(
         c.root_params,
-        [format!("root=UUID={FS_UUID}"), "rd.luks.uuid=99999999-9999-4999-8999-999999999999".to_owned()]
+        [format!("root=UUID={FS_UUID}"), "rd.luks.name=99999999-9999-4999-8999-999999999999=cryptroot".to_owned()]
     );
     assert!(c.notes[0].contains("no LUKS header on vda3"), "{:?}", c.notes);
 }
@@ -435,7 +436,7 @@ fn a_luks_root_on_a_whole_disk_without_gpt_is_still_named() {
     ext4(&f.dev("dm-0"), FS_UUID);
     f.mount_root((253, 0), "/dev/mapper/data");
     let c = f.common();
-    assert_eq!(c.root_params, [format!("root=UUID={FS_UUID}"), format!("rd.luks.uuid={LUKS_UUID}")]);
+    assert_eq!(c.root_params, [format!("root=UUID={FS_UUID}"), format!("rd.luks.name={LUKS_UUID}=data")]);
     assert!(c.notes.is_empty(), "{:?}", c.notes);
     // Its ESP is on another disk, which the root does not lead to: named, not guessed.
     let e = boot_partitions(&f.root, &f.s.join("mountinfo"), &f.live().sys).unwrap_err().to_string();
