@@ -143,6 +143,16 @@ pub fn missing<'a>(params: &'a [String], options: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// A device-mapper name PID 1 can give back: what the kernel takes (under 128
+/// bytes, no `/`) and what a command line carries (no blanks, quotes or `=`).
+fn valid_dm_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() < 128
+        && n != "."
+        && n != ".."
+        && n.bytes().all(|c| c.is_ascii_graphic() && !matches!(c, b'/' | b'"' | b'\'' | b'=' | b'\\'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,14 +187,4 @@ mod tests {
         assert_eq!(m("rd.lvm.lv=vg0/swap").split(' ').count(), 3);
         assert_eq!(m("rd.lvm.vg=other").split(' ').count(), 3);
     }
-}
-
-/// A device-mapper name PID 1 can give back: what the kernel takes (under 128
-/// bytes, no `/`) and what a command line carries (no blanks, quotes or `=`).
-fn valid_dm_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() < 128
-        && n != "."
-        && n != ".."
-        && n.bytes().all(|c| c.is_ascii_graphic() && !matches!(c, b'/' | b'"' | b'\'' | b'=' | b'\\'))
 }

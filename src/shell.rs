@@ -259,7 +259,7 @@ impl Shell {
                 p(crate::pid1::resume::shell_resume(args, &self.ctx.cmdline)?);
             }
             "unlock" => p(crate::pid1::crypt::shell_unlock(args, &self.ctx.cmdline)?),
-            "discard-hibernation" => p(crate::pid1::resume::shell_discard(args)?),
+            "discard-hibernation" => p(crate::pid1::resume::shell_discard(args, &self.ctx.cmdline)?),
             "cmdline" => {
                 p(std::fs::read_to_string("/proc/cmdline").unwrap_or_else(|_| self.ctx.cmdline.words.join(" ")))
             }

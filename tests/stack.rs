@@ -278,7 +278,11 @@ fn a_root_on_lvm_on_luks_names_its_filesystem_container_and_volume() {
     let c = f.common();
     assert_eq!(
         c.root_params,
-        [format!("root=UUID={FS_UUID}"), format!("rd.luks.name={LUKS_UUID}=vda3_crypt"), "rd.lvm.lv=vg0/root".to_owned()]
+        [
+            format!("root=UUID={FS_UUID}"),
+            format!("rd.luks.name={LUKS_UUID}=vda3_crypt"),
+            "rd.lvm.lv=vg0/root".to_owned()
+        ]
     );
     assert!(c.notes.is_empty(), "{:?}", c.notes);
     assert_eq!(

@@ -200,6 +200,44 @@ fn crypto_modules(cipher: &str) -> Vec<&'static str> {
     m
 }
 
+/// What device-mapper takes as a name (`DM_NAME_LEN` 128 with its NUL, no `/`,
+/// not `.` or `..`), and what a console shows plainly.
+pub fn valid_mapping_name(n: &str) -> bool {
+    !n.is_empty() && n.len() < 128 && n != "." && n != ".." && n.bytes().all(|c| c.is_ascii_graphic() && c != b'/')
+}
+
+/// KDF costs PID 1 accepts from a header: far above what cryptsetup makes
+/// (a few million PBKDF2 iterations, Argon2 passes in the tens), far below a
+/// header crafted to keep PID 1 busy for hours.
+fn pid1_kdf_limits() -> lifeboat_luks::KdfLimits {
+    lifeboat_luks::KdfLimits {
+        max_pbkdf2_iterations: 200_000_000,
+        max_argon2_time: 1000,
+        ..lifeboat_luks::KdfLimits::default()
+    }
+}
+
+/// The mapping of the LUKS container `uuid`, whatever its name: cryptsetup and
+/// lifeboat give it the dm uuid `CRYPT-LUKSn-<uuid without dashes>-<name>`.
+fn existing_mapping_of(uuid: &str) -> Option<PathBuf> {
+    let hex = uuid.replace('-', "");
+    for e in std::fs::read_dir("/sys/block").ok()?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !n.starts_with("dm-") {
+            continue;
+        }
+        let dmu = std::fs::read_to_string(e.path().join("dm/uuid")).unwrap_or_default();
+        let dmu = dmu.trim();
+        let ours = ["CRYPT-LUKS1-", "CRYPT-LUKS2-"].iter().any(|p| {
+            dmu.strip_prefix(p).is_some_and(|r| r.strip_prefix(hex.as_str()).is_some_and(|r| r.starts_with('-')))
+        });
+        if ours {
+            return Some(PathBuf::from("/dev").join(n));
+        }
+    }
+    None
+}
+
 /// A device's size in bytes from sysfs (the scan's figure).
 fn size_of(d: &BlockDev) -> u64 {
     d.size
@@ -217,18 +255,46 @@ impl Boot {
             say(n);
         }
         let uuid = header.uuid.to_ascii_lowercase();
-        let name = name.map(str::to_owned).unwrap_or_else(|| format!("luks-{uuid}"));
-        if let Some(node) = self.existing_mapping(&name) {
+        let shown_uuid = lifeboat_fs::shown::shown_str(&uuid);
+        // A name device-mapper refuses would be refused only after the passphrase.
+        let name = match name.filter(|n| valid_mapping_name(n)) {
+            Some(n) => n.to_owned(),
+            None => {
+                if let Some(n) = name {
+                    say(format!(
+                        "rd.luks.name: {} is not a name device-mapper takes; using luks-{shown_uuid}",
+                        lifeboat_fs::shown::shown_str(n)
+                    ));
+                }
+                format!("luks-{uuid}")
+            }
+        };
+        if !valid_mapping_name(&name) {
+            return Err(err(format!("{shown}: the LUKS UUID {shown_uuid} cannot name a mapping")));
+        }
+        // Opened already (by an earlier worker, or `unlock` in the shell), under
+        // any name: that mapping is the container's.
+        if let Some(node) = existing_mapping_of(&uuid).or_else(|| self.existing_mapping(&name)) {
+            self.opened.insert(uuid.clone());
             return Ok(node);
         }
         let opts = self.luks.options_for(&uuid);
         if !opts.ignored.is_empty() {
             say(format!("rd.luks.options: lifeboat does not act on {}", opts.ignored.join(",")));
         }
-        let unlock_opts = UnlockOptions::default();
+        let unlock_opts = UnlockOptions { keyslot: None, limits: pid1_kdf_limits() };
         let mut unlocked: Option<Unlocked> = None;
         for key in self.luks.keys_for(&uuid) {
-            let Ok(bytes) = std::fs::read(&key).map(zeroize::Zeroizing::new) else { continue };
+            // A regular file of at most 8 MiB (cryptsetup's default limit): a
+            // device or a FIFO named by rd.luks.key= is never read whole or waited on.
+            let bytes = match lifeboat_fs::foreign::read_file(&key, 8 << 20) {
+                Ok(b) => zeroize::Zeroizing::new(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    say(format!("{shown}: key file {}: {e}", key.display()));
+                    continue;
+                }
+            };
             match header.unlock(&mut f, &bytes, &unlock_opts) {
                 Ok(u) => {
                     say(format!("{shown}: opened with the key file {}", key.display()));
@@ -245,16 +311,21 @@ impl Boot {
         while unlocked.is_none() {
             if tries >= opts.tries {
                 return Err(err(format!(
-                    "{shown} (LUKS{} {uuid}): no key opened it after {tries} passphrase{}; `unlock {shown}` in the shell tries again",
+                    "{shown} (LUKS{} {shown_uuid}): no key opened it after {tries} passphrase{}; `unlock {shown}` in the shell tries again",
                     header.version,
                     if tries == 1 { "" } else { "s" }
                 )));
             }
             tries += 1;
             progress::step(&format!("{}a passphrase for {shown}", progress::ASKING));
-            let label = if header.label.is_empty() { String::new() } else { format!(" \"{}\"", header.label) };
-            let pass = ask::ask_secret(&format!("Passphrase for {shown}{label} (LUKS{} {uuid}): ", header.version))
-                .map_err(err)?;
+            let label = if header.label.is_empty() {
+                String::new()
+            } else {
+                format!(" \"{}\"", lifeboat_fs::shown::shown_str(&header.label))
+            };
+            let pass =
+                ask::ask_secret(&format!("Passphrase for {shown}{label} (LUKS{} {shown_uuid}): ", header.version))
+                    .map_err(err)?;
             progress::step(&format!("opening {shown}"));
             match header.unlock(&mut f, &pass, &unlock_opts) {
                 Ok(u) => unlocked = Some(u),
@@ -262,6 +333,11 @@ impl Boot {
                     "{shown}: wrong passphrase{}",
                     match opts.tries.saturating_sub(tries) {
                         0 => String::new(),
+                        // tries=0: asked until right.
+                        n if opts.tries == u32::MAX => {
+                            let _ = n;
+                            String::new()
+                        }
                         n => format!(" ({n} more tr{})", if n == 1 { "y" } else { "ies" }),
                     }
                 )),
@@ -304,7 +380,8 @@ impl Boot {
             })?,
         };
         let mut options: Vec<String> = Vec::new();
-        if opts.discard {
+        // The header's persistent flag counts as cryptsetup applies it.
+        if opts.discard || u.allow_discards_in_header {
             options.push("allow_discards".into());
         }
         options.extend(u.performance_flags.iter().cloned());
@@ -328,7 +405,11 @@ impl Boot {
         let dm = DmControl::open().map_err(|e| err(e.to_string()))?;
         let dev = dm.create(name, &dm_uuid, &[target], opts.read_only).map_err(|e| err(e.to_string()))?;
         let node = ensure_node(name, dev).map_err(|e| err(e.to_string()))?;
-        say(format!("{shown}: LUKS{version} {uuid} opened as {} ({u})", node.display()));
+        say(format!(
+            "{shown}: LUKS{version} {} opened as {} ({u})",
+            lifeboat_fs::shown::shown_str(uuid),
+            node.display()
+        ));
         self.opened.insert(uuid.to_owned());
         Ok(node)
     }
@@ -354,6 +435,23 @@ impl Boot {
             }
         }
         Ok(any)
+    }
+
+    /// [`Boot::activate_lvm`] during the root wait: a volume group not complete
+    /// yet (its second disk still to come, the named VG not there yet) or a
+    /// foreign one lifeboat cannot read is not a reason to stop waiting — said
+    /// once, kept for the message if the root never appears.
+    pub(super) fn try_lvm(&mut self, devs: &[BlockDev], sel: &Selection) -> usize {
+        match self.activate_lvm(devs, sel) {
+            Ok(n) => n,
+            Err(e) => {
+                if self.said.insert(e.why.clone()) {
+                    say(format!("LVM: {}; still waiting", e.why));
+                }
+                self.stack_problem = Some(e.why);
+                0
+            }
+        }
     }
 
     /// With no container named: opens every LUKS container present (the root
@@ -391,7 +489,7 @@ impl Boot {
         let mut pvs = Vec::new();
         for d in devs.iter().filter(|d| d.fstype == Some("LVM2_member")) {
             let Some((ma, mi)) = d.devnum else { continue };
-            let f = File::open(&d.dev).map_err(|e| err(format!("{}: {e}", d.dev.display())))?;
+            let Ok(f) = File::open(&d.dev) else { continue };
             match lvm::read_pv(&f) {
                 Ok(Some(pv)) => pvs.push((DevNo::new(ma, mi), pv)),
                 Ok(None) => {}
@@ -418,6 +516,19 @@ impl Boot {
             if self.activated.contains(&lv.dm_name) {
                 continue;
             }
+            // Names come from the disk: only lvm2's own character set makes
+            // `/dev/VG/LV` and `/dev/mapper/VG-LV`.
+            if !lvm_name_ok(&lv.vg) || !lvm_name_ok(&lv.lv) || !valid_mapping_name(&lv.dm_name) {
+                let n = format!(
+                    "LVM: {}/{} is not a name lvm2 makes; left inactive",
+                    lifeboat_fs::shown::shown_str(&lv.vg),
+                    lifeboat_fs::shown::shown_str(&lv.lv)
+                );
+                if self.said.insert(n.clone()) {
+                    say(n);
+                }
+                continue;
+            }
             let dev = match dm.status(&lv.dm_name).map_err(|e| err(e.to_string()))? {
                 Some(info) => info.dev,
                 None => dm
@@ -435,6 +546,17 @@ impl Boot {
         }
         Ok(made)
     }
+}
+
+/// lvm2's rule for VG and LV names: `[A-Za-z0-9+_.-]`, not starting with `-`,
+/// not `.` or `..`.
+fn lvm_name_ok(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() < 128
+        && !n.starts_with('-')
+        && n != "."
+        && n != ".."
+        && n.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'_' | b'.' | b'-'))
 }
 
 /// The rescue shell's `unlock [DEV] [NAME]`: opens a LUKS container (every one

@@ -145,6 +145,9 @@ pub struct Boot {
     activated: std::collections::BTreeSet<String>,
     /// Notes already told the console (the root wait repeats its work).
     said: std::collections::BTreeSet<String>,
+    /// The last thing that kept a volume group from coming up, for the message
+    /// when the root does not appear.
+    stack_problem: Option<String>,
 }
 
 impl Boot {
@@ -164,6 +167,7 @@ impl Boot {
             failed_luks: Default::default(),
             activated: Default::default(),
             said: Default::default(),
+            stack_problem: None,
         }
     }
 

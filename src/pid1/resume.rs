@@ -62,16 +62,25 @@ fn devnum_of(dev: &Path) -> Option<(u32, u32)> {
     Some((nix::sys::stat::major(rdev) as u32, nix::sys::stat::minor(rdev) as u32))
 }
 
-/// `resume_offset=` in pages (a swap file's header), 0 without it.
-fn resume_offset(c: &KernelCmdline) -> Result<u64, String> {
+/// `resume_offset=` in pages (a swap file's header) as bytes, 0 without it. A
+/// value that is not a page number is taken as 0, as the kernel does, and said.
+fn resume_offset(c: &KernelCmdline) -> (u64, Option<String>) {
     match c.get("resume_offset") {
-        None => Ok(0),
-        Some(v) => v
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(PAGE))
-            .ok_or_else(|| format!("resume_offset={} is not a page number", lifeboat_fs::shown::shown_str(v))),
+        None => (0, None),
+        Some(v) => match v.parse::<u64>().ok().and_then(|n| n.checked_mul(PAGE)) {
+            Some(b) => (b, None),
+            None => {
+                (0, Some(format!("resume_offset={} is not a page number; using 0", lifeboat_fs::shown::shown_str(v))))
+            }
+        },
     }
+}
+
+/// `resume=` and its offset, when it names a device present now.
+fn resume_device(c: &KernelCmdline, sys: &SysBlock) -> Option<(PathBuf, (u32, u32), u64)> {
+    let spec = c.get("resume")?;
+    let (dev, n) = resume_target(spec, &sys.scan_with(true)).ok()??;
+    Some((dev, n, resume_offset(c).0))
 }
 
 /// Every hibernation image on the block devices present (and at `resume=`'s
@@ -129,11 +138,15 @@ impl Boot {
     pub(super) fn hibernation(&mut self) -> Result<(), BootError> {
         let err = |why: String| BootError::new(Phase::Hibernation, why);
         let sys = SysBlock::default();
-        let offset = resume_offset(&self.cmdline).map_err(err)?;
+        let (offset, note) = resume_offset(&self.cmdline);
+        if let Some(n) = note.filter(|_| self.cmdline.get("resume").is_some()) {
+            say(n);
+        }
         let mut target = None;
         if let Some(spec) = self.cmdline.get("resume").map(str::to_owned) {
             if self.cmdline.flag("noresume") {
                 say(format!("resume={spec} and noresume: not resuming"));
+                target = resume_target(&spec, &sys.scan_with(true)).ok().flatten();
             } else {
                 let start = Instant::now();
                 loop {
@@ -177,10 +190,18 @@ impl Boot {
             return Ok(());
         }
         if self.cmdline.flag("noresume") {
+            // The kernel's noresume concerns its own resume device: that image
+            // is discarded; one on another device (another system's swap, a
+            // stick) is left as it is and named.
+            let ours = |i: &FoundImage| target.as_ref().is_some_and(|(_, n)| i.devnum == Some(*n));
             for i in &images {
-                hibernation::discard_image(&i.dev, i.image.offset)
-                    .map_err(|e| err(format!("noresume: discarding the image on {}: {e}", i.dev.display())))?;
-                say(format!("noresume: discarded the hibernation image on {}", i.dev.display()));
+                if ours(i) {
+                    hibernation::discard_image(&i.dev, i.image.offset)
+                        .map_err(|e| err(format!("noresume: discarding the image on {}: {e}", i.dev.display())))?;
+                    say(format!("noresume: discarded the hibernation image on {}", i.dev.display()));
+                } else {
+                    say(format!("noresume: {}; left as it is, booting", i.describe()));
+                }
             }
             return Ok(());
         }
@@ -192,7 +213,7 @@ impl Boot {
 /// image found).
 pub fn shell_resume(args: &[&str], cmdline: &KernelCmdline) -> Result<String, String> {
     let sys = SysBlock::default();
-    let offset = resume_offset(cmdline)?;
+    let offset = resume_offset(cmdline).0;
     let (dev, devnum, off) = match args.first() {
         Some(spec) => {
             let (dev, n) = resume_target(spec, &sys.scan_with(true))?.ok_or_else(|| format!("no device {spec}"))?;
@@ -200,7 +221,8 @@ pub fn shell_resume(args: &[&str], cmdline: &KernelCmdline) -> Result<String, St
             (dev, n, off)
         }
         None => {
-            let images = find_images(&sys, None);
+            let extra = resume_device(cmdline, &sys);
+            let images = find_images(&sys, extra.as_ref().map(|(d, _, o)| (d.as_path(), *o)));
             match images.as_slice() {
                 [one] => (
                     one.dev.clone(),
@@ -222,13 +244,19 @@ pub fn shell_resume(args: &[&str], cmdline: &KernelCmdline) -> Result<String, St
     Ok(format!("the kernel did not restore an image from {}", dev.display()))
 }
 
-/// The rescue shell's `discard-hibernation [DEV]`: discards the image on DEV (or
-/// every image found).
-pub fn shell_discard(args: &[&str]) -> Result<String, String> {
+/// The rescue shell's `discard-hibernation [DEV]`: discards the image on DEV
+/// (any name of it: `/dev/VG/LV`, `/dev/mapper/X`, `/dev/dm-N`) or every image
+/// found, a swap file's at `resume=`/`resume_offset=` included.
+pub fn shell_discard(args: &[&str], cmdline: &KernelCmdline) -> Result<String, String> {
     let sys = SysBlock::default();
+    let extra = resume_device(cmdline, &sys);
+    let all = find_images(&sys, extra.as_ref().map(|(d, _, o)| (d.as_path(), *o)));
     let images: Vec<FoundImage> = match args.first() {
-        Some(d) => find_images(&sys, None).into_iter().filter(|i| i.dev == Path::new(d)).collect(),
-        None => find_images(&sys, None),
+        Some(d) => {
+            let want = devnum_of(Path::new(d)).ok_or_else(|| format!("{d}: not a block device"))?;
+            all.into_iter().filter(|i| i.devnum == Some(want)).collect()
+        }
+        None => all,
     };
     if images.is_empty() {
         return Err("no hibernation image found".into());
@@ -261,9 +289,12 @@ mod tests {
         assert_eq!(resume_target("UUID=11-22", &devs), Ok(Some((PathBuf::from("/dev/vda3"), (252, 3)))));
         assert_eq!(resume_target("252:4", &devs), Ok(None));
         assert_eq!(resume_target("UUID=nope", &devs), Ok(None));
-        assert_eq!(resume_offset(&KernelCmdline::parse("resume_offset=2")), Ok(2 * PAGE));
-        assert!(resume_offset(&KernelCmdline::parse("resume_offset=99999999999999999999")).is_err());
-        assert!(resume_offset(&KernelCmdline::parse("resume_offset=18446744073709551615")).is_err());
-        assert_eq!(resume_offset(&KernelCmdline::parse("quiet")), Ok(0));
+        assert_eq!(resume_offset(&KernelCmdline::parse("resume_offset=2")), (2 * PAGE, None));
+        for bad in ["99999999999999999999", "18446744073709551615", "", "abc", "-1"] {
+            let (off, note) = resume_offset(&KernelCmdline::parse(&format!("resume_offset={bad}")));
+            assert_eq!(off, 0, "{bad}");
+            assert!(note.is_some_and(|n| n.contains("not a page number")), "{bad}");
+        }
+        assert_eq!(resume_offset(&KernelCmdline::parse("quiet")), (0, None));
     }
 }
