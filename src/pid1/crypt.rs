@@ -638,6 +638,65 @@ mod tests {
         assert_eq!(ContainerOptions::parse("").tries, TRIES_DEFAULT);
     }
 
+    fn pv_dev(file: &str, minor: u32) -> BlockDev {
+        BlockDev {
+            name: file.into(),
+            dev: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src/pid1/testdata")).join(file),
+            devnum: Some((7, minor)),
+            size: 16 << 20,
+            fstype: Some("LVM2_member"),
+            ..BlockDev::default()
+        }
+    }
+
+    /// review27: the root wait calls `activate_lvm(..)?` on every pass while it
+    /// waits. An unrelated PV (a data disk's VG `datavg`) being present before the
+    /// named VG's PV has appeared (a slow disk, a LUKS container still to come) is
+    /// an ordinary moment of that wait: it must not end the boot. Today the plan
+    /// says NotFound and the root wait ends in the rescue shell at once.
+    #[test]
+    fn review27_named_lv_not_there_yet_is_not_an_error_while_waiting() {
+        let c = KernelCmdline::parse("root=/dev/mapper/vg-root rd.lvm.lv=vg/root");
+        let sel = Selection::from_cmdline(&c.words.join(" "));
+        let mut boot = Boot::new(c);
+        let r = boot.activate_lvm(&[pv_dev("datavg-pv.img", 1)], &sel);
+        assert!(matches!(r, Ok(0)), "the root wait would end here: {:?}", r.map_err(|e| e.why));
+    }
+
+    /// review27: a VG over two disks, one of which shows up a moment later: the
+    /// named LV's missing PV must be waited for, not fail the root phase.
+    #[test]
+    fn review27_second_pv_of_the_named_vg_not_there_yet_is_not_an_error_while_waiting() {
+        let c = KernelCmdline::parse("root=/dev/mapper/vg-root rd.lvm.lv=vg/root");
+        let sel = Selection::from_cmdline(&c.words.join(" "));
+        let mut boot = Boot::new(c);
+        let r = boot.activate_lvm(&[pv_dev("vg-pv-a.img", 2)], &sel);
+        assert!(matches!(r, Ok(0)), "the root wait would end here: {:?}", r.map_err(|e| e.why));
+    }
+
+    /// review27: no rd.lvm.* given, the root not there after 3 s: PID 1 looks in
+    /// every VG. One PV on some other disk whose metadata cannot be read (damaged,
+    /// another tool's) must cost only a note — the root may be in a LUKS container
+    /// opened in the same pass, or on a disk still coming — not the whole boot.
+    #[test]
+    fn review27_one_unreadable_foreign_pv_does_not_end_the_root_wait() {
+        let src = pv_dev("datavg-pv.img", 1);
+        let mut img = std::fs::read(&src.dev).unwrap();
+        // Damage the metadata text (the area starts at 4096; its header is 512 bytes).
+        for b in &mut img[4096 + 512..4096 + 4096] {
+            *b ^= 0x5a;
+        }
+        let bad = std::env::temp_dir().join(format!("lb-review27-badpv-{}", std::process::id()));
+        std::fs::write(&bad, &img).unwrap();
+        let d = BlockDev { dev: bad.clone(), ..src };
+        let c = KernelCmdline::parse("root=/dev/mapper/luks-x");
+        let sel = Selection::from_cmdline(&c.words.join(" "));
+        let mut boot = Boot::new(c);
+        let r = boot.activate_lvm(&[d], &sel);
+        let _ = std::fs::remove_file(&bad);
+        assert!(r.is_ok(), "the root wait would end here: {:?}", r.map_err(|e| e.why));
+    }
+
     #[test]
     fn modules_for_ciphers() {
         assert!(crypto_modules("aes-xts-plain64").contains(&"xts"));
