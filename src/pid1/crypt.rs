@@ -697,6 +697,26 @@ mod tests {
         assert!(r.is_ok(), "the root wait would end here: {:?}", r.map_err(|e| e.why));
     }
 
+    /// review27: `rd.luks.name=UUID=..` (or a name of 128+ bytes) is taken as the
+    /// mapping's name; device-mapper refuses it only in map_luks, after the user
+    /// typed the passphrase — and again after every `continue`. It should be
+    /// refused with a note when the command line is read, as names with '/' are.
+    #[test]
+    fn review27_mapping_names_dm_refuses_are_refused_when_read() {
+        let u = "0f1e2d3c-4b5a-4978-8796-a5b4c3d2e1f0";
+        for bad in ["..".to_owned(), ".".to_owned(), "x".repeat(128)] {
+            let cfg = LuksConfig::from_cmdline(&KernelCmdline::parse(&format!("rd.luks.name={u}={bad}")));
+            let name = cfg.wanted.iter().find_map(|w| w.name.clone());
+            if let Some(n) = name {
+                assert!(
+                    lifeboat_dm::ioctl::check_name(&n).is_ok(),
+                    "rd.luks.name={u}={}: accepted, refused by device-mapper only after the passphrase",
+                    &bad[..bad.len().min(8)]
+                );
+            }
+        }
+    }
+
     #[test]
     fn modules_for_ciphers() {
         assert!(crypto_modules("aes-xts-plain64").contains(&"xts"));

@@ -273,6 +273,24 @@ pub fn shell_discard(args: &[&str], cmdline: &KernelCmdline) -> Result<String, S
 mod tests {
     use super::*;
 
+    /// review27: a `resume_offset=` the kernel ignores (empty, junk; the kernel's
+    /// own parser just keeps 0) stops lifeboat's boot in the hibernation phase
+    /// even with no `resume=` at all, and `continue` cannot get past it: only a
+    /// reboot with another command line does. Without `resume=` the offset names
+    /// nothing and must not matter.
+    #[test]
+    fn review27_bad_resume_offset_without_resume_does_not_stop_the_boot() {
+        for v in ["", "abc", "-1"] {
+            let c = KernelCmdline::parse(&format!("root=/dev/vda2 resume_offset={v}"));
+            // No resume= and no noresume: hibernation() only reads (the host's
+            // block devices, for images), it writes nothing.
+            let r = Boot::new(c).hibernation();
+            if let Err(e) = r {
+                assert!(!e.why.contains("resume_offset"), "with no resume= the boot stops: {}", e.why);
+            }
+        }
+    }
+
     #[test]
     fn resume_forms() {
         let d = BlockDev {
