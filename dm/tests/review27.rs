@@ -45,6 +45,9 @@ fn lvm2_would_accept(n: &str) -> bool {
 fn review27_vg_named_dotdot_is_not_planned() {
     let text = FIXTURE.replacen("tvg {", ".. {", 1).replacen("\nlin {", "\nsysroot {", 1);
     for (vg, lv) in planned_names(&text) {
-        assert!(lvm2_would_accept(&vg) && lvm2_would_accept(&lv), "planned {vg:?}/{lv:?}: PID 1 would symlink /dev/{vg}/{lv}");
+        assert!(
+            lvm2_would_accept(&vg) && lvm2_would_accept(&lv),
+            "planned {vg:?}/{lv:?}: PID 1 would symlink /dev/{vg}/{lv}"
+        );
     }
 }

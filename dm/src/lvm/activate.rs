@@ -177,6 +177,15 @@ fn plan(pvs: &[(DevNo, PvInfo)], sel: &Selection, lenient: bool) -> Result<(Vec<
             if !lv.visible() {
                 continue;
             }
+            // Names come from the disk and become /dev/VG/LV and /dev/mapper/VG-LV.
+            if !lvm_name_ok(&vg.name) || !lvm_name_ok(&lv.name) {
+                let why = format!("LV {:?} in VG {:?}: not a name lvm2 makes", lv.name, vg.name);
+                if lenient {
+                    notes.push(format!("{why}; left inactive"));
+                    continue;
+                }
+                return Err(LvmError::Model { vg: vg.name.clone(), why });
+            }
             let named = sel.lvs.iter().any(|(v, l)| v == &vg.name && l == &lv.name);
             if named {
                 found_lvs.insert((vg.name.clone(), lv.name.clone()));
@@ -202,6 +211,17 @@ fn plan(pvs: &[(DevNo, PvInfo)], sel: &Selection, lenient: bool) -> Result<(Vec<
         return Err(unreadable_error().unwrap_or(LvmError::NotFound { what }));
     }
     Ok((out, notes))
+}
+
+/// lvm2's rule for VG and LV names: `[A-Za-z0-9+_.-]`, under 128 bytes, not
+/// starting with `-`, not `.` or `..`.
+pub fn lvm_name_ok(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() < 128
+        && !n.starts_with('-')
+        && n != "."
+        && n != ".."
+        && n.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'_' | b'.' | b'-'))
 }
 
 /// The table of one LV: one target per segment.

@@ -13,7 +13,7 @@ pub mod text;
 
 use std::fmt;
 
-pub use activate::{dm_name, dm_uuid, plan_activation, plan_activation_lenient, PlannedLv, Selection};
+pub use activate::{dm_name, dm_uuid, lvm_name_ok, plan_activation, plan_activation_lenient, PlannedLv, Selection};
 pub use label::{calc_crc, read_pv, PvInfo, ReadAt};
 pub use metadata::{parse_vg, Lv, PvMeta, Segment, SegmentKind, Stripe, Vg};
 
