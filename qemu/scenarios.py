@@ -756,7 +756,8 @@ def t_luks_root(work):
     fs_uuid = "6c1f0b7e-3d2a-4c55-9e11-7a0d5b9c2e44"
     for i in (1, 2, 3):
         img.commit(q.make_tree(work, f"t{i}", f"v{i}", kernel="generic"), f"test transaction {i}")
-    img.build_initrd(kernel="generic")
+    # The machine's console keymap (German) carried for the prompt.
+    img.build_initrd(kernel="generic", extra=("--keymap", "de"))
     # What boot sync writes for a root on LUKS on a running system.
     os.makedirs(os.path.join(img.root, "etc/kernel/cmdline.d"), exist_ok=True)
     passphrase = "correct horse battery staple"
@@ -771,6 +772,8 @@ def t_luks_root(work):
     vm.expect(r"transaction 3 \(", 90)
     time.sleep(1)
     vm.send("\r")
+    m = vm.expect(r"console keymap de loaded \((\d+) entries\)", 200)
+    say(f"PID 1 loaded the console keymap de ({m.group(1)} entries) before asking")
     vm.expect(r"Passphrase for (\S+) \(LUKS2 " + re.escape(uuid) + r"\): ", 200)
     say("PID 1 asks for the passphrase on the serial console; typing a wrong one")
     vm.send("wrong passphrase\n")
