@@ -830,7 +830,7 @@ def u_lvm_on_luks(work):
     vm.send("\r")
     m = vm.expect(r"opened with the key file (\S+)", 300)
     say(f"PID 1 opened the container with the key file {m.group(1)} (no passphrase asked)")
-    m = vm.expect(r"LVM: activated vg0/root as (\S+)", 120)
+    m = vm.expect(r"LVM: activated vg0/root as (\S+)\r?\n", 120)
     say(f"PID 1: LVM: activated vg0/root as {m.group(1)}")
     vm.expect(r"root=UUID=\S+ is (\S+)", 60)
     tx = booted(vm, 200)
