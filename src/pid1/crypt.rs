@@ -386,9 +386,9 @@ impl Boot {
         }
         options.extend(u.performance_flags.iter().cloned());
         if u.sector_size != 512 {
+            // The IV still counts 512-byte sectors: cryptsetup maps LUKS2 without
+            // dm-crypt's iv_large_sectors.
             options.push(format!("sector_size:{}", u.sector_size));
-            // LUKS2 counts the IV in sectors of that size, as cryptsetup maps it.
-            options.push("iv_large_sectors".into());
         }
         let opt_refs: Vec<&str> = options.iter().map(String::as_str).collect();
         let target = Target::crypt(
