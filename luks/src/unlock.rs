@@ -196,7 +196,13 @@ fn read_and_decrypt_area<D: Read + Seek>(
     })?;
     let what = || format!("keyslot {keyslot}'s area ({len} bytes at {offset})");
     dev.seek(SeekFrom::Start(offset)).map_err(|e| LuksError::io(device, what(), e))?;
-    dev.read_exact(&mut material).map_err(|e| LuksError::io(device, what(), e))?;
+    dev.read_exact(&mut material).map_err(|e| {
+        let e = match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => std::io::Error::new(e.kind(), "the device ends before it"),
+            _ => e,
+        };
+        LuksError::io(device, what(), e)
+    })?;
     let c = SectorCipher::new(spec, area_key).ok_or_else(|| {
         LuksError::invalid(device, format!("keyslot {keyslot} key size"), "does not fit the area cipher")
     })?;
