@@ -10,7 +10,8 @@ With --work, the volumes are kept there and reused by the next run.
 Two volumes are made by cryptsetup in a scratch directory (4 MiB files; the
 keyslots area of the default one is 16 MiB, so 20 MiB): one with cryptsetup's
 default Argon2id costs (its own benchmark picks them for this machine), one with
-PBKDF2-SHA256 at a fixed iteration count. Each round runs
+PBKDF2-SHA256 at a fixed iteration count. After an unmeasured warm-up round, each
+round runs
 `target/release/examples/unlock IMG` and `cryptsetup open --test-passphrase
 --key-file=- IMG`, alternating which goes first, with the passphrase on standard
 input; both must succeed. Prints the median wall and CPU time of each and the
@@ -105,6 +106,7 @@ def main():
             cs = [cryptsetup(), "open", "--test-passphrase", "--key-file=-", img]
             us = [OURS, img]
             t_us, t_cs = [], []
+            timed(us), timed(cs)  # warm-up round, unmeasured
             for i in range(a.rounds):
                 pair = [(us, t_us), (cs, t_cs)]
                 for cmd, into in pair if i % 2 == 0 else reversed(pair):
