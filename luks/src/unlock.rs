@@ -179,7 +179,6 @@ fn kdf_error(device: &str, keyslot: u32, field: &str, fault: KdfFault) -> LuksEr
 }
 
 /// The keyslot area's stripes, read from the device and decrypted.
-#[allow(clippy::too_many_arguments)]
 fn read_and_decrypt_area<D: Read + Seek>(
     device: &str,
     dev: &mut D,
@@ -456,7 +455,7 @@ fn settle(
             return Err(LuksError::NoKeyslot {
                 device: device.to_string(),
                 keyslot: named,
-                why: "no active keyslot".into(),
+                why: "no active keyslot (one whose priority is \"ignore\" is tried only when named)".into(),
             });
         }
         return Err(LuksError::WrongPassphrase { device: device.to_string(), tried });
