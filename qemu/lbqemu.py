@@ -96,7 +96,7 @@ def make_tree(work, name, marker, extra_cmdline="", kernel="cloud"):
 class Image:
     """A composed disk: a root directory with transactions, and the disk image."""
 
-    def __init__(self, work, size="1G", esp="200M"):
+    def __init__(self, work, size="1G", esp="200M", root=None):
         self.work = work
         os.makedirs(work, exist_ok=True)
         self.root = os.path.join(work, "root")
@@ -112,19 +112,34 @@ class Image:
             os.symlink(target, os.path.join(self.root, link))
         with open(os.path.join(self.root, "etc/machine-id"), "w") as f:
             f.write("4c424f4154544553544d414348494e45\n")
-        lb("disk", "create", self.disk, "--size", size, "--esp", esp)
+        lb("disk", "create", self.disk, "--size", size, "--esp", esp, *(["--root", root] if root else []))
         self.parts = json.loads(lb("--json", "disk", "ls", self.disk))["partitions"]
+
+    def add_swap(self):
+        """A Linux swap partition in the rest of the disk (after a `root=` sized
+        root), made by the real sgdisk and mkswap; returns its partition dict."""
+        sh("sgdisk", "-n", "0:0:0", "-t", "0:8200", "-c", "0:swap", self.disk)
+        self.parts = json.loads(lb("--json", "disk", "ls", self.disk))["partitions"]
+        p = max(self.parts, key=lambda p: p["number"])
+        tmp = os.path.join(self.work, "swap.part")
+        with open(tmp, "wb") as f:
+            f.truncate(p["size"])
+        sh("mkswap", "-q", "-L", "lbswap", tmp)
+        sh("dd", f"if={tmp}", f"of={self.disk}", "bs=1M", f"seek={p['start']}", "oflag=seek_bytes", "conv=notrunc",
+           "status=none")
+        os.unlink(tmp)
+        return p
 
     def commit(self, tree, summary):
         return lb("--root", self.root, "state", "commit", "--from", tree, "--summary", summary)
 
-    def build_initrd(self, kernel="cloud", modules=None, extra_modules=()):
+    def build_initrd(self, kernel="cloud", modules=None, extra_modules=(), extra=()):
         """The rescue initrd: for the cloud kernel (its drivers built in) only
         efivarfs; for the generic one the generic module set, or `modules` (a
         module directory) instead of the kernel's own."""
         if kernel == "generic":
             mods = modules or kernel_files("generic")[2]
-            return lb("initrd", "build", "--out", self.initrd, "--modules", mods, "--binary", RESCUE)
+            return lb("initrd", "build", "--out", self.initrd, "--modules", mods, "--binary", RESCUE, *extra)
         more = [a for m in extra_modules for a in ("--module", m)]
         return lb("initrd", "build", "--out", self.initrd, "--modules", os.path.join(CACHE, "modules"),
                   "--module", "efivarfs", *more, "--binary", RESCUE)
@@ -139,6 +154,84 @@ class Image:
     def lbtest(self, text):
         with open(os.path.join(self.root, "etc/lbtest.conf"), "w") as f:
             f.write(text)
+
+    def write_root_luks(self, passphrase, fs_uuid="6c1f0b7e-3d2a-4c55-9e11-7a0d5b9c2e44"):
+        """The root as ext4 inside a LUKS2 container made by the real cryptsetup:
+        the header written to the root partition, the filesystem (mke2fs -d)
+        encrypted after it. Returns the container's UUID."""
+        p = next(p for p in self.parts if p["kind"] == "root-x86-64")
+        hdr, plain, pw = (os.path.join(self.work, n) for n in ("luks-hdr.img", "plain.img", "passphrase"))
+        with open(pw, "w") as f:
+            f.write(passphrase)
+        for f, size in ((hdr, p["size"]),):
+            with open(f, "wb") as h:
+                h.truncate(size)
+        uuid, key, offset = luks_format(hdr, pw)
+        with open(plain, "wb") as h:
+            h.truncate(p["size"] - offset)
+        sh("mke2fs", "-q", "-F", "-t", "ext4", "-U", fs_uuid, "-d", self.root, plain)
+        with open(hdr, "rb") as src, open(self.disk, "r+b") as dst:
+            dst.seek(p["start"])
+            dst.write(src.read(offset))
+        xts_encrypt_into(plain, self.disk, p["start"] + offset, key)
+        for f in (hdr, plain):
+            os.unlink(f)
+        return uuid
+
+    def write_root_lvm_on_luks(self, keyfile, fs_uuid, vg="vg0", swap_mib=64):
+        """Debian's "encrypted LVM" layout in the root partition: a LUKS2
+        container (the real cryptsetup, opened by `keyfile`) holding one LVM PV
+        with a volume group `vg` of a `root` LV (ext4, mke2fs -d) and a `swap`
+        LV, made by the real lvm2 on a loop device (activation off: the host has
+        no device-mapper; an lvm.conf that sees only that loop device).
+        Returns (the container's UUID, the root LV's offset in the PV)."""
+        p = next(p for p in self.parts if p["kind"] == "root-x86-64")
+        hdr, plain = (os.path.join(self.work, n) for n in ("luks-hdr.img", "plain.img"))
+        with open(hdr, "wb") as h:
+            h.truncate(p["size"])
+        uuid, key, offset = luks_format(hdr, keyfile)
+        with open(plain, "wb") as h:
+            h.truncate(p["size"] - offset)
+        conf = os.path.join(self.work, "lvm")
+        os.makedirs(conf, exist_ok=True)
+        loop = sh("losetup", "--find", "--show", plain).strip()
+        try:
+            with open(os.path.join(conf, "lvm.conf"), "w") as f:
+                f.write(f"""devices {{ filter = [ "a|^{loop}$|", "r|.*|" ] global_filter = [ "a|^{loop}$|", "r|.*|" ]
+  use_devicesfile = 0 hints = "none" obtain_device_list_from_udev = 0 external_device_info_source = "none" }}
+activation {{ udev_sync = 0 udev_rules = 0 monitoring = 0 }}
+backup {{ backup = 0 archive = 0 backup_dir = "{conf}/backup" archive_dir = "{conf}/archive" }}
+global {{ activation = 0 locking_dir = "{conf}/lock" }}
+""")
+            env = dict(os.environ, LVM_SYSTEM_DIR=conf)
+            run = lambda *a: sh("lvm", *a, env=env)
+            # Reports: stdout alone (lvm warns on stderr about the activation it skips).
+            report = lambda *a: subprocess.run(["lvm", *a], env=env, stdout=subprocess.PIPE,
+                                               stderr=subprocess.DEVNULL, text=True, check=True).stdout
+            run("pvcreate", "-q", loop)
+            run("vgcreate", "-q", vg, loop)
+            run("lvcreate", "-q", "-Zn", "-L", f"{swap_mib}M", "-n", "swap", vg)
+            run("lvcreate", "-q", "-Zn", "-l", "100%FREE", "-n", "root", vg)
+            rep = json.loads(report("lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+                                 "lv_name,lv_size,seg_pe_ranges", vg))["report"][0]["lv"]
+            pe = json.loads(report("pvs", "--reportformat", "json", "--units", "b", "--nosuffix", "-o",
+                                "pe_start,vg_extent_size", loop))["report"][0]["pv"][0]
+            root = next(l for l in rep if l["lv_name"] == "root")
+            first_pe = int(root["seg_pe_ranges"].split(":")[1].split("-")[0])
+            root_off = int(pe["pe_start"]) + first_pe * int(pe["vg_extent_size"])
+            run("vgchange", "-q", "-an", vg)
+        finally:
+            subprocess.run(["losetup", "-d", loop])
+        size_k = int(root["lv_size"]) // 1024
+        sh("mke2fs", "-q", "-F", "-t", "ext4", "-U", fs_uuid, "-E", f"offset={root_off}", "-d", self.root, plain,
+           f"{size_k}k")
+        with open(hdr, "rb") as src, open(self.disk, "r+b") as dst:
+            dst.seek(p["start"])
+            dst.write(src.read(offset))
+        xts_encrypt_into(plain, self.disk, p["start"] + offset, key)
+        for f in (hdr, plain):
+            os.unlink(f)
+        return uuid, root_off
 
     def write_root(self, fs="ext4", label="lbroot", ext4_opts="", ext4_block=None):
         """Writes the root directory into the image's root partition: ext4 with
@@ -169,6 +262,44 @@ class Image:
                 raise Failure(f"unknown root filesystem {fs}")
         finally:
             subprocess.run(["losetup", "-d", loop])
+
+
+def luks_format(path, passphrase_file, *extra):
+    """The real cryptsetup's LUKS2 header on a plain file (no dm-crypt needed):
+    argon2id with 4 passes and 2 lanes as luksFormat chooses by default, its
+    memory fixed at 128 MiB so the cost does not depend on how busy the host was
+    when cryptsetup benchmarked it. Returns (luks uuid, volume key, data offset)."""
+    sh("cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode", "--key-file", passphrase_file,
+       "--sector-size", "512", "--pbkdf", "argon2id", "--pbkdf-memory", "131072", "--pbkdf-force-iterations", "4",
+       "--pbkdf-parallel", "2", *extra, path)
+    dump = sh("cryptsetup", "luksDump", "--dump-volume-key", "--batch-mode", "--key-file", passphrase_file, path)
+    uuid = re.search(r"^UUID:\s*(\S+)", dump, re.M).group(1)
+    hexkey = re.search(r"MK dump:\s*((?:[0-9a-f]{2}\s+)+)", dump).group(1)
+    key = bytes.fromhex("".join(hexkey.split()))
+    info = sh("cryptsetup", "luksDump", path)
+    offset = int(re.search(r"^\s*offset:\s*(\d+) \[bytes\]", info, re.M).group(1))
+    return uuid, key, offset
+
+
+def xts_encrypt_into(plain, disk, at, key):
+    """Encrypts the file `plain` sector by sector (AES-XTS, 512-byte sectors, the
+    plain64 IV: the sector number, little-endian) into `disk` at byte `at`, with
+    Python's `cryptography` — an implementation independent of lifeboat's."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    aes = algorithms.AES(key)
+    with open(plain, "rb") as src, open(disk, "r+b") as dst:
+        dst.seek(at)
+        sector = 0
+        while True:
+            chunk = src.read(1 << 20)
+            if not chunk:
+                break
+            out = bytearray()
+            for i in range(0, len(chunk), 512):
+                enc = Cipher(aes, modes.XTS(sector.to_bytes(16, "little"))).encryptor()
+                out += enc.update(chunk[i:i + 512]) + enc.finalize()
+                sector += 1
+            dst.write(out)
 
 
 # Every VM started, so a failed scenario's guest never outlives it.

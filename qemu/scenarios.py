@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """End-to-end boot scenarios: real OVMF, systemd-boot and kernel in QEMU (TCG).
 
-  python3 qemu/scenarios.py            all scenarios
+  python3 qemu/scenarios.py            all scenarios, two guests at once
   python3 qemu/scenarios.py a b d      some of them
+  LIFEBOAT_QEMU_JOBS=1 ...             one guest at a time
   LIFEBOAT_QEMU_VERBOSE=1 ...          echo the serial console
 
 Each scenario composes its own image under qemu/out/<name>/ (console.log kept;
@@ -676,6 +677,177 @@ def q_root_power_cut(work):
         raise Failure(f"{len(failures)} crash images do not hold:\n" + "\n".join(failures[:10]))
 
 
+def partition_digest(disk, part):
+    """SHA-256 of a partition's bytes in the image."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(disk, "rb") as f:
+        f.seek(part["start"])
+        left = part["size"]
+        while left:
+            b = f.read(min(left, 1 << 20))
+            if not b:
+                break
+            h.update(b)
+            left -= len(b)
+    return h.hexdigest()
+
+
+def r_hibernation(work):
+    """Hibernation (generic kernel, swap partition): with no resume= PID 1 finds the image, mounts nothing (the root's bytes unchanged) and `resume` in the shell restores the session; with resume= PID 1 hands the device to the kernel and the session comes back."""
+    img = q.Image(work, size="1G", esp="200M", root="560M")
+    for i in (1, 2, 3):
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}", kernel="generic"), f"test transaction {i}")
+    img.build_initrd(kernel="generic")
+    swap = img.add_swap()
+    dev = f"/dev/nvme0n1p{swap['number']}"
+    img.lbtest(f"hibernate1 = {dev}\nhibernate2 = {dev}\n")
+    img.boot_setup()
+    img.write_root()
+    root = root_partition(img)
+    vars_ = f"{work}/vars.fd"
+
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    booted(vm, 200)
+    m = vm.expect(r"LBTEST: hibernating to \S+ \(\S+\) memory-marker=(\S+)\r?\n", 60)
+    marker = m.group(1)
+    say(f"boot 1: the guest hibernated to {dev} with memory-marker {marker}")
+    vm.wait_exit(300)
+    before = partition_digest(img.disk, root)
+
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    m = vm.expect(r"lifeboat: \[hibernation\] (\S+) holds a hibernation image[^\n]*no resume= given", 200)
+    say(f"boot 2 (no resume=): PID 1: {m.group(1)} holds a hibernation image; the rescue shell opens")
+    vm.expect(r"lifeboat> ", 30)
+    if partition_digest(img.disk, root) != before:
+        raise Failure("the root partition changed while a hibernation image existed")
+    say("the root partition's bytes are unchanged (nothing was mounted)")
+    vm.send("resume\n")
+    m = vm.expect(r"LBTEST: resumed memory-marker=(\S+)\r?\n", 300)
+    if m.group(1) != marker:
+        raise Failure(f"resumed with memory-marker {m.group(1)}, want {marker}")
+    say(f"`resume` in the shell: the hibernated session came back (memory-marker {marker})")
+    finish_ok(vm)
+
+    os.makedirs(os.path.join(img.root, "etc/kernel/cmdline.d"), exist_ok=True)
+    with open(os.path.join(img.root, "etc/kernel/cmdline.d/50-resume.cmdline"), "w") as f:
+        f.write(f"resume=PARTUUID={swap['partuuid']}\n")
+    img.boot_setup()
+    say(f"boot sync with resume=PARTUUID={swap['partuuid']} in the machine's command line")
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    vm.expect(r"resume=\S+ \(\S+\): no hibernation image; booting", 200)
+    booted(vm, 200)
+    m = vm.expect(r"LBTEST: hibernating to \S+ \(\S+\) memory-marker=(\S+)\r?\n", 60)
+    marker = m.group(1)
+    say(f"boot 3: hibernated again, memory-marker {marker}")
+    vm.wait_exit(300)
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    m = vm.expect(r"lifeboat: (\S+) holds a hibernation image \([^)]*\)\); resuming it", 200)
+    m = vm.expect(r"LBTEST: resumed memory-marker=(\S+)\r?\n", 300)
+    if m.group(1) != marker:
+        raise Failure(f"resumed with memory-marker {m.group(1)}, want {marker}")
+    say(f"boot 4 (resume=): PID 1 handed the swap to the kernel; the session came back (memory-marker {marker})")
+    finish_ok(vm)
+
+
+def t_luks_root(work):
+    """A LUKS2 root (argon2id, made by the real cryptsetup; ext4 inside) on Debian's generic kernel: PID 1 asks for the passphrase on the serial console (a wrong one first), opens it with dm-crypt and boots; a rollback picked in the menu asks again and rolls back."""
+    img = q.Image(work, size="1G", esp="200M", root="400M")
+    fs_uuid = "6c1f0b7e-3d2a-4c55-9e11-7a0d5b9c2e44"
+    for i in (1, 2, 3):
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}", kernel="generic"), f"test transaction {i}")
+    # The machine's console keymap (German) carried for the prompt.
+    img.build_initrd(kernel="generic", extra=("--keymap", "de"))
+    # What boot sync writes for a root on LUKS on a running system.
+    os.makedirs(os.path.join(img.root, "etc/kernel/cmdline.d"), exist_ok=True)
+    passphrase = "correct horse battery staple"
+    t0 = time.time()
+    uuid = img.write_root_luks(passphrase, fs_uuid)
+    with open(os.path.join(img.root, "etc/kernel/cmdline.d/50-root.cmdline"), "w") as f:
+        f.write(f"root=UUID={fs_uuid} rd.luks.uuid={uuid}\n")
+    img.boot_setup(timeout=30)
+    say(f"root: LUKS2 {uuid} (cryptsetup luksFormat, argon2id), ext4 {fs_uuid} inside, encrypted in {time.time() - t0:.0f} s")
+    vars_ = f"{work}/vars.fd"
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    vm.expect(r"transaction 3 \(", 90)
+    time.sleep(1)
+    vm.send("\r")
+    m = vm.expect(r"console keymap de loaded \((\d+) entries\)", 200)
+    say(f"PID 1 loaded the console keymap de ({m.group(1)} entries) before asking")
+    vm.expect(r"Passphrase for (\S+) \(LUKS2 " + re.escape(uuid) + r"\): ", 200)
+    say("PID 1 asks for the passphrase on the serial console; typing a wrong one")
+    vm.send("wrong passphrase\n")
+    m = vm.expect(r"wrong passphrase \((\d+) more tries\)", 300)
+    say(f"PID 1: wrong passphrase ({m.group(1)} more tries); typing the right one")
+    vm.expect(r"Passphrase for ", 60)
+    t = time.time()
+    vm.send(passphrase + "\n")
+    m = vm.expect(r"LUKS2 \S+ opened as (\S+) \(keyslot (\d+)", 300)
+    say(f"PID 1 opened it as {m.group(1)} (keyslot {m.group(2)}) {time.time() - t:.0f} s after the passphrase")
+    vm.expect(r"root=UUID=\S+ is (\S+)", 60)
+    tx = booted(vm, 200)
+    if tx != 3:
+        raise Failure(f"booted transaction {tx}, want 3")
+    say(f"userspace reports transaction {tx}")
+    finish_ok(vm)
+
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    pick_third_entry(vm, r"transaction 1 \(", "transaction 1")
+    vm.expect(r"Passphrase for ", 200)
+    vm.send(passphrase + "\n")
+    vm.expect(r"opened as ", 300)
+    m = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 120)
+    say(f"menu pick: passphrase again, then PID 1: rolling back /usr: transaction {m.group(1)} -> {m.group(2)}")
+    tx = booted(vm, 200)
+    if tx != 1:
+        raise Failure(f"booted transaction {tx}, want 1")
+    say(f"userspace reports transaction {tx}")
+    finish_ok(vm)
+
+
+def u_lvm_on_luks(work):
+    """Debian's encrypted LVM (generic kernel): a VG with root and swap LVs on a LUKS2 container, opened by a key file built into the initrd (initrd build --keyfile UUID=FILE), the root LV activated by rd.lvm.lv= from the PV's own metadata; boots and rolls back from the menu."""
+    img = q.Image(work, size="1G", esp="200M", root="400M")
+    fs_uuid = "7d2e1c3b-4a5f-4e66-8f22-8b1e6c0d3f55"
+    for i in (1, 2, 3):
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}", kernel="generic"), f"test transaction {i}")
+    keyfile = os.path.join(work, "root.key")
+    with open(keyfile, "wb") as f:
+        f.write(os.urandom(64))
+    t0 = time.time()
+    uuid, off = img.write_root_lvm_on_luks(keyfile, fs_uuid)
+    out = img.build_initrd(kernel="generic", extra=("--keyfile", f"{uuid}={keyfile}"))
+    os.makedirs(os.path.join(img.root, "etc/kernel/cmdline.d"), exist_ok=True)
+    with open(os.path.join(img.root, "etc/kernel/cmdline.d/50-root.cmdline"), "w") as f:
+        f.write(f"root=UUID={fs_uuid} rd.luks.uuid={uuid} rd.lvm.lv=vg0/root\n")
+    img.boot_setup(timeout=30)
+    say(f"LUKS2 {uuid} > PV > vg0/root (at {off} in the PV) + vg0/swap, made in {time.time() - t0:.0f} s; "
+        f"the key file in the initrd")
+    vars_ = f"{work}/vars.fd"
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    vm.expect(r"transaction 3 \(", 90)
+    time.sleep(1)
+    vm.send("\r")
+    m = vm.expect(r"opened with the key file (\S+)", 300)
+    say(f"PID 1 opened the container with the key file {m.group(1)} (no passphrase asked)")
+    m = vm.expect(r"LVM: activated vg0/root as (\S+)", 120)
+    say(f"PID 1: LVM: activated vg0/root as {m.group(1)}")
+    vm.expect(r"root=UUID=\S+ is (\S+)", 60)
+    tx = booted(vm, 200)
+    if tx != 3:
+        raise Failure(f"booted transaction {tx}, want 3")
+    say(f"userspace reports transaction {tx}")
+    finish_ok(vm)
+    vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+    pick_third_entry(vm, r"transaction 1 \(", "transaction 1")
+    m = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 300)
+    say(f"menu pick: PID 1: rolling back /usr: transaction {m.group(1)} -> {m.group(2)}")
+    tx = booted(vm, 200)
+    if tx != 1:
+        raise Failure(f"booted transaction {tx}, want 1")
+    finish_ok(vm)
+
+
 SCENARIOS = {
     "a": a_default_boot,
     "b": b_menu_rollback,
@@ -694,58 +866,99 @@ SCENARIOS = {
     "o": o_root_filesystems,
     "p": p_compressed_modules,
     "q": q_root_power_cut,
+    "r": r_hibernation,
+    "t": t_luks_root,
+    "u": u_lvm_on_luks,
 }
 
 
+def run_one(n):
+    """Runs scenario `n` here (one attempt, plus a second one if the guest
+    stalled); returns 0 passed, 1 failed, 3 passed or failed on a second try."""
+    fn = SCENARIOS[n]
+    work = os.path.join(OUT, n)
+    print(f"[{n}] {fn.__doc__}", flush=True)
+    # A guest that stops making progress gets one more try, reported as flaky
+    # with the first attempt's console kept. (Seen once in CI: a boot silent
+    # for 150 s right after PID 1 started, not reproduced in dozens of runs
+    # since; PID 1's stall report now names the step and the kernel's warnings.)
+    for attempt in (1, 2):
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
+        t = time.time()
+        try:
+            fn(work)
+            print(f"[{n}] PASS ({time.time() - t:.0f} s)", flush=True)
+            for root, _, files in os.walk(work):
+                for f in files:
+                    if f.endswith((".img", ".fd")):
+                        os.unlink(os.path.join(root, f))
+            q.kill_all()
+            return 0 if attempt == 1 else 3
+        except Exception as e:
+            q.kill_all()
+            print(f"[{n}] FAIL ({time.time() - t:.0f} s): {e}", flush=True)
+            if not isinstance(e, Failure):
+                traceback.print_exc()
+            log = os.path.join(work, "console.log")
+            if os.path.exists(log):
+                print(f"[{n}] last console lines ({log}):")
+                print("".join(open(log, errors="replace").readlines()[-25:]))
+            if attempt == 1 and isinstance(e, Failure) and "timed out" in str(e):
+                kept = os.path.join(OUT, f"{n}.first-attempt.log")
+                if os.path.exists(log):
+                    shutil.copy(log, kept)
+                print(f"[{n}] the guest stalled; retrying once (first console log: {kept})", flush=True)
+                continue
+            return 1
+    return 1
+
+
+# The longest first, so the two lanes end together.
+LONGEST_FIRST = "qkmnrtusophcilfbejagd"
+
+
 def main(argv):
-    names = argv or list(SCENARIOS)
+    if argv[:1] == ["--one"]:
+        return run_one(argv[1])
+    jobs = int(os.environ.get("LIFEBOAT_QEMU_JOBS", "2"))
+    names = argv or sorted(SCENARIOS, key=lambda n: LONGEST_FIRST.find(n) % 100)
     if not os.path.exists(q.LIFEBOAT) or not os.path.exists(q.RESCUE):
         print(f"no static lifeboat at {q.LIFEBOAT} or {q.RESCUE}: ./scripts/build.sh builds both")
         return 2
     subprocess.run([os.path.join(q.HERE, "fetch.sh")], check=True)
     failed, flaky = [], []
-    for n in names:
-        fn = SCENARIOS[n]
-        work = os.path.join(OUT, n)
-        print(f"[{n}] {fn.__doc__}", flush=True)
-        # A guest that stops making progress gets one more try, reported as flaky
-        # with the first attempt's console kept. (Seen once in CI: a boot silent
-        # for 150 s right after PID 1 started, not reproduced in dozens of runs
-        # since; PID 1's stall report now names the step and the kernel's warnings.)
-        for attempt in (1, 2):
-            shutil.rmtree(work, ignore_errors=True)
-            os.makedirs(work)
-            t = time.time()
-            try:
-                fn(work)
-                print(f"[{n}] PASS ({time.time() - t:.0f} s)", flush=True)
-                for root, _, files in os.walk(work):
-                    for f in files:
-                        if f.endswith((".img", ".fd")):
-                            os.unlink(os.path.join(root, f))
-                q.kill_all()
-                break
-            except Exception as e:
-                q.kill_all()
-                print(f"[{n}] FAIL ({time.time() - t:.0f} s): {e}", flush=True)
-                if not isinstance(e, Failure):
-                    traceback.print_exc()
-                log = os.path.join(work, "console.log")
-                if os.path.exists(log):
-                    print(f"[{n}] last console lines ({log}):")
-                    print("".join(open(log, errors="replace").readlines()[-25:]))
-                if attempt == 1 and isinstance(e, Failure) and "timed out" in str(e):
-                    kept = os.path.join(OUT, f"{n}.first-attempt.log")
-                    if os.path.exists(log):
-                        shutil.copy(log, kept)
-                    flaky.append(n)
-                    print(f"[{n}] the guest stalled; retrying once (first console log: {kept})", flush=True)
-                    continue
+    # Two guests at once (one per core): each scenario in a process of its own,
+    # its output printed whole when it ends.
+    pending = list(names)
+    running = {}
+    os.makedirs(OUT, exist_ok=True)
+    start = time.time()
+    while pending or running:
+        while pending and len(running) < jobs:
+            n = pending.pop(0)
+            out = open(os.path.join(OUT, f"{n}.out"), "w+")
+            proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--one", n], stdout=out,
+                                    stderr=subprocess.STDOUT)
+            running[n] = (proc, out)
+        time.sleep(1)
+        for n, (proc, out) in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del running[n]
+            out.seek(0)
+            sys.stdout.write(out.read())
+            sys.stdout.flush()
+            out.close()
+            if code == 3:
+                flaky.append(n)
+            elif code != 0:
                 failed.append(n)
-                break
     if flaky:
         print(f"flaky (passed or failed on a second try): {' '.join(flaky)}")
-    print(f"{len(names) - len(failed)}/{len(names)} scenarios passed" + (f"; failed: {' '.join(failed)}" if failed else ""))
+    print(f"{len(names) - len(failed)}/{len(names)} scenarios passed in {time.time() - start:.0f} s"
+          + (f"; failed: {' '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 

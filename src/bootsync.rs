@@ -42,10 +42,24 @@ fn is_live(root: &Path) -> bool {
 
 /// Opens the boot volumes for `root`.
 pub fn open_targets(root: &Path, args: &BootArgs, cfg: &Config, writable: bool) -> Result<BootTargets> {
+    open_targets_on(root, args, cfg, writable, is_live(root).then(Live::default).as_ref())
+}
+
+/// [`open_targets`] for `root`, which is the running system seen through
+/// `live` when that is given (its boot partitions are then found when neither
+/// the arguments nor the configuration name them).
+pub fn open_targets_on(
+    root: &Path,
+    args: &BootArgs,
+    cfg: &Config,
+    writable: bool,
+    live: Option<&Live>,
+) -> Result<BootTargets> {
+    let mut found_notes = Vec::new();
     let mut esp_spec = args.esp.clone().or_else(|| cfg.esp.clone());
     let mut boot_spec = args.boot.clone().or_else(|| cfg.boot.clone());
     if esp_spec.is_none() {
-        if !is_live(root) {
+        let Some(live) = live else {
             return Err(Error::NoEsp {
                 root: root.to_path_buf(),
                 hint: format!(
@@ -53,16 +67,19 @@ pub fn open_targets(root: &Path, args: &BootArgs, cfg: &Config, writable: bool) 
                     root.join(crate::config::CONFIG_REL).display()
                 ),
             });
-        }
-        let found = discover::boot_partitions(root, Path::new("/proc/self/mountinfo"), &SysBlock::default())?;
+        };
+        let found = discover::boot_partitions(root, &live.mountinfo, &live.sys)?;
         esp_spec = found.esp;
         boot_spec = boot_spec.or(found.xbootldr);
         if esp_spec.is_none() {
             return Err(Error::NoPartition { kind: "ESP", disk: found.disk.clone() });
         }
+        // Which disk was taken, when the root sits on several.
+        found_notes = found.notes;
     }
     let esp_spec = esp_spec.unwrap_or_default();
-    let esp = open_target(&esp_spec, PartitionKind::Esp, writable)?;
+    let mut esp = open_target(&esp_spec, PartitionKind::Esp, writable)?;
+    esp.notes.extend(found_notes);
     // On a whole disk given as the ESP, its XBOOTLDR is $BOOT.
     if boot_spec.is_none() {
         if let Some(d) = &esp.disk {
@@ -163,8 +180,26 @@ pub fn join_cmdline<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
 pub struct Common {
     pub token: String,
     pub machine_id: Option<String>,
-    pub root_arg: Option<String>,
+    /// The root parameters of the running system (`root=PARTUUID=…`, or for a
+    /// stacked root `root=UUID=… rd.luks.uuid=… rd.lvm.lv=VG/LV`), one word
+    /// each; those the cmdline files already give are left out per entry.
+    pub root_params: Vec<String>,
     pub local_cmdline: String,
+    /// What the user should hear about the root parameters.
+    pub notes: Vec<String>,
+}
+
+/// Where a running system's mounts and block devices are read:
+/// `/proc/self/mountinfo`, `/sys` and `/dev`, or fake trees in tests.
+pub struct Live {
+    pub mountinfo: PathBuf,
+    pub sys: SysBlock,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live { mountinfo: PathBuf::from("/proc/self/mountinfo"), sys: SysBlock::default() }
+    }
 }
 
 /// The machine's own cmdline fragments, `etc/kernel/cmdline.d/*.cmdline` of
@@ -201,20 +236,34 @@ fn local_cmdline(root: &Path) -> Result<String> {
 }
 
 pub fn common(root: &Path) -> Result<Common> {
+    common_on(root, is_live(root).then(Live::default).as_ref())
+}
+
+/// [`common`] for `root`, which is the running system seen through `live` when
+/// that is given.
+pub fn common_on(root: &Path, live: Option<&Live>) -> Result<Common> {
     let token = token::entry_token(root).ok_or_else(|| Error::NoEntryToken(root.to_path_buf()))?;
     let machine_id = token::machine_id(root);
     let local_cmdline = local_cmdline(root)?;
-    // On the running system, the root partition is known; elsewhere only cmdline
+    // On the running system, the root's devices are known; elsewhere only cmdline
     // files may name it, and PID 1 finds the DPS root otherwise.
-    let root_arg = if is_live(root) {
-        discover::boot_partitions(root, Path::new("/proc/self/mountinfo"), &SysBlock::default())
-            .ok()
-            .and_then(|b| b.root_partuuid)
-            .map(|u| format!("root=PARTUUID={u}"))
-    } else {
-        None
-    };
-    Ok(Common { token, machine_id, root_arg, local_cmdline })
+    let mut notes = Vec::new();
+    let mut root_params = Vec::new();
+    if let Some(live) = live {
+        match discover::root_device(root, &live.mountinfo, &live.sys) {
+            Ok(found) => {
+                let r = crate::rootparams::root_params(&found);
+                notes.extend(found.notes);
+                notes.extend(r.notes);
+                root_params = r.params;
+            }
+            Err(e) => notes.push(format!(
+                "the root's block device cannot be told ({e}); no root= is written unless the cmdline files give \
+                 one"
+            )),
+        }
+    }
+    Ok(Common { token, machine_id, root_params, local_cmdline, notes })
 }
 
 /// What [`wanted`] found besides the entries: the transactions that get none
@@ -332,10 +381,9 @@ fn entry_of(
             .map(String::as_str)
             .chain(std::iter::once(common.local_cmdline.as_str())),
     );
-    if !options.split_whitespace().any(|w| w.starts_with("root=")) {
-        if let Some(r) = &common.root_arg {
-            options = format!("{r} {options}");
-        }
+    let root_params = crate::rootparams::missing(&common.root_params, &options);
+    if !root_params.is_empty() {
+        options = join_cmdline([root_params.join(" ").as_str(), &options]);
     }
     // On a moss root the entry also names the state as moss's own initrd
     // (moss-fstx.service) reads it, so either initrd rolls back.
@@ -391,7 +439,8 @@ pub fn request(
     timeout: Option<u32>,
 ) -> Result<(SyncRequest, Findings)> {
     let common = common(&root.path)?;
-    let (entries, found) = wanted(root, idx, &common);
+    let (entries, mut found) = wanted(root, idx, &common);
+    found.notes.splice(0..0, common.notes);
     Ok((
         SyncRequest {
             token: common.token,

@@ -6,7 +6,8 @@
 //! [`cli`] (argh commands, text and JSON), [`pid1`] (the initrd's init) and
 //! [`shell`] (the rescue shell). The work itself is in `lifeboat-state`
 //! (transactions), `lifeboat-esp` (disks and FAT), `lifeboat-boot` (entries) and
-//! `lifeboat-initrd`; [`bootsync`] joins transactions to boot entries. Only this
+//! `lifeboat-initrd`; [`bootsync`] joins transactions to boot entries, with the
+//! running root's kernel parameters from [`rootparams`]. Only this
 //! crate prints or exits.
 
 pub mod bootsync;
@@ -18,5 +19,6 @@ pub mod json;
 pub mod kmsg;
 pub mod pid1;
 pub mod rescue;
+pub mod rootparams;
 pub mod shell;
 pub mod timefmt;

@@ -51,6 +51,9 @@ commands:
   disks                block devices, partitions, filesystems
   dmesg                kernel messages
   cmdline              the kernel command line
+  unlock [DEV [NAME]]  open a LUKS container (every one found) and its LVM volumes
+  resume [DEV]         restore the hibernated system (its image on DEV)
+  discard-hibernation [DEV]  discard a hibernation image (what was open is lost)
   continue [--force]   resume the boot (--force: skip the check of the real init)
   reboot | poweroff    restart or stop the machine";
 
@@ -249,6 +252,14 @@ impl Shell {
                     p(r.to_string());
                 }
             }
+            "resume" => {
+                if !self.ctx.pid1 {
+                    return Err("resume works only as PID 1 (in the initrd)".into());
+                }
+                p(crate::pid1::resume::shell_resume(args, &self.ctx.cmdline)?);
+            }
+            "unlock" => p(crate::pid1::crypt::shell_unlock(args, &self.ctx.cmdline)?),
+            "discard-hibernation" => p(crate::pid1::resume::shell_discard(args, &self.ctx.cmdline)?),
             "cmdline" => {
                 p(std::fs::read_to_string("/proc/cmdline").unwrap_or_else(|_| self.ctx.cmdline.words.join(" ")))
             }

@@ -1,6 +1,7 @@
 //! Block devices as sysfs shows them — the one scan of `/sys/class/block` that
 //! every part of lifeboat uses: disks and partitions with their device numbers and
-//! sizes, the disk a partition belongs to (through device-mapper slaves), each
+//! sizes, the disk a partition belongs to (through the device-mapper stack,
+//! [`crate::stack`]), each
 //! partition's PARTUUID, name and type from its disk's GPT, and each filesystem's
 //! type, UUID and label from its superblock.
 //!
@@ -60,11 +61,11 @@ pub struct DiskOf {
     pub partition: Option<u32>,
 }
 
-fn read_trim(p: &Path) -> Option<String> {
+pub(crate) fn read_trim(p: &Path) -> Option<String> {
     fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
 }
 
-fn parse_devnum(s: &str) -> Option<(u32, u32)> {
+pub(crate) fn parse_devnum(s: &str) -> Option<(u32, u32)> {
     let (a, b) = s.split_once(':')?;
     Some((a.parse().ok()?, b.parse().ok()?))
 }
@@ -134,45 +135,43 @@ impl SysBlock {
         out
     }
 
-    /// The whole disk behind device `major:minor`, following one level of
-    /// device-mapper slaves (LUKS, LVM) to the partition they sit on.
+    /// The whole disk behind device `major:minor`: for a partition its disk, for
+    /// a device-mapper (or md) device the disk under its lowest layer (the first
+    /// one met, when the layers span several; [`crate::stack::Stack::disks`]
+    /// lists them all).
     pub fn disk_of(&self, major: u32, minor: u32) -> Result<DiskOf> {
-        self.disk_of_depth(major, minor, 0)
-    }
-
-    fn disk_of_depth(&self, major: u32, minor: u32, depth: u32) -> Result<DiskOf> {
-        let link = self.sys.join(format!("dev/block/{major}:{minor}"));
-        let real = fs::canonicalize(&link).map_err(|e| Error::io(link.display().to_string(), e))?;
-        if depth < 8 {
-            if let Ok(rd) = fs::read_dir(real.join("slaves")) {
-                if let Some(s) = rd.flatten().next() {
-                    if let Some((a, b)) = read_trim(&s.path().join("dev")).and_then(|d| parse_devnum(&d)) {
-                        return self.disk_of_depth(a, b, depth + 1);
-                    }
-                }
-            }
+        let stack = self.stack_of(major, minor)?;
+        let Some(b) = stack.bottoms.first() else {
+            return Err(Error::Stack { device: stack.top, why: "no partition or disk underneath".to_owned() });
+        };
+        if stack.is_plain() {
+            return Ok(b.disk.clone());
         }
-        let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Some(n) = read_trim(&real.join("partition")).and_then(|s| s.parse::<u32>().ok()) {
-            let parent = real.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
-            let parent =
-                parent.ok_or_else(|| Error::Invalid(format!("{}: partition without a disk", real.display())))?;
-            return Ok(DiskOf { disk: self.dev.join(parent), partition: Some(n) });
-        }
-        Ok(DiskOf { disk: self.dev.join(name), partition: None })
+        Ok(DiskOf { disk: b.disk.disk.clone(), partition: None })
     }
 
     /// The whole disk a device node belongs to (itself if it is a disk), by its
-    /// kernel name.
+    /// kernel name; a `/dev/mapper` link is followed to its `dm-N`, and a
+    /// stacked device gives the disk under its lowest layer.
     pub fn disk_of_dev(&self, dev: &Path) -> Option<PathBuf> {
-        let name = dev.file_name()?.to_string_lossy().into_owned();
-        let base = self.sys.join("class/block").join(&name);
+        let mut name = dev.file_name()?.to_string_lossy().into_owned();
+        let mut base = self.sys.join("class/block").join(&name);
+        if !base.exists() {
+            if let Some(real) = fs::canonicalize(dev).ok().and_then(|r| r.file_name().map(|n| n.to_owned())) {
+                name = real.to_string_lossy().into_owned();
+                base = self.sys.join("class/block").join(&name);
+            }
+        }
         if base.join("partition").exists() {
             let real = fs::canonicalize(&base).ok()?;
-            Some(self.dev.join(real.parent()?.file_name()?))
-        } else {
-            Some(self.dev.join(name))
+            return Some(self.dev.join(real.parent()?.file_name()?));
         }
+        let stacked = fs::read_dir(base.join("slaves")).is_ok_and(|mut rd| rd.next().is_some());
+        if stacked {
+            let (a, b) = parse_devnum(&read_trim(&base.join("dev"))?)?;
+            return self.disk_of(a, b).ok().map(|d| d.disk);
+        }
+        Some(self.dev.join(name))
     }
 
     /// `major:minor` and device node of partition `n` of `disk`, if it exists.
@@ -238,6 +237,41 @@ pub fn probe_fs(dev: &Path) -> Option<FsInfo> {
 /// [`probe_fs`] on the first bytes of a device (at least 69 KiB for btrfs).
 pub fn probe_fs_bytes(b: &[u8]) -> Option<FsInfo> {
     let at = |a: usize, n: usize| b.get(a..a + n);
+    // Containers first: a LUKS header or an LVM label sits where no filesystem
+    // of the list below keeps its magic, and their payload must not be probed.
+    if at(0, 6) == Some(b"LUKS\xba\xbe") {
+        let uuid = at(168, 40).and_then(label).map(|u| u.to_ascii_lowercase());
+        return Some(FsInfo { fstype: "crypto_LUKS", uuid, label: None });
+    }
+    for sector in 0..4 {
+        if at(sector * 512, 8) == Some(b"LABELONE") && at(sector * 512 + 24, 8) == Some(b"LVM2 001") {
+            // The PV UUID, 32 characters at the pv_header the label points to,
+            // shown as lvm2 shows it (6-4-4-4-4-4-6).
+            let off = le_u32_at(b, sector * 512 + 20).and_then(|o| usize::try_from(o).ok());
+            let raw = off.and_then(|o| at(sector * 512 + o, 32)).and_then(|u| std::str::from_utf8(u).ok());
+            let uuid = raw.filter(|u| u.bytes().all(|c| c.is_ascii_alphanumeric())).map(|u| {
+                let mut s = String::new();
+                let mut i = 0;
+                for n in [6, 4, 4, 4, 4, 4, 6] {
+                    if !s.is_empty() {
+                        s.push('-');
+                    }
+                    s.push_str(&u[i..i + n]);
+                    i += n;
+                }
+                s
+            });
+            return Some(FsInfo { fstype: "LVM2_member", uuid, label: None });
+        }
+    }
+    // Swap (4 KiB pages): the signature ends the first page; a hibernation image
+    // replaces it (crate::hibernation) and keeps the swap's UUID and label.
+    if let Some(sig) = at(4086, 10) {
+        if sig == b"SWAPSPACE2" || crate::hibernation::image_signature(sig).is_some() {
+            let fstype = if sig == b"SWAPSPACE2" { "swap" } else { "swsuspend" };
+            return Some(FsInfo { fstype, uuid: at(1036, 16).map(uuid_str), label: at(1052, 16).and_then(label) });
+        }
+    }
     if le_u16_at(b, 1080) == Some(0xEF53) {
         let compat = le_u32_at(b, 1116)?;
         let incompat = le_u32_at(b, 1120)?;

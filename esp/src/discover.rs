@@ -1,6 +1,6 @@
 //! Finding the boot disk on a live system: the block device under a mount point
 //! (from `/proc/self/mountinfo`), the whole disk it belongs to (by
-//! [`crate::blockdev`]), and whether a partition is mounted somewhere already. lifeboat never mounts the
+//! [`crate::blockdev`], through device-mapper layers by [`crate::stack`]), and whether a partition is mounted somewhere already. lifeboat never mounts the
 //! ESP: an existing mount is used, otherwise the partition is opened directly.
 //!
 //! The `/proc` and `/sys` roots are parameters so tests run on fake trees.
@@ -9,7 +9,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use crate::blockdev::{DiskOf, SysBlock};
+use crate::disk::{Disk, PartitionKind};
+pub use crate::stack::Stack;
 use crate::{Error, Result};
+use lifeboat_fs::shown::shown_path;
 
 /// One line of mountinfo, the fields lifeboat needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +103,22 @@ mod tests {
     }
 }
 
+/// The filesystem mounted at (or containing) a path, as the block layer holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootDevice {
+    /// The device node it is mounted from, by kernel name (`/dev/nvme0n1p2`,
+    /// `/dev/dm-1`), for its superblock.
+    pub dev: PathBuf,
+    /// PARTUUID of its partition, when the filesystem is on the partition
+    /// itself (not on device-mapper layers above it).
+    pub partuuid: Option<String>,
+    /// The devices under it: the layers of a stacked root, and what they sit on.
+    pub stack: Stack,
+    /// What the user should hear about the layers (a LUKS header that
+    /// disagrees with its mapping, one that could not be read).
+    pub notes: Vec<String>,
+}
+
 /// Where the boot partitions of a live system are, as specs `open_target` accepts:
 /// the mount point when mounted, else `DISK:N`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,34 +126,128 @@ pub struct BootPartitions {
     pub disk: PathBuf,
     pub esp: Option<String>,
     pub xbootldr: Option<String>,
-    /// PARTUUID of the partition holding `root`.
-    pub root_partuuid: Option<String>,
+    /// The filesystem at the path asked about.
+    pub root: RootDevice,
+    /// Which disk was taken, when the root sits on several.
+    pub notes: Vec<String>,
+}
+
+/// The mounts, and the one holding `root`.
+fn mount_holding(root: &Path, proc_mountinfo: &Path) -> Result<(Vec<Mount>, Mount)> {
+    let text = fs::read_to_string(proc_mountinfo).map_err(|e| Error::io(proc_mountinfo.display().to_string(), e))?;
+    let mounts = parse_mountinfo(&text);
+    let m =
+        mount_of(&mounts, root).ok_or_else(|| Error::Invalid(format!("no mount holds {}", root.display())))?.clone();
+    Ok((mounts, m))
+}
+
+/// The partition's PARTUUID when `stack` is a plain partition, from `disk`
+/// (its disk's GPT, read here when not given).
+fn plain_partuuid(stack: &Stack, disk: Option<&Disk>) -> Option<String> {
+    let b = stack.bottoms.first().filter(|_| stack.is_plain())?;
+    let n = b.disk.partition?;
+    let opened;
+    let disk = match disk {
+        Some(d) => d,
+        None => {
+            opened = Disk::open(&b.disk.disk, false).ok()?;
+            &opened
+        }
+    };
+    disk.partitions.iter().find(|p| p.number == n).map(|p| p.part_guid.clone())
+}
+
+fn root_device_of(stack: Stack, sys: &SysBlock, disk: Option<&Disk>) -> RootDevice {
+    RootDevice {
+        dev: sys.dev.join(&stack.top),
+        partuuid: plain_partuuid(&stack, disk),
+        notes: stack.layers.iter().flat_map(|l| l.notes.iter().cloned()).collect(),
+        stack,
+    }
+}
+
+/// The device holding the filesystem mounted at (or containing) `root`, and
+/// the devices under it; whichever disk it is on, GPT or not.
+pub fn root_device(root: &Path, proc_mountinfo: &Path, sys: &SysBlock) -> Result<RootDevice> {
+    let (_, m) = mount_holding(root, proc_mountinfo)?;
+    Ok(root_device_of(sys.stack_of(m.major, m.minor)?, sys, None))
 }
 
 /// Finds the disk holding the filesystem mounted at (or containing) `root`, and its
-/// ESP and XBOOTLDR, using existing mounts where there are any.
+/// ESP and XBOOTLDR, using existing mounts where there are any. A root on
+/// device-mapper layers is followed down to the disks underneath; when there are
+/// several (an LVM volume group over two disks), the first that has an ESP is
+/// the boot disk.
 pub fn boot_partitions(root: &Path, proc_mountinfo: &Path, sys: &SysBlock) -> Result<BootPartitions> {
-    let text = fs::read_to_string(proc_mountinfo).map_err(|e| Error::io(proc_mountinfo.display().to_string(), e))?;
-    let mounts = parse_mountinfo(&text);
-    let m = mount_of(&mounts, root).ok_or_else(|| Error::Invalid(format!("no mount holds {}", root.display())))?;
-    let d = sys.disk_of(m.major, m.minor)?;
-    let disk = crate::disk::Disk::open(&d.disk, false)?;
-    let root_partuuid =
-        d.partition.and_then(|n| disk.partitions.iter().find(|p| p.number == n)).map(|p| p.part_guid.clone());
-    let spec_for = |kind: crate::disk::PartitionKind| -> Option<String> {
+    let (mounts, m) = mount_holding(root, proc_mountinfo)?;
+    let stack = sys.stack_of(m.major, m.minor)?;
+    let mut notes = Vec::new();
+    let (disk_path, disk) = boot_disk(&stack, &mut notes)?;
+    let spec_for = |kind: PartitionKind| -> Option<String> {
         let p = disk.find(kind)?;
-        if let Some((ma, mi, _)) = sys.partition_devnum(&d.disk, p.number) {
+        if let Some((ma, mi, _)) = sys.partition_devnum(&disk_path, p.number) {
             // Prefer an existing mount, but only a real FAT one of that device.
             if let Some(mp) = mounts.iter().find(|x| x.major == ma && x.minor == mi && x.fstype == "vfat") {
                 return Some(mp.mount_point.display().to_string());
             }
         }
-        Some(format!("{}:{}", d.disk.display(), p.number))
+        Some(format!("{}:{}", disk_path.display(), p.number))
     };
     Ok(BootPartitions {
-        esp: spec_for(crate::disk::PartitionKind::Esp),
-        xbootldr: spec_for(crate::disk::PartitionKind::Xbootldr),
-        disk: d.disk.clone(),
-        root_partuuid,
+        esp: spec_for(PartitionKind::Esp),
+        xbootldr: spec_for(PartitionKind::Xbootldr),
+        root: root_device_of(stack, sys, Some(&disk)),
+        disk: disk_path,
+        notes,
     })
+}
+
+/// The disk under a root's stack whose ESP boots it: the only one, or of
+/// several the first that has an ESP (else the first whose GPT reads). Which
+/// one was taken, and why, goes into `notes` when there was a choice.
+fn boot_disk(stack: &Stack, notes: &mut Vec<String>) -> Result<(PathBuf, Disk)> {
+    let disks = stack.disks();
+    let mut opened: Vec<(PathBuf, Disk)> = Vec::new();
+    let mut first_err = None;
+    for d in &disks {
+        match Disk::open(d, false) {
+            Ok(g) => opened.push((d.clone(), g)),
+            Err(e) if disks.len() > 1 => {
+                notes.push(format!(
+                    "{}: its partition table cannot be read ({e}); not a boot disk candidate",
+                    shown_path(d)
+                ));
+                first_err.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let with_esp = opened.iter().position(|(_, g)| g.find(PartitionKind::Esp).is_some());
+    let Some(at) = with_esp.or((!opened.is_empty()).then_some(0)) else {
+        return Err(first_err.unwrap_or_else(|| Error::Stack {
+            device: stack.top.clone(),
+            why: "no partition or disk underneath".to_owned(),
+        }));
+    };
+    let chosen = opened.swap_remove(at);
+    if disks.len() > 1 {
+        let all: Vec<String> = disks.iter().map(|d| shown_path(d)).collect();
+        notes.push(match with_esp {
+            Some(_) => format!(
+                "the root ({}) sits on {} disks ({}); the boot disk is {}, which has an ESP",
+                stack.describe(),
+                disks.len(),
+                all.join(", "),
+                shown_path(&chosen.0)
+            ),
+            None => format!(
+                "the root ({}) sits on {} disks ({}), none with an ESP; {} is taken as the boot disk",
+                stack.describe(),
+                disks.len(),
+                all.join(", "),
+                shown_path(&chosen.0)
+            ),
+        });
+    }
+    Ok(chosen)
 }

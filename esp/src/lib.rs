@@ -7,7 +7,8 @@
 //! volume on a partition window with `fatfs`; and offers one [`Volume`] trait over
 //! that FAT backend, a mounted directory, and an in-memory volume for tests, with
 //! crash-safe file replacement (temporary name, flush, rename over). [`blockdev`]
-//! is the one scan of the system's block devices; [`discover`] finds the boot
+//! is the one scan of the system's block devices, [`stack`] the device-mapper
+//! layers under one of them; [`discover`] finds the boot
 //! disk and its partitions on a live system. The crate never mounts
 //! anything, prints nothing and exits nothing: it returns typed [`Error`]s.
 
@@ -20,9 +21,11 @@ pub mod fat;
 pub mod fatcheck;
 pub(crate) mod fatraw;
 pub mod fatwrite;
+pub mod hibernation;
 pub mod mem;
 pub mod mounted;
 pub mod record;
+pub mod stack;
 pub mod target;
 pub mod volume;
 pub mod window;
@@ -57,6 +60,9 @@ pub enum Error {
     /// A write to a FAT volume whose check at open found damage it does not
     /// repair: the volume is read, never written, until it is mended.
     Damaged { volume: String, damage: Vec<fatcheck::Damage> },
+    /// The stack of devices under `device` (device-mapper, md) cannot be walked:
+    /// a cycle, an absurd depth, a layer with nothing below.
+    Stack { device: String, why: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -84,6 +90,7 @@ impl fmt::Display for Error {
                 write!(f, "{volume}: not enough space: {need} bytes needed, {free} bytes free")
             }
             Error::Invalid(why) => write!(f, "{why}"),
+            Error::Stack { device, why } => write!(f, "the devices under {device}: {why}"),
             Error::Damaged { volume, damage } => {
                 let what: Vec<String> = damage.iter().map(|d| d.to_string()).collect();
                 if damage.iter().all(|d| matches!(d, fatcheck::Damage::NotChecked { .. })) {

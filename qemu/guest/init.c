@@ -14,6 +14,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <errno.h>
+#include <sys/swap.h>
+#include <sys/sysmacros.h>
 
 static void slurp(const char *path, char *buf, size_t n) {
     buf[0] = 0;
@@ -46,6 +48,45 @@ static int run(char *line) {
     printf("LBTEST: exit %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : 128);
     fflush(stdout);
     return st;
+}
+
+static int put(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) return -1;
+    ssize_t w = write(fd, text, strlen(text));
+    int e = errno;
+    close(fd);
+    errno = e;
+    return w < 0 ? -1 : 0;
+}
+
+/* "hibernateN = DEV": swap on DEV, a marker kept only in memory, hibernate there
+ * (the machine powers off), and after the resume report the marker: the same
+ * one only if the memory image was restored. */
+static void hibernate(char *arg) {
+    char dev[128], marker[64];
+    sscanf(arg, " %127s", dev);
+    mkdir("/sys", 0755);
+    mount("sysfs", "/sys", "sysfs", 0, NULL);
+    struct stat st;
+    if (swapon(dev, 0) != 0 || stat(dev, &st) != 0) {
+        printf("LBTEST: hibernate: swapon %s: %s\n", dev, strerror(errno));
+        return;
+    }
+    slurp("/proc/sys/kernel/random/uuid", marker, sizeof marker);
+    char num[32];
+    snprintf(num, sizeof num, "%u:%u", major(st.st_rdev), minor(st.st_rdev));
+    put("/sys/power/resume", num);
+    put("/sys/power/disk", "shutdown");
+    printf("LBTEST: hibernating to %s (%s) memory-marker=%s\n", dev, num, marker);
+    fflush(stdout);
+    sync();
+    if (put("/sys/power/state", "disk") != 0) {
+        printf("LBTEST: hibernate failed: %s\n", strerror(errno));
+        return;
+    }
+    printf("LBTEST: resumed memory-marker=%s\n", marker);
+    fflush(stdout);
 }
 
 static void finish(int code) {
@@ -99,6 +140,9 @@ int main(void) {
     if (c) {
         while (fgets(line, sizeof line, c)) {
             if (strncmp(line, key, strlen(key)) == 0) run(line + strlen(key));
+            char hkey[40];
+            snprintf(hkey, sizeof hkey, "hibernate%d =", n);
+            if (strncmp(line, hkey, strlen(hkey)) == 0) hibernate(line + strlen(hkey));
         }
         fclose(c);
     }

@@ -73,6 +73,108 @@ pub struct BuildCmd {
     /// the lifeboat binary to embed (default: this one; the rescue build has no SQLite)
     #[argh(option)]
     pub binary: Option<PathBuf>,
+    /// a LUKS key file for PID 1, as UUID=FILE (tried for that container without
+    /// any kernel parameter) or FILE (named by rd.luks.key=/etc/lifeboat/keys/NAME);
+    /// repeatable. Anyone who can read the initrd can read the key.
+    #[argh(option)]
+    pub keyfile: Vec<String>,
+    /// the console keymap PID 1 loads before it asks for a passphrase: a kbd
+    /// keymap name, or none (default: KEYMAP= of --vconsole)
+    #[argh(option)]
+    pub keymap: Option<String>,
+    /// where KEYMAP= is read from (default /etc/vconsole.conf)
+    #[argh(option, default = "PathBuf::from(\"/etc/vconsole.conf\")")]
+    pub vconsole: PathBuf,
+}
+
+/// The keymap to carry: `--keymap`, else `KEYMAP=` of the vconsole file; `None`
+/// for none, the kernel's own US layout, or no file.
+fn keymap_wanted(keymap: &Option<String>, vconsole: &Path) -> Result<Option<String>> {
+    let name = match keymap {
+        Some(k) => Some(k.clone()),
+        None => match foreign::read_file(vconsole, 64 << 10) {
+            Ok(text) => String::from_utf8_lossy(&text).lines().find_map(|l| {
+                let v = l.trim().strip_prefix("KEYMAP=")?;
+                Some(v.trim_matches(|c| c == '"' || c == '\'').to_owned())
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("read", vconsole, e)),
+        },
+    };
+    Ok(name.filter(|n| !n.is_empty() && n != "none" && n != "us"))
+}
+
+/// The keymap as kbd's binary form (`loadkeys -b`), in an uncompressed archive
+/// appended to the initrd.
+fn keymap_segment(name: &str) -> Result<Vec<u8>> {
+    if name.starts_with('-') || name.contains(char::is_whitespace) {
+        return Err(Error::bad_arg("--keymap", name, "not a keymap name"));
+    }
+    let out = std::process::Command::new("loadkeys").args(["-b", "-q", name]).output().map_err(|e| {
+        Error::bad_arg(
+            "--keymap",
+            name,
+            format!("loadkeys (kbd) is needed to carry a keymap ({e}); --keymap none leaves the US layout"),
+        )
+    })?;
+    if !out.status.success() {
+        return Err(Error::bad_arg(
+            "--keymap",
+            name,
+            format!("loadkeys -b: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        ));
+    }
+    crate::pid1::keymap::parse(&out.stdout)
+        .map_err(|e| Error::bad_arg("--keymap", name, format!("loadkeys -b gave no binary keymap: {e}")))?;
+    let mut a = lifeboat_initrd::cpio::Archive::new();
+    a.dir("etc", 0o755);
+    a.dir("etc/lifeboat", 0o755);
+    a.file("etc/lifeboat/keymap.bmap", 0o644, out.stdout);
+    a.file("etc/lifeboat/keymap.name", 0o644, format!("{name}\n").into_bytes());
+    Ok(a.to_bytes())
+}
+
+/// The largest key file taken (cryptsetup's default limit is 8 MiB).
+const MAX_KEYFILE: u64 = 8 << 20;
+
+/// The key files as an uncompressed archive appended to the initrd, under
+/// `crate::pid1::crypt::KEY_DIR`, readable by root only.
+fn keyfile_segment(specs: &[String]) -> Result<Option<Vec<u8>>> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let mut a = lifeboat_initrd::cpio::Archive::new();
+    a.dir("etc", 0o755);
+    a.dir("etc/lifeboat", 0o755);
+    a.dir("etc/lifeboat/keys", 0o700);
+    let mut names = Vec::new();
+    for spec in specs {
+        let (name, path) = match spec.split_once('=') {
+            Some((u, p)) if u.len() == 36 && u.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-') => {
+                (format!("{}.key", u.to_ascii_lowercase()), PathBuf::from(p))
+            }
+            _ => {
+                let p = PathBuf::from(spec);
+                let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                (n, p)
+            }
+        };
+        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+            return Err(Error::bad_arg("--keyfile", spec, "not UUID=FILE or a file with a name"));
+        }
+        if names.contains(&name) {
+            return Err(Error::bad_arg("--keyfile", spec, "a second key file of that name"));
+        }
+        let bytes = foreign::open_named(&path)
+            .and_then(|f| foreign::read_capped(f, MAX_KEYFILE))
+            .map_err(|e| Error::io("read", &path, e))?;
+        if bytes.is_empty() {
+            return Err(Error::bad_arg("--keyfile", spec, "the key file is empty"));
+        }
+        a.file(&format!("etc/lifeboat/keys/{name}"), 0o400, bytes);
+        names.push(name);
+    }
+    Ok(Some(a.to_bytes()))
 }
 
 /// The running kernel's release (`uname -r`).
@@ -198,6 +300,23 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
         ),
         None => None,
     };
+    let keys = keyfile_segment(&b.keyfile)?;
+    let keymap = match keymap_wanted(&b.keymap, &b.vconsole)? {
+        Some(name) => match keymap_segment(&name) {
+            Ok(seg) => Some((seg, name)),
+            // Asked for by name: the build fails. Found in the vconsole file: the
+            // initrd is still built, and the user hears what the prompt will use.
+            Err(e) if b.keymap.is_none() => {
+                out.note(format!(
+                    "KEYMAP={name} of {} not carried ({e}); the passphrase prompt uses the US layout",
+                    b.vconsole.display()
+                ));
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
     let built = lifeboat_initrd::build(&BuildSpec { binary, modules, compression })?;
     for n in &built.notes {
         out.note(n);
@@ -206,7 +325,29 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
         Some(base) => lifeboat_initrd::append(base, &built.bytes),
         None => built.bytes,
     };
-    lifeboat_fs::atomic_write(&b.out, &bytes, 0o644).map_err(|e| Error::io("write", &b.out, e))?;
+    let bytes = match &keys {
+        Some(k) => {
+            out.note(format!(
+                "{} key file{} in the initrd: anyone who can read {} can open the container{}",
+                b.keyfile.len(),
+                if b.keyfile.len() == 1 { "" } else { "s" },
+                b.out.display(),
+                if b.keyfile.len() == 1 { "" } else { "s" }
+            ));
+            lifeboat_initrd::append(&bytes, k)
+        }
+        None => bytes,
+    };
+    let bytes = match &keymap {
+        Some((seg, name)) => {
+            out.note(format!("console keymap {name} carried for the passphrase prompt"));
+            lifeboat_initrd::append(&bytes, seg)
+        }
+        None => bytes,
+    };
+    // An initrd holding keys is for root only.
+    let mode = if keys.is_some() { 0o600 } else { 0o644 };
+    lifeboat_fs::atomic_write(&b.out, &bytes, mode).map_err(|e| Error::io("write", &b.out, e))?;
     out.line(format!(
         "wrote {} ({} bytes; {} modules, {} firmware files) in {} ms",
         b.out.display(),

@@ -39,6 +39,9 @@ pub struct Cli {
     pub cmd: Command,
 }
 
+// Parsed once per process and moved once: the size of the largest variant
+// (initrd build's options) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 pub enum Command {

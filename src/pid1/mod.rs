@@ -7,11 +7,15 @@
 //! with [`progress`]. Any failure, named by its [`Phase`], and any crash of the
 //! worker land in the rescue shell on the console; PID 1 never exits.
 
+pub mod ask;
+pub mod crypt;
 pub mod devices;
 pub mod elf;
 pub mod execcheck;
+pub mod keymap;
 pub mod modload;
 pub mod progress;
+pub mod resume;
 pub mod rollback;
 pub mod root;
 pub mod supervise;
@@ -53,6 +57,8 @@ pub enum Phase {
     Devices,
     /// Finding and mounting the root.
     Root,
+    /// `resume=` and hibernation images.
+    Hibernation,
     /// Activating the transaction the boot entry names.
     Rollback,
     /// `lifeboat.verify` / `lifeboat.repair`.
@@ -70,6 +76,7 @@ impl Phase {
         match self {
             Phase::Devices => "devices",
             Phase::Root => "root",
+            Phase::Hibernation => "hibernation",
             Phase::Rollback => "rollback",
             Phase::Checks => "checks",
             Phase::Init => "init",
@@ -129,11 +136,24 @@ pub struct Boot {
     started: f64,
     /// The initrd's kernel modules, when it carries any.
     modules: Option<modload::ModuleLoader>,
+    /// What the command line says about LUKS containers.
+    luks: crypt::LuksConfig,
+    /// LUKS containers opened (by UUID), and those that would not open.
+    opened: std::collections::BTreeSet<String>,
+    failed_luks: std::collections::BTreeSet<String>,
+    /// LVM volumes activated (by device-mapper name).
+    activated: std::collections::BTreeSet<String>,
+    /// Notes already told the console (the root wait repeats its work).
+    said: std::collections::BTreeSet<String>,
+    /// The last thing that kept a volume group from coming up, for the message
+    /// when the root does not appear.
+    stack_problem: Option<String>,
 }
 
 impl Boot {
     pub fn new(cmdline: KernelCmdline) -> Self {
         Boot {
+            luks: crypt::LuksConfig::from_cmdline(&cmdline),
             cmdline,
             root_dev: None,
             rollback_done: false,
@@ -143,6 +163,11 @@ impl Boot {
             force: false,
             started: uptime(),
             modules: None,
+            opened: Default::default(),
+            failed_luks: Default::default(),
+            activated: Default::default(),
+            said: Default::default(),
+            stack_problem: None,
         }
     }
 
@@ -160,6 +185,10 @@ impl Boot {
         progress::step("looking for the root device");
         lifeboat_state::failpoint::hit("pid1-prepare");
         let dev = self.find_root()?;
+        if !devices::is_mountpoint(Path::new(SYSROOT)) {
+            progress::step("looking for a hibernation image");
+            self.hibernation()?;
+        }
         self.mount_root(&dev)?;
         self.rollback()?;
         self.checks()?;
@@ -247,6 +276,12 @@ fn worker(shell_reason: Option<BootError>) -> i32 {
     boot.say_module_notes();
     progress::step("mounting efivarfs");
     devices::mount_efivarfs();
+    // Before anything is asked: a passphrase is typed with the machine's layout.
+    match keymap::load_initrd_keymap() {
+        Ok(Some(n)) => say(n),
+        Ok(None) => {}
+        Err(e) => say(format!("{e}; the kernel's default (US) keyboard layout stays")),
+    }
     let mut why = shell_reason;
     loop {
         if let Some(w) = why.take() {

@@ -18,6 +18,8 @@ pub const STALL: Duration = Duration::from_secs(15);
 const REPEAT: Duration = Duration::from_secs(60);
 /// The step name that means "interactive": the rescue shell waits for a person.
 pub const SHELL: &str = "in the rescue shell";
+/// Steps that wait for a person (a passphrase) start with this: no stall report.
+pub const ASKING: &str = "waiting for the user: ";
 
 /// The worker's end of the pipe; -1 when there is no supervisor to tell.
 static WRITER: AtomicI32 = AtomicI32::new(-1);
@@ -131,7 +133,7 @@ impl Watch {
     }
 
     fn maybe_warn(&mut self) {
-        if self.step == SHELL {
+        if self.step == SHELL || self.step.starts_with(ASKING) {
             return;
         }
         let now = Instant::now();

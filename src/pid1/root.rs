@@ -167,6 +167,21 @@ impl RootSpec {
     }
 }
 
+/// A device node named by path (`root=/dev/sda3`) as the scan would see it:
+/// its number from the node, its size from sysfs.
+fn node_as_blockdev(dev: &Path) -> BlockDev {
+    use std::os::unix::fs::MetadataExt;
+    let devnum = std::fs::metadata(dev).ok().filter(|m| m.rdev() != 0).map(|m| {
+        let r = m.rdev();
+        (nix::sys::stat::major(r) as u32, nix::sys::stat::minor(r) as u32)
+    });
+    let size = devnum
+        .and_then(|(a, b)| std::fs::read_to_string(format!("/sys/dev/block/{a}:{b}/size")).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(0, |n| n.saturating_mul(512));
+    BlockDev { name: dev.display().to_string(), dev: dev.to_path_buf(), devnum, size, ..BlockDev::default() }
+}
+
 fn describe(d: &BlockDev) -> String {
     let mut s = d.name.clone();
     if let Some(k) = d.part_kind {
@@ -203,16 +218,54 @@ impl Boot {
             None => now.duration_since(start) >= wait_for,
         };
         let mut announced = false;
+        for n in self.luks.notes.drain(..) {
+            say(n);
+        }
+        let lvm_sel = lifeboat_dm::lvm::Selection::from_cmdline(&self.cmdline.words.join(" "));
+        let lvm_named = lvm_sel.enabled && !lvm_sel.is_all();
+        let stacked = !self.luks.wanted.is_empty() || lvm_named;
+        // How long the devices present get to show the root before PID 1 looks
+        // inside LUKS containers and volume groups nobody named.
+        let settle = Duration::from_secs(3);
         loop {
-            let devs =
-                if matches!(spec, RootSpec::Path(_)) { Vec::new() } else { sys.scan_with(spec.needs_filesystems()) };
+            let scan = |fs: bool| if matches!(spec, RootSpec::Path(_)) && !fs { Vec::new() } else { sys.scan_with(fs) };
+            let look_inside = start.elapsed() >= settle;
+            let mut devs = scan(spec.needs_filesystems() || stacked || look_inside);
+            // Named containers and volumes as soon as they appear.
+            let mut changed = self.open_named_luks(&devs)?;
+            if changed {
+                devs = scan(true);
+            }
+            if lvm_named && self.try_lvm(&devs, &lvm_sel) > 0 {
+                changed = true;
+            }
+            if changed {
+                devs = scan(true);
+            }
             if let Some(d) = spec.find(&devs, boot_part.as_deref()).map_err(|e| BootError::new(Phase::Root, e))? {
                 match self.cmdline.get("root") {
                     Some(r) => say(format!("root={r} is {}", d.display())),
                     None => say(format!("the root partition (by its type, no root= given) is {}", d.display())),
                 }
+                // A root that is a LUKS container (the Discoverable Partitions
+                // root, or root= naming the partition): the filesystem is inside.
+                let d = match probe_fs(&d).map(|f| f.fstype) {
+                    Some("crypto_LUKS") => {
+                        let bd = devs.iter().find(|b| b.dev == d).cloned().unwrap_or_else(|| node_as_blockdev(&d));
+                        self.open_luks(&bd, Some("root"))?
+                    }
+                    _ => d,
+                };
                 self.root_dev = Some(d.clone());
                 return Ok(d);
+            }
+            if look_inside {
+                let opened = self.open_any_luks(&devs)?;
+                let devs = if opened { scan(true) } else { devs };
+                let activated = if lvm_named || !lvm_sel.enabled { 0 } else { self.try_lvm(&devs, &lvm_sel) };
+                if opened || activated > 0 {
+                    continue;
+                }
             }
             if past(Instant::now()) {
                 let seen: Vec<String> = sys.scan().iter().map(describe).collect();
@@ -220,10 +273,11 @@ impl Boot {
                     RootSpec::Discover => "a root-x86-64 partition (no root= given)".to_owned(),
                     s => format!("root={}", self.cmdline.get("root").unwrap_or(&format!("{s:?}"))),
                 };
+                let lvm = self.stack_problem.as_ref().map(|p| format!("; LVM: {p}")).unwrap_or_default();
                 return Err(BootError::new(
                     Phase::Root,
                     format!(
-                        "{what} did not appear within {wait} s; block devices seen: {}",
+                        "{what} did not appear within {wait} s; block devices seen: {}{lvm}",
                         if seen.is_empty() { "none".into() } else { seen.join("; ") }
                     ),
                 ));

@@ -67,6 +67,14 @@ pub const GENERIC: &[&str] = &[
     "hid_generic",
     "atkbd",
     "i8042",
+    // encrypted and LVM roots: device-mapper, dm-crypt and the ciphers LUKS
+    // uses (the kernel would ask a modprobe the initrd does not have for them)
+    "dm_mod",
+    "dm_crypt",
+    "xts",
+    "cbc",
+    "essiv",
+    "aesni_intel",
     // filesystems
     "ext4",
     "xfs",
