@@ -25,6 +25,10 @@ pub(crate) const MAX_KEY_BYTES: usize = 64;
 /// material (stripes × key bytes) at most 4 MiB.
 pub(crate) const MAX_STRIPES: u32 = 65536;
 
+/// LUKS2 has keyslots 0 to 31. Refusing more bounds the KDF runs one unlock can
+/// make, whatever the JSON area (up to 4 MiB) lists.
+pub(crate) const MAX_KEYSLOTS: u32 = 32;
+
 /// The size of LUKS2's binary header, before the JSON area.
 pub(crate) const BINARY_HEADER_SIZE: u64 = 4096;
 
@@ -222,6 +226,9 @@ pub(crate) fn parse(device: &str, area: &[u8], hdr_size: u64) -> Result<Metadata
     let mut keyslots = Vec::new();
     for (key, k) in &raw.keyslots {
         let index = object_index(device, "keyslots", key)?;
+        if index >= MAX_KEYSLOTS {
+            return Err(LuksError::invalid(device, "keyslots", format!("keyslot {index} (LUKS2 has 0 to 31)")));
+        }
         let body = keyslot_body(index, k, area_start, area_end);
         let key_bytes = k.key_size as usize;
         keyslots.push(Keyslot { index, kind: k.kind.clone(), key_bytes, priority: k.priority.unwrap_or(1), body });
@@ -471,5 +478,8 @@ mod tests {
         assert!(e.to_string().starts_with("disk.img: LUKS header field JSON metadata: EOF"), "{e}");
         let bad = SAMPLE.replace(r#""keyslots":["0","2"]"#, r#""keyslots":["x"]"#);
         assert!(parse("d", bad.as_bytes(), 16384).is_err());
+        let bad = SAMPLE.replace(r#""2":{"type":"luks2""#, r#""32":{"type":"luks2""#);
+        let e = parse("d", bad.as_bytes(), 16384).unwrap_err();
+        assert_eq!(e.to_string(), "d: LUKS header field keyslots: keyslot 32 (LUKS2 has 0 to 31)");
     }
 }

@@ -36,6 +36,8 @@ pub use header::probe;
 pub use kdf::KdfLimits;
 pub use key::VolumeKey;
 pub use unlock::{UnlockOptions, Unlocked};
+/// The wrapper [`Unlocked::dm_table`]'s line comes in: zeroed on drop.
+pub use zeroize::Zeroizing;
 
 use cipher::CipherSpec;
 use header::{Luks1Phdr, LUKS1_KEYSLOT_ACTIVE, LUKS1_KEYSLOT_DISABLED, LUKS1_PHDR_SIZE};

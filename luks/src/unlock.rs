@@ -179,7 +179,6 @@ fn kdf_error(device: &str, keyslot: u32, field: &str, fault: KdfFault) -> LuksEr
 }
 
 /// The keyslot area's stripes, read from the device and decrypted.
-#[allow(clippy::too_many_arguments)]
 fn read_and_decrypt_area<D: Read + Seek>(
     device: &str,
     dev: &mut D,
@@ -196,7 +195,13 @@ fn read_and_decrypt_area<D: Read + Seek>(
     })?;
     let what = || format!("keyslot {keyslot}'s area ({len} bytes at {offset})");
     dev.seek(SeekFrom::Start(offset)).map_err(|e| LuksError::io(device, what(), e))?;
-    dev.read_exact(&mut material).map_err(|e| LuksError::io(device, what(), e))?;
+    dev.read_exact(&mut material).map_err(|e| {
+        let e = match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => std::io::Error::new(e.kind(), "the device ends before it"),
+            _ => e,
+        };
+        LuksError::io(device, what(), e)
+    })?;
     let c = SectorCipher::new(spec, area_key).ok_or_else(|| {
         LuksError::invalid(device, format!("keyslot {keyslot} key size"), "does not fit the area cipher")
     })?;
@@ -450,7 +455,7 @@ fn settle(
             return Err(LuksError::NoKeyslot {
                 device: device.to_string(),
                 keyslot: named,
-                why: "no active keyslot".into(),
+                why: "no active keyslot (one whose priority is \"ignore\" is tried only when named)".into(),
             });
         }
         return Err(LuksError::WrongPassphrase { device: device.to_string(), tried });
