@@ -2,8 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use argh::FromArgs;
+use lifeboat_initrd::files::{Dir, Files};
 use lifeboat_initrd::modules::HostDevices;
 use lifeboat_initrd::{BuildSpec, Compression, ModuleSpec};
 
@@ -105,7 +107,7 @@ fn find_config(dir: &Path, given: Option<&PathBuf>) -> Result<Option<String>> {
 
 /// The block devices (sysfs directories) and filesystems of this machine's root,
 /// `/usr` and boot partitions, for a host-only initrd.
-fn host_devices(sys: &Path, mountinfo: &Path) -> Result<HostDevices> {
+pub(crate) fn host_devices(sys: &Path, mountinfo: &Path) -> Result<HostDevices> {
     // A file given in place of /proc/self/mountinfo (itself a regular file to
     // fstat) goes through the door too.
     let text = foreign::open_named(mountinfo)
@@ -180,12 +182,18 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
             ));
         }
         let host = if b.host_only { Some(host_devices(&b.sysfs, &b.mountinfo)?) } else { None };
+        let firmware: Option<Arc<dyn Files + Send + Sync>> = match Dir::open(&b.firmware_dir) {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("open", &b.firmware_dir, e)),
+        };
         Some(ModuleSpec {
             kernel_config: find_config(&dir, b.kernel_config.as_ref())?,
-            dir,
+            kver: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            dir: Arc::new(Dir::open(&dir).map_err(|e| Error::io("open", &dir, e))?),
             host,
             named: b.module.clone(),
-            firmware_dir: b.firmware_dir.clone(),
+            firmware,
         })
     };
     // Read before the build, which takes seconds: a base that cannot be read
@@ -198,6 +206,8 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
         ),
         None => None,
     };
+    let binary: Arc<[u8]> =
+        foreign::read_file(&binary, lifeboat_initrd::MAX_FILE).map_err(|e| Error::io("read", &binary, e))?.into();
     let built = lifeboat_initrd::build(&BuildSpec { binary, modules, compression })?;
     for n in &built.notes {
         out.note(n);
