@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lifeboat_boot::plan::{self, Blob, Source, Step, SyncRequest, WantedEntry};
+use lifeboat_boot::plan::{self, Blob, RescueInitrd, Source, Step, SyncRequest, WantedEntry};
 use lifeboat_boot::Error;
 use lifeboat_esp::mem::MemVolume;
 use lifeboat_esp::Volume;
@@ -28,7 +28,7 @@ fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
         kver: "6.1".into(),
         linux: kernel.clone(),
         initrds: vec![],
-        rescue_initrd: Some(blob("r", 1000)),
+        rescue_initrd: Some(RescueInitrd::Shared(blob("r", 1000))),
         options: format!("quiet lifeboat.tx={tx}"),
     }
 }
