@@ -6,7 +6,8 @@
 //! [`cli`] (argh commands, text and JSON), [`pid1`] (the initrd's init) and
 //! [`shell`] (the rescue shell). The work itself is in `lifeboat-state`
 //! (transactions), `lifeboat-esp` (disks and FAT), `lifeboat-boot` (entries) and
-//! `lifeboat-initrd`; [`bootsync`] joins transactions to boot entries. Only this
+//! `lifeboat-initrd`; [`bootsync`] joins transactions to boot entries, [`kinitrd`]
+//! builds each kernel's rescue initrd from its transaction. Only this
 //! crate prints or exits.
 
 pub mod bootsync;
@@ -15,6 +16,7 @@ pub mod cmdline;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod kinitrd;
 pub mod kmsg;
 pub mod pid1;
 pub mod rescue;
