@@ -288,6 +288,7 @@ pub fn provide(
             )
         });
         group.1.push(w.tx);
+        group.1.sort_unstable();
     }
     let old = Cache::load(root);
     let mut blobs: BTreeMap<String, Blob> = BTreeMap::new();
