@@ -297,6 +297,8 @@ fn each_kernel_gets_the_initrd_of_its_own_modules_built_once() {
         let obj = &theirs[at..theirs[at..].find('}').map_or(theirs.len(), |e| at + e)];
         assert!(obj.contains(&format!("\"initrd\":[\"{}\"]", initrds.last().unwrap())), "{tx}: {obj}");
     }
+    let ours = ok(&["--root", r(&root), "--esp", &img, "--json", "boot", "list"]);
+    assert!(ours.contains(&format!("\"initrd\":[\"{}\"]", i4)), "{ours}");
     drop(u);
 
     // Prune 1 and 2: kernel A's first initrd is named by no entry and goes.

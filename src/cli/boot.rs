@@ -431,6 +431,7 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
                 .with("tries_done", e.sort.counter.map(|c| c.done))
                 .with("on_esp", e.on_esp)
                 .with("linux", e.entry.get("linux").map(str::to_owned))
+                .with("initrd", Json::Arr(e.entry.all("initrd").into_iter().map(Json::from).collect()))
                 .with("options", e.entry.options()),
         );
     }
