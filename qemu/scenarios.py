@@ -537,7 +537,8 @@ def s_kernel_initrds(work):
     out = lb("--root", img.root, "--esp", img.disk, "boot", "sync", "--timeout", "30")
     built = re.findall(r"built the rescue initrd for kernel (\S+) \(transactions? ([\d, ]+)\): (\d+) modules", out)
     for k, txs, n in built:
-        say(f"boot sync built the rescue initrd for kernel {k} (transactions {txs}): {n} modules")
+        say(f"boot sync built the rescue initrd for kernel {k} (transaction{'s' if ',' in txs else ''} {txs}): "
+            f"{n} modules")
     if sorted((k, t) for k, t, _ in built) != sorted([(ka, "1, 2"), (kb, "3")]):
         raise Failure(f"boot sync should build one initrd per kernel:\n{out}")
     token = "4c424f4154544553544d414348494e45"
