@@ -15,6 +15,7 @@
 //! made again only if the sync finds the copy damaged).
 
 pub mod cache;
+pub mod host;
 pub mod key;
 pub mod tree;
 
@@ -235,18 +236,16 @@ pub fn provide(
             ));
             (None, "generic", Vec::new())
         }
-        ModuleSet::HostOnly => {
-            match crate::cli::initrd::host_devices(Path::new("/sys"), Path::new("/proc/self/mountinfo")) {
-                Ok(h) => {
-                    let facts = h.facts();
-                    (Some(h), "host-only", facts)
-                }
-                Err(e) => {
-                    out.notes.push(format!("{e}: the rescue initrds get the generic module set"));
-                    (None, "generic", Vec::new())
-                }
+        ModuleSet::HostOnly => match host::host_devices(Path::new("/sys"), Path::new("/proc/self/mountinfo")) {
+            Ok(h) => {
+                let facts = h.facts();
+                (Some(h), "host-only", facts)
             }
-        }
+            Err(e) => {
+                out.notes.push(format!("{e}: the rescue initrds get the generic module set"));
+                (None, "generic", Vec::new())
+            }
+        },
     };
     let store = root.path.join(STORE_REL);
     let binary_shown = tree_path(root, bin.tx).join(RESCUE_BIN);
