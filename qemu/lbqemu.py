@@ -62,20 +62,58 @@ def generic_kver():
 
 
 def kernel_files(kernel):
-    """(version, vmlinuz, module directory) of "cloud" or "generic"."""
-    if kernel == "generic":
-        k = generic_kver()
-        return k, os.path.join(CACHE, f"generic/boot/vmlinuz-{k}"), os.path.join(CACHE, f"generic/lib/modules/{k}")
+    """(version, vmlinuz, module directory) of "cloud", "generic" or "generic2"
+    (a second generic kernel, of another ABI)."""
+    if kernel in ("generic", "generic2"):
+        with open(os.path.join(CACHE, f"{kernel}-kver")) as f:
+            k = f.read().strip()
+        return k, os.path.join(CACHE, f"{kernel}/boot/vmlinuz-{k}"), os.path.join(CACHE, f"{kernel}/lib/modules/{k}")
     return kver(), os.path.join(CACHE, "vmlinuz"), os.path.join(CACHE, "modules")
 
 
-def make_tree(work, name, marker, extra_cmdline="", kernel="cloud"):
-    """A test /usr: the dynamic guest init with glibc, a kernel, systemd-boot, lifeboat."""
+def generic_set_tree(work, kernel="generic", compress=False):
+    """The generic module set of a kernel (the modules an initrd built from its
+    whole module directory holds) in a module directory of its own, depmod run:
+    what a test /usr carries as lib/modules/<kver>. With `compress`, the modules
+    are .ko.xz and .ko.zst alternately. Returns (directory, number of modules)."""
+    kv, _, mods = kernel_files(kernel)
+    tag = f"{kernel}-{'compressed' if compress else 'plain'}"
+    base = os.path.join(work, f"modules-{tag}")
+    out = os.path.join(base, "lib/modules", kv)
+    shutil.rmtree(base, ignore_errors=True)
+    plain = os.path.join(work, f"{tag}.cpio")
+    lb("initrd", "build", "--out", plain, "--modules", mods, "--compress", "none", "--binary", RESCUE)
+    with open(plain, "rb") as f:
+        listing = subprocess.run(["cpio", "-t", "--quiet"], stdin=f, stdout=subprocess.PIPE, text=True,
+                                 check=True).stdout.split()
+    os.unlink(plain)
+    prefix = f"lib/modules/{kv}/"
+    kos = [p[len(prefix):] for p in listing if p.startswith(prefix) and p.endswith(".ko")]
+    for i, rel in enumerate(kos):
+        dest = os.path.join(out, rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copy(os.path.join(mods, rel), dest)
+        if compress and i % 2:
+            sh("xz", "-f", "--check=crc32", dest)
+        elif compress:
+            sh("zstd", "-q", "-f", "--rm", dest)
+    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"]:
+        if os.path.exists(os.path.join(mods, f)):
+            shutil.copy(os.path.join(mods, f), os.path.join(out, f))
+    sh("depmod", "-b", base, kv)
+    return out, len(kos)
+
+
+def make_tree(work, name, marker, extra_cmdline="", kernel="cloud", modules=None):
+    """A test /usr: the dynamic guest init with glibc, a kernel (with `modules`
+    as its lib/modules/<kver>, when given), systemd-boot, lifeboat and its
+    rescue build (lib/lifeboat/lifeboat-rescue, what boot sync builds each
+    kernel's rescue initrd around)."""
     t = os.path.join(work, name)
     shutil.rmtree(t, ignore_errors=True)
     k, vmlinuz, _ = kernel_files(kernel)
     for d in ["bin", "sbin", "lib/x86_64-linux-gnu", "lib64", f"lib/kernel/{k}", "lib/kernel/cmdline.d",
-              "lib/systemd/boot/efi", "lib/lbtest"]:
+              "lib/systemd/boot/efi", "lib/lbtest", "lib/lifeboat"]:
         os.makedirs(os.path.join(t, d), exist_ok=True)
     shutil.copy(guest_init(work), os.path.join(t, "sbin/init"))
     shutil.copy("/lib/x86_64-linux-gnu/libc.so.6", os.path.join(t, "lib/x86_64-linux-gnu/libc.so.6"))
@@ -84,6 +122,9 @@ def make_tree(work, name, marker, extra_cmdline="", kernel="cloud"):
     shutil.copy(vmlinuz, os.path.join(t, f"lib/kernel/{k}/vmlinuz"))
     shutil.copy(SDBOOT, os.path.join(t, "lib/systemd/boot/efi/systemd-bootx64.efi"))
     shutil.copy(LIFEBOAT, os.path.join(t, "bin/lifeboat"))
+    shutil.copy(RESCUE, os.path.join(t, "lib/lifeboat/lifeboat-rescue"))
+    if modules:
+        shutil.copytree(modules, os.path.join(t, f"lib/modules/{k}"), symlinks=True)
     with open(os.path.join(t, "lib/kernel/cmdline.d/10-console.cmdline"), "w") as f:
         f.write("console=ttyS0,115200 panic=-1 loglevel=4 " + extra_cmdline + "\n")
     with open(os.path.join(t, "lib/os-release"), "w") as f:

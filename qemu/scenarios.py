@@ -498,33 +498,7 @@ def o_root_filesystems(work):
 def compressed_modules(work):
     """The generic kernel's modules of the default set, compressed (.ko.xz and
     .ko.zst alternately) into a module directory of their own, with depmod run."""
-    kv, _, mods = q.kernel_files("generic")
-    out = os.path.join(work, "cmods", kv)
-    shutil.rmtree(os.path.dirname(out), ignore_errors=True)
-    plain = os.path.join(work, "plain.cpio")
-    lb("initrd", "build", "--out", plain, "--modules", mods, "--compress", "none", "--binary", q.RESCUE)
-    listing = subprocess.run(["cpio", "-t", "--quiet"], stdin=open(plain, "rb"), stdout=subprocess.PIPE,
-                             text=True, check=True).stdout.split()
-    prefix = f"lib/modules/{kv}/"
-    kos = [p[len(prefix):] for p in listing if p.startswith(prefix) and p.endswith(".ko")]
-    for i, rel in enumerate(kos):
-        dest = os.path.join(out, rel)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        shutil.copy(os.path.join(mods, rel), dest)
-        if i % 2:
-            q.sh("xz", "-f", "--check=crc32", dest)
-        else:
-            q.sh("zstd", "-q", "-f", "--rm", dest)
-    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"]:
-        if os.path.exists(os.path.join(mods, f)):
-            shutil.copy(os.path.join(mods, f), os.path.join(out, f))
-    # depmod wants BASE/lib/modules/VERSION.
-    base = os.path.join(work, "cbase")
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(os.path.join(base, "lib/modules"))
-    os.symlink(out, os.path.join(base, "lib/modules", kv))
-    q.sh("depmod", "-b", base, kv)
-    return out, len(kos)
+    return q.generic_set_tree(work, "generic", compress=True)
 
 
 def p_compressed_modules(work):
@@ -539,6 +513,87 @@ def p_compressed_modules(work):
     say(f"virtio-scsi: {m.group(1)} modules loaded; userspace reports transaction {tx}")
     if tx != 3:
         raise Failure(f"booted transaction {tx}, want 3")
+    finish_ok(vm)
+
+
+def kernel_and_tx(vm, timeout=200):
+    """(kernel release, transaction) the guest userspace reports."""
+    k = vm.expect(r"LBTEST: kernel=(\S+)", timeout).group(1)
+    return k, booted(vm, 60)
+
+
+def s_kernel_initrds(work):
+    """Transactions on two kernels (two Debian ABIs), boot sync without --initrd: each entry's rescue initrd is built from its own transaction's modules; the default boots 3 on kernel B, the menu rolls back to 1 on kernel A, a one-shot boot returns to 3 on kernel B."""
+    ka, kb = q.kernel_files("generic")[0], q.kernel_files("generic2")[0]
+    if ka == kb:
+        raise Failure(f"the cache's generic and generic2 kernels are both {ka}: qemu/fetch.sh fetches another ABI")
+    mods = {k: q.generic_set_tree(work, k)[0] for k in ("generic", "generic2")}
+    img = q.Image(work)
+    for i, kernel in ((1, "generic"), (2, "generic"), (3, "generic2")):
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}", kernel=kernel, modules=mods[kernel]), f"test transaction {i}")
+    say(f"transactions 1 and 2 carry kernel A {ka}, transaction 3 kernel B {kb}, each with its generic module "
+        "set in usr/lib/modules and the rescue build in usr/lib/lifeboat/lifeboat-rescue")
+    img.lbtest("boot2 = --esp /dev/nvme0n1 boot set-oneshot 3\n")
+    lb("--root", img.root, "--esp", img.disk, "boot", "install")
+    out = lb("--root", img.root, "--esp", img.disk, "boot", "sync", "--timeout", "30")
+    built = re.findall(r"built the rescue initrd for kernel (\S+) \(transactions? ([\d, ]+)\): (\d+) modules", out)
+    for k, txs, n in built:
+        say(f"boot sync built the rescue initrd for kernel {k} (transaction{'s' if ',' in txs else ''} {txs}): "
+            f"{n} modules")
+    if sorted((k, t) for k, t, _ in built) != sorted([(ka, "1, 2"), (kb, "3")]):
+        raise Failure(f"boot sync should build one initrd per kernel:\n{out}")
+    token = "4c424f4154544553544d414348494e45"
+    for tx, k in ((1, ka), (2, ka), (3, kb)):
+        entry = lb("disk", "cat", f"{img.disk}:esp:loader/entries/{token}-{tx}-{k}.conf")
+        initrds = re.findall(r"^initrd (\S+)$", entry, re.M)
+        if not initrds or not initrds[-1].startswith(f"/{token}/{k}/lifeboat-"):
+            raise Failure(f"entry {tx} does not carry kernel {k}'s rescue initrd:\n{entry}")
+        linux = re.search(r"^linux (\S+)$", entry, re.M).group(1)
+        say(f"entry {tx}: linux {linux}, initrd {initrds[-1]}")
+    again = lb("--root", img.root, "--esp", img.disk, "boot", "sync", "--timeout", "30")
+    if "built the rescue initrd" in again or "up to date" not in again:
+        raise Failure(f"a second sync with the same inputs built or changed something:\n{again}")
+    say("a second boot sync builds nothing: up to date")
+    img.write_root()
+    vars_ = f"{work}/vars.fd"
+    log = f"{work}/console.log"
+
+    vm = q.Vm(img.disk, vars_, log).boot()
+    vm.expect(r"transaction 1 \(", 90)
+    time.sleep(1)
+    vm.send("\r")
+    m = vm.expect(r"lifeboat: (\d+) kernel modules loaded for the devices present", 200)
+    k, tx = kernel_and_tx(vm)
+    say(f"boot 1 (default): PID 1 loaded {m.group(1)} modules; userspace reports kernel {k}, transaction {tx}")
+    if (k, tx) != (kb, 3):
+        raise Failure(f"the default boot reached transaction {tx} on {k}, want 3 on {kb}")
+    finish_ok(vm)
+
+    vm = q.Vm(img.disk, vars_, log).boot()
+    pick_third_entry(vm, r"transaction 1 \(", "transaction 1 (kernel A)")
+    m = vm.expect(r"lifeboat: (\d+) kernel modules loaded for the devices present", 200)
+    rb = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 120)
+    k, tx = kernel_and_tx(vm)
+    say(f"boot 2 (menu): PID 1 loaded {m.group(1)} modules, rolled back /usr {rb.group(1)} -> {rb.group(2)}; "
+        f"userspace reports kernel {k}, transaction {tx}")
+    if (k, tx) != (ka, 1):
+        raise Failure(f"the menu's transaction 1 booted transaction {tx} on {k}, want 1 on {ka}")
+    m = vm.expect(r"next boot \(once\): (\S+)", 60)
+    say(f"guest: lifeboat boot set-oneshot 3: next boot (once): {m.group(1)}")
+    finish_ok(vm)
+
+    vm = q.Vm(img.disk, vars_, log).boot()
+    # The menu (timeout 30) comes up with the one-shot entry chosen; Enter boots it.
+    m = vm.expect(r"(transaction 1 \()|LBTEST: kernel=(\S+)", 90)
+    if m.group(1):
+        time.sleep(1)
+        vm.send("\r")
+    rb = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 200)
+    k, tx = kernel_and_tx(vm)
+    say(f"boot 3 (one-shot): PID 1 rolled /usr {rb.group(1)} -> {rb.group(2)}; userspace reports kernel {k}, "
+        f"transaction {tx}")
+    if (k, tx) != (kb, 3):
+        raise Failure(f"the one-shot boot reached transaction {tx} on {k}, want 3 on {kb}")
     finish_ok(vm)
 
 
@@ -869,6 +924,7 @@ SCENARIOS = {
     "r": r_hibernation,
     "t": t_luks_root,
     "u": u_lvm_on_luks,
+    "s": s_kernel_initrds,
 }
 
 

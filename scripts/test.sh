@@ -24,6 +24,8 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 cargo clippy --workspace --all-targets --no-default-features -q -- -D warnings
 echo "== static release builds (host tool, rescue binary)"
 ./scripts/build.sh
+echo "== kernels, firmware and loader (qemu/fetch.sh: tests/kernel_initrds.rs boots nothing but uses its kernels)"
+./qemu/fetch.sh
 echo "== cargo test"
 cargo test --workspace -q
 echo "== fuzzing (every target, 30 s each)"

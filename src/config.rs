@@ -8,7 +8,8 @@
 //! keep = 5                          # entries to keep on $BOOT
 //! tries = 3                         # boot counting for new entries
 //! timeout = 5                       # loader.conf timeout
-//! initrd = /usr/lib/lifeboat/lifeboat.initrd   # rescue initrd added to entries
+//! initrd = /usr/lib/lifeboat/lifeboat.initrd   # one rescue initrd for every entry
+//! initrd-modules = host-only        # or generic: the modules of each kernel's rescue initrd
 //! ```
 
 use std::os::fd::AsFd;
@@ -25,6 +26,36 @@ pub struct Config {
     pub tries: Option<u32>,
     pub timeout: Option<u32>,
     pub initrd: Option<String>,
+    /// `initrd-modules`: the module set of the rescue initrds `boot sync`
+    /// builds for each kernel.
+    pub initrd_modules: Option<ModuleSet>,
+}
+
+/// Which modules a rescue initrd built for a kernel holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModuleSet {
+    /// Every common storage bus and root filesystem (the `initrd` crate's generic set).
+    #[default]
+    Generic,
+    /// Only what this machine's root, `/usr`, ESP and XBOOTLDR need.
+    HostOnly,
+}
+
+impl ModuleSet {
+    pub fn parse(s: &str) -> Option<ModuleSet> {
+        match s {
+            "generic" => Some(ModuleSet::Generic),
+            "host-only" => Some(ModuleSet::HostOnly),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleSet::Generic => "generic",
+            ModuleSet::HostOnly => "host-only",
+        }
+    }
 }
 
 pub const CONFIG_REL: &str = "etc/lifeboat/lifeboat.conf";
@@ -50,6 +81,10 @@ impl Config {
                 "esp" => c.esp = Some(v.clone()),
                 "boot" => c.boot = Some(v.clone()),
                 "initrd" => c.initrd = Some(v.clone()),
+                "initrd-modules" => match ModuleSet::parse(&v) {
+                    Some(m) => c.initrd_modules = Some(m),
+                    None => warnings.push(format!("line {}: initrd-modules is generic or host-only", n + 1)),
+                },
                 "keep" => c.keep = num(&mut warnings).map(|x| x as usize),
                 "tries" => c.tries = num(&mut warnings),
                 "timeout" => c.timeout = num(&mut warnings),
@@ -83,10 +118,14 @@ impl Config {
 mod tests {
     #[test]
     fn parses() {
-        let (c, w) = super::Config::parse("esp = disk.img:1 # comment\nkeep=3\ntries = x\nfoo=1\n");
+        let (c, w) =
+            super::Config::parse("esp = disk.img:1 # comment\nkeep=3\ntries = x\nfoo=1\ninitrd-modules = host-only\n");
         assert_eq!(c.esp.as_deref(), Some("disk.img:1"));
         assert_eq!(c.keep, Some(3));
         assert_eq!(c.tries, None);
+        assert_eq!(c.initrd_modules, Some(super::ModuleSet::HostOnly));
         assert_eq!(w.len(), 2);
+        let (c, w) = super::Config::parse("initrd-modules = some\n");
+        assert_eq!((c.initrd_modules, w.len()), (None, 1));
     }
 }

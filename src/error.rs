@@ -115,7 +115,8 @@ impl fmt::Display for Error {
             Error::RescueInitrdGone { name, from } => write!(
                 f,
                 "the rescue initrd the boot entries carry, {name}, is not on $BOOT intact{}; nothing was changed: \
-                 give `boot sync --initrd FILE` to put one back, or `--no-initrd` to go without",
+                 give `boot sync --initrd FILE` to put one back, `--kernel-initrds` to build one for each kernel, \
+                 or `--no-initrd` to go without",
                 match from {
                     Some(f) => format!(" and {f}, where it came from, no longer holds it"),
                     None => String::new(),

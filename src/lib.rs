@@ -7,7 +7,8 @@
 //! [`shell`] (the rescue shell). The work itself is in `lifeboat-state`
 //! (transactions), `lifeboat-esp` (disks and FAT), `lifeboat-boot` (entries) and
 //! `lifeboat-initrd`; [`bootsync`] joins transactions to boot entries, with the
-//! running root's kernel parameters from [`rootparams`]. Only this
+//! running root's kernel parameters from [`rootparams`]; [`kinitrd`] builds each
+//! kernel's rescue initrd from its transaction. Only this
 //! crate prints or exits.
 
 pub mod bootsync;
@@ -16,6 +17,7 @@ pub mod cmdline;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod kinitrd;
 pub mod kmsg;
 pub mod pid1;
 pub mod rescue;

@@ -1,17 +1,22 @@
 //! Which rescue initrd lifeboat's boot entries carry, kept from one sync to the
-//! next. `boot sync --initrd FILE` (or `initrd =` in lifeboat.conf) puts it on
-//! every entry; every later sync — the one after a commit, an activation or a
-//! prune included — keeps it, until `boot sync --no-initrd` drops it. Without
-//! that, the sync after the next update would take the rescue path away right
-//! when it may be needed.
+//! next. By default each entry gets one built for its kernel from its own
+//! transaction ([`crate::kinitrd`]; `--host-only` or `initrd-modules =
+//! host-only` for the host-only module set). `boot sync --initrd FILE` (or
+//! `initrd =` in lifeboat.conf) puts one given initrd on every entry instead;
+//! every later sync — the one after a commit, an activation or a prune
+//! included — keeps that choice, until `boot sync --no-initrd` drops the rescue
+//! initrd or `--kernel-initrds` goes back to building them. Without that, the
+//! sync after the next update would take the rescue path away right when it
+//! may be needed.
 //!
-//! The choice is recorded in the root's `.moss/lifeboat/rescue-initrd` (the
-//! content-named file, its size, and where it came from). Its content comes
-//! from `$BOOT`, where the entries' copy already is, else from where it came
-//! from, if that still holds the same bytes. Entries made before the record
-//! existed are read back: the initrd the active transaction's entry names is
-//! kept. An initrd that can be found nowhere is an error that says how to go on,
-//! never a silent drop.
+//! The choice is recorded in the root's `.moss/lifeboat/rescue-initrd` (for a
+//! given initrd: the content-named file, its size, and where it came from; for
+//! built ones: their module set). A given initrd's content comes from `$BOOT`,
+//! where the entries' copy already is, else from where it came from, if that
+//! still holds the same bytes. Entries made before the record existed are read
+//! back: the given initrd the active transaction's entry names is kept. An
+//! initrd that can be found nowhere is an error that says how to go on, never a
+//! silent drop.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +30,7 @@ use lifeboat_fs::shown::shown_path;
 use lifeboat_state::hash::Hash128;
 use lifeboat_state::root::SystemRoot;
 
-use crate::config::Config;
+use crate::config::{Config, ModuleSet};
 use crate::error::{Error, Result};
 
 /// The record, relative to the root.
@@ -45,6 +50,9 @@ pub enum Ask {
     Use(PathBuf),
     /// `--no-initrd`.
     Drop,
+    /// `--kernel-initrds` / `--host-only`: build each kernel's, with this
+    /// module set (`None`: lifeboat.conf's `initrd-modules`, else generic).
+    Build(Option<ModuleSet>),
 }
 
 /// What the record says.
@@ -54,6 +62,8 @@ pub enum Record {
     None,
     /// The entries carry `lifeboat-<hash>.initrd` of `size` bytes, made from `from`.
     Initrd { hash: String, size: u64, from: Option<PathBuf> },
+    /// Each entry carries the one built for its kernel, with this module set.
+    PerKernel(ModuleSet),
 }
 
 impl Record {
@@ -63,6 +73,7 @@ impl Record {
         );
         match self {
             Record::None => s.push_str("initrd none\n"),
+            Record::PerKernel(m) => s.push_str(&format!("initrd per-kernel\nmodules {}\n", m.as_str())),
             Record::Initrd { hash, size, from } => {
                 s.push_str(&format!("initrd lifeboat-{hash}.initrd\nsize {size}\n"));
                 // A path that is not one line of text is not worth a record: the
@@ -76,18 +87,20 @@ impl Record {
     }
 
     fn parse(text: &str) -> Option<Record> {
-        let (mut name, mut size, mut from) = (None, None, None);
+        let (mut name, mut size, mut from, mut modules) = (None, None, None, None);
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
             let (k, v) = line.split_once(' ')?;
             match k {
                 "initrd" => name = Some(v.to_owned()),
                 "size" => size = Some(v.parse::<u64>().ok()?),
                 "from" => from = Some(PathBuf::from(v)),
+                "modules" => modules = Some(ModuleSet::parse(v)?),
                 _ => return None,
             }
         }
         match name?.as_str() {
             "none" => Some(Record::None),
+            "per-kernel" => Some(Record::PerKernel(modules?)),
             n => Some(Record::Initrd { hash: hash_of_name(n)?, size: size?, from }),
         }
     }
@@ -100,20 +113,37 @@ fn hash_of_name(name: &str) -> Option<String> {
     (h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| h.to_owned())
 }
 
+/// What the entries of a sync carry.
+#[derive(Debug)]
+pub enum Choice {
+    /// No rescue initrd.
+    None,
+    /// This one on every entry.
+    Shared(Blob),
+    /// Each entry the one built for its kernel, with this module set.
+    PerKernel(ModuleSet),
+}
+
 /// The rescue initrd of a sync.
 #[derive(Debug)]
 pub struct Rescue {
-    /// What every entry carries (`None`: no rescue initrd).
-    pub blob: Option<Blob>,
+    pub choice: Choice,
     /// What to record once the sync is done (`None`: leave the record alone).
     pub record: Option<Record>,
     pub notes: Vec<String>,
 }
 
 impl Rescue {
-    /// The file name on `$BOOT`, for output.
+    /// The file name on `$BOOT` of a given initrd, for output.
     pub fn name(&self) -> Option<String> {
-        self.blob.as_ref().map(|b| format!("lifeboat-{}.initrd", b.hash))
+        match &self.choice {
+            Choice::Shared(b) => Some(format!("lifeboat-{}.initrd", b.hash)),
+            _ => None,
+        }
+    }
+
+    fn shared(blob: Blob, record: Record, notes: Vec<String>) -> Rescue {
+        Rescue { choice: Choice::Shared(blob), record: Some(record), notes }
     }
 }
 
@@ -209,7 +239,24 @@ pub fn resolve(root: &SystemRoot, cfg: &Config, ask: &Ask, boot: &mut dyn Volume
                 ));
             }
             let from = std::fs::canonicalize(p).ok();
-            Ok(Rescue { record: Some(record_of(&blob, from)), blob: Some(blob), notes })
+            Ok(Rescue::shared(blob.clone(), record_of(&blob, from), notes))
+        }
+        Ask::Build(asked) => {
+            if let Some(c) = cfg.initrd.as_deref() {
+                notes.push(format!(
+                    "lifeboat.conf sets initrd = {c}: the next sync without --kernel-initrds puts that one back"
+                ));
+            }
+            if let (Some(a), Some(c)) = (asked, cfg.initrd_modules) {
+                if *a != c {
+                    notes.push(format!(
+                        "lifeboat.conf sets initrd-modules = {}: the next sync without --host-only goes back to it",
+                        c.as_str()
+                    ));
+                }
+            }
+            let set = asked.or(cfg.initrd_modules).unwrap_or_default();
+            Ok(Rescue { choice: Choice::PerKernel(set), record: Some(Record::PerKernel(set)), notes })
         }
         Ask::Drop => {
             if let Some(c) = cfg.initrd.as_deref() {
@@ -217,14 +264,19 @@ pub fn resolve(root: &SystemRoot, cfg: &Config, ask: &Ask, boot: &mut dyn Volume
                     "lifeboat.conf sets initrd = {c}: the next sync without --no-initrd puts it back; remove that line to drop it for good"
                 ));
             }
-            Ok(Rescue { blob: None, record: Some(Record::None), notes })
+            Ok(Rescue { choice: Choice::None, record: Some(Record::None), notes })
         }
         Ask::Keep => {
             if let Some(c) = cfg.initrd.as_deref() {
                 let (bytes, from) = from_config(root, c)?;
                 let blob = blob_of(bytes);
-                return Ok(Rescue { record: Some(record_of(&blob, Some(from))), blob: Some(blob), notes });
+                return Ok(Rescue::shared(blob.clone(), record_of(&blob, Some(from)), notes));
             }
+            let built = |m: Option<ModuleSet>, notes| Rescue {
+                choice: Choice::PerKernel(cfg.initrd_modules.or(m).unwrap_or_default()),
+                record: None,
+                notes,
+            };
             let recorded = match read_record(root) {
                 Ok(r) => r,
                 Err(why) => {
@@ -233,7 +285,8 @@ pub fn resolve(root: &SystemRoot, cfg: &Config, ask: &Ask, boot: &mut dyn Volume
                 }
             };
             let (hash, from) = match recorded {
-                Some(Record::None) => return Ok(Rescue { blob: None, record: None, notes }),
+                Some(Record::None) => return Ok(Rescue { choice: Choice::None, record: None, notes }),
+                Some(Record::PerKernel(m)) => return Ok(built(Some(m), notes)),
                 Some(Record::Initrd { hash, from, .. }) => (hash, from),
                 None => match named_by_entries(boot, token, root.active_id())? {
                     Some(h) => {
@@ -243,12 +296,12 @@ pub fn resolve(root: &SystemRoot, cfg: &Config, ask: &Ask, boot: &mut dyn Volume
                         ));
                         (h, None)
                     }
-                    None => return Ok(Rescue { blob: None, record: None, notes }),
+                    None => return Ok(built(None, notes)),
                 },
             };
             if let Some(bytes) = on_boot(boot, token, &hash) {
                 let blob = blob_of(bytes);
-                return Ok(Rescue { record: Some(record_of(&blob, from)), blob: Some(blob), notes });
+                return Ok(Rescue::shared(blob.clone(), record_of(&blob, from), notes));
             }
             // Not on $BOOT (a new ESP, a damaged copy): where it came from, if
             // that still holds the same bytes.
@@ -256,7 +309,7 @@ pub fn resolve(root: &SystemRoot, cfg: &Config, ask: &Ask, boot: &mut dyn Volume
                 if let Ok(bytes) = read_named(f) {
                     if Hash128::of(&bytes).to_string() == hash {
                         let blob = blob_of(bytes);
-                        return Ok(Rescue { record: Some(record_of(&blob, from)), blob: Some(blob), notes });
+                        return Ok(Rescue::shared(blob.clone(), record_of(&blob, from.clone()), notes));
                     }
                 }
             }
@@ -274,6 +327,8 @@ mod tests {
         let h = "0123456789abcdef0123456789abcdef".to_owned();
         for r in [
             Record::None,
+            Record::PerKernel(ModuleSet::Generic),
+            Record::PerKernel(ModuleSet::HostOnly),
             Record::Initrd { hash: h.clone(), size: 7, from: Some(PathBuf::from("/a b/lifeboat.initrd")) },
             Record::Initrd { hash: h.clone(), size: 0, from: None },
         ] {
@@ -281,8 +336,15 @@ mod tests {
         }
         let odd = Record::Initrd { hash: h.clone(), size: 1, from: Some(PathBuf::from("/x\ny")) };
         assert_eq!(Record::parse(&odd.render()), Some(Record::Initrd { hash: h, size: 1, from: None }));
-        for bad in ["", "initrd lifeboat-xyz.initrd\nsize 1\n", "initrd lifeboat-0123.initrd\n", "size 1\n", "what 1\n"]
-        {
+        for bad in [
+            "",
+            "initrd lifeboat-xyz.initrd\nsize 1\n",
+            "initrd lifeboat-0123.initrd\n",
+            "size 1\n",
+            "what 1\n",
+            "initrd per-kernel\n",
+            "initrd per-kernel\nmodules some\n",
+        ] {
             assert_eq!(Record::parse(bad), None, "{bad:?}");
         }
         assert_eq!(

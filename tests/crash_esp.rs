@@ -86,7 +86,7 @@ fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
         kver: "6.1".into(),
         linux: kernel.clone(),
         initrds: vec![],
-        rescue_initrd: Some(blob("rescue", 40_000)),
+        rescue_initrd: Some(lifeboat_boot::plan::RescueInitrd::Shared(blob("rescue", 40_000))),
         options: format!("quiet lifeboat.tx={tx}"),
     }
 }

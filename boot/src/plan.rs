@@ -3,7 +3,9 @@
 //!
 //! lifeboat's namespace is narrow: entry files `loader/entries/<token>-<tx>-<kver>
 //! [+L-D].conf` that carry `lifeboat.tx=`, and content-named files below `<token>/`
-//! (`vmlinuz-<h>`, `<name>-<h>.initrd`, `lifeboat-<h>.initrd`). Nothing else is
+//! (`<kver>/vmlinuz-<h>`, `<kver>/<name>-<h>.initrd`, the rescue initrd built for
+//! a kernel, `<kver>/lifeboat-<h>.initrd`, and one given for every entry,
+//! `lifeboat-<h>.initrd`). Nothing else is
 //! removed or changed, whoever else shares the ESP. Of `loader.conf` only the
 //! `default` and `timeout` keys are touched.
 //!
@@ -33,6 +35,16 @@ pub enum Source {
     /// fails before the file gets its name on `$BOOT`.
     Checked(PathBuf, u128),
     Bytes(Arc<[u8]>),
+    /// Bytes made only when a copy needs them (a rescue initrd whose copy on
+    /// `$BOOT` was found damaged), which must hash to the given xxh3-128.
+    Made(Arc<dyn Make>, u128),
+}
+
+/// Makes a file's bytes on demand (see [`Source::Made`]).
+pub trait Make: Send + Sync {
+    fn make(&self) -> std::io::Result<Vec<u8>>;
+    /// What is made, for messages.
+    fn describe(&self) -> String;
 }
 
 impl fmt::Debug for Source {
@@ -40,6 +52,7 @@ impl fmt::Debug for Source {
         match self {
             Source::Path(p) | Source::Checked(p, _) => write!(f, "{}", p.display()),
             Source::Bytes(b) => write!(f, "<{} bytes>", b.len()),
+            Source::Made(m, _) => write!(f, "{}", m.describe()),
         }
     }
 }
@@ -50,7 +63,7 @@ struct HashChecked<R> {
     inner: R,
     hash: xxhash_rust::xxh3::Xxh3,
     want: u128,
-    path: PathBuf,
+    what: String,
 }
 
 impl<R: Read> Read for HashChecked<R> {
@@ -63,8 +76,7 @@ impl<R: Read> Read for HashChecked<R> {
                     std::io::ErrorKind::InvalidData,
                     format!(
                         "{} holds xxh3-128 {got:032x}, not {:032x} (its name): damaged, not copied",
-                        self.path.display(),
-                        self.want
+                        self.what, self.want
                     ),
                 ));
             }
@@ -85,9 +97,15 @@ impl Source {
                 inner: lifeboat_fs::foreign::open_file(p)?,
                 hash: xxhash_rust::xxh3::Xxh3::new(),
                 want: *want,
-                path: p.clone(),
+                what: p.display().to_string(),
             })),
             Source::Bytes(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
+            Source::Made(m, want) => Ok(Box::new(HashChecked {
+                inner: std::io::Cursor::new(m.make()?),
+                hash: xxhash_rust::xxh3::Xxh3::new(),
+                want: *want,
+                what: m.describe(),
+            })),
         }
     }
 }
@@ -114,9 +132,35 @@ pub struct WantedEntry {
     pub linux: Blob,
     /// The transaction's own initrds, in order: (name stem, content).
     pub initrds: Vec<(String, Blob)>,
-    /// lifeboat's rescue initrd, appended last so its /init wins.
-    pub rescue_initrd: Option<Blob>,
+    /// lifeboat's rescue initrd, listed after the transaction's own so that
+    /// its `/init` is the one the kernel runs.
+    pub rescue_initrd: Option<RescueInitrd>,
     pub options: String,
+}
+
+/// lifeboat's rescue initrd of an entry, and where it lives on `$BOOT`.
+#[derive(Clone, Debug)]
+pub enum RescueInitrd {
+    /// One given for every entry (`boot sync --initrd FILE`):
+    /// `<token>/lifeboat-<h>.initrd`.
+    Shared(Blob),
+    /// Built for the entry's kernel from its transaction's modules:
+    /// `<token>/<kver>/lifeboat-<h>.initrd`, shared by the entries whose
+    /// inputs are the same.
+    Kernel(Blob),
+}
+
+impl RescueInitrd {
+    pub fn blob(&self) -> &Blob {
+        match self {
+            RescueInitrd::Shared(b) | RescueInitrd::Kernel(b) => b,
+        }
+    }
+}
+
+/// Where a rescue initrd built for kernel `kver` lives on `$BOOT`.
+pub fn kernel_initrd_path(token: &str, kver: &str, hash: &str) -> String {
+    join(&join(token, &kver_name(kver)), &format!("lifeboat-{hash}.initrd"))
 }
 
 /// What to sync.
@@ -384,10 +428,18 @@ fn layout(token: &str, kept: &[&WantedEntry]) -> Layout {
             files.insert(p.clone(), b.clone());
             ins.push(p);
         }
-        if let Some(b) = &w.rescue_initrd {
-            let p = join(token, &format!("lifeboat-{}.initrd", b.hash));
-            files.insert(p.clone(), b.clone());
-            ins.push(p);
+        match &w.rescue_initrd {
+            Some(RescueInitrd::Shared(b)) => {
+                let p = join(token, &format!("lifeboat-{}.initrd", b.hash));
+                files.insert(p.clone(), b.clone());
+                ins.push(p);
+            }
+            Some(RescueInitrd::Kernel(b)) => {
+                let p = kernel_initrd_path(token, &w.kver, &b.hash);
+                files.insert(p.clone(), b.clone());
+                ins.push(p);
+            }
+            None => {}
         }
         per_tx.insert(w.tx, (linux, ins));
     }
@@ -435,6 +487,14 @@ fn booted_now(entries: &[OurEntry], loader_conf: Option<&str>) -> BTreeSet<Strin
     out
 }
 
+/// The entries in the order a sync keeps them: the active one first, then
+/// newest first. A plan keeps the first `keep` (fewer when space is short).
+pub fn candidates(entries: &[WantedEntry]) -> Vec<&WantedEntry> {
+    let mut cands: Vec<&WantedEntry> = entries.iter().collect();
+    cands.sort_by(|a, b| b.active.cmp(&a.active).then(b.tx.cmp(&a.tx)));
+    cands
+}
+
 /// Computes the plan. `esp` is `None` when `$BOOT` is the ESP.
 pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volume>) -> Result<Plan> {
     if req.token.is_empty() || req.token.contains('/') {
@@ -458,9 +518,7 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
     let (present_files, token_dirs) = our_files(boot, token)?;
     let space = boot.space()?;
 
-    // Candidates: the active one first, then newest first.
-    let mut cands: Vec<&WantedEntry> = req.entries.iter().collect();
-    cands.sort_by(|a, b| b.active.cmp(&a.active).then(b.tx.cmp(&a.tx)));
+    let cands = candidates(&req.entries);
     let target = req.keep.max(1).min(cands.len());
     let mut n = target;
 

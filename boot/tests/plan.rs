@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lifeboat_boot::plan::{self, Blob, Source, Step, SyncRequest, WantedEntry};
+use lifeboat_boot::plan::{self, Blob, RescueInitrd, Source, Step, SyncRequest, WantedEntry};
 use lifeboat_boot::Error;
 use lifeboat_esp::mem::MemVolume;
 use lifeboat_esp::Volume;
@@ -28,7 +28,7 @@ fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
         kver: "6.1".into(),
         linux: kernel.clone(),
         initrds: vec![],
-        rescue_initrd: Some(blob("r", 1000)),
+        rescue_initrd: Some(RescueInitrd::Shared(blob("r", 1000))),
         options: format!("quiet lifeboat.tx={tx}"),
     }
 }
@@ -246,4 +246,88 @@ fn removing_first_never_removes_what_the_machine_boots_now_before_the_new_entry_
     }
     assert_eq!(v.snapshot(), snap);
     assert_eq!(v.mutations, m);
+}
+
+/// Makes the bytes of a blob on demand, counting how often it was asked.
+struct Counting {
+    data: Vec<u8>,
+    made: std::sync::atomic::AtomicUsize,
+}
+
+impl plan::Make for Counting {
+    fn make(&self) -> std::io::Result<Vec<u8>> {
+        self.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.data.clone())
+    }
+    fn describe(&self) -> String {
+        "a test initrd".into()
+    }
+}
+
+#[test]
+fn kernel_initrds_live_beside_their_kernel_are_counted_shared_remade_and_collected() {
+    let mut v = MemVolume::new(64 << 20, 4096);
+    let (ka, kb) = (blob("ka", 1 << 20), blob("kb", 1 << 20));
+    let (ra, rb) = (blob("ra", 2 << 20), blob("rb", 2 << 20));
+    let with = |tx: u64, active: bool, kver: &str, k: &Blob, rd: &Blob| {
+        let mut e = entry(tx, active, k);
+        e.kver = kver.into();
+        e.rescue_initrd = Some(RescueInitrd::Kernel(rd.clone()));
+        e
+    };
+    let r = req(
+        vec![with(1, false, "6.1-a", &ka, &ra), with(2, false, "6.1-a", &ka, &ra), with(3, true, "6.1-b", &kb, &rb)],
+        5,
+    );
+    let p = plan::plan(&r, &mut v, None).unwrap();
+    let pa = plan::kernel_initrd_path(TOKEN, "6.1-a", &ra.hash);
+    let pb = plan::kernel_initrd_path(TOKEN, "6.1-b", &rb.hash);
+    assert_eq!(pa, format!("{TOKEN}/6.1-a/lifeboat-{}.initrd", ra.hash));
+    let copies: Vec<&str> = p
+        .steps
+        .iter()
+        .filter_map(|s| if let Step::Copy { path, .. } = s { Some(path.as_str()) } else { None })
+        .collect();
+    assert_eq!(copies.iter().filter(|c| **c == pa || **c == pb).count(), 2, "shared by content: {copies:?}");
+    // The space check counts them: two kernels and two initrds at least.
+    assert!(p.need >= 6 << 20, "{}", p.need);
+    plan::apply(&p, &mut v, None).unwrap();
+    let e1 = String::from_utf8(v.read(&format!("loader/entries/{TOKEN}-1-6.1-a.conf")).unwrap()).unwrap();
+    assert!(e1.lines().last().is_some_and(|l| l == "options quiet lifeboat.tx=1"), "{e1}");
+    assert!(e1.contains(&format!("initrd /{pa}\n")), "{e1}");
+    // Too small a volume for them is refused before anything is written.
+    let mut small = MemVolume::new(5 << 20, 4096);
+    let e = plan::plan(&req(vec![with(3, true, "6.1-b", &kb, &rb)], 5), &mut small, None);
+    assert!(e.is_ok(), "3 MiB fit in 5");
+    let e = plan::plan(&req(vec![with(3, true, "6.1-b", &kb, &blob("big", 5 << 20))], 5), &mut small, None);
+    assert!(matches!(e, Err(Error::NoSpace { .. })), "{e:?}");
+
+    // An initrd made on demand is made only when its copy is damaged.
+    let counting = Arc::new(Counting { data: b"rb".iter().copied().cycle().take(2 << 20).collect(), made: 0.into() });
+    let want = u128::from_str_radix(&rb.hash, 16).unwrap();
+    let lazy = Blob { hash: rb.hash.clone(), len: rb.len, source: Source::Made(counting.clone(), want) };
+    let r = req(
+        vec![with(1, false, "6.1-a", &ka, &ra), with(2, false, "6.1-a", &ka, &ra), with(3, true, "6.1-b", &kb, &lazy)],
+        5,
+    );
+    assert!(sync(&mut v, &r).unwrap().is_noop());
+    assert_eq!(counting.made.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let mut bad = v.read(&pb).unwrap();
+    bad[100] ^= 1;
+    v.replace(&pb, &mut &bad[..]).unwrap();
+    sync(&mut v, &r).unwrap();
+    assert_eq!(counting.made.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(v.read(&pb).unwrap(), counting.data);
+    // Bytes that are not the ones named are never copied under that name.
+    v.replace(&pb, &mut &bad[..]).unwrap();
+    let wrong = Arc::new(Counting { data: vec![0; 2 << 20], made: 0.into() });
+    let lazy = Blob { hash: rb.hash.clone(), len: rb.len, source: Source::Made(wrong, want) };
+    let r2 = req(vec![with(3, true, "6.1-b", &kb, &lazy)], 5);
+    assert!(sync(&mut v, &r2).is_err());
+
+    // Pruned to 3: kernel A's initrd (and kernel) are named by no entry and go.
+    sync(&mut v, &req(vec![with(3, true, "6.1-b", &kb, &rb)], 5)).unwrap();
+    let snap = v.snapshot();
+    assert!(!snap.contains_key(&pa) && snap.contains_key(&pb), "{:?}", snap.keys());
+    assert!(!snap.keys().any(|k| k.starts_with(&format!("{TOKEN}/6.1-a"))), "{:?}", snap.keys());
 }

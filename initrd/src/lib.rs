@@ -6,21 +6,21 @@
 //! replaces an earlier one).
 //!
 //! [`cpio`] writes and reads the format with every length checked; [`modules`]
-//! chooses and describes the modules; [`build`] assembles the archive.
+//! chooses and describes the modules; [`files`] is where their bytes come from
+//! (a directory, or a transaction's store); [`build`] assembles the archive.
 
 pub mod cpio;
+pub mod files;
 pub mod modules;
 
 use std::fmt;
 use std::io;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-
-use lifeboat_fs::foreign;
+use std::sync::Arc;
 
 /// No file that goes into an initrd (the binary, a module, a firmware file)
 /// is near this; a larger one is refused before it is read.
-const MAX_FILE: u64 = 512 << 20;
+pub const MAX_FILE: u64 = 512 << 20;
 
 pub use cpio::{Archive, CpioEntry, Kind};
 
@@ -66,8 +66,8 @@ pub enum Compression {
 /// What goes into the rescue initrd.
 #[derive(Clone, Debug)]
 pub struct BuildSpec {
-    /// The lifeboat binary (static).
-    pub binary: PathBuf,
+    /// The lifeboat binary (static), read by the caller from wherever it is.
+    pub binary: Arc<[u8]>,
     /// Kernel modules, when wanted.
     pub modules: Option<ModuleSpec>,
     pub compression: Compression,
@@ -76,14 +76,16 @@ pub struct BuildSpec {
 /// Which kernel's modules, and which of them.
 #[derive(Clone, Debug)]
 pub struct ModuleSpec {
+    /// The kernel release: the initrd's `lib/modules/<kver>`.
+    pub kver: String,
     /// `/lib/modules/<kver>` of the kernel.
-    pub dir: PathBuf,
+    pub dir: Arc<dyn files::Files + Send + Sync>,
     /// `None`: the generic set; else the host-only set of these devices.
     pub host: Option<modules::HostDevices>,
     /// Modules named on the command line (added to either set).
     pub named: Vec<String>,
-    /// Where firmware files are (`/lib/firmware`).
-    pub firmware_dir: PathBuf,
+    /// Where firmware files are (`/lib/firmware`); `None`: nowhere.
+    pub firmware: Option<Arc<dyn files::Files + Send + Sync>>,
     /// The kernel's configuration, when found: whether it decompresses modules
     /// itself. Without it, compressed modules are decompressed into the initrd.
     pub kernel_config: Option<String>,
@@ -129,26 +131,22 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
     }
     a.char_dev("dev/console", 0o600, 5, 1);
     a.char_dev("dev/null", 0o666, 1, 3);
-    let bin = foreign::read_file(&spec.binary, MAX_FILE).map_err(io_at(&spec.binary))?;
-    a.file("init", 0o755, bin);
+    a.file("init", 0o755, spec.binary.to_vec());
     a.symlink("usr/bin/lifeboat", "../../init");
     // Tells PID 1 that it runs from lifeboat's own initrd.
     a.file("etc/initrd-release", 0o644, b"NAME=\"lifeboat rescue initrd\"\nID=lifeboat\n".to_vec());
     if let Some(ms) = &spec.modules {
-        let ix = modules::ModuleIndex::load(&ms.dir)?;
-        // Module and firmware files are a tree's: opened inside their directory
-        // (symlinks resolved there, never out of it), regular files only.
-        let moddir = lifeboat_fs::open_dir(&ms.dir).map_err(io_at(&ms.dir))?;
+        let ix = modules::ModuleIndex::load(ms.dir.as_ref())?;
+        // Module and firmware files are a tree's: read inside it (symlinks
+        // resolved there, never out of it), regular files only.
         let mut sel = modules::select(&ix, ms.host.as_ref(), &ms.named)?;
-        let kver = ms.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let kver = &ms.kver;
         let mut boot = modules::BootIndex::default();
         let mut raw_modules: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
         for name in &sel.order {
             let rel = &ix.path[name];
-            let src = ms.dir.join(rel);
-            let data = foreign::open_file_in_root(moddir.as_fd(), rel.as_bytes())
-                .and_then(|f| foreign::read_capped(f, MAX_FILE))
-                .map_err(io_at(&src))?;
+            let src = ms.dir.shown(rel);
+            let data = ms.dir.read(rel, MAX_FILE).map_err(io_at(&src))?;
             let format = modules::compress::Format::of_path(rel);
             // Checked whole either way: a corrupt module fails the build, not the boot.
             let plain = modules::compress::decompress(format, &src.display().to_string(), &data)?;
@@ -170,21 +168,13 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
         built.modules = sel.order.len();
         boot.aliases = ix.aliases.iter().filter(|(_, m)| boot.modules.contains_key(m)).cloned().collect();
         boot.always = sel.always.clone();
-        let fwdir = match lifeboat_fs::open_dir(&ms.firmware_dir) {
-            Ok(d) => Some(d),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::Io { at: ms.firmware_dir.clone(), source: e }),
-        };
-        modules::select::firmware(&mut sel, &raw_modules, fwdir.as_ref().map(|d| d.as_fd()));
-        for fw in &sel.firmware {
-            let src = ms.firmware_dir.join(fw);
-            let data = fwdir
-                .as_ref()
-                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
-                .and_then(|d| foreign::open_file_in_root(d.as_fd(), fw.as_bytes()))
-                .and_then(|f| foreign::read_capped(f, MAX_FILE))
-                .map_err(io_at(&src))?;
-            let dest = format!("lib/firmware/{fw}");
+        let fw = ms.firmware.as_deref().map(|f| f as &dyn files::Files);
+        modules::select::firmware(&mut sel, &raw_modules, fw);
+        for name in &sel.firmware {
+            let Some(fw) = fw else { break };
+            let src = fw.shown(name);
+            let data = fw.read(name, MAX_FILE).map_err(io_at(&src))?;
+            let dest = format!("lib/firmware/{name}");
             add_parents(&mut a, &dest);
             a.file(&dest, 0o644, data);
         }
@@ -196,7 +186,7 @@ pub fn build(spec: &BuildSpec) -> Result<Built> {
             built.notes.push(format!(
                 "{} firmware files the modules declare are not in {} (most are for hardware not here)",
                 sel.firmware_missing,
-                ms.firmware_dir.display()
+                fw.map_or_else(|| "any firmware directory".to_owned(), |f| f.shown("").display().to_string())
             ));
         }
         a.file(modules::BOOT_INDEX, 0o644, boot.render().into_bytes());

@@ -1,6 +1,6 @@
 /* The test userspace of the QEMU scenarios: a dynamically linked init (so that
  * deleting glibc breaks it, as it would break a real system's init). It reports
- * which transaction booted, performs the actions /etc/lbtest.conf lists for this
+ * which transaction booted on which kernel, performs the actions /etc/lbtest.conf lists for this
  * boot ("bootN = command args..." run via /usr/bin/lifeboat), and ends the VM with
  * isa-debug-exit so the harness gets a clean verdict (exit status 33). */
 #include <stdio.h>
@@ -110,6 +110,10 @@ int main(void) {
     int n = atoi(boots) + 1;
     FILE *bf = fopen("/var/lbtest-boots", "w");
     if (bf) { fprintf(bf, "%d\n", n); fclose(bf); }
+    /* Which kernel runs: the entry's own, with its own initrd's modules. */
+    char release[128];
+    slurp("/proc/sys/kernel/osrelease", release, sizeof release);
+    printf("LBTEST: kernel=%s\n", release);
     printf("LBTEST: booted tx=%s marker=%s boot=%d uptime=%s\n", tx, marker, n, up);
     fflush(stdout);
     /* When the kernel handed over to the initrd's /init: the kernel log keeps

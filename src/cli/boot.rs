@@ -69,13 +69,22 @@ pub struct SyncCmd {
     /// loader.conf timeout in seconds
     #[argh(option)]
     pub timeout: Option<u32>,
-    /// lifeboat rescue initrd to add to every entry; later syncs (also those
-    /// after commit, activate and prune) keep it
+    /// one lifeboat rescue initrd for every entry, instead of those built
+    /// for each kernel; later syncs (also those after commit, activate and
+    /// prune) keep it
     #[argh(option)]
     pub initrd: Option<PathBuf>,
     /// drop the rescue initrd from every entry (it is kept otherwise)
     #[argh(switch)]
     pub no_initrd: bool,
+    /// give each entry the rescue initrd built for its kernel from its own
+    /// transaction (the default; undoes --initrd and --no-initrd)
+    #[argh(switch)]
+    pub kernel_initrds: bool,
+    /// build the kernels' rescue initrds with only the modules this machine's
+    /// root, ESP and XBOOTLDR need (implies --kernel-initrds)
+    #[argh(switch)]
+    pub host_only: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -156,11 +165,20 @@ fn esp_vol(t: &mut BootTargets) -> &mut dyn Volume {
 pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
     match c.cmd {
         BootSub::Sync(s) => {
-            let ask = match (s.initrd, s.no_initrd) {
-                (Some(_), true) => return Err(Error::bad_arg("--no-initrd", "", "cannot go with --initrd")),
-                (Some(p), false) => rescue::Ask::Use(p),
-                (None, true) => rescue::Ask::Drop,
-                (None, false) => rescue::Ask::Keep,
+            let build = s.kernel_initrds || s.host_only;
+            let ask = match (s.initrd, s.no_initrd, build) {
+                (Some(_), true, _) => return Err(Error::bad_arg("--no-initrd", "", "cannot go with --initrd")),
+                (Some(_), _, true) | (None, true, true) => {
+                    return Err(Error::bad_arg(
+                        if s.host_only { "--host-only" } else { "--kernel-initrds" },
+                        "",
+                        "builds each kernel's rescue initrd: it cannot go with --initrd or --no-initrd",
+                    ))
+                }
+                (Some(p), false, false) => rescue::Ask::Use(p),
+                (None, true, false) => rescue::Ask::Drop,
+                (None, false, true) => rescue::Ask::Build(s.host_only.then_some(crate::config::ModuleSet::HostOnly)),
+                (None, false, false) => rescue::Ask::Keep,
             };
             sync(ctx, s.keep, s.tries, s.timeout, &ask, s.dry_run)?;
             Ok(ExitCode::SUCCESS)
@@ -211,12 +229,31 @@ pub fn sync(
     for n in &rescue.notes {
         ctx.out.note(n);
     }
-    for w in &mut req.entries {
-        w.rescue_initrd = rescue.blob.clone();
-    }
     if root.is_moss() {
         for (id, file) in bootsync::adopt_moss_entries(&mut req, t.boot.volume.as_mut())? {
             ctx.out.note(format!("state {id}: moss's own entry {file} boots it; lifeboat adds none"));
+        }
+    }
+    let mut kernel_initrds = None;
+    match &rescue.choice {
+        rescue::Choice::None => {}
+        rescue::Choice::Shared(b) => {
+            for w in &mut req.entries {
+                w.rescue_initrd = Some(plan::RescueInitrd::Shared(b.clone()));
+            }
+        }
+        rescue::Choice::PerKernel(set) => {
+            // Only for the entries the plan can keep: the others get none.
+            let cands: Vec<&plan::WantedEntry> =
+                plan::candidates(&req.entries).into_iter().take(req.keep.max(1)).collect();
+            let got = crate::kinitrd::provide(&root, &loaded.index, &cands, *set, t.boot.volume.as_mut(), &req.token)?;
+            for n in &got.notes {
+                ctx.out.note(n);
+            }
+            for w in &mut req.entries {
+                w.rescue_initrd = got.per_tx.get(&w.tx).cloned().map(plan::RescueInitrd::Kernel);
+            }
+            kernel_initrds = Some(got);
         }
     }
     let BootTargets { boot, esp } = &mut t;
@@ -255,6 +292,13 @@ pub fn sync(
                 ctx.out.note(format!("{e}; the next sync reads the rescue initrd back from the entries"));
             }
         }
+        // Which file each input key made, now that $BOOT holds them: a
+        // cache that cannot be written costs the next sync a build, no more.
+        if let Some(k) = &kernel_initrds {
+            if let Err(e) = k.cache.store(&root) {
+                ctx.out.note(format!("{e}; the next sync builds the rescue initrds again"));
+            }
+        }
     }
     if plan.is_noop() {
         ctx.out.line(format!("{} is up to date ({} entries)", boot.location, plan.kept.len()));
@@ -267,6 +311,22 @@ pub fn sync(
             .with("kept", plan.kept.clone())
             .with("dropped_for_space", plan.dropped_for_space.clone())
             .with("rescue_initrd", rescue.name())
+            .with(
+                "kernel_initrds",
+                Json::Arr(
+                    kernel_initrds
+                        .iter()
+                        .flat_map(|k| k.reports.iter())
+                        .map(|r| {
+                            Json::obj()
+                                .with("kver", r.kver.as_str())
+                                .with("transactions", r.transactions.clone())
+                                .with("file", r.file.as_str())
+                                .with("built", r.built)
+                        })
+                        .collect(),
+                ),
+            )
             .with("steps", Json::Arr(steps))
             .with("dry_run", dry_run),
     );
@@ -371,6 +431,7 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
                 .with("tries_done", e.sort.counter.map(|c| c.done))
                 .with("on_esp", e.on_esp)
                 .with("linux", e.entry.get("linux").map(str::to_owned))
+                .with("initrd", Json::Arr(e.entry.all("initrd").into_iter().map(Json::from).collect()))
                 .with("options", e.entry.options()),
         );
     }

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use argh::FromArgs;
-use lifeboat_initrd::modules::HostDevices;
+use lifeboat_initrd::files::{Dir, Files};
 use lifeboat_initrd::{BuildSpec, Compression, ModuleSpec};
 
 use super::Out;
@@ -205,47 +206,6 @@ fn find_config(dir: &Path, given: Option<&PathBuf>) -> Result<Option<String>> {
     Ok(candidates.iter().find_map(|p| foreign::read_file(p, MAX).ok()).map(text))
 }
 
-/// The block devices (sysfs directories) and filesystems of this machine's root,
-/// `/usr` and boot partitions, for a host-only initrd.
-fn host_devices(sys: &Path, mountinfo: &Path) -> Result<HostDevices> {
-    // A file given in place of /proc/self/mountinfo (itself a regular file to
-    // fstat) goes through the door too.
-    let text = foreign::open_named(mountinfo)
-        .and_then(|f| foreign::read_capped(f, 16 << 20))
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .map_err(|e| Error::io("read", mountinfo, e))?;
-    let mounts = lifeboat_esp::discover::parse_mountinfo(&text);
-    let mut host = HostDevices::default();
-    let mut seen = Vec::new();
-    for target in ["/", "/usr", "/boot", "/efi", "/boot/efi"] {
-        let m = if target == "/" || target == "/usr" {
-            lifeboat_esp::discover::mount_of(&mounts, Path::new(target))
-        } else {
-            mounts.iter().rev().find(|m| m.mount_point == Path::new(target))
-        };
-        let Some(m) = m else { continue };
-        if seen.contains(&(m.major, m.minor)) {
-            continue;
-        }
-        seen.push((m.major, m.minor));
-        if !host.fstypes.contains(&m.fstype) {
-            host.fstypes.push(m.fstype.clone());
-        }
-        // A device-mapper device: the devices under it too.
-        let mut todo = vec![sys.join(format!("dev/block/{}:{}", m.major, m.minor))];
-        while let Some(d) = todo.pop() {
-            if let Ok(rd) = std::fs::read_dir(d.join("slaves")) {
-                todo.extend(rd.flatten().map(|e| e.path()));
-            }
-            host.devices.push(d);
-        }
-    }
-    if host.devices.is_empty() {
-        return Err(Error::bad_arg("--mountinfo", mountinfo.display().to_string(), "no mount holds / here"));
-    }
-    Ok(host)
-}
-
 pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
     let InitrdSub::Build(b) = c.cmd;
     let compression = match b.compress.as_str() {
@@ -281,13 +241,19 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
                 "does not exist (give --kver VERSION or --modules DIR; --no-modules for a kernel with every driver built in)",
             ));
         }
-        let host = if b.host_only { Some(host_devices(&b.sysfs, &b.mountinfo)?) } else { None };
+        let host = if b.host_only { Some(crate::kinitrd::host::host_devices(&b.sysfs, &b.mountinfo)?) } else { None };
+        let firmware: Option<Arc<dyn Files + Send + Sync>> = match Dir::open(&b.firmware_dir) {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("open", &b.firmware_dir, e)),
+        };
         Some(ModuleSpec {
             kernel_config: find_config(&dir, b.kernel_config.as_ref())?,
-            dir,
+            kver: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            dir: Arc::new(Dir::open(&dir).map_err(|e| Error::io("open", &dir, e))?),
             host,
             named: b.module.clone(),
-            firmware_dir: b.firmware_dir.clone(),
+            firmware,
         })
     };
     // Read before the build, which takes seconds: a base that cannot be read
@@ -317,6 +283,8 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
         },
         None => None,
     };
+    let binary: Arc<[u8]> =
+        foreign::read_file(&binary, lifeboat_initrd::MAX_FILE).map_err(|e| Error::io("read", &binary, e))?.into();
     let built = lifeboat_initrd::build(&BuildSpec { binary, modules, compression })?;
     for n in &built.notes {
         out.note(n);

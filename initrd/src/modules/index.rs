@@ -5,8 +5,9 @@
 //! compare with dashes and underscores alike, as modprobe compares them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use crate::files::Files;
 use crate::{Error, Result};
 
 /// A module name in modprobe's normal form (`-` as `_`).
@@ -33,6 +34,7 @@ pub struct SoftDeps {
 /// The parsed module directory.
 #[derive(Debug, Default)]
 pub struct ModuleIndex {
+    /// The directory, as messages name it.
     pub dir: PathBuf,
     /// Module name -> path relative to `dir`.
     pub path: BTreeMap<String, String>,
@@ -46,19 +48,20 @@ pub struct ModuleIndex {
     pub builtin: BTreeSet<String>,
 }
 
-/// One of depmod's files in a kernel's module directory: a tree's file, read
-/// through the one door (a regular file only, never waiting on a FIFO).
-fn read(dir: &Path, name: &str, required: bool) -> Result<Option<String>> {
-    let p = dir.join(name);
-    match lifeboat_fs::foreign::read_file(&p, 256 << 20) {
+/// One of depmod's files in a kernel's module directory, read through the
+/// tree's [`Files`] (a regular file only, never waiting on a FIFO).
+fn read(files: &dyn Files, name: &str, required: bool) -> Result<Option<String>> {
+    let p = files.shown(name);
+    match files.read(name, 256 << 20) {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Module(format!(
-            "{} is missing: run `depmod -b ROOT {}` (or `depmod {}`) to make it",
-            p.display(),
-            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let kver = files.shown("").file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Err(Error::Module(format!(
+                "{} is missing: run `depmod -b ROOT {kver}` (or `depmod {kver}`) to make it",
+                p.display()
+            )))
+        }
         Err(e) => Err(Error::Io { at: p, source: e }),
     }
 }
@@ -69,17 +72,17 @@ fn is_glob(s: &str) -> bool {
 
 impl ModuleIndex {
     /// Reads the module directory of one kernel (`/lib/modules/<kver>`).
-    pub fn load(dir: &Path) -> Result<ModuleIndex> {
-        let mut ix = ModuleIndex { dir: dir.to_owned(), ..Default::default() };
-        let dep = read(dir, "modules.dep", true)?.unwrap_or_default();
+    pub fn load(files: &dyn Files) -> Result<ModuleIndex> {
+        let mut ix = ModuleIndex { dir: files.shown(""), ..Default::default() };
+        let dep = read(files, "modules.dep", true)?.unwrap_or_default();
         ix.parse_dep(&dep)?;
-        if let Some(t) = read(dir, "modules.alias", false)? {
+        if let Some(t) = read(files, "modules.alias", false)? {
             ix.parse_alias(&t);
         }
-        if let Some(t) = read(dir, "modules.softdep", false)? {
+        if let Some(t) = read(files, "modules.softdep", false)? {
             ix.parse_softdep(&t);
         }
-        if let Some(t) = read(dir, "modules.builtin", false)? {
+        if let Some(t) = read(files, "modules.builtin", false)? {
             ix.builtin = t.lines().filter(|l| !l.trim().is_empty()).map(module_name).collect();
         }
         Ok(ix)
@@ -263,7 +266,7 @@ mod tests {
         assert!(e.contains("bad path"), "{e}");
         let d = std::env::temp_dir().join(format!("lb-nodep-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        let e = ModuleIndex::load(&d).unwrap_err().to_string();
+        let e = ModuleIndex::load(&crate::files::Dir::open(&d).unwrap()).unwrap_err().to_string();
         assert!(e.contains("modules.dep is missing") && e.contains("depmod"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }

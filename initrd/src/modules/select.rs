@@ -16,10 +16,10 @@
 //! errors; a named module that does not exist is, with the nearest names.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 
 use super::index::{norm, ModuleIndex};
+use crate::files::Files;
 use crate::{Error, Result};
 
 /// The generic set, by module name. Names this kernel does not have (or has
@@ -217,49 +217,74 @@ pub fn select(ix: &ModuleIndex, host: Option<&HostDevices>, named: &[String]) ->
     Ok(w.sel)
 }
 
-/// Modules of the host's block devices: every sysfs ancestor's driver (by its
-/// `module` link, or by name) and modalias, and the filesystems mounted there.
-pub fn host_modules(ix: &ModuleIndex, host: &HostDevices) -> Vec<String> {
-    let mut out = BTreeSet::new();
-    for dev in &host.devices {
-        let mut cur = std::fs::canonicalize(dev).unwrap_or_else(|_| dev.clone());
-        loop {
-            if let Ok(link) = std::fs::read_link(cur.join("driver/module")) {
-                if let Some(n) = link.file_name() {
-                    out.insert(norm(&n.to_string_lossy()));
-                }
-            } else if let Ok(link) = std::fs::read_link(cur.join("driver")) {
-                if let Some(n) = link.file_name() {
-                    let n = norm(&n.to_string_lossy());
-                    if ix.path.contains_key(&n) {
-                        out.insert(n);
+impl HostDevices {
+    /// What the host-only set is chosen from, as plain facts, sorted: each
+    /// device ancestor's driver module (`module:NAME`, or `driver:NAME` when
+    /// the driver has no module link) and modalias (`modalias:...`), and each
+    /// filesystem type (`fs:TYPE`). Equal facts give an equal selection from
+    /// one module directory, so a cache key covers these instead of the modules.
+    pub fn facts(&self) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for dev in &self.devices {
+            let mut cur = std::fs::canonicalize(dev).unwrap_or_else(|_| dev.clone());
+            loop {
+                if let Ok(link) = std::fs::read_link(cur.join("driver/module")) {
+                    if let Some(n) = link.file_name() {
+                        out.insert(format!("module:{}", norm(&n.to_string_lossy())));
+                    }
+                } else if let Ok(link) = std::fs::read_link(cur.join("driver")) {
+                    if let Some(n) = link.file_name() {
+                        out.insert(format!("driver:{}", norm(&n.to_string_lossy())));
                     }
                 }
-            }
-            if let Ok(alias) = std::fs::read_to_string(cur.join("modalias")) {
-                out.extend(ix.for_modalias(alias.trim()));
-            }
-            if !cur.pop() || cur.file_name().is_none_or(|n| n == "devices" || n == "sys") {
-                break;
+                if let Ok(alias) = std::fs::read_to_string(cur.join("modalias")) {
+                    out.insert(format!("modalias:{}", alias.trim()));
+                }
+                if !cur.pop() || cur.file_name().is_none_or(|n| n == "devices" || n == "sys") {
+                    break;
+                }
             }
         }
+        for t in &self.fstypes {
+            let t = if t == "vfat" || t == "msdos" { "vfat" } else { t.as_str() };
+            out.insert(format!("fs:{t}"));
+        }
+        out.into_iter().collect()
     }
-    for t in &host.fstypes {
-        let t = if t == "vfat" || t == "msdos" { "vfat" } else { t.as_str() };
-        out.insert(format!("fs-{t}"));
-        if t == "vfat" {
-            out.extend(["nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii"].map(String::from));
+}
+
+/// Modules of the host's block devices: every sysfs ancestor's driver (by its
+/// `module` link, or by name) and modalias, and the filesystems mounted there
+/// (from [`HostDevices::facts`]).
+pub fn host_modules(ix: &ModuleIndex, host: &HostDevices) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for fact in host.facts() {
+        let Some((kind, v)) = fact.split_once(':') else { continue };
+        match kind {
+            "module" => {
+                out.insert(v.to_owned());
+            }
+            "driver" if ix.path.contains_key(v) => {
+                out.insert(v.to_owned());
+            }
+            "modalias" => out.extend(ix.for_modalias(v)),
+            "fs" => {
+                out.insert(format!("fs-{v}"));
+                if v == "vfat" {
+                    out.extend(["nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii"].map(String::from));
+                }
+            }
+            _ => {}
         }
     }
     out.into_iter().collect()
 }
 
 /// Firmware files the selected modules declare (`firmware=` in their module
-/// info), kept when present below `firmware_dir`.
-/// Firmware is looked up inside `firmware_dir` (symlinks resolved there, as
-/// the kernel's loader resolves them below /lib/firmware), regular files only;
-/// `None` when there is no such directory.
-pub fn firmware(sel: &mut Selection, module_bytes: &BTreeMap<String, Vec<u8>>, firmware_dir: Option<BorrowedFd>) {
+/// info), kept when present in `firmware` (the tree below /lib/firmware:
+/// symlinks resolved there, as the kernel's loader resolves them, regular
+/// files only); `None` when there is no such directory.
+pub fn firmware(sel: &mut Selection, module_bytes: &BTreeMap<String, Vec<u8>>, firmware: Option<&dyn Files>) {
     let mut have = BTreeSet::new();
     for m in &sel.order {
         let Some(b) = module_bytes.get(m) else { continue };
@@ -267,7 +292,7 @@ pub fn firmware(sel: &mut Selection, module_bytes: &BTreeMap<String, Vec<u8>>, f
             if fw.split('/').any(|c| c == ".." || c.is_empty()) {
                 continue;
             }
-            if firmware_dir.is_some_and(|d| lifeboat_fs::foreign::open_file_in_root(d, fw.as_bytes()).is_ok()) {
+            if firmware.is_some_and(|d| d.is_file(&fw)) {
                 have.insert(fw);
             } else {
                 sel.firmware_missing += 1;
