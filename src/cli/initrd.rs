@@ -90,7 +90,7 @@ pub struct BuildCmd {
 
 /// The keymap to carry: `--keymap`, else `KEYMAP=` of the vconsole file; `None`
 /// for none, the kernel's own US layout, or no file.
-fn keymap_wanted(keymap: &Option<String>, vconsole: &Path) -> Result<Option<String>> {
+pub(crate) fn keymap_wanted(keymap: &Option<String>, vconsole: &Path) -> Result<Option<String>> {
     let name = match keymap {
         Some(k) => Some(k.clone()),
         None => match foreign::read_file(vconsole, 64 << 10) {
@@ -107,7 +107,7 @@ fn keymap_wanted(keymap: &Option<String>, vconsole: &Path) -> Result<Option<Stri
 
 /// The keymap as kbd's binary form (`loadkeys -b`), in an uncompressed archive
 /// appended to the initrd.
-fn keymap_segment(name: &str) -> Result<Vec<u8>> {
+pub(crate) fn keymap_segment(name: &str) -> Result<Vec<u8>> {
     if name.starts_with('-') || name.contains(char::is_whitespace) {
         return Err(Error::bad_arg("--keymap", name, "not a keymap name"));
     }

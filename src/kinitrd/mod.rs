@@ -108,6 +108,8 @@ struct Builder {
     binary: RescueBin,
     binary_shown: PathBuf,
     host: Option<HostDevices>,
+    /// The machine's console keymap, as the archive appended to the initrd.
+    keymap: Option<Arc<Vec<u8>>>,
 }
 
 impl Builder {
@@ -145,7 +147,15 @@ impl Builder {
                 })
             }
         };
-        Ok(lifeboat_initrd::build(&BuildSpec { binary: binary.into(), modules, compression: Compression::Zstd(None) })?)
+        let mut built = lifeboat_initrd::build(&BuildSpec {
+            binary: binary.into(),
+            modules,
+            compression: Compression::Zstd(None),
+        })?;
+        if let Some(seg) = &self.keymap {
+            built.bytes = lifeboat_initrd::append(&built.bytes, seg);
+        }
+        Ok(built)
     }
 }
 
@@ -249,6 +259,29 @@ pub fn provide(
     };
     let store = root.path.join(STORE_REL);
     let binary_shown = tree_path(root, bin.tx).join(RESCUE_BIN);
+    // The console keymap of the machine (its etc/vconsole.conf), so that a
+    // passphrase is typed with its own layout: an input of every initrd's key.
+    let keymap = {
+        let vconsole = root.path.join("etc/vconsole.conf");
+        match crate::cli::initrd::keymap_wanted(&None, &vconsole) {
+            Ok(Some(name)) => match crate::cli::initrd::keymap_segment(&name) {
+                Ok(seg) => Some(Arc::new(seg)),
+                Err(e) => {
+                    out.notes.push(format!(
+                        "KEYMAP={name} of {} not carried ({e}); a passphrase prompt uses the US layout",
+                        vconsole.display()
+                    ));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                out.notes.push(format!("{e}; a passphrase prompt uses the US layout"));
+                None
+            }
+        }
+    };
+    let keymap_input: Vec<(&str, Hash128)> = keymap.iter().map(|seg| ("keymap", Hash128::of(seg.as_slice()))).collect();
     // Key -> (builder, transactions).
     let mut groups: BTreeMap<String, (Arc<Builder>, Vec<u64>)> = BTreeMap::new();
     let mut key_of: BTreeMap<u64, String> = BTreeMap::new();
@@ -266,7 +299,7 @@ pub fn provide(
             binary: bin.hash,
             set: set_name,
             host_facts: &facts,
-            extra: &[],
+            extra: &keymap_input,
         });
         key_of.insert(w.tx, k.clone());
         let group = groups.entry(k).or_insert_with(|| {
@@ -282,6 +315,7 @@ pub fn provide(
                     binary: bin,
                     binary_shown: binary_shown.clone(),
                     host: host.clone(),
+                    keymap: keymap.clone(),
                 }),
                 Vec::new(),
             )
