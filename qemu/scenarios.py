@@ -861,11 +861,12 @@ def t_luks_root(work):
 
 
 def u_lvm_on_luks(work):
-    """Debian's encrypted LVM (generic kernel): a VG with root and swap LVs on a LUKS2 container, opened by a key file built into the initrd (initrd build --keyfile UUID=FILE), the root LV activated by rd.lvm.lv= from the PV's own metadata; boots and rolls back from the menu."""
+    """Debian's encrypted LVM (generic kernel): a VG with root and swap LVs on a LUKS2 container, opened by a key file built into the initrd (initrd build --keyfile UUID=FILE), the root LV activated by rd.lvm.lv= from the PV's own metadata; libc deleted from the root, lifeboat.repair mends it through the mapping; boots and rolls back from the menu."""
     img = q.Image(work, size="1G", esp="200M", root="400M")
     fs_uuid = "7d2e1c3b-4a5f-4e66-8f22-8b1e6c0d3f55"
     for i in (1, 2, 3):
         img.commit(q.make_tree(work, f"t{i}", f"v{i}", kernel="generic"), f"test transaction {i}")
+    os.unlink(os.path.join(img.root, "usr/lib/x86_64-linux-gnu/libc.so.6"))
     keyfile = os.path.join(work, "root.key")
     with open(keyfile, "wb") as f:
         f.write(os.urandom(64))
@@ -874,7 +875,7 @@ def u_lvm_on_luks(work):
     out = img.build_initrd(kernel="generic", extra=("--keyfile", f"{uuid}={keyfile}"))
     os.makedirs(os.path.join(img.root, "etc/kernel/cmdline.d"), exist_ok=True)
     with open(os.path.join(img.root, "etc/kernel/cmdline.d/50-root.cmdline"), "w") as f:
-        f.write(f"root=UUID={fs_uuid} rd.luks.uuid={uuid} rd.lvm.lv=vg0/root\n")
+        f.write(f"root=UUID={fs_uuid} rd.luks.uuid={uuid} rd.lvm.lv=vg0/root lifeboat.repair\n")
     img.boot_setup(timeout=30)
     say(f"LUKS2 {uuid} > PV > vg0/root (at {off} in the PV) + vg0/swap, made in {time.time() - t0:.0f} s; "
         f"the key file in the initrd")
@@ -887,6 +888,8 @@ def u_lvm_on_luks(work):
     say(f"PID 1 opened the container with the key file {m.group(1)} (no passphrase asked)")
     m = vm.expect(r"LVM: activated vg0/root as (\S+)\r?\n", 120)
     say(f"PID 1: LVM: activated vg0/root as {m.group(1)}")
+    m = vm.expect(r"repair: (\d+) fixed", 150)
+    say(f"libc.so.6 was deleted from the encrypted root; PID 1 with lifeboat.repair: {m.group(0)}")
     vm.expect(r"root=UUID=\S+ is (\S+)", 60)
     tx = booted(vm, 200)
     if tx != 3:
