@@ -888,9 +888,9 @@ def u_lvm_on_luks(work):
     say(f"PID 1 opened the container with the key file {m.group(1)} (no passphrase asked)")
     m = vm.expect(r"LVM: activated vg0/root as (\S+)\r?\n", 120)
     say(f"PID 1: LVM: activated vg0/root as {m.group(1)}")
+    vm.expect(r"root=UUID=\S+ is (\S+)", 60)
     m = vm.expect(r"repair: (\d+) fixed", 150)
     say(f"libc.so.6 was deleted from the encrypted root; PID 1 with lifeboat.repair: {m.group(0)}")
-    vm.expect(r"root=UUID=\S+ is (\S+)", 60)
     tx = booted(vm, 200)
     if tx != 3:
         raise Failure(f"booted transaction {tx}, want 3")
