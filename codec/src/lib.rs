@@ -6,8 +6,11 @@
 //! needs and fails with a [`Short`] error — naming the field, the offset and what
 //! was left — when they are not there; no read can index past the end or overflow
 //! an offset, whatever a hostile length field says. Callers turn `Short` into their
-//! own typed error with the file's name. The crate has no dependencies, so the
+//! own typed error with the file's name. [`crc32`] is the checksum GPT and LVM2
+//! headers share. The crate has no dependencies, so the
 //! library crates share it without depending on each other.
+
+pub mod crc32;
 
 use std::fmt;
 

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use lifeboat_codec::Reader;
 
-use crate::crc32::crc32;
 use crate::window::{Backing, Window};
 use crate::{Error, Result};
+use lifeboat_codec::crc32::crc32;
 
 pub const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 pub const XBOOTLDR_TYPE: &str = "bc13c2ff-59e6-4262-a352-b275fd6f7172";

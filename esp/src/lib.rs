@@ -14,7 +14,6 @@
 
 pub mod blockdev;
 pub mod clock;
-mod crc32;
 pub mod discover;
 pub mod disk;
 pub mod fat;

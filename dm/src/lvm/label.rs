@@ -58,30 +58,12 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
 }
 
-const fn crc_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
-static CRC_TABLE: [u32; 256] = crc_table();
-
 /// lvm2's `calc_crc`: the reflected CRC-32 polynomial (0xEDB88320) run from
 /// `initial` (lvm uses [`INITIAL_CRC`]) with no final inversion, so it is not the
 /// zlib CRC-32 of the same bytes. Chaining works: `calc_crc(calc_crc(i, a), b)`
 /// is the checksum of `a` then `b`, which a wrapped metadata text needs.
 pub fn calc_crc(initial: u32, data: &[u8]) -> u32 {
-    data.iter().fold(initial, |c, &b| CRC_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8))
+    lifeboat_codec::crc32::crc32_update(initial, data)
 }
 
 /// An (offset, size) area in bytes from the start of the device.
