@@ -227,6 +227,8 @@ impl Boot {
         // How long the devices present get to show the root before PID 1 looks
         // inside LUKS containers and volume groups nobody named.
         let settle = Duration::from_secs(3);
+        let mut last_seen = Vec::new();
+        let mut looked_inside = false;
         loop {
             let scan = |fs: bool| if matches!(spec, RootSpec::Path(_)) && !fs { Vec::new() } else { sys.scan_with(fs) };
             let look_inside = start.elapsed() >= settle;
@@ -236,7 +238,12 @@ impl Boot {
             if changed {
                 devs = scan(true);
             }
-            if lvm_named && self.try_lvm(&devs, &lvm_sel) > 0 {
+            // Volume groups are read again only when the devices changed: the
+            // wait polls every 50 ms, and a PV's metadata does not change under it.
+            let seen: Vec<(String, Option<&'static str>)> = devs.iter().map(|d| (d.name.clone(), d.fstype)).collect();
+            let new_devices = seen != last_seen;
+            last_seen = seen;
+            if lvm_named && new_devices && self.try_lvm(&devs, &lvm_sel) > 0 {
                 changed = true;
             }
             if changed {
@@ -262,7 +269,12 @@ impl Boot {
             if look_inside {
                 let opened = self.open_any_luks(&devs)?;
                 let devs = if opened { scan(true) } else { devs };
-                let activated = if lvm_named || !lvm_sel.enabled { 0 } else { self.try_lvm(&devs, &lvm_sel) };
+                let activated = if lvm_named || !lvm_sel.enabled || !(opened || new_devices || !looked_inside) {
+                    0
+                } else {
+                    self.try_lvm(&devs, &lvm_sel)
+                };
+                looked_inside = true;
                 if opened || activated > 0 {
                     continue;
                 }
