@@ -518,7 +518,8 @@ def p_compressed_modules(work):
 
 def kernel_and_tx(vm, timeout=200):
     """(kernel release, transaction) the guest userspace reports."""
-    k = vm.expect(r"LBTEST: kernel=(\S+)", timeout).group(1)
+    # The whole line: a read of the serial console may end inside the release.
+    k = vm.expect(r"LBTEST: kernel=(\S+)\r?\n", timeout).group(1)
     return k, booted(vm, 60)
 
 
@@ -584,7 +585,7 @@ def s_kernel_initrds(work):
 
     vm = q.Vm(img.disk, vars_, log).boot()
     # The menu (timeout 30) comes up with the one-shot entry chosen; Enter boots it.
-    m = vm.expect(r"(transaction 1 \()|LBTEST: kernel=(\S+)", 90)
+    m = vm.expect(r"(transaction 1 \()|LBTEST: kernel=(\S+)\r?\n", 90)
     if m.group(1):
         time.sleep(1)
         vm.send("\r")
