@@ -1,5 +1,6 @@
 //! `lifeboat boot ...`: entries on `$BOOT`, sync, default and one-shot, boot
-//! counting, and installing systemd-boot.
+//! counting and boot assessment (bless or roll back, [`crate::assess`] runs
+//! the health checks), and installing systemd-boot.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ use lifeboat_state::root::SystemRoot;
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "boot")]
-/// boot entries: status, list, sync, set-default, set-oneshot, bless, install
+/// boot entries: status, list, sync, set-default, set-oneshot, bless, assess, install
 pub struct BootCmd {
     #[argh(subcommand)]
     pub cmd: BootSub,
@@ -40,6 +41,7 @@ pub enum BootSub {
     SetDefault(SetDefaultCmd),
     SetOneshot(SetOneshotCmd),
     Bless(BlessCmd),
+    Assess(AssessCmd),
     Install(InstallCmd),
 }
 
@@ -108,6 +110,22 @@ pub struct SetOneshotCmd {
 /// mark the booted entry good (drop its boot counter)
 pub struct BlessCmd {
     /// the entry file to bless (default: from LoaderBootCountPath)
+    #[argh(option)]
+    pub entry: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "assess")]
+/// run the health checks (health.d/required.d, wanted.d); bless the booted
+/// entry when the required ones pass, roll back after the configured number
+/// of failed boots (assess-failures in lifeboat.conf)
+pub struct AssessCmd {
+    /// restart the machine when this boot rolls back (what
+    /// lifeboat-bless.service asks for)
+    #[argh(switch)]
+    pub reboot: bool,
+    /// the booted entry file (default: from LoaderBootCountPath, else
+    /// LoaderEntrySelected)
     #[argh(option)]
     pub entry: Option<String>,
 }
@@ -188,6 +206,7 @@ pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
         BootSub::SetDefault(s) => set_default(ctx, &s.target),
         BootSub::SetOneshot(s) => set_oneshot(ctx, &s.target),
         BootSub::Bless(b) => bless(ctx, b.entry.as_deref()),
+        BootSub::Assess(a) => assess(ctx, &a),
         BootSub::Install(i) => install(ctx, i.loader.as_deref(), i.allow_downgrade),
     }
 }
@@ -547,6 +566,7 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
         );
     }
     j.push("entries", Json::Arr(arr));
+    assessment_status(ctx, &mut j);
     ctx.out.json(&j);
     Ok(ExitCode::SUCCESS)
 }
@@ -571,6 +591,19 @@ pub fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     let Some(hit) = entries.iter().find(|e| glob_match(&pattern, &e.sort.id)) else {
         return Err(Error::NoEntry { pattern });
     };
+    // The loader boots what the default names even when its tries ran out:
+    // an entry that failed its trial is never made the default.
+    if hit.sort.counter.is_some_and(|c| c.left == 0) {
+        return Err(Error::bad_arg(
+            "default",
+            target,
+            format!(
+                "its entry {} ran out of tries (it failed its boots): boot it once with `boot set-oneshot`, \
+                 and `boot bless` it when it is good",
+                hit.file
+            ),
+        ));
+    }
     let hit = hit.file.clone();
     loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
     ctx.out.line(format!("default: {pattern} (now {hit})"));
@@ -619,10 +652,18 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
         ctx.out.line(format!("{name} has no boot counter; nothing to do"));
         return Ok(ExitCode::SUCCESS);
     };
-    let good = format!("{stem}.conf");
     let mut t = open_noted(ctx, &config, true)?;
-    let from = join("loader/entries", &name);
-    let to = join("loader/entries", &good);
+    let good = bless_in(&mut t, token.as_deref(), &name, stem)?;
+    ctx.out.line(format!("blessed: {name} -> {good}"));
+    ctx.out.json(&Json::obj().with("from", name).with("to", good));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Renames an entry file where it is ($BOOT first, then the ESP) and flushes
+/// that volume: one rename, so a cut leaves the old name or the new one.
+fn rename_entry(t: &mut BootTargets, from_name: &str, to_name: &str) -> Result<()> {
+    let from = join("loader/entries", from_name);
+    let to = join("loader/entries", to_name);
     let on_boot = t.boot.volume.exists(&from)?;
     let on_esp = match t.esp.as_mut() {
         Some(e) => e.volume.exists(&from)?,
@@ -635,14 +676,278 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
     };
     vol.rename(&from, &to)?;
     vol.flush()?;
+    Ok(())
+}
+
+/// Blesses entry `name` (whose name without counter is `stem`): drops its
+/// counter and, when it is ours, makes it the default again. Returns the new name.
+fn bless_in(t: &mut BootTargets, token: Option<&str>, name: &str, stem: &str) -> Result<String> {
+    let good = format!("{stem}.conf");
+    rename_entry(t, name, &good)?;
     // A proven entry of ours becomes the default again.
-    if let Some((tx, _, _)) = token.as_deref().and_then(|t| plan::parse_entry_name(t, &good)) {
-        let pattern = plan::default_pattern(token.as_deref().unwrap_or_default(), tx);
-        loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
+    if let Some((tok, (tx, _, _))) = token.and_then(|tok| Some((tok, plan::parse_entry_name(tok, &good)?))) {
+        loaderconf::set_on(esp_vol(t), "default", Some(&plan::default_pattern(tok, tx)))?;
     }
-    ctx.out.line(format!("blessed: {name} -> {good}"));
-    ctx.out.json(&Json::obj().with("from", name).with("to", good));
-    Ok(ExitCode::SUCCESS)
+    Ok(good)
+}
+
+/// The booted entry's file name: LoaderBootCountPath's (the name after the
+/// loader counted this boot), else LoaderEntrySelected (the entry id, which
+/// is the file name).
+fn booted_entry(ctx: &Ctx) -> Option<String> {
+    let vars = match efivars(ctx) {
+        Ok(v) => v,
+        Err(e) => {
+            ctx.out.note(format!("{e}; the booted entry is not known"));
+            return None;
+        }
+    };
+    let read = |n: &str| match vars.read_string(n, LOADER_GUID) {
+        Ok(v) => v,
+        Err(e) => {
+            ctx.out.note(format!("{e}"));
+            None
+        }
+    };
+    if let Some(p) = read("LoaderBootCountPath") {
+        return Some(p.rsplit(['\\', '/']).next().unwrap_or("").to_owned()).filter(|n| !n.is_empty());
+    }
+    read("LoaderEntrySelected").filter(|n| !n.is_empty())
+}
+
+/// `boot assess`: the health checks, then bless or roll back.
+///
+/// Only an entry still on trial (with a boot counter) is blessed or rolled
+/// back: a blessed entry proved itself once, and a failing check there is the
+/// machine's trouble, not an update's, so it is recorded only. A failed boot
+/// leaves the counter as the loader left it (it counts the next try itself);
+/// at `assess-failures` failed boots (the counter's done count, which also
+/// counts boots that never got this far), or when the tries ran out, the entry
+/// is marked bad (`+0-D`, as `systemd-bless-boot bad` does), the newest older
+/// entry of ours that still has tries is made the next boot (one-shot, and the
+/// default when it is blessed; else the default stays the loader's own order,
+/// which skips exhausted entries) and, with `--reboot`, the machine restarts.
+fn assess(ctx: &Ctx, cmd: &AssessCmd) -> Result<ExitCode> {
+    use crate::assess::{self as a, Kind, Verdict};
+    if cmd.reboot && ctx.root.canonicalize().ok().as_deref() != Some(Path::new("/")) {
+        return Err(Error::bad_arg(
+            "--reboot",
+            ctx.root.display().to_string(),
+            "restarts this machine: only for the running system (--root /)",
+        ));
+    }
+    let config = cfg(ctx);
+    let limit = config.assess_failures.unwrap_or(a::DEFAULT_FAILURES);
+    let timeout = std::time::Duration::from_secs(config.assess_timeout.unwrap_or(a::DEFAULT_TIMEOUT).into());
+    let (checks, notes) = a::find_checks(ctx.root);
+    for n in notes {
+        ctx.out.note(n);
+    }
+    let mut results = Vec::new();
+    for c in &checks {
+        let outcome = a::run_check(ctx.root, c, timeout);
+        ctx.out.line(format!("{} check {}: {}", c.kind.as_str(), shown_str(&c.name), outcome.describe()));
+        results.push(a::CheckResult { kind: c.kind, name: c.name.clone(), outcome });
+    }
+    let verdict = if results.iter().any(|r| r.kind == Kind::Required && !r.outcome.passed()) {
+        Verdict::Bad
+    } else {
+        Verdict::Good
+    };
+    let token = lifeboat_boot::token::entry_token(ctx.root);
+    let entry = cmd.entry.clone().or_else(|| booted_entry(ctx));
+    let counted = entry.as_deref().and_then(|e| bls::split_counter(e, ".conf")).and_then(|(stem, c)| Some((stem, c?)));
+    let transaction =
+        entry.as_deref().and_then(|e| token.as_deref().and_then(|t| plan::parse_entry_name(t, e))).map(|(tx, _, _)| tx);
+    let mut rec = a::Record {
+        time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        entry: entry.clone(),
+        transaction,
+        verdict,
+        failures: None,
+        action: "none".into(),
+        reason: None,
+        fallback: None,
+        checks: results,
+    };
+    let mut rolled_back = false;
+    match (verdict, &entry, counted) {
+        (_, None, _) => rec.reason = Some("the booted entry is not known (no LoaderBootCountPath or LoaderEntrySelected)".into()),
+        (_, Some(_), None) => {
+            rec.reason = Some("the booted entry is not on trial (no boot counter): nothing to bless or roll back".into())
+        }
+        (Verdict::Good, Some(name), Some((stem, _))) => {
+            let mut t = open_noted(ctx, &config, true)?;
+            let good = bless_in(&mut t, token.as_deref(), name, stem)?;
+            ctx.out.line(format!("blessed: {name} -> {good}"));
+            rec.action = "blessed".into();
+        }
+        (Verdict::Bad, Some(name), Some((stem, c))) => {
+            let failures = c.done.max(1);
+            rec.failures = Some(failures);
+            if failures < limit && c.left > 0 {
+                rec.reason = Some(format!(
+                    "failed boot {failures} of {limit}: the loader tries the entry again ({} tries left)",
+                    c.left
+                ));
+            } else {
+                match roll_back(ctx, &config, token.as_deref(), name, stem, c.done, transaction)? {
+                    Some(fallback) => {
+                        rec.action = "rolled-back".into();
+                        rec.fallback = Some(fallback);
+                        rolled_back = true;
+                    }
+                    None => {
+                        rec.reason =
+                            Some("no older entry of lifeboat's with tries left to go back to; the entry stays".into())
+                    }
+                }
+            }
+        }
+    }
+    if let Some(r) = &rec.reason {
+        ctx.out.line(format!("{}: {r}", rec.verdict.as_str()));
+    }
+    if let Err(e) = a::write_record(ctx.root, &rec) {
+        ctx.out.note(format!("{e}; the assessment is not recorded"));
+    }
+    ctx.out.line(format!(
+        "boot assessed {}: {}{}",
+        rec.verdict.as_str(),
+        rec.action,
+        rec.fallback.as_deref().map(|f| format!(" to {f}")).unwrap_or_default()
+    ));
+    ctx.out.json(&assessment_json(&rec));
+    if rolled_back && cmd.reboot {
+        ctx.out.line("rebooting into it");
+        a::reboot()?;
+    }
+    Ok(if verdict == Verdict::Good { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Marks the failed entry bad and points the next boot at the newest older
+/// entry of ours that still has tries; returns that entry, or `None` (and
+/// changes nothing) when there is none.
+fn roll_back(
+    ctx: &Ctx,
+    config: &Config,
+    token: Option<&str>,
+    name: &str,
+    stem: &str,
+    done: u32,
+    booted_tx: Option<u64>,
+) -> Result<Option<String>> {
+    let (Some(token), Some(booted_tx)) = (token, booted_tx) else {
+        return Ok(None);
+    };
+    let mut t = open_noted(ctx, config, true)?;
+    let entries = all_entries(&mut t, Some(token))?;
+    let exhausted = |e: &Found| e.sort.counter.is_some_and(|c| c.left == 0);
+    let Some(fb) = entries
+        .iter()
+        .filter(|e| e.ours.is_some_and(|tx| tx < booted_tx) && !exhausted(e))
+        .max_by_key(|e| e.ours)
+    else {
+        return Ok(None);
+    };
+    let (fb_file, fb_tx, fb_blessed) = (fb.file.clone(), fb.ours.unwrap_or_default(), fb.sort.counter.is_none());
+    // Bad first: should the machine stop right after, the loader already
+    // passes the entry over.
+    let bad = format!("{stem}+0-{done}.conf");
+    rename_entry(&mut t, name, &bad)?;
+    ctx.out.line(format!("marked bad: {name} -> {bad}"));
+    // Never a default that names only an exhausted entry: a blessed fallback
+    // by its pattern, else the loader's own order (exhausted entries last).
+    let default = if fb_blessed { plan::default_pattern(token, fb_tx) } else { format!("{token}-*") };
+    loaderconf::set_on(esp_vol(&mut t), "default", Some(&default))?;
+    ctx.out.line(format!("default: {default}"));
+    let id = fb_file.to_lowercase();
+    match efivars(ctx).and_then(|v| Ok(v.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, &id)?)) {
+        Ok(()) => ctx.out.line(format!("next boot (once): {id}")),
+        Err(e) => ctx.out.note(format!("{e}; the default alone leads the next boot to {fb_file}")),
+    }
+    Ok(Some(fb_file))
+}
+
+/// The record as JSON (`boot assess`, `boot status`).
+fn assessment_json(r: &crate::assess::Record) -> Json {
+    use crate::assess::Kind;
+    let names = |k: Kind| Json::Arr(r.failed(k).map(|c| Json::from(c.name.as_str())).collect());
+    Json::obj()
+        .with("time", crate::timefmt::rfc3339(r.time))
+        .with("entry", r.entry.clone())
+        .with("transaction", r.transaction)
+        .with("verdict", r.verdict.as_str())
+        .with("failures", r.failures)
+        .with("action", r.action.as_str())
+        .with("reason", r.reason.clone())
+        .with("fallback", r.fallback.clone())
+        .with("failed_required", names(Kind::Required))
+        .with("failed_wanted", names(Kind::Wanted))
+        .with(
+            "checks",
+            Json::Arr(
+                r.checks
+                    .iter()
+                    .map(|c| {
+                        Json::obj()
+                            .with("kind", c.kind.as_str())
+                            .with("name", c.name.as_str())
+                            .with("passed", c.outcome.passed())
+                            .with("result", c.outcome.describe())
+                    })
+                    .collect(),
+            ),
+        )
+}
+
+/// `boot status`'s lines on the last boot assessment (a block of its own).
+fn assessment_status(ctx: &Ctx, j: &mut Json) {
+    use crate::assess::Kind;
+    match crate::assess::read_record(ctx.root) {
+        Ok(None) => {
+            ctx.out.line("assessed: - (no boot assessed yet: `lifeboat boot assess`)");
+            j.push("assessment", Json::Null);
+        }
+        Err(e) => {
+            ctx.out.line(format!("assessed: - ({e})"));
+            j.push("assessment", Json::Null);
+        }
+        Ok(Some(r)) => {
+            let entry = match (&r.entry, r.transaction) {
+                (Some(e), Some(tx)) => format!("{} (transaction {tx})", shown_str(e)),
+                (Some(e), None) => shown_str(e).to_string(),
+                (None, _) => "(entry not known)".into(),
+            };
+            let action = match (r.action.as_str(), &r.fallback) {
+                ("rolled-back", Some(f)) => format!("rolled back to {}", shown_str(f)),
+                (a, _) => a.to_owned(),
+            };
+            let failures = r.failures.map(|f| format!(", failed boot {f}")).unwrap_or_default();
+            ctx.out.line(format!(
+                "assessed: {} {entry}: {}{failures}; {action}",
+                crate::timefmt::rfc3339(r.time),
+                r.verdict.as_str()
+            ));
+            for kind in [Kind::Required, Kind::Wanted] {
+                for c in r.failed(kind) {
+                    ctx.out.line(format!(
+                        "  {} check {}: {}",
+                        kind.as_str(),
+                        shown_str(&c.name),
+                        c.outcome.describe()
+                    ));
+                }
+            }
+            if let Some(why) = &r.reason {
+                ctx.out.line(format!("  {}", controls_escaped(why)));
+            }
+            j.push("assessment", assessment_json(&r));
+        }
+    }
 }
 
 fn install(ctx: &Ctx, loader: Option<&Path>, allow_downgrade: bool) -> Result<ExitCode> {
