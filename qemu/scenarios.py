@@ -251,6 +251,84 @@ def h_boot_counting(work):
     say("transaction 2's entry ran out of tries (+0-2) and transaction 1 booted")
 
 
+def health_check(work, name, result):
+    """A health check program (the guest has no shell): exits `result`."""
+    out = os.path.join(work, name)
+    q.sh("gcc", "-O2", f"-DRESULT={result}", "-o", out, os.path.join(q.HERE, "guest/health.c"))
+    return out
+
+
+def w_boot_assessment(work):
+    """An update whose required health check fails rolls itself back after assess-failures boots; the one whose checks pass is blessed."""
+    img = q.Image(work)
+    img.commit(q.make_tree(work, "t1", "v1"), "good")
+    img.build_initrd()
+    img.boot_setup()
+    passes, fails = health_check(work, "check-pass", 0), health_check(work, "check-fail", 1)
+    # Each update ships the check that judges it (usr/lib/lifeboat/health.d):
+    # transaction 2's passes, transaction 3's fails.
+    for i, check in ((2, passes), (3, fails)):
+        t = q.make_tree(work, f"t{i}", f"v{i}")
+        d = os.path.join(t, "lib/lifeboat/health.d/required.d")
+        os.makedirs(d)
+        shutil.copy(check, os.path.join(d, "50-app"))
+        img.commit(t, f"update {i}")
+    img.boot_setup(tries=3)
+    # The machine's own wanted check fails on every boot: recorded, never blocking.
+    wanted = os.path.join(img.root, "etc/lifeboat/health.d/wanted.d")
+    os.makedirs(wanted)
+    shutil.copy(fails, os.path.join(wanted, "20-optional"))
+    with open(os.path.join(img.root, "etc/lifeboat/lifeboat.conf"), "w") as f:
+        f.write("esp = /dev/nvme0n1\nassess-failures = 2\n")
+    # The guest's init runs what lifeboat-bless.service runs, on every boot
+    # (there is no systemd in the guest); boot 4 first shows boot 3's record.
+    img.lbtest("boot4 = boot status\nalways = boot assess --reboot\n")
+    img.write_root()
+    vars_ = f"{work}/vars.fd"
+    seen = []
+    for n in range(1, 5):
+        vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+        tx = booted(vm)
+        seen.append(tx)
+        say(f"boot {n}: transaction {tx}")
+        if n in (1, 2):
+            vm.expect(r"required check 50-app: failed \(exit status 1\)", 60)
+        if n == 1:
+            m = vm.expect(r"bad: (failed boot 1 of 2[^\n]*)", 60)
+            say(f"  assess: {m.group(1).strip()}")
+            finish_ok(vm)
+        elif n == 2:
+            m = vm.expect(r"marked bad: (\S+) -> (\S+)", 60)
+            say(f"  assess: marked bad {m.group(1)} -> {m.group(2)}")
+            m = vm.expect(r"next boot \(once\): (\S+)", 60)
+            say(f"  assess: next boot (once) {m.group(1)}; rebooting")
+            vm.expect(r"rebooting into it", 30)
+            code = vm.wait_exit(90)
+            if code != 0:
+                raise Failure(f"boot 2 did not end in a reboot (QEMU status {code}, want 0 under -no-reboot)")
+        elif n == 3:
+            vm.expect(r"wanted check 20-optional: failed \(exit status 1\)", 60)
+            m = vm.expect(r"blessed: (\S+) -> (\S+)", 60)
+            say(f"  assess: required checks passed (the wanted one failed, recorded); blessed {m.group(1)} -> {m.group(2)}")
+            finish_ok(vm)
+        else:
+            m = vm.expect(r"assessed: \S+ (\S+) \(transaction 2\): good; blessed", 60)
+            say(f"  boot status: the last assessment blessed {m.group(1)}")
+            vm.expect(r"wanted check 20-optional: failed \(exit status 1\)", 30)
+            finish_ok(vm)
+    if seen != [3, 3, 2, 2]:
+        raise Failure(f"transactions booted {seen}, want [3, 3, 2, 2]")
+    entries = lb("disk", "ls", f"{img.disk}:esp:loader/entries")
+    names = sorted(l.split()[-1].rsplit("/", 1)[-1] for l in entries.splitlines() if l.strip().endswith(".conf"))
+    want = [re.compile(r".*-1-[^+]*\.conf$"), re.compile(r".*-2-[^+]*\.conf$"), re.compile(r".*-3-.*\+0-2\.conf$")]
+    if len(names) != 3 or not all(w.match(n) for w, n in zip(want, names)):
+        raise Failure(f"entries are not 1 and 2 blessed, 3 at +0-2:\n{entries}")
+    lc = lb("disk", "cat", f"{img.disk}:esp:loader/loader.conf")
+    if not re.search(r"^default \S+-2-\*$", lc, re.M):
+        raise Failure(f"loader.conf's default is not transaction 2's:\n{lc}")
+    say("transaction 3 rolled back by itself after 2 failed boots (+0-2); transaction 2 blessed and the default")
+
+
 def i_firmware_entry(work):
     """A firmware entry added from the booted system, with BootNext: the firmware boots it."""
     img = q.Image(work)
@@ -916,6 +994,7 @@ SCENARIOS = {
     "f": f_wrong_root,
     "g": g_dual_boot,
     "h": h_boot_counting,
+    "w": w_boot_assessment,
     "i": i_firmware_entry,
     "j": j_worker_crash,
     "k": k_dracut_hook,
@@ -975,7 +1054,7 @@ def run_one(n):
 
 
 # The longest first, so the two lanes end together.
-LONGEST_FIRST = "qkmnrtusophcilfbejagd"
+LONGEST_FIRST = "qkmnrtusopwhcilfbejagd"
 
 
 def main(argv):

@@ -386,10 +386,8 @@ pub fn read_record(root: &Path) -> std::result::Result<Option<Record>, String> {
 /// rescue environment).
 pub fn reboot() -> Result<()> {
     if Path::new("/run/systemd/system").is_dir() {
-        let st = Command::new("systemctl")
-            .arg("reboot")
-            .status()
-            .map_err(|e| Error::io("run", "systemctl reboot", e))?;
+        let st =
+            Command::new("systemctl").arg("reboot").status().map_err(|e| Error::io("run", "systemctl reboot", e))?;
         if st.success() {
             return Ok(());
         }

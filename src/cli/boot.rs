@@ -775,9 +775,12 @@ fn assess(ctx: &Ctx, cmd: &AssessCmd) -> Result<ExitCode> {
     };
     let mut rolled_back = false;
     match (verdict, &entry, counted) {
-        (_, None, _) => rec.reason = Some("the booted entry is not known (no LoaderBootCountPath or LoaderEntrySelected)".into()),
+        (_, None, _) => {
+            rec.reason = Some("the booted entry is not known (no LoaderBootCountPath or LoaderEntrySelected)".into())
+        }
         (_, Some(_), None) => {
-            rec.reason = Some("the booted entry is not on trial (no boot counter): nothing to bless or roll back".into())
+            rec.reason =
+                Some("the booted entry is not on trial (no boot counter): nothing to bless or roll back".into())
         }
         (Verdict::Good, Some(name), Some((stem, _))) => {
             let mut t = open_noted(ctx, &config, true)?;
@@ -846,10 +849,8 @@ fn roll_back(
     let mut t = open_noted(ctx, config, true)?;
     let entries = all_entries(&mut t, Some(token))?;
     let exhausted = |e: &Found| e.sort.counter.is_some_and(|c| c.left == 0);
-    let Some(fb) = entries
-        .iter()
-        .filter(|e| e.ours.is_some_and(|tx| tx < booted_tx) && !exhausted(e))
-        .max_by_key(|e| e.ours)
+    let Some(fb) =
+        entries.iter().filter(|e| e.ours.is_some_and(|tx| tx < booted_tx) && !exhausted(e)).max_by_key(|e| e.ours)
     else {
         return Ok(None);
     };
@@ -934,12 +935,7 @@ fn assessment_status(ctx: &Ctx, j: &mut Json) {
             ));
             for kind in [Kind::Required, Kind::Wanted] {
                 for c in r.failed(kind) {
-                    ctx.out.line(format!(
-                        "  {} check {}: {}",
-                        kind.as_str(),
-                        shown_str(&c.name),
-                        c.outcome.describe()
-                    ));
+                    ctx.out.line(format!("  {} check {}: {}", kind.as_str(), shown_str(&c.name), c.outcome.describe()));
                 }
             }
             if let Some(why) = &r.reason {
