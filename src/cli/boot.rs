@@ -679,6 +679,13 @@ fn rename_entry(t: &mut BootTargets, from_name: &str, to_name: &str) -> Result<(
     Ok(())
 }
 
+/// Whether entry file `name` is on $BOOT or the ESP.
+fn entry_present(ctx: &Ctx, config: &Config, name: &str) -> Result<bool> {
+    let mut t = open_noted(ctx, config, false)?;
+    let path = join("loader/entries", name);
+    Ok(t.boot.volume.exists(&path)? || t.esp.as_mut().map(|e| e.volume.exists(&path)).transpose()?.unwrap_or(false))
+}
+
 /// Blesses entry `name` (whose name without counter is `stem`): drops its
 /// counter and, when it is ours, makes it the default again. Returns the new name.
 fn bless_in(t: &mut BootTargets, token: Option<&str>, name: &str, stem: &str) -> Result<String> {
@@ -781,6 +788,13 @@ fn assess(ctx: &Ctx, cmd: &AssessCmd) -> Result<ExitCode> {
         (_, Some(_), None) => {
             rec.reason =
                 Some("the booted entry is not on trial (no boot counter): nothing to bless or roll back".into())
+        }
+        // Assessed already in this boot (the loader's variable still names
+        // the file as it was): nothing to rename twice.
+        (_, Some(name), Some(_)) if !entry_present(ctx, &config, name)? => {
+            rec.reason = Some(format!(
+                "{name} is on neither $BOOT nor the ESP under that name (assessed already in this boot?): nothing done"
+            ))
         }
         (Verdict::Good, Some(name), Some((stem, _))) => {
             let mut t = open_noted(ctx, &config, true)?;
