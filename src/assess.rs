@@ -305,8 +305,8 @@ impl Record {
             if l.is_empty() || l.starts_with('#') {
                 continue;
             }
-            let (k, v) = l.split_once(" = ")?;
-            let v = v.to_owned();
+            let (k, v) = l.split_once('=')?;
+            let (k, v) = (k.trim(), v.trim().to_owned());
             match k {
                 "time" => time = Some(v.parse().ok()?),
                 "entry" => r.entry = Some(v),
@@ -427,6 +427,8 @@ mod tests {
         assert_eq!(Record { reason: Some("a b".into()), ..r }, back);
         assert!(Record::parse("time = x\nverdict = good\n").is_none());
         assert!(Record::parse("verdict = good\n").is_none());
+        let empty = Record { entry: Some(String::new()), reason: None, ..back };
+        assert_eq!(Record::parse(&empty.render()), Some(empty));
         assert!(Record::parse("time = 1\nverdict = good\nwhat = 1\n").is_none());
     }
 }
