@@ -303,7 +303,7 @@ def w_boot_assessment(work):
         if n in (1, 2):
             vm.expect(r"required check 50-app: failed \(exit status 1\)", 60)
         if n == 1:
-            m = vm.expect(r"bad: (failed boot 1 of 2[^\n]*)", 60)
+            m = vm.expect(r"bad: (failed boot 1 of 2: [^\n]*tries left\))", 60)
             say(f"  assess: {m.group(1).strip()}")
             finish_ok(vm)
         elif n == 2:
