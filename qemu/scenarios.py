@@ -293,7 +293,7 @@ def w_boot_assessment(work):
             # Transaction 2's entry is still on trial: PID 1 does not name it
             # as the default (should it run out of tries, the loader would
             # boot it still); the loader's own order it is, until blessed.
-            m = vm.expect(r"default boot entry is now (\S+)", 60)
+            m = vm.expect(r"default boot entry is now (\S+)\r?\n", 60)
             if not m.group(1).endswith("-*") or "-2-" in m.group(1):
                 raise Failure(f"PID 1 made {m.group(1)} the default, an entry on trial")
             say(f"  PID 1: rolled back /usr 3 -> 2; default {m.group(1)} (the loader's order: 2 is on trial)")
