@@ -1,0 +1,15 @@
+//! PE/COFF for UEFI, as lifeboat needs it for Secure Boot and unified kernel
+//! images (UKIs): a bounded reader ([`PeImage`], [`read_uki`]).
+//!
+//! The crate owns the PE format and nothing else: it reads and writes bytes in
+//! memory and does no I/O.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod image;
+mod uki;
+
+pub use error::Error;
+pub use image::{pe_checksum, PeImage, Section};
+pub use uki::{read_uki, UkiInfo};
