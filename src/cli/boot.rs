@@ -9,7 +9,7 @@ use argh::FromArgs;
 use lifeboat_boot::bls::{self, Entry, SortInfo};
 use lifeboat_boot::efivars::{EfiVars, LOADER_GUID, NV_BS_RT};
 use lifeboat_boot::plan::{self, Step};
-use lifeboat_boot::{loaderconf, sdboot};
+use lifeboat_boot::{loaderconf, sbstate, sdboot, uki};
 use lifeboat_esp::volume::join;
 use lifeboat_esp::Volume;
 use lifeboat_fs::shown::{controls_escaped, shown_str};
@@ -336,22 +336,75 @@ pub fn sync(
     }
 }
 
-/// One entry file found on a volume.
+/// What kind of entry, with what the listing shows of it.
+enum Kind {
+    /// A Type #1 entry file in `loader/entries`.
+    Type1(Entry),
+    /// A Type #2 entry: a UKI in `EFI/Linux` (read only, whoever owns it).
+    Type2(Box<uki::Type2>),
+}
+
+/// One entry found on a volume, either type.
 struct Found {
     file: String,
-    entry: Entry,
+    kind: Kind,
     sort: SortInfo,
     on_esp: bool,
     ours: Option<u64>,
 }
 
-fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>) -> Result<Vec<Found>> {
+impl Found {
+    fn title(&self) -> &str {
+        match &self.kind {
+            Kind::Type1(e) => e.get("title").unwrap_or("(no title)"),
+            Kind::Type2(u) => &u.title,
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Type1(_) => "type1",
+            Kind::Type2(_) => "type2",
+        }
+    }
+
+    /// The path on its volume.
+    fn path(&self) -> String {
+        match self.kind {
+            Kind::Type1(_) => join("loader/entries", &self.file),
+            Kind::Type2(_) => join(uki::DIR, &self.file),
+        }
+    }
+
+    /// The command line the loader passes.
+    fn options(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Type1(e) => Some(e.options()),
+            Kind::Type2(u) => u.cmdline.clone(),
+        }
+    }
+}
+
+/// A `EFI/Linux/*.efi` file the loader does not show, and why.
+struct Broken {
+    file: String,
+    on_esp: bool,
+    reason: String,
+}
+
+/// Everything on the boot volumes: the entries in boot-menu order, then the UKIs
+/// the loader would skip.
+struct Listing {
+    entries: Vec<Found>,
+    broken: Vec<Broken>,
+}
+
+fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>, l: &mut Listing) -> Result<()> {
     let list = match v.list("loader/entries") {
         Ok(l) => l,
-        Err(lifeboat_esp::Error::NotFound { .. }) => return Ok(vec![]),
+        Err(lifeboat_esp::Error::NotFound { .. }) => vec![],
         Err(e) => return Err(e.into()),
     };
-    let mut out = Vec::new();
     for f in list {
         if f.is_dir || !f.name.to_ascii_lowercase().ends_with(".conf") || f.name.starts_with('.') {
             continue;
@@ -359,21 +412,39 @@ fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>) -> Result<V
         let text = String::from_utf8_lossy(&v.read(&join("loader/entries", &f.name))?).into_owned();
         let entry = Entry::parse(&text);
         let ours = token.and_then(|t| plan::owned_by_us(t, &f.name, &entry)).map(|(tx, _, _)| tx);
-        out.push(Found { sort: SortInfo::of(&f.name, &entry), file: f.name, entry, on_esp, ours });
+        l.entries.push(Found { sort: SortInfo::of(&f.name, &entry), file: f.name, kind: Kind::Type1(entry), on_esp, ours });
     }
-    Ok(out)
+    for u in uki::entries_on(v, token)? {
+        match u {
+            uki::Uki::Entry(t) => l.entries.push(Found {
+                file: t.file.clone(),
+                sort: t.sort.clone(),
+                on_esp,
+                ours: t.ours,
+                kind: Kind::Type2(t),
+            }),
+            uki::Uki::Broken { file, reason } => l.broken.push(Broken { file, on_esp, reason }),
+        }
+    }
+    Ok(())
+}
+
+/// Type #1 and Type #2 entries of $BOOT and the ESP (both, when they are two
+/// volumes), in the loader's one merged order.
+fn listing(t: &mut BootTargets, token: Option<&str>) -> Result<Listing> {
+    let mut l = Listing { entries: Vec::new(), broken: Vec::new() };
+    entries_on(t.boot.volume.as_mut(), t.esp.is_none(), token, &mut l)?;
+    if let Some(e) = t.esp.as_mut() {
+        entries_on(e.volume.as_mut(), true, token, &mut l)?;
+    }
+    l.entries.sort_by(|a, b| bls::compare(&a.sort, &b.sort));
+    Ok(l)
 }
 
 fn all_entries(t: &mut BootTargets, token: Option<&str>) -> Result<Vec<Found>> {
-    let mut v = entries_on(t.boot.volume.as_mut(), t.esp.is_none(), token)?;
-    if let Some(e) = t.esp.as_mut() {
-        v.extend(entries_on(e.volume.as_mut(), true, token)?);
-    }
-    v.sort_by(|a, b| bls::compare(&a.sort, &b.sort));
-    Ok(v)
+    Ok(listing(t, token)?.entries)
 }
 
-/// Which entry a loader.conf default pattern selects (the first match in order).
 /// The transaction ids lifeboat's own entries on the boot volumes name (read
 /// only): a commit never hands one of them out again, even when the index that
 /// knew them was lost.
@@ -401,7 +472,7 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let mut t = open_noted(ctx, &config, false)?;
-    let entries = all_entries(&mut t, token.as_deref())?;
+    let Listing { entries, broken } = listing(&mut t, token.as_deref())?;
     let lc = esp_vol(&mut t).read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned());
     let default = lc.as_deref().and_then(|l| loaderconf::get_key(l, "default")).map(str::to_owned);
     let default_idx = match &default {
@@ -412,31 +483,173 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
     for (i, e) in entries.iter().enumerate() {
         let mark = if Some(i) == default_idx { "*" } else { " " };
         let counter = e.sort.counter.map(|c| format!(" [tries left {}, done {}]", c.left, c.done)).unwrap_or_default();
+        let kind = match &e.kind {
+            Kind::Type1(_) => String::new(),
+            Kind::Type2(u) => format!(
+                " [UKI{}]",
+                u.sort.version.as_deref().map(|v| format!(" {}", controls_escaped(v))).unwrap_or_default()
+            ),
+        };
         // Another system's entry is printed escaped: one entry, one line.
         ctx.out.line(format!(
-            "{mark} {:<48} {}{}{}",
+            "{mark} {:<48} {}{kind}{}{}",
             shown_str(&e.file),
-            controls_escaped(e.entry.get("title").unwrap_or("(no title)")),
+            controls_escaped(e.title()),
             counter,
             if e.ours.is_none() { "  (not lifeboat's)" } else { "" }
         ));
-        arr.push(
-            Json::obj()
-                .with("id", e.sort.id.as_str())
-                .with("title", e.entry.get("title").map(str::to_owned))
-                .with("version", e.entry.get("version").map(str::to_owned))
-                .with("transaction", e.ours)
-                .with("default", Some(i) == default_idx)
-                .with("tries_left", e.sort.counter.map(|c| c.left))
-                .with("tries_done", e.sort.counter.map(|c| c.done))
-                .with("on_esp", e.on_esp)
-                .with("linux", e.entry.get("linux").map(str::to_owned))
-                .with("initrd", Json::Arr(e.entry.all("initrd").into_iter().map(Json::from).collect()))
-                .with("options", e.entry.options()),
-        );
+        let mut j = Json::obj()
+            .with("id", e.sort.id.as_str())
+            .with("kind", e.kind_name())
+            .with("path", e.path())
+            .with("title", e.title())
+            .with("version", e.sort.version.clone())
+            .with("sort_key", e.sort.sort_key.clone())
+            .with("transaction", e.ours)
+            .with("owner", if e.ours.is_some() { "lifeboat" } else { "foreign" })
+            .with("default", Some(i) == default_idx)
+            .with("tries_left", e.sort.counter.map(|c| c.left))
+            .with("tries_done", e.sort.counter.map(|c| c.done))
+            .with("on_esp", e.on_esp);
+        match &e.kind {
+            Kind::Type1(entry) => {
+                j = j
+                    .with("linux", entry.get("linux").map(str::to_owned))
+                    .with("initrd", Json::Arr(entry.all("initrd").into_iter().map(Json::from).collect()))
+            }
+            Kind::Type2(u) => {
+                j = j
+                    .with("linux", e.path())
+                    .with("uname", u.uname.clone())
+                    .with("sbat", u.sbat.clone())
+                    .with("signed", u.signed)
+            }
+        }
+        arr.push(j.with("options", e.options()));
+    }
+    for b in &broken {
+        ctx.out.line(format!(
+            "  {:<48} (broken, not shown by the loader: {})",
+            shown_str(&join(uki::DIR, &b.file)),
+            controls_escaped(&b.reason)
+        ));
+        arr.push(broken_json(b));
     }
     ctx.out.json(&Json::Arr(arr));
     Ok(ExitCode::SUCCESS)
+}
+
+fn broken_json(b: &Broken) -> Json {
+    Json::obj()
+        .with("file", b.file.as_str())
+        .with("kind", "type2")
+        .with("path", join(uki::DIR, &b.file))
+        .with("broken", b.reason.as_str())
+        .with("on_esp", b.on_esp)
+}
+
+/// Whether PE bytes would be refused by firmware enforcing Secure Boot, and why.
+fn refused_why(bytes: &[u8]) -> Option<&'static str> {
+    match uki::pe_signed(bytes) {
+        Some(true) => None,
+        Some(false) => Some("unsigned"),
+        None => Some("not a PE image"),
+    }
+}
+
+/// The Secure Boot lines of `boot status`; returns the JSON and the warnings
+/// for images the firmware would refuse.
+fn secure_boot_status(ctx: &Ctx, t: &mut BootTargets, entries: &[Found]) -> Json {
+    let mut j = Json::obj();
+    let fw = match efivars(ctx).and_then(|v| Ok(sbstate::read(&v)?)) {
+        Ok(fw) => fw,
+        Err(e) => {
+            ctx.out.line(format!("secure boot: unknown ({e})"));
+            return j.with("error", e.to_string());
+        }
+    };
+    let onoff = |b: Option<bool>| match b {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "absent",
+    };
+    ctx.out.line(format!(
+        "secure boot: {}{}",
+        onoff(fw.secure_boot),
+        if fw.secure_boot == Some(true) && !fw.enforcing() { " (setup or audit mode: nothing is checked)" } else { "" }
+    ));
+    ctx.out.line(format!("setup mode:  {}", onoff(fw.setup_mode)));
+    if fw.audit_mode.is_some() || fw.deployed_mode.is_some() {
+        ctx.out.line(format!("audit mode:  {}; deployed mode: {}", onoff(fw.audit_mode), onoff(fw.deployed_mode)));
+    }
+    j.push("secure_boot", fw.secure_boot);
+    j.push("setup_mode", fw.setup_mode);
+    j.push("audit_mode", fw.audit_mode);
+    j.push("deployed_mode", fw.deployed_mode);
+    j.push("enforcing", fw.enforcing());
+    for (label, key, info, bits, table) in [
+        ("loader", "loader", &fw.loader_info, fw.loader_features, sbstate::LOADER_FEATURES),
+        ("stub", "stub", &fw.stub_info, fw.stub_features, sbstate::STUB_FEATURES),
+    ] {
+        if let Some(i) = info {
+            ctx.out.line(format!("{label}:{} {}", " ".repeat(11 - label.len()), controls_escaped(i)));
+        }
+        let names = bits.map(|b| sbstate::feature_names(b, table));
+        if let Some(n) = &names {
+            ctx.out.line(format!("{label} features: {}", if n.is_empty() { "(none)".into() } else { n.join(", ") }));
+        }
+        j.push(
+            key,
+            Json::obj()
+                .with("info", info.clone())
+                .with("features", bits)
+                .with("feature_names", names.map(|n| Json::Arr(n.into_iter().map(Json::from).collect()))),
+        );
+    }
+    // What the firmware would refuse to start: checked only when it checks.
+    let mut warnings = Vec::new();
+    if fw.enforcing() {
+        let esp = esp_vol(t);
+        for path in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"] {
+            if let Ok(b) = esp.read(path) {
+                if let Some(why) = refused_why(&b) {
+                    warnings.push(format!("Secure Boot is on and the loader {path} is {why}: the firmware refuses it"));
+                }
+            }
+        }
+        for e in entries {
+            match &e.kind {
+                Kind::Type2(u) if !u.signed => warnings.push(format!(
+                    "Secure Boot is on and the UKI {} is unsigned: the firmware refuses it",
+                    shown_str(&e.path())
+                )),
+                Kind::Type2(_) => {}
+                Kind::Type1(entry) => {
+                    let Some(linux) = entry.get("linux") else { continue };
+                    // A Type #1 kernel is on the volume its entry is on.
+                    let vol: &mut dyn Volume = match (&mut t.esp, e.on_esp) {
+                        (Some(es), true) => es.volume.as_mut(),
+                        _ => t.boot.volume.as_mut(),
+                    };
+                    let why = match vol.read(linux.trim_start_matches('/')) {
+                        Ok(b) => refused_why(&b),
+                        Err(_) => Some("missing"),
+                    };
+                    if let Some(why) = why {
+                        warnings.push(format!(
+                            "Secure Boot is on and the kernel {} of entry {} is {why}: the firmware refuses it",
+                            controls_escaped(linux),
+                            shown_str(&e.file)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for w in &warnings {
+        ctx.out.note(format!("warning: {w}"));
+    }
+    j.with("warnings", Json::Arr(warnings.into_iter().map(Json::from).collect()))
 }
 
 fn status(ctx: &Ctx) -> Result<ExitCode> {
@@ -523,28 +736,60 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
         .line(format!("booted:   {}", selected.as_deref().unwrap_or("- (no efivarfs, or not booted by systemd-boot)")));
     j.push("oneshot", oneshot);
     j.push("selected", selected);
-    let entries = all_entries(&mut t, token.as_deref())?;
+    let Listing { entries, broken } = listing(&mut t, token.as_deref())?;
+    let sb = secure_boot_status(ctx, &mut t, &entries);
+    j.push("firmware", sb);
     let mut arr = Vec::new();
     ctx.out.line("entries:");
     for e in &entries {
         let counter = e.sort.counter.map(|c| format!(" +{}-{}", c.left, c.done)).unwrap_or_default();
-        let owner = match e.ours {
-            Some(tx) => format!("transaction {tx}"),
-            None => format!(
+        let owner = match (e.ours, &e.kind) {
+            (Some(tx), _) => format!("transaction {tx}"),
+            (None, Kind::Type1(entry)) => format!(
                 "foreign ({})",
-                e.entry
+                entry
                     .get("machine-id")
                     .map(|m| format!("machine-id {}", controls_escaped(m)))
                     .unwrap_or_else(|| "other install".into())
             ),
+            (None, Kind::Type2(_)) => "foreign (UKI of another owner)".into(),
         };
-        ctx.out.line(format!("  {:<48} {owner}{counter}", shown_str(&e.file)));
-        arr.push(
-            Json::obj()
-                .with("id", e.sort.id.as_str())
-                .with("transaction", e.ours)
-                .with("tries_left", e.sort.counter.map(|c| c.left)),
-        );
+        let about = match &e.kind {
+            Kind::Type1(_) => String::new(),
+            Kind::Type2(u) => format!(
+                " UKI \"{}\" version {} sort-key {} uname {}{}",
+                controls_escaped(&u.title),
+                controls_escaped(u.sort.version.as_deref().unwrap_or("-")),
+                controls_escaped(u.sort.sort_key.as_deref().unwrap_or("-")),
+                controls_escaped(u.uname.as_deref().unwrap_or("-")),
+                if u.signed { " signed" } else { "" }
+            ),
+        };
+        ctx.out.line(format!("  {:<48} {owner}{counter}{about}", shown_str(&e.file)));
+        let mut o = Json::obj()
+            .with("id", e.sort.id.as_str())
+            .with("kind", e.kind_name())
+            .with("path", e.path())
+            .with("title", e.title())
+            .with("version", e.sort.version.clone())
+            .with("sort_key", e.sort.sort_key.clone())
+            .with("transaction", e.ours)
+            .with("owner", if e.ours.is_some() { "lifeboat" } else { "foreign" })
+            .with("tries_left", e.sort.counter.map(|c| c.left))
+            .with("tries_done", e.sort.counter.map(|c| c.done))
+            .with("options", e.options());
+        if let Kind::Type2(u) = &e.kind {
+            o = o.with("uname", u.uname.clone()).with("signed", u.signed);
+        }
+        arr.push(o);
+    }
+    for b in &broken {
+        ctx.out.line(format!(
+            "  {:<48} broken UKI: {}",
+            shown_str(&join(uki::DIR, &b.file)),
+            controls_escaped(&b.reason)
+        ));
+        arr.push(broken_json(b));
     }
     j.push("entries", Json::Arr(arr));
     ctx.out.json(&j);
