@@ -71,7 +71,10 @@ pub struct Type2 {
 pub enum Uki {
     Entry(Box<Type2>),
     /// Not an entry the loader shows; the reason names what is wrong.
-    Broken { file: String, reason: String },
+    Broken {
+        file: String,
+        reason: String,
+    },
 }
 
 impl Uki {

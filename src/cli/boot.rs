@@ -412,7 +412,13 @@ fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>, l: &mut Lis
         let text = String::from_utf8_lossy(&v.read(&join("loader/entries", &f.name))?).into_owned();
         let entry = Entry::parse(&text);
         let ours = token.and_then(|t| plan::owned_by_us(t, &f.name, &entry)).map(|(tx, _, _)| tx);
-        l.entries.push(Found { sort: SortInfo::of(&f.name, &entry), file: f.name, kind: Kind::Type1(entry), on_esp, ours });
+        l.entries.push(Found {
+            sort: SortInfo::of(&f.name, &entry),
+            file: f.name,
+            kind: Kind::Type1(entry),
+            on_esp,
+            ours,
+        });
     }
     for u in uki::entries_on(v, token)? {
         match u {
