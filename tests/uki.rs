@@ -286,6 +286,9 @@ fn foreign_ukis_are_listed_in_bootctl_order_and_never_changed() {
     check("set-default of a transaction");
     lb(&["boot", "bless", "--entry", &format!("{TOKEN}-3-6.1.0-test+3-0.conf")]);
     check("bless");
+    let out = lb(&["boot", "bless", "--entry", "other+2-1.efi"]);
+    assert!(out.contains("not lifeboat's UKI; left as it is"), "{out}");
+    check("bless of a foreign UKI");
     lb(&["state", "prune", "--keep", "1"]);
     check("prune (with its sync)");
     lb(&["boot", "sync"]);
@@ -346,7 +349,7 @@ fn secure_boot_state_and_what_the_firmware_would_refuse() {
         "{out}"
     );
     assert!(out.contains("stub features: Stub sets ESP information, Measures kernel+command line+sysexts"), "{out}");
-    assert!(out.contains("stub:        systemd-stub 252.39-1~deb12u2"), "{out}");
+    assert!(out.contains("stub info: systemd-stub 252.39-1~deb12u2"), "{out}");
     // Debian's systemd-boot is unsigned (shim's signature is on the signed
     // package); the test kernels are not PE images; one UKI is unsigned.
     assert!(err.contains("the loader EFI/systemd/systemd-bootx64.efi is unsigned"), "{err}");
@@ -366,6 +369,20 @@ fn secure_boot_state_and_what_the_firmware_would_refuse() {
         j.contains("\"feature_names\":[\"Stub sets ESP information\",\"Measures kernel+command line+sysexts\"]"),
         "{j}"
     );
+    // A UKI lifeboat made (the entry token's name, `lifeboat.tx=` of that name):
+    // listed as the transaction's, and blessed by renaming it.
+    let ours = s.join("ours.efi");
+    objcopy_uki(&s, &ours, "ID=testos\nVERSION_ID=3\n", Some("root=x lifeboat.tx=3\n"), None);
+    let counted = format!("{TOKEN}-3-6.1.0-test+1-0.efi");
+    put(&img, &ours, &format!("EFI/Linux/{counted}"));
+    let j = lb(&["--json", "boot", "list"]);
+    assert!(j.contains(&format!("\"id\":\"{counted}\",\"kind\":\"type2\"")), "{j}");
+    let at = j.find(&counted).unwrap();
+    assert!(j[at..].contains("\"transaction\":3,\"owner\":\"lifeboat\""), "{j}");
+    let out = lb(&["boot", "bless", "--entry", &counted]);
+    assert!(out.contains(&format!("blessed: {counted} -> {TOKEN}-3-6.1.0-test.efi")), "{out}");
+    let o = run(&["disk", "cat", &format!("{img}:esp:EFI/Linux/{TOKEN}-3-6.1.0-test.efi")]);
+    assert!(o.status.success() && o.stdout == fs::read(&ours).unwrap(), "the blessed UKI is the same bytes");
     // A malformed variable is named, and the rest of the status still shows.
     var("StubFeatures", LOADER_GUID, &[1, 2, 3]);
     let out = lb(&["boot", "status"]);

@@ -209,7 +209,7 @@ pub fn entries_on(v: &mut dyn Volume, token: Option<&str>) -> Result<Vec<Uki>> {
         };
         match inspect(&bytes) {
             Ok(s) => out.push(entry(&f.name, s, token)),
-            Err(why) => out.push(Uki::Broken { file: f.name, reason: format!("not a unified kernel image: {why}") }),
+            Err(why) => out.push(Uki::Broken { file: f.name, reason: why }),
         }
     }
     Ok(out)

@@ -598,7 +598,7 @@ fn secure_boot_status(ctx: &Ctx, t: &mut BootTargets, entries: &[Found]) -> Json
         ("stub", "stub", &fw.stub_info, fw.stub_features, sbstate::STUB_FEATURES),
     ] {
         if let Some(i) = info {
-            ctx.out.line(format!("{label}:{} {}", " ".repeat(11 - label.len()), controls_escaped(i)));
+            ctx.out.line(format!("{label} info: {}", controls_escaped(i)));
         }
         let names = bits.map(|b| sbstate::feature_names(b, table));
         if let Some(n) = &names {
@@ -866,14 +866,18 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
             }
         }
     };
-    let Some((stem, Some(_))) = bls::split_counter(&name, ".conf") else {
+    // A Type #2 entry (a UKI) is counted in its file name in EFI/Linux as a
+    // Type #1 entry is in loader/entries.
+    let is_uki = uki::is_candidate(&name, false);
+    let (dir, suffix) = if is_uki { (uki::DIR, ".efi") } else { ("loader/entries", ".conf") };
+    let Some((stem, Some(_))) = bls::split_counter(&name, suffix) else {
         ctx.out.line(format!("{name} has no boot counter; nothing to do"));
         return Ok(ExitCode::SUCCESS);
     };
-    let good = format!("{stem}.conf");
+    let good = format!("{stem}{suffix}");
     let mut t = open_noted(ctx, &config, true)?;
-    let from = join("loader/entries", &name);
-    let to = join("loader/entries", &good);
+    let from = join(dir, &name);
+    let to = join(dir, &good);
     let on_boot = t.boot.volume.exists(&from)?;
     let on_esp = match t.esp.as_mut() {
         Some(e) => e.volume.exists(&from)?,
@@ -884,10 +888,28 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
         (false, Some(e)) if on_esp => e.volume.as_mut(),
         _ => return Err(Error::bad_arg("entry", from, "is on neither $BOOT nor the ESP")),
     };
+    if is_uki {
+        // Another owner's UKI is never renamed: only one lifeboat made (named by
+        // the entry token and booting `lifeboat.tx=` of its name) is blessed here.
+        let ours = match uki::inspect(&vol.read(&from)?) {
+            Ok(s) => token.as_deref().and_then(|t| uki::owned_by_us(t, &name, s.cmdline.as_deref())),
+            Err(_) => None,
+        };
+        if ours.is_none() {
+            ctx.out.line(format!("{from} is not lifeboat's UKI; left as it is (its owner blesses it)"));
+            ctx.out.json(&Json::obj().with("from", name).with("to", Json::Null));
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     vol.rename(&from, &to)?;
     vol.flush()?;
     // A proven entry of ours becomes the default again.
-    if let Some((tx, _, _)) = token.as_deref().and_then(|t| plan::parse_entry_name(t, &good)) {
+    let tx = match token.as_deref() {
+        Some(t) if is_uki => uki::parse_name(t, &good).map(|(tx, _, _)| tx),
+        Some(t) => plan::parse_entry_name(t, &good).map(|(tx, _, _)| tx),
+        None => None,
+    };
+    if let Some(tx) = tx {
         let pattern = plan::default_pattern(token.as_deref().unwrap_or_default(), tx);
         loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
     }
