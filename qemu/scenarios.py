@@ -239,13 +239,28 @@ def g_dual_boot(work):
     tx = booted(vm)
     # BLS order: entries with a sort key (the UKI's "foreign" before "lbtest": ours,
     # then the twin install by machine id) before the one without.
-    vm.expect(r"foreign-6\.1\.efi\s+Foreign Linux 12 \[UKI 12\]\s+\(not lifeboat's\)", 60)
-    vm.expect(r"feedface\S+\s+Lifeboat Test OS \(another install\)\s+\(not lifeboat's\)", 60)
-    vm.expect(r"other-5\.15\.conf\s+Other Linux 5\.15\s+\(not lifeboat's\)", 60)
+    listed = vm.expect(r"(?s)boot list\r?\n(.*?)LBTEST: exit", 60).group(1)
+    at = 0
+    for rx in (r"foreign-6\.1\.efi\s+Foreign Linux 12 \[UKI 12\]\s+\(not lifeboat's\)",
+               r"feedface\S+\s+Lifeboat Test OS \(another install\)\s+\(not lifeboat's\)",
+               r"other-5\.15\.conf\s+Other Linux 5\.15\s+\(not lifeboat's\)"):
+        m = re.compile(rx).search(listed, at)
+        if not m:
+            raise Failure(f"`boot list` in the guest lacks {rx!r} (in order):\n{listed}")
+        at = m.end()
+    ids = [ln[2:].split()[0].lower() for ln in listed.splitlines() if ln[:2] in ("* ", "  ") and ln[2:].strip()]
     say(f"booted transaction {tx}; `boot list` in the guest shows the other OS, the other install and the UKI")
+    # The real loader's own menu (LoaderEntries, its order; auto-* are its
+    # built-in entries) is the listing's order.
+    saw = vm.expect(r"loader saw: ([^\r\n]*)\r?\n", 60).group(1).split()
+    saw = [i for i in saw if not i.startswith("auto-")]
+    if saw != ids:
+        raise Failure(f"systemd-boot's menu order {saw} is not lifeboat's {ids}")
+    say(f"systemd-boot's LoaderEntries order is `boot list`'s: {' '.join(saw)}")
     sb = vm.expect(r"secure boot: (\S+)", 60).group(1)
     # systemd-boot 252 sets LoaderFeatures bits 0-10 (boot.c): every one has a name.
-    feats = vm.expect(r"loader features: ([^\n]*)", 30).group(1).strip()
+    # The whole line: a read can end inside it.
+    feats = vm.expect(r"loader features: ([^\r\n]*)\r?\n", 30).group(1).strip()
     if "Boot counting" not in feats or "Support Type #1 devicetree field" not in feats or "bit " in feats:
         raise Failure(f"LoaderFeatures of the real systemd-boot decoded as {feats!r}")
     say(f"`boot status` in the guest: secure boot {sb}; loader features: {feats}")

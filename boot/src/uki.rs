@@ -181,8 +181,9 @@ pub fn entry(file: &str, s: Sections, token: Option<&str>) -> Uki {
 
 /// Every `EFI/Linux/*.efi` on a volume, read and judged; a file that cannot be
 /// read as a UKI is listed as broken with the reason, never an error for the
-/// whole list. An absent `EFI/Linux` is no entries.
-pub fn entries_on(v: &mut dyn Volume, token: Option<&str>) -> Result<Vec<Uki>> {
+/// whole list. An absent `EFI/Linux` is no entries. With `only_ours`, files not
+/// named in the token's namespace are passed over unread (a UKI is tens of MiB).
+pub fn entries_on(v: &mut dyn Volume, token: Option<&str>, only_ours: bool) -> Result<Vec<Uki>> {
     let list = match v.list(DIR) {
         Ok(l) => l,
         Err(lifeboat_esp::Error::NotFound { .. }) => return Ok(vec![]),
@@ -191,6 +192,9 @@ pub fn entries_on(v: &mut dyn Volume, token: Option<&str>) -> Result<Vec<Uki>> {
     let mut out = Vec::new();
     for f in list {
         if !is_candidate(&f.name, f.is_dir) {
+            continue;
+        }
+        if only_ours && token.and_then(|t| parse_name(t, &f.name)).is_none() {
             continue;
         }
         if f.size > MAX_UKI {

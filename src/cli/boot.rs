@@ -399,7 +399,7 @@ struct Listing {
     broken: Vec<Broken>,
 }
 
-fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>, l: &mut Listing) -> Result<()> {
+fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>, only_ours: bool, l: &mut Listing) -> Result<()> {
     let list = match v.list("loader/entries") {
         Ok(l) => l,
         Err(lifeboat_esp::Error::NotFound { .. }) => vec![],
@@ -420,7 +420,7 @@ fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>, l: &mut Lis
             ours,
         });
     }
-    for u in uki::entries_on(v, token)? {
+    for u in uki::entries_on(v, token, only_ours)? {
         match u {
             uki::Uki::Entry(t) => l.entries.push(Found {
                 file: t.file.clone(),
@@ -438,10 +438,15 @@ fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>, l: &mut Lis
 /// Type #1 and Type #2 entries of $BOOT and the ESP (both, when they are two
 /// volumes), in the loader's one merged order.
 fn listing(t: &mut BootTargets, token: Option<&str>) -> Result<Listing> {
+    listing_of(t, token, false)
+}
+
+/// [`listing`], with only lifeboat's UKIs read when `only_ours`.
+fn listing_of(t: &mut BootTargets, token: Option<&str>, only_ours: bool) -> Result<Listing> {
     let mut l = Listing { entries: Vec::new(), broken: Vec::new() };
-    entries_on(t.boot.volume.as_mut(), t.esp.is_none(), token, &mut l)?;
+    entries_on(t.boot.volume.as_mut(), t.esp.is_none(), token, only_ours, &mut l)?;
     if let Some(e) = t.esp.as_mut() {
-        entries_on(e.volume.as_mut(), true, token, &mut l)?;
+        entries_on(e.volume.as_mut(), true, token, only_ours, &mut l)?;
     }
     l.entries.sort_by(|a, b| bls::compare(&a.sort, &b.sort));
     Ok(l)
@@ -458,7 +463,7 @@ pub fn entry_tx_ids(ctx: &Ctx) -> Result<Vec<u64>> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
-    Ok(all_entries(&mut t, token.as_deref())?.into_iter().filter_map(|e| e.ours).collect())
+    Ok(listing_of(&mut t, token.as_deref(), true)?.entries.into_iter().filter_map(|e| e.ours).collect())
 }
 
 fn glob_match(pat: &str, s: &str) -> bool {
@@ -737,6 +742,16 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     let get = |n: &str| vars.as_ref().and_then(|v| v.read_string(n, LOADER_GUID).ok().flatten());
     let oneshot = get("LoaderEntryOneShot");
     let selected = get("LoaderEntrySelected");
+    // The entries the loader found at this boot, in its menu order: what it
+    // made of $BOOT, to hold against the listing below.
+    let seen = vars
+        .as_ref()
+        .and_then(|v| v.read("LoaderEntries", LOADER_GUID).ok().flatten())
+        .map(|(_, d)| lifeboat_boot::efivars::from_utf16_list(&d));
+    if let Some(seen) = &seen {
+        ctx.out.line(format!("loader saw: {}", seen.iter().map(|s| controls_escaped(s)).collect::<Vec<_>>().join(" ")));
+    }
+    j.push("loader_entries", seen.map(|v| Json::Arr(v.into_iter().map(Json::from).collect())));
     ctx.out.line(format!("one-shot: {}", oneshot.as_deref().unwrap_or("-")));
     ctx.out
         .line(format!("booted:   {}", selected.as_deref().unwrap_or("- (no efivarfs, or not booted by systemd-boot)")));
