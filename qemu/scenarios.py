@@ -219,6 +219,9 @@ def g_dual_boot(work):
         "EFI/Linux/foreign-6.1.efi": objcopy_uki(work, "foreign.efi", b'PRETTY_NAME="Foreign Linux 12"\nID=foreign\n'
                                                  b"VERSION_ID=12\n", b"root=/dev/sdz2 quiet\n",
                                                  b"not really a kernel\n" * 100),
+        # A boot counter in the name: systemd-boot 252 keeps it in the id.
+        "EFI/Linux/Counted+2-1.efi": objcopy_uki(work, "counted.efi", b"NAME=Counted\nID=testcount\nVERSION_ID=3\n",
+                                                 b"quiet\n", b"not really a kernel either\n" * 100),
     }
     for path, data in seeds.items():
         f = os.path.join(work, "seed")
@@ -238,18 +241,19 @@ def g_dual_boot(work):
     vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
     tx = booted(vm)
     # BLS order: entries with a sort key (the UKI's "foreign" before "lbtest": ours,
-    # then the twin install by machine id) before the one without.
+    # then the twin install by machine id; "testcount") before the one without.
     listed = vm.expect(r"(?s)boot list\r?\n(.*?)LBTEST: exit", 60).group(1)
     at = 0
     for rx in (r"foreign-6\.1\.efi\s+Foreign Linux 12 \[UKI 12\]\s+\(not lifeboat's\)",
                r"feedface\S+\s+Lifeboat Test OS \(another install\)\s+\(not lifeboat's\)",
+               r"Counted\+2-1\.efi\s+Counted \[UKI 3\] \[tries left 2, done 1\]\s+\(not lifeboat's\)",
                r"other-5\.15\.conf\s+Other Linux 5\.15\s+\(not lifeboat's\)"):
         m = re.compile(rx).search(listed, at)
         if not m:
             raise Failure(f"`boot list` in the guest lacks {rx!r} (in order):\n{listed}")
         at = m.end()
     ids = [ln[2:].split()[0].lower() for ln in listed.splitlines() if ln[:2] in ("* ", "  ") and ln[2:].strip()]
-    say(f"booted transaction {tx}; `boot list` in the guest shows the other OS, the other install and the UKI")
+    say(f"booted transaction {tx}; `boot list` in the guest shows the other OS, the other install and the UKIs")
     # The real loader's own menu (LoaderEntries, its order; auto-* are its
     # built-in entries) is the listing's order.
     saw = vm.expect(r"loader saw: ([^\r\n]*)\r?\n", 60).group(1).split()
@@ -257,7 +261,7 @@ def g_dual_boot(work):
     if saw != ids:
         raise Failure(f"systemd-boot's menu order {saw} is not lifeboat's {ids}")
     say(f"systemd-boot's LoaderEntries order is `boot list`'s: {' '.join(saw)}")
-    sb = vm.expect(r"secure boot: (\S+)", 60).group(1)
+    sb = vm.expect(r"secure boot: ([^\r\n]*)\r?\n", 60).group(1).strip()
     # systemd-boot 252 sets LoaderFeatures bits 0-10 (boot.c): every one has a name.
     # The whole line: a read can end inside it.
     feats = vm.expect(r"loader features: ([^\r\n]*)\r?\n", 30).group(1).strip()
