@@ -1,5 +1,6 @@
 //! PE/COFF for UEFI, as lifeboat needs it for Secure Boot and unified kernel
-//! images (UKIs): a bounded reader ([`PeImage`], [`read_uki`]).
+//! images (UKIs): a bounded reader ([`PeImage`], [`read_uki`]) and the UKI
+//! builder ([`build_uki`]).
 //!
 //! The crate owns the PE format and nothing else: it reads and writes bytes in
 //! memory and does no I/O.
@@ -12,4 +13,4 @@ mod uki;
 
 pub use error::Error;
 pub use image::{pe_checksum, PeImage, Section};
-pub use uki::{read_uki, UkiInfo};
+pub use uki::{build_uki, read_uki, UkiInfo, UkiParts, UKI_SECTION_CHARACTERISTICS};
