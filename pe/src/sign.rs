@@ -167,7 +167,13 @@ impl SigningKey {
 
         let cert_err = |why: String| Error::Key { path: cert_pem.to_path_buf(), why };
         let pem = std::fs::read(cert_pem).map_err(|e| cert_err(format!("cannot read the certificate: {e}")))?;
-        let cert = Certificate::from_pem(&pem).map_err(|e| cert_err(format!("not a PEM X.509 certificate: {e}")))?;
+        // PEM as asked for; a DER file (a `.crt` often is one) is taken too.
+        let cert = match Certificate::from_pem(&pem) {
+            Ok(c) => c,
+            Err(e) if pem.first() == Some(&0x30) => Certificate::from_der(&pem)
+                .map_err(|d| cert_err(format!("neither a PEM ({e}) nor a DER ({d}) X.509 certificate")))?,
+            Err(e) => return Err(cert_err(format!("not a PEM X.509 certificate: {e}"))),
+        };
         let cert_der = cert.to_der().map_err(|e| cert_err(format!("cannot encode the certificate: {e}")))?;
         let cert_key = cert_public_key(&cert).map_err(|e| cert_err(e.to_string()))?;
         if cert_key != key.to_public_key() {

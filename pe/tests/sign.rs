@@ -205,4 +205,7 @@ fn keys_are_checked_and_never_shown() {
     std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(err(&junk, cert).contains("no PEM RSA private key"));
     assert!(err(&k.key, &junk).contains("not a PEM X.509 certificate"));
+    // A DER certificate is taken as well.
+    let der = k.dir.write("cert.der", &snakeoil_cert_der());
+    assert_eq!(SigningKey::load(&k.key, &der).unwrap().certificate_der(), snakeoil_cert_der().as_slice());
 }
