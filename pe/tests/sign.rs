@@ -209,3 +209,21 @@ fn keys_are_checked_and_never_shown() {
     let der = k.dir.write("cert.der", &snakeoil_cert_der());
     assert_eq!(SigningKey::load(&k.key, &der).unwrap().certificate_der(), snakeoil_cert_der().as_slice());
 }
+
+#[test]
+fn a_signed_stub_gives_the_same_unsigned_uki() {
+    let k = keys("sign-stub");
+    let key = SigningKey::load(&k.key, SNAKEOIL_CERT.as_ref()).unwrap();
+    let stub = read(STUB);
+    let signed_stub = sign(&stub, &key).unwrap();
+    let path = k.dir.write("stub.signed", &signed_stub);
+    assert!(sbverify(&path));
+    let parts =
+        |stub| UkiParts { stub, osrel: b"ID=x\n", cmdline: b"quiet", uname: None, initrd: b"i", linux: b"KERNEL" };
+    let from_signed = build_uki(&parts(&signed_stub)).unwrap();
+    assert!(!PeImage::parse(&from_signed).unwrap().is_signed());
+    assert!(from_signed == build_uki(&parts(&stub)).unwrap(), "the stub's signature leaked into the UKI");
+    let upath = k.dir.write("uki", &from_signed);
+    let out = Command::new("sbverify").args(["--cert", SNAKEOIL_CERT]).arg(&upath).output().unwrap();
+    assert!(!out.status.success(), "sbverify accepts an unsigned UKI");
+}
