@@ -251,8 +251,10 @@ pub fn sign_replacing(image: &[u8], key: &SigningKey) -> Result<Vec<u8>, Error> 
     Ok(out)
 }
 
-/// The DER of the SignedData ContentInfo for an image hash.
-fn signed_data(digest: &[u8; 32], key: &SigningKey) -> Result<Vec<u8>, Error> {
+/// The DER SpcIndirectDataContent an Authenticode signature of an image with this
+/// SHA-256 image hash carries (sbsign's encoding: SpcPeImageData with no flags and
+/// the obsolete file link, DigestInfo with SHA-256 and NULL parameters).
+pub fn indirect_data_content(digest: &[u8; 32]) -> Result<Vec<u8>, Error> {
     let idc = SpcIndirectDataContent {
         data: SpcAttributeTypeAndOptionalValue {
             value_type: OID_SPC_PE_IMAGE_DATA,
@@ -263,7 +265,12 @@ fn signed_data(digest: &[u8; 32], key: &SigningKey) -> Result<Vec<u8>, Error> {
             digest: OctetString::new(digest.to_vec()).map_err(crypto("digest"))?,
         },
     };
-    let idc_der = idc.to_der().map_err(crypto("SpcIndirectDataContent"))?;
+    idc.to_der().map_err(crypto("SpcIndirectDataContent"))
+}
+
+/// The DER of the SignedData ContentInfo for an image hash.
+fn signed_data(digest: &[u8; 32], key: &SigningKey) -> Result<Vec<u8>, Error> {
+    let idc_der = indirect_data_content(digest)?;
     let econtent = Any::from_der(&idc_der).map_err(crypto("SpcIndirectDataContent"))?;
     // messageDigest is over the content's value, without its tag and length.
     let content_digest = Sha256::digest(econtent.value());
@@ -436,4 +443,30 @@ pub fn verify(image: &[u8], cert_der: &[u8]) -> Result<Verdict, Error> {
         None => verifier.verify(&p.econtent_value, &signature).is_ok(),
     };
     Ok(Verdict::SignedBy { matches_cert, digest_ok })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spc_structures_are_pinned() {
+        // SEQUENCE { BIT STRING '', [0] { [2] { [0] BMPString "<<<Obsolete>>>" } } }
+        let mut want = vec![0x30, 0x25, 0x03, 0x01, 0x00, 0xa0, 0x20, 0xa2, 0x1e, 0x80, 0x1c];
+        for c in b"<<<Obsolete>>>" {
+            want.extend_from_slice(&[0, *c]);
+        }
+        assert_eq!(spc_pe_image_data(), want);
+        let idc = indirect_data_content(&[0xab; 32]).unwrap();
+        let mut head =
+            vec![0x30, 0x68, 0x30, 0x33, 0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x01, 0x0f];
+        head.extend_from_slice(&want);
+        // DigestInfo: SEQUENCE { SEQUENCE { OID sha256, NULL }, OCTET STRING }
+        head.extend_from_slice(&[
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        ]);
+        head.extend_from_slice(&[0x05, 0x00, 0x04, 0x20]);
+        head.extend_from_slice(&[0xab; 32]);
+        assert_eq!(idc, head);
+    }
 }

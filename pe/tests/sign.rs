@@ -108,6 +108,10 @@ fn sbverify_accepts_lifeboat_signatures_and_sbsign_agrees_on_the_hash() {
         assert_eq!(authenticode_sha256(&signed).unwrap().as_slice(), ours_digest.as_slice());
         assert_eq!(authenticode_sha256(&theirs).unwrap().as_slice(), ours_digest.as_slice());
         assert_eq!(verify(&theirs, &cert).unwrap(), GOOD, "{name}: verify rejects sbsign's signature");
+        // Byte for byte the SpcIndirectDataContent sbsign signs.
+        let idc = lifeboat_pe::indirect_data_content(&authenticode_sha256(&signed).unwrap()).unwrap();
+        let their_sig = lifeboat_pe::signature_der(&PeImage::parse(&theirs).unwrap()).unwrap().unwrap();
+        assert!(their_sig.windows(idc.len()).any(|w| w == idc), "{name}: sbsign's SpcIndirectDataContent differs");
         assert_eq!(verify(&image, &cert).unwrap(), Verdict::Unsigned);
 
         // One byte changed after signing: both reject it.
