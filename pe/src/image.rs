@@ -310,14 +310,13 @@ pub fn pe_checksum(bytes: &[u8], checksum_at: usize) -> u32 {
 }
 
 /// Recomputes and stores the checksum of a whole image in place.
-#[allow(dead_code)] // used by the builder and the signer
 pub(crate) fn store_checksum(bytes: &mut [u8], checksum_at: usize) {
     let sum = pe_checksum(bytes, checksum_at);
     bytes[checksum_at..checksum_at + 4].copy_from_slice(&sum.to_le_bytes());
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal PE32+ image: headers of 0x200 bytes, one `.text` section of 0x200
