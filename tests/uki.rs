@@ -4,7 +4,7 @@
 //! one signed by `sbsign`), their order against `bootctl list` over the extracted
 //! ESP, their bytes after every lifeboat operation, `set-default` / `set-oneshot` on
 //! a UKI id, and `boot status`'s Secure Boot state and warnings from a stand-in
-//! efivarfs.
+//! efivarfs; UKIs on XBOOTLDR, their names in any case.
 
 mod common;
 
@@ -387,4 +387,31 @@ fn secure_boot_state_and_what_the_firmware_would_refuse() {
     var("StubFeatures", LOADER_GUID, &[1, 2, 3]);
     let out = lb(&["boot", "status"]);
     assert!(out.contains("secure boot: unknown") && out.contains("StubFeatures") && out.contains("entries:"), "{out}");
+}
+
+#[test]
+fn ukis_on_xbootldr_are_entries_too_whatever_the_case_of_their_names() {
+    need(&["objcopy"]);
+    let s = Scratch::new("uki-xb");
+    let (root, _) = setup(&s);
+    let img = s.join("x.img").display().to_string();
+    ok(&["disk", "create", &img, "--size", "128M", "--esp", "40M", "--xbootldr", "64M", "--root", "0"]);
+    let u = s.join("u.efi");
+    objcopy_uki(&s, &u, "PRETTY_NAME=\"On XBOOTLDR\"\nID=aaa\n", Some("x=1\n"), Some("6.9.0\n"));
+    // FAT ignores case: the loader takes EFI/LINUX/*.EFI as it takes EFI/Linux/*.efi.
+    ok(&["disk", "put", r(&u), &format!("{img}:xbootldr:EFI/LINUX/XB-Kernel.EFI")]);
+    ok(&["disk", "put", r(&u), &format!("{img}:esp:EFI/Linux/esp-kernel.efi")]);
+    ok(&["--root", r(&root), "--esp", &img, "boot", "sync"]);
+    let j = ok(&["--root", r(&root), "--esp", &img, "--json", "boot", "list"]);
+    let ids = strings_of(&j, "id");
+    assert_eq!(ids[..2], ["xb-kernel.efi".to_owned(), "esp-kernel.efi".into()], "{j}");
+    let at = j.find("\"id\":\"xb-kernel.efi\"").unwrap();
+    assert!(j[at..].split('}').next().unwrap().contains("\"on_esp\":false"), "{j}");
+    let at = j.find("\"id\":\"esp-kernel.efi\"").unwrap();
+    assert!(j[at..].split('}').next().unwrap().contains("\"on_esp\":true"), "{j}");
+    ok(&["--root", r(&root), "--esp", &img, "boot", "set-default", "xb-*"]);
+    let lc = ok(&["disk", "cat", &format!("{img}:esp:loader/loader.conf")]);
+    assert!(lc.contains("default xb-*\n"), "{lc}");
+    let o = run(&["disk", "cat", &format!("{img}:xbootldr:EFI/Linux/XB-Kernel.EFI")]);
+    assert!(o.status.success() && o.stdout == fs::read(&u).unwrap(), "the UKI on XBOOTLDR is unchanged");
 }
