@@ -187,8 +187,25 @@ TWIN_ENTRY = (b"title Lifeboat Test OS (another install)\nsort-key lbtest\nmachi
               b"linux /feedfacefeedfacefeedfacefeedface/6.1/vmlinuz-00\noptions lifeboat.tx=7\n")
 
 
+STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+
+
+def objcopy_uki(work, name, osrel, cmdline, linux):
+    """A Type #2 entry made by systemd-stub's documented recipe: sections added to
+    Debian's stub with objcopy at addresses above the stub's own image."""
+    args = ["objcopy"]
+    for sec, vma, data in ((".osrel", 0x20000, osrel), (".cmdline", 0x30000, cmdline), (".linux", 0x2000000, linux)):
+        f = os.path.join(work, f"uki{sec}")
+        open(f, "wb").write(data)
+        args += ["--add-section", f"{sec}={f}", "--change-section-vma", f"{sec}={vma:#x}"]
+    out = os.path.join(work, name)
+    subprocess.run(args + [STUB, out], check=True)
+    return open(out, "rb").read()
+
+
 def g_dual_boot(work):
-    """Another OS's entries and files on the ESP: listed, booted around, never changed."""
+    """Another OS's entries, files and UKI on the ESP: listed, booted around, never changed;
+    the guest's `boot status` decodes the real systemd-boot's LoaderFeatures."""
     img = q.Image(work)
     for i in (1, 2):
         img.commit(q.make_tree(work, f"t{i}", f"v{i}"), f"test transaction {i}")
@@ -199,12 +216,18 @@ def g_dual_boot(work):
         "loader/entries/feedfacefeedfacefeedfacefeedface-7-6.1.conf": TWIN_ENTRY,
         "feedfacefeedfacefeedfacefeedface/6.1/vmlinuz-00": b"twin kernel",
         "EFI/Microsoft/Boot/bootmgfw.efi": b"MZ windows boot manager stand-in",
+        "EFI/Linux/foreign-6.1.efi": objcopy_uki(work, "foreign.efi", b'PRETTY_NAME="Foreign Linux 12"\nID=foreign\n'
+                                                 b"VERSION_ID=12\n", b"root=/dev/sdz2 quiet\n",
+                                                 b"not really a kernel\n" * 100),
+        # A boot counter in the name: systemd-boot 252 keeps it in the id.
+        "EFI/Linux/Counted+2-1.efi": objcopy_uki(work, "counted.efi", b"NAME=Counted\nID=testcount\nVERSION_ID=3\n",
+                                                 b"quiet\n", b"not really a kernel either\n" * 100),
     }
     for path, data in seeds.items():
         f = os.path.join(work, "seed")
         open(f, "wb").write(data)
         lb("disk", "put", f, f"{img.disk}:esp:{path}")
-    img.lbtest("boot1 = --esp /dev/nvme0n1 boot list\n")
+    img.lbtest("boot1 = --esp /dev/nvme0n1 boot list\nboot1 = --esp /dev/nvme0n1 boot status\n")
     img.boot_setup()
     lb("--root", img.root, "state", "prune", "--keep", "1")
     lb("--root", img.root, "--esp", img.disk, "boot", "sync", "--initrd", img.initrd)
@@ -217,11 +240,34 @@ def g_dual_boot(work):
     img.write_root()
     vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
     tx = booted(vm)
-    # BLS order: entries with a sort key (ours, then the twin install by machine id)
-    # before the one without.
-    vm.expect(r"feedface\S+\s+Lifeboat Test OS \(another install\)\s+\(not lifeboat's\)", 60)
-    vm.expect(r"other-5\.15\.conf\s+Other Linux 5\.15\s+\(not lifeboat's\)", 60)
-    say(f"booted transaction {tx}; `boot list` in the guest shows the other OS and the other install")
+    # BLS order: entries with a sort key (the UKI's "foreign" before "lbtest": ours,
+    # then the twin install by machine id; "testcount") before the one without.
+    listed = vm.expect(r"(?s)boot list\r?\n(.*?)LBTEST: exit", 60).group(1)
+    at = 0
+    for rx in (r"foreign-6\.1\.efi\s+Foreign Linux 12 \[UKI 12\]\s+\(not lifeboat's\)",
+               r"feedface\S+\s+Lifeboat Test OS \(another install\)\s+\(not lifeboat's\)",
+               r"Counted\+2-1\.efi\s+Counted \[UKI 3\] \[tries left 2, done 1\]\s+\(not lifeboat's\)",
+               r"other-5\.15\.conf\s+Other Linux 5\.15\s+\(not lifeboat's\)"):
+        m = re.compile(rx).search(listed, at)
+        if not m:
+            raise Failure(f"`boot list` in the guest lacks {rx!r} (in order):\n{listed}")
+        at = m.end()
+    ids = [ln[2:].split()[0].lower() for ln in listed.splitlines() if ln[:2] in ("* ", "  ") and ln[2:].strip()]
+    say(f"booted transaction {tx}; `boot list` in the guest shows the other OS, the other install and the UKIs")
+    # The real loader's own menu (LoaderEntries, its order; auto-* are its
+    # built-in entries) is the listing's order.
+    saw = vm.expect(r"loader saw: ([^\r\n]*)\r?\n", 60).group(1).split()
+    saw = [i for i in saw if not i.startswith("auto-")]
+    if saw != ids:
+        raise Failure(f"systemd-boot's menu order {saw} is not lifeboat's {ids}")
+    say(f"systemd-boot's LoaderEntries order is `boot list`'s: {' '.join(saw)}")
+    sb = vm.expect(r"secure boot: ([^\r\n]*)\r?\n", 60).group(1).strip()
+    # systemd-boot 252 sets LoaderFeatures bits 0-10 (boot.c): every one has a name.
+    # The whole line: a read can end inside it.
+    feats = vm.expect(r"loader features: ([^\r\n]*)\r?\n", 30).group(1).strip()
+    if "Boot counting" not in feats or "Support Type #1 devicetree field" not in feats or "bit " in feats:
+        raise Failure(f"LoaderFeatures of the real systemd-boot decoded as {feats!r}")
+    say(f"`boot status` in the guest: secure boot {sb}; loader features: {feats}")
     finish_ok(vm)
 
 

@@ -10,7 +10,7 @@ use argh::FromArgs;
 use lifeboat_boot::bls::{self, Entry, SortInfo};
 use lifeboat_boot::efivars::{EfiVars, LOADER_GUID, NV_BS_RT};
 use lifeboat_boot::plan::{self, Step};
-use lifeboat_boot::{loaderconf, sdboot};
+use lifeboat_boot::{loaderconf, sbstate, sdboot, uki};
 use lifeboat_esp::volume::join;
 use lifeboat_esp::Volume;
 use lifeboat_fs::shown::{controls_escaped, shown_str};
@@ -355,22 +355,75 @@ pub fn sync(
     }
 }
 
-/// One entry file found on a volume.
+/// What kind of entry, with what the listing shows of it.
+enum Kind {
+    /// A Type #1 entry file in `loader/entries`.
+    Type1(Entry),
+    /// A Type #2 entry: a UKI in `EFI/Linux` (read only, whoever owns it).
+    Type2(Box<uki::Type2>),
+}
+
+/// One entry found on a volume, either type.
 struct Found {
     file: String,
-    entry: Entry,
+    kind: Kind,
     sort: SortInfo,
     on_esp: bool,
     ours: Option<u64>,
 }
 
-fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>) -> Result<Vec<Found>> {
+impl Found {
+    fn title(&self) -> &str {
+        match &self.kind {
+            Kind::Type1(e) => e.get("title").unwrap_or("(no title)"),
+            Kind::Type2(u) => &u.title,
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Type1(_) => "type1",
+            Kind::Type2(_) => "type2",
+        }
+    }
+
+    /// The path on its volume.
+    fn path(&self) -> String {
+        match self.kind {
+            Kind::Type1(_) => join("loader/entries", &self.file),
+            Kind::Type2(_) => join(uki::DIR, &self.file),
+        }
+    }
+
+    /// The command line the loader passes.
+    fn options(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Type1(e) => Some(e.options()),
+            Kind::Type2(u) => u.cmdline.clone(),
+        }
+    }
+}
+
+/// A `EFI/Linux/*.efi` file the loader does not show, and why.
+struct Broken {
+    file: String,
+    on_esp: bool,
+    reason: String,
+}
+
+/// Everything on the boot volumes: the entries in boot-menu order, then the UKIs
+/// the loader would skip.
+struct Listing {
+    entries: Vec<Found>,
+    broken: Vec<Broken>,
+}
+
+fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>, only_ours: bool, l: &mut Listing) -> Result<()> {
     let list = match v.list("loader/entries") {
         Ok(l) => l,
-        Err(lifeboat_esp::Error::NotFound { .. }) => return Ok(vec![]),
+        Err(lifeboat_esp::Error::NotFound { .. }) => vec![],
         Err(e) => return Err(e.into()),
     };
-    let mut out = Vec::new();
     for f in list {
         if f.is_dir || !f.name.to_ascii_lowercase().ends_with(".conf") || f.name.starts_with('.') {
             continue;
@@ -378,21 +431,50 @@ fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>) -> Result<V
         let text = String::from_utf8_lossy(&v.read(&join("loader/entries", &f.name))?).into_owned();
         let entry = Entry::parse(&text);
         let ours = token.and_then(|t| plan::owned_by_us(t, &f.name, &entry)).map(|(tx, _, _)| tx);
-        out.push(Found { sort: SortInfo::of(&f.name, &entry), file: f.name, entry, on_esp, ours });
+        l.entries.push(Found {
+            sort: SortInfo::of(&f.name, &entry),
+            file: f.name,
+            kind: Kind::Type1(entry),
+            on_esp,
+            ours,
+        });
     }
-    Ok(out)
+    for u in uki::entries_on(v, token, only_ours)? {
+        match u {
+            uki::Uki::Entry(t) => l.entries.push(Found {
+                file: t.file.clone(),
+                sort: t.sort.clone(),
+                on_esp,
+                ours: t.ours,
+                kind: Kind::Type2(t),
+            }),
+            uki::Uki::Broken { file, reason } => l.broken.push(Broken { file, on_esp, reason }),
+        }
+    }
+    Ok(())
+}
+
+/// Type #1 and Type #2 entries of $BOOT and the ESP (both, when they are two
+/// volumes), in the loader's one merged order.
+fn listing(t: &mut BootTargets, token: Option<&str>) -> Result<Listing> {
+    listing_of(t, token, false)
+}
+
+/// [`listing`], with only lifeboat's UKIs read when `only_ours`.
+fn listing_of(t: &mut BootTargets, token: Option<&str>, only_ours: bool) -> Result<Listing> {
+    let mut l = Listing { entries: Vec::new(), broken: Vec::new() };
+    entries_on(t.boot.volume.as_mut(), t.esp.is_none(), token, only_ours, &mut l)?;
+    if let Some(e) = t.esp.as_mut() {
+        entries_on(e.volume.as_mut(), true, token, only_ours, &mut l)?;
+    }
+    l.entries.sort_by(|a, b| bls::compare(&a.sort, &b.sort));
+    Ok(l)
 }
 
 fn all_entries(t: &mut BootTargets, token: Option<&str>) -> Result<Vec<Found>> {
-    let mut v = entries_on(t.boot.volume.as_mut(), t.esp.is_none(), token)?;
-    if let Some(e) = t.esp.as_mut() {
-        v.extend(entries_on(e.volume.as_mut(), true, token)?);
-    }
-    v.sort_by(|a, b| bls::compare(&a.sort, &b.sort));
-    Ok(v)
+    Ok(listing(t, token)?.entries)
 }
 
-/// Which entry a loader.conf default pattern selects (the first match in order).
 /// The transaction ids lifeboat's own entries on the boot volumes name (read
 /// only): a commit never hands one of them out again, even when the index that
 /// knew them was lost.
@@ -400,7 +482,7 @@ pub fn entry_tx_ids(ctx: &Ctx) -> Result<Vec<u64>> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
-    Ok(all_entries(&mut t, token.as_deref())?.into_iter().filter_map(|e| e.ours).collect())
+    Ok(listing_of(&mut t, token.as_deref(), true)?.entries.into_iter().filter_map(|e| e.ours).collect())
 }
 
 fn glob_match(pat: &str, s: &str) -> bool {
@@ -420,7 +502,7 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let mut t = open_noted(ctx, &config, false)?;
-    let entries = all_entries(&mut t, token.as_deref())?;
+    let Listing { entries, broken } = listing(&mut t, token.as_deref())?;
     let lc = esp_vol(&mut t).read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned());
     let default = lc.as_deref().and_then(|l| loaderconf::get_key(l, "default")).map(str::to_owned);
     let default_idx = match &default {
@@ -431,31 +513,173 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
     for (i, e) in entries.iter().enumerate() {
         let mark = if Some(i) == default_idx { "*" } else { " " };
         let counter = e.sort.counter.map(|c| format!(" [tries left {}, done {}]", c.left, c.done)).unwrap_or_default();
+        let kind = match &e.kind {
+            Kind::Type1(_) => String::new(),
+            Kind::Type2(u) => format!(
+                " [UKI{}]",
+                u.sort.version.as_deref().map(|v| format!(" {}", controls_escaped(v))).unwrap_or_default()
+            ),
+        };
         // Another system's entry is printed escaped: one entry, one line.
         ctx.out.line(format!(
-            "{mark} {:<48} {}{}{}",
+            "{mark} {:<48} {}{kind}{}{}",
             shown_str(&e.file),
-            controls_escaped(e.entry.get("title").unwrap_or("(no title)")),
+            controls_escaped(e.title()),
             counter,
             if e.ours.is_none() { "  (not lifeboat's)" } else { "" }
         ));
-        arr.push(
-            Json::obj()
-                .with("id", e.sort.id.as_str())
-                .with("title", e.entry.get("title").map(str::to_owned))
-                .with("version", e.entry.get("version").map(str::to_owned))
-                .with("transaction", e.ours)
-                .with("default", Some(i) == default_idx)
-                .with("tries_left", e.sort.counter.map(|c| c.left))
-                .with("tries_done", e.sort.counter.map(|c| c.done))
-                .with("on_esp", e.on_esp)
-                .with("linux", e.entry.get("linux").map(str::to_owned))
-                .with("initrd", Json::Arr(e.entry.all("initrd").into_iter().map(Json::from).collect()))
-                .with("options", e.entry.options()),
-        );
+        let mut j = Json::obj()
+            .with("id", e.sort.id.as_str())
+            .with("kind", e.kind_name())
+            .with("path", e.path())
+            .with("title", e.title())
+            .with("version", e.sort.version.clone())
+            .with("sort_key", e.sort.sort_key.clone())
+            .with("transaction", e.ours)
+            .with("owner", if e.ours.is_some() { "lifeboat" } else { "foreign" })
+            .with("default", Some(i) == default_idx)
+            .with("tries_left", e.sort.counter.map(|c| c.left))
+            .with("tries_done", e.sort.counter.map(|c| c.done))
+            .with("on_esp", e.on_esp);
+        match &e.kind {
+            Kind::Type1(entry) => {
+                j = j
+                    .with("linux", entry.get("linux").map(str::to_owned))
+                    .with("initrd", Json::Arr(entry.all("initrd").into_iter().map(Json::from).collect()))
+            }
+            Kind::Type2(u) => {
+                j = j
+                    .with("linux", e.path())
+                    .with("uname", u.uname.clone())
+                    .with("sbat", u.sbat.clone())
+                    .with("signed", u.signed)
+            }
+        }
+        arr.push(j.with("options", e.options()));
+    }
+    for b in &broken {
+        ctx.out.line(format!(
+            "  {:<48} (broken, not shown by the loader: {})",
+            shown_str(&join(uki::DIR, &b.file)),
+            controls_escaped(&b.reason)
+        ));
+        arr.push(broken_json(b));
     }
     ctx.out.json(&Json::Arr(arr));
     Ok(ExitCode::SUCCESS)
+}
+
+fn broken_json(b: &Broken) -> Json {
+    Json::obj()
+        .with("file", b.file.as_str())
+        .with("kind", "type2")
+        .with("path", join(uki::DIR, &b.file))
+        .with("broken", b.reason.as_str())
+        .with("on_esp", b.on_esp)
+}
+
+/// Whether PE bytes would be refused by firmware enforcing Secure Boot, and why.
+fn refused_why(bytes: &[u8]) -> Option<&'static str> {
+    match uki::pe_signed(bytes) {
+        Some(true) => None,
+        Some(false) => Some("unsigned"),
+        None => Some("not a PE image"),
+    }
+}
+
+/// The Secure Boot lines of `boot status`; returns the JSON and the warnings
+/// for images the firmware would refuse.
+fn secure_boot_status(ctx: &Ctx, t: &mut BootTargets, entries: &[Found]) -> Json {
+    let mut j = Json::obj();
+    let fw = match efivars(ctx).and_then(|v| Ok(sbstate::read(&v)?)) {
+        Ok(fw) => fw,
+        Err(e) => {
+            ctx.out.line(format!("secure boot: unknown ({e})"));
+            return j.with("error", e.to_string());
+        }
+    };
+    let onoff = |b: Option<bool>| match b {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "absent",
+    };
+    ctx.out.line(format!(
+        "secure boot: {}{}",
+        onoff(fw.secure_boot),
+        if fw.secure_boot == Some(true) && !fw.enforcing() { " (setup or audit mode: nothing is checked)" } else { "" }
+    ));
+    ctx.out.line(format!("setup mode:  {}", onoff(fw.setup_mode)));
+    if fw.audit_mode.is_some() || fw.deployed_mode.is_some() {
+        ctx.out.line(format!("audit mode:  {}; deployed mode: {}", onoff(fw.audit_mode), onoff(fw.deployed_mode)));
+    }
+    j.push("secure_boot", fw.secure_boot);
+    j.push("setup_mode", fw.setup_mode);
+    j.push("audit_mode", fw.audit_mode);
+    j.push("deployed_mode", fw.deployed_mode);
+    j.push("enforcing", fw.enforcing());
+    for (label, key, info, bits, table) in [
+        ("loader", "loader", &fw.loader_info, fw.loader_features, sbstate::LOADER_FEATURES),
+        ("stub", "stub", &fw.stub_info, fw.stub_features, sbstate::STUB_FEATURES),
+    ] {
+        if let Some(i) = info {
+            ctx.out.line(format!("{label} info: {}", controls_escaped(i)));
+        }
+        let names = bits.map(|b| sbstate::feature_names(b, table));
+        if let Some(n) = &names {
+            ctx.out.line(format!("{label} features: {}", if n.is_empty() { "(none)".into() } else { n.join(", ") }));
+        }
+        j.push(
+            key,
+            Json::obj()
+                .with("info", info.clone())
+                .with("features", bits)
+                .with("feature_names", names.map(|n| Json::Arr(n.into_iter().map(Json::from).collect()))),
+        );
+    }
+    // What the firmware would refuse to start: checked only when it checks.
+    let mut warnings = Vec::new();
+    if fw.enforcing() {
+        let esp = esp_vol(t);
+        for path in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"] {
+            if let Ok(b) = esp.read(path) {
+                if let Some(why) = refused_why(&b) {
+                    warnings.push(format!("Secure Boot is on and the loader {path} is {why}: the firmware refuses it"));
+                }
+            }
+        }
+        for e in entries {
+            match &e.kind {
+                Kind::Type2(u) if !u.signed => warnings.push(format!(
+                    "Secure Boot is on and the UKI {} is unsigned: the firmware refuses it",
+                    shown_str(&e.path())
+                )),
+                Kind::Type2(_) => {}
+                Kind::Type1(entry) => {
+                    let Some(linux) = entry.get("linux") else { continue };
+                    // A Type #1 kernel is on the volume its entry is on.
+                    let vol: &mut dyn Volume = match (&mut t.esp, e.on_esp) {
+                        (Some(es), true) => es.volume.as_mut(),
+                        _ => t.boot.volume.as_mut(),
+                    };
+                    let why = match vol.read(linux.trim_start_matches('/')) {
+                        Ok(b) => refused_why(&b),
+                        Err(_) => Some("missing"),
+                    };
+                    if let Some(why) = why {
+                        warnings.push(format!(
+                            "Secure Boot is on and the kernel {} of entry {} is {why}: the firmware refuses it",
+                            controls_escaped(linux),
+                            shown_str(&e.file)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for w in &warnings {
+        ctx.out.note(format!("warning: {w}"));
+    }
+    j.with("warnings", Json::Arr(warnings.into_iter().map(Json::from).collect()))
 }
 
 fn status(ctx: &Ctx) -> Result<ExitCode> {
@@ -537,33 +761,75 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     let get = |n: &str| vars.as_ref().and_then(|v| v.read_string(n, LOADER_GUID).ok().flatten());
     let oneshot = get("LoaderEntryOneShot");
     let selected = get("LoaderEntrySelected");
+    // The entries the loader found at this boot, in its menu order: what it
+    // made of $BOOT, to hold against the listing below.
+    let seen = vars
+        .as_ref()
+        .and_then(|v| v.read("LoaderEntries", LOADER_GUID).ok().flatten())
+        .map(|(_, d)| lifeboat_boot::efivars::from_utf16_list(&d));
+    if let Some(seen) = &seen {
+        ctx.out.line(format!("loader saw: {}", seen.iter().map(|s| controls_escaped(s)).collect::<Vec<_>>().join(" ")));
+    }
+    j.push("loader_entries", seen.map(|v| Json::Arr(v.into_iter().map(Json::from).collect())));
     ctx.out.line(format!("one-shot: {}", oneshot.as_deref().unwrap_or("-")));
     ctx.out
         .line(format!("booted:   {}", selected.as_deref().unwrap_or("- (no efivarfs, or not booted by systemd-boot)")));
     j.push("oneshot", oneshot);
     j.push("selected", selected);
-    let entries = all_entries(&mut t, token.as_deref())?;
+    let Listing { entries, broken } = listing(&mut t, token.as_deref())?;
+    let sb = secure_boot_status(ctx, &mut t, &entries);
+    j.push("firmware", sb);
     let mut arr = Vec::new();
     ctx.out.line("entries:");
     for e in &entries {
         let counter = e.sort.counter.map(|c| format!(" +{}-{}", c.left, c.done)).unwrap_or_default();
-        let owner = match e.ours {
-            Some(tx) => format!("transaction {tx}"),
-            None => format!(
+        let owner = match (e.ours, &e.kind) {
+            (Some(tx), _) => format!("transaction {tx}"),
+            (None, Kind::Type1(entry)) => format!(
                 "foreign ({})",
-                e.entry
+                entry
                     .get("machine-id")
                     .map(|m| format!("machine-id {}", controls_escaped(m)))
                     .unwrap_or_else(|| "other install".into())
             ),
+            (None, Kind::Type2(_)) => "foreign (UKI of another owner)".into(),
         };
-        ctx.out.line(format!("  {:<48} {owner}{counter}", shown_str(&e.file)));
-        arr.push(
-            Json::obj()
-                .with("id", e.sort.id.as_str())
-                .with("transaction", e.ours)
-                .with("tries_left", e.sort.counter.map(|c| c.left)),
-        );
+        let about = match &e.kind {
+            Kind::Type1(_) => String::new(),
+            Kind::Type2(u) => format!(
+                " UKI \"{}\" version {} sort-key {} uname {}{}",
+                controls_escaped(&u.title),
+                controls_escaped(u.sort.version.as_deref().unwrap_or("-")),
+                controls_escaped(u.sort.sort_key.as_deref().unwrap_or("-")),
+                controls_escaped(u.uname.as_deref().unwrap_or("-")),
+                if u.signed { " signed" } else { "" }
+            ),
+        };
+        ctx.out.line(format!("  {:<48} {owner}{counter}{about}", shown_str(&e.file)));
+        let mut o = Json::obj()
+            .with("id", e.sort.id.as_str())
+            .with("kind", e.kind_name())
+            .with("path", e.path())
+            .with("title", e.title())
+            .with("version", e.sort.version.clone())
+            .with("sort_key", e.sort.sort_key.clone())
+            .with("transaction", e.ours)
+            .with("owner", if e.ours.is_some() { "lifeboat" } else { "foreign" })
+            .with("tries_left", e.sort.counter.map(|c| c.left))
+            .with("tries_done", e.sort.counter.map(|c| c.done))
+            .with("options", e.options());
+        if let Kind::Type2(u) = &e.kind {
+            o = o.with("uname", u.uname.clone()).with("signed", u.signed);
+        }
+        arr.push(o);
+    }
+    for b in &broken {
+        ctx.out.line(format!(
+            "  {:<48} broken UKI: {}",
+            shown_str(&join(uki::DIR, &b.file)),
+            controls_escaped(&b.reason)
+        ));
+        arr.push(broken_json(b));
     }
     j.push("entries", Json::Arr(arr));
     assessment_status(ctx, &mut j);
@@ -648,22 +914,60 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
             }
         }
     };
-    let Some((stem, Some(_))) = bls::split_counter(&name, ".conf") else {
+    let Some((stem, Some(_))) = bls::split_counter(&name, EntryFile::of(&name).suffix) else {
         ctx.out.line(format!("{name} has no boot counter; nothing to do"));
         return Ok(ExitCode::SUCCESS);
     };
     let mut t = open_noted(ctx, &config, true)?;
-    let good = bless_in(&mut t, token.as_deref(), &name, stem)?;
-    ctx.out.line(format!("blessed: {name} -> {good}"));
-    ctx.out.json(&Json::obj().with("from", name).with("to", good));
+    match bless_in(&mut t, token.as_deref(), &name, stem)? {
+        Some(good) => {
+            ctx.out.line(format!("blessed: {name} -> {good}"));
+            ctx.out.json(&Json::obj().with("from", name).with("to", good));
+        }
+        None => {
+            ctx.out
+                .line(format!("{} is not lifeboat's UKI; left as it is (its owner blesses it)", join(uki::DIR, &name)));
+            ctx.out.json(&Json::obj().with("from", name).with("to", Json::Null));
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a counted entry file lives: a Type #2 entry (a UKI) is counted in its
+/// file name in EFI/Linux as a Type #1 entry is in loader/entries.
+struct EntryFile {
+    uki: bool,
+    dir: &'static str,
+    suffix: &'static str,
+}
+
+impl EntryFile {
+    fn of(name: &str) -> EntryFile {
+        if uki::is_candidate(name, false) {
+            EntryFile { uki: true, dir: uki::DIR, suffix: ".efi" }
+        } else {
+            EntryFile { uki: false, dir: "loader/entries", suffix: ".conf" }
+        }
+    }
+
+    /// The transaction of one of our entries named `name` (counter or not).
+    fn transaction(&self, token: &str, name: &str) -> Option<u64> {
+        if self.uki {
+            uki::parse_name(token, name).map(|(tx, _, _)| tx)
+        } else {
+            plan::parse_entry_name(token, name).map(|(tx, _, _)| tx)
+        }
+    }
 }
 
 /// Renames an entry file where it is ($BOOT first, then the ESP) and flushes
 /// that volume: one rename, so a cut leaves the old name or the new one.
-fn rename_entry(t: &mut BootTargets, from_name: &str, to_name: &str) -> Result<()> {
-    let from = join("loader/entries", from_name);
-    let to = join("loader/entries", to_name);
+/// Another owner's UKI is never renamed (`Ok(false)`): only one lifeboat made
+/// (named by the entry token and booting `lifeboat.tx=` of its name).
+fn rename_entry(t: &mut BootTargets, token: Option<&str>, from_name: &str, to_name: &str) -> Result<bool> {
+    let kind = EntryFile::of(from_name);
+    let from = join(kind.dir, from_name);
+    let to = join(kind.dir, to_name);
     let on_boot = t.boot.volume.exists(&from)?;
     let on_esp = match t.esp.as_mut() {
         Some(e) => e.volume.exists(&from)?,
@@ -674,28 +978,41 @@ fn rename_entry(t: &mut BootTargets, from_name: &str, to_name: &str) -> Result<(
         (false, Some(e)) if on_esp => e.volume.as_mut(),
         _ => return Err(Error::bad_arg("entry", from, "is on neither $BOOT nor the ESP")),
     };
+    if kind.uki {
+        let ours = match uki::inspect(&vol.read(&from)?) {
+            Ok(s) => token.and_then(|t| uki::owned_by_us(t, from_name, s.cmdline.as_deref())),
+            Err(_) => None,
+        };
+        if ours.is_none() {
+            return Ok(false);
+        }
+    }
     vol.rename(&from, &to)?;
     vol.flush()?;
-    Ok(())
+    Ok(true)
 }
 
 /// Whether entry file `name` is on $BOOT or the ESP.
 fn entry_present(ctx: &Ctx, config: &Config, name: &str) -> Result<bool> {
     let mut t = open_noted(ctx, config, false)?;
-    let path = join("loader/entries", name);
+    let path = join(EntryFile::of(name).dir, name);
     Ok(t.boot.volume.exists(&path)? || t.esp.as_mut().map(|e| e.volume.exists(&path)).transpose()?.unwrap_or(false))
 }
 
 /// Blesses entry `name` (whose name without counter is `stem`): drops its
-/// counter and, when it is ours, makes it the default again. Returns the new name.
-fn bless_in(t: &mut BootTargets, token: Option<&str>, name: &str, stem: &str) -> Result<String> {
-    let good = format!("{stem}.conf");
-    rename_entry(t, name, &good)?;
+/// counter and, when it is ours, makes it the default again. Returns the new
+/// name, or `None` for another owner's UKI (left as it is).
+fn bless_in(t: &mut BootTargets, token: Option<&str>, name: &str, stem: &str) -> Result<Option<String>> {
+    let kind = EntryFile::of(name);
+    let good = format!("{stem}{}", kind.suffix);
+    if !rename_entry(t, token, name, &good)? {
+        return Ok(None);
+    }
     // A proven entry of ours becomes the default again.
-    if let Some((tok, (tx, _, _))) = token.and_then(|tok| Some((tok, plan::parse_entry_name(tok, &good)?))) {
+    if let Some((tok, tx)) = token.and_then(|tok| Some((tok, kind.transaction(tok, &good)?))) {
         loaderconf::set_on(esp_vol(t), "default", Some(&plan::default_pattern(tok, tx)))?;
     }
-    Ok(good)
+    Ok(Some(good))
 }
 
 /// The booted entry's file name: LoaderBootCountPath's (the name after the
@@ -763,9 +1080,11 @@ fn assess(ctx: &Ctx, cmd: &AssessCmd) -> Result<ExitCode> {
     };
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let entry = cmd.entry.clone().or_else(|| booted_entry(ctx));
-    let counted = entry.as_deref().and_then(|e| bls::split_counter(e, ".conf")).and_then(|(stem, c)| Some((stem, c?)));
-    let transaction =
-        entry.as_deref().and_then(|e| token.as_deref().and_then(|t| plan::parse_entry_name(t, e))).map(|(tx, _, _)| tx);
+    let counted = entry
+        .as_deref()
+        .and_then(|e| bls::split_counter(e, EntryFile::of(e).suffix))
+        .and_then(|(stem, c)| Some((stem, c?)));
+    let transaction = entry.as_deref().and_then(|e| token.as_deref().and_then(|t| EntryFile::of(e).transaction(t, e)));
     let mut rec = a::Record {
         time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -798,9 +1117,13 @@ fn assess(ctx: &Ctx, cmd: &AssessCmd) -> Result<ExitCode> {
         }
         (Verdict::Good, Some(name), Some((stem, _))) => {
             let mut t = open_noted(ctx, &config, true)?;
-            let good = bless_in(&mut t, token.as_deref(), name, stem)?;
-            ctx.out.line(format!("blessed: {name} -> {good}"));
-            rec.action = "blessed".into();
+            match bless_in(&mut t, token.as_deref(), name, stem)? {
+                Some(good) => {
+                    ctx.out.line(format!("blessed: {name} -> {good}"));
+                    rec.action = "blessed".into();
+                }
+                None => rec.reason = Some(format!("{name} is not lifeboat's UKI: its owner blesses it")),
+            }
         }
         (Verdict::Bad, Some(name), Some((stem, c))) => {
             let failures = c.done.max(1);
@@ -871,8 +1194,10 @@ fn roll_back(
     let (fb_file, fb_tx, fb_blessed) = (fb.file.clone(), fb.ours.unwrap_or_default(), fb.sort.counter.is_none());
     // Bad first: should the machine stop right after, the loader already
     // passes the entry over.
-    let bad = format!("{stem}+0-{done}.conf");
-    rename_entry(&mut t, name, &bad)?;
+    let bad = format!("{stem}+0-{done}{}", EntryFile::of(name).suffix);
+    if !rename_entry(&mut t, Some(token), name, &bad)? {
+        return Ok(None);
+    }
     ctx.out.line(format!("marked bad: {name} -> {bad}"));
     // Never a default that names only an exhausted entry: a blessed fallback
     // by its pattern, else the loader's own order (exhausted entries last).
