@@ -148,4 +148,21 @@ mod tests {
         let (c, w) = super::Config::parse("initrd-modules = some\n");
         assert_eq!((c.initrd_modules, w.len()), (None, 1));
     }
+
+    /// The example the packages install as /etc/lifeboat/lifeboat.conf.example
+    /// names every key there is, each one this parser takes.
+    #[test]
+    fn the_installed_example_parses() {
+        let example = include_str!("../contrib/etc/lifeboat.conf.example");
+        let uncommented: String = example
+            .lines()
+            .map(|l| l.strip_prefix('#').filter(|k| k.starts_with(|c: char| c.is_ascii_lowercase())).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (c, w) = super::Config::parse(&uncommented);
+        assert!(w.is_empty(), "{w:?}");
+        assert!(c.esp.is_some() && c.boot.is_some() && c.initrd.is_some() && c.initrd_modules.is_some());
+        assert!(c.keep.is_some() && c.tries.is_some() && c.timeout.is_some());
+        assert_eq!(super::Config::parse(example).0, super::Config::default(), "the example sets something");
+    }
 }
