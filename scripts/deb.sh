@@ -20,7 +20,10 @@ mkdir -p "$stage"
 
 doc="$stage/usr/share/doc/lifeboat"
 install -d -m 0755 "$doc" "$stage/usr/share/lintian/overrides" "$stage/DEBIAN"
-cat >"$doc/copyright" <<'COPYRIGHT'
+first=$(git log --max-parents=0 --format=%cd --date=format:%Y | tail -n 1)
+last=$(LC_ALL=C date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
+years=$first; [ "$first" = "$last" ] || years="$first-$last"
+cat >"$doc/copyright" <<COPYRIGHT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: lifeboat
 Comment: The two binaries are statically linked (musl) and carry the Rust
@@ -28,7 +31,7 @@ Comment: The two binaries are statically linked (musl) and carry the Rust
  both, for most), and musl (MIT).
 
 Files: *
-Copyright: the lifeboat developers
+Copyright: $years the lifeboat developers
 License: MPL-2.0
  This Source Code Form is subject to the terms of the Mozilla Public
  License, v. 2.0. If a copy of the MPL was not distributed with this

@@ -11,7 +11,8 @@
 #   `lifeboat initrd build --out X` (its /init byte for byte the installed
 #   /usr/lib/lifeboat/lifeboat-rescue; without that file the host build refuses
 #   and names it and --binary) and `systemctl cat` of every unit in
-#   contrib/systemd work;
+#   contrib/systemd work (in a chroot, with no manager running, its offline
+#   twin `systemd-analyze cat-config`), and `systemd-analyze verify` passes them;
 # - `dpkg --purge` leaves the chroot's file list as it was before the install.
 # Needs root (chroot, the proc mount); everything is written below a mktemp
 # directory in /tmp and target/, and the cache.
@@ -39,7 +40,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== lintian"
-lintian --no-tag-display-limit "$deb" >"$work/lintian" 2>&1 || true
+lintian --tag-display-limit 0 "$deb" >"$work/lintian" 2>&1 || true
 cat "$work/lintian"
 if grep -q '^E:' "$work/lintian"; then fail "lintian reports errors"; fi
 grep -q '^lintian:\|^internal error' "$work/lintian" && fail "lintian did not run through"
@@ -91,12 +92,13 @@ zstd -dc "$tarball" | tar -C "$root" --numeric-owner -xf -
 mount -t proc proc "$root/proc"
 in_root() { chroot "$root" "$@"; }
 # Every path with its type, mode and owner; what only dpkg's and apt's own
-# bookkeeping and the logs change is left out (the package's own dpkg files are
+# bookkeeping, the logs and /run (a tmpfs on a booted system; systemd-analyze
+# writes there) change is left out (the package's own dpkg files are
 # looked for by name below).
 listing() {
-    (cd "$root" && find . -xdev \( -path ./proc -o -path ./tmp -o -path ./var/log -o -path ./var/cache \
-        -o -path ./var/lib/dpkg/status-old -o -path ./var/lib/dpkg/status -o -path ./var/lib/dpkg/lock* \
-        -o -path ./var/lib/dpkg/triggers/Lock \) -prune -o -printf '%y %m %u:%g %p\n' | LC_ALL=C sort)
+    (cd "$root" && find . -xdev \( -path ./proc -o -path ./tmp -o -path ./run -o -path ./var/log -o -path ./var/cache \
+        -o -path ./var/lib/dpkg/status-old -o -path ./var/lib/dpkg/status -o -path './var/lib/dpkg/lock*' \
+        -o -path ./var/lib/dpkg/triggers/Lock \) -prune -o -printf '%p %y %m %u:%g\n' | LC_ALL=C sort)
 }
 listing >"$work/before"
 
@@ -133,17 +135,38 @@ grep -q '/usr/lib/lifeboat/lifeboat-rescue' "$work/noresc" && grep -q -- '--bina
     fail "the error does not name the rescue build's path and --binary: $(cat "$work/noresc")"
 echo "initrd build without a rescue build: $(cat "$work/noresc")"
 
+# `systemctl cat` asks the running manager, which a chroot has not ("Running in
+# chroot, ignoring command"): tried first, and where it cannot run,
+# `systemd-analyze cat-config` shows the unit and its drop-ins as systemd finds
+# them, offline. `systemd-analyze verify` then loads each unit as the manager
+# would (its ExecStart must be there) and must say nothing.
 n=0
+units=()
 for u in contrib/systemd/*.service contrib/systemd/*.path contrib/systemd/*.timer contrib/systemd/*.socket; do
     [ -e "$u" ] || continue
-    in_root systemctl cat "${u##*/}" >"$work/unit" 2>&1 || fail "systemctl cat ${u##*/}: $(cat "$work/unit")"
-    grep -q "^# /usr/lib/systemd/system/${u##*/}\$\|^# /lib/systemd/system/${u##*/}\$" "$work/unit" ||
-        fail "systemctl cat ${u##*/} shows another file: $(head -n 1 "$work/unit")"
+    name=${u##*/}
+    units+=("$name")
+    if in_root systemctl cat "$name" >"$work/unit" 2>&1; then
+        how="systemctl cat"
+    elif grep -q 'chroot\|not been booted with systemd\|Failed to connect to bus' "$work/unit"; then
+        how="systemd-analyze cat-config (systemctl: $(head -n 1 "$work/unit"))"
+        in_root systemd-analyze cat-config "systemd/system/$name" >"$work/unit" 2>&1 ||
+            fail "systemd-analyze cat-config $name: $(cat "$work/unit")"
+    else
+        fail "systemctl cat $name: $(cat "$work/unit")"
+    fi
+    head -n 1 "$work/unit" | grep -qx "# \(/usr\)\?/lib/systemd/system/$name" ||
+        fail "$how $name shows another file: $(head -n 1 "$work/unit")"
+    cmp -s <(tail -n +2 "$work/unit") "$u" || fail "$how $name is not contrib/systemd/$name"
+    echo "$how $name: the packaged unit"
     n=$((n + 1))
 done
+[ "$n" -gt 0 ] || fail "no unit in contrib/systemd"
+in_root systemd-analyze verify "${units[@]}" >"$work/verify" 2>&1 || fail "systemd-analyze verify: $(cat "$work/verify")"
+[ ! -s "$work/verify" ] || fail "systemd-analyze verify: $(cat "$work/verify")"
 [ -e contrib/systemd/lifeboat-bless.service ] ||
     echo "note: contrib/systemd/lifeboat-bless.service is not in this tree (branch bless adds it)"
-echo "systemctl cat: $n units"
+echo "units: $n shown and verified"
 in_root test -x /usr/lib/dracut/modules.d/90lifeboat/module-setup.sh || fail "no dracut module"
 in_root test -f /etc/lifeboat/lifeboat.conf.example || fail "no lifeboat.conf.example"
 in_root man -w lifeboat >/dev/null 2>&1 || test -f "$root/usr/share/man/man8/lifeboat.8.gz" || fail "no man page"
