@@ -13,7 +13,9 @@
 #   and names it and --binary) and `systemctl cat` of every unit in
 #   contrib/systemd work (in a chroot, with no manager running, its offline
 #   twin `systemd-analyze cat-config`), and `systemd-analyze verify` passes them;
-# - `dpkg --purge` leaves the chroot's file list as it was before the install.
+# - `dpkg --purge` leaves the chroot's file list as it was before the install;
+# - piuparts, Debian's own install / remove / purge test, passes in the same
+#   clean bookworm (its base tarball made from the cached one).
 # Needs root (chroot, the proc mount); everything is written below a mktemp
 # directory in /tmp and target/, and the cache.
 set -euo pipefail
@@ -22,7 +24,7 @@ fail() {
     echo "test_package: FAIL: $*" >&2
     exit 1
 }
-for t in dpkg-deb lintian debootstrap man cpio zstd chroot python3; do
+for t in dpkg-deb lintian debootstrap piuparts man cpio zstd gzip chroot python3; do
     command -v "$t" >/dev/null || fail "$t is missing (scripts/setup.sh installs it)"
 done
 [ "$(id -u)" = 0 ] || fail "needs root (chroot into the test system)"
@@ -72,16 +74,19 @@ done <"$work/commands"
 echo "lifeboat(8) renders and names all $(wc -l <"$work/commands") commands"
 
 echo "== a clean bookworm"
+# The mirror apt uses here (deb822 or one-line sources), else Debian's.
+mirror() {
+    local m
+    m=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | sed -n 1p)
+    [ -n "$m" ] || m=$(awk '$1 == "deb" && $2 !~ /security/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
+    echo "${m:-http://deb.debian.org/debian}"
+}
 cache_dir=${LIFEBOAT_QEMU_CACHE:-qemu/cache}
 tarball="$cache_dir/bookworm-minbase-systemd.tar.zst"
 if [ ! -s "$tarball" ]; then
-    # The mirror apt uses here (deb822 or one-line sources), else Debian's.
-    mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n 1)
-    [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 !~ /security/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
-    mirror=${mirror:-http://deb.debian.org/debian}
     mkdir -p "$cache_dir" "$work/boot"
-    echo "debootstrap bookworm from $mirror (once; cached as $tarball)"
-    debootstrap --variant=minbase --include=systemd bookworm "$work/boot" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+    echo "debootstrap bookworm from $(mirror) (once; cached as $tarball)"
+    debootstrap --variant=minbase --include=systemd bookworm "$work/boot" "$(mirror)" >"$work/debootstrap.log" 2>&1 ||
         { tail -n 20 "$work/debootstrap.log" >&2; fail "debootstrap failed"; }
     tar -C "$work/boot" --numeric-owner -cf - . | zstd -q -T0 -o "$tarball.part"
     mv "$tarball.part" "$tarball"
@@ -180,4 +185,12 @@ diff -u "$work/before" "$work/after" || fail "the purge left the file list chang
 left=$(cd "$root" && find . -xdev -path ./proc -prune -o -name '*lifeboat*' -print)
 [ -z "$left" ] || fail "left behind: $left"
 in_root dpkg -s lifeboat >/dev/null 2>&1 && fail "dpkg still knows lifeboat"
+
+echo "== piuparts"
+rm -rf --one-file-system "$root"
+zstd -dc "$tarball" | gzip -1 >"$work/base.tgz"
+mkdir "$work/piuparts"
+piuparts -d bookworm -m "$(mirror)" -b "$work/base.tgz" --tmpdir "$work/piuparts" --no-upgrade-test "$deb" \
+    >"$work/piuparts.log" 2>&1 || { tail -n 40 "$work/piuparts.log" >&2; fail "piuparts failed"; }
+grep 'PASS: All tests' "$work/piuparts.log" || fail "piuparts did not say PASS"
 echo "test_package: ok"
