@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs lifeboat where a distribution puts it, below DESTDIR (the first
-# argument, else $DESTDIR, else /) and PREFIX (default /usr):
-#   PREFIX/bin/lifeboat                        the host tool (reads moss's SQLite)
-#   PREFIX/lib/lifeboat/lifeboat-rescue        the rescue build (no SQLite): what
+# argument, else $DESTDIR, else /):
+#   /usr/bin/lifeboat                          the host tool (reads moss's SQLite)
+#   /usr/lib/lifeboat/lifeboat-rescue          the rescue build (no SQLite): what
 #       `lifeboat initrd build` embeds by default, and the path below /usr where
 #       each transaction carries it for the per-kernel rescue initrds
-#   PREFIX/lib/systemd/system/                 every unit in contrib/systemd
-#   PREFIX/lib/dracut/modules.d/90lifeboat/    the dracut module
-#   PREFIX/share/man/man8/lifeboat.8.gz        lifeboat(8), made from the help text
+#   /usr/lib/systemd/system/                   every unit in contrib/systemd
+#   /usr/lib/dracut/modules.d/90lifeboat/      the dracut module
+#   /usr/share/man/man8/lifeboat.8.gz          lifeboat(8), made from the help text
 #   /etc/lifeboat/lifeboat.conf.example        every setting, commented out
+# The prefix is /usr, fixed: the units, the dracut module and the per-kernel
+# rescue initrds name these paths.
 # The binaries are built first with scripts/build.sh (nothing is rebuilt when
 # they are current); LIFEBOAT_NO_BUILD=1 installs the ones already in target/.
 # A running system is never changed beyond these files: no unit is enabled, no
@@ -17,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=${1:-${DESTDIR:-}}
 dest=${dest%/}
-prefix=${PREFIX:-/usr}
+prefix=/usr
 host=target/x86_64-unknown-linux-musl/release/lifeboat
 rescue=target/rescue/x86_64-unknown-linux-musl/release/lifeboat
 [ "${LIFEBOAT_NO_BUILD:-}" = 1 ] || ./scripts/build.sh
@@ -51,4 +53,4 @@ install -d -m 0755 "$dest$prefix/share/man/man8"
 gzip -9n -c "$man" >"$dest$prefix/share/man/man8/lifeboat.8.gz"
 chmod 0644 "$dest$prefix/share/man/man8/lifeboat.8.gz"
 install -D -m 0644 contrib/etc/lifeboat.conf.example "$dest/etc/lifeboat/lifeboat.conf.example"
-echo "install: lifeboat $version into ${dest:-/} (prefix $prefix)"
+echo "install: lifeboat $version into ${dest:-/}"
