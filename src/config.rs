@@ -161,8 +161,21 @@ mod tests {
             .collect();
         let (c, w) = super::Config::parse(&uncommented);
         assert!(w.is_empty(), "{w:?}");
-        assert!(c.esp.is_some() && c.boot.is_some() && c.initrd.is_some() && c.initrd_modules.is_some());
-        assert!(c.keep.is_some() && c.tries.is_some() && c.timeout.is_some());
+        // Every field, so that a new key does not compile until the example has it.
+        let super::Config {
+            esp,
+            boot,
+            keep,
+            tries,
+            timeout,
+            initrd,
+            initrd_modules,
+            assess_failures,
+            assess_timeout,
+        } = c;
+        assert!(esp.is_some() && boot.is_some() && initrd.is_some() && initrd_modules.is_some());
+        assert!(keep.is_some() && tries.is_some() && timeout.is_some());
+        assert!(assess_failures.is_some() && assess_timeout.is_some());
         assert_eq!(super::Config::parse(example).0, super::Config::default(), "the example sets something");
     }
 }
