@@ -162,17 +162,8 @@ mod tests {
         let (c, w) = super::Config::parse(&uncommented);
         assert!(w.is_empty(), "{w:?}");
         // Every field, so that a new key does not compile until the example has it.
-        let super::Config {
-            esp,
-            boot,
-            keep,
-            tries,
-            timeout,
-            initrd,
-            initrd_modules,
-            assess_failures,
-            assess_timeout,
-        } = c;
+        let super::Config { esp, boot, keep, tries, timeout, initrd, initrd_modules, assess_failures, assess_timeout } =
+            c;
         assert!(esp.is_some() && boot.is_some() && initrd.is_some() && initrd_modules.is_some());
         assert!(keep.is_some() && tries.is_some() && timeout.is_some());
         assert!(assess_failures.is_some() && assess_timeout.is_some());
