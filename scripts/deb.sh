@@ -4,15 +4,27 @@
 # --root-owner-group: no debian/ directory and no debhelper, because the two
 # binaries are static (Depends: nothing) and every file is one install.sh puts.
 # Prints the package's path. DEB_MAINTAINER (default: the last commit's author)
-# names the maintainer; SOURCE_DATE_EPOCH (default: the last commit's time)
-# dates the changelog and the man page. scripts/test_package.sh judges the result
+# names the maintainer; SOURCE_DATE_EPOCH (default: the last commit's time, or
+# Cargo.toml's outside git) dates the changelog and the man page. scripts/test_package.sh judges the result
 # (lintian, a clean bookworm chroot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)-1
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
-maintainer=${DEB_MAINTAINER:-$(git log -1 --format='%an <%ae>')}
-commit=$(git rev-parse --short HEAD)
+# From a git checkout, or from an exported tree (a release tarball): then the
+# date is Cargo.toml's and DEB_MAINTAINER must be given.
+in_git=false
+git rev-parse --git-dir >/dev/null 2>&1 && in_git=true
+if $in_git; then
+    export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+    maintainer=${DEB_MAINTAINER:-$(git log -1 --format='%an <%ae>')}
+    built_from="the lifeboat repository at commit $(git rev-parse --short HEAD)"
+    first=$(git log --max-parents=0 --format=%cd --date=format:%Y | tail -n 1)
+else
+    export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(stat -c %Y Cargo.toml)}
+    maintainer=${DEB_MAINTAINER:?not a git checkout: give the maintainer as DEB_MAINTAINER=\"Name <address>\"}
+    built_from="the lifeboat source tree"
+    first=$(LC_ALL=C date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
+fi
 stage=target/deb/lifeboat
 rm -rf target/deb
 mkdir -p "$stage"
@@ -20,7 +32,6 @@ mkdir -p "$stage"
 
 doc="$stage/usr/share/doc/lifeboat"
 install -d -m 0755 "$doc" "$stage/usr/share/lintian/overrides" "$stage/DEBIAN"
-first=$(git log --max-parents=0 --format=%cd --date=format:%Y | tail -n 1)
 last=$(LC_ALL=C date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
 years=$first; [ "$first" = "$last" ] || years="$first-$last"
 cat >"$doc/copyright" <<COPYRIGHT
@@ -42,7 +53,7 @@ License: MPL-2.0
 COPYRIGHT
 {
     printf 'lifeboat (%s) unstable; urgency=medium\n\n' "$version"
-    printf '  * Built from the lifeboat repository at commit %s.\n\n' "$commit"
+    printf '  * Built from %s.\n\n' "$built_from"
     printf ' -- %s  %s\n' "$maintainer" "$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")"
 } | gzip -9n >"$doc/changelog.Debian.gz"
 # Static on purpose: PID 1 of the rescue initrd runs before any libc is there,

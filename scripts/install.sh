@@ -29,7 +29,8 @@ done
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 [ -n "$version" ] || { echo "install: no version in Cargo.toml's [package]" >&2; exit 1; }
 # The man page's date: the commit's, so two installs of one commit are the same.
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+# Outside git (an exported tree), Cargo.toml's.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || stat -c %Y Cargo.toml)}
 
 install -D -m 0755 "$host" "$dest$prefix/bin/lifeboat"
 install -D -m 0755 "$rescue" "$dest$prefix/lib/lifeboat/lifeboat-rescue"
