@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: formatting, clippy, the host-side unit and integration tests (with
 # real oracles: sgdisk, fsck.fat, mtools, bootctl, systemd-analyze, cpio, xxhsum,
-# the real moss), 30 s of every fuzz target, and the boot scenarios in QEMU.
+# the real moss), the Debian package (lintian, installed into and purged from a
+# clean bookworm chroot), 30 s of every fuzz target, and the boot scenarios in QEMU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Nothing may appear or change outside the scratch directories while the tests
@@ -28,6 +29,8 @@ echo "== kernels, firmware and loader (qemu/fetch.sh: tests/kernel_initrds.rs bo
 ./qemu/fetch.sh
 echo "== cargo test"
 cargo test --workspace -q
+echo "== install layout and Debian package (scripts/test_package.sh: lintian, man -l, a bookworm chroot)"
+./scripts/test_package.sh
 echo "== fuzzing (every target, 30 s each)"
 ./fuzz/run.sh 30
 echo "== boot scenarios (QEMU)"

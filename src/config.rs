@@ -148,4 +148,25 @@ mod tests {
         let (c, w) = super::Config::parse("initrd-modules = some\n");
         assert_eq!((c.initrd_modules, w.len()), (None, 1));
     }
+
+    /// The example the packages install as /etc/lifeboat/lifeboat.conf.example
+    /// names every key there is, each one this parser takes.
+    #[test]
+    fn the_installed_example_parses() {
+        let example = include_str!("../contrib/etc/lifeboat.conf.example");
+        let uncommented: String = example
+            .lines()
+            .map(|l| l.strip_prefix('#').filter(|k| k.starts_with(|c: char| c.is_ascii_lowercase())).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (c, w) = super::Config::parse(&uncommented);
+        assert!(w.is_empty(), "{w:?}");
+        // Every field, so that a new key does not compile until the example has it.
+        let super::Config { esp, boot, keep, tries, timeout, initrd, initrd_modules, assess_failures, assess_timeout } =
+            c;
+        assert!(esp.is_some() && boot.is_some() && initrd.is_some() && initrd_modules.is_some());
+        assert!(keep.is_some() && tries.is_some() && timeout.is_some());
+        assert!(assess_failures.is_some() && assess_timeout.is_some());
+        assert_eq!(super::Config::parse(example).0, super::Config::default(), "the example sets something");
+    }
 }

@@ -62,6 +62,11 @@ pub enum Error {
         name: String,
         from: Option<String>,
     },
+    /// `initrd build` without `--binary` found no rescue build of lifeboat at
+    /// the places it looks (`tried`), and this binary is the host build.
+    NoRescueBinary {
+        tried: Vec<PathBuf>,
+    },
     /// A repair left entries broken: what it could not recover.
     Unrecoverable {
         summary: String,
@@ -121,6 +126,14 @@ impl fmt::Display for Error {
                     Some(f) => format!(" and {f}, where it came from, no longer holds it"),
                     None => String::new(),
                 }
+            ),
+            Error::NoRescueBinary { tried } => write!(
+                f,
+                "no rescue build of lifeboat at {}, and this binary is the host build (with SQLite), \
+                 not the one to embed: install the rescue build at {} (scripts/install.sh or the lifeboat \
+                 package put it there), or name the binary to embed with --binary FILE",
+                tried.iter().map(|p| shown_path(p)).collect::<Vec<_>>().join(" or "),
+                crate::cli::initrd::INSTALLED_RESCUE
             ),
             Error::Unrecoverable { summary } => write!(f, "{summary}"),
         }

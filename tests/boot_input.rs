@@ -305,7 +305,10 @@ fn a_fifo_where_a_file_is_expected_is_named_never_waited_on() {
     quick_failure(&["--root", r(&root), "--esp", &img, "boot", "install", "--loader", r(&given)], &given);
     let out = s.join("out.initrd");
     quick_failure(&["initrd", "build", "--out", r(&out), "--no-modules", "--binary", r(&given)], &given);
-    quick_failure(&["initrd", "build", "--out", r(&out), "--no-modules", "--append-to", r(&given)], &given);
+    quick_failure(
+        &["initrd", "build", "--binary", bin(), "--out", r(&out), "--no-modules", "--append-to", r(&given)],
+        &given,
+    );
     assert!(!out.exists());
 }
 

@@ -22,8 +22,8 @@ fn cpio_list(bytes: &[u8]) -> Vec<String> {
 fn layout_determinism_and_size() {
     let s = Scratch::new("initrd");
     let (a, b, z) = (s.join("a.cpio"), s.join("b.cpio"), s.join("z.initrd"));
-    ok(&["initrd", "build", "--out", a.to_str().unwrap(), "--compress", "none", "--no-modules"]);
-    ok(&["initrd", "build", "--out", b.to_str().unwrap(), "--compress", "none", "--no-modules"]);
+    ok(&["initrd", "build", "--binary", bin(), "--out", a.to_str().unwrap(), "--compress", "none", "--no-modules"]);
+    ok(&["initrd", "build", "--binary", bin(), "--out", b.to_str().unwrap(), "--compress", "none", "--no-modules"]);
     let bytes = fs::read(&a).unwrap();
     assert_eq!(bytes, fs::read(&b).unwrap(), "same input, different bytes");
     assert_eq!(bytes.len() % 4, 0);
@@ -37,7 +37,7 @@ fn layout_determinism_and_size() {
     let init = parsed.entries.iter().find(|e| e.name == "init").unwrap();
     assert!(matches!(&init.kind, lifeboat_initrd::Kind::File(d) if *d == fs::read(bin()).unwrap()));
 
-    ok(&["initrd", "build", "--out", z.to_str().unwrap(), "--no-modules"]);
+    ok(&["initrd", "build", "--binary", bin(), "--out", z.to_str().unwrap(), "--no-modules"]);
     let o = Command::new("zstd").args(["-d", "-c", z.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success());
     assert_eq!(o.stdout, bytes, "the zstd initrd decompresses to the same archive");
@@ -103,6 +103,8 @@ fn generic_set_with_softdeps_compressed_modules_and_builtins() {
     let o = run(&[
         "initrd",
         "build",
+        "--binary",
+        bin(),
         "--out",
         out.to_str().unwrap(),
         "--compress",
@@ -144,6 +146,8 @@ fn generic_set_with_softdeps_compressed_modules_and_builtins() {
     ok(&[
         "initrd",
         "build",
+        "--binary",
+        bin(),
         "--out",
         out2.to_str().unwrap(),
         "--compress",
@@ -161,6 +165,8 @@ fn generic_set_with_softdeps_compressed_modules_and_builtins() {
     let e = fails(&[
         "initrd",
         "build",
+        "--binary",
+        bin(),
         "--out",
         out.to_str().unwrap(),
         "--modules",
@@ -175,19 +181,48 @@ fn generic_set_with_softdeps_compressed_modules_and_builtins() {
         let kept = fs::read(&p).unwrap();
         fs::remove_file(&p).unwrap();
         nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
-        let o =
-            run_within(&["initrd", "build", "--out", out.to_str().unwrap(), "--modules", kdir.to_str().unwrap()], 20)
-                .unwrap_or_else(|| panic!("initrd build hung on a FIFO at {f}"));
+        let o = run_within(
+            &[
+                "initrd",
+                "build",
+                "--binary",
+                bin(),
+                "--out",
+                out.to_str().unwrap(),
+                "--modules",
+                kdir.to_str().unwrap(),
+            ],
+            20,
+        )
+        .unwrap_or_else(|| panic!("initrd build hung on a FIFO at {f}"));
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && e.contains(f) && e.contains("FIFO"), "{f}: {e}");
         fs::remove_file(&p).unwrap();
         fs::write(&p, kept).unwrap();
     }
     fs::write(kdir.join("kernel/drivers/nvme/host/nvme.ko.zst"), b"\x28\xb5\x2f\xfd garbage").unwrap();
-    let e = fails(&["initrd", "build", "--out", out.to_str().unwrap(), "--modules", kdir.to_str().unwrap()]);
+    let e = fails(&[
+        "initrd",
+        "build",
+        "--binary",
+        bin(),
+        "--out",
+        out.to_str().unwrap(),
+        "--modules",
+        kdir.to_str().unwrap(),
+    ]);
     assert!(e.contains("nvme.ko.zst") && e.contains("corrupt"), "{e}");
     fs::remove_file(kdir.join("modules.dep")).unwrap();
-    let e = fails(&["initrd", "build", "--out", out.to_str().unwrap(), "--modules", kdir.to_str().unwrap()]);
+    let e = fails(&[
+        "initrd",
+        "build",
+        "--binary",
+        bin(),
+        "--out",
+        out.to_str().unwrap(),
+        "--modules",
+        kdir.to_str().unwrap(),
+    ]);
     assert!(e.contains("modules.dep is missing") && e.contains("depmod"), "{e}");
 }
 
@@ -213,6 +248,8 @@ fn host_only_holds_exactly_the_host_s_driver_chain() {
     ok(&[
         "initrd",
         "build",
+        "--binary",
+        bin(),
         "--out",
         out.to_str().unwrap(),
         "--compress",
@@ -239,6 +276,8 @@ fn append() {
     ok(&[
         "initrd",
         "build",
+        "--binary",
+        bin(),
         "--out",
         app.to_str().unwrap(),
         "--compress",
@@ -250,4 +289,58 @@ fn append() {
     let all = fs::read(&app).unwrap();
     assert!(all.starts_with(b"BASE-INITRD-BYTES\0\0\0"));
     assert_eq!(&all[20..26], b"070701");
+}
+
+/// The `/init` of an uncompressed initrd.
+fn init_of(path: &std::path::Path) -> Vec<u8> {
+    let bytes = fs::read(path).unwrap();
+    let parsed = lifeboat_initrd::Archive::parse(&bytes).unwrap();
+    match &parsed.entries.iter().find(|e| e.name == "init").expect("no /init").kind {
+        lifeboat_initrd::Kind::File(d) => d.to_vec(),
+        k => panic!("/init is {k:?}"),
+    }
+}
+
+/// Without `--binary`, the rescue build installed with the binary that runs
+/// (`../lib/lifeboat/lifeboat-rescue` from its directory, here an install staged
+/// in a scratch prefix), then `/usr/lib/lifeboat/lifeboat-rescue`; the host
+/// build never embeds itself, the rescue build does.
+#[test]
+fn default_binary_is_the_installed_rescue_build() {
+    assert!(
+        !std::path::Path::new("/usr/lib/lifeboat/lifeboat-rescue").exists(),
+        "this test needs a machine without an installed lifeboat (/usr/lib/lifeboat/lifeboat-rescue exists)"
+    );
+    let s = Scratch::new("initrd-default-bin");
+    let tool = s.join("usr/bin/lifeboat");
+    fs::create_dir_all(tool.parent().unwrap()).unwrap();
+    // Hard-linked (a symlink would resolve to target/), copied across filesystems.
+    fs::hard_link(bin(), &tool).or_else(|_| fs::copy(bin(), &tool).map(drop)).unwrap();
+    let rescue = s.join("usr/lib/lifeboat/lifeboat-rescue");
+    write(&rescue, b"\x7fELF a stand-in for the rescue build", 0o755);
+    let out = s.join("a.cpio");
+    let build = || {
+        Command::new(&tool)
+            .args(["initrd", "build", "--out", out.to_str().unwrap(), "--compress", "none", "--no-modules"])
+            .output()
+            .unwrap()
+    };
+    let o = build();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(init_of(&out), fs::read(&rescue).unwrap(), "/init is not the installed rescue build");
+
+    fs::remove_file(&rescue).unwrap();
+    fs::remove_file(&out).unwrap();
+    let o = build();
+    if cfg!(feature = "moss-import") {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "the host build embedded itself");
+        for needed in [rescue.to_str().unwrap(), "/usr/lib/lifeboat/lifeboat-rescue", "--binary"] {
+            assert!(err.contains(needed), "the error does not name {needed}: {err}");
+        }
+        assert!(!out.exists());
+    } else {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(init_of(&out), fs::read(bin()).unwrap(), "the rescue build did not embed itself");
+    }
 }

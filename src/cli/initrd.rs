@@ -1,4 +1,5 @@
-//! `lifeboat initrd build`: the rescue initrd around this very binary.
+//! `lifeboat initrd build`: the rescue initrd around the rescue build of
+//! lifeboat — `--binary FILE`, else the installed one (see [`default_binary`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,7 +72,9 @@ pub struct BuildCmd {
     /// write INITRD followed by this archive, as one file the kernel unpacks in order
     #[argh(option)]
     pub append_to: Option<PathBuf>,
-    /// the lifeboat binary to embed (default: this one; the rescue build has no SQLite)
+    /// the lifeboat binary to embed as /init (default: the rescue build installed
+    /// at /usr/lib/lifeboat/lifeboat-rescue, or at ../lib/lifeboat/lifeboat-rescue
+    /// beside this binary; else this binary when it is the rescue build itself)
     #[argh(option)]
     pub binary: Option<PathBuf>,
     /// a LUKS key file for PID 1, as UUID=FILE (tried for that container without
@@ -206,6 +209,47 @@ fn find_config(dir: &Path, given: Option<&PathBuf>) -> Result<Option<String>> {
     Ok(candidates.iter().find_map(|p| foreign::read_file(p, MAX).ok()).map(text))
 }
 
+/// Where the packages and `scripts/install.sh` put the rescue build (no SQLite):
+/// the same path below `/usr` as a transaction carries it (`kinitrd::RESCUE_BIN`),
+/// so the host's `initrd build` and each kernel's rescue initrd embed one binary.
+pub const INSTALLED_RESCUE: &str = "/usr/lib/lifeboat/lifeboat-rescue";
+
+/// The binary `initrd build` embeds without `--binary`, first found of:
+/// 1. the rescue build installed with this binary, `../lib/lifeboat/lifeboat-rescue`
+///    from its directory (for `/usr/bin/lifeboat` that is [`INSTALLED_RESCUE`];
+///    for an install under another prefix, or staged in a DESTDIR, it is that
+///    install's own, so host tool and rescue build are of one version);
+/// 2. [`INSTALLED_RESCUE`];
+/// 3. this binary, when it is the rescue build itself (built without the
+///    `moss-import` feature).
+///
+/// The host build never embeds itself unasked: it carries SQLite, which PID 1
+/// never uses, and the initrd would grow by its size on every kernel. Without a
+/// rescue build, the error names the paths looked at and `--binary`.
+fn default_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().and_then(std::fs::canonicalize);
+    let mut tried = Vec::new();
+    if let Some(prefix) = exe.as_ref().ok().and_then(|e| e.parent()).and_then(Path::parent) {
+        tried.push(prefix.join("lib/lifeboat/lifeboat-rescue"));
+    }
+    if !tried.iter().any(|p| p == Path::new(INSTALLED_RESCUE)) {
+        tried.push(PathBuf::from(INSTALLED_RESCUE));
+    }
+    for p in &tried {
+        match std::fs::canonicalize(p) {
+            Ok(found) => return Ok(found),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // There but unreadable (permissions, a loop): named, not skipped for
+            // another binary the user did not mean.
+            Err(e) => return Err(Error::io("read", p, e)),
+        }
+    }
+    if cfg!(feature = "moss-import") {
+        return Err(Error::NoRescueBinary { tried });
+    }
+    exe.map_err(|e| Error::io("find", "this executable", e))
+}
+
 pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
     let InitrdSub::Build(b) = c.cmd;
     let compression = match b.compress.as_str() {
@@ -219,7 +263,7 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
     // Resolved here, so the builder opens a path with no symlink left on it.
     let binary = match b.binary {
         Some(p) => std::fs::canonicalize(&p).map_err(|e| Error::io("read", &p, e))?,
-        None => std::env::current_exe().map_err(|e| Error::io("find", "this executable", e))?,
+        None => default_binary()?,
     };
     let t = std::time::Instant::now();
     let modules = if b.no_modules {
