@@ -203,7 +203,7 @@ def bench_verify(work, root):
 def fresh_image(path, esp="512M", size="600M"):
     if os.path.exists(path):
         os.unlink(path)
-    run(LB, "disk", "create", path, "--size", size, "--esp", esp, "--root", "0")
+    run(LB, "disk", "create", path, "--size", size, "--esp-size", esp, "--root-size", "0")
 
 
 def fsync(path):

@@ -29,7 +29,7 @@ fn root_and_disk(s: &Scratch, t: &Path) -> (PathBuf, String) {
     let root = s.join("root");
     ok(&["--root", r(&root), "state", "commit", "--from", r(t)]);
     let img = s.join("d.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "64M", "--esp", "40M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "64M", "--esp-size", "40M", "--root-size", "0"]);
     (root, img)
 }
 

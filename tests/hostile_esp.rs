@@ -28,7 +28,7 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 
 fn disk(s: &Scratch, name: &str) -> String {
     let img = s.join(name).display().to_string();
-    ok(&["disk", "create", &img, "--size", "64M", "--esp", "48M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "64M", "--esp-size", "48M", "--root-size", "0"]);
     img
 }
 
@@ -509,7 +509,7 @@ fn names_and_messages_say_what_is_wrong() {
 
     // A full FAT16 fixed root directory is said to be one, not a full volume.
     let small = s.join("f16.img").display().to_string();
-    ok(&["disk", "create", &small, "--size", "32M", "--esp", "16M", "--root", "0"]);
+    ok(&["disk", "create", &small, "--size", "32M", "--esp-size", "16M", "--root-size", "0"]);
     let many = s.join("many");
     for i in 0..512 {
         write(&many.join(format!("F{i}.TXT")), b"x", 0o644);

@@ -386,7 +386,7 @@ fn a_closed_pipe_does_not_stop_a_commit_halfway() {
         format!("esp = {}\n", s.join("esp.img").display()).as_bytes(),
         0o644,
     );
-    ok(&["disk", "create", s.join("esp.img").to_str().unwrap(), "--size", "64M", "--esp", "60M"]);
+    ok(&["disk", "create", s.join("esp.img").to_str().unwrap(), "--size", "64M", "--esp-size", "60M"]);
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "one");
     tree(&s.join("t2"), 2);

@@ -122,7 +122,7 @@ fn new_root(s: &Scratch) -> (PathBuf, String) {
     let root = s.join("root");
     write(&root.join("etc/machine-id"), format!("{TOKEN}\n").as_bytes(), 0o444);
     let img = s.join("d.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "200M", "--esp", "160M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "200M", "--esp-size", "160M", "--root-size", "0"]);
     (root, img)
 }
 

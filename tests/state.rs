@@ -444,7 +444,7 @@ fn a_lost_index_is_rebuilt_from_the_trees_and_no_id_is_reused() {
     // Entries for 1, 2 and 3 on an ESP image; then 2 and 3 go (1 active).
     write(&root.join("etc/machine-id"), b"00112233445566778899aabbccddeeff\n", 0o444);
     let img = s.join("esp.img");
-    ok(&["disk", "create", r(&img), "--size", "64M", "--esp", "60M"]);
+    ok(&["disk", "create", r(&img), "--size", "64M", "--esp-size", "60M"]);
     ok(&["--root", r(&root), "--esp", r(&img), "boot", "sync"]);
     ok(&["--root", r(&root), "state", "activate", "1"]);
     tree(&s.join("t4"), 4);

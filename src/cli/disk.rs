@@ -46,13 +46,13 @@ pub struct CreateCmd {
     pub size: String,
     /// ESP size (default 256M)
     #[argh(option, default = "String::from(\"256M\")")]
-    pub esp: String,
+    pub esp_size: String,
     /// XBOOTLDR size (none by default)
     #[argh(option)]
-    pub xbootldr: Option<String>,
+    pub xbootldr_size: Option<String>,
     /// root partition size (default: the rest of the disk; 0 for none)
     #[argh(option)]
-    pub root: Option<String>,
+    pub root_size: Option<String>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -256,9 +256,9 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
         DiskSub::Create(c) => {
             let spec = CreateSpec {
                 size: size(&c.size, "--size")?,
-                esp: size(&c.esp, "--esp")?,
-                xbootldr: c.xbootldr.as_deref().map(|s| size(s, "--xbootldr")).transpose()?,
-                root: c.root.as_deref().map(|s| size(s, "--root")).transpose()?,
+                esp: size(&c.esp_size, "--esp-size")?,
+                xbootldr: c.xbootldr_size.as_deref().map(|s| size(s, "--xbootldr-size")).transpose()?,
+                root: c.root_size.as_deref().map(|s| size(s, "--root-size")).transpose()?,
             };
             let d = disk::create(&c.image, &spec)?;
             out.line(format!("created {} ({} bytes, GPT {})", c.image.display(), d.size, d.disk_guid));

@@ -179,8 +179,12 @@ impl SystemRoot {
         )
         .map_err(io_err)
         .ctx("open", lb.join("lock"))?;
-        nix::fcntl::Flock::lock(std::fs::File::from(lf), nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|_| Error::Busy(lb.join("lock")))
+        let wait = crate::lock::own_lock_wait();
+        match crate::lock::lock_waiting(std::fs::File::from(lf), wait) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(Error::Busy { path: lb.join("lock"), waited: wait.as_secs() }),
+            Err(e) => Err(Error::io("lock", lb.join("lock"), io_err(e))),
+        }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
