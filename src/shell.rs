@@ -119,7 +119,7 @@ impl Shell {
 
     fn exec(&mut self, cmd: &str, args: &[&str]) -> Result<(), String> {
         let root = self.ctx.root.clone();
-        let out = Out { json: false };
+        let out = Out::new(false);
         let need_arg = |n: usize, usage: &str| {
             if args.len() < n {
                 Err(format!("usage: {usage}"))

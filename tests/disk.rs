@@ -45,7 +45,19 @@ fn created_images_satisfy_sgdisk_fsck_and_mtools() {
     let s = Scratch::new("disk");
     let img = s.join("d.img");
     let img = img.to_str().unwrap();
-    ok(&["disk", "create", img, "--size", "700M", "--esp-size", "300M", "--xbootldr-size", "64M", "--root-size", "100M"]);
+    ok(&[
+        "disk",
+        "create",
+        img,
+        "--size",
+        "700M",
+        "--esp-size",
+        "300M",
+        "--xbootldr-size",
+        "64M",
+        "--root-size",
+        "100M",
+    ]);
     let (okk, out) = oracle("sgdisk", &["-v", img]);
     assert!(okk && out.contains("No problems found"), "sgdisk -v:\n{out}");
     let p = parts(img);

@@ -610,6 +610,7 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
                     ctx.out.line(
                         "nothing to bless: the booted entry has no boot counter (LoaderBootCountPath is not set)",
                     );
+                    ctx.out.json(&Json::obj().with("blessed", false).with("why", "LoaderBootCountPath is not set"));
                     return Ok(ExitCode::SUCCESS);
                 }
             }
@@ -617,6 +618,7 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
     };
     let Some((stem, Some(_))) = bls::split_counter(&name, ".conf") else {
         ctx.out.line(format!("{name} has no boot counter; nothing to do"));
+        ctx.out.json(&Json::obj().with("blessed", false).with("entry", name.as_str()).with("why", "no boot counter"));
         return Ok(ExitCode::SUCCESS);
     };
     let good = format!("{stem}.conf");
@@ -641,7 +643,7 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
         loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
     }
     ctx.out.line(format!("blessed: {name} -> {good}"));
-    ctx.out.json(&Json::obj().with("from", name).with("to", good));
+    ctx.out.json(&Json::obj().with("blessed", true).with("from", name).with("to", good));
     Ok(ExitCode::SUCCESS)
 }
 

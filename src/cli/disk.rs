@@ -299,6 +299,18 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             let spec = parse_spec(&c.spec)?;
             let path = spec.path.clone().ok_or_else(|| Error::bad_arg("cat", c.spec.clone(), "needs IMG:PART:PATH"))?;
             let (mut v, _) = open_volume(&spec, false)?;
+            if out.json {
+                // The bytes inside the one document: as text when they are
+                // UTF-8, else in base64.
+                let mut buf = Vec::new();
+                v.read_into(&path, &mut buf)?;
+                let j = Json::obj().with("path", c.spec.as_str()).with("size", buf.len() as u64);
+                out.json(&match String::from_utf8(buf) {
+                    Ok(t) => j.with("text", t),
+                    Err(e) => j.with("base64", crate::json::base64(e.as_bytes())),
+                });
+                return Ok(ExitCode::SUCCESS);
+            }
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             v.read_into(&path, &mut lock)?;
@@ -379,6 +391,18 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             };
             v.close()?;
             out.line(format!("wrote {} bytes in {} files to {dest}", sizes.iter().sum::<u64>(), sizes.len()));
+            out.json(
+                &Json::obj().with("dest", dest.as_str()).with("bytes", sizes.iter().sum::<u64>()).with(
+                    "files",
+                    Json::Arr(
+                        items
+                            .iter()
+                            .zip(&sizes)
+                            .map(|((t, _), n)| Json::obj().with("path", t.as_str()).with("size", *n))
+                            .collect(),
+                    ),
+                ),
+            );
             Ok(ExitCode::SUCCESS)
         }
         DiskSub::Rm(c) => {
@@ -394,6 +418,8 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             }
             v.remove(&path)?;
             v.close()?;
+            out.line(format!("removed {}", c.spec));
+            out.json(&Json::obj().with("removed", c.spec.as_str()));
             Ok(ExitCode::SUCCESS)
         }
         DiskSub::Check(c) => check(c, out),

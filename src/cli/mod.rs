@@ -6,6 +6,7 @@ pub mod boot;
 pub mod disk;
 pub mod firmware;
 pub mod initrd;
+pub mod output;
 pub mod state;
 pub mod usage;
 pub mod verify;
@@ -105,12 +106,33 @@ pub fn only_reads(cmd: &Command) -> bool {
     }
 }
 
-/// How results reach the user.
+/// How results reach the user: lines of text on stdout and notes on stderr,
+/// or, with `--json`, one JSON document gathered here and printed once by
+/// [`Out::finish`] (see [`crate::cli::output`]).
 pub struct Out {
     pub json: bool,
+    doc: output::Doc,
 }
 
 impl Out {
+    pub fn new(json: bool) -> Out {
+        Out { json, doc: output::Doc::default() }
+    }
+
+    /// Runs `f` with every document it gives nested under `key` of the
+    /// command's own (an auto-sync's result in a commit's).
+    pub fn nested<T>(&self, key: &'static str, f: impl FnOnce() -> T) -> T {
+        self.doc.nested(key, f)
+    }
+
+    /// Prints the one JSON document of this invocation (`--json` only): what
+    /// the command gave, the notes, and the error it ended with.
+    pub fn finish(&self, error: Option<(&str, u8)>) {
+        if self.json {
+            say(&mut std::io::stdout().lock(), &self.doc.finish(error).to_string());
+        }
+    }
+
     /// Prints a human line (suppressed in JSON mode).
     pub fn line(&self, s: impl AsRef<str>) {
         if !self.json {
@@ -138,9 +160,13 @@ impl Out {
         let _ = w.flush();
     }
 
-    /// A note for the user on stderr (always, JSON mode included).
+    /// A note for the user on stderr (always, JSON mode included; there it is
+    /// also in the document's `notes`).
     pub fn note(&self, s: impl AsRef<str>) {
         let text = format!("lifeboat: {}", lifeboat_fs::shown::controls_escaped(s.as_ref()));
+        if self.json {
+            self.doc.note(s.as_ref());
+        }
         say(&mut std::io::stderr().lock(), &text);
     }
 
@@ -152,9 +178,10 @@ impl Out {
         }
     }
 
+    /// The command's result as JSON (gathered; printed once by [`Out::finish`]).
     pub fn json(&self, j: &Json) {
         if self.json {
-            say(&mut std::io::stdout().lock(), &j.to_string());
+            self.doc.add(j.clone());
         }
     }
 }
@@ -317,45 +344,49 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
 /// commands that report and exit: `main` runs those itself.
 pub fn run(cli: Cli) -> ExitCode {
     lifeboat_state::lock::set_own_lock_wait(std::time::Duration::from_secs(cli.wait));
-    let out = Out { json: cli.json };
+    let out = Out::new(cli.json);
     let args = crate::bootsync::BootArgs { esp: cli.esp.clone(), boot: cli.boot.clone(), efivars: cli.efivars.clone() };
+    // verify and repair that cannot check at all end with their own status.
+    let mut cannot_check = false;
     let r = match cli.cmd {
         Command::State(c) => state::run(&cli.root, c, &out, &args),
         Command::Disk(c) => disk::run(c, &out),
-        Command::Verify(c) => match verify::verify(&cli.root, &c, &out) {
-            Ok(code) => Ok(code),
-            Err(e) => {
-                report(&out, &e);
-                return ExitCode::from(verify::EXIT_CANNOT_CHECK);
-            }
-        },
-        Command::Repair(c) => match verify::repair(&cli.root, &c, &out) {
-            Ok(code) => Ok(code),
-            Err(e) => {
-                report(&out, &e);
-                return ExitCode::from(verify::EXIT_CANNOT_CHECK);
-            }
-        },
+        Command::Verify(c) => {
+            cannot_check = true;
+            verify::verify(&cli.root, &c, &out)
+        }
+        Command::Repair(c) => {
+            cannot_check = true;
+            verify::repair(&cli.root, &c, &out)
+        }
         Command::Initrd(c) => initrd::run(c, &out),
         Command::Firmware(c) => firmware::run(&cli.root, &args, c, &out),
         Command::Boot(c) => boot::run(&boot::Ctx { root: &cli.root, args: &args, out: &out }, c),
         Command::Shell(_) | Command::Init(_) | Command::InitrdHook(_) => {
-            eprintln!("lifeboat: this command is run by the program's entry point, not here");
+            let msg = "lifeboat: this command is run by the program's entry point, not here";
+            out.finish(Some((msg, EXIT_USAGE)));
+            eprintln!("{msg}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
     match r {
-        Ok(code) => code,
-        Err(e) => report(&out, &e),
+        Ok(code) => {
+            out.finish(None);
+            code
+        }
+        Err(e) => {
+            let status = match exit_status(&e) {
+                EXIT_FAIL if cannot_check => verify::EXIT_CANNOT_CHECK,
+                s => s,
+            };
+            report(&out, &e, status)
+        }
     }
 }
 
 /// Prints an error (as JSON too when asked), with the causes a library gave
 /// that its message does not already say, and returns the failure status.
-pub fn report(out: &Out, e: &Error) -> ExitCode {
-    if out.json {
-        say(&mut std::io::stdout().lock(), &Json::obj().with("error", e.to_string()).to_string());
-    }
+pub fn report(out: &Out, e: &Error, status: u8) -> ExitCode {
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
@@ -367,8 +398,9 @@ pub fn report(out: &Out, e: &Error) -> ExitCode {
     }
     // A path in a library's message may carry a control character: one error,
     // one line.
+    out.finish(Some((&text, status)));
     say(&mut std::io::stderr().lock(), &format!("lifeboat: error: {}", lifeboat_fs::shown::controls_escaped(&text)));
-    ExitCode::from(exit_status(e))
+    ExitCode::from(status)
 }
 
 #[cfg(test)]

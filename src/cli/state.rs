@@ -157,7 +157,7 @@ fn sync_if_configured(root: &Path, args: &BootArgs, out: &Out) -> Result<()> {
         return Ok(());
     }
     let ctx = crate::cli::boot::Ctx { root, args, out };
-    crate::cli::boot::sync(&ctx, None, None, None, &crate::rescue::Ask::Keep, false)
+    out.nested("boot_sync", || crate::cli::boot::sync(&ctx, None, None, None, &crate::rescue::Ask::Keep, false))
 }
 
 /// What a command that changes the root needs to know beyond it: the
@@ -397,19 +397,45 @@ fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
         s.bytes,
         s.symlinks
     ));
+    let fields = |e: &lifeboat_state::layout::LayoutEntry| match &e.data {
+        lifeboat_state::layout::EntryData::Dir => ('d', 0, String::new()),
+        lifeboat_state::layout::EntryData::File { hash, size } => ('f', *size, hash.to_string()),
+        lifeboat_state::layout::EntryData::Symlink { target } => ('l', 0, shown(target)),
+    };
     if files {
         out.lines(layout.entries().iter().map(|e| {
-            let (kind, size, value) = match &e.data {
-                lifeboat_state::layout::EntryData::Dir => ('d', 0, String::new()),
-                lifeboat_state::layout::EntryData::File { hash, size } => ('f', *size, hash.to_string()),
-                lifeboat_state::layout::EntryData::Symlink { target } => ('l', 0, shown(target)),
-            };
+            let (kind, size, value) = fields(e);
             // Escaped: a name with a newline or a tab stays one field of one line.
             format!("{kind}\t{:o}\t{}:{}\t{size}\t{value}\t{}", e.perm, e.uid, e.gid, shown(&e.path))
         }));
     }
+    // The same fields as the text: with --files, every path.
+    let paths = files.then(|| {
+        Json::Arr(
+            layout
+                .entries()
+                .iter()
+                .map(|e| {
+                    let (kind, size, value) = fields(e);
+                    let j = Json::obj()
+                        .with("type", kind.to_string())
+                        .with("mode", format!("{:o}", e.perm))
+                        .with("uid", e.uid)
+                        .with("gid", e.gid)
+                        .with("size", size)
+                        .with("path", shown(&e.path));
+                    match kind {
+                        'f' => j.with("hash", value),
+                        'l' => j.with("target", value),
+                        _ => j,
+                    }
+                })
+                .collect(),
+        )
+    });
     out.json(
         &Json::obj()
+            .with("paths", paths)
             .with("id", id)
             .with("created", timefmt::rfc3339(t.created))
             .with("summary", t.summary.as_str())

@@ -92,7 +92,11 @@ pub fn extend_help(argh_help: &str, subcommand: &[&str], root: &Path) -> String 
         s.push_str("\n\n");
         s.push_str(GLOBAL_HELP);
     } else {
-        s.push_str("\n  -h, --version     short help; the version");
+        s = s.replacen(
+            "  --help, help      display usage information",
+            "  --help, help      display usage information\n  -h, --version     short help; the version",
+            1,
+        );
     }
     if let Some(d) = defaults_help(subcommand, root) {
         s.push_str("\n\n");
@@ -106,10 +110,8 @@ pub fn extend_help(argh_help: &str, subcommand: &[&str], root: &Path) -> String 
 /// The settings a command takes from lifeboat.conf, with the values in force
 /// for `root` (the one place they are read: [`config::Defaults`]).
 fn defaults_help(subcommand: &[&str], root: &Path) -> Option<String> {
-    let uses_sync = matches!(
-        subcommand,
-        ["boot", "sync"] | ["state", "commit"] | ["state", "activate"] | ["state", "prune"]
-    );
+    let uses_sync =
+        matches!(subcommand, ["boot", "sync"] | ["state", "commit"] | ["state", "activate"] | ["state", "prune"]);
     if !uses_sync {
         return None;
     }
