@@ -18,6 +18,7 @@ fn r(p: &Path) -> &str {
 /// A root with three transactions that carry a kernel, and a disk image.
 fn setup(s: &Scratch) -> (std::path::PathBuf, String) {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=3 {
         let t = s.join(&format!("t{v}"));
         tree(&t, v);

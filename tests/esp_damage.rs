@@ -245,6 +245,7 @@ fn the_dirty_flag_stays_set_while_damage_remains() {
 /// A root with one transaction that carries a kernel.
 fn system(s: &Scratch) -> PathBuf {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t1");
     tree(&t, 1);
     write(&t.join("lib/os-release"), b"NAME=\"Test OS\"\nID=testos\n", 0o644);

@@ -99,6 +99,7 @@ fn fsck_strict(s: &Scratch, img: &str) -> Result<(), String> {
 /// A root with transactions 1..=n, each with its own kernel (6.1.0-test).
 fn system(s: &Scratch, n: u32) -> PathBuf {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=n {
         let t = s.join(&format!("t{v}"));
         tree(&t, v);

@@ -21,6 +21,7 @@ fn shared() -> PathBuf {
 /// The fixture, unpacked as moss made it (hard links and modes matter).
 fn fixture(s: &Scratch) -> PathBuf {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     fs::create_dir_all(&root).unwrap();
     let tar = shared().join("fixtures/moss-root.tar.gz");
     assert!(tar.is_file(), "the moss fixture {} is missing", tar.display());
