@@ -449,6 +449,7 @@ pub fn request(
             tries: tries.or(crate::config::Defaults::of(cfg).tries),
             timeout: timeout.or(crate::config::Defaults::of(cfg).timeout),
             protected: found.skipped.iter().map(|(id, _)| *id).collect(),
+            pinned_default: None,
         },
         found,
     ))

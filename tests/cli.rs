@@ -275,3 +275,130 @@ fn the_lock_is_waited_for_with_wait() {
     assert!(o.status.success(), "{}", stderr(&o));
     holder.wait().unwrap();
 }
+
+/// Runs and requires the exit status `code`; returns stderr.
+fn fails_with(args: &[&str], code: i32) -> String {
+    let o = run(args);
+    assert_eq!(o.status.code(), Some(code), "lifeboat {args:?}:\n{}\n{}", stdout(&o), stderr(&o));
+    stderr(&o)
+}
+
+/// Each error path issue 29 named: the message names the object it is about
+/// and the next step.
+#[test]
+fn error_messages_name_the_object_and_the_next_step() {
+    let s = Scratch::new("climsg");
+    // An empty tree is refused (it would empty /usr), naming the tree.
+    let root = s.join("root");
+    fs::create_dir_all(&root).unwrap();
+    let empty = s.join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let e = fails_with(&["--root", r(&root), "state", "commit", "--from", r(&empty)], 1);
+    assert!(e.contains(r(&empty)) && e.contains("is empty") && e.contains("--from"), "{e}");
+    assert!(!root.join(".moss").exists(), "nothing is made for an empty tree");
+    // A --root that does not exist is refused, not created.
+    let t = s.join("t");
+    tree(&t, 1);
+    let missing = s.join("no-such-root");
+    let e = fails_with(&["--root", r(&missing), "state", "commit", "--from", r(&t)], 1);
+    assert!(e.contains(r(&missing)) && e.contains("does not exist") && e.contains("mkdir"), "{e}");
+    assert!(!missing.exists());
+    // A missing index is told one way, whichever command meets it, with the
+    // command that makes one.
+    let mut said = Vec::new();
+    for (args, code) in [
+        (vec!["state", "list"], 1),
+        (vec!["state", "show", "1"], 1),
+        (vec!["state", "activate", "1"], 1),
+        (vec!["state", "prune"], 1),
+        (vec!["verify"], 2),
+        (vec!["repair"], 2),
+    ] {
+        let mut a = vec!["--root", r(&root)];
+        a.extend(args);
+        let e = fails_with(&a, code);
+        assert!(e.contains("not a lifeboat root") && e.contains("state commit --from TREE"), "{a:?}: {e}");
+        said.push(e);
+    }
+    said.dedup();
+    assert_eq!(said.len(), 1, "the missing index told more than one way: {said:#?}");
+    // A partition that is not there: named with the disk, and how to list them.
+    let img = s.join("d.img");
+    ok(&["disk", "create", r(&img), "--size", "64M", "--esp-size", "40M", "--root-size", "0"]);
+    let e = fails_with(&["disk", "ls", &format!("{}:9", r(&img))], 1);
+    assert!(e.contains("no partition number 9") && e.contains(&format!("lifeboat disk ls {}", r(&img))), "{e}");
+    let e = fails_with(&["disk", "ls", &format!("{}:xbootldr", r(&img))], 1);
+    assert!(e.contains("no xbootldr partition") && e.contains("disk ls"), "{e}");
+    // No efivarfs: the directory named, and how to mount it; no `EFI variable *`.
+    let e = fails_with(&["--efivars", r(&s.join("no-vars")), "firmware", "list"], 1);
+    assert!(!e.contains("EFI variable *"), "{e}");
+    assert!(e.contains(r(&s.join("no-vars"))) && e.contains("mount -t efivarfs") && e.contains("--efivars"), "{e}");
+    // A firmware entry that is not there: how to see the ones that are.
+    let vars = s.join("vars");
+    fs::create_dir_all(&vars).unwrap();
+    let e = fails_with(&["--efivars", r(&vars), "firmware", "next", "0007"], 1);
+    assert!(e.contains("Boot0007 does not exist") && e.contains("firmware list"), "{e}");
+    // The option clash and a bare call: exit 64 with what to use instead.
+    let e = fails_with(&["disk", "create", r(&s.join("x.img")), "--size", "100M", "--root", "sysroot"], 64);
+    assert!(e.contains("--root-size"), "{e}");
+    assert!(fails_with(&[], 64).contains("--help"));
+    // Every exit status the program can end with is in README's table and in the help.
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let help = ok(&["--help"]);
+    for code in ["0", "1", "2", "64", "75"] {
+        assert!(readme.contains(&format!("\n| {code} | ")), "README does not list exit status {code}");
+        assert!(help.contains(&format!("\n  {code} ")), "--help does not list exit status {code}");
+    }
+}
+
+/// The defaults a command takes from lifeboat.conf: `state prune` without
+/// `--keep` keeps `keep =` (else 5), as `boot sync` does.
+#[test]
+fn prune_keeps_the_configured_default() {
+    let s = Scratch::new("cliprune");
+    let root = s.join("root");
+    fs::create_dir_all(&root).unwrap();
+    for v in 1..=7 {
+        let t = s.join(&format!("t{v}"));
+        tree(&t, v);
+        ok(&["--root", r(&root), "state", "commit", "--from", r(&t)]);
+    }
+    let out = ok(&["--root", r(&root), "--json", "state", "prune", "--dry-run"]);
+    assert!(out.contains("\"removed\":[2,1]") && out.contains("\"keep\":5"), "{out}");
+    write(&root.join("etc/lifeboat/lifeboat.conf"), b"keep = 3\n", 0o644);
+    let out = ok(&["--root", r(&root), "--json", "state", "prune"]);
+    assert!(out.contains("\"removed\":[4,3,2,1]") && out.contains("\"kept\":[5,6,7]"), "{out}");
+}
+
+/// `boot set-default` is kept by later syncs (the one after a prune too) until
+/// the user changes what boots; `--tries` says what it does to the entries
+/// already there.
+#[test]
+fn set_default_is_kept_and_tries_says_what_it_does() {
+    let st = setup("clidefault");
+    let (root, img) = (r(&st.root), st.img.as_str());
+    let esp = |extra: &[&str]| {
+        let mut a = vec!["--root", root, "--esp", img];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    let lc = || ok(&["disk", "cat", &format!("{img}:esp:loader/loader.conf")]);
+    assert!(esp(&["boot", "sync"]).status.success());
+    let token = "00112233445566778899aabbccddeeff";
+    assert!(lc().contains(&format!("default {token}-2-")), "{}", lc());
+    assert!(esp(&["boot", "set-default", "1"]).status.success());
+    assert!(lc().contains(&format!("default {token}-1-")), "{}", lc());
+    // A later sync, and a prune's auto-sync, keep the choice.
+    let o = esp(&["boot", "sync", "--tries", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(lc().contains(&format!("default {token}-1-")), "boot sync undid set-default:\n{}", lc());
+    let e = stderr(&o);
+    assert!(e.contains("tries = 3") && e.contains("2 entries already on $BOOT keep their boot counting"), "{e}");
+    assert!(esp(&["state", "prune", "--keep", "5"]).status.success());
+    assert!(lc().contains(&format!("default {token}-1-")), "prune's sync undid set-default:\n{}", lc());
+    // Activating another transaction is the user changing what boots: said.
+    let o = esp(&["state", "activate", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("boot set-default` is dropped"), "{}", stderr(&o));
+    assert!(lc().contains(&format!("default {token}-2-")), "{}", lc());
+}

@@ -177,6 +177,9 @@ pub struct SyncRequest {
     /// Transactions whose wanted entry cannot be built now (say, a kernel missing
     /// from the store): their existing entries and files are left as they are.
     pub protected: Vec<u64>,
+    /// The `default` pattern the user chose (`boot set-default`), kept instead
+    /// of the active transaction's while it names an entry that stays.
+    pub pinned_default: Option<String>,
 }
 
 /// One file operation of a plan.
@@ -644,6 +647,7 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
             None => req.tries.is_some(),
         });
         let default = match active {
+            _ if req.pinned_default.is_some() => req.pinned_default.clone(),
             Some(_) if counting => Some(format!("{token}-*")),
             Some(a) => Some(default_pattern(token, a.tx)),
             None => None,

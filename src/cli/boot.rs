@@ -57,16 +57,20 @@ pub struct ListCmd {}
 #[argh(subcommand, name = "sync")]
 /// make $BOOT hold one entry per retained transaction (and nothing stale of ours)
 pub struct SyncCmd {
-    /// entries to keep, the active transaction's included (default 5)
+    /// entries to keep, the active transaction's included (default: keep = in
+    /// lifeboat.conf, else 5; see Defaults below)
     #[argh(option)]
     pub keep: Option<usize>,
     /// only print the plan
     #[argh(switch)]
     pub dry_run: bool,
-    /// boot-counting tries for new entries
+    /// boot-counting tries for the entries this sync writes (a new transaction's);
+    /// entries already on $BOOT keep their counting as it is, and a note names
+    /// how many (default: tries = in lifeboat.conf, else no counting)
     #[argh(option)]
     pub tries: Option<u32>,
-    /// loader.conf timeout in seconds
+    /// loader.conf timeout in seconds (default: timeout = in lifeboat.conf, else
+    /// loader.conf's own)
     #[argh(option)]
     pub timeout: Option<u32>,
     /// one lifeboat rescue initrd for every entry, instead of those built
@@ -216,6 +220,8 @@ pub fn sync(
     if req.entries.is_empty() {
         return Err(Error::NoKernel);
     }
+    let mut req = req;
+    req.pinned_default = pinned_default(ctx, &root, &req, dry_run);
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, !dry_run)?;
     for n in t.boot.notes.iter().chain(t.esp.iter().flat_map(|e| e.notes.iter())) {
         ctx.out.note(n);
@@ -224,7 +230,6 @@ pub fn sync(
     // then fails naming the damage.
     let refused = t.boot.volume.write_refusal().or_else(|| t.esp.as_ref().and_then(|e| e.volume.write_refusal()));
     let dry_run = dry_run || refused.is_some();
-    let mut req = req;
     let rescue = rescue::resolve(&root, &config, initrd, t.boot.volume.as_mut(), &req.token)?;
     for n in &rescue.notes {
         ctx.out.note(n);
@@ -271,6 +276,23 @@ pub fn sync(
             ctx.out.line(format!("{}{what:<12} {path}", if dry_run { "would " } else { "" }));
         }
         steps.push(Json::obj().with("op", what).with("path", path));
+    }
+    // Said when asked on the command line (a setting in lifeboat.conf is the
+    // machine's standing choice, not news at every sync).
+    if let (Some(n), true) = (req.tries, tries.is_some()) {
+        let written: Vec<u64> = plan
+            .steps
+            .iter()
+            .filter_map(|s| if let Step::WriteEntry { tx, .. } = s { Some(*tx) } else { None })
+            .collect();
+        let untouched = plan.kept.iter().filter(|t| !written.contains(t)).count();
+        if untouched > 0 {
+            ctx.out.note(format!(
+                "tries = {n} counts the boots of the entries this sync writes ({}); the {untouched} entries already on \
+                 $BOOT keep their boot counting as it is",
+                if written.is_empty() { "none".to_owned() } else { format!("transactions {written:?}") }
+            ));
+        }
     }
     if !plan.dropped_for_space.is_empty() {
         ctx.out.note(format!(
@@ -562,6 +584,33 @@ fn target_pattern(root: &Path, token: Option<&str>, target: &str) -> Result<Stri
     }
 }
 
+/// The default the user chose with `set-default`, while the entry it names
+/// stays; a pin on a transaction no longer synced is dropped, with a note.
+fn pinned_default(ctx: &Ctx, root: &SystemRoot, req: &plan::SyncRequest, dry_run: bool) -> Option<String> {
+    let pin = match crate::pin::read(root) {
+        Ok(p) => p?,
+        Err(e) => {
+            ctx.out.note(e);
+            return None;
+        }
+    };
+    match pin.tx {
+        Some(tx) if !req.entries.iter().any(|w| w.tx == tx) => {
+            ctx.out.note(format!(
+                "the default set with `boot set-default` names transaction {tx}, which has no entry any more: \
+                 the default follows the active transaction again"
+            ));
+            if !dry_run {
+                if let Err(e) = crate::pin::clear(root) {
+                    ctx.out.note(e.to_string());
+                }
+            }
+            None
+        }
+        _ => Some(pin.pattern),
+    }
+}
+
 pub fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
@@ -573,6 +622,10 @@ pub fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     };
     let hit = hit.file.clone();
     loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
+    // Kept by later syncs until the user changes what boots.
+    if let Err(e) = crate::pin::record(ctx.root, &pattern, target.parse().ok()) {
+        ctx.out.note(e);
+    }
     ctx.out.line(format!("default: {pattern} (now {hit})"));
     ctx.out.json(&Json::obj().with("default", pattern).with("entry", hit));
     Ok(ExitCode::SUCCESS)

@@ -92,9 +92,10 @@ pub struct ActivateCmd {
 #[argh(subcommand, name = "prune")]
 /// remove old transactions and the content only they used
 pub struct PruneCmd {
-    /// how many of the newest transactions to keep (the active one is always kept)
+    /// how many of the newest transactions to keep, the active one always among
+    /// them (default: keep = in lifeboat.conf, else 5; see Defaults below)
     #[argh(option)]
-    pub keep: usize,
+    pub keep: Option<usize>,
     /// only say what would be removed
     #[argh(switch)]
     pub dry_run: bool,
@@ -190,7 +191,11 @@ pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitC
     } else {
         txn_prep::Prep::default()
     };
+    let new_active = matches!(c.cmd, StateSub::Commit(_) | StateSub::Activate(_));
     let code = run_inner(root, c, out, p)?;
+    if new_active {
+        unpin(root, out);
+    }
     if changes {
         if let Err(e) = sync_if_configured(root, args, out) {
             // The change stands; the entries do not show it yet, and an entry
@@ -203,6 +208,20 @@ pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitC
         }
     }
     Ok(code)
+}
+
+/// Another transaction is active now: a default chosen with `boot set-default`
+/// gives way to it (else the next boot would activate the pinned one again).
+fn unpin(root: &Path, out: &Out) {
+    let Ok(sr) = SystemRoot::open(root) else { return };
+    match crate::pin::clear(&sr) {
+        Ok(true) => out.note(
+            "the default chosen with `boot set-default` is dropped: the active transaction boots by default \
+             (`lifeboat boot set-default ID` chooses again)",
+        ),
+        Ok(false) => {}
+        Err(e) => out.note(format!("{e}; remove it by hand, or the boot default stays as set")),
+    }
 }
 
 fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Result<ExitCode> {
@@ -253,7 +272,8 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Resul
             Ok(ExitCode::SUCCESS)
         }
         StateSub::Prune(s) => {
-            let r = txn::prune(root, s.keep, s.dry_run, prep)?;
+            let keep = s.keep.unwrap_or_else(|| crate::config::Defaults::of(&Config::load(root).0).keep);
+            let r = txn::prune(root, keep, s.dry_run, prep)?;
             for n in &r.notes {
                 out.note(n);
             }
@@ -276,6 +296,7 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Resul
                     .with("removed", r.removed.clone())
                     .with("kept", r.kept.clone())
                     .with("blobs_removed", r.blobs_removed)
+                    .with("keep", keep)
                     .with("dry_run", s.dry_run),
             );
             Ok(ExitCode::SUCCESS)

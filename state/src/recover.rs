@@ -130,9 +130,10 @@ pub fn load_existing_index(root: &SystemRoot) -> Result<Loaded> {
             .into_iter()
             .chain(root.archived_ids().unwrap_or_default().iter().map(|i| format!(".moss/root/{i}")))
             .collect();
-        let why = if trees.is_empty() {
-            format!("no state index at {}", root.index_path().display())
-        } else {
+        if trees.is_empty() {
+            return Err(crate::root::not_a_root(&root.path));
+        }
+        let why = {
             format!(
                 "no state index at {}, but trees are here ({}): `lifeboat state recover` rebuilds it from them",
                 root.index_path().display(),
@@ -272,10 +273,7 @@ pub fn prepare(root: &SystemRoot, must_exist: bool, prep: Prep) -> Result<Prepar
             notes.extend(l.notes.iter().cloned());
             let clean = l.fallback.is_none() && l.existed;
             if !l.existed && !has_trees(root) && must_exist {
-                return Err(Error::NotARoot {
-                    path: root.path.clone(),
-                    why: format!("no state index at {} and no transaction tree", root.index_path().display()),
-                });
+                return Err(crate::root::not_a_root(&root.path));
             }
             if !l.existed && has_trees(root) {
                 notes.push(format!(
