@@ -127,6 +127,8 @@ fn every_command_prints_one_json_document() {
         (vec!["firmware", "remove", "0000"], true),
         (vec!["initrd", "build", "--out", r(&initrd), "--no-modules", "--binary", bin, "--keymap", "none"], true),
         (vec!["no-such-command"], false),
+        (vec!["shell"], false),
+        (vec!["initrd-hook"], false),
         (vec!["state", "list", "--no-such-option"], false),
     ]
     .into_iter()
@@ -401,4 +403,23 @@ fn set_default_is_kept_and_tries_says_what_it_does() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("boot set-default` is dropped"), "{}", stderr(&o));
     assert!(lc().contains(&format!("default {token}-2-")), "{}", lc());
+}
+
+/// Progress is drawn on a terminal (script(1) gives the command one) and is
+/// absent on a pipe and with `--json`.
+#[test]
+fn progress_on_a_terminal_only() {
+    assert!(have("script"), "script(1) is missing (util-linux): it gives the command a terminal");
+    let s = Scratch::new("cliprogress");
+    let out = s.join("i.cpio");
+    let build = format!("{} initrd build --out {} --no-modules --binary {} --keymap none", bin(), r(&out), bin());
+    let o = Command::new("script").args(["-qec", &build, "/dev/null"]).output().unwrap();
+    let tty = stdout(&o);
+    assert!(o.status.success(), "{tty}");
+    assert!(tty.contains("\rbuilding the initrd") && tty.contains("wrote "), "no progress on a terminal: {tty:?}");
+    let piped = run(&["initrd", "build", "--out", r(&out), "--no-modules", "--binary", bin(), "--keymap", "none"]);
+    assert!(piped.status.success());
+    assert!(!stderr(&piped).contains("building the initrd") && !stderr(&piped).contains('\r'), "{}", stderr(&piped));
+    let json = Command::new("script").args(["-qec", &format!("{build} --json"), "/dev/null"]).output().unwrap();
+    assert!(!stdout(&json).contains("building the initrd"), "progress with --json: {:?}", stdout(&json));
 }

@@ -251,7 +251,11 @@ pub fn sync(
             // Only for the entries the plan can keep: the others get none.
             let cands: Vec<&plan::WantedEntry> =
                 plan::candidates(&req.entries).into_iter().take(req.keep.max(1)).collect();
-            let got = crate::kinitrd::provide(&root, &loaded.index, &cands, *set, t.boot.volume.as_mut(), &req.token)?;
+            let bar = super::progress::Bar::for_output(ctx.out);
+            super::progress::step(&bar, "the kernels' rescue initrds: reading, building when their inputs changed");
+            let got = crate::kinitrd::provide(&root, &loaded.index, &cands, *set, t.boot.volume.as_mut(), &req.token);
+            drop(bar);
+            let got = got?;
             for n in &got.notes {
                 ctx.out.note(n);
             }
@@ -302,7 +306,11 @@ pub fn sync(
     }
     if !dry_run {
         let esp_v: Option<&mut dyn Volume> = esp.as_mut().map(|e| e.volume.as_mut() as &mut dyn Volume);
-        let done = plan::apply(&plan, boot.volume.as_mut(), esp_v)?;
+        let bar = super::progress::Bar::for_output(ctx.out);
+        super::progress::step(&bar, &format!("writing {} files to {}", plan.steps.len(), boot.location));
+        let done = plan::apply(&plan, boot.volume.as_mut(), esp_v);
+        drop(bar);
+        let done = done?;
         for r in &done.recovered {
             ctx.out.note(r);
         }

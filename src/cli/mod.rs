@@ -7,6 +7,7 @@ pub mod disk;
 pub mod firmware;
 pub mod initrd;
 pub mod output;
+pub mod progress;
 pub mod state;
 pub mod usage;
 pub mod verify;
@@ -317,6 +318,20 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
             usage_error(json, e.output.trim_end())
         }
     })?;
+    // The shell and PID 1 talk to a person on a console: no JSON to give.
+    if cli.json {
+        if let Some(cmd) = match &cli.cmd {
+            Command::Shell(_) => Some("shell"),
+            Command::Init(_) => Some("init"),
+            Command::InitrdHook(_) => Some("initrd-hook"),
+            _ => None,
+        } {
+            return Err(usage_error(
+                true,
+                &format!("lifeboat: `{cmd}` talks to a person on a console and has no JSON output: drop --json"),
+            ));
+        }
+    }
     // A global option the command does not use is an error, not silence
     // (`lifeboat --root 50M disk create ...` once meant a partition size).
     if let Some(cmd) = match &cli.cmd {

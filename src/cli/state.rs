@@ -114,7 +114,11 @@ fn import(root: &Path, out: &Out) -> Result<ExitCode> {
             "is not a moss root (no .moss/db/state): lifeboat's own index needs no import",
         ));
     }
-    match lifeboat_state::moss::import::refresh(&sr)? {
+    let bar = super::progress::Bar::for_output(out);
+    super::progress::step(&bar, "reading moss's databases");
+    let imported = lifeboat_state::moss::import::refresh(&sr);
+    drop(bar);
+    match imported? {
         None => {
             out.line(format!("{} is current with moss's databases", sr.index_path().display()));
             out.json(&Json::obj().with("imported", false));
@@ -231,7 +235,15 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Resul
         StateSub::Import(_) => import(root, out),
         StateSub::Show(s) => show(root, s.id, s.files, out),
         StateSub::Commit(s) => {
-            let r = txn::commit(root, &s.from, &s.summary, prep)?;
+            let bar = super::progress::Bar::for_output(out);
+            let r = txn::commit(
+                root,
+                &s.from,
+                &s.summary,
+                prep,
+                bar.as_ref().map(|b| b as &dyn lifeboat_state::verify::ProgressSink),
+            )?;
+            drop(bar);
             for n in &r.notes {
                 out.note(n);
             }

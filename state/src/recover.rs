@@ -180,7 +180,7 @@ fn scan_trees(root: &SystemRoot, trees: &[(TreeAt, u64)]) -> Result<Vec<(TxMeta,
         let path = root.path.join(&rel);
         // The tree must be a real directory below the root, reached through no symlink.
         let fd = fsutil::open_dir_beneath(root.fd(), rel.as_bytes()).ctx("open", &path)?;
-        let scanned = scan::scan_with(&path, ScanOptions { store: Some(&store), known: Some(&known) })?;
+        let scanned = scan::scan_with(&path, ScanOptions { store: Some(&store), known: Some(&known), progress: None })?;
         let created =
             nix::sys::stat::fstatat(fd.as_fd(), crate::root::STATE_ID, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
                 .map(|st| st.st_mtime)

@@ -230,7 +230,14 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64, check: bool) -> Result<
 }
 
 /// `state commit --from TREE`.
-pub fn commit(rootp: &Path, tree: &Path, summary: &str, prep: Prep) -> Result<CommitReport> {
+/// `progress` is told how the hashing of the tree's files goes.
+pub fn commit(
+    rootp: &Path,
+    tree: &Path,
+    summary: &str,
+    prep: Prep,
+    progress: Option<&dyn crate::verify::ProgressSink>,
+) -> Result<CommitReport> {
     SystemRoot::open(rootp).map(|r| r.refuse_on_moss("commit", "moss install / moss sync")).unwrap_or(Ok(()))?;
     // A source that cannot be read is refused before anything is made (a
     // mistyped --root is not created for nothing).
@@ -274,7 +281,7 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str, prep: Prep) -> Result<Co
     let t = Instant::now();
     // The scan hashes every file and adds the new ones to the store as it goes.
     let store = root.store_for_writing(true)?;
-    let scanned = scan::scan(tree, Some(&store))?;
+    let scanned = scan::scan_with(tree, scan::ScanOptions { store: Some(&store), known: None, progress })?;
     let new_blobs = scanned.new_blobs;
     timings.push(("scan_store", t.elapsed()));
     let id = idx.next_id();
