@@ -140,6 +140,13 @@ impl Shell {
                     p(n);
                 }
                 p(format!("transaction {id} is active"));
+                // As `state activate`: a default chosen with set-default gives way.
+                if let Ok(true) = lifeboat_state::root::SystemRoot::open(&root)
+                    .map_err(|e| e.to_string())
+                    .and_then(|sr| crate::pin::clear(&sr).map_err(|e| e.to_string()))
+                {
+                    p("the default chosen with `boot set-default` gives way to it");
+                }
             }
             "verify" => {
                 let full = args.contains(&"--full");
