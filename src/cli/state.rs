@@ -251,7 +251,15 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Resul
                 "committed transaction {} ({} entries, {} new blobs; {} linked, {} copied, {} empty, {} symlinks, {} dirs)",
                 r.id, r.entries, r.new_blobs, r.blit.linked, r.blit.copied, r.blit.empty, r.blit.symlinks, r.blit.dirs
             ));
-            let mut j = Json::obj().with("id", r.id).with("entries", r.entries).with("new_blobs", r.new_blobs);
+            let mut j = Json::obj()
+                .with("id", r.id)
+                .with("entries", r.entries)
+                .with("new_blobs", r.new_blobs)
+                .with("linked", r.blit.linked)
+                .with("copied", r.blit.copied)
+                .with("empty", r.blit.empty)
+                .with("symlinks", r.blit.symlinks)
+                .with("dirs", r.blit.dirs);
             for (k, d) in &r.timings {
                 j.push(&format!("{k}_us"), d.as_micros() as u64);
             }
