@@ -456,6 +456,9 @@ fn a_pending_loader_conf_is_completed_before_the_sync_plans() {
     let t = s.join("t.img").display().to_string();
     fs::copy(&img, &t).unwrap();
     ok(&["--root", r(&root), "--esp", &t, "boot", "set-default", "1"]);
+    // Cut before set-default recorded the choice in the root (it writes
+    // loader.conf first): only the pending loader.conf is left of it.
+    fs::remove_file(root.join(".moss/lifeboat/default")).unwrap();
     let pending = mcopy(&s, &t, "loader/loader.conf");
     assert!(String::from_utf8_lossy(&pending).contains(&format!("default {TOKEN}-1-*")));
     mput(&s, &img, &pending, "loader/loader.conf.lbnew");

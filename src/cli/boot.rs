@@ -602,11 +602,12 @@ fn pinned_default(ctx: &Ctx, root: &SystemRoot, req: &plan::SyncRequest, dry_run
             return None;
         }
     };
+    let kept = plan::candidates(&req.entries).into_iter().take(req.keep.max(1)).any(|w| Some(w.tx) == pin.tx);
     match pin.tx {
-        Some(tx) if !req.entries.iter().any(|w| w.tx == tx) => {
+        Some(tx) if !kept => {
             ctx.out.note(format!(
-                "the default set with `boot set-default` names transaction {tx}, which has no entry any more: \
-                 the default follows the active transaction again"
+                "the default set with `boot set-default` names transaction {tx}, whose entry this sync does not \
+                 keep (pruned, or beyond keep): the default follows the active transaction again"
             ));
             if !dry_run {
                 if let Err(e) = crate::pin::clear(root) {
