@@ -10,6 +10,9 @@
 //! timeout = 5                       # loader.conf timeout
 //! initrd = /usr/lib/lifeboat/lifeboat.initrd   # one rescue initrd for every entry
 //! initrd-modules = host-only        # or generic: the modules of each kernel's rescue initrd
+//! assess-failures = 2               # failed boots (health checks) of an entry on trial before
+//!                                   # `boot assess` rolls back to the previous one
+//! assess-timeout = 60               # seconds each health check may take
 //! ```
 
 use std::os::fd::AsFd;
@@ -29,6 +32,11 @@ pub struct Config {
     /// `initrd-modules`: the module set of the rescue initrds `boot sync`
     /// builds for each kernel.
     pub initrd_modules: Option<ModuleSet>,
+    /// `assess-failures`: failed boots of an entry still being tried after
+    /// which `boot assess` rolls back (at least 1).
+    pub assess_failures: Option<u32>,
+    /// `assess-timeout`: seconds a health check may run.
+    pub assess_timeout: Option<u32>,
 }
 
 /// Which modules a rescue initrd built for a kernel holds.
@@ -110,6 +118,14 @@ impl Config {
                 "keep" => c.keep = num(&mut warnings).map(|x| x as usize),
                 "tries" => c.tries = num(&mut warnings),
                 "timeout" => c.timeout = num(&mut warnings),
+                "assess-failures" => match num(&mut warnings) {
+                    Some(0) => warnings.push(format!("line {}: assess-failures is at least 1", n + 1)),
+                    x => c.assess_failures = x,
+                },
+                "assess-timeout" => match num(&mut warnings) {
+                    Some(0) => warnings.push(format!("line {}: assess-timeout is at least 1", n + 1)),
+                    x => c.assess_timeout = x,
+                },
                 _ => warnings.push(format!("line {}: unknown key {k}", n + 1)),
             }
         }
@@ -147,6 +163,10 @@ mod tests {
         assert_eq!(c.tries, None);
         assert_eq!(c.initrd_modules, Some(super::ModuleSet::HostOnly));
         assert_eq!(w.len(), 2);
+        let (c, w) = super::Config::parse("assess-failures = 3\nassess-timeout=5\n");
+        assert_eq!((c.assess_failures, c.assess_timeout, w.len()), (Some(3), Some(5), 0));
+        let (c, w) = super::Config::parse("assess-failures = 0\nassess-timeout = x\n");
+        assert_eq!((c.assess_failures, c.assess_timeout, w.len()), (None, None, 2));
         let (c, w) = super::Config::parse("initrd-modules = some\n");
         assert_eq!((c.initrd_modules, w.len()), (None, 1));
     }
