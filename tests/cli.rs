@@ -110,6 +110,7 @@ fn every_command_prints_one_json_document() {
         (vec!["boot", "set-default", "2"], true),
         (vec!["boot", "set-oneshot", "2"], true),
         (vec!["boot", "bless"], true),
+        (vec!["boot", "assess"], true),
         (vec!["disk", "ls", img], true),
         (vec!["disk", "ls", "-r", &esp("")], true),
         (vec!["disk", "put", r(&s.join("f")), &esp(":x/f")], true),
