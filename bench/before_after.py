@@ -32,6 +32,7 @@ def two_tx_root(lb, work, name, t0, t1):
     root = os.path.join(work, name)
     if not os.path.exists(os.path.join(root, ".moss/lifeboat/state.idx")):
         shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(root)  # state commit makes no root that is not there
         run(lb, "--root", root, "state", "commit", "--from", t0)
         run(lb, "--root", root, "state", "commit", "--from", t1)
     return root
@@ -55,7 +56,10 @@ def main():
     roots = {k: two_tx_root(lb, a.work, f"root-{k}", t0, t1) for k, lb in builds.items()}
 
     def fresh(p):
-        return lambda: shutil.rmtree(p, ignore_errors=True)
+        def go():
+            shutil.rmtree(p, ignore_errors=True)
+            os.makedirs(p)
+        return go
 
     def removed(lb, root):
         def go():

@@ -59,6 +59,7 @@ def bench_index(work, vs):
     out("## State index, commit, blit, activation (issue 2)")
     root = os.path.join(work, "root")
     shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)  # state commit makes no root that is not there
     rows = []
     for k, v in enumerate(vs):
         t = time.perf_counter()
@@ -203,7 +204,7 @@ def bench_verify(work, root):
 def fresh_image(path, esp="512M", size="600M"):
     if os.path.exists(path):
         os.unlink(path)
-    run(LB, "disk", "create", path, "--size", size, "--esp", esp, "--root", "0")
+    run(LB, "disk", "create", path, "--size", size, "--esp-size", esp, "--root-size", "0")
 
 
 def fsync(path):
@@ -251,6 +252,7 @@ def bench_blit_journaled(work, vs):
     run("mount", "-o", "loop", img, mnt)
     try:
         root = os.path.join(mnt, "root")
+        os.makedirs(root, exist_ok=True)
         run(LB, "--root", root, "state", "commit", "--from", vs[8])
         run(LB, "--root", root, "state", "commit", "--from", vs[9])
         run("cp", "-a", vs[9], os.path.join(mnt, "v9"))
@@ -303,6 +305,7 @@ def bench_sync(work):
     out("## Boot sync (issue 5)")
     root = os.path.join(work, "syncroot")
     shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
     k = [os.urandom(14 << 20), os.urandom(14 << 20)]
     initrd = os.path.join(work, "rescue.initrd")
     with open(initrd, "wb") as f:

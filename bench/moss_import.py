@@ -51,6 +51,7 @@ def lifeboat_root(work):
         if "10" in ids:
             return root
     shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)  # state commit makes no root that is not there
     for k, v in enumerate(trees(work)):
         run(LB, "--root", root, "state", "commit", "--from", v, "--summary", f"v{k}")
     return root

@@ -87,6 +87,7 @@ def lifeboat_root(work, t):
     root = os.path.join(work, "peers-root")
     if not os.path.exists(os.path.join(root, ".moss/lifeboat/state.idx")):
         shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(root)  # state commit makes no root that is not there
         run(LB, "--root", root, "state", "commit", "--from", t, "--summary", "v0")
     return root
 
@@ -313,6 +314,7 @@ def bench_commit(work, t, moss, mkstone, n):
 
     def fresh_lb():
         shutil.rmtree(lroot, ignore_errors=True)
+        os.makedirs(lroot)
 
     def fresh_moss():
         moss_root(work, moss, repo, "commit-moss")

@@ -46,6 +46,7 @@ def lifeboat_root(work):
     root = os.path.join(work, "usr-root")
     if not os.path.exists(os.path.join(root, ".moss/lifeboat/state.idx")):
         shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(root)  # state commit makes no root that is not there
         run(LB, "--root", root, "state", "commit", "--from", SRC, "--summary", "this /usr")
         run(LB, "--root", root, "state", "commit", "--from", small_tree(work), "--summary", "small")
     return root
@@ -63,7 +64,8 @@ def bench_commit(work, n):
 
     c = {
         "lifeboat state commit --from /usr": ([LB, "--root", lroot, "state", "commit", "--from", SRC],
-                                              lambda: shutil.rmtree(lroot, ignore_errors=True), [SRC]),
+                                              lambda: (shutil.rmtree(lroot, ignore_errors=True), os.makedirs(lroot)),
+                                              [SRC]),
         "ostree commit --tree=dir=/usr (bare, attributes kept)":
             (["ostree", "commit", f"--repo={orepo}", "--branch=b", f"--tree=dir={SRC}"], fresh_ostree, [SRC]),
         "cp -a /usr": (["cp", "-a", SRC, cdest], lambda: shutil.rmtree(cdest, ignore_errors=True), [SRC]),

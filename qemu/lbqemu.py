@@ -153,7 +153,7 @@ class Image:
             os.symlink(target, os.path.join(self.root, link))
         with open(os.path.join(self.root, "etc/machine-id"), "w") as f:
             f.write("4c424f4154544553544d414348494e45\n")
-        lb("disk", "create", self.disk, "--size", size, "--esp", esp, *(["--root", root] if root else []))
+        lb("disk", "create", self.disk, "--size", size, "--esp-size", esp, *(["--root-size", root] if root else []))
         self.parts = json.loads(lb("--json", "disk", "ls", self.disk))["partitions"]
 
     def add_swap(self):

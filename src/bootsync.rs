@@ -445,10 +445,11 @@ pub fn request(
         SyncRequest {
             token: common.token,
             entries,
-            keep: keep.or(cfg.keep).unwrap_or(5),
-            tries: tries.or(cfg.tries),
-            timeout: timeout.or(cfg.timeout),
+            keep: keep.unwrap_or(crate::config::Defaults::of(cfg).keep),
+            tries: tries.or(crate::config::Defaults::of(cfg).tries),
+            timeout: timeout.or(crate::config::Defaults::of(cfg).timeout),
             protected: found.skipped.iter().map(|(id, _)| *id).collect(),
+            pinned_default: None,
         },
         found,
     ))

@@ -68,6 +68,28 @@ impl ModuleSet {
 
 pub const CONFIG_REL: &str = "etc/lifeboat/lifeboat.conf";
 
+/// Entries (`boot sync`) and transactions (`state prune`) kept when neither the
+/// command line nor `keep =` says.
+pub const DEFAULT_KEEP: usize = 5;
+
+/// The settings several commands share, the file's value over the built-in
+/// default: the one place they are decided (commands, their auto-sync and
+/// their help read them here). A command-line option wins over both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Defaults {
+    pub keep: usize,
+    /// Boot-counting tries for new entries; none: no counting.
+    pub tries: Option<u32>,
+    /// `loader.conf`'s timeout; none: left as it is.
+    pub timeout: Option<u32>,
+}
+
+impl Defaults {
+    pub fn of(c: &Config) -> Defaults {
+        Defaults { keep: c.keep.unwrap_or(DEFAULT_KEEP), tries: c.tries, timeout: c.timeout }
+    }
+}
+
 impl Config {
     pub fn parse(text: &str) -> (Config, Vec<String>) {
         let mut c = Config::default();

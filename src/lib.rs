@@ -21,6 +21,7 @@ pub mod json;
 pub mod kinitrd;
 pub mod kmsg;
 pub mod pid1;
+pub mod pin;
 pub mod rescue;
 pub mod rootparams;
 pub mod shell;

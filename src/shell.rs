@@ -119,7 +119,7 @@ impl Shell {
 
     fn exec(&mut self, cmd: &str, args: &[&str]) -> Result<(), String> {
         let root = self.ctx.root.clone();
-        let out = Out { json: false };
+        let out = Out::new(false);
         let need_arg = |n: usize, usage: &str| {
             if args.len() < n {
                 Err(format!("usage: {usage}"))
@@ -140,6 +140,13 @@ impl Shell {
                     p(n);
                 }
                 p(format!("transaction {id} is active"));
+                // As `state activate`: a default chosen with set-default gives way.
+                if let Ok(true) = lifeboat_state::root::SystemRoot::open(&root)
+                    .map_err(|e| e.to_string())
+                    .and_then(|sr| crate::pin::clear(&sr).map_err(|e| e.to_string()))
+                {
+                    p("the default chosen with `boot set-default` gives way to it");
+                }
             }
             "verify" => {
                 let full = args.contains(&"--full");

@@ -33,8 +33,9 @@ impl Machine {
     fn new(tag: &str, tx3_check: Option<&str>) -> Machine {
         let s = Scratch::new(tag);
         let root = s.join("root");
+        std::fs::create_dir_all(&root).unwrap();
         let img = s.join("d.img").display().to_string();
-        ok(&["disk", "create", &img, "--size", "96M", "--esp", "64M", "--root", "0"]);
+        ok(&["disk", "create", &img, "--size", "96M", "--esp-size", "64M", "--root-size", "0"]);
         write(&root.join("etc/machine-id"), format!("{TOKEN}\n").as_bytes(), 0o444);
         write(&root.join("etc/kernel/cmdline.d/90-local.cmdline"), b"root=PARTUUID=abcd\n", 0o644);
         let vars = s.join("efivars");

@@ -18,6 +18,7 @@ fn r(p: &Path) -> &str {
 /// A root with three transactions that carry a kernel, and a disk image.
 fn setup(s: &Scratch) -> (std::path::PathBuf, String) {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=3 {
         let t = s.join(&format!("t{v}"));
         tree(&t, v);
@@ -30,7 +31,7 @@ fn setup(s: &Scratch) -> (std::path::PathBuf, String) {
     write(&root.join("etc/machine-id"), b"00112233445566778899aabbccddeeff\n", 0o444);
     write(&root.join("etc/kernel/cmdline.d/90-local.cmdline"), b"root=PARTUUID=abcd console=ttyS0\n", 0o644);
     let img = s.join("d.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "96M", "--esp", "64M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "96M", "--esp-size", "64M", "--root-size", "0"]);
     (root, img)
 }
 
@@ -308,7 +309,7 @@ fn xbootldr_holds_entries_and_kernels_esp_holds_loader_conf() {
     let s = Scratch::new("xbootldr");
     let (root, _) = setup(&s);
     let img = s.join("x.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "128M", "--esp", "40M", "--xbootldr", "64M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "128M", "--esp-size", "40M", "--xbootldr-size", "64M", "--root-size", "0"]);
     // A whole disk as --esp: its XBOOTLDR becomes $BOOT.
     ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--timeout", "2"]);
     let boot_ls = ok(&["disk", "ls", "-r", &format!("{img}:xbootldr")]);

@@ -27,9 +27,10 @@ fn entries(img: &str) -> Vec<(String, String)> {
 /// A root with one transaction made from `t`, and an empty 64 MiB disk image.
 fn root_and_disk(s: &Scratch, t: &Path) -> (PathBuf, String) {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     ok(&["--root", r(&root), "state", "commit", "--from", r(t)]);
     let img = s.join("d.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "64M", "--esp", "40M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "64M", "--esp-size", "40M", "--root-size", "0"]);
     (root, img)
 }
 

@@ -40,7 +40,7 @@ const USER_LINES: &str = "# the user's own settings\nconsole-mode max\neditor no
 /// A disk image with an ESP, made by lifeboat itself, as bytes.
 fn base_image(s: &Scratch) -> (Vec<u8>, u64, u64) {
     let img = s.join("disk.img");
-    ok(&["disk", "create", img.to_str().unwrap(), "--size", "48M", "--esp", "40M", "--root", "0"]);
+    ok(&["disk", "create", img.to_str().unwrap(), "--size", "48M", "--esp-size", "40M", "--root-size", "0"]);
     let d = lifeboat_esp::Disk::open(&img, false).unwrap();
     let p = d.find(lifeboat_esp::PartitionKind::Esp).unwrap().clone();
     (fs::read(&img).unwrap(), p.start, p.size)
@@ -92,7 +92,15 @@ fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
 }
 
 fn req(entries: Vec<WantedEntry>, keep: usize) -> SyncRequest {
-    SyncRequest { token: TOKEN.into(), entries, keep, tries: None, timeout: None, protected: vec![] }
+    SyncRequest {
+        token: TOKEN.into(),
+        entries,
+        keep,
+        tries: None,
+        timeout: None,
+        protected: vec![],
+        pinned_default: None,
+    }
 }
 
 fn sync(v: &mut dyn Volume, r: &SyncRequest) {

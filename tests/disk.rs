@@ -45,7 +45,19 @@ fn created_images_satisfy_sgdisk_fsck_and_mtools() {
     let s = Scratch::new("disk");
     let img = s.join("d.img");
     let img = img.to_str().unwrap();
-    ok(&["disk", "create", img, "--size", "700M", "--esp", "300M", "--xbootldr", "64M", "--root", "100M"]);
+    ok(&[
+        "disk",
+        "create",
+        img,
+        "--size",
+        "700M",
+        "--esp-size",
+        "300M",
+        "--xbootldr-size",
+        "64M",
+        "--root-size",
+        "100M",
+    ]);
     let (okk, out) = oracle("sgdisk", &["-v", img]);
     assert!(okk && out.contains("No problems found"), "sgdisk -v:\n{out}");
     let p = parts(img);
@@ -121,7 +133,7 @@ fn bad_images_fail_cleanly_without_writing() {
     let s = Scratch::new("bad");
     let img = s.join("d.img");
     let img = img.to_str().unwrap();
-    ok(&["disk", "create", img, "--size", "160M", "--esp", "100M"]);
+    ok(&["disk", "create", img, "--size", "160M", "--esp-size", "100M"]);
     let (_, _, esp_start, _) = parts(img)[0].clone();
     write(&s.join("x"), b"payload", 0o644);
     ok(&["disk", "put", s.join("x").to_str().unwrap(), &format!("{img}:esp:dir/x")]);
@@ -265,7 +277,7 @@ fn put_leaves_nothing_behind() {
     let s = Scratch::new("put-behind");
     let img = s.join("d.img");
     let img = img.to_str().unwrap();
-    ok(&["disk", "create", img, "--size", "64M", "--esp", "48M", "--root", "0"]);
+    ok(&["disk", "create", img, "--size", "64M", "--esp-size", "48M", "--root-size", "0"]);
     let e = |p: &str| format!("{img}:esp:{p}");
     write(&s.join("a.efi"), b"kernel a", 0o644);
     ok(&["disk", "put", s.join("a.efi").to_str().unwrap(), &e("EFI/Linux/a.efi")]);

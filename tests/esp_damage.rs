@@ -29,7 +29,7 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 
 fn disk(s: &Scratch) -> String {
     let img = s.join("d.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "64M", "--esp", "48M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "64M", "--esp-size", "48M", "--root-size", "0"]);
     img
 }
 
@@ -228,7 +228,7 @@ fn the_dirty_flag_stays_set_while_damage_remains() {
     // Damage --repair cannot decide from the volume (a chain that leaves the
     // volume, the same in both FAT copies): nothing written, the flag kept.
     let img2 = s.join("e.img").display().to_string();
-    ok(&["disk", "create", &img2, "--size", "64M", "--esp", "48M", "--root", "0"]);
+    ok(&["disk", "create", &img2, "--size", "64M", "--esp-size", "48M", "--root-size", "0"]);
     put(&s, &img2, &pattern(9_000, 6), "c.bin");
     let mut b = fs::read(&img2).unwrap();
     let c = f.start(&b, f.find(&b, "c.bin").unwrap().short());
@@ -245,6 +245,7 @@ fn the_dirty_flag_stays_set_while_damage_remains() {
 /// A root with one transaction that carries a kernel.
 fn system(s: &Scratch) -> PathBuf {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t1");
     tree(&t, 1);
     write(&t.join("lib/os-release"), b"NAME=\"Test OS\"\nID=testos\n", 0o644);

@@ -526,7 +526,7 @@ fn the_cli_says_what_it_repaired_before_it_writes() {
     let s = Scratch::new("fatcheck-cli");
     let img = s.join("d.img");
     let img = img.to_str().unwrap();
-    ok(&["disk", "create", img, "--size", "64M", "--esp", "48M", "--root", "0"]);
+    ok(&["disk", "create", img, "--size", "64M", "--esp-size", "48M", "--root-size", "0"]);
     let f = s.join("f");
     fs::write(&f, b"kernel bytes").unwrap();
     let dest = format!("{img}:esp:/EFI/Linux/a.efi");

@@ -19,7 +19,7 @@ fn var(dir: &std::path::Path, name: &str, data: &[u8]) {
 fn add_list_next_order_prune() {
     let s = Scratch::new("fw");
     let img = s.join("d.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "64M", "--esp", "32M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "64M", "--esp-size", "32M", "--root-size", "0"]);
     write(&s.join("l"), b"loader", 0o644);
     ok(&["disk", "put", s.join("l").to_str().unwrap(), &format!("{img}:esp:EFI/systemd/systemd-bootx64.efi")]);
     let vars = s.join("vars");

@@ -33,6 +33,7 @@ fn commit_hashes_match_xxhsum() {
         write(&tree.join(format!("bin/{b}")), &fs::read(&src).unwrap(), 0o755);
     }
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     ok(&["--root", root.to_str().unwrap(), "state", "commit", "--from", tree.to_str().unwrap()]);
     let show = ok(&["--root", root.to_str().unwrap(), "state", "show", "1", "--files"]);
     let ours: BTreeMap<String, String> = show

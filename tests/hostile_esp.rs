@@ -28,7 +28,7 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 
 fn disk(s: &Scratch, name: &str) -> String {
     let img = s.join(name).display().to_string();
-    ok(&["disk", "create", &img, "--size", "64M", "--esp", "48M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "64M", "--esp-size", "48M", "--root-size", "0"]);
     img
 }
 
@@ -99,6 +99,7 @@ fn fsck_strict(s: &Scratch, img: &str) -> Result<(), String> {
 /// A root with transactions 1..=n, each with its own kernel (6.1.0-test).
 fn system(s: &Scratch, n: u32) -> PathBuf {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=n {
         let t = s.join(&format!("t{v}"));
         tree(&t, v);
@@ -455,6 +456,9 @@ fn a_pending_loader_conf_is_completed_before_the_sync_plans() {
     let t = s.join("t.img").display().to_string();
     fs::copy(&img, &t).unwrap();
     ok(&["--root", r(&root), "--esp", &t, "boot", "set-default", "1"]);
+    // Cut before set-default recorded the choice in the root (it writes
+    // loader.conf first): only the pending loader.conf is left of it.
+    fs::remove_file(root.join(".moss/lifeboat/default")).unwrap();
     let pending = mcopy(&s, &t, "loader/loader.conf");
     assert!(String::from_utf8_lossy(&pending).contains(&format!("default {TOKEN}-1-*")));
     mput(&s, &img, &pending, "loader/loader.conf.lbnew");
@@ -509,7 +513,7 @@ fn names_and_messages_say_what_is_wrong() {
 
     // A full FAT16 fixed root directory is said to be one, not a full volume.
     let small = s.join("f16.img").display().to_string();
-    ok(&["disk", "create", &small, "--size", "32M", "--esp", "16M", "--root", "0"]);
+    ok(&["disk", "create", &small, "--size", "32M", "--esp-size", "16M", "--root-size", "0"]);
     let many = s.join("many");
     for i in 0..512 {
         write(&many.join(format!("F{i}.TXT")), b"x", 0o644);

@@ -18,6 +18,7 @@ fn r(root: &Path) -> &str {
 }
 
 fn commit(root: &Path, tree: &Path, summary: &str) -> String {
+    std::fs::create_dir_all(root).unwrap();
     ok(&["--root", r(root), "state", "commit", "--from", tree.to_str().unwrap(), "--summary", summary])
 }
 
@@ -43,6 +44,7 @@ fn ino(p: &Path) -> u64 {
 fn repairing_an_archived_transaction_leaves_the_active_one_alone() {
     let s = Scratch::new("rv1-suid");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t1");
     write(&t.join("bin/su"), b"vulnerable setuid binary\n", 0o4755);
     fs::set_permissions(t.join("bin/su"), fs::Permissions::from_mode(0o4755)).unwrap();
@@ -72,6 +74,7 @@ fn repairing_an_archived_transaction_leaves_the_active_one_alone() {
 fn activation_from_the_store_refuses_a_truncated_blob() {
     let s = Scratch::new("rv1-trunc");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t");
     write(&t.join("bin/ping"), b"capbin\n", 0o755);
     sh(&format!("setcap cap_net_raw+ep {}", t.join("bin/ping").display()));
@@ -101,6 +104,7 @@ fn activation_from_the_store_refuses_a_truncated_blob() {
 fn repair_restores_a_member_of_a_hard_link_group_as_a_link() {
     let s = Scratch::new("rv1-hl");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t");
     write(&t.join("bin/ping"), b"capbin\n", 0o755);
     sh(&format!("setcap cap_net_raw+ep {}", t.join("bin/ping").display()));
@@ -120,6 +124,7 @@ fn repair_restores_a_member_of_a_hard_link_group_as_a_link() {
 fn hard_linked_empty_files_stay_one_inode() {
     let s = Scratch::new("rv1-emptyhl");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t");
     write(&t.join("lib/a/e1"), b"", 0o644);
     fs::create_dir_all(t.join("lib/b")).unwrap();
@@ -137,6 +142,7 @@ fn hard_linked_empty_files_stay_one_inode() {
 fn repair_without_prune_extra_keeps_files_in_the_way() {
     let s = Scratch::new("rv1-inway");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t");
     write(&t.join("bin/a"), b"a\n", 0o755);
     std::os::unix::fs::symlink("../var/usrlocal", t.join("local")).unwrap();
@@ -159,6 +165,7 @@ fn repair_without_prune_extra_keeps_files_in_the_way() {
 fn a_pruning_dir_lifeboat_never_made_is_kept() {
     let s = Scratch::new("rv1-pruning");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "one");
     write(&root.join(".moss/root/pruning-99/usr/precious"), b"mine\n", 0o644);
@@ -176,6 +183,7 @@ fn a_pruning_dir_lifeboat_never_made_is_kept() {
 fn a_copy_with_an_added_capability_is_not_removed_as_a_second_copy() {
     let s = Scratch::new("rv1-copy");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "one");
     tree(&s.join("t2"), 2);
@@ -197,6 +205,7 @@ fn a_copy_with_an_added_capability_is_not_removed_as_a_second_copy() {
 fn the_previous_index_does_not_resurrect_pruned_transactions() {
     let s = Scratch::new("rv1-prev");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=3 {
         tree(&s.join(&format!("t{v}")), v);
         commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
@@ -215,6 +224,7 @@ fn the_previous_index_does_not_resurrect_pruned_transactions() {
 fn a_fifo_as_the_index_does_not_hang() {
     let s = Scratch::new("rv1-fifo");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "one");
     let idx = root.join(".moss/lifeboat/state.idx");
@@ -229,6 +239,7 @@ fn a_fifo_as_the_index_does_not_hang() {
 fn a_stray_symlink_in_moss_root_does_not_block_commits() {
     let s = Scratch::new("rv1-stray");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "one");
     fs::create_dir_all(s.join("elsewhere")).unwrap();
@@ -243,6 +254,7 @@ fn a_stray_symlink_in_moss_root_does_not_block_commits() {
 fn a_tree_named_with_the_largest_id_does_not_panic() {
     let s = Scratch::new("rv1-maxid");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "one");
     let n = u64::MAX.to_string();
@@ -267,6 +279,7 @@ fn a_tree_named_with_the_largest_id_does_not_panic() {
 fn the_top_directory_of_the_tree_round_trips() {
     let s = Scratch::new("rv1-top");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t");
     write(&t.join("bin/a"), b"a\n", 0o755);
     sh(&format!("chmod 750 {0} && chown 3:4 {0} && setfattr -n user.top -v t {0}", t.display()));
@@ -282,6 +295,7 @@ fn the_top_directory_of_the_tree_round_trips() {
 fn prune_keeps_a_slot_tree_it_says_it_keeps() {
     let s = Scratch::new("rv1-prunekept");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=3 {
         tree(&s.join(&format!("t{v}")), v);
         commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
@@ -305,6 +319,7 @@ fn prune_keeps_a_slot_tree_it_says_it_keeps() {
 fn repair_does_not_empty_a_filesystem_mounted_in_usr() {
     let s = Scratch::new("rv1-mount");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t");
     write(&t.join("bin/a"), b"a\n", 0o755);
     std::os::unix::fs::symlink("../var/usrlocal", t.join("local")).unwrap();
@@ -333,6 +348,7 @@ fn repair_does_not_empty_a_filesystem_mounted_in_usr() {
 fn prune_never_deletes_through_a_mount_an_activation_moved() {
     let s = Scratch::new("rv1-mountprune");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t");
     write(&t.join("bin/a"), b"a\n", 0o755);
     commit(&root, &t, "one");
@@ -358,6 +374,7 @@ fn prune_never_deletes_through_a_mount_an_activation_moved() {
 fn activation_mends_a_damaged_archived_tree_first() {
     let s = Scratch::new("rv1-damagedarchive");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "one");
     tree(&s.join("t2"), 2);
@@ -380,13 +397,14 @@ fn activation_mends_a_damaged_archived_tree_first() {
 fn a_closed_pipe_does_not_stop_a_commit_halfway() {
     let s = Scratch::new("rv1-sigpipe");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     write(&root.join("etc/machine-id"), b"00112233445566778899aabbccddeeff\n", 0o444);
     write(
         &root.join("etc/lifeboat/lifeboat.conf"),
         format!("esp = {}\n", s.join("esp.img").display()).as_bytes(),
         0o644,
     );
-    ok(&["disk", "create", s.join("esp.img").to_str().unwrap(), "--size", "64M", "--esp", "60M"]);
+    ok(&["disk", "create", s.join("esp.img").to_str().unwrap(), "--size", "64M", "--esp-size", "60M"]);
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "one");
     tree(&s.join("t2"), 2);
@@ -411,6 +429,7 @@ fn a_closed_pipe_does_not_stop_a_commit_halfway() {
 fn damaged_indexes_set_aside_twice_in_a_second_are_both_kept() {
     let s = Scratch::new("rv1-aside2");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "one");
     let lb = root.join(".moss/lifeboat");

@@ -120,13 +120,15 @@ fn ktree(at: &Path, v: u32, kver: &str, modules: Option<&Path>, rescue: &[u8]) {
 
 fn new_root(s: &Scratch) -> (PathBuf, String) {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     write(&root.join("etc/machine-id"), format!("{TOKEN}\n").as_bytes(), 0o444);
     let img = s.join("d.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "200M", "--esp", "160M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "200M", "--esp-size", "160M", "--root-size", "0"]);
     (root, img)
 }
 
 fn commit(root: &Path, t: &Path) {
+    std::fs::create_dir_all(root).unwrap();
     ok(&["--root", r(root), "state", "commit", "--from", r(t)]);
 }
 

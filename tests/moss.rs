@@ -21,6 +21,7 @@ fn shared() -> PathBuf {
 /// The fixture, unpacked as moss made it (hard links and modes matter).
 fn fixture(s: &Scratch) -> PathBuf {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     fs::create_dir_all(&root).unwrap();
     let tar = shared().join("fixtures/moss-root.tar.gz");
     assert!(tar.is_file(), "the moss fixture {} is missing", tar.display());
@@ -290,7 +291,7 @@ fn boot_entries_carry_moss_fstx_and_moss_s_own_entries_are_adopted() {
     let root = fixture(&s);
     let rt = r(&root);
     let img = s.join("disk.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "64M", "--esp", "32M"]);
+    ok(&["disk", "create", &img, "--size", "64M", "--esp-size", "32M"]);
     let before = snapshot(&root);
     ok(&["--root", &rt, "boot", "sync", "--esp", &img]);
     let listing = ok(&["disk", "ls", &format!("{img}:esp:loader/entries")]);

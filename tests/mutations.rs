@@ -177,7 +177,7 @@ fn cpio_bls_and_load_options() {
 fn gpt_and_fat_of_damaged_images() {
     let s = Scratch::new("mut-disk");
     let img = s.join("d.img");
-    ok(&["disk", "create", img.to_str().unwrap(), "--size", "48M", "--esp", "40M", "--root", "0"]);
+    ok(&["disk", "create", img.to_str().unwrap(), "--size", "48M", "--esp-size", "40M", "--root-size", "0"]);
     write(&s.join("x"), &[5u8; 9000], 0o644);
     ok(&["disk", "put", s.join("x").to_str().unwrap(), &format!("{}:esp:EFI/some/dir/file.efi", img.display())]);
     let seed = std::fs::read(&img).unwrap();

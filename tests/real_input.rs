@@ -131,6 +131,7 @@ fn every_attribute_survives_commit_rollback_and_repair() {
     assert!(is_root(), "file capabilities and trusted.* attributes need root");
     let s = Scratch::new("attrs");
     let (src, root) = (s.join("src"), s.join("root"));
+    fs::create_dir_all(&root).unwrap();
     attribute_tree(&src);
     let usr = root.join("usr");
     ok(&["--root", r(&root), "state", "commit", "--from", r(&src), "--summary", "attributes"]);
@@ -224,6 +225,7 @@ fn this_machines_usr_round_trips() {
     assert!(is_root(), "committing /usr as it is needs root");
     let s = Scratch::new("realusr");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let src = Path::new("/usr");
     let usr = root.join("usr");
     let out = ok(&["--root", r(&root), "state", "commit", "--from", "/usr", "--summary", "this machine's /usr"]);

@@ -179,6 +179,7 @@ impl Fake {
     fn entry_options(&self) -> String {
         let t = self.s.join("tree");
         tree(&t, 1);
+        std::fs::create_dir_all(&self.root).unwrap();
         ok(&["--root", self.root.to_str().unwrap(), "state", "commit", "--from", t.to_str().unwrap()]);
         let root = lifeboat_state::root::SystemRoot::open(&self.root).unwrap();
         let idx = lifeboat_state::recover::load_existing_index(&root).unwrap().index;

@@ -14,6 +14,7 @@ use lifeboat_state::hash::Hash128;
 use lifeboat_state::layout::EntryData;
 
 fn commit(root: &Path, tree: &Path, summary: &str) -> String {
+    fs::create_dir_all(root).unwrap();
     ok(&["--root", root.to_str().unwrap(), "state", "commit", "--from", tree.to_str().unwrap(), "--summary", summary])
 }
 
@@ -25,6 +26,7 @@ fn r(root: &Path) -> &str {
 fn commit_list_activate_prune() {
     let s = Scratch::new("state");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=3 {
         tree(&s.join(&format!("t{v}")), v);
         commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
@@ -72,6 +74,7 @@ fn commit_list_activate_prune() {
 fn bad_trees_are_refused_and_change_nothing() {
     let s = Scratch::new("badtree");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "good");
     let before = fs::read(root.join(".moss/lifeboat/state.idx")).unwrap();
@@ -110,6 +113,7 @@ fn bad_trees_are_refused_and_change_nothing() {
 fn damaged_and_hostile_indexes() {
     let s = Scratch::new("hostile");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     tree(&s.join("t2"), 2);
     commit(&root, &s.join("t1"), "one");
@@ -320,6 +324,7 @@ fn same_content_under_two_modes_gets_both_modes() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let s = Scratch::new("twomodes");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t");
     write(&t.join("bin/tool"), b"#!/bin/sh\necho same\n", 0o755);
     write(&t.join("share/doc/tool.example"), b"#!/bin/sh\necho same\n", 0o644);
@@ -372,6 +377,7 @@ fn a_deep_tree_is_blitted_exactly_however_the_runs_fall() {
     use std::os::unix::fs::PermissionsExt;
     let s = Scratch::new("deepblit");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t");
     for c in 0..40 {
         let mut d = t.join(format!("lib/c{c:02}"));
@@ -437,6 +443,7 @@ fn disk_state(dir: &Path) -> Vec<(String, u64, u64, i64, i64, i64, i64)> {
 fn a_lost_index_is_rebuilt_from_the_trees_and_no_id_is_reused() {
     let s = Scratch::new("lostidx");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=3 {
         tree(&s.join(&format!("t{v}")), v);
         commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
@@ -444,7 +451,7 @@ fn a_lost_index_is_rebuilt_from_the_trees_and_no_id_is_reused() {
     // Entries for 1, 2 and 3 on an ESP image; then 2 and 3 go (1 active).
     write(&root.join("etc/machine-id"), b"00112233445566778899aabbccddeeff\n", 0o444);
     let img = s.join("esp.img");
-    ok(&["disk", "create", r(&img), "--size", "64M", "--esp", "60M"]);
+    ok(&["disk", "create", r(&img), "--size", "64M", "--esp-size", "60M"]);
     ok(&["--root", r(&root), "--esp", r(&img), "boot", "sync"]);
     ok(&["--root", r(&root), "state", "activate", "1"]);
     tree(&s.join("t4"), 4);
@@ -495,6 +502,7 @@ fn a_lost_index_is_rebuilt_from_the_trees_and_no_id_is_reused() {
 fn a_damaged_index_is_set_aside_and_rebuilt() {
     let s = Scratch::new("damagedidx");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=2 {
         tree(&s.join(&format!("t{v}")), v);
         commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
@@ -524,6 +532,7 @@ fn a_damaged_index_is_set_aside_and_rebuilt() {
 fn a_copied_usr_commits_cleanly_and_nothing_is_lost_after() {
     let s = Scratch::new("copiedusr");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     commit(&root, &s.join("t1"), "one");
     let new = s.join("new");
@@ -554,6 +563,7 @@ fn a_copied_usr_commits_cleanly_and_nothing_is_lost_after() {
 fn read_only_commands_and_dry_runs_write_nothing_and_unknown_trees_are_kept() {
     let s = Scratch::new("dryrun");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=3 {
         tree(&s.join(&format!("t{v}")), v);
         commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));
@@ -627,6 +637,7 @@ fn archived_setuid_binaries_are_out_of_other_users_reach() {
     use std::os::unix::fs::PermissionsExt;
     let s = Scratch::new("perms");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     write(&s.join("t1/bin/sudo"), b"an old sudo", 0o4755);
     commit(&root, &s.join("t1"), "one");
@@ -647,6 +658,7 @@ fn archived_setuid_binaries_are_out_of_other_users_reach() {
 fn hard_link_groups_commit_as_one_blob() {
     let s = Scratch::new("hardlinks");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     let t = s.join("t");
     write(&t.join("bin/a"), b"hi\n", 0o755);
     fs::hard_link(t.join("bin/a"), t.join("bin/b")).unwrap();
@@ -666,6 +678,7 @@ fn hard_link_groups_commit_as_one_blob() {
 fn a_fifo_where_a_copy_was_expected_does_not_hang_repair() {
     let s = Scratch::new("fifo");
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=2 {
         tree(&s.join(&format!("t{v}")), v);
         commit(&root, &s.join(&format!("t{v}")), &format!("tx {v}"));

@@ -35,6 +35,7 @@ fn need(tools: &[&str]) {
 /// A root with three transactions that carry a kernel (ID=testos), and a disk image.
 fn setup(s: &Scratch) -> (PathBuf, String) {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     for v in 1..=3 {
         let t = s.join(&format!("t{v}"));
         tree(&t, v);
@@ -44,7 +45,7 @@ fn setup(s: &Scratch) -> (PathBuf, String) {
     write(&root.join("etc/machine-id"), format!("{TOKEN}\n").as_bytes(), 0o444);
     write(&root.join("etc/kernel/cmdline"), b"root=PARTUUID=abcd console=ttyS0\n", 0o644);
     let img = s.join("d.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "96M", "--esp", "64M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "96M", "--esp-size", "64M", "--root-size", "0"]);
     (root, img)
 }
 
@@ -395,7 +396,7 @@ fn ukis_on_xbootldr_are_entries_too_whatever_the_case_of_their_names() {
     let s = Scratch::new("uki-xb");
     let (root, _) = setup(&s);
     let img = s.join("x.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "128M", "--esp", "40M", "--xbootldr", "64M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "128M", "--esp-size", "40M", "--xbootldr-size", "64M", "--root-size", "0"]);
     let u = s.join("u.efi");
     objcopy_uki(&s, &u, "PRETTY_NAME=\"On XBOOTLDR\"\nID=aaa\n", Some("x=1\n"), Some("6.9.0\n"));
     // FAT ignores case: the loader takes EFI/LINUX/*.EFI as it takes EFI/Linux/*.efi.

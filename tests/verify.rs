@@ -16,6 +16,7 @@ fn r(p: &Path) -> &str {
 
 fn setup(s: &Scratch) -> std::path::PathBuf {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t1"), 1);
     tree(&s.join("t2"), 2);
     ok(&["--root", r(&root), "state", "commit", "--from", r(&s.join("t1"))]);
@@ -312,6 +313,7 @@ fn settle() {
 /// count, word), that many files `DIR/i` holding "WORD i".
 fn committed_with_many(s: &Scratch, extra: &[(&str, usize, &str)]) -> PathBuf {
     let root = s.join("root");
+    std::fs::create_dir_all(&root).unwrap();
     tree(&s.join("t"), 1);
     for (dir, n, word) in extra {
         for i in 0..*n {

@@ -95,13 +95,11 @@ impl EfiVars {
     /// Uses `dir` (efivarfs, or a stand-in directory in tests).
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(var_err(
-                "*",
-                format!(
-                    "{} does not exist: not booted with UEFI, or efivarfs is not mounted (module efivarfs)",
-                    dir.display()
-                ),
-            ));
+            return Err(Error::Invalid(format!(
+                "no EFI variables: {} does not exist (not booted with UEFI, or efivarfs is not mounted: \
+                 `mount -t efivarfs efivarfs /sys/firmware/efi/efivars`; --efivars DIR names another place)",
+                dir.display()
+            )));
         }
         Ok(EfiVars { dir: dir.to_owned() })
     }

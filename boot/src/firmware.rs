@@ -101,7 +101,10 @@ pub fn add(v: &EfiVars, opt: &LoadOption, first: bool) -> Result<(u16, bool)> {
 pub fn remove(v: &EfiVars, num: u16) -> Result<()> {
     let fw = read(v)?;
     if !fw.entries.iter().any(|e| e.num == num) {
-        return Err(Error::Invalid(format!("{} does not exist", boot_name(num))));
+        return Err(Error::Invalid(format!(
+            "{} does not exist (`lifeboat firmware list` lists the entries)",
+            boot_name(num)
+        )));
     }
     if fw.order.contains(&num) {
         let order: Vec<u16> = fw.order.iter().copied().filter(|&x| x != num).collect();
@@ -117,7 +120,10 @@ pub fn remove(v: &EfiVars, num: u16) -> Result<()> {
 pub fn set_next(v: &EfiVars, num: u16) -> Result<()> {
     let fw = read(v)?;
     if !fw.entries.iter().any(|e| e.num == num) {
-        return Err(Error::Invalid(format!("{} does not exist", boot_name(num))));
+        return Err(Error::Invalid(format!(
+            "{} does not exist (`lifeboat firmware list` lists the entries)",
+            boot_name(num)
+        )));
     }
     v.write("BootNext", GLOBAL_GUID, NV_BS_RT, &num.to_le_bytes())
 }
@@ -127,7 +133,10 @@ pub fn set_order(v: &EfiVars, order: &[u16]) -> Result<()> {
     let fw = read(v)?;
     for (i, n) in order.iter().enumerate() {
         if !fw.entries.iter().any(|e| e.num == *n) {
-            return Err(Error::Invalid(format!("{} does not exist", boot_name(*n))));
+            return Err(Error::Invalid(format!(
+                "{} does not exist (`lifeboat firmware list` lists the entries)",
+                boot_name(*n)
+            )));
         }
         if order[..i].contains(n) {
             return Err(Error::Invalid(format!("{} appears twice", boot_name(*n))));

@@ -177,6 +177,10 @@ pub struct SyncRequest {
     /// Transactions whose wanted entry cannot be built now (say, a kernel missing
     /// from the store): their existing entries and files are left as they are.
     pub protected: Vec<u64>,
+    /// The `default` pattern the user chose (`boot set-default`), kept instead
+    /// of the active transaction's while it names an entry that stays: one of
+    /// ours that this plan keeps, or another's (an entry lifeboat does not manage).
+    pub pinned_default: Option<String>,
 }
 
 /// One file operation of a plan.
@@ -643,7 +647,12 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
             Some(f) => bls::split_counter(f, ".conf").and_then(|(_, c)| c).is_some(),
             None => req.tries.is_some(),
         });
+        // A pin on one of our entries holds only while the plan keeps it.
+        let pinned = req.pinned_default.clone().filter(|p| {
+            !p.starts_with(&format!("{token}-")) || kept.iter().any(|w| default_pattern(token, w.tx) == *p)
+        });
         let default = match active {
+            _ if pinned.is_some() => pinned,
             Some(_) if counting => Some(format!("{token}-*")),
             Some(a) => Some(default_pattern(token, a.tx)),
             None => None,

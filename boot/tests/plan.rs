@@ -34,7 +34,15 @@ fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
 }
 
 fn req(entries: Vec<WantedEntry>, keep: usize) -> SyncRequest {
-    SyncRequest { token: TOKEN.into(), entries, keep, tries: None, timeout: None, protected: vec![] }
+    SyncRequest {
+        token: TOKEN.into(),
+        entries,
+        keep,
+        tries: None,
+        timeout: None,
+        protected: vec![],
+        pinned_default: None,
+    }
 }
 
 fn sync(v: &mut MemVolume, r: &SyncRequest) -> Result<plan::Plan, Error> {

@@ -80,9 +80,18 @@ impl fmt::Display for Error {
             Error::Partition { disk, number, why } => {
                 write!(f, "{}: partition {number}: {why}", disk.display())
             }
-            Error::NoPartition { disk, what } => {
-                write!(f, "{}: no {what} partition", disk.display())
-            }
+            Error::NoPartition { disk, what } if what.bytes().all(|b| b.is_ascii_digit()) => write!(
+                f,
+                "{}: no partition number {what} on this disk (`lifeboat disk ls {}` lists them)",
+                disk.display(),
+                disk.display()
+            ),
+            Error::NoPartition { disk, what } => write!(
+                f,
+                "{}: no {what} partition on this disk (`lifeboat disk ls {}` lists them)",
+                disk.display(),
+                disk.display()
+            ),
             Error::Fat { volume, why } => write!(f, "{volume}: FAT: {why}"),
             Error::NotFound { volume, path } => write!(f, "{volume}: {path}: not found"),
             Error::NoSpace { volume, need, free } => {

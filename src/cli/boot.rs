@@ -59,16 +59,20 @@ pub struct ListCmd {}
 #[argh(subcommand, name = "sync")]
 /// make $BOOT hold one entry per retained transaction (and nothing stale of ours)
 pub struct SyncCmd {
-    /// entries to keep, the active transaction's included (default 5)
+    /// entries to keep, the active transaction's included (default: keep = in
+    /// lifeboat.conf, else 5; see Defaults below)
     #[argh(option)]
     pub keep: Option<usize>,
     /// only print the plan
     #[argh(switch)]
     pub dry_run: bool,
-    /// boot-counting tries for new entries
+    /// boot-counting tries for the entries this sync writes (a new transaction's);
+    /// entries already on $BOOT keep their counting as it is, and a note names
+    /// how many (default: tries = in lifeboat.conf, else no counting)
     #[argh(option)]
     pub tries: Option<u32>,
-    /// loader.conf timeout in seconds
+    /// loader.conf timeout in seconds (default: timeout = in lifeboat.conf, else
+    /// loader.conf's own)
     #[argh(option)]
     pub timeout: Option<u32>,
     /// one lifeboat rescue initrd for every entry, instead of those built
@@ -235,6 +239,8 @@ pub fn sync(
     if req.entries.is_empty() {
         return Err(Error::NoKernel);
     }
+    let mut req = req;
+    req.pinned_default = pinned_default(ctx, &root, &req, dry_run);
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, !dry_run)?;
     for n in t.boot.notes.iter().chain(t.esp.iter().flat_map(|e| e.notes.iter())) {
         ctx.out.note(n);
@@ -243,7 +249,6 @@ pub fn sync(
     // then fails naming the damage.
     let refused = t.boot.volume.write_refusal().or_else(|| t.esp.as_ref().and_then(|e| e.volume.write_refusal()));
     let dry_run = dry_run || refused.is_some();
-    let mut req = req;
     let rescue = rescue::resolve(&root, &config, initrd, t.boot.volume.as_mut(), &req.token)?;
     for n in &rescue.notes {
         ctx.out.note(n);
@@ -265,7 +270,11 @@ pub fn sync(
             // Only for the entries the plan can keep: the others get none.
             let cands: Vec<&plan::WantedEntry> =
                 plan::candidates(&req.entries).into_iter().take(req.keep.max(1)).collect();
-            let got = crate::kinitrd::provide(&root, &loaded.index, &cands, *set, t.boot.volume.as_mut(), &req.token)?;
+            let bar = super::progress::Bar::for_output(ctx.out);
+            super::progress::step(&bar, "the kernels' rescue initrds: reading, building when their inputs changed");
+            let got = crate::kinitrd::provide(&root, &loaded.index, &cands, *set, t.boot.volume.as_mut(), &req.token);
+            drop(bar);
+            let got = got?;
             for n in &got.notes {
                 ctx.out.note(n);
             }
@@ -291,6 +300,23 @@ pub fn sync(
         }
         steps.push(Json::obj().with("op", what).with("path", path));
     }
+    // Said when asked on the command line (a setting in lifeboat.conf is the
+    // machine's standing choice, not news at every sync).
+    if let (Some(n), true) = (req.tries, tries.is_some()) {
+        let written: Vec<u64> = plan
+            .steps
+            .iter()
+            .filter_map(|s| if let Step::WriteEntry { tx, .. } = s { Some(*tx) } else { None })
+            .collect();
+        let untouched = plan.kept.iter().filter(|t| !written.contains(t)).count();
+        if untouched > 0 {
+            ctx.out.note(format!(
+                "tries = {n} counts the boots of the entries this sync writes ({}); the {untouched} entries already on \
+                 $BOOT keep their boot counting as it is",
+                if written.is_empty() { "none".to_owned() } else { format!("transactions {written:?}") }
+            ));
+        }
+    }
     if !plan.dropped_for_space.is_empty() {
         ctx.out.note(format!(
             "not enough space for every entry: transactions {:?} get none ({} bytes needed, {} free)",
@@ -299,7 +325,11 @@ pub fn sync(
     }
     if !dry_run {
         let esp_v: Option<&mut dyn Volume> = esp.as_mut().map(|e| e.volume.as_mut() as &mut dyn Volume);
-        let done = plan::apply(&plan, boot.volume.as_mut(), esp_v)?;
+        let bar = super::progress::Bar::for_output(ctx.out);
+        super::progress::step(&bar, &format!("writing {} files to {}", plan.steps.len(), boot.location));
+        let done = plan::apply(&plan, boot.volume.as_mut(), esp_v);
+        drop(bar);
+        let done = done?;
         for r in &done.recovered {
             ctx.out.note(r);
         }
@@ -848,6 +878,34 @@ fn target_pattern(root: &Path, token: Option<&str>, target: &str) -> Result<Stri
     }
 }
 
+/// The default the user chose with `set-default`, while the entry it names
+/// stays; a pin on a transaction no longer synced is dropped, with a note.
+fn pinned_default(ctx: &Ctx, root: &SystemRoot, req: &plan::SyncRequest, dry_run: bool) -> Option<String> {
+    let pin = match crate::pin::read(root) {
+        Ok(p) => p?,
+        Err(e) => {
+            ctx.out.note(e);
+            return None;
+        }
+    };
+    let kept = plan::candidates(&req.entries).into_iter().take(req.keep.max(1)).any(|w| Some(w.tx) == pin.tx);
+    match pin.tx {
+        Some(tx) if !kept => {
+            ctx.out.note(format!(
+                "the default set with `boot set-default` names transaction {tx}, whose entry this sync does not \
+                 keep (pruned, or beyond keep): the default follows the active transaction again"
+            ));
+            if !dry_run {
+                if let Err(e) = crate::pin::clear(root) {
+                    ctx.out.note(e.to_string());
+                }
+            }
+            None
+        }
+        _ => Some(pin.pattern),
+    }
+}
+
 pub fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
@@ -872,6 +930,10 @@ pub fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     }
     let hit = hit.file.clone();
     loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
+    // Kept by later syncs until the user changes what boots.
+    if let Err(e) = crate::pin::record(ctx.root, &pattern, target.parse().ok()) {
+        ctx.out.note(e);
+    }
     ctx.out.line(format!("default: {pattern} (now {hit})"));
     ctx.out.json(&Json::obj().with("default", pattern).with("entry", hit));
     Ok(ExitCode::SUCCESS)
@@ -909,6 +971,7 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
                     ctx.out.line(
                         "nothing to bless: the booted entry has no boot counter (LoaderBootCountPath is not set)",
                     );
+                    ctx.out.json(&Json::obj().with("blessed", false).with("why", "LoaderBootCountPath is not set"));
                     return Ok(ExitCode::SUCCESS);
                 }
             }
@@ -916,18 +979,19 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
     };
     let Some((stem, Some(_))) = bls::split_counter(&name, EntryFile::of(&name).suffix) else {
         ctx.out.line(format!("{name} has no boot counter; nothing to do"));
+        ctx.out.json(&Json::obj().with("blessed", false).with("entry", name.as_str()).with("why", "no boot counter"));
         return Ok(ExitCode::SUCCESS);
     };
     let mut t = open_noted(ctx, &config, true)?;
     match bless_in(&mut t, token.as_deref(), &name, stem)? {
         Some(good) => {
             ctx.out.line(format!("blessed: {name} -> {good}"));
-            ctx.out.json(&Json::obj().with("from", name).with("to", good));
+            ctx.out.json(&Json::obj().with("blessed", true).with("from", name).with("to", good));
         }
         None => {
             ctx.out
                 .line(format!("{} is not lifeboat's UKI; left as it is (its owner blesses it)", join(uki::DIR, &name)));
-            ctx.out.json(&Json::obj().with("from", name).with("to", Json::Null));
+            ctx.out.json(&Json::obj().with("blessed", false).with("from", name).with("to", Json::Null));
         }
     }
     Ok(ExitCode::SUCCESS)

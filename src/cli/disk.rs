@@ -46,13 +46,13 @@ pub struct CreateCmd {
     pub size: String,
     /// ESP size (default 256M)
     #[argh(option, default = "String::from(\"256M\")")]
-    pub esp: String,
+    pub esp_size: String,
     /// XBOOTLDR size (none by default)
     #[argh(option)]
-    pub xbootldr: Option<String>,
+    pub xbootldr_size: Option<String>,
     /// root partition size (default: the rest of the disk; 0 for none)
     #[argh(option)]
-    pub root: Option<String>,
+    pub root_size: Option<String>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -256,9 +256,9 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
         DiskSub::Create(c) => {
             let spec = CreateSpec {
                 size: size(&c.size, "--size")?,
-                esp: size(&c.esp, "--esp")?,
-                xbootldr: c.xbootldr.as_deref().map(|s| size(s, "--xbootldr")).transpose()?,
-                root: c.root.as_deref().map(|s| size(s, "--root")).transpose()?,
+                esp: size(&c.esp_size, "--esp-size")?,
+                xbootldr: c.xbootldr_size.as_deref().map(|s| size(s, "--xbootldr-size")).transpose()?,
+                root: c.root_size.as_deref().map(|s| size(s, "--root-size")).transpose()?,
             };
             let d = disk::create(&c.image, &spec)?;
             out.line(format!("created {} ({} bytes, GPT {})", c.image.display(), d.size, d.disk_guid));
@@ -299,6 +299,18 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             let spec = parse_spec(&c.spec)?;
             let path = spec.path.clone().ok_or_else(|| Error::bad_arg("cat", c.spec.clone(), "needs IMG:PART:PATH"))?;
             let (mut v, _) = open_volume(&spec, false)?;
+            if out.json {
+                // The bytes inside the one document: as text when they are
+                // UTF-8, else in base64.
+                let mut buf = Vec::new();
+                v.read_into(&path, &mut buf)?;
+                let j = Json::obj().with("path", c.spec.as_str()).with("size", buf.len() as u64);
+                out.json(&match String::from_utf8(buf) {
+                    Ok(t) => j.with("text", t),
+                    Err(e) => j.with("base64", crate::json::base64(e.as_bytes())),
+                });
+                return Ok(ExitCode::SUCCESS);
+            }
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             v.read_into(&path, &mut lock)?;
@@ -379,6 +391,18 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             };
             v.close()?;
             out.line(format!("wrote {} bytes in {} files to {dest}", sizes.iter().sum::<u64>(), sizes.len()));
+            out.json(
+                &Json::obj().with("dest", dest.as_str()).with("bytes", sizes.iter().sum::<u64>()).with(
+                    "files",
+                    Json::Arr(
+                        items
+                            .iter()
+                            .zip(&sizes)
+                            .map(|((t, _), n)| Json::obj().with("path", t.as_str()).with("size", *n))
+                            .collect(),
+                    ),
+                ),
+            );
             Ok(ExitCode::SUCCESS)
         }
         DiskSub::Rm(c) => {
@@ -394,6 +418,8 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
             }
             v.remove(&path)?;
             v.close()?;
+            out.line(format!("removed {}", c.spec));
+            out.json(&Json::obj().with("removed", c.spec.as_str()));
             Ok(ExitCode::SUCCESS)
         }
         DiskSub::Check(c) => check(c, out),

@@ -329,7 +329,11 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
     };
     let binary: Arc<[u8]> =
         foreign::read_file(&binary, lifeboat_initrd::MAX_FILE).map_err(|e| Error::io("read", &binary, e))?.into();
-    let built = lifeboat_initrd::build(&BuildSpec { binary, modules, compression })?;
+    let bar = super::progress::Bar::for_output(out);
+    super::progress::step(&bar, "building the initrd: modules, firmware, compression");
+    let built = lifeboat_initrd::build(&BuildSpec { binary, modules, compression });
+    drop(bar);
+    let built = built?;
     for n in &built.notes {
         out.note(n);
     }

@@ -6,7 +6,10 @@ pub mod boot;
 pub mod disk;
 pub mod firmware;
 pub mod initrd;
+pub mod output;
+pub mod progress;
 pub mod state;
+pub mod usage;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -35,6 +38,10 @@ pub struct Cli {
     /// efivarfs directory (default /sys/firmware/efi/efivars)
     #[argh(option)]
     pub efivars: Option<PathBuf>,
+    /// wait up to this many seconds for another lifeboat holding the root's
+    /// lock (default 0: fail at once, exit 75)
+    #[argh(option, default = "0")]
+    pub wait: u64,
     #[argh(subcommand)]
     pub cmd: Command,
 }
@@ -100,12 +107,33 @@ pub fn only_reads(cmd: &Command) -> bool {
     }
 }
 
-/// How results reach the user.
+/// How results reach the user: lines of text on stdout and notes on stderr,
+/// or, with `--json`, one JSON document gathered here and printed once by
+/// [`Out::finish`] (see [`crate::cli::output`]).
 pub struct Out {
     pub json: bool,
+    doc: output::Doc,
 }
 
 impl Out {
+    pub fn new(json: bool) -> Out {
+        Out { json, doc: output::Doc::default() }
+    }
+
+    /// Runs `f` with every document it gives nested under `key` of the
+    /// command's own (an auto-sync's result in a commit's).
+    pub fn nested<T>(&self, key: &'static str, f: impl FnOnce() -> T) -> T {
+        self.doc.nested(key, f)
+    }
+
+    /// Prints the one JSON document of this invocation (`--json` only): what
+    /// the command gave, the notes, and the error it ended with.
+    pub fn finish(&self, error: Option<(&str, u8)>) {
+        if self.json {
+            say(&mut std::io::stdout().lock(), &self.doc.finish(error).to_string());
+        }
+    }
+
     /// Prints a human line (suppressed in JSON mode).
     pub fn line(&self, s: impl AsRef<str>) {
         if !self.json {
@@ -133,9 +161,13 @@ impl Out {
         let _ = w.flush();
     }
 
-    /// A note for the user on stderr (always, JSON mode included).
+    /// A note for the user on stderr (always, JSON mode included; there it is
+    /// also in the document's `notes`).
     pub fn note(&self, s: impl AsRef<str>) {
         let text = format!("lifeboat: {}", lifeboat_fs::shown::controls_escaped(s.as_ref()));
+        if self.json {
+            self.doc.note(s.as_ref());
+        }
         say(&mut std::io::stderr().lock(), &text);
     }
 
@@ -147,32 +179,42 @@ impl Out {
         }
     }
 
+    /// The command's result as JSON (gathered; printed once by [`Out::finish`]).
     pub fn json(&self, j: &Json) {
         if self.json {
-            say(&mut std::io::stdout().lock(), &j.to_string());
+            self.doc.add(j.clone());
         }
     }
 }
 
 /// Exit status for failures that are not more specific.
 pub const EXIT_FAIL: u8 = 1;
+/// A command line that cannot mean anything (sysexits' EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
+/// The root is locked by another lifeboat or by moss: trying again later (or
+/// with `--wait`) may succeed (sysexits' EX_TEMPFAIL).
+pub const EXIT_BUSY: u8 = 75;
+
+/// The exit status an error ends the command with.
+pub fn exit_status(e: &Error) -> u8 {
+    match e {
+        Error::State(lifeboat_state::Error::Busy { .. } | lifeboat_state::Error::MossBusy(_)) => EXIT_BUSY,
+        _ => EXIT_FAIL,
+    }
+}
 
 /// Options every command takes, before or after the subcommand.
-const GLOBAL_VALUE: [&str; 4] = ["--root", "--esp", "--boot", "--efivars"];
+const GLOBAL_VALUE: [&str; 5] = ["--root", "--esp", "--boot", "--efivars", "--wait"];
 const GLOBAL_SWITCH: [&str; 1] = ["--json"];
-/// Commands with an option of their own named like a global one: after such a
-/// command the name is the command's (`disk create --root 2G` is a size).
-const SHADOWED: [(&str, &str, &[&str]); 1] = [("disk", "create", &["--root", "--esp"])];
 
 /// Moves global options found after the subcommand in front of it, where argh
 /// expects them, so `lifeboat boot sync --esp disk.img` works as `bootctl` and
-/// `git -C` users expect. Nothing after `--` moves.
+/// `git -C` users expect. Nothing after `--` moves. No subcommand has an option
+/// named like a global one (`disk create` takes `--root-size`), so a global
+/// option's name means one thing wherever it stands.
 pub fn hoist_globals(args: &[String]) -> Vec<String> {
     let mut front: Vec<String> = Vec::new();
     let mut rest: Vec<String> = Vec::new();
-    // The subcommand words seen so far (group, leaf).
-    let mut path: Vec<&str> = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -180,19 +222,15 @@ pub fn hoist_globals(args: &[String]) -> Vec<String> {
             rest.extend(args[i..].iter().cloned());
             break;
         }
-        let shadowed = SHADOWED.iter().any(|(g, l, names)| path.starts_with(&[*g, *l]) && names.contains(&a));
-        if !shadowed && GLOBAL_VALUE.contains(&a) && i + 1 < args.len() {
+        if GLOBAL_VALUE.contains(&a) && i + 1 < args.len() {
             front.extend([args[i].clone(), args[i + 1].clone()]);
             i += 2;
             continue;
         }
-        if !shadowed && GLOBAL_SWITCH.contains(&a) {
+        if GLOBAL_SWITCH.contains(&a) {
             front.push(args[i].clone());
             i += 1;
             continue;
-        }
-        if !a.starts_with('-') && path.len() < 2 {
-            path.push(a);
         }
         rest.push(args[i].clone());
         i += 1;
@@ -201,68 +239,169 @@ pub fn hoist_globals(args: &[String]) -> Vec<String> {
     front
 }
 
-/// Parses the command line (program name first); on `--help` or a usage error,
-/// the exit status after printing what argh said.
+/// The subcommand words of a hoisted command line (`["boot", "sync"]`): what
+/// follows the global options, up to the first option.
+fn subcommand_path(hoisted: &[String]) -> Vec<&str> {
+    let mut i = 0;
+    while i < hoisted.len() {
+        let a = hoisted[i].as_str();
+        if GLOBAL_VALUE.contains(&a) {
+            i += 2;
+        } else if GLOBAL_SWITCH.contains(&a) {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    hoisted[i.min(hoisted.len())..].iter().map(String::as_str).take_while(|a| !a.starts_with('-')).take(2).collect()
+}
+
+/// The value of a global option on a hoisted command line, if given.
+fn global_value<'a>(hoisted: &'a [String], name: &str) -> Option<&'a str> {
+    let mut i = 0;
+    while i + 1 < hoisted.len() && (GLOBAL_VALUE.contains(&hoisted[i].as_str()) || hoisted[i] == "--json") {
+        if hoisted[i] == name {
+            return Some(&hoisted[i + 1]);
+        }
+        i += if hoisted[i] == "--json" { 1 } else { 2 };
+    }
+    None
+}
+
+/// A usage error: said (as JSON too when `--json` was given) with the status 64.
+fn usage_error(json: bool, msg: &str) -> ExitCode {
+    if json {
+        say(
+            &mut std::io::stdout().lock(),
+            &Json::obj().with("error", msg).with("kind", "usage").with("exit", u64::from(EXIT_USAGE)).to_string(),
+        );
+    }
+    say(&mut std::io::stderr().lock(), msg);
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Parses the command line (program name first); on `--help`, `--version`, a
+/// bare call or a usage error, the exit status after printing what there is to say.
 pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
     let (cmd, rest) = match args.split_first() {
         Some((c, r)) => (c.as_str(), r),
         None => ("lifeboat", &[][..]),
     };
-    let rest = hoist_globals(rest);
-    let refs: Vec<&str> = rest.iter().map(String::as_str).collect();
-    Cli::from_args(&[cmd], &refs).map_err(|e| {
-        if e.status.is_ok() {
-            say(&mut std::io::stdout().lock(), &e.output);
-            ExitCode::SUCCESS
-        } else {
-            eprintln!("{}", e.output);
-            ExitCode::from(EXIT_USAGE)
+    let json = rest.iter().take_while(|a| *a != "--").any(|a| a == "--json");
+    let rest = match usage::early(rest) {
+        Ok(r) => r,
+        Err(usage::Early::Version) => {
+            if json {
+                say(
+                    &mut std::io::stdout().lock(),
+                    &Json::obj().with("version", env!("CARGO_PKG_VERSION")).with("text", usage::version()).to_string(),
+                );
+            } else {
+                say(&mut std::io::stdout().lock(), &usage::version());
+            }
+            return Err(ExitCode::SUCCESS);
         }
-    })
+        Err(usage::Early::Bare) => return Err(usage_error(false, &usage::bare_usage())),
+    };
+    let rest = hoist_globals(&rest);
+    let path = subcommand_path(&rest);
+    let refs: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let cli = Cli::from_args(&[cmd], &refs).map_err(|e| {
+        if e.status.is_ok() {
+            let root = global_value(&rest, "--root").unwrap_or("/");
+            say(&mut std::io::stdout().lock(), &usage::extend_help(&e.output, &path, std::path::Path::new(root)));
+            ExitCode::SUCCESS
+        } else if path.is_empty() && !rest.iter().any(|a| a == "--help") && !rest.iter().any(|a| !a.starts_with('-')) {
+            // Global options and no command: as a bare call, with the usage.
+            usage_error(json, &usage::bare_usage())
+        } else {
+            usage_error(json, e.output.trim_end())
+        }
+    })?;
+    // The shell and PID 1 talk to a person on a console: no JSON to give.
+    if cli.json {
+        if let Some(cmd) = match &cli.cmd {
+            Command::Shell(_) => Some("shell"),
+            Command::Init(_) => Some("init"),
+            Command::InitrdHook(_) => Some("initrd-hook"),
+            _ => None,
+        } {
+            return Err(usage_error(
+                true,
+                &format!("lifeboat: `{cmd}` talks to a person on a console and has no JSON output: drop --json"),
+            ));
+        }
+    }
+    // A global option the command does not use is an error, not silence
+    // (`lifeboat --root 50M disk create ...` once meant a partition size).
+    if let Some(cmd) = match &cli.cmd {
+        Command::Disk(_) => Some("disk"),
+        Command::Initrd(_) => Some("initrd build"),
+        _ => None,
+    } {
+        for name in ["--root", "--esp", "--boot", "--efivars", "--wait"] {
+            if global_value(&rest, name).is_some() {
+                let hint = match (cmd, name) {
+                    ("disk", "--root" | "--esp") => {
+                        format!("; a partition's size in `disk create` is {name}-size")
+                    }
+                    ("disk", _) => "; it works on the image it is given".to_owned(),
+                    _ => "; it works on the files it is given (--binary, --modules, ...)".to_owned(),
+                };
+                return Err(usage_error(cli.json, &format!("lifeboat: {name} is not an option of `{cmd}`{hint}")));
+            }
+        }
+    }
+    Ok(cli)
 }
 
 /// Runs a parsed command. The rescue shell, PID 1 and the initrd hook are not
 /// commands that report and exit: `main` runs those itself.
 pub fn run(cli: Cli) -> ExitCode {
-    let out = Out { json: cli.json };
+    lifeboat_state::lock::set_own_lock_wait(std::time::Duration::from_secs(cli.wait));
+    let out = Out::new(cli.json);
     let args = crate::bootsync::BootArgs { esp: cli.esp.clone(), boot: cli.boot.clone(), efivars: cli.efivars.clone() };
+    // verify and repair that cannot check at all end with their own status.
+    let mut cannot_check = false;
     let r = match cli.cmd {
         Command::State(c) => state::run(&cli.root, c, &out, &args),
         Command::Disk(c) => disk::run(c, &out),
-        Command::Verify(c) => match verify::verify(&cli.root, &c, &out) {
-            Ok(code) => Ok(code),
-            Err(e) => {
-                report(&out, &e);
-                return ExitCode::from(verify::EXIT_CANNOT_CHECK);
-            }
-        },
-        Command::Repair(c) => match verify::repair(&cli.root, &c, &out) {
-            Ok(code) => Ok(code),
-            Err(e) => {
-                report(&out, &e);
-                return ExitCode::from(verify::EXIT_CANNOT_CHECK);
-            }
-        },
+        Command::Verify(c) => {
+            cannot_check = true;
+            verify::verify(&cli.root, &c, &out)
+        }
+        Command::Repair(c) => {
+            cannot_check = true;
+            verify::repair(&cli.root, &c, &out)
+        }
         Command::Initrd(c) => initrd::run(c, &out),
         Command::Firmware(c) => firmware::run(&cli.root, &args, c, &out),
         Command::Boot(c) => boot::run(&boot::Ctx { root: &cli.root, args: &args, out: &out }, c),
         Command::Shell(_) | Command::Init(_) | Command::InitrdHook(_) => {
-            eprintln!("lifeboat: this command is run by the program's entry point, not here");
+            let msg = "lifeboat: this command is run by the program's entry point, not here";
+            out.finish(Some((msg, EXIT_USAGE)));
+            eprintln!("{msg}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
     match r {
-        Ok(code) => code,
-        Err(e) => report(&out, &e),
+        Ok(code) => {
+            out.finish(None);
+            code
+        }
+        Err(e) => {
+            let status = match exit_status(&e) {
+                EXIT_FAIL if cannot_check => verify::EXIT_CANNOT_CHECK,
+                s => s,
+            };
+            report(&out, &e, status)
+        }
     }
 }
 
 /// Prints an error (as JSON too when asked), with the causes a library gave
 /// that its message does not already say, and returns the failure status.
-pub fn report(out: &Out, e: &Error) -> ExitCode {
-    if out.json {
-        say(&mut std::io::stdout().lock(), &Json::obj().with("error", e.to_string()).to_string());
-    }
+pub fn report(out: &Out, e: &Error, status: u8) -> ExitCode {
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
@@ -274,8 +413,9 @@ pub fn report(out: &Out, e: &Error) -> ExitCode {
     }
     // A path in a library's message may carry a control character: one error,
     // one line.
+    out.finish(Some((&text, status)));
     say(&mut std::io::stderr().lock(), &format!("lifeboat: error: {}", lifeboat_fs::shown::controls_escaped(&text)));
-    ExitCode::from(EXIT_FAIL)
+    ExitCode::from(status)
 }
 
 #[cfg(test)]
@@ -291,13 +431,8 @@ mod tests {
         assert_eq!(h("boot sync --esp disk.img"), "--esp disk.img boot sync");
         assert_eq!(h("--root r state list --json"), "--root r --json state list");
         assert_eq!(h("verify --full --root /mnt"), "--root /mnt verify --full");
-        // disk create's own --root and --esp are sizes.
-        assert_eq!(
-            h("disk create img --size 1G --root 512M --esp 64M"),
-            "disk create img --size 1G --root 512M --esp 64M"
-        );
-        assert_eq!(h("--json disk create img --root 1G --json"), "--json --json disk create img --root 1G");
         assert_eq!(h("state commit --from t -- --root x"), "state commit --from t -- --root x");
+        assert_eq!(h("boot sync --wait 5"), "--wait 5 boot sync");
     }
 
     #[test]
@@ -307,10 +442,22 @@ mod tests {
         assert_eq!(cli.root, std::path::Path::new("/x"));
         assert!(cli.json);
         let a: Vec<String> =
-            ["lifeboat", "disk", "create", "i", "--size", "1G", "--root", "2G"].map(String::from).to_vec();
+            ["lifeboat", "disk", "create", "i", "--size", "1G", "--root-size", "2G"].map(String::from).to_vec();
         let cli = parse(&a).unwrap();
-        assert_eq!(cli.root, std::path::Path::new("/"));
         let Command::Disk(d) = cli.cmd else { panic!("not disk") };
         assert!(format!("{d:?}").contains("2G"));
+        // The global --root is never a size: given to disk create, it is refused.
+        let a: Vec<String> =
+            ["lifeboat", "disk", "create", "i", "--size", "1G", "--root", "2G"].map(String::from).to_vec();
+        assert!(parse(&a).is_err());
+    }
+
+    #[test]
+    fn the_subcommand_path_follows_the_globals() {
+        let v = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(subcommand_path(&v("--root r --json boot sync --keep 2")), ["boot", "sync"]);
+        assert_eq!(subcommand_path(&v("--json")), Vec::<&str>::new());
+        assert_eq!(global_value(&v("--json --root r boot sync"), "--root"), Some("r"));
+        assert_eq!(global_value(&v("boot sync --root r"), "--root"), None);
     }
 }

@@ -92,9 +92,10 @@ pub struct ActivateCmd {
 #[argh(subcommand, name = "prune")]
 /// remove old transactions and the content only they used
 pub struct PruneCmd {
-    /// how many of the newest transactions to keep (the active one is always kept)
+    /// how many of the newest transactions to keep, the active one always among
+    /// them (default: keep = in lifeboat.conf, else 5; see Defaults below)
     #[argh(option)]
-    pub keep: usize,
+    pub keep: Option<usize>,
     /// only say what would be removed
     #[argh(switch)]
     pub dry_run: bool,
@@ -113,7 +114,11 @@ fn import(root: &Path, out: &Out) -> Result<ExitCode> {
             "is not a moss root (no .moss/db/state): lifeboat's own index needs no import",
         ));
     }
-    match lifeboat_state::moss::import::refresh(&sr)? {
+    let bar = super::progress::Bar::for_output(out);
+    super::progress::step(&bar, "reading moss's databases");
+    let imported = lifeboat_state::moss::import::refresh(&sr);
+    drop(bar);
+    match imported? {
         None => {
             out.line(format!("{} is current with moss's databases", sr.index_path().display()));
             out.json(&Json::obj().with("imported", false));
@@ -157,7 +162,7 @@ fn sync_if_configured(root: &Path, args: &BootArgs, out: &Out) -> Result<()> {
         return Ok(());
     }
     let ctx = crate::cli::boot::Ctx { root, args, out };
-    crate::cli::boot::sync(&ctx, None, None, None, &crate::rescue::Ask::Keep, false)
+    out.nested("boot_sync", || crate::cli::boot::sync(&ctx, None, None, None, &crate::rescue::Ask::Keep, false))
 }
 
 /// What a command that changes the root needs to know beyond it: the
@@ -190,7 +195,11 @@ pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitC
     } else {
         txn_prep::Prep::default()
     };
+    let new_active = matches!(c.cmd, StateSub::Commit(_) | StateSub::Activate(_));
     let code = run_inner(root, c, out, p)?;
+    if new_active {
+        unpin(root, out);
+    }
     if changes {
         if let Err(e) = sync_if_configured(root, args, out) {
             // The change stands; the entries do not show it yet, and an entry
@@ -205,6 +214,20 @@ pub fn run(root: &Path, c: StateCmd, out: &Out, args: &BootArgs) -> Result<ExitC
     Ok(code)
 }
 
+/// Another transaction is active now: a default chosen with `boot set-default`
+/// gives way to it (else the next boot would activate the pinned one again).
+fn unpin(root: &Path, out: &Out) {
+    let Ok(sr) = SystemRoot::open(root) else { return };
+    match crate::pin::clear(&sr) {
+        Ok(true) => out.note(
+            "the default chosen with `boot set-default` is dropped: the active transaction boots by default \
+             (`lifeboat boot set-default ID` chooses again)",
+        ),
+        Ok(false) => {}
+        Err(e) => out.note(format!("{e}; remove it by hand, or the boot default stays as set")),
+    }
+}
+
 fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Result<ExitCode> {
     match c.cmd {
         StateSub::Recover(r) => recover(root, r.dry_run, prep, out),
@@ -212,7 +235,15 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Resul
         StateSub::Import(_) => import(root, out),
         StateSub::Show(s) => show(root, s.id, s.files, out),
         StateSub::Commit(s) => {
-            let r = txn::commit(root, &s.from, &s.summary, prep)?;
+            let bar = super::progress::Bar::for_output(out);
+            let r = txn::commit(
+                root,
+                &s.from,
+                &s.summary,
+                prep,
+                bar.as_ref().map(|b| b as &dyn lifeboat_state::verify::ProgressSink),
+            )?;
+            drop(bar);
             for n in &r.notes {
                 out.note(n);
             }
@@ -220,7 +251,15 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Resul
                 "committed transaction {} ({} entries, {} new blobs; {} linked, {} copied, {} empty, {} symlinks, {} dirs)",
                 r.id, r.entries, r.new_blobs, r.blit.linked, r.blit.copied, r.blit.empty, r.blit.symlinks, r.blit.dirs
             ));
-            let mut j = Json::obj().with("id", r.id).with("entries", r.entries).with("new_blobs", r.new_blobs);
+            let mut j = Json::obj()
+                .with("id", r.id)
+                .with("entries", r.entries)
+                .with("new_blobs", r.new_blobs)
+                .with("linked", r.blit.linked)
+                .with("copied", r.blit.copied)
+                .with("empty", r.blit.empty)
+                .with("symlinks", r.blit.symlinks)
+                .with("dirs", r.blit.dirs);
             for (k, d) in &r.timings {
                 j.push(&format!("{k}_us"), d.as_micros() as u64);
             }
@@ -253,7 +292,8 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Resul
             Ok(ExitCode::SUCCESS)
         }
         StateSub::Prune(s) => {
-            let r = txn::prune(root, s.keep, s.dry_run, prep)?;
+            let keep = s.keep.unwrap_or_else(|| crate::config::Defaults::of(&Config::load(root).0).keep);
+            let r = txn::prune(root, keep, s.dry_run, prep)?;
             for n in &r.notes {
                 out.note(n);
             }
@@ -276,6 +316,7 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Resul
                     .with("removed", r.removed.clone())
                     .with("kept", r.kept.clone())
                     .with("blobs_removed", r.blobs_removed)
+                    .with("keep", keep)
                     .with("dry_run", s.dry_run),
             );
             Ok(ExitCode::SUCCESS)
@@ -397,19 +438,45 @@ fn show(rootp: &Path, id: u64, files: bool, out: &Out) -> Result<ExitCode> {
         s.bytes,
         s.symlinks
     ));
+    let fields = |e: &lifeboat_state::layout::LayoutEntry| match &e.data {
+        lifeboat_state::layout::EntryData::Dir => ('d', 0, String::new()),
+        lifeboat_state::layout::EntryData::File { hash, size } => ('f', *size, hash.to_string()),
+        lifeboat_state::layout::EntryData::Symlink { target } => ('l', 0, shown(target)),
+    };
     if files {
         out.lines(layout.entries().iter().map(|e| {
-            let (kind, size, value) = match &e.data {
-                lifeboat_state::layout::EntryData::Dir => ('d', 0, String::new()),
-                lifeboat_state::layout::EntryData::File { hash, size } => ('f', *size, hash.to_string()),
-                lifeboat_state::layout::EntryData::Symlink { target } => ('l', 0, shown(target)),
-            };
+            let (kind, size, value) = fields(e);
             // Escaped: a name with a newline or a tab stays one field of one line.
             format!("{kind}\t{:o}\t{}:{}\t{size}\t{value}\t{}", e.perm, e.uid, e.gid, shown(&e.path))
         }));
     }
+    // The same fields as the text: with --files, every path.
+    let paths = files.then(|| {
+        Json::Arr(
+            layout
+                .entries()
+                .iter()
+                .map(|e| {
+                    let (kind, size, value) = fields(e);
+                    let j = Json::obj()
+                        .with("type", kind.to_string())
+                        .with("mode", format!("{:o}", e.perm))
+                        .with("uid", e.uid)
+                        .with("gid", e.gid)
+                        .with("size", size)
+                        .with("path", shown(&e.path));
+                    match kind {
+                        'f' => j.with("hash", value),
+                        'l' => j.with("target", value),
+                        _ => j,
+                    }
+                })
+                .collect(),
+        )
+    });
     out.json(
         &Json::obj()
+            .with("paths", paths)
             .with("id", id)
             .with("created", timefmt::rfc3339(t.created))
             .with("summary", t.summary.as_str())

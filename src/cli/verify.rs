@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 
+use super::progress::Bar as TerminalBar;
 use super::Out;
 use crate::error::Result;
 use crate::json::Json;
@@ -142,35 +143,6 @@ pub fn verify(rootp: &Path, c: &VerifyCmd, out: &Out) -> Result<ExitCode> {
             ),
     );
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DIFFERENT) })
-}
-
-/// Progress of a check drawn on one line of a terminal's stderr.
-pub struct TerminalBar {
-    drawn: std::sync::atomic::AtomicBool,
-}
-
-impl TerminalBar {
-    /// A bar when stderr is a terminal and the output is for people.
-    pub fn for_output(out: &Out) -> Option<TerminalBar> {
-        use std::io::IsTerminal;
-        (!out.json && std::io::stderr().is_terminal())
-            .then(|| TerminalBar { drawn: std::sync::atomic::AtomicBool::new(false) })
-    }
-}
-
-impl ProgressSink for TerminalBar {
-    fn update(&self, what: &'static str, done: u64, total: u64, bytes: u64, secs: f64) {
-        let mb = bytes as f64 / 1e6;
-        let rate = if mb > 0.0 { format!(", {:.0} MB/s", mb / secs.max(0.001)) } else { String::new() };
-        eprint!("\r{done}/{total} {what}{rate}   ");
-        self.drawn.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn finish(&self, _: &'static str) {
-        if self.drawn.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            eprint!("\r{:70}\r", "");
-        }
-    }
 }
 
 pub fn repair(rootp: &Path, c: &RepairCmd, out: &Out) -> Result<ExitCode> {

@@ -107,6 +107,13 @@ impl Boot {
             say(format!("transaction {req}'s tree was rebuilt from the store"));
         }
         say(format!("transaction {req} is now active"));
+        // The entry picked in the menu is the user's choice now: a default
+        // chosen with `boot set-default` gives way to it (crate::pin).
+        if let Ok(sr) = lifeboat_state::root::SystemRoot::open(root) {
+            if let Ok(true) = crate::pin::clear(&sr) {
+                say("the default chosen with `boot set-default` gives way to the entry picked");
+            }
+        }
         // Keep booting it by default: the entry the user chose becomes the default.
         if let Some(dev) = &self.root_dev {
             progress::step("updating the default boot entry on the ESP");

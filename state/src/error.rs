@@ -44,8 +44,11 @@ pub enum Error {
         path: PathBuf,
         why: String,
     },
-    /// Another lifeboat holds the lock.
-    Busy(PathBuf),
+    /// Another lifeboat holds the lock (still, after `waited` seconds).
+    Busy {
+        path: PathBuf,
+        waited: u64,
+    },
     /// A worker thread of `job` ended without a result (it panicked).
     WorkerLost {
         job: &'static str,
@@ -90,7 +93,16 @@ impl fmt::Display for Error {
             Error::NoSuchTransaction(id) => write!(f, "no transaction {id} in the state index"),
             Error::NotARoot { path, why } => write!(f, "{}: {why}", path.display()),
             Error::Store { path, why } => write!(f, "store blob {}: {why}", path.display()),
-            Error::Busy(p) => write!(f, "{} is locked by another lifeboat process", p.display()),
+            Error::Busy { path, waited: 0 } => write!(
+                f,
+                "{} is locked by another lifeboat process: run again when it has finished, or with --wait SECONDS",
+                path.display()
+            ),
+            Error::Busy { path, waited } => write!(
+                f,
+                "{} is still locked by another lifeboat process after {waited} s: run again when it has finished",
+                path.display()
+            ),
             Error::WorkerLost { job } => write!(f, "a {job} worker thread ended without a result"),
             Error::MossDb { db, row: Some(r), why } => write!(f, "{} row {r}: {why}", db.display()),
             Error::MossDb { db, row: None, why } => write!(f, "{}: {why}", db.display()),

@@ -130,9 +130,10 @@ pub fn load_existing_index(root: &SystemRoot) -> Result<Loaded> {
             .into_iter()
             .chain(root.archived_ids().unwrap_or_default().iter().map(|i| format!(".moss/root/{i}")))
             .collect();
-        let why = if trees.is_empty() {
-            format!("no state index at {}", root.index_path().display())
-        } else {
+        if trees.is_empty() {
+            return Err(crate::root::not_a_root(&root.path));
+        }
+        let why = {
             format!(
                 "no state index at {}, but trees are here ({}): `lifeboat state recover` rebuilds it from them",
                 root.index_path().display(),
@@ -179,7 +180,7 @@ fn scan_trees(root: &SystemRoot, trees: &[(TreeAt, u64)]) -> Result<Vec<(TxMeta,
         let path = root.path.join(&rel);
         // The tree must be a real directory below the root, reached through no symlink.
         let fd = fsutil::open_dir_beneath(root.fd(), rel.as_bytes()).ctx("open", &path)?;
-        let scanned = scan::scan_with(&path, ScanOptions { store: Some(&store), known: Some(&known) })?;
+        let scanned = scan::scan_with(&path, ScanOptions { store: Some(&store), known: Some(&known), progress: None })?;
         let created =
             nix::sys::stat::fstatat(fd.as_fd(), crate::root::STATE_ID, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
                 .map(|st| st.st_mtime)
@@ -272,10 +273,7 @@ pub fn prepare(root: &SystemRoot, must_exist: bool, prep: Prep) -> Result<Prepar
             notes.extend(l.notes.iter().cloned());
             let clean = l.fallback.is_none() && l.existed;
             if !l.existed && !has_trees(root) && must_exist {
-                return Err(Error::NotARoot {
-                    path: root.path.clone(),
-                    why: format!("no state index at {} and no transaction tree", root.index_path().display()),
-                });
+                return Err(crate::root::not_a_root(&root.path));
             }
             if !l.existed && has_trees(root) {
                 notes.push(format!(

@@ -63,6 +63,20 @@ impl TreeState {
     }
 }
 
+/// A root with neither a state index nor a transaction tree: said one way
+/// wherever it is met, with the command that makes one.
+pub fn not_a_root(path: &Path) -> Error {
+    Error::NotARoot {
+        path: path.to_owned(),
+        why: format!(
+            "not a lifeboat root: no state index ({}) and no transaction tree; `lifeboat --root {} state commit \
+             --from TREE` makes one",
+            path.join(INDEX_REL).display(),
+            path.display()
+        ),
+    }
+}
+
 /// An opened system root.
 pub struct SystemRoot {
     pub path: PathBuf,
@@ -146,10 +160,7 @@ impl SystemRoot {
             mkdir_mode_at(moss.as_fd(), "assets", &path.join(".moss/assets"), 0o700)?;
             mkdir_at(moss.as_fd(), "lifeboat", &path.join(".moss/lifeboat"))?;
         } else if fsutil::lstat_at(fd.as_fd(), b".moss/lifeboat").ctx("stat", &lb)?.is_none() {
-            return Err(Error::NotARoot {
-                path: path.to_owned(),
-                why: "not a lifeboat root (no .moss/lifeboat); `state commit --from TREE` initialises one".into(),
-            });
+            return Err(not_a_root(path));
         }
         let lock = Self::own_lock(fd.as_fd(), path)?;
         Ok(SystemRoot { path: path.to_owned(), fd, _lock: Some(lock), moss: false, moss_lock: None })
@@ -179,8 +190,12 @@ impl SystemRoot {
         )
         .map_err(io_err)
         .ctx("open", lb.join("lock"))?;
-        nix::fcntl::Flock::lock(std::fs::File::from(lf), nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|_| Error::Busy(lb.join("lock")))
+        let wait = crate::lock::own_lock_wait();
+        match crate::lock::lock_waiting(std::fs::File::from(lf), wait) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(Error::Busy { path: lb.join("lock"), waited: wait.as_secs() }),
+            Err(e) => Err(Error::io("lock", lb.join("lock"), io_err(e))),
+        }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

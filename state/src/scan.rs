@@ -55,6 +55,9 @@ pub struct ScanOptions<'a> {
     pub store: Option<&'a Store>,
     /// Inodes whose content is known ([`KnownInodes`]).
     pub known: Option<&'a KnownInodes>,
+    /// Where the hashing reports how far it got (the files are counted by the
+    /// walk first, so the total is known).
+    pub progress: Option<&'a dyn crate::verify::ProgressSink>,
 }
 
 fn kind_name(mode: u32) -> &'static str {
@@ -71,7 +74,7 @@ fn kind_name(mode: u32) -> &'static str {
 /// content goes into it as it is hashed (see [`hash_files`]); the caller makes
 /// the store durable.
 pub fn scan(root: &Path, store: Option<&Store>) -> Result<ScannedTree> {
-    scan_with(root, ScanOptions { store, known: None })
+    scan_with(root, ScanOptions { store, known: None, progress: None })
 }
 
 /// The kept attributes of `target`, with the path in the error.
@@ -211,6 +214,7 @@ fn hash_runs(
     unique: &[&PendingFile],
     next: &AtomicUsize,
     opts: ScanOptions,
+    progress: &crate::verify::progress::Progress,
     out: &mut Vec<Hashed>,
     added: &mut Vec<Hash128>,
 ) -> Result<()> {
@@ -231,6 +235,13 @@ fn hash_runs(
         if run.is_empty() {
             return Ok(());
         }
+        let run_bytes: u64 = run
+            .iter()
+            .map(|f| match ents[f.index].data {
+                EntryData::File { size, .. } => size,
+                _ => 0,
+            })
+            .sum();
         for f in run {
             let e = &ents[f.index];
             let abs = || root.join(fsutil::os(&e.path));
@@ -267,6 +278,7 @@ fn hash_runs(
             }
             out.push(Hashed { index: f.index, hash: h, size: n, attrs });
         }
+        progress.tick(run.len() as u64, run_bytes);
     }
 }
 
@@ -337,6 +349,8 @@ fn hash_files(
     let workers = (crate::workers::count() * per_core).min(unique.len().div_ceil(HASH_RUN)).max(1);
     let next = AtomicUsize::new(0);
     let ents: &[LayoutEntry] = entries;
+    let progress = crate::verify::progress::Progress::new("files hashed", unique.len() as u64, opts.progress);
+    let progress = &progress;
     // Each worker: what it hashed, the blobs it added, and how it ended.
     type Worked = (Vec<Hashed>, Vec<Hash128>, Result<()>);
     let results: Vec<Worked> = std::thread::scope(|s| {
@@ -345,7 +359,7 @@ fn hash_files(
                 let (unique, next) = (&unique, &next);
                 s.spawn(move || -> Worked {
                     let (mut out, mut added) = (Vec::new(), Vec::new());
-                    let r = hash_runs(root, root_fd, ents, unique, next, opts, &mut out, &mut added);
+                    let r = hash_runs(root, root_fd, ents, unique, next, opts, progress, &mut out, &mut added);
                     if r.is_err() {
                         // The others stop at their next run.
                         next.store(usize::MAX / 2, Ordering::Relaxed);
@@ -359,6 +373,7 @@ fn hash_files(
             .map(|h| h.join().unwrap_or_else(|_| (Vec::new(), Vec::new(), Err(Error::WorkerLost { job: "hash" }))))
             .collect()
     });
+    progress.finish();
     let mut failed = None;
     let mut added_all = Vec::new();
     let mut hashed_all = Vec::new();
@@ -449,7 +464,7 @@ mod tests {
         }
         // Removed between the walk and the hashing.
         std::fs::remove_file(tree.join("gone")).unwrap();
-        let opts = ScanOptions { store: Some(&store), known: None };
+        let opts = ScanOptions { store: Some(&store), known: None, progress: None };
         let err = hash_files(&tree, tree_fd.as_fd(), &mut entries, &files, opts).unwrap_err().to_string();
         assert!(err.contains("gone"), "{err}");
         assert_eq!(store.list().unwrap(), vec![earlier], "only the blob that was there before");

@@ -230,11 +230,36 @@ fn swap_in(root: &SystemRoot, idx: &StateIndex, id: u64, check: bool) -> Result<
 }
 
 /// `state commit --from TREE`.
-pub fn commit(rootp: &Path, tree: &Path, summary: &str, prep: Prep) -> Result<CommitReport> {
+/// `progress` is told how the hashing of the tree's files goes.
+pub fn commit(
+    rootp: &Path,
+    tree: &Path,
+    summary: &str,
+    prep: Prep,
+    progress: Option<&dyn crate::verify::ProgressSink>,
+) -> Result<CommitReport> {
     SystemRoot::open(rootp).map(|r| r.refuse_on_moss("commit", "moss install / moss sync")).unwrap_or(Ok(()))?;
     // A source that cannot be read is refused before anything is made (a
     // mistyped --root is not created for nothing).
-    fsutil::open_dir(tree).ctx("open source tree", tree)?;
+    let src = fsutil::open_dir(tree).ctx("open source tree", tree)?;
+    // An empty tree would become an empty /usr: nothing would run after it.
+    if fsutil::list_dir(src.as_fd()).ctx("list source tree", tree)?.is_empty() {
+        return Err(Error::BadTree {
+            path: tree.to_owned(),
+            why: "is empty: committing it would leave /usr empty; give --from the directory that holds a \
+                  /usr's contents (bin, lib, ...)"
+                .into(),
+        });
+    }
+    // A root that is not there is a mistyped --root far more often than a new
+    // system: made only by hand.
+    if std::fs::symlink_metadata(rootp).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Err(Error::NotARoot {
+            path: rootp.to_owned(),
+            why: "does not exist: check --root, or create the directory (mkdir -p) to make a new lifeboat root there"
+                .into(),
+        });
+    }
     let root = SystemRoot::open_locked(rootp, true)?;
     let mut notes = root.tighten()?;
     let p = recover::prepare(&root, false, Prep { dry_run: false, ..prep })?;
@@ -256,7 +281,7 @@ pub fn commit(rootp: &Path, tree: &Path, summary: &str, prep: Prep) -> Result<Co
     let t = Instant::now();
     // The scan hashes every file and adds the new ones to the store as it goes.
     let store = root.store_for_writing(true)?;
-    let scanned = scan::scan(tree, Some(&store))?;
+    let scanned = scan::scan_with(tree, scan::ScanOptions { store: Some(&store), known: None, progress })?;
     let new_blobs = scanned.new_blobs;
     timings.push(("scan_store", t.elapsed()));
     let id = idx.next_id();
