@@ -10,6 +10,9 @@
 //! timeout = 5                       # loader.conf timeout
 //! initrd = /usr/lib/lifeboat/lifeboat.initrd   # one rescue initrd for every entry
 //! initrd-modules = host-only        # or generic: the modules of each kernel's rescue initrd
+//! secure-boot = yes                 # or no: signed unified kernel images instead of Type #1 entries
+//! secure-boot-key = /etc/lifeboat/secureboot/db.key   # the db key and certificate (PEM) that sign
+//! secure-boot-cert = /etc/lifeboat/secureboot/db.crt  # them; these two are the defaults, in the root
 //! ```
 
 use std::os::fd::AsFd;
@@ -29,6 +32,13 @@ pub struct Config {
     /// `initrd-modules`: the module set of the rescue initrds `boot sync`
     /// builds for each kernel.
     pub initrd_modules: Option<ModuleSet>,
+    /// `secure-boot`: signed UKIs per transaction (`Some(true)`), Type #1
+    /// entries (`Some(false)`), or unset: chosen by the firmware's state.
+    pub secure_boot: Option<bool>,
+    /// `secure-boot-key`, `secure-boot-cert`: where the db key and its
+    /// certificate are (a relative path is below the root).
+    pub secure_boot_key: Option<String>,
+    pub secure_boot_cert: Option<String>,
 }
 
 /// Which modules a rescue initrd built for a kernel holds.
@@ -85,6 +95,13 @@ impl Config {
                     Some(m) => c.initrd_modules = Some(m),
                     None => warnings.push(format!("line {}: initrd-modules is generic or host-only", n + 1)),
                 },
+                "secure-boot" => match v.as_str() {
+                    "yes" | "true" | "1" => c.secure_boot = Some(true),
+                    "no" | "false" | "0" => c.secure_boot = Some(false),
+                    _ => warnings.push(format!("line {}: secure-boot is yes or no", n + 1)),
+                },
+                "secure-boot-key" => c.secure_boot_key = Some(v.clone()),
+                "secure-boot-cert" => c.secure_boot_cert = Some(v.clone()),
                 "keep" => c.keep = num(&mut warnings).map(|x| x as usize),
                 "tries" => c.tries = num(&mut warnings),
                 "timeout" => c.timeout = num(&mut warnings),
@@ -127,5 +144,13 @@ mod tests {
         assert_eq!(w.len(), 2);
         let (c, w) = super::Config::parse("initrd-modules = some\n");
         assert_eq!((c.initrd_modules, w.len()), (None, 1));
+        let (c, w) = super::Config::parse("secure-boot = yes\nsecure-boot-key = k.pem\nsecure-boot-cert=/c.pem\n");
+        assert_eq!(
+            (c.secure_boot, c.secure_boot_key.as_deref(), c.secure_boot_cert.as_deref()),
+            (Some(true), Some("k.pem"), Some("/c.pem"))
+        );
+        assert!(w.is_empty());
+        let (c, w) = super::Config::parse("secure-boot = maybe\n");
+        assert_eq!((c.secure_boot, w.len()), (None, 1));
     }
 }

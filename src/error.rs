@@ -66,6 +66,12 @@ pub enum Error {
     Unrecoverable {
         summary: String,
     },
+    /// Secure Boot cannot sign: a key or certificate file, the stub or a
+    /// signing tool, and what is wrong with it.
+    SecureBoot {
+        path: PathBuf,
+        problem: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -123,6 +129,7 @@ impl fmt::Display for Error {
                 }
             ),
             Error::Unrecoverable { summary } => write!(f, "{summary}"),
+            Error::SecureBoot { path, problem } => write!(f, "secure boot: {}: {problem}", shown_path(path)),
         }
     }
 }

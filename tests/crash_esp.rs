@@ -88,6 +88,7 @@ fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
         initrds: vec![],
         rescue_initrd: Some(lifeboat_boot::plan::RescueInitrd::Shared(blob("rescue", 40_000))),
         options: format!("quiet lifeboat.tx={tx}"),
+        uki: None,
     }
 }
 
