@@ -11,11 +11,11 @@
 //! has a `.cmdline` section: the signature covers every byte that chooses what
 //! boots.
 //!
-//! STOP-GAP (until the `lifeboat-pe` crate lands): the image is assembled by
-//! binutils' `objcopy` and signed by `sbsign` (sbsigntool). Both are found on
-//! `PATH`; a missing one fails the sync naming the tool. The inputs and the
-//! outputs pass through a private (0700) temporary directory; the key is only
-//! named to `sbsign` by its path, never copied.
+//! The image is assembled by `lifeboat-pe` (`build_uki`). STOP-GAP until
+//! `lifeboat-pe` signs: the signature is made by `sbsign` (sbsigntool), found
+//! on `PATH` (a missing one fails the sync, naming the package). Its input
+//! and output pass through a private (0700) temporary directory; the key is
+//! only named to `sbsign` by its path, never copied.
 
 use std::fs;
 use std::io::Write;
@@ -227,66 +227,17 @@ fn run_tool(tool: &'static str, args: &[&std::ffi::OsStr]) -> Result<()> {
     Ok(())
 }
 
-/// The end of the stub's image (the highest section end, page-aligned): the
-/// added sections go above it. Read from the PE headers with bounds checked.
-fn stub_image_end(stub: &[u8]) -> Option<u64> {
-    let mut r = lifeboat_codec::Reader::new(stub);
-    r.seek(0x3c, "PE header").ok()?;
-    let pe = r.u32_le("PE header").ok()? as usize;
-    r.seek(pe, "PE header").ok()?;
-    if r.take(4, "PE signature").ok()? != b"PE\0\0" {
-        return None;
-    }
-    r.skip(2, "PE header").ok()?;
-    let nsec = r.u16_le("PE header").ok()? as usize;
-    r.skip(12, "PE header").ok()?;
-    let opt = r.u16_le("PE header").ok()? as usize;
-    r.skip(2, "PE header").ok()?;
-    r.skip(opt, "PE header").ok()?;
-    let mut end = 0u64;
-    for _ in 0..nsec {
-        r.skip(8, "PE header").ok()?;
-        let vsize = r.u32_le("PE header").ok()? as u64;
-        let va = r.u32_le("PE header").ok()? as u64;
-        r.skip(24, "PE header").ok()?;
-        end = end.max(va + vsize);
-    }
-    Some(end.div_ceil(0x1000) * 0x1000)
-}
-
-/// Builds an unsigned UKI (objcopy, stop-gap; see the module comment).
+/// Builds an unsigned UKI with `lifeboat-pe` (deterministic bytes).
 pub fn build(parts: &UkiParts) -> Result<Vec<u8>> {
-    let stub_end = stub_image_end(parts.stub)
-        .ok_or_else(|| bad(Path::new(STUB_REL), "the systemd-stub is not a PE image lifeboat can read"))?;
-    let s = Scratch::new()?;
-    let stub = s.put("stub.efi", parts.stub)?;
-    let mut args: Vec<std::ffi::OsString> = Vec::new();
-    let mut at = stub_end;
-    // .linux last of the small ones and .initrd last of all, as ukify orders
-    // them: the stub reads each by its section header, wherever it is.
-    let sections: [(&str, &[u8]); 5] = [
-        (".osrel", parts.osrel),
-        (".cmdline", parts.cmdline),
-        (".uname", parts.uname),
-        (".linux", parts.linux),
-        (".initrd", parts.initrd),
-    ];
-    for (name, data) in sections {
-        let file = s.put(&name[1..], data)?;
-        args.push("--add-section".into());
-        let mut a = std::ffi::OsString::from(format!("{name}="));
-        a.push(&file);
-        args.push(a);
-        args.push("--change-section-vma".into());
-        args.push(format!("{name}=0x{at:x}").into());
-        at += (data.len() as u64).max(1).div_ceil(0x1000) * 0x1000;
-    }
-    let out = s.0.join("uki.efi");
-    args.push(stub.into_os_string());
-    args.push(out.clone().into_os_string());
-    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    run_tool("objcopy", &refs)?;
-    fs::read(&out).map_err(|e| Error::io("read", out, e))
+    lifeboat_pe::build_uki(&lifeboat_pe::UkiParts {
+        stub: parts.stub,
+        osrel: parts.osrel,
+        cmdline: parts.cmdline,
+        uname: Some(parts.uname),
+        initrd: parts.initrd,
+        linux: parts.linux,
+    })
+    .map_err(|e| bad(Path::new(STUB_REL), format!("the image cannot be built: {e}")))
 }
 
 /// Signs a PE image with the db key (sbsign, stop-gap): Authenticode over
@@ -311,21 +262,9 @@ pub fn sign(image: &[u8], keys: &Keys) -> Result<Vec<u8>> {
 }
 
 /// Whether a PE image carries an Authenticode signature (a non-empty
-/// certificate table, data directory 4).
+/// certificate table).
 pub fn is_signed(image: &[u8]) -> bool {
-    let f = || -> Option<bool> {
-        let mut r = lifeboat_codec::Reader::new(image);
-        r.seek(0x3c, "PE header").ok()?;
-        let pe = r.u32_le("PE header").ok()? as usize;
-        r.seek(pe + 24, "PE header").ok()?;
-        let magic = r.u16_le("PE header").ok()?;
-        // Data directories start 96 (PE32) or 112 (PE32+) bytes into the optional header.
-        let dirs = pe + 24 + if magic == 0x20b { 112 } else { 96 };
-        r.seek(dirs + 4 * 8, "PE header").ok()?;
-        let _addr = r.u32_le("PE header").ok()?;
-        Some(r.u32_le("PE header").ok()? > 0)
-    };
-    f().unwrap_or(false)
+    lifeboat_pe::PeImage::parse(image).is_ok_and(|p| p.is_signed())
 }
 
 /// The initrds of an entry as one `.initrd` section: each padded to 4 bytes,
@@ -340,4 +279,97 @@ pub fn concat_initrds(parts: &[Vec<u8>]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The `.osrel` of an entry's image: the tree's os-release with `PRETTY_NAME`
+/// set to the entry's title and `IMAGE_VERSION` to its version. systemd-boot
+/// titles a UKI by `PRETTY_NAME` and orders by `IMAGE_ID`/`ID`, then the
+/// version: the menu then reads and sorts as it does for Type #1 entries
+/// (distinct titles, newest transaction first).
+pub fn entry_osrel(tree: &[u8], title: &str, version: &str) -> Vec<u8> {
+    let quote = |v: &str| {
+        let mut q = String::from("\"");
+        for c in v.chars().filter(|c| !c.is_control()) {
+            if matches!(c, '"' | '\\' | '$' | '`') {
+                q.push('\\');
+            }
+            q.push(c);
+        }
+        q.push('"');
+        q
+    };
+    let mut out = String::new();
+    for line in String::from_utf8_lossy(tree).lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        if key == "PRETTY_NAME" || key == "IMAGE_VERSION" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str(&format!("PRETTY_NAME={}\nIMAGE_VERSION={}\n", quote(title), quote(version)));
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn osrel_titles_the_entry() {
+        let o = super::entry_osrel(b"NAME=X\nPRETTY_NAME=\"X 1\"\nID=x\n", "X, transaction 2 \"a\"", "2-6.1");
+        assert_eq!(
+            String::from_utf8(o).unwrap(),
+            "NAME=X\nID=x\nPRETTY_NAME=\"X, transaction 2 \\\"a\\\"\"\nIMAGE_VERSION=\"2-6.1\"\n"
+        );
+    }
+
+    #[test]
+    fn initrds_padded() {
+        assert_eq!(super::concat_initrds(&[vec![1, 2, 3], vec![4]]), vec![1, 2, 3, 0, 4, 0, 0, 0]);
+    }
+}
+
+/// The certificate's DER bytes (from its PEM file, which [`load_keys`] checked).
+pub fn cert_der(keys: &Keys) -> Result<Vec<u8>> {
+    let (_, text) = read_pem(&keys.cert, "certificate")?;
+    let (label, der) = pem_rfc7468::decode_vec(text.trim().as_bytes())
+        .map_err(|e| bad(&keys.cert, format!("not a PEM certificate: {e}")))?;
+    if label != "CERTIFICATE" {
+        return Err(bad(&keys.cert, format!("holds a {label}, not a CERTIFICATE")));
+    }
+    Ok(der)
+}
+
+/// Whether `present` (an image on `$BOOT`) is `unsigned` signed with the
+/// certificate `cert_der`: the same bytes up to its certificate table, apart
+/// from the CheckSum and the certificate-table entry, then at most the
+/// signer's zero padding, and a certificate table that names the certificate.
+/// Such an image is kept as it is: signing again would give the same content
+/// with another signing time.
+pub fn is_signed_copy_of(present: &[u8], unsigned: &[u8], cert_der: &[u8]) -> bool {
+    let (Ok(p), Ok(u)) = (lifeboat_pe::PeImage::parse(present), lifeboat_pe::PeImage::parse(unsigned)) else {
+        return false;
+    };
+    let (Some((table_at, table_len)), Some(dir_at)) = (p.certificate_table(), p.cert_dir_offset()) else {
+        return false;
+    };
+    if u.cert_dir_offset() != Some(dir_at) || u.checksum_offset() != p.checksum_offset() || u.is_signed() {
+        return false;
+    }
+    let (table_at, table_len) = (table_at as usize, table_len as usize);
+    let Some(table) = present.get(table_at..table_at.saturating_add(table_len)) else {
+        return false;
+    };
+    if table_at < unsigned.len() || table_at - unsigned.len() >= 8 {
+        return false;
+    }
+    if present[unsigned.len()..table_at].iter().any(|b| *b != 0) {
+        return false;
+    }
+    let sum_at = p.checksum_offset();
+    let same = |range: std::ops::Range<usize>| present.get(range.clone()) == unsigned.get(range);
+    same(0..sum_at)
+        && same(sum_at + 4..dir_at)
+        && same(dir_at + 8..unsigned.len())
+        && !cert_der.is_empty()
+        && table.windows(cert_der.len()).any(|w| w == cert_der)
 }

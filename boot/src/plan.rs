@@ -297,18 +297,15 @@ pub fn parse_uki_name(token: &str, file: &str) -> Option<(u64, String, Option<bl
     Some((tx.parse().ok()?, kver.to_owned(), counter))
 }
 
-/// Whether a unified kernel image's bytes carry `lifeboat.tx=<tx>` as a
-/// whole word (its `.cmdline` section is plain text; a longer number or a
-/// word glued to it does not count).
+/// Whether a unified kernel image's `.cmdline` section (read through
+/// `lifeboat-pe`'s bounded reader) carries `lifeboat.tx=<tx>` as a word. A
+/// file that is not a UKI does not.
 pub fn uki_names_tx(bytes: &[u8], tx: u64) -> bool {
     let want = format!("lifeboat.tx={tx}");
-    let w = want.as_bytes();
-    let word_end = |b: Option<&u8>| b.is_none_or(|c| c.is_ascii_whitespace() || *c == 0);
-    bytes.windows(w.len()).enumerate().any(|(i, win)| {
-        win == w
-            && (i == 0 || bytes[i - 1].is_ascii_whitespace() || bytes[i - 1] == 0)
-            && word_end(bytes.get(i + w.len()))
-    })
+    match lifeboat_pe::read_uki(bytes) {
+        Ok(info) => info.cmdline.is_some_and(|c| c.split_whitespace().any(|w| w.trim_end_matches('\0') == want)),
+        Err(_) => false,
+    }
 }
 
 /// The file-name form of a kernel version: no `/`, and no `+` (which would read

@@ -245,7 +245,11 @@ fn make_ukis(
     idx: &lifeboat_state::index::StateIndex,
     req: &mut plan::SyncRequest,
     keys: &crate::uki::Keys,
+    boot: &mut dyn Volume,
 ) -> Result<()> {
+    let cert = crate::uki::cert_der(keys)?;
+    let present: Vec<plan::OurEntry> =
+        plan::our_entries(boot, &req.token)?.into_iter().filter(|e| e.uki.is_some()).collect();
     let keep: Vec<u64> = plan::candidates(&req.entries).into_iter().take(req.keep.max(1)).map(|w| w.tx).collect();
     let mut unusable = Vec::new();
     for w in req.entries.iter_mut().filter(|w| keep.contains(&w.tx)) {
@@ -266,7 +270,9 @@ fn make_ukis(
                 continue;
             }
         };
-        let osrel = bootsync::tx_file(root, idx, w.tx, "lib/os-release", 64 << 10).ok().flatten().unwrap_or_default();
+        let tree_osrel =
+            bootsync::tx_file(root, idx, w.tx, "lib/os-release", 64 << 10).ok().flatten().unwrap_or_default();
+        let osrel = crate::uki::entry_osrel(&tree_osrel, &w.title, &w.version);
         let mut initrds = Vec::new();
         for (_, b) in &w.initrds {
             initrds.push(read(b)?);
@@ -284,7 +290,25 @@ fn make_ukis(
             linux: &linux,
             initrd: &initrd,
         })?;
-        let signed = crate::uki::sign(&image, keys)?;
+        // The image there already, when it is this one signed with this
+        // certificate, is kept: the signer puts its signing time into each
+        // signature, so signing again would rewrite every image every sync.
+        let mut kept = None;
+        for e in present.iter().filter(|e| e.tx == w.tx && e.kver.eq_ignore_ascii_case(&plan::kver_name(&w.kver))) {
+            let bytes = match boot.read(&e.path()) {
+                Ok(b) => b,
+                Err(lifeboat_esp::Error::Fat { .. }) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            if crate::uki::is_signed_copy_of(&bytes, &image, &cert) {
+                kept = Some(bytes);
+                break;
+            }
+        }
+        let signed = match kept {
+            Some(b) => b,
+            None => crate::uki::sign(&image, keys)?,
+        };
         let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&signed));
         w.uki = Some(plan::Blob {
             hash,
@@ -369,7 +393,7 @@ pub fn sync_with(
         }
     }
     if let Some(k) = &keys {
-        make_ukis(ctx, &root, &loaded.index, &mut req, k)?;
+        make_ukis(ctx, &root, &loaded.index, &mut req, k, t.boot.volume.as_mut())?;
         if req.entries.is_empty() {
             return Err(Error::NoKernel);
         }
@@ -796,8 +820,10 @@ fn install(
     // Signed with the machine's db key. A loader someone already signed is
     // never signed over: it is refused here, named (installing it as it is,
     // behind shim, is `--shim`'s, which lifeboat does not do yet).
+    let unsigned = bin;
+    let cert = keys.as_ref().map(crate::uki::cert_der).transpose()?;
     let bin = match &keys {
-        Some(k) if crate::uki::is_signed(&bin) => {
+        Some(k) if crate::uki::is_signed(&unsigned) => {
             return Err(Error::SecureBoot {
                 path: src.clone(),
                 problem: format!(
@@ -806,8 +832,8 @@ fn install(
                 ),
             })
         }
-        Some(k) => crate::uki::sign(&bin, k)?,
-        None => bin,
+        Some(k) => crate::uki::sign(&unsigned, k)?,
+        None => unsigned.clone(),
     };
     let mut t = open_noted(ctx, &config, true)?;
     let esp = esp_vol(&mut t);
@@ -826,7 +852,14 @@ fn install(
                 ctx.out.line(format!("{dest}: another loader is installed there; left alone"));
                 "kept-foreign"
             }
-            Some(Some(v)) if v == &new_v && (keys.is_none() || esp.read(dest)? == bin) => {
+            // Signed: up to date when the copy there is this loader signed
+            // with this certificate (a new signature differs by its time).
+            Some(Some(v))
+                if v == &new_v
+                    && cert.as_ref().is_none_or(|c| {
+                        esp.read(dest).is_ok_and(|b| crate::uki::is_signed_copy_of(&b, &unsigned, c))
+                    }) =>
+            {
                 ctx.out.line(format!("{dest}: systemd-boot {v} already installed"));
                 "up-to-date"
             }
