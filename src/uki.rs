@@ -342,7 +342,7 @@ pub fn cert_der(keys: &Keys) -> Result<Vec<u8>> {
 /// Whether `present` (an image on `$BOOT`) is `unsigned` signed with the
 /// certificate `cert_der`: the same bytes up to its certificate table, apart
 /// from the CheckSum and the certificate-table entry, then at most the
-/// signer's zero padding, and a certificate table that names the certificate.
+/// signer's zero padding (to the FileAlignment), and a certificate table that names the certificate.
 /// Such an image is kept as it is: signing again would give the same content
 /// with another signing time.
 pub fn is_signed_copy_of(present: &[u8], unsigned: &[u8], cert_der: &[u8]) -> bool {
@@ -359,7 +359,10 @@ pub fn is_signed_copy_of(present: &[u8], unsigned: &[u8], cert_der: &[u8]) -> bo
     let Some(table) = present.get(table_at..table_at.saturating_add(table_len)) else {
         return false;
     };
-    if table_at < unsigned.len() || table_at - unsigned.len() >= 8 {
+    // The signer pads the image to its FileAlignment (and to 8 bytes) before
+    // the table.
+    let pad_max = (u.file_alignment() as usize).max(8);
+    if table_at < unsigned.len() || table_at - unsigned.len() >= pad_max {
         return false;
     }
     if present[unsigned.len()..table_at].iter().any(|b| *b != 0) {

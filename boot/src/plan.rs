@@ -392,9 +392,10 @@ pub fn owned_by_us(token: &str, file: &str, entry: &Entry) -> Option<(u64, Strin
 
 /// Lists lifeboat's entries on a volume.
 pub fn our_entries(boot: &mut dyn Volume, token: &str) -> Result<Vec<OurEntry>> {
+    // Without `loader/entries` there may still be images in `EFI/Linux`.
     let list = match boot.list("loader/entries") {
         Ok(l) => l,
-        Err(lifeboat_esp::Error::NotFound { .. }) => return Ok(vec![]),
+        Err(lifeboat_esp::Error::NotFound { .. }) => vec![],
         Err(e) => return Err(e.into()),
     };
     let mut out = Vec::new();
