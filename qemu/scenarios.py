@@ -1024,8 +1024,8 @@ def v_secure_boot(work):
     for key in ("\x1b[A", "\r"):  # the default is transaction 1 (last, oldest); Up is 2
         vm.send(key)
         time.sleep(0.5)
-    m = vm.expect(r"[^\n]*(Access Denied|Security Violation)[^\n]*", 120)
-    say(f"boot 3 (menu, transaction 2): {m.group(0).strip()}")
+    m = vm.expect(r"Error loading \S+: (Access Denied|Security Violation)", 120)
+    say(f"boot 3 (menu, transaction 2): systemd-boot: {m.group(0).strip()}")
     vm.kill()
     vm = q.Vm(img.disk, vars_, log, **fw).boot()
     vm.expect(r"transaction 1 \(", 120)
@@ -1042,7 +1042,7 @@ def v_secure_boot(work):
         lb("disk", "put", q.SDBOOT, f"{img.disk}:esp:{dest}")
     say("replaced the signed systemd-boot on the ESP with the unsigned one")
     vm = q.Vm(img.disk, vars_, log, **fw).boot()
-    m = vm.expect(r"[^\n]*(Access Denied|Security Violation)[^\n]*", 180)
+    m = vm.expect(r"BdsDxe: failed to load [^\n]*(Access Denied|Security Violation)", 180)
     say(f"boot 5: firmware: {m.group(0).strip()}")
     vm.kill()
 

@@ -311,23 +311,6 @@ pub fn entry_osrel(tree: &[u8], title: &str, version: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn osrel_titles_the_entry() {
-        let o = super::entry_osrel(b"NAME=X\nPRETTY_NAME=\"X 1\"\nID=x\n", "X, transaction 2 \"a\"", "2-6.1");
-        assert_eq!(
-            String::from_utf8(o).unwrap(),
-            "NAME=X\nID=x\nPRETTY_NAME=\"X, transaction 2 \\\"a\\\"\"\nIMAGE_VERSION=\"2-6.1\"\n"
-        );
-    }
-
-    #[test]
-    fn initrds_padded() {
-        assert_eq!(super::concat_initrds(&[vec![1, 2, 3], vec![4]]), vec![1, 2, 3, 0, 4, 0, 0, 0]);
-    }
-}
-
 /// The certificate's DER bytes (from its PEM file, which [`load_keys`] checked).
 pub fn cert_der(keys: &Keys) -> Result<Vec<u8>> {
     let (_, text) = read_pem(&keys.cert, "certificate")?;
@@ -375,4 +358,21 @@ pub fn is_signed_copy_of(present: &[u8], unsigned: &[u8], cert_der: &[u8]) -> bo
         && same(dir_at + 8..unsigned.len())
         && !cert_der.is_empty()
         && table.windows(cert_der.len()).any(|w| w == cert_der)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn osrel_titles_the_entry() {
+        let o = super::entry_osrel(b"NAME=X\nPRETTY_NAME=\"X 1\"\nID=x\n", "X, transaction 2 \"a\"", "2-6.1");
+        assert_eq!(
+            String::from_utf8(o).unwrap(),
+            "NAME=X\nID=x\nPRETTY_NAME=\"X, transaction 2 \\\"a\\\"\"\nIMAGE_VERSION=\"2-6.1\"\n"
+        );
+    }
+
+    #[test]
+    fn initrds_padded() {
+        assert_eq!(super::concat_initrds(&[vec![1, 2, 3], vec![4]]), vec![1, 2, 3, 0, 4, 0, 0, 0]);
+    }
 }

@@ -95,7 +95,8 @@ fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
 }
 
 /// The entry of `tx` as a unified kernel image built by lifeboat-pe from the
-/// real systemd-stub (`variant` changes its command line, so its bytes). Every
+/// real systemd-stub (`variant` changes its command line, so its bytes), with
+/// a small kernel: the writes, not the bytes, are what the cuts fall between. Every
 /// image made is remembered: a crash image's UKI must be one of them, whole.
 fn uki_entry(tx: u64, active: bool, kernel: &Blob, variant: u32) -> WantedEntry {
     let stub = fs::read("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
@@ -108,7 +109,7 @@ fn uki_entry(tx: u64, active: bool, kernel: &Blob, variant: u32) -> WantedEntry 
         osrel: b"ID=test\n",
         cmdline: cmdline.as_bytes(),
         uname: Some(b"6.1"),
-        initrd: &[7u8; 30_000],
+        initrd: &[7u8; 4096],
         linux: &linux,
     })
     .unwrap();
@@ -217,6 +218,10 @@ fn k(n: u64) -> Blob {
     blob(&format!("kernel-{n}"), 300_000 + n as usize * 1000)
 }
 
+fn uk(n: u64) -> Blob {
+    blob(&format!("uki-kernel-{n}"), 40_000 + n as usize * 1000)
+}
+
 /// A kernel a third of the test ESP could not hold twice beside three others.
 fn big(n: u64) -> Blob {
     blob(&format!("big-kernel-{n}"), 11_000_000 + n as usize * 1000)
@@ -259,9 +264,9 @@ fn cases() -> Vec<Case> {
                     v,
                     &req(
                         vec![
-                            uki_entry(1, false, &k(1), 0),
-                            uki_entry(2, false, &k(2), 0),
-                            uki_entry(3, true, &k(3), 0),
+                            uki_entry(1, false, &uk(1), 0),
+                            uki_entry(2, false, &uk(2), 0),
+                            uki_entry(3, true, &uk(3), 0),
                         ],
                         5,
                     ),
@@ -280,15 +285,15 @@ fn cases() -> Vec<Case> {
                     v,
                     &req(
                         vec![
-                            uki_entry(1, false, &k(1), 0),
-                            uki_entry(2, false, &k(2), 0),
-                            uki_entry(3, true, &k(3), 0),
+                            uki_entry(1, false, &uk(1), 0),
+                            uki_entry(2, false, &uk(2), 0),
+                            uki_entry(3, true, &uk(3), 0),
                         ],
                         5,
                     ),
                 );
             }),
-            op: Box::new(|v| sync(v, &req(vec![uki_entry(3, true, &k(3), 1)], 1))),
+            op: Box::new(|v| sync(v, &req(vec![uki_entry(3, true, &uk(3), 1)], 1))),
             active: (3, 3),
             done: nothing_more,
             layout: None,

@@ -927,10 +927,13 @@ fn install(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `PK.auth`, `KEK.auth`, `db.auth` with their bytes.
+type EnrollFiles = Vec<(&'static str, Vec<u8>)>;
+
 /// The signed key lists of `--enroll-keys DIR` (`PK.auth`, `KEK.auth`,
 /// `db.auth`, as efitools' `sign-efi-sig-list` makes them), read whole, with
 /// the name systemd-boot shows them by (the directory's).
-fn read_enroll_keys(dir: &Path) -> Result<(String, Vec<(&'static str, Vec<u8>)>)> {
+fn read_enroll_keys(dir: &Path) -> Result<(String, EnrollFiles)> {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
