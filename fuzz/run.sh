@@ -16,7 +16,7 @@ fi
 cargo +nightly fuzz build -O "${targets[@]}" >/dev/null 2>&1 || cargo +nightly fuzz build -O
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-maxlen() { case $1 in disk_image|fat_reconcile|fat_write|superblock|moss_db|elf|state_index|cpio|luks_header) echo 400000;; *) echo 65536;; esac; }
+maxlen() { case $1 in disk_image|fat_reconcile|fat_write|superblock|moss_db|elf|state_index|cpio|luks_header|pe_image) echo 400000;; *) echo 65536;; esac; }
 run_one() {
   local t=$1 corpus="$work/$1"
   mkdir -p "$corpus" "artifacts/$t"
