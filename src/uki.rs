@@ -11,17 +11,12 @@
 //! has a `.cmdline` section: the signature covers every byte that chooses what
 //! boots.
 //!
-//! The image is assembled by `lifeboat-pe` (`build_uki`). STOP-GAP until
-//! `lifeboat-pe` signs: the signature is made by `sbsign` (sbsigntool), found
-//! on `PATH` (a missing one fails the sync, naming the package). Its input
-//! and output pass through a private (0700) temporary directory; the key is
-//! only named to `sbsign` by its path, never copied.
+//! The image is assembled and signed (Authenticode, SHA-256) by `lifeboat-pe`,
+//! in memory: no tool runs, and the key never leaves the process.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -76,12 +71,12 @@ pub fn firmware_secure_boot(efivars_dir: &Path) -> Option<bool> {
     data.first().map(|b| *b == 1)
 }
 
-/// The machine's db key and certificate: paths checked, the key never read
-/// into lifeboat (the signer reads it).
-#[derive(Clone)]
+/// The machine's db key and certificate: the paths checked, the key loaded
+/// (it stays in this process's memory; `lifeboat-pe` wipes it when dropped).
 pub struct Keys {
     pub key: PathBuf,
     pub cert: PathBuf,
+    signer: lifeboat_pe::SigningKey,
 }
 
 impl std::fmt::Debug for Keys {
@@ -161,7 +156,10 @@ pub fn load_keys(root: &Path, cfg: &Config) -> Result<Keys> {
     if !ctext.contains("-----BEGIN CERTIFICATE-----") {
         return Err(bad(&cert, "not a PEM certificate (no BEGIN CERTIFICATE line)"));
     }
-    Ok(Keys { key, cert })
+    // The key is read again by its loader, which checks the mode once more
+    // on the file it opens and that the certificate is the key's.
+    let signer = lifeboat_pe::SigningKey::load(&key, &cert).map_err(|e| bad(&key, e.to_string()))?;
+    Ok(Keys { key, cert, signer })
 }
 
 /// What one UKI is made of.
@@ -172,59 +170,6 @@ pub struct UkiParts<'a> {
     pub uname: &'a [u8],
     pub linux: &'a [u8],
     pub initrd: &'a [u8],
-}
-
-/// A private directory for the tools' inputs and outputs, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch> {
-        let base = std::env::temp_dir();
-        for n in 0..1000u32 {
-            let p = base.join(format!("lifeboat-uki-{}-{n}", std::process::id()));
-            match fs::DirBuilder::new().mode(0o700).create(&p) {
-                Ok(()) => return Ok(Scratch(p)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io("create", p, e)),
-            }
-        }
-        Err(Error::io("create", base, std::io::Error::other("no free name for a scratch directory")))
-    }
-
-    fn put(&self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
-        let p = self.0.join(name);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&p)
-            .map_err(|e| Error::io("create", &p, e))?;
-        f.write_all(bytes).map_err(|e| Error::io("write", &p, e))?;
-        Ok(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn run_tool(tool: &'static str, args: &[&std::ffi::OsStr]) -> Result<()> {
-    let out = Command::new(tool).args(args).output().map_err(|e| {
-        let hint = match tool {
-            "sbsign" => " (install sbsigntool)",
-            _ => " (install binutils)",
-        };
-        Error::io("run", format!("{tool}{hint}"), e)
-    })?;
-    if !out.status.success() {
-        return Err(Error::SecureBoot {
-            path: PathBuf::from(tool),
-            problem: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
-        });
-    }
-    Ok(())
 }
 
 /// Builds an unsigned UKI with `lifeboat-pe` (deterministic bytes).
@@ -240,25 +185,11 @@ pub fn build(parts: &UkiParts) -> Result<Vec<u8>> {
     .map_err(|e| bad(Path::new(STUB_REL), format!("the image cannot be built: {e}")))
 }
 
-/// Signs a PE image with the db key (sbsign, stop-gap): Authenticode over
-/// the image, the certificate embedded.
+/// Signs a PE image with the db key: Authenticode (SHA-256) by `lifeboat-pe`,
+/// the certificate embedded. Deterministic: the same image and key give the
+/// same bytes.
 pub fn sign(image: &[u8], keys: &Keys) -> Result<Vec<u8>> {
-    let s = Scratch::new()?;
-    let input = s.put("unsigned.efi", image)?;
-    let out = s.0.join("signed.efi");
-    run_tool(
-        "sbsign",
-        &[
-            "--key".as_ref(),
-            keys.key.as_os_str(),
-            "--cert".as_ref(),
-            keys.cert.as_os_str(),
-            "--output".as_ref(),
-            out.as_os_str(),
-            input.as_os_str(),
-        ],
-    )?;
-    fs::read(&out).map_err(|e| Error::io("read", out, e))
+    lifeboat_pe::sign(image, &keys.signer).map_err(|e| bad(&keys.cert, format!("cannot sign: {e}")))
 }
 
 /// Whether a PE image carries an Authenticode signature (a non-empty
@@ -311,23 +242,19 @@ pub fn entry_osrel(tree: &[u8], title: &str, version: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// The certificate's DER bytes (from its PEM file, which [`load_keys`] checked).
+/// The certificate's DER bytes.
 pub fn cert_der(keys: &Keys) -> Result<Vec<u8>> {
-    let (_, text) = read_pem(&keys.cert, "certificate")?;
-    let (label, der) = pem_rfc7468::decode_vec(text.trim().as_bytes())
-        .map_err(|e| bad(&keys.cert, format!("not a PEM certificate: {e}")))?;
-    if label != "CERTIFICATE" {
-        return Err(bad(&keys.cert, format!("holds a {label}, not a CERTIFICATE")));
-    }
-    Ok(der)
+    Ok(keys.signer.certificate_der().to_vec())
 }
 
 /// Whether `present` (an image on `$BOOT`) is `unsigned` signed with the
 /// certificate `cert_der`: the same bytes up to its certificate table, apart
 /// from the CheckSum and the certificate-table entry, then at most the
-/// signer's zero padding (to the FileAlignment), and a certificate table that names the certificate.
-/// Such an image is kept as it is: signing again would give the same content
-/// with another signing time.
+/// signer's zero padding (to the FileAlignment), and a signature `lifeboat-pe`
+/// verifies under the certificate over this very image.
+/// Such an image is kept as it is: nothing to sign, and an image made by
+/// another signer (sbsign puts a signing time into each signature) is not
+/// rewritten for a signature that differs only in that.
 pub fn is_signed_copy_of(present: &[u8], unsigned: &[u8], cert_der: &[u8]) -> bool {
     let (Ok(p), Ok(u)) = (lifeboat_pe::PeImage::parse(present), lifeboat_pe::PeImage::parse(unsigned)) else {
         return false;
@@ -356,8 +283,11 @@ pub fn is_signed_copy_of(present: &[u8], unsigned: &[u8], cert_der: &[u8]) -> bo
     same(0..sum_at)
         && same(sum_at + 4..dir_at)
         && same(dir_at + 8..unsigned.len())
-        && !cert_der.is_empty()
-        && table.windows(cert_der.len()).any(|w| w == cert_der)
+        && !table.is_empty()
+        && matches!(
+            lifeboat_pe::verify(present, cert_der),
+            Ok(lifeboat_pe::Verdict::SignedBy { matches_cert: true, digest_ok: true })
+        )
 }
 
 #[cfg(test)]

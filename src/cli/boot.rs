@@ -290,9 +290,10 @@ fn make_ukis(
             linux: &linux,
             initrd: &initrd,
         })?;
-        // The image there already, when it is this one signed with this
-        // certificate, is kept: the signer puts its signing time into each
-        // signature, so signing again would rewrite every image every sync.
+        // The image there already, when it is this one with a signature that
+        // verifies under this certificate, is kept: nothing is signed again,
+        // and an image another signer made (with a signing time in its
+        // signature) is not rewritten for that alone.
         let mut kept = None;
         for e in present.iter().filter(|e| e.tx == w.tx && e.kver.eq_ignore_ascii_case(&plan::kver_name(&w.kver))) {
             let bytes = match boot.read(&e.path()) {
@@ -852,8 +853,8 @@ fn install(
                 ctx.out.line(format!("{dest}: another loader is installed there; left alone"));
                 "kept-foreign"
             }
-            // Signed: up to date when the copy there is this loader signed
-            // with this certificate (a new signature differs by its time).
+            // Signed: up to date when the copy there is this loader with a
+            // signature that verifies under this certificate.
             Some(Some(v))
                 if v == &new_v
                     && cert.as_ref().is_none_or(|c| {
