@@ -76,7 +76,30 @@ pub fn firmware_secure_boot(efivars_dir: &Path) -> Option<bool> {
 pub struct Keys {
     pub key: PathBuf,
     pub cert: PathBuf,
-    signer: lifeboat_pe::SigningKey,
+    signer: Signer,
+}
+
+/// The loaded key. The rescue build (`--no-default-features`, what PID 1
+/// runs) has no signer: it never signs, and leaving RSA, X.509 and CMS out
+/// keeps it small.
+#[cfg(feature = "sign")]
+type Signer = lifeboat_pe::SigningKey;
+#[cfg(not(feature = "sign"))]
+type Signer = NoSigner;
+#[cfg(not(feature = "sign"))]
+pub struct NoSigner;
+
+#[cfg(not(feature = "sign"))]
+const NO_SIGNER: &str = "this is lifeboat's rescue build, which does not sign: run the host build";
+
+#[cfg(feature = "sign")]
+fn load_signer(key: &Path, cert: &Path) -> Result<Signer> {
+    lifeboat_pe::SigningKey::load(key, cert).map_err(|e| bad(key, e.to_string()))
+}
+
+#[cfg(not(feature = "sign"))]
+fn load_signer(key: &Path, _cert: &Path) -> Result<Signer> {
+    Err(bad(key, NO_SIGNER))
 }
 
 impl std::fmt::Debug for Keys {
@@ -158,7 +181,7 @@ pub fn load_keys(root: &Path, cfg: &Config) -> Result<Keys> {
     }
     // The key is read again by its loader, which checks the mode once more
     // on the file it opens and that the certificate is the key's.
-    let signer = lifeboat_pe::SigningKey::load(&key, &cert).map_err(|e| bad(&key, e.to_string()))?;
+    let signer = load_signer(&key, &cert)?;
     Ok(Keys { key, cert, signer })
 }
 
@@ -189,7 +212,13 @@ pub fn build(parts: &UkiParts) -> Result<Vec<u8>> {
 /// the certificate embedded. Deterministic: the same image and key give the
 /// same bytes.
 pub fn sign(image: &[u8], keys: &Keys) -> Result<Vec<u8>> {
-    lifeboat_pe::sign(image, &keys.signer).map_err(|e| bad(&keys.cert, format!("cannot sign: {e}")))
+    #[cfg(feature = "sign")]
+    return lifeboat_pe::sign(image, &keys.signer).map_err(|e| bad(&keys.cert, format!("cannot sign: {e}")));
+    #[cfg(not(feature = "sign"))]
+    {
+        let _ = (image, &keys.signer);
+        Err(bad(&keys.key, NO_SIGNER))
+    }
 }
 
 /// Whether a PE image carries an Authenticode signature (a non-empty
@@ -244,7 +273,10 @@ pub fn entry_osrel(tree: &[u8], title: &str, version: &str) -> Vec<u8> {
 
 /// The certificate's DER bytes.
 pub fn cert_der(keys: &Keys) -> Result<Vec<u8>> {
-    Ok(keys.signer.certificate_der().to_vec())
+    #[cfg(feature = "sign")]
+    return Ok(keys.signer.certificate_der().to_vec());
+    #[cfg(not(feature = "sign"))]
+    Err(bad(&keys.cert, NO_SIGNER))
 }
 
 /// Whether `present` (an image on `$BOOT`) is `unsigned` signed with the
@@ -284,10 +316,20 @@ pub fn is_signed_copy_of(present: &[u8], unsigned: &[u8], cert_der: &[u8]) -> bo
         && same(sum_at + 4..dir_at)
         && same(dir_at + 8..unsigned.len())
         && !table.is_empty()
-        && matches!(
-            lifeboat_pe::verify(present, cert_der),
-            Ok(lifeboat_pe::Verdict::SignedBy { matches_cert: true, digest_ok: true })
-        )
+        && verified(present, cert_der)
+}
+
+#[cfg(feature = "sign")]
+fn verified(image: &[u8], cert_der: &[u8]) -> bool {
+    matches!(
+        lifeboat_pe::verify(image, cert_der),
+        Ok(lifeboat_pe::Verdict::SignedBy { matches_cert: true, digest_ok: true })
+    )
+}
+
+#[cfg(not(feature = "sign"))]
+fn verified(_: &[u8], _: &[u8]) -> bool {
+    false
 }
 
 #[cfg(test)]
