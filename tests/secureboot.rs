@@ -262,3 +262,28 @@ fn install_signs_the_loader_and_places_enrollment_keys() {
     let e = fails(&["--root", r(&root), "--esp", &img, "boot", "install", "--enroll-keys", r(&keys)]);
     assert!(e.contains("db.auth"), "{e}");
 }
+
+#[test]
+fn images_that_do_not_all_fit_drop_the_oldest_transaction() {
+    let s = Scratch::new("sb-space");
+    let (root, img) = setup(&s);
+    // Each transaction a kernel of its own, 24 MB: three images do not fit the
+    // 64 MiB ESP, two do.
+    for v in 4..=6u8 {
+        let t = s.join(&format!("big{v}"));
+        tree(&t, v as u32);
+        write(&t.join("lib/kernel/6.1.0-test/vmlinuz"), &vec![v; 24 << 20], 0o644);
+        write(&t.join("lib/os-release"), b"NAME=\"Test OS\"\nID=testos\n", 0o644);
+        fs::create_dir_all(t.join("lib/systemd/boot/efi")).unwrap();
+        fs::copy(STUB, t.join("lib/systemd/boot/efi/linuxx64.efi.stub")).unwrap();
+        ok(&["--root", r(&root), "state", "commit", "--from", r(&t)]);
+    }
+    let o = run(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot", "--no-initrd", "--keep", "3"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(format!("{out}{err}").contains("transactions [4] get none"), "{out}\n{err}");
+    let entries = ls(&img, "EFI/Linux");
+    assert!(entries.contains(&format!("{TOKEN}-6-")) && entries.contains(&format!("{TOKEN}-5-")), "{entries}");
+    assert!(!entries.contains(&format!("{TOKEN}-4-")), "{entries}");
+    fsck(&img, &s);
+}
