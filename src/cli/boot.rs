@@ -234,7 +234,17 @@ fn secure_boot(ctx: &Ctx, config: &Config, flag: bool) -> Result<Option<crate::u
     if !choice.on() {
         return Ok(None);
     }
-    crate::uki::load_keys(ctx.root, config).map(Some)
+    crate::uki::load_keys(ctx.root, config).map(Some).map_err(|e| match (choice, e) {
+        // Chosen by the firmware alone: say how to choose otherwise.
+        (crate::uki::Choice::Firmware(true), Error::SecureBoot { path, problem }) => Error::SecureBoot {
+            path,
+            problem: format!(
+                "{problem} (Secure Boot is on in the firmware, so lifeboat signs; set secure-boot = no in \
+                 lifeboat.conf to write unsigned Type #1 entries instead)"
+            ),
+        },
+        (_, e) => e,
+    })
 }
 
 /// Makes every kept entry of `req` a signed UKI: built from its transaction's
