@@ -5,7 +5,7 @@ set -euo pipefail
 need=(musl-tools qemu-system-x86 ovmf systemd-boot-efi systemd-boot mtools dosfstools
       gdisk e2fsprogs cpio xxhash zstd xz-utils file python3 sqlite3 fdisk kmod systemd gcc libc6-dev dracut
       xfsprogs btrfs-progs acl attr rsync libcap2-bin cryptsetup-bin lvm2 python3-cryptography kbd console-data
-      sbsigntool openssl binutils)
+      sbsigntool openssl binutils efitools)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
