@@ -367,6 +367,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn parses_pe32() {
+        // The same image as PE32: a 224-byte optional header, 16 directories at 96.
+        let mut b = tiny();
+        let opt = 0x58;
+        b[0x54..0x56].copy_from_slice(&224u16.to_le_bytes());
+        b[opt..opt + 2].copy_from_slice(&0x10bu16.to_le_bytes());
+        b[opt + 108..opt + 112].fill(0);
+        b[opt + 92..opt + 96].copy_from_slice(&16u32.to_le_bytes());
+        // The section table moves up by 16 bytes.
+        let st = b[0x148..0x170].to_vec();
+        b[0x148..0x170].fill(0);
+        b[0x138..0x160].copy_from_slice(&st);
+        let pe = PeImage::parse(&b).unwrap();
+        assert!(!pe.is_pe32_plus());
+        assert_eq!(pe.section_table_offset(), 0x138);
+        assert_eq!(pe.cert_dir_offset(), Some(opt + 96 + 32));
+        assert_eq!(pe.section(".text"), Some(&b"hello"[..]));
+        assert_eq!(crate::authenticode_sha256(&b).unwrap().len(), 32);
+    }
+
+    #[test]
     fn hostile_headers_are_typed_errors() {
         let b = tiny();
         let err = |m: &dyn Fn(&mut Vec<u8>)| {
