@@ -187,8 +187,25 @@ TWIN_ENTRY = (b"title Lifeboat Test OS (another install)\nsort-key lbtest\nmachi
               b"linux /feedfacefeedfacefeedfacefeedface/6.1/vmlinuz-00\noptions lifeboat.tx=7\n")
 
 
+STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+
+
+def objcopy_uki(work, name, osrel, cmdline, linux):
+    """A Type #2 entry made by systemd-stub's documented recipe: sections added to
+    Debian's stub with objcopy at addresses above the stub's own image."""
+    args = ["objcopy"]
+    for sec, vma, data in ((".osrel", 0x20000, osrel), (".cmdline", 0x30000, cmdline), (".linux", 0x2000000, linux)):
+        f = os.path.join(work, f"uki{sec}")
+        open(f, "wb").write(data)
+        args += ["--add-section", f"{sec}={f}", "--change-section-vma", f"{sec}={vma:#x}"]
+    out = os.path.join(work, name)
+    subprocess.run(args + [STUB, out], check=True)
+    return open(out, "rb").read()
+
+
 def g_dual_boot(work):
-    """Another OS's entries and files on the ESP: listed, booted around, never changed."""
+    """Another OS's entries, files and UKI on the ESP: listed, booted around, never changed;
+    the guest's `boot status` decodes the real systemd-boot's LoaderFeatures."""
     img = q.Image(work)
     for i in (1, 2):
         img.commit(q.make_tree(work, f"t{i}", f"v{i}"), f"test transaction {i}")
@@ -199,12 +216,18 @@ def g_dual_boot(work):
         "loader/entries/feedfacefeedfacefeedfacefeedface-7-6.1.conf": TWIN_ENTRY,
         "feedfacefeedfacefeedfacefeedface/6.1/vmlinuz-00": b"twin kernel",
         "EFI/Microsoft/Boot/bootmgfw.efi": b"MZ windows boot manager stand-in",
+        "EFI/Linux/foreign-6.1.efi": objcopy_uki(work, "foreign.efi", b'PRETTY_NAME="Foreign Linux 12"\nID=foreign\n'
+                                                 b"VERSION_ID=12\n", b"root=/dev/sdz2 quiet\n",
+                                                 b"not really a kernel\n" * 100),
+        # A boot counter in the name: systemd-boot 252 keeps it in the id.
+        "EFI/Linux/Counted+2-1.efi": objcopy_uki(work, "counted.efi", b"NAME=Counted\nID=testcount\nVERSION_ID=3\n",
+                                                 b"quiet\n", b"not really a kernel either\n" * 100),
     }
     for path, data in seeds.items():
         f = os.path.join(work, "seed")
         open(f, "wb").write(data)
         lb("disk", "put", f, f"{img.disk}:esp:{path}")
-    img.lbtest("boot1 = --esp /dev/nvme0n1 boot list\n")
+    img.lbtest("boot1 = --esp /dev/nvme0n1 boot list\nboot1 = --esp /dev/nvme0n1 boot status\n")
     img.boot_setup()
     lb("--root", img.root, "state", "prune", "--keep", "1")
     lb("--root", img.root, "--esp", img.disk, "boot", "sync", "--initrd", img.initrd)
@@ -217,11 +240,34 @@ def g_dual_boot(work):
     img.write_root()
     vm = q.Vm(img.disk, f"{work}/vars.fd", f"{work}/console.log").boot()
     tx = booted(vm)
-    # BLS order: entries with a sort key (ours, then the twin install by machine id)
-    # before the one without.
-    vm.expect(r"feedface\S+\s+Lifeboat Test OS \(another install\)\s+\(not lifeboat's\)", 60)
-    vm.expect(r"other-5\.15\.conf\s+Other Linux 5\.15\s+\(not lifeboat's\)", 60)
-    say(f"booted transaction {tx}; `boot list` in the guest shows the other OS and the other install")
+    # BLS order: entries with a sort key (the UKI's "foreign" before "lbtest": ours,
+    # then the twin install by machine id; "testcount") before the one without.
+    listed = vm.expect(r"(?s)boot list\r?\n(.*?)LBTEST: exit", 60).group(1)
+    at = 0
+    for rx in (r"foreign-6\.1\.efi\s+Foreign Linux 12 \[UKI 12\]\s+\(not lifeboat's\)",
+               r"feedface\S+\s+Lifeboat Test OS \(another install\)\s+\(not lifeboat's\)",
+               r"Counted\+2-1\.efi\s+Counted \[UKI 3\] \[tries left 2, done 1\]\s+\(not lifeboat's\)",
+               r"other-5\.15\.conf\s+Other Linux 5\.15\s+\(not lifeboat's\)"):
+        m = re.compile(rx).search(listed, at)
+        if not m:
+            raise Failure(f"`boot list` in the guest lacks {rx!r} (in order):\n{listed}")
+        at = m.end()
+    ids = [ln[2:].split()[0].lower() for ln in listed.splitlines() if ln[:2] in ("* ", "  ") and ln[2:].strip()]
+    say(f"booted transaction {tx}; `boot list` in the guest shows the other OS, the other install and the UKIs")
+    # The real loader's own menu (LoaderEntries, its order; auto-* are its
+    # built-in entries) is the listing's order.
+    saw = vm.expect(r"loader saw: ([^\r\n]*)\r?\n", 60).group(1).split()
+    saw = [i for i in saw if not i.startswith("auto-")]
+    if saw != ids:
+        raise Failure(f"systemd-boot's menu order {saw} is not lifeboat's {ids}")
+    say(f"systemd-boot's LoaderEntries order is `boot list`'s: {' '.join(saw)}")
+    sb = vm.expect(r"secure boot: ([^\r\n]*)\r?\n", 60).group(1).strip()
+    # systemd-boot 252 sets LoaderFeatures bits 0-10 (boot.c): every one has a name.
+    # The whole line: a read can end inside it.
+    feats = vm.expect(r"loader features: ([^\r\n]*)\r?\n", 30).group(1).strip()
+    if "Boot counting" not in feats or "Support Type #1 devicetree field" not in feats or "bit " in feats:
+        raise Failure(f"LoaderFeatures of the real systemd-boot decoded as {feats!r}")
+    say(f"`boot status` in the guest: secure boot {sb}; loader features: {feats}")
     finish_ok(vm)
 
 
@@ -249,6 +295,93 @@ def h_boot_counting(work):
     if "+0-2.conf" not in entries:
         raise Failure(f"entry of transaction 2 not at +0-2:\n{entries}")
     say("transaction 2's entry ran out of tries (+0-2) and transaction 1 booted")
+
+
+def health_check(work, name, result):
+    """A health check program (the guest has no shell): exits `result`."""
+    out = os.path.join(work, name)
+    q.sh("gcc", "-O2", f"-DRESULT={result}", "-o", out, os.path.join(q.HERE, "guest/health.c"))
+    return out
+
+
+def w_boot_assessment(work):
+    """An update whose required health check fails rolls itself back after assess-failures boots; the one whose checks pass is blessed."""
+    img = q.Image(work)
+    img.commit(q.make_tree(work, "t1", "v1"), "good")
+    img.build_initrd()
+    img.boot_setup()
+    passes, fails = health_check(work, "check-pass", 0), health_check(work, "check-fail", 1)
+    # Each update ships the check that judges it (usr/lib/lifeboat/health.d):
+    # transaction 2's passes, transaction 3's fails.
+    for i, check in ((2, passes), (3, fails)):
+        t = q.make_tree(work, f"t{i}", f"v{i}")
+        d = os.path.join(t, "lib/lifeboat/health.d/required.d")
+        os.makedirs(d)
+        shutil.copy(check, os.path.join(d, "50-app"))
+        img.commit(t, f"update {i}")
+    img.boot_setup(tries=3)
+    # The machine's own wanted check fails on every boot: recorded, never blocking.
+    wanted = os.path.join(img.root, "etc/lifeboat/health.d/wanted.d")
+    os.makedirs(wanted)
+    shutil.copy(fails, os.path.join(wanted, "20-optional"))
+    with open(os.path.join(img.root, "etc/lifeboat/lifeboat.conf"), "w") as f:
+        f.write("esp = /dev/nvme0n1\nassess-failures = 2\n")
+    # The guest's init runs what lifeboat-bless.service runs, on every boot
+    # (there is no systemd in the guest); boot 4 first shows boot 3's record.
+    img.lbtest("boot4 = boot status\nalways = boot assess --reboot\n")
+    img.write_root()
+    vars_ = f"{work}/vars.fd"
+    seen = []
+    for n in range(1, 5):
+        vm = q.Vm(img.disk, vars_, f"{work}/console.log").boot()
+        if n == 3:
+            vm.expect(r"rolling back /usr: transaction 3 -> 2", 120)
+            # Transaction 2's entry is still on trial: PID 1 does not name it
+            # as the default (should it run out of tries, the loader would
+            # boot it still); the loader's own order it is, until blessed.
+            m = vm.expect(r"default boot entry is now (\S+)\r?\n", 60)
+            if not m.group(1).endswith("-*") or "-2-" in m.group(1):
+                raise Failure(f"PID 1 made {m.group(1)} the default, an entry on trial")
+            say(f"  PID 1: rolled back /usr 3 -> 2; default {m.group(1)} (the loader's order: 2 is on trial)")
+        tx = booted(vm)
+        seen.append(tx)
+        say(f"boot {n}: transaction {tx}")
+        if n in (1, 2):
+            vm.expect(r"required check 50-app: failed \(exit status 1\)", 60)
+        if n == 1:
+            m = vm.expect(r"bad: (failed boot 1 of 2: [^\n]*tries left\))", 60)
+            say(f"  assess: {m.group(1).strip()}")
+            finish_ok(vm)
+        elif n == 2:
+            m = vm.expect(r"marked bad: (\S+\.conf) -> (\S+\.conf)", 60)
+            say(f"  assess: marked bad {m.group(1)} -> {m.group(2)}")
+            m = vm.expect(r"next boot \(once\): (\S+\.conf)", 60)
+            say(f"  assess: next boot (once) {m.group(1)}; rebooting")
+            vm.expect(r"rebooting into it", 30)
+            code = vm.wait_exit(90)
+            if code != 0:
+                raise Failure(f"boot 2 did not end in a reboot (QEMU status {code}, want 0 under -no-reboot)")
+        elif n == 3:
+            vm.expect(r"wanted check 20-optional: failed \(exit status 1\)", 60)
+            m = vm.expect(r"blessed: (\S+\.conf) -> (\S+\.conf)", 60)
+            say(f"  assess: required checks passed (the wanted one failed, recorded); blessed {m.group(1)} -> {m.group(2)}")
+            finish_ok(vm)
+        else:
+            m = vm.expect(r"assessed: \S+ (\S+\.conf) \(transaction 2\): good; blessed", 60)
+            say(f"  boot status: the last assessment blessed {m.group(1)}")
+            vm.expect(r"wanted check 20-optional: failed \(exit status 1\)", 30)
+            finish_ok(vm)
+    if seen != [3, 3, 2, 2]:
+        raise Failure(f"transactions booted {seen}, want [3, 3, 2, 2]")
+    entries = lb("disk", "ls", f"{img.disk}:esp:loader/entries")
+    names = sorted(l.split()[-1].rsplit("/", 1)[-1] for l in entries.splitlines() if l.strip().endswith(".conf"))
+    want = [re.compile(r".*-1-[^+]*\.conf$"), re.compile(r".*-2-[^+]*\.conf$"), re.compile(r".*-3-.*\+0-2\.conf$")]
+    if len(names) != 3 or not all(w.match(n) for w, n in zip(want, names)):
+        raise Failure(f"entries are not 1 and 2 blessed, 3 at +0-2:\n{entries}")
+    lc = lb("disk", "cat", f"{img.disk}:esp:loader/loader.conf")
+    if not re.search(r"^default \S+-2-\*$", lc, re.M):
+        raise Failure(f"loader.conf's default is not transaction 2's:\n{lc}")
+    say("transaction 3 rolled back by itself after 2 failed boots (+0-2); transaction 2 blessed and the default")
 
 
 def i_firmware_entry(work):
@@ -1056,6 +1189,7 @@ SCENARIOS = {
     "f": f_wrong_root,
     "g": g_dual_boot,
     "h": h_boot_counting,
+    "w": w_boot_assessment,
     "i": i_firmware_entry,
     "j": j_worker_crash,
     "k": k_dracut_hook,
@@ -1116,7 +1250,7 @@ def run_one(n):
 
 
 # The longest first, so the two lanes end together.
-LONGEST_FIRST = "qkmnrtvusophcilfbejagd"
+LONGEST_FIRST = "qkmnrtvusopwhcilfbejagd"
 
 
 def main(argv):

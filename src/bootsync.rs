@@ -459,6 +459,12 @@ pub fn request(
 /// Points `loader.conf`'s `default` at transaction `tx`'s entry on the boot disk of
 /// `root_dev` (PID 1, after a rollback chosen in the boot menu). Returns the
 /// pattern written, or `None` when the disk has no entry for `tx`.
+///
+/// An entry still on trial (a boot counter) is not named: the loader boots
+/// what the default names even after its tries ran out, so a default naming
+/// it would keep booting it should it fail. Then the default is the loader's
+/// own order (`<token>-*`, exhausted entries last), as `boot sync` writes it;
+/// the entry becomes the default when it is blessed (`boot assess`, `boot bless`).
 pub fn set_default_for_disk(root: &Path, root_dev: &Path, tx: u64) -> Result<Option<String>> {
     let disk = lifeboat_esp::blockdev::SysBlock::default()
         .disk_of_dev(root_dev)
@@ -467,10 +473,15 @@ pub fn set_default_for_disk(root: &Path, root_dev: &Path, tx: u64) -> Result<Opt
     let mut t = open_targets(root, &args, &Config::default(), true)?;
     let tok = token::entry_token(root).ok_or_else(|| Error::NoEntryToken(root.to_path_buf()))?;
     let ours = lifeboat_boot::plan::our_entries(t.boot.volume.as_mut(), &tok)?;
-    if !ours.iter().any(|e| e.tx == tx) {
+    let mine: Vec<_> = ours.iter().filter(|e| e.tx == tx).collect();
+    if mine.is_empty() {
         return Ok(None);
     }
-    let pattern = lifeboat_boot::plan::default_pattern(&tok, tx);
+    let pattern = if mine.iter().any(|e| e.counter.is_none()) {
+        lifeboat_boot::plan::default_pattern(&tok, tx)
+    } else {
+        format!("{tok}-*")
+    };
     let esp: &mut dyn lifeboat_esp::Volume = match t.esp.as_mut() {
         Some(e) => e.volume.as_mut(),
         None => t.boot.volume.as_mut(),

@@ -13,6 +13,9 @@
 //! secure-boot = yes                 # or no: signed unified kernel images instead of Type #1 entries
 //! secure-boot-key = /etc/lifeboat/secureboot/db.key   # the db key and certificate (PEM) that sign
 //! secure-boot-cert = /etc/lifeboat/secureboot/db.crt  # them; these two are the defaults, in the root
+//! assess-failures = 2               # failed boots (health checks) of an entry on trial before
+//!                                   # `boot assess` rolls back to the previous one
+//! assess-timeout = 60               # seconds each health check may take
 //! ```
 
 use std::os::fd::AsFd;
@@ -39,6 +42,11 @@ pub struct Config {
     /// certificate are (a relative path is below the root).
     pub secure_boot_key: Option<String>,
     pub secure_boot_cert: Option<String>,
+    /// `assess-failures`: failed boots of an entry still being tried after
+    /// which `boot assess` rolls back (at least 1).
+    pub assess_failures: Option<u32>,
+    /// `assess-timeout`: seconds a health check may run.
+    pub assess_timeout: Option<u32>,
 }
 
 /// Which modules a rescue initrd built for a kernel holds.
@@ -105,6 +113,14 @@ impl Config {
                 "keep" => c.keep = num(&mut warnings).map(|x| x as usize),
                 "tries" => c.tries = num(&mut warnings),
                 "timeout" => c.timeout = num(&mut warnings),
+                "assess-failures" => match num(&mut warnings) {
+                    Some(0) => warnings.push(format!("line {}: assess-failures is at least 1", n + 1)),
+                    x => c.assess_failures = x,
+                },
+                "assess-timeout" => match num(&mut warnings) {
+                    Some(0) => warnings.push(format!("line {}: assess-timeout is at least 1", n + 1)),
+                    x => c.assess_timeout = x,
+                },
                 _ => warnings.push(format!("line {}: unknown key {k}", n + 1)),
             }
         }
@@ -142,6 +158,10 @@ mod tests {
         assert_eq!(c.tries, None);
         assert_eq!(c.initrd_modules, Some(super::ModuleSet::HostOnly));
         assert_eq!(w.len(), 2);
+        let (c, w) = super::Config::parse("assess-failures = 3\nassess-timeout=5\n");
+        assert_eq!((c.assess_failures, c.assess_timeout, w.len()), (Some(3), Some(5), 0));
+        let (c, w) = super::Config::parse("assess-failures = 0\nassess-timeout = x\n");
+        assert_eq!((c.assess_failures, c.assess_timeout, w.len()), (None, None, 2));
         let (c, w) = super::Config::parse("initrd-modules = some\n");
         assert_eq!((c.initrd_modules, w.len()), (None, 1));
         let (c, w) = super::Config::parse("secure-boot = yes\nsecure-boot-key = k.pem\nsecure-boot-cert=/c.pem\n");

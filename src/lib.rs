@@ -11,6 +11,7 @@
 //! kernel's rescue initrd from its transaction. Only this
 //! crate prints or exits.
 
+pub mod assess;
 pub mod bootsync;
 pub mod cli;
 pub mod cmdline;

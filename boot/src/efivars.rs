@@ -80,6 +80,17 @@ pub fn from_utf16(b: &[u8]) -> String {
     String::from_utf16_lossy(&units)
 }
 
+/// Decodes a list of UTF-16LE strings, each ended by a NUL (systemd-boot's
+/// `LoaderEntries`); a last one without its NUL is kept.
+pub fn from_utf16_list(b: &[u8]) -> Vec<String> {
+    let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let mut out: Vec<String> = units.split(|&u| u == 0).map(String::from_utf16_lossy).collect();
+    if out.last().is_some_and(|l| l.is_empty()) {
+        out.pop();
+    }
+    out
+}
+
 impl EfiVars {
     /// Uses `dir` (efivarfs, or a stand-in directory in tests).
     pub fn open(dir: &Path) -> Result<Self> {
@@ -225,5 +236,13 @@ mod tests {
         assert!(v.read("Short", LOADER_GUID).is_err());
         fs::remove_dir_all(&d).unwrap();
         assert!(EfiVars::open(&d).is_err());
+    }
+
+    #[test]
+    fn string_lists() {
+        let b: Vec<u8> = "a.conf\0b.efi\0".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert_eq!(from_utf16_list(&b), ["a.conf", "b.efi"]);
+        assert_eq!(from_utf16_list(&b[..b.len() - 2]), ["a.conf", "b.efi"]);
+        assert!(from_utf16_list(&[]).is_empty());
     }
 }

@@ -1,8 +1,9 @@
 //! Boot management for lifeboat: Boot Loader Specification Type #1 entries (parse,
 //! render, UAPI.10 version order, the specification's sort order), the entry token,
 //! `loader.conf` editing, the sync planner that turns retained transactions into
-//! entries, kernels and initrds on `$BOOT`, boot counting, EFI variables through
-//! efivarfs, and EFI load options for firmware boot entries.
+//! entries, kernels and initrds on `$BOOT`, boot counting, Type #2 entries (UKIs in
+//! `EFI/Linux`, read only), EFI variables through efivarfs (with the firmware's
+//! Secure Boot state), and EFI load options for firmware boot entries.
 //!
 //! Everything on a boot partition is reached through `lifeboat_esp::Volume`, so every
 //! planner test runs on an in-memory volume and the same code drives a FAT image, a
@@ -14,8 +15,10 @@ pub mod firmware;
 pub mod loaderconf;
 pub mod loadopt;
 pub mod plan;
+pub mod sbstate;
 pub mod sdboot;
 pub mod token;
+pub mod uki;
 pub mod version;
 
 use std::fmt;

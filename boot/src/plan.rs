@@ -284,17 +284,12 @@ impl OurEntry {
 }
 
 /// Where unified kernel images (Type #2 entries) live on `$BOOT`.
-pub const UKI_DIR: &str = "EFI/Linux";
+pub const UKI_DIR: &str = crate::uki::DIR;
 
-/// Parses a UKI file name of ours: `<token>-<tx>-<kver>[+L[-D]].efi`.
+/// Parses a UKI file name of ours: `<token>-<tx>-<kver>[+L[-D]].efi`
+/// ([`crate::uki::parse_name`], the one rule listing and blessing use too).
 pub fn parse_uki_name(token: &str, file: &str) -> Option<(u64, String, Option<bls::Counter>)> {
-    let (stem, counter) = bls::split_counter(file, ".efi")?;
-    let rest = stem.strip_prefix(token)?.strip_prefix('-')?;
-    let (tx, kver) = rest.split_once('-')?;
-    if tx.is_empty() || !tx.bytes().all(|b| b.is_ascii_digit()) || kver.is_empty() {
-        return None;
-    }
-    Some((tx.parse().ok()?, kver.to_owned(), counter))
+    crate::uki::parse_name(token, file)
 }
 
 /// Whether a unified kernel image's `.cmdline` section (read through

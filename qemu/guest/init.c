@@ -1,7 +1,8 @@
 /* The test userspace of the QEMU scenarios: a dynamically linked init (so that
  * deleting glibc breaks it, as it would break a real system's init). It reports
  * which transaction booted on which kernel, performs the actions /etc/lbtest.conf lists for this
- * boot ("bootN = command args..." run via /usr/bin/lifeboat), and ends the VM with
+ * boot ("bootN = command args..." run via /usr/bin/lifeboat; "always = ..." on every boot, as a
+ * unit of the real system would run, e.g. `boot assess --reboot`; in file order), and ends the VM with
  * isa-debug-exit so the harness gets a clean verdict (exit status 33). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +168,7 @@ int main(void) {
     if (c) {
         while (fgets(line, sizeof line, c)) {
             if (strncmp(line, key, strlen(key)) == 0) run(line + strlen(key));
+            if (strncmp(line, "always =", 8) == 0) run(line + 8);
             char hkey[40];
             snprintf(hkey, sizeof hkey, "hibernate%d =", n);
             if (strncmp(line, hkey, strlen(hkey)) == 0) hibernate(line + strlen(hkey));

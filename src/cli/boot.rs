@@ -1,5 +1,6 @@
 //! `lifeboat boot ...`: entries on `$BOOT`, sync, default and one-shot, boot
-//! counting, and installing systemd-boot.
+//! counting and boot assessment (bless or roll back, [`crate::assess`] runs
+//! the health checks), and installing systemd-boot.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use argh::FromArgs;
 use lifeboat_boot::bls::{self, Entry, SortInfo};
 use lifeboat_boot::efivars::{EfiVars, LOADER_GUID, NV_BS_RT};
 use lifeboat_boot::plan::{self, Step};
-use lifeboat_boot::{loaderconf, sdboot};
+use lifeboat_boot::{loaderconf, sbstate, sdboot, uki};
 use lifeboat_esp::volume::join;
 use lifeboat_esp::Volume;
 use lifeboat_fs::shown::{controls_escaped, shown_str};
@@ -25,7 +26,7 @@ use lifeboat_state::root::SystemRoot;
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "boot")]
-/// boot entries: status, list, sync, set-default, set-oneshot, bless, install
+/// boot entries: status, list, sync, set-default, set-oneshot, bless, assess, install
 pub struct BootCmd {
     #[argh(subcommand)]
     pub cmd: BootSub,
@@ -40,6 +41,7 @@ pub enum BootSub {
     SetDefault(SetDefaultCmd),
     SetOneshot(SetOneshotCmd),
     Bless(BlessCmd),
+    Assess(AssessCmd),
     Install(InstallCmd),
 }
 
@@ -113,6 +115,22 @@ pub struct SetOneshotCmd {
 /// mark the booted entry good (drop its boot counter)
 pub struct BlessCmd {
     /// the entry file to bless (default: from LoaderBootCountPath)
+    #[argh(option)]
+    pub entry: Option<String>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "assess")]
+/// run the health checks (health.d/required.d, wanted.d); bless the booted
+/// entry when the required ones pass, roll back after the configured number
+/// of failed boots (assess-failures in lifeboat.conf)
+pub struct AssessCmd {
+    /// restart the machine when this boot rolls back (what
+    /// lifeboat-bless.service asks for)
+    #[argh(switch)]
+    pub reboot: bool,
+    /// the booted entry file (default: from LoaderBootCountPath, else
+    /// LoaderEntrySelected)
     #[argh(option)]
     pub entry: Option<String>,
 }
@@ -201,6 +219,7 @@ pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
         BootSub::SetDefault(s) => set_default(ctx, &s.target),
         BootSub::SetOneshot(s) => set_oneshot(ctx, &s.target),
         BootSub::Bless(b) => bless(ctx, b.entry.as_deref()),
+        BootSub::Assess(a) => assess(ctx, &a),
         BootSub::Install(i) => {
             install(ctx, i.loader.as_deref(), i.allow_downgrade, i.secure_boot, i.enroll_keys.as_deref())
         }
@@ -490,22 +509,75 @@ pub fn sync_with(
     }
 }
 
-/// One entry file found on a volume.
+/// What kind of entry, with what the listing shows of it.
+enum Kind {
+    /// A Type #1 entry file in `loader/entries`.
+    Type1(Entry),
+    /// A Type #2 entry: a UKI in `EFI/Linux` (read only, whoever owns it).
+    Type2(Box<uki::Type2>),
+}
+
+/// One entry found on a volume, either type.
 struct Found {
     file: String,
-    entry: Entry,
+    kind: Kind,
     sort: SortInfo,
     on_esp: bool,
     ours: Option<u64>,
 }
 
-fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>) -> Result<Vec<Found>> {
+impl Found {
+    fn title(&self) -> &str {
+        match &self.kind {
+            Kind::Type1(e) => e.get("title").unwrap_or("(no title)"),
+            Kind::Type2(u) => &u.title,
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Type1(_) => "type1",
+            Kind::Type2(_) => "type2",
+        }
+    }
+
+    /// The path on its volume.
+    fn path(&self) -> String {
+        match self.kind {
+            Kind::Type1(_) => join("loader/entries", &self.file),
+            Kind::Type2(_) => join(uki::DIR, &self.file),
+        }
+    }
+
+    /// The command line the loader passes.
+    fn options(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Type1(e) => Some(e.options()),
+            Kind::Type2(u) => u.cmdline.clone(),
+        }
+    }
+}
+
+/// A `EFI/Linux/*.efi` file the loader does not show, and why.
+struct Broken {
+    file: String,
+    on_esp: bool,
+    reason: String,
+}
+
+/// Everything on the boot volumes: the entries in boot-menu order, then the UKIs
+/// the loader would skip.
+struct Listing {
+    entries: Vec<Found>,
+    broken: Vec<Broken>,
+}
+
+fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>, only_ours: bool, l: &mut Listing) -> Result<()> {
     let list = match v.list("loader/entries") {
         Ok(l) => l,
-        Err(lifeboat_esp::Error::NotFound { .. }) => return Ok(vec![]),
+        Err(lifeboat_esp::Error::NotFound { .. }) => vec![],
         Err(e) => return Err(e.into()),
     };
-    let mut out = Vec::new();
     for f in list {
         if f.is_dir || !f.name.to_ascii_lowercase().ends_with(".conf") || f.name.starts_with('.') {
             continue;
@@ -513,21 +585,50 @@ fn entries_on(v: &mut dyn Volume, on_esp: bool, token: Option<&str>) -> Result<V
         let text = String::from_utf8_lossy(&v.read(&join("loader/entries", &f.name))?).into_owned();
         let entry = Entry::parse(&text);
         let ours = token.and_then(|t| plan::owned_by_us(t, &f.name, &entry)).map(|(tx, _, _)| tx);
-        out.push(Found { sort: SortInfo::of(&f.name, &entry), file: f.name, entry, on_esp, ours });
+        l.entries.push(Found {
+            sort: SortInfo::of(&f.name, &entry),
+            file: f.name,
+            kind: Kind::Type1(entry),
+            on_esp,
+            ours,
+        });
     }
-    Ok(out)
+    for u in uki::entries_on(v, token, only_ours)? {
+        match u {
+            uki::Uki::Entry(t) => l.entries.push(Found {
+                file: t.file.clone(),
+                sort: t.sort.clone(),
+                on_esp,
+                ours: t.ours,
+                kind: Kind::Type2(t),
+            }),
+            uki::Uki::Broken { file, reason } => l.broken.push(Broken { file, on_esp, reason }),
+        }
+    }
+    Ok(())
+}
+
+/// Type #1 and Type #2 entries of $BOOT and the ESP (both, when they are two
+/// volumes), in the loader's one merged order.
+fn listing(t: &mut BootTargets, token: Option<&str>) -> Result<Listing> {
+    listing_of(t, token, false)
+}
+
+/// [`listing`], with only lifeboat's UKIs read when `only_ours`.
+fn listing_of(t: &mut BootTargets, token: Option<&str>, only_ours: bool) -> Result<Listing> {
+    let mut l = Listing { entries: Vec::new(), broken: Vec::new() };
+    entries_on(t.boot.volume.as_mut(), t.esp.is_none(), token, only_ours, &mut l)?;
+    if let Some(e) = t.esp.as_mut() {
+        entries_on(e.volume.as_mut(), true, token, only_ours, &mut l)?;
+    }
+    l.entries.sort_by(|a, b| bls::compare(&a.sort, &b.sort));
+    Ok(l)
 }
 
 fn all_entries(t: &mut BootTargets, token: Option<&str>) -> Result<Vec<Found>> {
-    let mut v = entries_on(t.boot.volume.as_mut(), t.esp.is_none(), token)?;
-    if let Some(e) = t.esp.as_mut() {
-        v.extend(entries_on(e.volume.as_mut(), true, token)?);
-    }
-    v.sort_by(|a, b| bls::compare(&a.sort, &b.sort));
-    Ok(v)
+    Ok(listing(t, token)?.entries)
 }
 
-/// Which entry a loader.conf default pattern selects (the first match in order).
 /// The transaction ids lifeboat's own entries on the boot volumes name (read
 /// only): a commit never hands one of them out again, even when the index that
 /// knew them was lost.
@@ -535,7 +636,7 @@ pub fn entry_tx_ids(ctx: &Ctx) -> Result<Vec<u64>> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, false)?;
-    Ok(all_entries(&mut t, token.as_deref())?.into_iter().filter_map(|e| e.ours).collect())
+    Ok(listing_of(&mut t, token.as_deref(), true)?.entries.into_iter().filter_map(|e| e.ours).collect())
 }
 
 fn glob_match(pat: &str, s: &str) -> bool {
@@ -555,7 +656,7 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
     let config = cfg(ctx);
     let token = lifeboat_boot::token::entry_token(ctx.root);
     let mut t = open_noted(ctx, &config, false)?;
-    let entries = all_entries(&mut t, token.as_deref())?;
+    let Listing { entries, broken } = listing(&mut t, token.as_deref())?;
     let lc = esp_vol(&mut t).read("loader/loader.conf").ok().map(|b| String::from_utf8_lossy(&b).into_owned());
     let default = lc.as_deref().and_then(|l| loaderconf::get_key(l, "default")).map(str::to_owned);
     let default_idx = match &default {
@@ -566,31 +667,173 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
     for (i, e) in entries.iter().enumerate() {
         let mark = if Some(i) == default_idx { "*" } else { " " };
         let counter = e.sort.counter.map(|c| format!(" [tries left {}, done {}]", c.left, c.done)).unwrap_or_default();
+        let kind = match &e.kind {
+            Kind::Type1(_) => String::new(),
+            Kind::Type2(u) => format!(
+                " [UKI{}]",
+                u.sort.version.as_deref().map(|v| format!(" {}", controls_escaped(v))).unwrap_or_default()
+            ),
+        };
         // Another system's entry is printed escaped: one entry, one line.
         ctx.out.line(format!(
-            "{mark} {:<48} {}{}{}",
+            "{mark} {:<48} {}{kind}{}{}",
             shown_str(&e.file),
-            controls_escaped(e.entry.get("title").unwrap_or("(no title)")),
+            controls_escaped(e.title()),
             counter,
             if e.ours.is_none() { "  (not lifeboat's)" } else { "" }
         ));
-        arr.push(
-            Json::obj()
-                .with("id", e.sort.id.as_str())
-                .with("title", e.entry.get("title").map(str::to_owned))
-                .with("version", e.entry.get("version").map(str::to_owned))
-                .with("transaction", e.ours)
-                .with("default", Some(i) == default_idx)
-                .with("tries_left", e.sort.counter.map(|c| c.left))
-                .with("tries_done", e.sort.counter.map(|c| c.done))
-                .with("on_esp", e.on_esp)
-                .with("linux", e.entry.get("linux").map(str::to_owned))
-                .with("initrd", Json::Arr(e.entry.all("initrd").into_iter().map(Json::from).collect()))
-                .with("options", e.entry.options()),
-        );
+        let mut j = Json::obj()
+            .with("id", e.sort.id.as_str())
+            .with("kind", e.kind_name())
+            .with("path", e.path())
+            .with("title", e.title())
+            .with("version", e.sort.version.clone())
+            .with("sort_key", e.sort.sort_key.clone())
+            .with("transaction", e.ours)
+            .with("owner", if e.ours.is_some() { "lifeboat" } else { "foreign" })
+            .with("default", Some(i) == default_idx)
+            .with("tries_left", e.sort.counter.map(|c| c.left))
+            .with("tries_done", e.sort.counter.map(|c| c.done))
+            .with("on_esp", e.on_esp);
+        match &e.kind {
+            Kind::Type1(entry) => {
+                j = j
+                    .with("linux", entry.get("linux").map(str::to_owned))
+                    .with("initrd", Json::Arr(entry.all("initrd").into_iter().map(Json::from).collect()))
+            }
+            Kind::Type2(u) => {
+                j = j
+                    .with("linux", e.path())
+                    .with("uname", u.uname.clone())
+                    .with("sbat", u.sbat.clone())
+                    .with("signed", u.signed)
+            }
+        }
+        arr.push(j.with("options", e.options()));
+    }
+    for b in &broken {
+        ctx.out.line(format!(
+            "  {:<48} (broken, not shown by the loader: {})",
+            shown_str(&join(uki::DIR, &b.file)),
+            controls_escaped(&b.reason)
+        ));
+        arr.push(broken_json(b));
     }
     ctx.out.json(&Json::Arr(arr));
     Ok(ExitCode::SUCCESS)
+}
+
+fn broken_json(b: &Broken) -> Json {
+    Json::obj()
+        .with("file", b.file.as_str())
+        .with("kind", "type2")
+        .with("path", join(uki::DIR, &b.file))
+        .with("broken", b.reason.as_str())
+        .with("on_esp", b.on_esp)
+}
+
+/// Whether PE bytes would be refused by firmware enforcing Secure Boot, and why.
+fn refused_why(bytes: &[u8]) -> Option<&'static str> {
+    match uki::pe_signed(bytes) {
+        Some(true) => None,
+        Some(false) => Some("unsigned"),
+        None => Some("not a PE image"),
+    }
+}
+
+/// The Secure Boot lines of `boot status`; returns the JSON and the warnings
+/// for images the firmware would refuse.
+fn secure_boot_status(ctx: &Ctx, t: &mut BootTargets, entries: &[Found]) -> Json {
+    let mut j = Json::obj();
+    let fw = match efivars(ctx).and_then(|v| Ok(sbstate::read(&v)?)) {
+        Ok(fw) => fw,
+        Err(e) => {
+            ctx.out.line(format!("secure boot: unknown ({e})"));
+            return j.with("error", e.to_string());
+        }
+    };
+    let onoff = |b: Option<bool>| match b {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "absent",
+    };
+    ctx.out.line(format!(
+        "secure boot: {}{}",
+        onoff(fw.secure_boot),
+        if fw.secure_boot == Some(true) && !fw.enforcing() { " (setup or audit mode: nothing is checked)" } else { "" }
+    ));
+    ctx.out.line(format!("setup mode:  {}", onoff(fw.setup_mode)));
+    if fw.audit_mode.is_some() || fw.deployed_mode.is_some() {
+        ctx.out.line(format!("audit mode:  {}; deployed mode: {}", onoff(fw.audit_mode), onoff(fw.deployed_mode)));
+    }
+    j.push("secure_boot", fw.secure_boot);
+    j.push("setup_mode", fw.setup_mode);
+    j.push("audit_mode", fw.audit_mode);
+    j.push("deployed_mode", fw.deployed_mode);
+    j.push("enforcing", fw.enforcing());
+    for (label, key, info, bits, table) in [
+        ("loader", "loader", &fw.loader_info, fw.loader_features, sbstate::LOADER_FEATURES),
+        ("stub", "stub", &fw.stub_info, fw.stub_features, sbstate::STUB_FEATURES),
+    ] {
+        if let Some(i) = info {
+            ctx.out.line(format!("{label} info: {}", controls_escaped(i)));
+        }
+        let names = bits.map(|b| sbstate::feature_names(b, table));
+        if let Some(n) = &names {
+            ctx.out.line(format!("{label} features: {}", if n.is_empty() { "(none)".into() } else { n.join(", ") }));
+        }
+        j.push(
+            key,
+            Json::obj()
+                .with("info", info.clone())
+                .with("features", bits)
+                .with("feature_names", names.map(|n| Json::Arr(n.into_iter().map(Json::from).collect()))),
+        );
+    }
+    // What the firmware would refuse to start: checked only when it checks.
+    let mut warnings = Vec::new();
+    if fw.enforcing() {
+        let esp = esp_vol(t);
+        for path in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"] {
+            if let Ok(b) = esp.read(path) {
+                if let Some(why) = refused_why(&b) {
+                    warnings.push(format!("Secure Boot is on and the loader {path} is {why}: the firmware refuses it"));
+                }
+            }
+        }
+        for e in entries {
+            match &e.kind {
+                Kind::Type2(u) if !u.signed => warnings.push(format!(
+                    "Secure Boot is on and the UKI {} is unsigned: the firmware refuses it",
+                    shown_str(&e.path())
+                )),
+                Kind::Type2(_) => {}
+                Kind::Type1(entry) => {
+                    let Some(linux) = entry.get("linux") else { continue };
+                    // A Type #1 kernel is on the volume its entry is on.
+                    let vol: &mut dyn Volume = match (&mut t.esp, e.on_esp) {
+                        (Some(es), true) => es.volume.as_mut(),
+                        _ => t.boot.volume.as_mut(),
+                    };
+                    let why = match vol.read(linux.trim_start_matches('/')) {
+                        Ok(b) => refused_why(&b),
+                        Err(_) => Some("missing"),
+                    };
+                    if let Some(why) = why {
+                        warnings.push(format!(
+                            "Secure Boot is on and the kernel {} of entry {} is {why}: the firmware refuses it",
+                            controls_escaped(linux),
+                            shown_str(&e.file)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for w in &warnings {
+        ctx.out.note(format!("warning: {w}"));
+    }
+    j.with("warnings", Json::Arr(warnings.into_iter().map(Json::from).collect()))
 }
 
 fn status(ctx: &Ctx) -> Result<ExitCode> {
@@ -672,35 +915,78 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     let get = |n: &str| vars.as_ref().and_then(|v| v.read_string(n, LOADER_GUID).ok().flatten());
     let oneshot = get("LoaderEntryOneShot");
     let selected = get("LoaderEntrySelected");
+    // The entries the loader found at this boot, in its menu order: what it
+    // made of $BOOT, to hold against the listing below.
+    let seen = vars
+        .as_ref()
+        .and_then(|v| v.read("LoaderEntries", LOADER_GUID).ok().flatten())
+        .map(|(_, d)| lifeboat_boot::efivars::from_utf16_list(&d));
+    if let Some(seen) = &seen {
+        ctx.out.line(format!("loader saw: {}", seen.iter().map(|s| controls_escaped(s)).collect::<Vec<_>>().join(" ")));
+    }
+    j.push("loader_entries", seen.map(|v| Json::Arr(v.into_iter().map(Json::from).collect())));
     ctx.out.line(format!("one-shot: {}", oneshot.as_deref().unwrap_or("-")));
     ctx.out
         .line(format!("booted:   {}", selected.as_deref().unwrap_or("- (no efivarfs, or not booted by systemd-boot)")));
     j.push("oneshot", oneshot);
     j.push("selected", selected);
-    let entries = all_entries(&mut t, token.as_deref())?;
+    let Listing { entries, broken } = listing(&mut t, token.as_deref())?;
+    let sb = secure_boot_status(ctx, &mut t, &entries);
+    j.push("firmware", sb);
     let mut arr = Vec::new();
     ctx.out.line("entries:");
     for e in &entries {
         let counter = e.sort.counter.map(|c| format!(" +{}-{}", c.left, c.done)).unwrap_or_default();
-        let owner = match e.ours {
-            Some(tx) => format!("transaction {tx}"),
-            None => format!(
+        let owner = match (e.ours, &e.kind) {
+            (Some(tx), _) => format!("transaction {tx}"),
+            (None, Kind::Type1(entry)) => format!(
                 "foreign ({})",
-                e.entry
+                entry
                     .get("machine-id")
                     .map(|m| format!("machine-id {}", controls_escaped(m)))
                     .unwrap_or_else(|| "other install".into())
             ),
+            (None, Kind::Type2(_)) => "foreign (UKI of another owner)".into(),
         };
-        ctx.out.line(format!("  {:<48} {owner}{counter}", shown_str(&e.file)));
-        arr.push(
-            Json::obj()
-                .with("id", e.sort.id.as_str())
-                .with("transaction", e.ours)
-                .with("tries_left", e.sort.counter.map(|c| c.left)),
-        );
+        let about = match &e.kind {
+            Kind::Type1(_) => String::new(),
+            Kind::Type2(u) => format!(
+                " UKI \"{}\" version {} sort-key {} uname {}{}",
+                controls_escaped(&u.title),
+                controls_escaped(u.sort.version.as_deref().unwrap_or("-")),
+                controls_escaped(u.sort.sort_key.as_deref().unwrap_or("-")),
+                controls_escaped(u.uname.as_deref().unwrap_or("-")),
+                if u.signed { " signed" } else { "" }
+            ),
+        };
+        ctx.out.line(format!("  {:<48} {owner}{counter}{about}", shown_str(&e.file)));
+        let mut o = Json::obj()
+            .with("id", e.sort.id.as_str())
+            .with("kind", e.kind_name())
+            .with("path", e.path())
+            .with("title", e.title())
+            .with("version", e.sort.version.clone())
+            .with("sort_key", e.sort.sort_key.clone())
+            .with("transaction", e.ours)
+            .with("owner", if e.ours.is_some() { "lifeboat" } else { "foreign" })
+            .with("tries_left", e.sort.counter.map(|c| c.left))
+            .with("tries_done", e.sort.counter.map(|c| c.done))
+            .with("options", e.options());
+        if let Kind::Type2(u) = &e.kind {
+            o = o.with("uname", u.uname.clone()).with("signed", u.signed);
+        }
+        arr.push(o);
+    }
+    for b in &broken {
+        ctx.out.line(format!(
+            "  {:<48} broken UKI: {}",
+            shown_str(&join(uki::DIR, &b.file)),
+            controls_escaped(&b.reason)
+        ));
+        arr.push(broken_json(b));
     }
     j.push("entries", Json::Arr(arr));
+    assessment_status(ctx, &mut j);
     ctx.out.json(&j);
     Ok(ExitCode::SUCCESS)
 }
@@ -725,6 +1011,19 @@ pub fn set_default(ctx: &Ctx, target: &str) -> Result<ExitCode> {
     let Some(hit) = entries.iter().find(|e| glob_match(&pattern, &e.sort.id)) else {
         return Err(Error::NoEntry { pattern });
     };
+    // The loader boots what the default names even when its tries ran out:
+    // an entry that failed its trial is never made the default.
+    if hit.sort.counter.is_some_and(|c| c.left == 0) {
+        return Err(Error::bad_arg(
+            "default",
+            target,
+            format!(
+                "its entry {} ran out of tries (it failed its boots): boot it once with `boot set-oneshot`, \
+                 and `boot bless` it when it is good",
+                hit.file
+            ),
+        ));
+    }
     let hit = hit.file.clone();
     loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
     ctx.out.line(format!("default: {pattern} (now {hit})"));
@@ -769,14 +1068,60 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
             }
         }
     };
-    let Some((stem, Some(_))) = bls::split_counter(&name, ".conf") else {
+    let Some((stem, Some(_))) = bls::split_counter(&name, EntryFile::of(&name).suffix) else {
         ctx.out.line(format!("{name} has no boot counter; nothing to do"));
         return Ok(ExitCode::SUCCESS);
     };
-    let good = format!("{stem}.conf");
     let mut t = open_noted(ctx, &config, true)?;
-    let from = join("loader/entries", &name);
-    let to = join("loader/entries", &good);
+    match bless_in(&mut t, token.as_deref(), &name, stem)? {
+        Some(good) => {
+            ctx.out.line(format!("blessed: {name} -> {good}"));
+            ctx.out.json(&Json::obj().with("from", name).with("to", good));
+        }
+        None => {
+            ctx.out
+                .line(format!("{} is not lifeboat's UKI; left as it is (its owner blesses it)", join(uki::DIR, &name)));
+            ctx.out.json(&Json::obj().with("from", name).with("to", Json::Null));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where a counted entry file lives: a Type #2 entry (a UKI) is counted in its
+/// file name in EFI/Linux as a Type #1 entry is in loader/entries.
+struct EntryFile {
+    uki: bool,
+    dir: &'static str,
+    suffix: &'static str,
+}
+
+impl EntryFile {
+    fn of(name: &str) -> EntryFile {
+        if uki::is_candidate(name, false) {
+            EntryFile { uki: true, dir: uki::DIR, suffix: ".efi" }
+        } else {
+            EntryFile { uki: false, dir: "loader/entries", suffix: ".conf" }
+        }
+    }
+
+    /// The transaction of one of our entries named `name` (counter or not).
+    fn transaction(&self, token: &str, name: &str) -> Option<u64> {
+        if self.uki {
+            uki::parse_name(token, name).map(|(tx, _, _)| tx)
+        } else {
+            plan::parse_entry_name(token, name).map(|(tx, _, _)| tx)
+        }
+    }
+}
+
+/// Renames an entry file where it is ($BOOT first, then the ESP) and flushes
+/// that volume: one rename, so a cut leaves the old name or the new one.
+/// Another owner's UKI is never renamed (`Ok(false)`): only one lifeboat made
+/// (named by the entry token and booting `lifeboat.tx=` of its name).
+fn rename_entry(t: &mut BootTargets, token: Option<&str>, from_name: &str, to_name: &str) -> Result<bool> {
+    let kind = EntryFile::of(from_name);
+    let from = join(kind.dir, from_name);
+    let to = join(kind.dir, to_name);
     let on_boot = t.boot.volume.exists(&from)?;
     let on_esp = match t.esp.as_mut() {
         Some(e) => e.volume.exists(&from)?,
@@ -787,16 +1132,311 @@ fn bless(ctx: &Ctx, entry: Option<&str>) -> Result<ExitCode> {
         (false, Some(e)) if on_esp => e.volume.as_mut(),
         _ => return Err(Error::bad_arg("entry", from, "is on neither $BOOT nor the ESP")),
     };
+    if kind.uki {
+        let ours = match uki::inspect(&vol.read(&from)?) {
+            Ok(s) => token.and_then(|t| uki::owned_by_us(t, from_name, s.cmdline.as_deref())),
+            Err(_) => None,
+        };
+        if ours.is_none() {
+            return Ok(false);
+        }
+    }
     vol.rename(&from, &to)?;
     vol.flush()?;
-    // A proven entry of ours becomes the default again.
-    if let Some((tx, _, _)) = token.as_deref().and_then(|t| plan::parse_entry_name(t, &good)) {
-        let pattern = plan::default_pattern(token.as_deref().unwrap_or_default(), tx);
-        loaderconf::set_on(esp_vol(&mut t), "default", Some(&pattern))?;
+    Ok(true)
+}
+
+/// Whether entry file `name` is on $BOOT or the ESP.
+fn entry_present(ctx: &Ctx, config: &Config, name: &str) -> Result<bool> {
+    let mut t = open_noted(ctx, config, false)?;
+    let path = join(EntryFile::of(name).dir, name);
+    Ok(t.boot.volume.exists(&path)? || t.esp.as_mut().map(|e| e.volume.exists(&path)).transpose()?.unwrap_or(false))
+}
+
+/// Blesses entry `name` (whose name without counter is `stem`): drops its
+/// counter and, when it is ours, makes it the default again. Returns the new
+/// name, or `None` for another owner's UKI (left as it is).
+fn bless_in(t: &mut BootTargets, token: Option<&str>, name: &str, stem: &str) -> Result<Option<String>> {
+    let kind = EntryFile::of(name);
+    let good = format!("{stem}{}", kind.suffix);
+    if !rename_entry(t, token, name, &good)? {
+        return Ok(None);
     }
-    ctx.out.line(format!("blessed: {name} -> {good}"));
-    ctx.out.json(&Json::obj().with("from", name).with("to", good));
-    Ok(ExitCode::SUCCESS)
+    // A proven entry of ours becomes the default again.
+    if let Some((tok, tx)) = token.and_then(|tok| Some((tok, kind.transaction(tok, &good)?))) {
+        loaderconf::set_on(esp_vol(t), "default", Some(&plan::default_pattern(tok, tx)))?;
+    }
+    Ok(Some(good))
+}
+
+/// The booted entry's file name: LoaderBootCountPath's (the name after the
+/// loader counted this boot), else LoaderEntrySelected (the entry id, which
+/// is the file name).
+fn booted_entry(ctx: &Ctx) -> Option<String> {
+    let vars = match efivars(ctx) {
+        Ok(v) => v,
+        Err(e) => {
+            ctx.out.note(format!("{e}; the booted entry is not known"));
+            return None;
+        }
+    };
+    let read = |n: &str| match vars.read_string(n, LOADER_GUID) {
+        Ok(v) => v,
+        Err(e) => {
+            ctx.out.note(format!("{e}"));
+            None
+        }
+    };
+    if let Some(p) = read("LoaderBootCountPath") {
+        return Some(p.rsplit(['\\', '/']).next().unwrap_or("").to_owned()).filter(|n| !n.is_empty());
+    }
+    read("LoaderEntrySelected").filter(|n| !n.is_empty())
+}
+
+/// `boot assess`: the health checks, then bless or roll back.
+///
+/// Only an entry still on trial (with a boot counter) is blessed or rolled
+/// back: a blessed entry proved itself once, and a failing check there is the
+/// machine's trouble, not an update's, so it is recorded only. A failed boot
+/// leaves the counter as the loader left it (it counts the next try itself);
+/// at `assess-failures` failed boots (the counter's done count, which also
+/// counts boots that never got this far), or when the tries ran out, the entry
+/// is marked bad (`+0-D`, as `systemd-bless-boot bad` does), the newest older
+/// entry of ours that still has tries is made the next boot (one-shot, and the
+/// default when it is blessed; else the default stays the loader's own order,
+/// which skips exhausted entries) and, with `--reboot`, the machine restarts.
+fn assess(ctx: &Ctx, cmd: &AssessCmd) -> Result<ExitCode> {
+    use crate::assess::{self as a, Kind, Verdict};
+    if cmd.reboot && ctx.root.canonicalize().ok().as_deref() != Some(Path::new("/")) {
+        return Err(Error::bad_arg(
+            "--reboot",
+            ctx.root.display().to_string(),
+            "restarts this machine: only for the running system (--root /)",
+        ));
+    }
+    let config = cfg(ctx);
+    let limit = config.assess_failures.unwrap_or(a::DEFAULT_FAILURES);
+    let timeout = std::time::Duration::from_secs(config.assess_timeout.unwrap_or(a::DEFAULT_TIMEOUT).into());
+    let (checks, notes) = a::find_checks(ctx.root);
+    for n in notes {
+        ctx.out.note(n);
+    }
+    let mut results = Vec::new();
+    for c in &checks {
+        let outcome = a::run_check(ctx.root, c, timeout);
+        ctx.out.line(format!("{} check {}: {}", c.kind.as_str(), shown_str(&c.name), outcome.describe()));
+        results.push(a::CheckResult { kind: c.kind, name: c.name.clone(), outcome });
+    }
+    let verdict = if results.iter().any(|r| r.kind == Kind::Required && !r.outcome.passed()) {
+        Verdict::Bad
+    } else {
+        Verdict::Good
+    };
+    let token = lifeboat_boot::token::entry_token(ctx.root);
+    let entry = cmd.entry.clone().or_else(|| booted_entry(ctx));
+    let counted = entry
+        .as_deref()
+        .and_then(|e| bls::split_counter(e, EntryFile::of(e).suffix))
+        .and_then(|(stem, c)| Some((stem, c?)));
+    let transaction = entry.as_deref().and_then(|e| token.as_deref().and_then(|t| EntryFile::of(e).transaction(t, e)));
+    let mut rec = a::Record {
+        time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        entry: entry.clone(),
+        transaction,
+        verdict,
+        failures: None,
+        action: "none".into(),
+        reason: None,
+        fallback: None,
+        checks: results,
+    };
+    let mut rolled_back = false;
+    match (verdict, &entry, counted) {
+        (_, None, _) => {
+            rec.reason = Some("the booted entry is not known (no LoaderBootCountPath or LoaderEntrySelected)".into())
+        }
+        (_, Some(_), None) => {
+            rec.reason =
+                Some("the booted entry is not on trial (no boot counter): nothing to bless or roll back".into())
+        }
+        // Assessed already in this boot (the loader's variable still names
+        // the file as it was): nothing to rename twice.
+        (_, Some(name), Some(_)) if !entry_present(ctx, &config, name)? => {
+            rec.reason = Some(format!(
+                "{name} is on neither $BOOT nor the ESP under that name (assessed already in this boot?): nothing done"
+            ))
+        }
+        (Verdict::Good, Some(name), Some((stem, _))) => {
+            let mut t = open_noted(ctx, &config, true)?;
+            match bless_in(&mut t, token.as_deref(), name, stem)? {
+                Some(good) => {
+                    ctx.out.line(format!("blessed: {name} -> {good}"));
+                    rec.action = "blessed".into();
+                }
+                None => rec.reason = Some(format!("{name} is not lifeboat's UKI: its owner blesses it")),
+            }
+        }
+        (Verdict::Bad, Some(name), Some((stem, c))) => {
+            let failures = c.done.max(1);
+            rec.failures = Some(failures);
+            if failures < limit && c.left > 0 {
+                rec.reason = Some(format!(
+                    "failed boot {failures} of {limit}: the loader tries the entry again ({} tries left)",
+                    c.left
+                ));
+            } else {
+                match roll_back(ctx, &config, token.as_deref(), name, stem, c.done, transaction)? {
+                    Some(fallback) => {
+                        rec.action = "rolled-back".into();
+                        rec.fallback = Some(fallback);
+                        rolled_back = true;
+                    }
+                    None => {
+                        rec.reason =
+                            Some("no older entry of lifeboat's with tries left to go back to; the entry stays".into())
+                    }
+                }
+            }
+        }
+    }
+    if let Some(r) = &rec.reason {
+        ctx.out.line(format!("{}: {r}", rec.verdict.as_str()));
+    }
+    if let Err(e) = a::write_record(ctx.root, &rec) {
+        ctx.out.note(format!("{e}; the assessment is not recorded"));
+    }
+    ctx.out.line(format!(
+        "boot assessed {}: {}{}",
+        rec.verdict.as_str(),
+        rec.action,
+        rec.fallback.as_deref().map(|f| format!(" to {f}")).unwrap_or_default()
+    ));
+    ctx.out.json(&assessment_json(&rec));
+    if rolled_back && cmd.reboot {
+        ctx.out.line("rebooting into it");
+        a::reboot()?;
+    }
+    Ok(if verdict == Verdict::Good { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Marks the failed entry bad and points the next boot at the newest older
+/// entry of ours that still has tries; returns that entry, or `None` (and
+/// changes nothing) when there is none.
+fn roll_back(
+    ctx: &Ctx,
+    config: &Config,
+    token: Option<&str>,
+    name: &str,
+    stem: &str,
+    done: u32,
+    booted_tx: Option<u64>,
+) -> Result<Option<String>> {
+    let (Some(token), Some(booted_tx)) = (token, booted_tx) else {
+        return Ok(None);
+    };
+    let mut t = open_noted(ctx, config, true)?;
+    let entries = all_entries(&mut t, Some(token))?;
+    let exhausted = |e: &Found| e.sort.counter.is_some_and(|c| c.left == 0);
+    let Some(fb) =
+        entries.iter().filter(|e| e.ours.is_some_and(|tx| tx < booted_tx) && !exhausted(e)).max_by_key(|e| e.ours)
+    else {
+        return Ok(None);
+    };
+    let (fb_file, fb_tx, fb_blessed) = (fb.file.clone(), fb.ours.unwrap_or_default(), fb.sort.counter.is_none());
+    // Bad first: should the machine stop right after, the loader already
+    // passes the entry over.
+    let bad = format!("{stem}+0-{done}{}", EntryFile::of(name).suffix);
+    if !rename_entry(&mut t, Some(token), name, &bad)? {
+        return Ok(None);
+    }
+    ctx.out.line(format!("marked bad: {name} -> {bad}"));
+    // Never a default that names only an exhausted entry: a blessed fallback
+    // by its pattern, else the loader's own order (exhausted entries last).
+    let default = if fb_blessed { plan::default_pattern(token, fb_tx) } else { format!("{token}-*") };
+    loaderconf::set_on(esp_vol(&mut t), "default", Some(&default))?;
+    ctx.out.line(format!("default: {default}"));
+    let id = fb_file.to_lowercase();
+    match efivars(ctx).and_then(|v| Ok(v.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, &id)?)) {
+        Ok(()) => ctx.out.line(format!("next boot (once): {id}")),
+        Err(e) => ctx.out.note(format!("{e}; the default alone leads the next boot to {fb_file}")),
+    }
+    Ok(Some(fb_file))
+}
+
+/// The record as JSON (`boot assess`, `boot status`).
+fn assessment_json(r: &crate::assess::Record) -> Json {
+    use crate::assess::Kind;
+    let names = |k: Kind| Json::Arr(r.failed(k).map(|c| Json::from(c.name.as_str())).collect());
+    Json::obj()
+        .with("time", crate::timefmt::rfc3339(r.time))
+        .with("entry", r.entry.clone())
+        .with("transaction", r.transaction)
+        .with("verdict", r.verdict.as_str())
+        .with("failures", r.failures)
+        .with("action", r.action.as_str())
+        .with("reason", r.reason.clone())
+        .with("fallback", r.fallback.clone())
+        .with("failed_required", names(Kind::Required))
+        .with("failed_wanted", names(Kind::Wanted))
+        .with(
+            "checks",
+            Json::Arr(
+                r.checks
+                    .iter()
+                    .map(|c| {
+                        Json::obj()
+                            .with("kind", c.kind.as_str())
+                            .with("name", c.name.as_str())
+                            .with("passed", c.outcome.passed())
+                            .with("result", c.outcome.describe())
+                    })
+                    .collect(),
+            ),
+        )
+}
+
+/// `boot status`'s lines on the last boot assessment (a block of its own).
+fn assessment_status(ctx: &Ctx, j: &mut Json) {
+    use crate::assess::Kind;
+    match crate::assess::read_record(ctx.root) {
+        Ok(None) => {
+            ctx.out.line("assessed: - (no boot assessed yet: `lifeboat boot assess`)");
+            j.push("assessment", Json::Null);
+        }
+        Err(e) => {
+            ctx.out.line(format!("assessed: - ({e})"));
+            j.push("assessment", Json::Null);
+        }
+        Ok(Some(r)) => {
+            let entry = match (&r.entry, r.transaction) {
+                (Some(e), Some(tx)) => format!("{} (transaction {tx})", shown_str(e)),
+                (Some(e), None) => shown_str(e).to_string(),
+                (None, _) => "(entry not known)".into(),
+            };
+            let action = match (r.action.as_str(), &r.fallback) {
+                ("rolled-back", Some(f)) => format!("rolled back to {}", shown_str(f)),
+                (a, _) => a.to_owned(),
+            };
+            let failures = r.failures.map(|f| format!(", failed boot {f}")).unwrap_or_default();
+            ctx.out.line(format!(
+                "assessed: {} {entry}: {}{failures}; {action}",
+                crate::timefmt::rfc3339(r.time),
+                r.verdict.as_str()
+            ));
+            for kind in [Kind::Required, Kind::Wanted] {
+                for c in r.failed(kind) {
+                    ctx.out.line(format!("  {} check {}: {}", kind.as_str(), shown_str(&c.name), c.outcome.describe()));
+                }
+            }
+            if let Some(why) = &r.reason {
+                ctx.out.line(format!("  {}", controls_escaped(why)));
+            }
+            j.push("assessment", assessment_json(&r));
+        }
+    }
 }
 
 fn install(
