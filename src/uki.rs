@@ -63,12 +63,11 @@ pub fn choose(flag: bool, cfg: &Config, live_firmware: Option<bool>) -> Choice {
     }
 }
 
-/// The firmware's `SecureBoot` variable (EFI global GUID), `None` when it
-/// cannot be read.
+/// The firmware's `SecureBoot` variable ([`lifeboat_boot::sbstate`]), `None`
+/// when it cannot be read.
 pub fn firmware_secure_boot(efivars_dir: &Path) -> Option<bool> {
     let v = lifeboat_boot::efivars::EfiVars::open(efivars_dir).ok()?;
-    let (_, data) = v.read("SecureBoot", "8be4df61-93ca-11d2-aa0d-00e098032b8c").ok()??;
-    data.first().map(|b| *b == 1)
+    lifeboat_boot::sbstate::read(&v).ok()?.secure_boot
 }
 
 /// The machine's db key and certificate: the paths checked, the key loaded
