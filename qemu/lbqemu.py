@@ -19,7 +19,17 @@ REPO = os.path.dirname(HERE)
 CACHE = os.environ.get("LIFEBOAT_QEMU_CACHE", os.path.join(HERE, "cache"))
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+# Firmware by name: (CODE, VARS template). "snakeoil" is Debian's Secure Boot
+# build with PK, KEK and db enrolled as the snakeoil key (Secure Boot
+# enforcing); its db key and certificate are /usr/share/ovmf/PkKek-1-snakeoil.*.
+FIRMWARE = {
+    "plain": (OVMF_CODE, OVMF_VARS),
+    "snakeoil": ("/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd", "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"),
+}
+SNAKEOIL_KEY = "/usr/share/ovmf/PkKek-1-snakeoil.key"  # encrypted, password "snakeoil"
+SNAKEOIL_CERT = "/usr/share/ovmf/PkKek-1-snakeoil.pem"
 SDBOOT = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 LIFEBOAT = os.environ.get("LIFEBOAT_BIN", os.path.join(REPO, "target/x86_64-unknown-linux-musl/release/lifeboat"))
 # What PID 1 runs: the same crate without SQLite (scripts/build.sh builds both).
 RESCUE = os.environ.get("LIFEBOAT_RESCUE_BIN",
@@ -121,6 +131,7 @@ def make_tree(work, name, marker, extra_cmdline="", kernel="cloud", modules=None
     os.symlink("../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", os.path.join(t, "lib64/ld-linux-x86-64.so.2"))
     shutil.copy(vmlinuz, os.path.join(t, f"lib/kernel/{k}/vmlinuz"))
     shutil.copy(SDBOOT, os.path.join(t, "lib/systemd/boot/efi/systemd-bootx64.efi"))
+    shutil.copy(STUB, os.path.join(t, "lib/systemd/boot/efi/linuxx64.efi.stub"))
     shutil.copy(LIFEBOAT, os.path.join(t, "bin/lifeboat"))
     shutil.copy(RESCUE, os.path.join(t, "lib/lifeboat/lifeboat-rescue"))
     if modules:
@@ -184,6 +195,19 @@ class Image:
         more = [a for m in extra_modules for a in ("--module", m)]
         return lb("initrd", "build", "--out", self.initrd, "--modules", os.path.join(CACHE, "modules"),
                   "--module", "efivarfs", *more, "--binary", RESCUE)
+
+    def secure_boot_keys(self):
+        """The snakeoil db key (decrypted, mode 0600) and certificate as the
+        root's etc/lifeboat/secureboot/db.{key,crt}, and secure-boot = yes in
+        its lifeboat.conf."""
+        d = os.path.join(self.root, "etc/lifeboat/secureboot")
+        os.makedirs(d, exist_ok=True)
+        key = os.path.join(d, "db.key")
+        sh("openssl", "pkey", "-in", SNAKEOIL_KEY, "-passin", "pass:snakeoil", "-out", key)
+        os.chmod(key, 0o600)
+        shutil.copy(SNAKEOIL_CERT, os.path.join(d, "db.crt"))
+        with open(os.path.join(self.root, "etc/lifeboat/lifeboat.conf"), "a") as f:
+            f.write("secure-boot = yes\n")
 
     def boot_setup(self, timeout=0, tries=None):
         lb("--root", self.root, "--esp", self.disk, "boot", "install")
@@ -363,14 +387,19 @@ class Vm:
         "usb": ["-device", "qemu-xhci,id=xhci", "-device", "usb-storage,drive=d0,bus=xhci.0"],
     }
 
-    def __init__(self, disk, vars_file, log, extra=(), bus="nvme", write_log=None):
+    def __init__(self, disk, vars_file, log, extra=(), bus="nvme", write_log=None, firmware="plain"):
         self.disk, self.vars, self.log_path = disk, vars_file, log
+        # Which OVMF (FIRMWARE): the VARS copy is made from its own template.
+        self.code, vars_template = FIRMWARE[firmware]
+        for f in (self.code, vars_template):
+            if not os.path.exists(f):
+                raise Failure(f"firmware {firmware}: {f} is missing (apt-get install ovmf)")
         # With write_log, the disk goes through QEMU's blklogwrites driver and
         # every write and flush of the guest is appended to that file.
         self.write_log = write_log
         self.bus = bus
         if not os.path.exists(vars_file):
-            shutil.copy(OVMF_VARS, vars_file)
+            shutil.copy(vars_template, vars_file)
         self.extra = list(extra)
         self.buf = ""
         self.proc = None
@@ -379,7 +408,7 @@ class Vm:
     def boot(self):
         cmd = ["qemu-system-x86_64", "-machine", "q35,accel=tcg", "-m", "1024", "-smp", "1",
                "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-               "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+               "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={self.code}",
                "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
                # cache=unsafe: a guest flush is not an fdatasync of the image on
                # the host, so a host busy writing back other data (a build, the

@@ -1040,6 +1040,146 @@ def u_lvm_on_luks(work):
     finish_ok(vm)
 
 
+def finish_poweroff(vm):
+    """The end of a boot under lockdown: the kernel refuses the guest's ioperm
+    (no isa-debug-exit verdict), so the init powers off; QEMU exits 0 once
+    "LBTEST: done" was printed."""
+    vm.expect(r"LBTEST: done", 60)
+    code = vm.wait_exit(60)
+    if code not in (0, q.GUEST_EXIT_OK):
+        raise Failure(f"guest did not power off cleanly (QEMU status {code})")
+
+
+def sb_booted(vm, timeout=240):
+    """(transaction, SecureBoot, lockdown) the guest reports."""
+    tx = booted(vm, timeout)
+    m = vm.expect(r"LBTEST: SecureBoot=(-?\d+) lockdown=(\S+)", 60)
+    return tx, int(m.group(1)), m.group(2)
+
+
+def v_secure_boot(work):
+    """Secure Boot enforcing (OVMF with the snakeoil keys): lifeboat signs systemd-boot and one UKI per transaction with the db key; libc deleted: the rescue shell repairs and the default boots with SecureBoot=1; the menu rolls back to transaction 1; a UKI with one byte flipped is refused by the firmware while the others boot; an unsigned loader is refused."""
+    img = q.Image(work)
+    for i in (1, 2, 3):
+        img.commit(q.make_tree(work, f"t{i}", f"v{i}"), f"test transaction {i}")
+    img.build_initrd()
+    img.lbtest("")
+    img.secure_boot_keys()
+    say("root: etc/lifeboat/secureboot/db.{key,crt} = the snakeoil db key (0600) and certificate; "
+        "lifeboat.conf: secure-boot = yes")
+    out = lb("--root", img.root, "--esp", img.disk, "boot", "install")
+    say("boot install: " + " / ".join(l for l in out.splitlines() if "installed" in l))
+    out = lb("--root", img.root, "--esp", img.disk, "boot", "sync", "--initrd", img.initrd, "--timeout", "30")
+    token = "4c424f4154544553544d414348494e45"
+    k = q.kver()
+    ukis = {tx: f"EFI/Linux/{token}-{tx}-{k}.efi" for tx in (1, 2, 3)}
+    listing = lb("disk", "ls", "-r", f"{img.disk}:esp")
+    for tx, path in ukis.items():
+        if path.split("/")[-1] not in listing:
+            raise Failure(f"no UKI for transaction {tx} ({path}):\n{out}\n{listing}")
+    if ".conf" in lb("disk", "ls", f"{img.disk}:esp:loader/entries") or f"{token}/" in listing:
+        raise Failure(f"Type #1 entries or their kernels are left beside the UKIs:\n{listing}")
+    # Independent oracles: sbverify against the snakeoil certificate, objdump's sections.
+    cert = q.SNAKEOIL_CERT
+    for tx, path in ukis.items():
+        f = os.path.join(work, f"uki{tx}.efi")
+        with open(f, "wb") as h:
+            h.write(subprocess.run([q.LIFEBOAT, "disk", "cat", f"{img.disk}:esp:{path}"], stdout=subprocess.PIPE,
+                                   check=True).stdout)
+        q.sh("sbverify", "--cert", cert, f)
+        secs = q.sh("objdump", "-h", f)
+        for sec in (".osrel", ".cmdline", ".uname", ".linux", ".initrd"):
+            if sec not in secs:
+                raise Failure(f"{path} has no {sec} section:\n{secs}")
+        cmd = q.sh("objcopy", "-O", "binary", "--only-section=.cmdline", f, f + ".cmdline") or ""
+        cmdline = open(f + ".cmdline", "rb").read().decode()
+        if f"lifeboat.tx={tx}" not in cmdline.split():
+            raise Failure(f"{path}'s .cmdline does not select transaction {tx}: {cmdline!r}")
+    loader = os.path.join(work, "bootx64.efi")
+    with open(loader, "wb") as h:
+        h.write(subprocess.run([q.LIFEBOAT, "disk", "cat", f"{img.disk}:esp:EFI/BOOT/BOOTX64.EFI"],
+                               stdout=subprocess.PIPE, check=True).stdout)
+    q.sh("sbverify", "--cert", cert, loader)
+    say(f"sync: {len(ukis)} UKIs in EFI/Linux, no Type #1 entry; sbverify accepts them and systemd-boot "
+        "against the snakeoil certificate; each .cmdline carries its lifeboat.tx=N")
+    again = lb("--root", img.root, "--esp", img.disk, "boot", "sync", "--timeout", "30")
+    if "up to date" not in again:
+        raise Failure(f"a second sync with the same inputs changed something:\n{again}")
+    say("a second sync: up to date (the signed images are byte-identical)")
+    os.unlink(os.path.join(img.root, "usr/lib/x86_64-linux-gnu/libc.so.6"))
+    say("deleted /usr/lib/x86_64-linux-gnu/libc.so.6 from the root image")
+    img.write_root()
+    vars_ = f"{work}/vars.fd"
+    log = f"{work}/console.log"
+    fw = dict(firmware="snakeoil")
+
+    # Boot 1: the default (transaction 3) with libc gone: the rescue shell repairs.
+    vm = q.Vm(img.disk, vars_, log, **fw).boot()
+    vm.expect(r"transaction 1 \(", 120)
+    time.sleep(1)
+    vm.send("\r")
+    m = vm.expect(r"needs libc\.so\.6[^\n]*", 240)
+    say(f"boot 1 (default): PID 1: {m.group(0).strip()}")
+    vm.expect(r"lifeboat> ", 30)
+    vm.send("repair\n")
+    m = vm.expect(r"repair: (\d+) fixed, (\d+) not recoverable", 60)
+    say(f"rescue shell: {m.group(0)}")
+    vm.expect(r"lifeboat> ", 30)
+    vm.send("continue\n")
+    tx, sb, lockdown = sb_booted(vm)
+    say(f"boot 1: userspace reports transaction {tx}, SecureBoot={sb}, lockdown {lockdown}")
+    if (tx, sb) != (3, 1):
+        raise Failure(f"boot 1 reached transaction {tx} with SecureBoot={sb}, want 3 with 1")
+    finish_poweroff(vm)
+
+    # Boot 2: the menu rolls back to transaction 1.
+    vm = q.Vm(img.disk, vars_, log, **fw).boot()
+    pick_third_entry(vm, r"transaction 1 \(", "transaction 1")
+    m = vm.expect(r"rolling back /usr: transaction (\d+) -> (\d+)", 240)
+    tx, sb, _ = sb_booted(vm)
+    say(f"boot 2 (menu): PID 1 rolled back {m.group(1)} -> {m.group(2)}; userspace reports transaction {tx}, "
+        f"SecureBoot={sb}")
+    if (tx, sb) != (1, 1):
+        raise Failure(f"boot 2 reached transaction {tx} with SecureBoot={sb}, want 1 with 1")
+    finish_poweroff(vm)
+
+    # Boot 3: one byte of transaction 2's UKI flipped (in its .linux section) is refused.
+    f = os.path.join(work, "uki2.efi")
+    data = bytearray(open(f, "rb").read())
+    at = len(data) // 2
+    data[at] ^= 0xFF
+    open(f, "wb").write(data)
+    lb("disk", "put", f, f"{img.disk}:esp:{ukis[2]}")
+    say(f"flipped byte {at} of {ukis[2]} on the ESP")
+    vm = q.Vm(img.disk, vars_, log, **fw).boot()
+    vm.expect(r"transaction 1 \(", 120)
+    time.sleep(1)
+    for key in ("\x1b[A", "\r"):  # the default is transaction 1 (last, oldest); Up is 2
+        vm.send(key)
+        time.sleep(0.5)
+    m = vm.expect(r"Error loading \S+: (Access Denied|Security Violation)", 120)
+    say(f"boot 3 (menu, transaction 2): systemd-boot: {m.group(0).strip()}")
+    vm.kill()
+    vm = q.Vm(img.disk, vars_, log, **fw).boot()
+    vm.expect(r"transaction 1 \(", 120)
+    time.sleep(1)
+    vm.send("\r")
+    tx, sb, _ = sb_booted(vm)
+    say(f"boot 4 (default): transaction {tx}, SecureBoot={sb}: the intact entries still boot")
+    if (tx, sb) != (1, 1):
+        raise Failure(f"boot 4 reached transaction {tx} with SecureBoot={sb}, want 1 with 1")
+    finish_poweroff(vm)
+
+    # Boot 5: an unsigned loader is refused by the firmware (enforcement is on).
+    for dest in ("EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"):
+        lb("disk", "put", q.SDBOOT, f"{img.disk}:esp:{dest}")
+    say("replaced the signed systemd-boot on the ESP with the unsigned one")
+    vm = q.Vm(img.disk, vars_, log, **fw).boot()
+    m = vm.expect(r"BdsDxe: failed to load [^\n]*(Access Denied|Security Violation)", 180)
+    say(f"boot 5: firmware: {m.group(0).strip()}")
+    vm.kill()
+
+
 SCENARIOS = {
     "a": a_default_boot,
     "b": b_menu_rollback,
@@ -1063,6 +1203,7 @@ SCENARIOS = {
     "t": t_luks_root,
     "u": u_lvm_on_luks,
     "s": s_kernel_initrds,
+    "v": v_secure_boot,
 }
 
 
@@ -1109,7 +1250,7 @@ def run_one(n):
 
 
 # The longest first, so the two lanes end together.
-LONGEST_FIRST = "qkmnrtusopwhcilfbejagd"
+LONGEST_FIRST = "qkmnrtvusopwhcilfbejagd"
 
 
 def main(argv):

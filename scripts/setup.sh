@@ -5,7 +5,7 @@ set -euo pipefail
 need=(musl-tools qemu-system-x86 ovmf systemd-boot-efi systemd-boot mtools dosfstools
       gdisk e2fsprogs cpio xxhash zstd xz-utils file python3 sqlite3 fdisk kmod systemd gcc libc6-dev dracut
       xfsprogs btrfs-progs acl attr rsync libcap2-bin cryptsetup-bin lvm2 python3-cryptography kbd console-data
-      sbsigntool openssl binutils
+      sbsigntool openssl binutils efitools
       man-db lintian debootstrap piuparts
       util-linux)  # script(1) and flock(1): tests/cli.rs gives commands a terminal and holds a lock
 missing=()

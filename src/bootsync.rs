@@ -426,6 +426,8 @@ fn entry_of(
         // against what $BOOT holds (see `rescue`).
         rescue_initrd: None,
         options,
+        // Set by the caller when Secure Boot is chosen (see `crate::uki`).
+        uki: None,
     })
 }
 
@@ -519,4 +521,34 @@ pub fn adopt_moss_entries(req: &mut SyncRequest, boot: &mut dyn lifeboat_esp::Vo
     }
     req.entries.retain(|w| !covered.iter().any(|(c, _)| *c == w.tx));
     Ok(covered)
+}
+
+/// A file of transaction `tx`'s `/usr` (`rel` below it), read from the
+/// store by the hash its layout records: `Ok(None)` when the layout has no
+/// such regular file; why not, when its blob cannot be read.
+pub fn tx_file(
+    root: &SystemRoot,
+    idx: &StateIndex,
+    tx: u64,
+    rel: &str,
+    max: u64,
+) -> std::result::Result<Option<Vec<u8>>, String> {
+    let layout = idx.layout(tx).ok_or_else(|| format!("transaction {tx}: layout unreadable"))?;
+    match content(root, &layout, rel.as_bytes()) {
+        None => Ok(None),
+        Some(Content::Empty) => Ok(Some(Vec::new())),
+        Some(Content::Blob { hash, path, .. }) => {
+            let bytes = foreign::open_file(&path)
+                .and_then(|f| foreign::read_capped(f, max))
+                .map_err(|e| unusable(&format!("transaction {tx}: usr/{}", shown_str(rel)), &path, e))?;
+            if Hash128(xxhash_rust::xxh3::xxh3_128(&bytes)) != hash {
+                return Err(format!(
+                    "transaction {tx}: usr/{}: its blob {} does not hold the content it is named by",
+                    shown_str(rel),
+                    shown_path(&path)
+                ));
+            }
+            Ok(Some(bytes))
+        }
+    }
 }

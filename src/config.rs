@@ -10,6 +10,9 @@
 //! timeout = 5                       # loader.conf timeout
 //! initrd = /usr/lib/lifeboat/lifeboat.initrd   # one rescue initrd for every entry
 //! initrd-modules = host-only        # or generic: the modules of each kernel's rescue initrd
+//! secure-boot = yes                 # or no: signed unified kernel images instead of Type #1 entries
+//! secure-boot-key = /etc/lifeboat/secureboot/db.key   # the db key and certificate (PEM) that sign
+//! secure-boot-cert = /etc/lifeboat/secureboot/db.crt  # them; these two are the defaults, in the root
 //! assess-failures = 2               # failed boots (health checks) of an entry on trial before
 //!                                   # `boot assess` rolls back to the previous one
 //! assess-timeout = 60               # seconds each health check may take
@@ -32,6 +35,13 @@ pub struct Config {
     /// `initrd-modules`: the module set of the rescue initrds `boot sync`
     /// builds for each kernel.
     pub initrd_modules: Option<ModuleSet>,
+    /// `secure-boot`: signed UKIs per transaction (`Some(true)`), Type #1
+    /// entries (`Some(false)`), or unset: chosen by the firmware's state.
+    pub secure_boot: Option<bool>,
+    /// `secure-boot-key`, `secure-boot-cert`: where the db key and its
+    /// certificate are (a relative path is below the root).
+    pub secure_boot_key: Option<String>,
+    pub secure_boot_cert: Option<String>,
     /// `assess-failures`: failed boots of an entry still being tried after
     /// which `boot assess` rolls back (at least 1).
     pub assess_failures: Option<u32>,
@@ -115,6 +125,13 @@ impl Config {
                     Some(m) => c.initrd_modules = Some(m),
                     None => warnings.push(format!("line {}: initrd-modules is generic or host-only", n + 1)),
                 },
+                "secure-boot" => match v.as_str() {
+                    "yes" | "true" | "1" => c.secure_boot = Some(true),
+                    "no" | "false" | "0" => c.secure_boot = Some(false),
+                    _ => warnings.push(format!("line {}: secure-boot is yes or no", n + 1)),
+                },
+                "secure-boot-key" => c.secure_boot_key = Some(v.clone()),
+                "secure-boot-cert" => c.secure_boot_cert = Some(v.clone()),
                 "keep" => c.keep = num(&mut warnings).map(|x| x as usize),
                 "tries" => c.tries = num(&mut warnings),
                 "timeout" => c.timeout = num(&mut warnings),
@@ -169,6 +186,14 @@ mod tests {
         assert_eq!((c.assess_failures, c.assess_timeout, w.len()), (None, None, 2));
         let (c, w) = super::Config::parse("initrd-modules = some\n");
         assert_eq!((c.initrd_modules, w.len()), (None, 1));
+        let (c, w) = super::Config::parse("secure-boot = yes\nsecure-boot-key = k.pem\nsecure-boot-cert=/c.pem\n");
+        assert_eq!(
+            (c.secure_boot, c.secure_boot_key.as_deref(), c.secure_boot_cert.as_deref()),
+            (Some(true), Some("k.pem"), Some("/c.pem"))
+        );
+        assert!(w.is_empty());
+        let (c, w) = super::Config::parse("secure-boot = maybe\n");
+        assert_eq!((c.secure_boot, w.len()), (None, 1));
     }
 
     /// The example the packages install as /etc/lifeboat/lifeboat.conf.example
@@ -184,11 +209,24 @@ mod tests {
         let (c, w) = super::Config::parse(&uncommented);
         assert!(w.is_empty(), "{w:?}");
         // Every field, so that a new key does not compile until the example has it.
-        let super::Config { esp, boot, keep, tries, timeout, initrd, initrd_modules, assess_failures, assess_timeout } =
-            c;
+        let super::Config {
+            esp,
+            boot,
+            keep,
+            tries,
+            timeout,
+            initrd,
+            initrd_modules,
+            assess_failures,
+            assess_timeout,
+            secure_boot,
+            secure_boot_key,
+            secure_boot_cert,
+        } = c;
         assert!(esp.is_some() && boot.is_some() && initrd.is_some() && initrd_modules.is_some());
         assert!(keep.is_some() && tries.is_some() && timeout.is_some());
         assert!(assess_failures.is_some() && assess_timeout.is_some());
+        assert!(secure_boot.is_some() && secure_boot_key.is_some() && secure_boot_cert.is_some());
         assert_eq!(super::Config::parse(example).0, super::Config::default(), "the example sets something");
     }
 }

@@ -71,6 +71,12 @@ pub enum Error {
     Unrecoverable {
         summary: String,
     },
+    /// Secure Boot cannot sign: a key or certificate file, the stub or a
+    /// signing tool, and what is wrong with it.
+    SecureBoot {
+        path: PathBuf,
+        problem: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -136,6 +142,7 @@ impl fmt::Display for Error {
                 crate::cli::initrd::INSTALLED_RESCUE
             ),
             Error::Unrecoverable { summary } => write!(f, "{summary}"),
+            Error::SecureBoot { path, problem } => write!(f, "secure boot: {}: {problem}", shown_path(path)),
         }
     }
 }

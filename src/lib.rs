@@ -26,3 +26,4 @@ pub mod rescue;
 pub mod rootparams;
 pub mod shell;
 pub mod timefmt;
+pub mod uki;

@@ -1,7 +1,9 @@
 //! Power cuts at the block level on the ESP. Each operation lifeboat makes on a
 //! FAT ESP — a sync that adds entries, one that removes entries and collects
 //! kernels, installing the loader, set-default and other loader.conf edits,
-//! blessing an entry, blessing one whose entry set another writer placed across
+//! a sync that writes unified kernel images (Type #1 entries replaced by UKIs,
+//! and UKIs replaced and collected), blessing an entry, blessing one whose
+//! entry set another writer placed across
 //! two sectors (with and without room for the new set in the old short entry's
 //! sector) — runs on a recording disk; every write and flush is kept,
 //! and crash images are made from every prefix of the writes, from seeded
@@ -88,8 +90,39 @@ fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
         initrds: vec![],
         rescue_initrd: Some(lifeboat_boot::plan::RescueInitrd::Shared(blob("rescue", 40_000))),
         options: format!("quiet lifeboat.tx={tx}"),
+        uki: None,
     }
 }
+
+/// The entry of `tx` as a unified kernel image built by lifeboat-pe from the
+/// real systemd-stub (`variant` changes its command line, so its bytes), with
+/// a small kernel: the writes, not the bytes, are what the cuts fall between. Every
+/// image made is remembered: a crash image's UKI must be one of them, whole.
+fn uki_entry(tx: u64, active: bool, kernel: &Blob, variant: u32) -> WantedEntry {
+    let stub = fs::read("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+        .expect("systemd-stub is missing: scripts/setup.sh installs systemd-boot-efi");
+    let mut w = entry(tx, active, kernel);
+    let linux = kernel.source.read_all().unwrap();
+    let cmdline = format!("quiet lifeboat.tx={tx} v={variant}");
+    let image = lifeboat_pe::build_uki(&lifeboat_pe::UkiParts {
+        stub: &stub,
+        osrel: b"ID=test\n",
+        cmdline: cmdline.as_bytes(),
+        uname: Some(b"6.1"),
+        initrd: &[7u8; 4096],
+        linux: &linux,
+    })
+    .unwrap();
+    let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&image));
+    UKIS.lock().unwrap().insert(hash.clone());
+    w.uki = Some(Blob { hash, len: image.len() as u64, source: Source::Bytes(image.into()) });
+    w.options = cmdline;
+    w
+}
+
+/// The xxh3-128 of every UKI [`uki_entry`] made.
+static UKIS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 fn req(entries: Vec<WantedEntry>, keep: usize) -> SyncRequest {
     SyncRequest {
@@ -193,6 +226,10 @@ fn k(n: u64) -> Blob {
     blob(&format!("kernel-{n}"), 300_000 + n as usize * 1000)
 }
 
+fn uk(n: u64) -> Blob {
+    blob(&format!("uki-kernel-{n}"), 40_000 + n as usize * 1000)
+}
+
 /// A kernel a third of the test ESP could not hold twice beside three others.
 fn big(n: u64) -> Blob {
     blob(&format!("big-kernel-{n}"), 11_000_000 + n as usize * 1000)
@@ -222,6 +259,49 @@ fn cases() -> Vec<Case> {
                 sync(v, &req(vec![entry(1, false, &k(1)), entry(2, false, &k(2)), entry(3, true, &k(3))], 5));
             }),
             op: Box::new(|v| sync(v, &req(vec![entry(3, true, &k(3))], 1))),
+            active: (3, 3),
+            done: nothing_more,
+            layout: None,
+            orphan_ok: false,
+        },
+        Case {
+            name: "sync writing UKIs in place of Type #1 entries",
+            setup: Box::new(base),
+            op: Box::new(|v| {
+                sync(
+                    v,
+                    &req(
+                        vec![
+                            uki_entry(1, false, &uk(1), 0),
+                            uki_entry(2, false, &uk(2), 0),
+                            uki_entry(3, true, &uk(3), 0),
+                        ],
+                        5,
+                    ),
+                )
+            }),
+            active: (1, 3),
+            done: nothing_more,
+            layout: None,
+            orphan_ok: false,
+        },
+        Case {
+            name: "sync replacing one UKI and collecting two",
+            setup: Box::new(move |v| {
+                base(v);
+                sync(
+                    v,
+                    &req(
+                        vec![
+                            uki_entry(1, false, &uk(1), 0),
+                            uki_entry(2, false, &uk(2), 0),
+                            uki_entry(3, true, &uk(3), 0),
+                        ],
+                        5,
+                    ),
+                );
+            }),
+            op: Box::new(|v| sync(v, &req(vec![uki_entry(3, true, &uk(3), 1)], 1))),
             active: (3, 3),
             done: nothing_more,
             layout: None,
@@ -501,6 +581,15 @@ fn invariants(v: &mut dyn Volume, active: (u64, u64)) -> Result<(), String> {
     }
     let intact = |v: &mut dyn Volume, tx: u64| -> Result<(), String> {
         let act = ours.iter().find(|e| e.tx == tx).ok_or(format!("no entry for transaction {tx}"))?;
+        if act.uki.is_some() {
+            let path = act.path();
+            let data = v.read(&path).map_err(|e| format!("{path}: {e}"))?;
+            let got = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&data));
+            return match UKIS.lock().unwrap().contains(&got) {
+                true => Ok(()),
+                false => Err(format!("{path} is not an image the sync wrote whole ({got})")),
+            };
+        }
         let parsed = lifeboat_boot::bls::Entry::parse(&act.text);
         for f in parsed.all("linux").into_iter().chain(parsed.all("initrd")) {
             let path = f.trim_start_matches('/');

@@ -9,6 +9,14 @@
 //! removed or changed, whoever else shares the ESP. Of `loader.conf` only the
 //! `default` and `timeout` keys are touched.
 //!
+//! With Secure Boot an entry is a signed unified kernel image instead (Type #2):
+//! `EFI/Linux/<token>-<tx>-<kver>[+L-D].efi`, one file holding the kernel, the
+//! initrds and the command line with `lifeboat.tx=`, so that nothing the menu
+//! could edit selects the transaction. Such a file is ours only when its name is
+//! in the token's namespace and its bytes carry `lifeboat.tx=<tx>`; it is
+//! planned, counted, replaced and removed as an entry file is (written under a
+//! temporary name, flushed, renamed: it appears whole or not at all).
+//!
 //! Order of application: interrupted replacements are completed, unwanted entries
 //! are removed before the files they reference, files are copied before the entries
 //! that reference them, `loader.conf` last. An entry that is already right is never
@@ -87,6 +95,14 @@ impl<R: Read> Read for HashChecked<R> {
 }
 
 impl Source {
+    /// Every byte (what a unified kernel image is built from), through the
+    /// same checks a copy makes.
+    pub fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.open()?.read_to_end(&mut v)?;
+        Ok(v)
+    }
+
     /// A path is a file lifeboat did not write (a store blob, a file a person
     /// named): opened through the one door, so a FIFO or a device put there
     /// fails the copy at once instead of blocking it forever.
@@ -136,6 +152,10 @@ pub struct WantedEntry {
     /// its `/init` is the one the kernel runs.
     pub rescue_initrd: Option<RescueInitrd>,
     pub options: String,
+    /// With Secure Boot: the signed unified kernel image that is this entry
+    /// (`EFI/Linux/<stem>.efi`), in place of a `.conf` with its kernel and
+    /// initrd files. Its bytes already hold `linux`, the initrds and `options`.
+    pub uki: Option<Blob>,
 }
 
 /// lifeboat's rescue initrd of an entry, and where it lives on `$BOOT`.
@@ -241,11 +261,50 @@ struct Present {
 /// An entry of ours found on `$BOOT`.
 #[derive(Clone, Debug)]
 pub struct OurEntry {
+    /// The file name, in `loader/entries` (Type #1) or `EFI/Linux` (a UKI).
     pub file: String,
     pub tx: u64,
     pub kver: String,
     pub counter: Option<bls::Counter>,
+    /// The entry file's text; empty for a UKI.
     pub text: String,
+    /// `Some(size)` when the entry is a unified kernel image in `EFI/Linux`.
+    pub uki: Option<u64>,
+}
+
+impl OurEntry {
+    /// Its path on the volume.
+    pub fn path(&self) -> String {
+        match self.uki {
+            Some(_) => join(UKI_DIR, &self.file),
+            None => join("loader/entries", &self.file),
+        }
+    }
+
+    /// Its size on the volume.
+    pub fn size(&self) -> u64 {
+        self.uki.unwrap_or(self.text.len() as u64)
+    }
+}
+
+/// Where unified kernel images (Type #2 entries) live on `$BOOT`.
+pub const UKI_DIR: &str = crate::uki::DIR;
+
+/// Parses a UKI file name of ours: `<token>-<tx>-<kver>[+L[-D]].efi`
+/// ([`crate::uki::parse_name`], the one rule listing and blessing use too).
+pub fn parse_uki_name(token: &str, file: &str) -> Option<(u64, String, Option<bls::Counter>)> {
+    crate::uki::parse_name(token, file)
+}
+
+/// Whether a unified kernel image's `.cmdline` section (read through
+/// `lifeboat-pe`'s bounded reader) carries `lifeboat.tx=<tx>` as a word. A
+/// file that is not a UKI does not.
+pub fn uki_names_tx(bytes: &[u8], tx: u64) -> bool {
+    let want = format!("lifeboat.tx={tx}");
+    match lifeboat_pe::read_uki(bytes) {
+        Ok(info) => info.cmdline.is_some_and(|c| c.split_whitespace().any(|w| w.trim_end_matches('\0') == want)),
+        Err(_) => false,
+    }
 }
 
 /// The file-name form of a kernel version: no `/`, and no `+` (which would read
@@ -332,9 +391,10 @@ pub fn owned_by_us(token: &str, file: &str, entry: &Entry) -> Option<(u64, Strin
 
 /// Lists lifeboat's entries on a volume.
 pub fn our_entries(boot: &mut dyn Volume, token: &str) -> Result<Vec<OurEntry>> {
+    // Without `loader/entries` there may still be images in `EFI/Linux`.
     let list = match boot.list("loader/entries") {
         Ok(l) => l,
-        Err(lifeboat_esp::Error::NotFound { .. }) => return Ok(vec![]),
+        Err(lifeboat_esp::Error::NotFound { .. }) => vec![],
         Err(e) => return Err(e.into()),
     };
     let mut out = Vec::new();
@@ -350,9 +410,40 @@ pub fn our_entries(boot: &mut dyn Volume, token: &str) -> Result<Vec<OurEntry>> 
         let Some((tx, kver, counter)) = owned_by_us(token, &f.name, &Entry::parse(&text)) else {
             continue;
         };
-        out.push(OurEntry { file: f.name, tx, kver, counter, text });
+        out.push(OurEntry { file: f.name, tx, kver, counter, text, uki: None });
     }
+    out.extend(our_ukis(boot, token)?);
     out.sort_by_key(|e| e.tx);
+    Ok(out)
+}
+
+/// lifeboat's unified kernel images in `EFI/Linux`: named in the token's
+/// namespace and carrying `lifeboat.tx=<tx>`.
+fn our_ukis(boot: &mut dyn Volume, token: &str) -> Result<Vec<OurEntry>> {
+    let list = match boot.list(UKI_DIR) {
+        Ok(l) => l,
+        Err(lifeboat_esp::Error::NotFound { .. }) => return Ok(vec![]),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for f in list {
+        if f.is_dir {
+            continue;
+        }
+        let Some((tx, kver, counter)) = parse_uki_name(token, &f.name) else {
+            continue;
+        };
+        let bytes = match boot.read(&join(UKI_DIR, &f.name)) {
+            Ok(b) => b,
+            // Clusters that cannot be read: not provably ours, left alone.
+            Err(lifeboat_esp::Error::Fat { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if !uki_names_tx(&bytes, tx) {
+            continue;
+        }
+        out.push(OurEntry { file: f.name, tx, kver, counter, text: String::new(), uki: Some(f.size) });
+    }
     Ok(out)
 }
 
@@ -423,6 +514,10 @@ fn layout(token: &str, kept: &[&WantedEntry]) -> Layout {
     let mut files = BTreeMap::new();
     let mut per_tx = BTreeMap::new();
     for w in kept {
+        if w.uki.is_some() {
+            // The image is the entry: placed with the entries, not here.
+            continue;
+        }
         let kdir = join(token, &kver_name(&w.kver));
         let linux = join(&kdir, &format!("vmlinuz-{}", w.linux.hash));
         files.insert(linux.clone(), w.linux.clone());
@@ -487,7 +582,7 @@ fn booted_now(entries: &[OurEntry], loader_conf: Option<&str>) -> BTreeSet<Strin
         .chain(parsed.all("initrd"))
         .map(|f| f.trim_start_matches('/').to_lowercase())
         .collect();
-    out.insert(join("loader/entries", &e.file).to_lowercase());
+    out.insert(e.path().to_lowercase());
     out
 }
 
@@ -565,13 +660,17 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
                 }
                 continue;
             }
-            let wanted = kept.iter().any(|w| w.tx == e.tx && kver_name(&w.kver).eq_ignore_ascii_case(&e.kver));
+            // Wanted: same transaction, same kernel, same kind (a `.conf`
+            // for a Type #1 entry, an image for a UKI).
+            let wanted = kept.iter().any(|w| {
+                w.tx == e.tx && kver_name(&w.kver).eq_ignore_ascii_case(&e.kver) && w.uki.is_some() == e.uki.is_some()
+            });
             if wanted && !entry_file_for.contains_key(&e.tx) {
                 entry_file_for.insert(e.tx, e.file.clone());
             } else {
-                let size = e.text.len() as u64;
+                let size = e.size();
                 freed += space.alloc(size);
-                steps.push(Step::Remove { path: join("loader/entries", &e.file), size });
+                steps.push(Step::Remove { path: e.path(), size });
             }
         }
         // Files no kept entry needs.
@@ -608,8 +707,41 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
             }
         }
         need += new_dirs.len() as u64 * space.cluster;
-        // Entry files, after their kernels.
+        // Unified kernel images: each is its entry, copied whole under a
+        // temporary name and renamed, so it is there complete or not at all.
+        let mut uki_sources: BTreeMap<String, Blob> = BTreeMap::new();
         for w in &kept {
+            let Some(blob) = &w.uki else {
+                continue;
+            };
+            let path = match entry_file_for.get(&w.tx) {
+                Some(f) => {
+                    let path = join(UKI_DIR, f);
+                    if holds(boot, &path, &blob.hash)? {
+                        continue;
+                    }
+                    path
+                }
+                None => {
+                    let stem = entry_stem(token, w.tx, &w.kver);
+                    let name = match req.tries {
+                        Some(t) => format!("{stem}+{t}-0.efi"),
+                        None => format!("{stem}.efi"),
+                    };
+                    join(UKI_DIR, &name)
+                }
+            };
+            // A replacement holds old and new until the rename.
+            need += space.alloc(blob.len);
+            writing(&path);
+            uki_sources.insert(path.clone(), blob.clone());
+            steps.push(Step::Copy { path, size: blob.len });
+        }
+        if !uki_sources.is_empty() && !boot.exists(UKI_DIR)? {
+            need += 2 * space.cluster;
+        }
+        // Entry files, after their kernels.
+        for w in kept.iter().filter(|w| w.uki.is_none()) {
             let (linux, ins) = &lay.per_tx[&w.tx];
             let text = render_entry(w, linux, ins);
             let path = match entry_file_for.get(&w.tx) {
@@ -644,7 +776,10 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
         // exhausted entries last) must be free to fall back.
         let active = kept.iter().find(|w| w.active);
         let counting = active.is_some_and(|a| match entry_file_for.get(&a.tx) {
-            Some(f) => bls::split_counter(f, ".conf").and_then(|(_, c)| c).is_some(),
+            Some(f) => {
+                let suffix = if a.uki.is_some() { ".efi" } else { ".conf" };
+                bls::split_counter(f, suffix).and_then(|(_, c)| c).is_some()
+            }
             None => req.tries.is_some(),
         });
         // A pin on one of our entries holds only while the plan keeps it.
@@ -761,12 +896,14 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
             recover_dirs.extend(token_dirs.iter().cloned());
             // Removals first, then copies, then entries, then loader.conf.
             steps.sort_by_key(|s| match s {
-                Step::Remove { path, .. } if path.starts_with("loader/") => 0,
+                Step::Remove { path, .. } if path.starts_with("loader/") || path.starts_with(UKI_DIR) => 0,
                 Step::Remove { .. } => 1,
                 Step::Copy { .. } => 2,
                 Step::WriteEntry { .. } => 3,
                 Step::LoaderConf => 4,
             });
+            let mut sources = lay.files;
+            sources.extend(uki_sources);
             return Ok(Plan {
                 steps,
                 kept: kept_ids,
@@ -774,7 +911,7 @@ pub fn plan(req: &SyncRequest, boot: &mut dyn Volume, esp: Option<&mut dyn Volum
                 need,
                 free,
                 contents,
-                sources: lay.files,
+                sources,
                 loader_conf,
                 recover_dirs,
                 remove_first,

@@ -30,6 +30,7 @@ fn entry(tx: u64, active: bool, kernel: &Blob) -> WantedEntry {
         initrds: vec![],
         rescue_initrd: Some(RescueInitrd::Shared(blob("r", 1000))),
         options: format!("quiet lifeboat.tx={tx}"),
+        uki: None,
     }
 }
 

@@ -90,6 +90,28 @@ static void hibernate(char *arg) {
     fflush(stdout);
 }
 
+/* What the firmware says of Secure Boot (the SecureBoot variable in efivarfs: 4
+ * bytes of attributes, then 1 when enforcing; -1 when unreadable) and which
+ * lockdown mode the kernel chose (securityfs), printed for the harness. */
+static void report_secure_boot(void) {
+    mkdir("/sys", 0755);
+    mount("sysfs", "/sys", "sysfs", 0, NULL);
+    mount("efivarfs", "/sys/firmware/efi/efivars", "efivarfs", 0, NULL);
+    mount("securityfs", "/sys/kernel/security", "securityfs", 0, NULL);
+    int sb = -1;
+    unsigned char b[5];
+    int fd = open("/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c", O_RDONLY);
+    if (fd >= 0) {
+        if (read(fd, b, sizeof b) == (ssize_t)sizeof b) sb = b[4];
+        close(fd);
+    }
+    char lockdown[128];
+    slurp("/sys/kernel/security/lockdown", lockdown, sizeof lockdown);
+    for (char *p = lockdown; *p; p++) if (*p == ' ') *p = ',';
+    printf("LBTEST: SecureBoot=%d lockdown=%s\n", sb, lockdown[0] ? lockdown : "unknown");
+    fflush(stdout);
+}
+
 static void finish(int code) {
     fflush(stdout);
     sync();
@@ -117,6 +139,7 @@ int main(void) {
     printf("LBTEST: kernel=%s\n", release);
     printf("LBTEST: booted tx=%s marker=%s boot=%d uptime=%s\n", tx, marker, n, up);
     fflush(stdout);
+    report_secure_boot();
     /* When the kernel handed over to the initrd's /init: the kernel log keeps
      * every record, whatever the console's loglevel. */
     int km = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);

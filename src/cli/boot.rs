@@ -91,6 +91,11 @@ pub struct SyncCmd {
     /// root, ESP and XBOOTLDR need (implies --kernel-initrds)
     #[argh(switch)]
     pub host_only: bool,
+    /// make each entry a unified kernel image signed with the machine's db
+    /// key (the default when lifeboat.conf says secure-boot = yes, or when
+    /// the running firmware has Secure Boot on)
+    #[argh(switch)]
+    pub secure_boot: bool,
 }
 
 #[derive(FromArgs, Debug)]
@@ -145,6 +150,14 @@ pub struct InstallCmd {
     /// as `bootctl update` refuses)
     #[argh(switch)]
     pub allow_downgrade: bool,
+    /// sign the loader with the machine's db key (the default when
+    /// lifeboat.conf says secure-boot = yes, or the firmware has it on)
+    #[argh(switch)]
+    pub secure_boot: bool,
+    /// for a machine in setup mode: a directory with PK.auth, KEK.auth and
+    /// db.auth, placed in loader/keys/<its name>/ for systemd-boot to enroll
+    #[argh(option)]
+    pub enroll_keys: Option<PathBuf>,
 }
 
 /// Shared context of the boot commands.
@@ -202,7 +215,7 @@ pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
                 (None, false, true) => rescue::Ask::Build(s.host_only.then_some(crate::config::ModuleSet::HostOnly)),
                 (None, false, false) => rescue::Ask::Keep,
             };
-            sync(ctx, s.keep, s.tries, s.timeout, &ask, s.dry_run)?;
+            sync_with(ctx, s.keep, s.tries, s.timeout, &ask, s.dry_run, s.secure_boot)?;
             Ok(ExitCode::SUCCESS)
         }
         BootSub::List(_) => list(ctx),
@@ -211,7 +224,9 @@ pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
         BootSub::SetOneshot(s) => set_oneshot(ctx, &s.target),
         BootSub::Bless(b) => bless(ctx, b.entry.as_deref()),
         BootSub::Assess(a) => assess(ctx, &a),
-        BootSub::Install(i) => install(ctx, i.loader.as_deref(), i.allow_downgrade),
+        BootSub::Install(i) => {
+            install(ctx, i.loader.as_deref(), i.allow_downgrade, i.secure_boot, i.enroll_keys.as_deref())
+        }
     }
 }
 
@@ -225,7 +240,139 @@ pub fn sync(
     initrd: &rescue::Ask,
     dry_run: bool,
 ) -> Result<()> {
+    sync_with(ctx, keep, tries, timeout, initrd, dry_run, false)
+}
+
+/// Secure Boot as chosen for `root`: the flag, lifeboat.conf, or (on the
+/// running system) the firmware; with it on, the checked db key.
+fn secure_boot(ctx: &Ctx, config: &Config, flag: bool) -> Result<Option<crate::uki::Keys>> {
+    let live = (ctx.root == Path::new("/")).then(|| {
+        let dir = ctx.args.efivars.clone().unwrap_or_else(|| PathBuf::from(lifeboat_boot::efivars::DEFAULT_DIR));
+        crate::uki::firmware_secure_boot(&dir)
+    });
+    let choice = crate::uki::choose(flag, config, live.flatten());
+    if let crate::uki::Choice::Firmware(true) = choice {
+        ctx.out.note("the firmware has Secure Boot on: entries are signed unified kernel images");
+    }
+    if !choice.on() {
+        return Ok(None);
+    }
+    crate::uki::load_keys(ctx.root, config).map(Some).map_err(|e| match (choice, e) {
+        // Chosen by the firmware alone: say how to choose otherwise.
+        (crate::uki::Choice::Firmware(true), Error::SecureBoot { path, problem }) => Error::SecureBoot {
+            path,
+            problem: format!(
+                "{problem} (Secure Boot is on in the firmware, so lifeboat signs; set secure-boot = no in \
+                 lifeboat.conf to write unsigned Type #1 entries instead)"
+            ),
+        },
+        (_, e) => e,
+    })
+}
+
+/// Makes every kept entry of `req` a signed UKI: built from its transaction's
+/// stub, kernel, initrds, os-release and options, then signed.
+fn make_ukis(
+    ctx: &Ctx,
+    root: &SystemRoot,
+    idx: &lifeboat_state::index::StateIndex,
+    req: &mut plan::SyncRequest,
+    keys: &crate::uki::Keys,
+    boot: &mut dyn Volume,
+) -> Result<()> {
+    let cert = crate::uki::cert_der(keys)?;
+    let present: Vec<plan::OurEntry> =
+        plan::our_entries(boot, &req.token)?.into_iter().filter(|e| e.uki.is_some()).collect();
+    let keep: Vec<u64> = plan::candidates(&req.entries).into_iter().take(req.keep.max(1)).map(|w| w.tx).collect();
+    let mut unusable = Vec::new();
+    for w in req.entries.iter_mut().filter(|w| keep.contains(&w.tx)) {
+        let read = |b: &plan::Blob| {
+            b.source.read_all().map_err(|e| Error::SecureBoot {
+                path: PathBuf::from(format!("{:?}", b.source)),
+                problem: format!("cannot be read for transaction {}'s image: {e}", w.tx),
+            })
+        };
+        let stub = match bootsync::tx_file(root, idx, w.tx, crate::uki::STUB_REL, 16 << 20) {
+            Ok(Some(s)) if !s.is_empty() => s,
+            Ok(_) => {
+                unusable.push((w.tx, format!("carries no systemd-stub (usr/{})", crate::uki::STUB_REL)));
+                continue;
+            }
+            Err(why) => {
+                unusable.push((w.tx, why));
+                continue;
+            }
+        };
+        let tree_osrel =
+            bootsync::tx_file(root, idx, w.tx, "lib/os-release", 64 << 10).ok().flatten().unwrap_or_default();
+        let osrel = crate::uki::entry_osrel(&tree_osrel, &w.title, &w.version);
+        let mut initrds = Vec::new();
+        for (_, b) in &w.initrds {
+            initrds.push(read(b)?);
+        }
+        if let Some(r) = &w.rescue_initrd {
+            initrds.push(read(r.blob())?);
+        }
+        let linux = read(&w.linux)?;
+        let initrd = crate::uki::concat_initrds(&initrds);
+        let image = crate::uki::build(&crate::uki::UkiParts {
+            stub: &stub,
+            osrel: &osrel,
+            cmdline: w.options.as_bytes(),
+            uname: w.kver.as_bytes(),
+            linux: &linux,
+            initrd: &initrd,
+        })?;
+        // The image there already, when it is this one with a signature that
+        // verifies under this certificate, is kept: nothing is signed again,
+        // and an image another signer made (with a signing time in its
+        // signature) is not rewritten for that alone.
+        let mut kept = None;
+        for e in present.iter().filter(|e| e.tx == w.tx && e.kver.eq_ignore_ascii_case(&plan::kver_name(&w.kver))) {
+            let bytes = match boot.read(&e.path()) {
+                Ok(b) => b,
+                Err(lifeboat_esp::Error::Fat { .. }) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            if crate::uki::is_signed_copy_of(&bytes, &image, &cert) {
+                kept = Some(bytes);
+                break;
+            }
+        }
+        let signed = match kept {
+            Some(b) => b,
+            None => crate::uki::sign(&image, keys)?,
+        };
+        let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&signed));
+        w.uki = Some(plan::Blob {
+            hash,
+            len: signed.len() as u64,
+            source: plan::Source::Bytes(std::sync::Arc::from(signed.into_boxed_slice())),
+        });
+    }
+    // Without a stub a transaction cannot boot signed: its entry is left as
+    // it is (never replaced by an unsigned one the firmware would refuse).
+    for (tx, why) in unusable {
+        ctx.out.note(format!("transaction {tx}: {why}; no signed image, its entry (if any) is left as it is"));
+        req.entries.retain(|w| w.tx != tx);
+        req.protected.push(tx);
+    }
+    Ok(())
+}
+
+/// [`sync`], with `--secure-boot` given or not.
+#[allow(clippy::too_many_arguments)]
+pub fn sync_with(
+    ctx: &Ctx,
+    keep: Option<usize>,
+    tries: Option<u32>,
+    timeout: Option<u32>,
+    initrd: &rescue::Ask,
+    dry_run: bool,
+    secure_boot_flag: bool,
+) -> Result<()> {
     let config = cfg(ctx);
+    let keys = secure_boot(ctx, &config, secure_boot_flag)?;
     let root = SystemRoot::open(ctx.root)?;
     let loaded = lifeboat_state::recover::load_existing_index(&root)?;
     ctx.out.loaded(&loaded);
@@ -282,6 +429,12 @@ pub fn sync(
                 w.rescue_initrd = got.per_tx.get(&w.tx).cloned().map(plan::RescueInitrd::Kernel);
             }
             kernel_initrds = Some(got);
+        }
+    }
+    if let Some(k) = &keys {
+        make_ukis(ctx, &root, &loaded.index, &mut req, k, t.boot.volume.as_mut())?;
+        if req.entries.is_empty() {
+            return Err(Error::NoKernel);
         }
     }
     let BootTargets { boot, esp } = &mut t;
@@ -360,6 +513,7 @@ pub fn sync(
             .with("kept", plan.kept.clone())
             .with("dropped_for_space", plan.dropped_for_space.clone())
             .with("rescue_initrd", rescue.name())
+            .with("secure_boot", keys.is_some())
             .with(
                 "kernel_initrds",
                 Json::Arr(
@@ -1349,8 +1503,18 @@ fn assessment_status(ctx: &Ctx, j: &mut Json) {
     }
 }
 
-fn install(ctx: &Ctx, loader: Option<&Path>, allow_downgrade: bool) -> Result<ExitCode> {
+fn install(
+    ctx: &Ctx,
+    loader: Option<&Path>,
+    allow_downgrade: bool,
+    secure_boot_flag: bool,
+    enroll: Option<&Path>,
+) -> Result<ExitCode> {
     let config = cfg(ctx);
+    let keys = secure_boot(ctx, &config, secure_boot_flag)?;
+    // The key files are read before anything is written, so a refused key
+    // leaves the ESP as it was; so are the enrollment files.
+    let enroll = enroll.map(read_enroll_keys).transpose()?;
     // Through the one door for files lifeboat did not make: the tree's loader
     // resolved inside the tree, a named one as named; a regular file either way.
     const LOADER_REL: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -1368,6 +1532,24 @@ fn install(ctx: &Ctx, loader: Option<&Path>, allow_downgrade: bool) -> Result<Ex
         .map_err(|e| Error::io("read loader", &src, e))?;
     let new_v = sdboot::version(&bin)
         .ok_or_else(|| Error::WrongFile { path: src.clone(), expected: "a systemd-boot binary" })?;
+    // Signed with the machine's db key. A loader someone already signed is
+    // never signed over: it is refused here, named (installing it as it is,
+    // behind shim, is `--shim`'s, which lifeboat does not do yet).
+    let unsigned = bin;
+    let cert = keys.as_ref().map(crate::uki::cert_der).transpose()?;
+    let bin = match &keys {
+        Some(k) if crate::uki::is_signed(&unsigned) => {
+            return Err(Error::SecureBoot {
+                path: src.clone(),
+                problem: format!(
+                    "is signed already (not by lifeboat); give the unsigned loader with --loader, or install it                      yourself behind shim; it is not re-signed over with {}",
+                    k.cert.display()
+                ),
+            })
+        }
+        Some(k) => crate::uki::sign(&unsigned, k)?,
+        None => unsigned.clone(),
+    };
     let mut t = open_noted(ctx, &config, true)?;
     let esp = esp_vol(&mut t);
     for r in lifeboat_boot::loaderconf::recover_esp(esp)? {
@@ -1385,7 +1567,14 @@ fn install(ctx: &Ctx, loader: Option<&Path>, allow_downgrade: bool) -> Result<Ex
                 ctx.out.line(format!("{dest}: another loader is installed there; left alone"));
                 "kept-foreign"
             }
-            Some(Some(v)) if v == &new_v => {
+            // Signed: up to date when the copy there is this loader with a
+            // signature that verifies under this certificate.
+            Some(Some(v))
+                if v == &new_v
+                    && cert.as_ref().is_none_or(|c| {
+                        esp.read(dest).is_ok_and(|b| crate::uki::is_signed_copy_of(&b, &unsigned, c))
+                    }) =>
+            {
                 ctx.out.line(format!("{dest}: systemd-boot {v} already installed"));
                 "up-to-date"
             }
@@ -1419,9 +1608,75 @@ fn install(ctx: &Ctx, loader: Option<&Path>, allow_downgrade: bool) -> Result<Ex
     if !esp.exists("loader/entries.srel")? {
         esp.replace("loader/entries.srel", &mut &b"type1\n"[..])?;
     }
+    if let Some((name, files)) = &enroll {
+        let dir = join("loader/keys", name);
+        esp.create_dir_all(&dir)?;
+        let mut copies: Vec<(String, Box<dyn std::io::Read>)> = files
+            .iter()
+            .map(|(n, b)| (join(&dir, n), Box::new(std::io::Cursor::new(b.clone())) as Box<dyn std::io::Read>))
+            .collect();
+        esp.replace_all(&mut copies)?;
+        // After the files: a loader.conf that offers enrollment always finds them.
+        let lc = match esp.read("loader/loader.conf") {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(lifeboat_esp::Error::NotFound { .. }) => String::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let new = loaderconf::set_key(&lc, "secure-boot-enroll", Some("manual"));
+        if new != lc {
+            esp.replace("loader/loader.conf", &mut new.as_bytes())?;
+        }
+        ctx.out.line(format!(
+            "{dir}: PK.auth, KEK.auth, db.auth; loader.conf: secure-boot-enroll manual (the menu offers \
+             \"Enroll Secure Boot keys: {name}\" while the firmware is in setup mode)"
+        ));
+    }
     esp.flush()?;
-    ctx.out.json(&Json::obj().with("version", new_v).with("files", Json::Arr(results)));
+    ctx.out.json(
+        &Json::obj()
+            .with("version", new_v)
+            .with("signed", keys.is_some())
+            .with("enroll_keys", enroll.as_ref().map(|(n, _)| n.clone()))
+            .with("files", Json::Arr(results)),
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `PK.auth`, `KEK.auth`, `db.auth` with their bytes.
+type EnrollFiles = Vec<(&'static str, Vec<u8>)>;
+
+/// The signed key lists of `--enroll-keys DIR` (`PK.auth`, `KEK.auth`,
+/// `db.auth`, as efitools' `sign-efi-sig-list` makes them), read whole, with
+/// the name systemd-boot shows them by (the directory's).
+fn read_enroll_keys(dir: &Path) -> Result<(String, EnrollFiles)> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .ok_or_else(|| {
+            Error::bad_arg(
+                "--enroll-keys",
+                dir.display().to_string(),
+                "a directory named with letters, digits, - _ or .",
+            )
+        })?;
+    let mut files = Vec::new();
+    for f in ["PK.auth", "KEK.auth", "db.auth"] {
+        let p = dir.join(f);
+        let b = lifeboat_fs::foreign::open_named(&p)
+            .and_then(|h| lifeboat_fs::foreign::read_capped(h, 1 << 20))
+            .map_err(|e| Error::io("read", &p, e))?;
+        // An authenticated variable starts with an EFI_TIME (16 bytes) and a
+        // WIN_CERTIFICATE_UEFI_GUID whose type is 0x0EF1.
+        if b.len() < 40 || lifeboat_codec::le_u16_at(&b, 22) != Some(0x0ef1) {
+            return Err(Error::WrongFile {
+                path: p,
+                expected: "a signed EFI signature list (.auth, from sign-efi-sig-list)",
+            });
+        }
+        files.push((f, b));
+    }
+    Ok((name, files))
 }
 
 #[cfg(test)]

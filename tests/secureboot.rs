@@ -1,0 +1,289 @@
+//! Secure Boot end to end on FAT images, judged by independent tools: `sbverify`
+//! (sbsigntool) checks every signature lifeboat made against the certificate,
+//! `objdump`/`objcopy` read the images' sections, `fsck.fat` the volume; keys
+//! are made by `openssl`, enrollment lists by efitools. Every oracle is required:
+//! a missing one fails the test (scripts/setup.sh installs them).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+const TOKEN: &str = "00112233445566778899aabbccddeeff";
+const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
+fn r(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn need(tool: &str) {
+    assert!(have(tool), "{tool} is missing: scripts/setup.sh installs it");
+}
+
+fn tool(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A root with three transactions (each with the real systemd-stub), the db
+/// key and certificate made by openssl, and a disk image.
+fn setup(s: &Scratch) -> (PathBuf, String) {
+    for t in ["openssl", "sbverify", "objdump", "objcopy", "fsck.fat"] {
+        need(t);
+    }
+    assert!(Path::new(STUB).exists(), "{STUB} is missing: scripts/setup.sh installs systemd-boot-efi");
+    let root = s.join("root");
+    for v in 1..=3 {
+        let t = s.join(&format!("t{v}"));
+        tree(&t, v);
+        write(&t.join("lib/os-release"), b"NAME=\"Test OS\"\nID=testos\nPRETTY_NAME=\"Test OS 1\"\n", 0o644);
+        write(&t.join("lib/kernel/cmdline.d/10-base.cmdline"), b"quiet\n", 0o644);
+        write(&t.join("lib/kernel/6.1.0-test/00-early.initrd"), b"early initrd", 0o644);
+        fs::create_dir_all(t.join("lib/systemd/boot/efi")).unwrap();
+        fs::copy(STUB, t.join("lib/systemd/boot/efi/linuxx64.efi.stub")).unwrap();
+        ok(&["--root", r(&root), "state", "commit", "--from", r(&t)]);
+    }
+    write(&root.join("etc/machine-id"), format!("{TOKEN}\n").as_bytes(), 0o444);
+    let sb = root.join("etc/lifeboat/secureboot");
+    fs::create_dir_all(&sb).unwrap();
+    tool(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=lifeboat test db/",
+            "-keyout",
+            r(&sb.join("db.key")),
+            "-out",
+            r(&sb.join("db.crt")),
+        ],
+    );
+    fs::set_permissions(sb.join("db.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let img = s.join("d.img").display().to_string();
+    ok(&["disk", "create", &img, "--size", "96M", "--esp", "64M", "--root", "0"]);
+    write(&s.join("rescue.initrd"), b"070701 pretend rescue initrd", 0o644);
+    (root, img)
+}
+
+fn cat(img: &str, path: &str) -> Vec<u8> {
+    let o = run(&["disk", "cat", &format!("{img}:esp:{path}")]);
+    assert!(o.status.success(), "disk cat {path}: {}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+fn ls(img: &str, dir: &str) -> String {
+    let o = run(&["disk", "ls", &format!("{img}:esp:{dir}")]);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn fsck(img: &str, s: &Scratch) {
+    let data = fs::read(img).unwrap();
+    let p = s.join("esp.part");
+    fs::write(&p, &data[1 << 20..65 << 20]).unwrap();
+    let o = Command::new("fsck.fat").args(["-n", r(&p)]).output().unwrap();
+    assert!(o.status.success(), "fsck.fat:\n{}", String::from_utf8_lossy(&o.stdout));
+}
+
+/// sbverify against the root's certificate, and the image's `.cmdline`.
+fn verified_cmdline(s: &Scratch, root: &Path, bytes: &[u8], name: &str) -> String {
+    let f = s.join(name);
+    fs::write(&f, bytes).unwrap();
+    tool("sbverify", &["--cert", r(&root.join("etc/lifeboat/secureboot/db.crt")), r(&f)]);
+    let secs = tool("objdump", &["-h", r(&f)]);
+    for sec in [".osrel", ".cmdline", ".uname", ".linux", ".initrd"] {
+        assert!(secs.contains(sec), "{name} has no {sec}:\n{secs}");
+    }
+    let c = s.join(&format!("{name}.cmdline"));
+    tool("objcopy", &["-O", "binary", "--only-section=.cmdline", r(&f), r(&c)]);
+    String::from_utf8(fs::read(&c).unwrap()).unwrap()
+}
+
+#[test]
+fn signed_ukis_per_transaction_synced_and_collected() {
+    let s = Scratch::new("sb-sync");
+    let (root, img) = setup(&s);
+    let initrd = s.join("rescue.initrd");
+    // Something else's images in EFI/Linux, one even named in our namespace:
+    // neither carries lifeboat.tx=9, so neither is ours.
+    let foreign = s.join("foreign.efi");
+    fs::write(&foreign, b"MZ not ours").unwrap();
+    ok(&["disk", "put", r(&foreign), &format!("{img}:esp:EFI/Linux/other-os.efi")]);
+    ok(&["disk", "put", r(&foreign), &format!("{img}:esp:EFI/Linux/{TOKEN}-9-6.1.0-test.efi")]);
+
+    let out = ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot", "--initrd", r(&initrd)]);
+    assert!(out.contains("synced 3 entries"), "{out}");
+    let entries = ls(&img, "EFI/Linux");
+    for tx in 1..=3 {
+        let name = format!("{TOKEN}-{tx}-6.1.0-test.efi");
+        assert!(entries.contains(&name), "no {name}:\n{entries}");
+        let cmd = verified_cmdline(&s, &root, &cat(&img, &format!("EFI/Linux/{name}")), &name);
+        assert!(cmd.split_whitespace().any(|w| w == format!("lifeboat.tx={tx}")), "{name}: {cmd:?}");
+        assert!(cmd.split_whitespace().any(|w| w == "quiet"), "{name}: {cmd:?}");
+    }
+    // No Type #1 entry, no kernel copy beside the images.
+    assert!(!ls(&img, "loader/entries").contains(".conf"));
+    assert!(!ls(&img, "").contains(TOKEN), "{}", ls(&img, ""));
+    fsck(&img, &s);
+
+    // The same inputs sign to the same bytes: nothing to do.
+    let again = ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot"]);
+    assert!(again.contains("up to date"), "{again}");
+
+    // Fewer kept: the oldest image goes, the foreign ones stay.
+    ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot", "--keep", "2"]);
+    let entries = ls(&img, "EFI/Linux");
+    assert!(!entries.contains(&format!("{TOKEN}-1-")), "{entries}");
+    assert_eq!(cat(&img, "EFI/Linux/other-os.efi"), b"MZ not ours");
+    assert_eq!(cat(&img, &format!("EFI/Linux/{TOKEN}-9-6.1.0-test.efi")), b"MZ not ours");
+
+    // Secure Boot off again: Type #1 entries replace the images.
+    ok(&["--root", r(&root), "--esp", &img, "boot", "sync"]);
+    let entries = ls(&img, "EFI/Linux");
+    assert!(!entries.contains(&format!("{TOKEN}-2-")) && !entries.contains(&format!("{TOKEN}-3-")), "{entries}");
+    assert!(ls(&img, "loader/entries").contains(&format!("{TOKEN}-3-6.1.0-test.conf")));
+    assert_eq!(cat(&img, "EFI/Linux/other-os.efi"), b"MZ not ours");
+    fsck(&img, &s);
+}
+
+#[test]
+fn config_and_boot_counting_name_the_image() {
+    let s = Scratch::new("sb-conf");
+    let (root, img) = setup(&s);
+    write(&root.join("etc/lifeboat/lifeboat.conf"), b"secure-boot = yes\ntries = 3\n", 0o644);
+    ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--no-initrd"]);
+    let entries = ls(&img, "EFI/Linux");
+    assert!(entries.contains(&format!("{TOKEN}-3-6.1.0-test+3-0.efi")), "{entries}");
+    let lc = String::from_utf8(cat(&img, "loader/loader.conf")).unwrap();
+    // The active entry is being tried: the loader's own order decides.
+    assert!(lc.contains(&format!("default {TOKEN}-*")), "{lc}");
+}
+
+#[test]
+fn keys_are_checked_before_anything_is_written() {
+    let s = Scratch::new("sb-keys");
+    let (root, img) = setup(&s);
+    let key = root.join("etc/lifeboat/secureboot/db.key");
+    let before = ls(&img, "");
+    let sync = ["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot", "--no-initrd"];
+
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let e = fails(&sync);
+    assert!(e.contains("db.key") && e.contains("group or others") && e.contains("0640"), "{e}");
+    let e = fails(&["--root", r(&root), "--esp", &img, "boot", "install", "--secure-boot"]);
+    assert!(e.contains("group or others"), "{e}");
+
+    // An encrypted key cannot sign unattended: refused by name.
+    let enc = s.join("enc.key");
+    tool("openssl", &["pkey", "-in", r(&key), "-aes256", "-passout", "pass:x", "-out", r(&enc)]);
+    fs::set_permissions(&enc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    write(&root.join("etc/lifeboat/lifeboat.conf"), format!("secure-boot-key = {}\n", r(&enc)).as_bytes(), 0o644);
+    let e = fails(&sync);
+    assert!(e.contains("encrypted"), "{e}");
+
+    // A key that is not a regular file (here a symlink) is refused.
+    fs::remove_file(root.join("etc/lifeboat/lifeboat.conf")).unwrap();
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let moved = s.join("real.key");
+    fs::rename(&key, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &key).unwrap();
+    let e = fails(&sync);
+    assert!(e.contains("not a regular file"), "{e}");
+    fs::remove_file(&key).unwrap();
+    let e = fails(&sync);
+    assert!(e.contains("no key here"), "{e}");
+    assert_eq!(ls(&img, ""), before, "a refused key must leave the ESP as it was");
+    // The key's content is never printed.
+    let secret = fs::read_to_string(&moved).unwrap();
+    let line = secret.lines().nth(2).unwrap();
+    assert!(!e.contains(line));
+}
+
+#[test]
+fn install_signs_the_loader_and_places_enrollment_keys() {
+    let s = Scratch::new("sb-install");
+    let (root, img) = setup(&s);
+    for t in ["cert-to-efi-sig-list", "sign-efi-sig-list"] {
+        need(t);
+    }
+    // The tree's systemd-boot, as boot install takes it.
+    let t = s.join("t4");
+    tree(&t, 4);
+    fs::create_dir_all(t.join("lib/systemd/boot/efi")).unwrap();
+    fs::copy("/usr/lib/systemd/boot/efi/systemd-bootx64.efi", t.join("lib/systemd/boot/efi/systemd-bootx64.efi"))
+        .unwrap();
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&t)]);
+    // PK, KEK and db lists signed as efitools makes them, all from the test key.
+    let keys = s.join("mykeys");
+    fs::create_dir_all(&keys).unwrap();
+    let (k, c) = (root.join("etc/lifeboat/secureboot/db.key"), root.join("etc/lifeboat/secureboot/db.crt"));
+    let esl = s.join("db.esl");
+    tool("cert-to-efi-sig-list", &["-g", "11111111-2222-3333-4444-555555555555", r(&c), r(&esl)]);
+    for (var, out) in [("PK", "PK.auth"), ("KEK", "KEK.auth"), ("db", "db.auth")] {
+        tool("sign-efi-sig-list", &["-k", r(&k), "-c", r(&c), var, r(&esl), r(&keys.join(out))]);
+    }
+    let out = ok(&["--root", r(&root), "--esp", &img, "boot", "install", "--secure-boot", "--enroll-keys", r(&keys)]);
+    assert!(out.contains("loader/keys/mykeys"), "{out}");
+    for p in ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"] {
+        let f = s.join("loader.efi");
+        fs::write(&f, cat(&img, p)).unwrap();
+        tool("sbverify", &["--cert", r(&c), r(&f)]);
+    }
+    for f in ["PK.auth", "KEK.auth", "db.auth"] {
+        assert_eq!(cat(&img, &format!("loader/keys/mykeys/{f}")), fs::read(keys.join(f)).unwrap());
+    }
+    let lc = String::from_utf8(cat(&img, "loader/loader.conf")).unwrap();
+    assert!(lc.lines().any(|l| l.trim() == "secure-boot-enroll manual"), "{lc}");
+    // Nothing private on the ESP.
+    let key_text = fs::read(&k).unwrap();
+    let esp = fs::read(&img).unwrap();
+    assert!(!esp.windows(64).any(|w| w == &key_text[64..128]), "the private key is on the disk");
+    // Again: the signed loader is up to date.
+    let again = ok(&["--root", r(&root), "--esp", &img, "boot", "install", "--secure-boot"]);
+    assert!(again.contains("already installed"), "{again}");
+    fsck(&img, &s);
+    // A file that is not a signed list is refused before anything is written.
+    fs::write(keys.join("db.auth"), b"plain bytes, not an authenticated variable").unwrap();
+    let e = fails(&["--root", r(&root), "--esp", &img, "boot", "install", "--enroll-keys", r(&keys)]);
+    assert!(e.contains("db.auth"), "{e}");
+}
+
+#[test]
+fn images_that_do_not_all_fit_drop_the_oldest_transaction() {
+    let s = Scratch::new("sb-space");
+    let (root, img) = setup(&s);
+    // Each transaction a kernel of its own, 24 MB: three images do not fit the
+    // 64 MiB ESP, two do.
+    for v in 4..=6u8 {
+        let t = s.join(&format!("big{v}"));
+        tree(&t, v as u32);
+        write(&t.join("lib/kernel/6.1.0-test/vmlinuz"), &vec![v; 24 << 20], 0o644);
+        write(&t.join("lib/os-release"), b"NAME=\"Test OS\"\nID=testos\n", 0o644);
+        fs::create_dir_all(t.join("lib/systemd/boot/efi")).unwrap();
+        fs::copy(STUB, t.join("lib/systemd/boot/efi/linuxx64.efi.stub")).unwrap();
+        ok(&["--root", r(&root), "state", "commit", "--from", r(&t)]);
+    }
+    let o = run(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot", "--no-initrd", "--keep", "3"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(format!("{out}{err}").contains("transactions [4] get none"), "{out}\n{err}");
+    let entries = ls(&img, "EFI/Linux");
+    assert!(entries.contains(&format!("{TOKEN}-6-")) && entries.contains(&format!("{TOKEN}-5-")), "{entries}");
+    assert!(!entries.contains(&format!("{TOKEN}-4-")), "{entries}");
+    fsck(&img, &s);
+}
