@@ -42,6 +42,7 @@ fn setup(s: &Scratch) -> (PathBuf, String) {
     }
     assert!(Path::new(STUB).exists(), "{STUB} is missing: scripts/setup.sh installs systemd-boot-efi");
     let root = s.join("root");
+    fs::create_dir_all(&root).unwrap();
     for v in 1..=3 {
         let t = s.join(&format!("t{v}"));
         tree(&t, v);
@@ -76,7 +77,7 @@ fn setup(s: &Scratch) -> (PathBuf, String) {
     );
     fs::set_permissions(sb.join("db.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let img = s.join("d.img").display().to_string();
-    ok(&["disk", "create", &img, "--size", "96M", "--esp", "64M", "--root", "0"]);
+    ok(&["disk", "create", &img, "--size", "96M", "--esp-size", "64M", "--root-size", "0"]);
     write(&s.join("rescue.initrd"), b"070701 pretend rescue initrd", 0o644);
     (root, img)
 }
