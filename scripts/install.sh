@@ -16,9 +16,15 @@
 # A running system is never changed beyond these files: no unit is enabled, no
 # initrd is built (README: "Installing").
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# DESTDIR is the caller's: a relative one is taken from the caller's working
+# directory, before this script moves to the repository.
 dest=${1:-${DESTDIR:-}}
+case "$dest" in
+"" | /*) ;;
+*) dest="$PWD/$dest" ;;
+esac
 dest=${dest%/}
+cd "$(dirname "$0")/.."
 prefix=/usr
 host=target/x86_64-unknown-linux-musl/release/lifeboat
 rescue=target/rescue/x86_64-unknown-linux-musl/release/lifeboat

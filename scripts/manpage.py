@@ -78,6 +78,11 @@ def items(out, entries):
         out.append(esc(text))
 
 
+# Sections every command's help carries, the same each time (`disk` and
+# `initrd` list fewer global options: OPTIONS says so).
+SAID_ONCE = ("Global Options", "Exit Status")
+
+
 def walk(binary, path, out, seen):
     """The section of one command and then of each of its subcommands."""
     usage, desc, sections = parse(helptext(binary, path), path)
@@ -90,7 +95,9 @@ def walk(binary, path, out, seen):
         out.append(".PP")
     out.append(esc(desc))
     for section, entries in sections.items():
-        if section == "Commands":
+        # The global options and exit statuses every command's help repeats
+        # are said once, in OPTIONS and EXIT STATUS.
+        if section == "Commands" or section.startswith(SAID_ONCE):
             continue
         shown = [e for e in entries if not e[0].startswith("--help")]
         if not shown:
@@ -150,6 +157,14 @@ def main():
     out.append(".TP")
     out.append('.BR \\-\\-help ", " help')
     out.append("display usage information (after any command, too)")
+    out.append(".PP")
+    out.append("These go before or after the command.")
+    out.append(".B lifeboat disk")
+    out.append("and")
+    out.append(".B lifeboat initrd")
+    out.append("work on the images and files they are given: of these they take only")
+    out.append(".BR \\-\\-json ;")
+    out.append("the others are refused (exit status 64).")
     out.append(".SH COMMANDS")
     seen = []
     for name, _ in sections.get("Commands", []):
@@ -205,9 +220,14 @@ def main():
         ".B LIFEBOAT_MOSS_WAIT",
         "Seconds to wait for a running moss to release its lock (default 30).",
         ".SH EXIT STATUS",
-        "0 on success, non\\-zero on failure.",
-        ".B lifeboat verify",
-        "exits 0 when clean, 1 on differences, 2 when it could not check.",
+        ".RS 0",
+    ]
+    exits = sections.get("Exit Status", [])
+    if not exits:
+        sys.exit("manpage: the top-level help lists no 'Exit Status:'")
+    items(out, exits)
+    out += [
+        ".RE",
         ".SH SEE ALSO",
         ".BR bootctl (1),",
         ".BR systemd\\-boot (7),",

@@ -162,8 +162,21 @@ pub fn find_checks(root: &Path) -> (Vec<Check>, Vec<String>) {
                     notes.push(format!("{}: a name that is not UTF-8; passed over", shown_path(&ent.path())));
                     continue;
                 };
-                // Hidden files and editor leftovers are not checks (run-parts).
-                if name.starts_with('.') || name.ends_with('~') || lifeboat_fs::shown::has_control(&name) {
+                // Hidden files and editor leftovers are not checks (as
+                // run-parts), nor is a name with a control character (it
+                // cannot be shown or recorded on one line); each is said, so a
+                // check that never runs is not taken for one that passed.
+                let skipped = if name.starts_with('.') {
+                    Some("a hidden file (its name starts with a dot)")
+                } else if name.ends_with('~') {
+                    Some("an editor's backup (its name ends with ~)")
+                } else if lifeboat_fs::shown::has_control(&name) {
+                    Some("a name with a control character")
+                } else {
+                    None
+                };
+                if let Some(why) = skipped {
+                    notes.push(format!("{}: {why}; not a check, passed over", shown_path(&ent.path())));
                     continue;
                 }
                 let p = ent.path();

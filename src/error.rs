@@ -31,6 +31,13 @@ pub enum Error {
         value: String,
         expected: String,
     },
+    /// A command line that cannot mean anything (exit 64, as README says):
+    /// options that cannot go together, a missing argument, a value of the
+    /// wrong form. `what` names the option or argument; `why` says what would do.
+    Usage {
+        what: String,
+        why: String,
+    },
     /// No ESP was named and none can be found for `root`.
     NoEsp {
         root: PathBuf,
@@ -86,6 +93,10 @@ impl Error {
         Error::Io { op, path: path.into(), source }
     }
 
+    pub fn usage(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::Usage { what: what.into(), why: why.into() }
+    }
+
     pub fn bad_arg(what: &'static str, value: impl Into<String>, expected: impl Into<String>) -> Self {
         Error::BadArgument { what, value: value.into(), expected: expected.into() }
     }
@@ -108,6 +119,7 @@ impl fmt::Display for Error {
             Error::Initrd(e) => write!(f, "{e}"),
             Error::Io { op, path, source } => write!(f, "{op} {}: {source}", shown_path(path)),
             Error::BadArgument { what, value, expected } => write!(f, "{what} {value:?}: {expected}"),
+            Error::Usage { what, why } => write!(f, "{what}: {why}"),
             Error::NoEsp { root, hint } => write!(f, "no ESP for {}: {hint}", root.display()),
             Error::NoPartition { kind, disk } => write!(f, "no {kind} partition on {}", disk.display()),
             Error::NoEntryToken(root) => write!(

@@ -331,3 +331,22 @@ fn the_bless_unit_passes_systemd_analyze_verify() {
     let help = ok(&["boot", "assess", "--help"]);
     assert!(help.contains("--reboot"), "{help}");
 }
+
+/// Files that are no checks (hidden, an editor's backup, a name with a control
+/// character) are passed over as run-parts does, but each with a note naming
+/// it: a boot is never taken as judged by checks that did not run unsaid.
+#[test]
+fn skipped_check_files_are_named() {
+    let m = Machine::new("assess-skip", None);
+    let dir = m.root.join("etc/lifeboat/health.d/required.d");
+    for name in [".hidden", "70-backup~", "80-new\nline"] {
+        write(&dir.join(name), b"#!/bin/sh\nexit 1\n", 0o755);
+    }
+    m.loader_boots(3);
+    let o = run(&m.args(&["boot", "assess"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for shown in [".hidden", "70-backup~", "80-new"] {
+        assert!(err.contains(shown) && err.contains("passed over"), "{shown} not named:\n{err}");
+    }
+    assert!(err.contains("hidden file") && err.contains("backup") && err.contains("control character"), "{err}");
+}

@@ -174,7 +174,8 @@ fn every_command_prints_one_json_document() {
 }
 
 /// Every subcommand, found from the help itself (a command added later is
-/// covered), says the global options in its `--help` and `-h`.
+/// covered), says the global options it takes in its `--help` and `-h`, and
+/// only those.
 #[test]
 fn every_subcommand_help_names_the_global_options() {
     fn commands(help: &str) -> Vec<String> {
@@ -199,9 +200,14 @@ fn every_subcommand_help_names_the_global_options() {
             let mut a: Vec<&str> = p.iter().map(String::as_str).collect();
             a.push(flag);
             let h = ok(&a);
-            for opt in ["--root", "--esp", "--boot", "--efivars", "--json", "--wait"] {
-                assert!(h.contains(opt), "`lifeboat {a:?}` does not name {opt}:\n{h}");
+            // disk and initrd refuse the root's options: their help does not
+            // offer them.
+            let files_only = p[0] == "disk" || p[0] == "initrd";
+            for opt in ["--root DIR", "--esp ESP", "--boot BOOT", "--efivars DIR", "--json", "--wait SECONDS"] {
+                let wanted = !files_only || opt == "--json";
+                assert_eq!(h.contains(opt), wanted, "`lifeboat {a:?}` naming {opt} is not {wanted}:\n{h}");
             }
+            assert!(h.contains("Usage: lifeboat "), "{a:?}: {h}");
             assert!(h.contains("Exit Status:") && h.contains("64"), "{a:?}: {h}");
             if flag == "--help" {
                 for c in commands(&h) {
@@ -423,4 +429,106 @@ fn progress_on_a_terminal_only() {
     assert!(!stderr(&piped).contains("building the initrd") && !stderr(&piped).contains('\r'), "{}", stderr(&piped));
     let json = Command::new("script").args(["-qec", &format!("{build} --json"), "/dev/null"]).output().unwrap();
     assert!(!stdout(&json).contains("building the initrd"), "progress with --json: {:?}", stdout(&json));
+}
+
+/// The top-level help is one text however asked for; it says what -h and
+/// --version are, each on its line; usage lines name `lifeboat` however the
+/// binary was invoked; `boot assess -h` says its lifeboat.conf defaults.
+#[test]
+fn help_is_one_text_and_names_lifeboat() {
+    let top = ok(&["--help"]);
+    assert_eq!(ok(&["-h"]), top);
+    assert_eq!(ok(&["help"]), top);
+    assert!(!top.contains("-h, --version"), "{top}");
+    assert!(
+        top.contains("-h                short for --help") && top.contains("--version         the version"),
+        "{top}"
+    );
+    // Run through a symlink named otherwise, from another directory.
+    let s = Scratch::new("clihelpname");
+    let link = s.join("lb");
+    std::os::unix::fs::symlink(std::fs::canonicalize(bin()).unwrap(), &link).unwrap();
+    let o = Command::new("./lb").args(["boot", "assess", "-h"]).current_dir(&s.0).output().unwrap();
+    let h = stdout(&o);
+    assert!(h.contains("Usage: lifeboat boot assess") && !h.contains("./lb"), "{h}");
+    assert!(h.contains("assess-timeout = 60 s") && h.contains("assess-failures = 2"), "{h}");
+    write(&s.join("etc/lifeboat/lifeboat.conf"), b"assess-timeout = 5\n", 0o644);
+    let h = ok(&["boot", "assess", "-h", "--root", r(&s.0)]);
+    assert!(h.contains("assess-timeout = 5 s  (lifeboat.conf)") && h.contains("assess-failures = 2"), "{h}");
+}
+
+/// A usage error names what is wrong and where the usage is, with exit status
+/// 64; a mistyped command gets the nearest one.
+#[test]
+fn usage_errors_name_the_problem() {
+    let e = fails_with(&["--bogus"], 64);
+    assert!(e.contains("--bogus") && e.contains("--help"), "{e}");
+    let e = fails_with(&["--root"], 64);
+    assert!(e.contains("--root needs a value"), "{e}");
+    let e = fails_with(&["boot", "sync", "--wait"], 64);
+    assert!(e.contains("--wait needs a value"), "{e}");
+    let e = fails_with(&["stat", "list"], 64);
+    assert!(e.contains("Did you mean `lifeboat state`?"), "{e}");
+    let e = fails_with(&["boot", "sycn"], 64);
+    assert!(e.contains("Did you mean `lifeboat boot sync`?"), "{e}");
+    let e = fails_with(&["xyzzy"], 64);
+    assert!(e.contains("`xyzzy` is no command") && e.contains("state"), "{e}");
+
+    let s = Scratch::new("cliusage");
+    let f = s.join("initrd.img");
+    write(&f, b"x", 0o644);
+    let e = fails_with(&["--root", r(&s.0), "boot", "sync", "--initrd", r(&f), "--no-initrd"], 64);
+    assert!(e.contains("--no-initrd: cannot go with --initrd") && !e.contains("\"\""), "{e}");
+    let e = fails_with(&["--root", r(&s.0), "boot", "sync", "--kernel-initrds", "--no-initrd"], 64);
+    assert!(e.contains("--kernel-initrds"), "{e}");
+    let e = fails_with(&["--root", r(&s.0), "boot", "assess", "--reboot"], 64);
+    assert!(e.contains("--reboot") && e.contains(r(&s.0)), "{e}");
+    let e = fails_with(&["disk", "put"], 64);
+    assert!(e.contains("needs LOCAL... IMG:PART:PATH"), "{e}");
+    let img = s.join("x.img");
+    let e = fails_with(&["disk", "create", r(&img), "--size", "8E"], 64);
+    assert!(e.contains("--size \"8E\"") && e.contains("not a size"), "{e}");
+    let e = fails_with(&["disk", "create", r(&img), "--size", "64M", "--root-size", "-5M"], 64);
+    assert!(e.contains("--root-size"), "{e}");
+    assert!(!img.exists());
+    let modules = s.join("modules");
+    fs::create_dir_all(&modules).unwrap();
+    let out = s.join("x.initrd");
+    let e = fails_with(&["initrd", "build", "--out", r(&out), "--no-modules", "--modules", r(&modules)], 64);
+    assert!(e.contains("--no-modules") && e.contains("--modules"), "{e}");
+    assert!(!out.exists());
+}
+
+/// `state commit --from` the root itself, a directory holding it or a place in
+/// its .moss is refused (it would copy .moss and the old /usr into the new
+/// one), naming both paths; nothing is committed.
+#[test]
+fn commit_refuses_a_source_holding_the_root() {
+    let s = Scratch::new("clifromroot");
+    let root = s.join("root");
+    let t = s.join("t1");
+    tree(&t, 1);
+    fs::create_dir_all(&root).unwrap();
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&t)]);
+    let before = ok(&["--root", r(&root), "--json", "state", "list"]);
+    for from in [root.clone(), root.join("."), s.0.clone(), root.join(".moss"), root.join(".moss/lifeboat")] {
+        let e = fails_with(&["--root", r(&root), "state", "commit", "--from", r(&from)], 64);
+        assert!(e.contains(r(&from)) && e.contains(r(&root)), "{e}");
+    }
+    // Through a symlink to the root, too.
+    let link = s.join("link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    let e = fails_with(&["--root", r(&root), "state", "commit", "--from", r(&link)], 64);
+    assert!(e.contains("is the root itself"), "{e}");
+    assert_eq!(ok(&["--root", r(&root), "--json", "state", "list"]), before);
+    // A tree inside the root's own usr is the usual source (--from /usr with
+    // --root /): taken.
+    let inside = root.join("usr/../staged");
+    tree(&root.join("staged"), 2);
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&inside)]);
+    let _ = inside;
+    tree(&s.join("t3"), 3);
+    fs::create_dir_all(root.join("usr")).unwrap();
+    fs::rename(s.join("t3"), root.join("usr/new")).unwrap();
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&root.join("usr/new"))]);
 }

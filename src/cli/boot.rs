@@ -202,11 +202,12 @@ pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
         BootSub::Sync(s) => {
             let build = s.kernel_initrds || s.host_only;
             let ask = match (s.initrd, s.no_initrd, build) {
-                (Some(_), true, _) => return Err(Error::bad_arg("--no-initrd", "", "cannot go with --initrd")),
+                (Some(_), true, _) => {
+                    return Err(Error::usage("--no-initrd", "cannot go with --initrd FILE (give one of them)"))
+                }
                 (Some(_), _, true) | (None, true, true) => {
-                    return Err(Error::bad_arg(
+                    return Err(Error::usage(
                         if s.host_only { "--host-only" } else { "--kernel-initrds" },
-                        "",
                         "builds each kernel's rescue initrd: it cannot go with --initrd or --no-initrd",
                     ))
                 }
@@ -1272,10 +1273,9 @@ fn booted_entry(ctx: &Ctx) -> Option<String> {
 fn assess(ctx: &Ctx, cmd: &AssessCmd) -> Result<ExitCode> {
     use crate::assess::{self as a, Kind, Verdict};
     if cmd.reboot && ctx.root.canonicalize().ok().as_deref() != Some(Path::new("/")) {
-        return Err(Error::bad_arg(
+        return Err(Error::usage(
             "--reboot",
-            ctx.root.display().to_string(),
-            "restarts this machine: only for the running system (--root /)",
+            format!("restarts this machine: only for the running system (--root /), not --root {}", ctx.root.display()),
         ));
     }
     let config = cfg(ctx);

@@ -140,7 +140,7 @@ pub fn parse_spec(s: &str) -> Result<Spec> {
 }
 
 fn size(s: &str, what: &'static str) -> Result<u64> {
-    parse_size(s).ok_or_else(|| Error::bad_arg(what, s, "not a size (e.g. 512M, 2G)"))
+    parse_size(s).ok_or_else(|| Error::usage(format!("{what} {s:?}"), "not a size (e.g. 512M, 2G, 1T)"))
 }
 
 /// Opens the FAT volume of `spec`'s partition.
@@ -319,7 +319,10 @@ pub fn run(c: DiskCmd, out: &Out) -> Result<ExitCode> {
         }
         DiskSub::Put(c) => {
             let Some((dest, locals)) = c.args.split_last().filter(|(_, l)| !l.is_empty()) else {
-                return Err(Error::bad_arg("put", c.args.join(" "), "needs LOCAL... IMG:PART:PATH"));
+                return Err(Error::usage(
+                    format!("disk put {}", c.args.join(" ")).trim_end().to_owned(),
+                    "needs LOCAL... IMG:PART:PATH (the files to put, then where)",
+                ));
             };
             let spec = parse_spec(dest)?;
             let path = spec.path.clone().ok_or_else(|| Error::bad_arg("put", dest.clone(), "needs IMG:PART:PATH"))?;

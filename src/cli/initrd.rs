@@ -252,6 +252,13 @@ fn default_binary() -> Result<PathBuf> {
 
 pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
     let InitrdSub::Build(b) = c.cmd;
+    // Options that cannot go together are said before anything is looked for.
+    if b.no_modules && (!b.module.is_empty() || b.host_only || b.modules.is_some() || b.kver.is_some()) {
+        return Err(Error::usage(
+            "--no-modules",
+            "cannot go with --modules, --kver, --module or --host-only (they choose modules to add)",
+        ));
+    }
     let compression = match b.compress.as_str() {
         "zstd" => Compression::Zstd(None),
         "none" => Compression::None,
@@ -267,9 +274,6 @@ pub fn run(c: InitrdCmd, out: &Out) -> Result<ExitCode> {
     };
     let t = std::time::Instant::now();
     let modules = if b.no_modules {
-        if !b.module.is_empty() || b.host_only {
-            return Err(Error::bad_arg("--no-modules", "", "cannot go with --module or --host-only"));
-        }
         None
     } else {
         let dir = match (&b.modules, &b.kver) {

@@ -199,6 +199,7 @@ pub const EXIT_BUSY: u8 = 75;
 pub fn exit_status(e: &Error) -> u8 {
     match e {
         Error::State(lifeboat_state::Error::Busy { .. } | lifeboat_state::Error::MossBusy(_)) => EXIT_BUSY,
+        Error::Usage { .. } => EXIT_USAGE,
         _ => EXIT_FAIL,
     }
 }
@@ -253,7 +254,12 @@ fn subcommand_path(hoisted: &[String]) -> Vec<&str> {
             break;
         }
     }
-    hoisted[i.min(hoisted.len())..].iter().map(String::as_str).take_while(|a| !a.starts_with('-')).take(2).collect()
+    hoisted[i.min(hoisted.len())..]
+        .iter()
+        .map(String::as_str)
+        .take_while(|a| !a.starts_with('-') && *a != "help")
+        .take(2)
+        .collect()
 }
 
 /// The value of a global option on a hoisted command line, if given.
@@ -280,13 +286,55 @@ fn usage_error(json: bool, msg: &str) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// What argh said of a command line it refused, with the nearest command when
+/// a word is no command at its place (`lifeboat stat list`) and where the
+/// usage is.
+fn usage_message(argh_said: &str, path: &[&str]) -> String {
+    let mut msg = format!("lifeboat: {argh_said}");
+    // The words that name commands: the first one not known at its level is
+    // the mistyped one.
+    let mut known: Vec<&str> = Vec::new();
+    for word in path {
+        let choices = commands_of(&known);
+        if choices.is_empty() {
+            break;
+        }
+        if !choices.iter().any(|c| c == word) {
+            if let Some(near) = usage::nearest(word, &choices) {
+                let mut full = known.clone();
+                full.push(near);
+                msg.push_str(&format!("\nDid you mean `lifeboat {}`?", full.join(" ")));
+            } else {
+                msg.push_str(&format!(
+                    "\n`{word}` is no command{}: {}",
+                    if known.is_empty() { String::new() } else { format!(" of `{}`", known.join(" ")) },
+                    choices.join(", ")
+                ));
+            }
+            break;
+        }
+        known.push(word);
+    }
+    let at = if known.is_empty() { String::new() } else { format!(" {}", known.join(" ")) };
+    msg.push_str(&format!("\nSee `lifeboat{at} --help` for the usage."));
+    msg
+}
+
+/// The subcommands argh's help lists under `prefix` (none for a command that
+/// has none).
+fn commands_of(prefix: &[&str]) -> Vec<String> {
+    let mut a: Vec<&str> = prefix.to_vec();
+    a.push("--help");
+    let Err(e) = Cli::from_args(&["lifeboat"], &a) else { return Vec::new() };
+    usage::commands_listed(&e.output)
+}
+
 /// Parses the command line (program name first); on `--help`, `--version`, a
 /// bare call or a usage error, the exit status after printing what there is to say.
 pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
-    let (cmd, rest) = match args.split_first() {
-        Some((c, r)) => (c.as_str(), r),
-        None => ("lifeboat", &[][..]),
-    };
+    // The program's name is not used: help and errors say `lifeboat`, however
+    // it was invoked (`./lb`, a symlink).
+    let rest = args.get(1..).unwrap_or(&[]);
     let json = rest.iter().take_while(|a| *a != "--").any(|a| a == "--json");
     let rest = match usage::early(rest) {
         Ok(r) => r,
@@ -303,19 +351,34 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
         }
         Err(usage::Early::Bare) => return Err(usage_error(false, &usage::bare_usage())),
     };
+    // A global option with nothing after it: said here, as argh would
+    // otherwise call it an unknown argument of the subcommand it ended up in.
+    if let Some(name) = rest.iter().take_while(|a| *a != "--").last().filter(|a| GLOBAL_VALUE.contains(&a.as_str())) {
+        let what = match name.as_str() {
+            "--wait" => "SECONDS",
+            "--root" | "--efivars" => "DIR",
+            "--esp" => "ESP",
+            _ => "BOOT",
+        };
+        return Err(usage_error(
+            json,
+            &format!("lifeboat: {name} needs a value ({name} {what}); see `lifeboat --help`"),
+        ));
+    }
     let rest = hoist_globals(&rest);
     let path = subcommand_path(&rest);
     let refs: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let cli = Cli::from_args(&[cmd], &refs).map_err(|e| {
+    // Usage lines say `lifeboat`, however the program was invoked (`./lb`).
+    let cli = Cli::from_args(&["lifeboat"], &refs).map_err(|e| {
         if e.status.is_ok() {
             let root = global_value(&rest, "--root").unwrap_or("/");
             say(&mut std::io::stdout().lock(), &usage::extend_help(&e.output, &path, std::path::Path::new(root)));
             ExitCode::SUCCESS
-        } else if path.is_empty() && !rest.iter().any(|a| a == "--help") && !rest.iter().any(|a| !a.starts_with('-')) {
+        } else if path.is_empty() && e.output.starts_with("One of the following subcommands must be present") {
             // Global options and no command: as a bare call, with the usage.
             usage_error(json, &usage::bare_usage())
         } else {
-            usage_error(json, e.output.trim_end())
+            usage_error(json, &usage_message(e.output.trim_end(), &path))
         }
     })?;
     // The shell and PID 1 talk to a person on a console: no JSON to give.

@@ -228,6 +228,37 @@ fn unpin(root: &Path, out: &Out) {
     }
 }
 
+/// `state commit --from` a tree that is the root, holds it (`--from R/..`) or
+/// lies in its `.moss` would copy the index, the store and the old `/usr` into
+/// the new `/usr`: refused before anything is read. Both paths are compared
+/// canonical, so `R/.`, `R/x/..` and symlinks to them are the same. A source
+/// inside the root's own `usr` (`--from /usr` with `--root /`) is the usual
+/// case and is taken. A path that cannot be resolved is left to the commit,
+/// which names what is wrong with it.
+fn refuse_source_holding_root(root: &Path, from: &Path) -> Result<()> {
+    let (Ok(r), Ok(f)) = (std::fs::canonicalize(root), std::fs::canonicalize(from)) else {
+        return Ok(());
+    };
+    let why = if f == r {
+        "is the root itself"
+    } else if r.starts_with(&f) {
+        "contains the root"
+    } else if f.starts_with(r.join(".moss")) {
+        "is inside the root's .moss (lifeboat's and moss's own state)"
+    } else {
+        return Ok(());
+    };
+    Err(Error::usage(
+        format!("--from {}", from.display()),
+        format!(
+            "{why} {} (--from resolves to {}): committing it would copy the root's .moss and usr into the new /usr; \
+             give --from the directory that holds the new /usr's contents (bin, lib, ...)",
+            root.display(),
+            f.display()
+        ),
+    ))
+}
+
 fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Result<ExitCode> {
     match c.cmd {
         StateSub::Recover(r) => recover(root, r.dry_run, prep, out),
@@ -235,6 +266,7 @@ fn run_inner(root: &Path, c: StateCmd, out: &Out, prep: txn_prep::Prep) -> Resul
         StateSub::Import(_) => import(root, out),
         StateSub::Show(s) => show(root, s.id, s.files, out),
         StateSub::Commit(s) => {
+            refuse_source_holding_root(root, &s.from)?;
             let bar = super::progress::Bar::for_output(out);
             let r = txn::commit(
                 root,

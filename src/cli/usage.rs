@@ -8,8 +8,9 @@ use std::path::Path;
 
 use crate::config::{self, Config};
 
-/// The global options, as every subcommand's help lists them (argh prints them
-/// only in the top-level help, where they are fields of the top struct).
+/// The global options, as the help of a subcommand that takes them lists them
+/// (argh prints them only in the top-level help, where they are fields of the
+/// top struct).
 pub const GLOBAL_HELP: &str = "\
 Global Options (before or after the subcommand):
   --root DIR        the system root to work on (default /)
@@ -20,7 +21,22 @@ Global Options (before or after the subcommand):
   --json            print one JSON document (errors too)
   --wait SECONDS    wait this long for another lifeboat holding the root's lock
                     (default 0: fail at once)
-  -h, --help        this help;  --version: the version";
+  -h, --help        this help
+  --version         the version";
+
+/// The global options of `disk` and `initrd` (they work on the images and
+/// files they are given, and refuse the root's options: see [`takes_root_options`]).
+pub const GLOBAL_HELP_FILES: &str = "\
+Global Options (before or after the subcommand):
+  --json            print one JSON document (errors too)
+  -h, --help        this help
+  --version         the version";
+
+/// Whether the command `subcommand` names works on a root, an ESP and firmware
+/// variables (every command but `disk` and `initrd`, which refuse them).
+pub fn takes_root_options(subcommand: &[&str]) -> bool {
+    !matches!(subcommand.first(), Some(&"disk") | Some(&"initrd"))
+}
 
 /// Exit statuses, as README lists them.
 pub const EXIT_HELP: &str = "\
@@ -67,6 +83,50 @@ pub fn early(args: &[String]) -> Result<Vec<String>, Early> {
     Ok(out)
 }
 
+/// The subcommands an argh help text lists under `Commands:`.
+pub fn commands_listed(help: &str) -> Vec<String> {
+    help.split("\nCommands:\n")
+        .nth(1)
+        .map(|c| {
+            c.lines()
+                .take_while(|l| l.starts_with("  "))
+                .filter(|l| !l.starts_with("    "))
+                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The choice nearest to `word` by edit distance, when it is near enough to be
+/// a slip: two edits (a swap of two letters is two), a third of a long word's
+/// letters, never all of a short word's.
+pub fn nearest<'a>(word: &str, choices: &'a [String]) -> Option<&'a str> {
+    let n = word.chars().count();
+    let limit = (n / 3).max(2).min(n.saturating_sub(1));
+    choices
+        .iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+/// Levenshtein distance: insertions, deletions and substitutions of characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let up = row[j + 1];
+            row[j + 1] = (diag + usize::from(ca != *cb)).min(row[j] + 1).min(up + 1);
+            diag = up;
+        }
+    }
+    row[b.len()]
+}
+
 /// The version line: the build says whether it reads moss's databases.
 pub fn version() -> String {
     let build = if cfg!(feature = "moss-import") { "host build" } else { "rescue build, no SQLite" };
@@ -90,11 +150,11 @@ pub fn extend_help(argh_help: &str, subcommand: &[&str], root: &Path) -> String 
     let mut s = argh_help.trim_end().to_owned();
     if !subcommand.is_empty() {
         s.push_str("\n\n");
-        s.push_str(GLOBAL_HELP);
+        s.push_str(if takes_root_options(subcommand) { GLOBAL_HELP } else { GLOBAL_HELP_FILES });
     } else {
         s = s.replacen(
             "  --help, help      display usage information",
-            "  --help, help      display usage information\n  -h, --version     short help; the version",
+            "  --help, help      display usage information\n  -h                short for --help\n  --version         the version",
             1,
         );
     }
@@ -110,6 +170,9 @@ pub fn extend_help(argh_help: &str, subcommand: &[&str], root: &Path) -> String 
 /// The settings a command takes from lifeboat.conf, with the values in force
 /// for `root` (the one place they are read: [`config::Defaults`]).
 fn defaults_help(subcommand: &[&str], root: &Path) -> Option<String> {
+    if subcommand == ["boot", "assess"] {
+        return Some(assess_defaults_help(root));
+    }
     let uses_sync =
         matches!(subcommand, ["boot", "sync"] | ["state", "commit"] | ["state", "activate"] | ["state", "prune"]);
     if !uses_sync {
@@ -141,6 +204,22 @@ fn defaults_help(subcommand: &[&str], root: &Path) -> Option<String> {
     Some(s)
 }
 
+/// The settings `boot assess` takes from lifeboat.conf, with the values in force.
+fn assess_defaults_help(root: &Path) -> String {
+    use crate::assess::{DEFAULT_FAILURES, DEFAULT_TIMEOUT};
+    let (cfg, _) = Config::load(root);
+    let file = root.join(config::CONFIG_REL);
+    format!(
+        "Defaults (from {}, else built in):\n  assess-timeout = {} s{}  (each check's limit)\n  \
+         assess-failures = {}{}  (failed boots of an entry before it is rolled back)",
+        file.display(),
+        cfg.assess_timeout.unwrap_or(DEFAULT_TIMEOUT),
+        from(cfg.assess_timeout.is_some()),
+        cfg.assess_failures.unwrap_or(DEFAULT_FAILURES),
+        from(cfg.assess_failures.is_some()),
+    )
+}
+
 fn from(configured: bool) -> &'static str {
     if configured {
         "  (lifeboat.conf)"
@@ -163,5 +242,16 @@ mod tests {
         assert_eq!(early(&v("state commit --from t -- -h")).unwrap(), v("state commit --from t -- -h"));
         assert_eq!(early(&v("state --version")), Err(Early::Version));
         assert_eq!(early(&[]), Err(Early::Bare));
+    }
+
+    #[test]
+    fn the_nearest_command() {
+        let c: Vec<String> = ["state", "disk", "boot", "verify", "repair"].map(String::from).to_vec();
+        assert_eq!(nearest("stat", &c), Some("state"));
+        assert_eq!(nearest("bot", &c), Some("boot"));
+        assert_eq!(nearest("xyzzy", &c), None);
+        assert_eq!(nearest("bota", &c), Some("boot"));
+        assert_eq!(nearest("ls", &["df".to_owned()]), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }
