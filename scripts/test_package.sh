@@ -75,6 +75,24 @@ while read -r c; do
     grep -qF "lifeboat $c" "$work/man.txt" || fail "lifeboat(8) does not describe 'lifeboat $c'"
 done <"$work/commands"
 echo "lifeboat(8) renders and names all $(wc -l <"$work/commands") commands"
+# The global options and exit statuses are said once, not in every command's
+# section.
+n=$(grep -c '^Global Options\|^ *Exit Status:' "$work/man.txt" || true)
+[ "$n" = 0 ] || fail "lifeboat(8) repeats a help's Global Options or Exit Status block ($n times)"
+grep -q '^EXIT STATUS' "$work/man.txt" && grep -q '^ *64 ' "$work/man.txt" || fail "lifeboat(8) has no EXIT STATUS listing 64"
+
+echo "== install.sh with a relative DESTDIR, from another directory"
+# It is the caller's directory the destination is relative to, not the
+# repository's; the destination is printed absolute.
+mkdir -p "$work/cwd"
+repo=$PWD
+said=$(cd "$work/cwd" && LIFEBOAT_NO_BUILD=1 "$repo/scripts/install.sh" "dest rel")
+[ -x "$work/cwd/dest rel/usr/bin/lifeboat" ] || fail "install.sh did not install below the caller's 'dest rel': $said"
+[ ! -e "dest rel" ] || fail "install.sh installed into the repository's 'dest rel'"
+case "$said" in
+*"into $work/cwd/dest rel") ;;
+*) fail "install.sh does not name the absolute destination: $said" ;;
+esac
 
 echo "== a clean bookworm"
 # The mirror apt uses here (deb822 or one-line sources), else Debian's.
