@@ -197,7 +197,38 @@ fn esp_vol(t: &mut BootTargets) -> &mut dyn Volume {
     }
 }
 
+/// Whether a boot subcommand changes `$BOOT`, the ESP, EFI variables or the
+/// root's lifeboat files (then it runs under the root's lock).
+fn writes(c: &BootSub) -> bool {
+    match c {
+        BootSub::Status(_) | BootSub::List(_) => false,
+        BootSub::Sync(s) => !s.dry_run,
+        BootSub::SetDefault(_)
+        | BootSub::SetOneshot(_)
+        | BootSub::Bless(_)
+        | BootSub::Assess(_)
+        | BootSub::Install(_) => true,
+    }
+}
+
+/// The root's lifeboat lock for a boot command that writes, taken as the
+/// state commands take it (`--wait`, exit 75 when busy): two lifeboats never
+/// plan from, and write, the same `$BOOT` at once. A root that is not one of
+/// lifeboat's (no `.moss/lifeboat`) has nothing of its own to guard; the
+/// image's own lock ([`lifeboat_esp`]) still keeps two writers of one disk
+/// apart. The commands that lock here are only ever entered from the command
+/// line: the auto-sync of commit, activate and prune calls [`sync`] under the
+/// lock its state command already holds.
+fn lock_root(ctx: &Ctx) -> Result<Option<SystemRoot>> {
+    match SystemRoot::open_locked(ctx.root, false) {
+        Ok(r) => Ok(Some(r)),
+        Err(lifeboat_state::Error::NotARoot { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
+    let _lock = if writes(&c.cmd) { lock_root(ctx)? } else { None };
     match c.cmd {
         BootSub::Sync(s) => {
             let build = s.kernel_initrds || s.host_only;

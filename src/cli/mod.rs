@@ -203,6 +203,9 @@ pub fn exit_status(e: &Error) -> u8 {
     }
 }
 
+/// The longest `--wait`, in seconds: a year.
+pub const MAX_WAIT: u64 = 365 * 24 * 3600;
+
 /// Options every command takes, before or after the subcommand.
 const GLOBAL_VALUE: [&str; 5] = ["--root", "--esp", "--boot", "--efivars", "--wait"];
 const GLOBAL_SWITCH: [&str; 1] = ["--json"];
@@ -331,6 +334,14 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
                 &format!("lifeboat: `{cmd}` talks to a person on a console and has no JSON output: drop --json"),
             ));
         }
+    }
+    // A wait past any machine's uptime is a mistake, and its deadline would
+    // overflow the clock.
+    if cli.wait > MAX_WAIT {
+        return Err(usage_error(
+            cli.json,
+            &format!("lifeboat: --wait {}: at most {MAX_WAIT} seconds (one year)", cli.wait),
+        ));
     }
     // A global option the command does not use is an error, not silence
     // (`lifeboat --root 50M disk create ...` once meant a partition size).
