@@ -423,6 +423,25 @@ pub fn sync_with(
     for n in t.boot.notes.iter().chain(t.esp.iter().flat_map(|e| e.notes.iter())) {
         ctx.out.note(n);
     }
+    // The loader boots what `default` names even when its tries ran out: a
+    // pin whose every entry failed its trial (a rollback's, or the loader's
+    // own count) is dropped rather than written back.
+    if let Some(pattern) = req.pinned_default.clone() {
+        let entries = all_entries(&mut t, Some(&req.token))?;
+        let named: Vec<&Found> = entries.iter().filter(|e| glob_match(&pattern, &e.sort.id)).collect();
+        if !named.is_empty() && named.iter().all(|e| e.sort.counter.is_some_and(|c| c.left == 0)) {
+            ctx.out.note(format!(
+                "the default set with `boot set-default` ({pattern}) names only entries out of tries (they failed \
+                 their boots): dropped, the default follows the active transaction again"
+            ));
+            req.pinned_default = None;
+            if !dry_run {
+                if let Err(e) = crate::pin::clear(&root) {
+                    ctx.out.note(e.to_string());
+                }
+            }
+        }
+    }
     // A damaged FAT volume is never written: the sync says what it would do,
     // then fails naming the damage.
     let refused = t.boot.volume.write_refusal().or_else(|| t.esp.as_ref().and_then(|e| e.volume.write_refusal()));
@@ -1353,6 +1372,10 @@ fn assess(ctx: &Ctx, cmd: &AssessCmd) -> Result<ExitCode> {
         (_, None, _) => {
             rec.reason = Some("the booted entry is not known (no LoaderBootCountPath or LoaderEntrySelected)".into())
         }
+        // A name the user gave must name an entry: silence would read as done.
+        (_, Some(name), _) if cmd.entry.is_some() && !entry_present(ctx, &config, name)? => {
+            return Err(Error::NoEntry { pattern: name.clone() });
+        }
         (_, Some(_), None) => {
             rec.reason =
                 Some("the booted entry is not on trial (no boot counter): nothing to bless or roll back".into())
@@ -1453,6 +1476,16 @@ fn roll_back(
     let default = if fb_blessed { plan::default_pattern(token, fb_tx) } else { format!("{token}-*") };
     loaderconf::set_on(esp_vol(&mut t), "default", Some(&default))?;
     ctx.out.line(format!("default: {default}"));
+    // A default chosen with `set-default` would bring the failed entry back
+    // at the next sync: the rollback ends it.
+    match SystemRoot::open(ctx.root).map_err(Error::from).and_then(|r| Ok(crate::pin::clear(&r)?)) {
+        Ok(true) => ctx.out.note(format!(
+            "the default set with `boot set-default` is dropped: it led to {name}, which failed; later syncs \
+             point the default at the active transaction"
+        )),
+        Ok(false) => {}
+        Err(e) => ctx.out.note(format!("{e}; the next sync drops the default set with `boot set-default`")),
+    }
     let id = fb_file.to_lowercase();
     match efivars(ctx).and_then(|v| Ok(v.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, &id)?)) {
         Ok(()) => ctx.out.line(format!("next boot (once): {id}")),

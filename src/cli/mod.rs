@@ -343,6 +343,14 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
             &format!("lifeboat: --wait {}: at most {MAX_WAIT} seconds (one year)", cli.wait),
         ));
     }
+    // An entry written with 0 tries is out of them before its first boot.
+    if let Command::Boot(boot::BootCmd { cmd: boot::BootSub::Sync(boot::SyncCmd { tries: Some(0), .. }) }) = &cli.cmd {
+        return Err(usage_error(
+            cli.json,
+            "lifeboat: --tries 0: an entry with 0 tries is out of them before it boots; give 1 or more, or leave \
+             --tries out for no boot counting",
+        ));
+    }
     // A global option the command does not use is an error, not silence
     // (`lifeboat --root 50M disk create ...` once meant a partition size).
     if let Some(cmd) = match &cli.cmd {
