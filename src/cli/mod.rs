@@ -198,7 +198,8 @@ pub const EXIT_BUSY: u8 = 75;
 /// The exit status an error ends the command with.
 pub fn exit_status(e: &Error) -> u8 {
     match e {
-        Error::State(lifeboat_state::Error::Busy { .. } | lifeboat_state::Error::MossBusy(_)) => EXIT_BUSY,
+        Error::State(lifeboat_state::Error::Busy { .. } | lifeboat_state::Error::MossBusy(_))
+        | Error::Esp(lifeboat_esp::Error::Busy { .. }) => EXIT_BUSY,
         _ => EXIT_FAIL,
     }
 }
@@ -378,6 +379,7 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
 /// commands that report and exit: `main` runs those itself.
 pub fn run(cli: Cli) -> ExitCode {
     lifeboat_state::lock::set_own_lock_wait(std::time::Duration::from_secs(cli.wait));
+    lifeboat_esp::imagelock::set_lock_wait(std::time::Duration::from_secs(cli.wait));
     let out = Out::new(cli.json);
     let args = crate::bootsync::BootArgs { esp: cli.esp.clone(), boot: cli.boot.clone(), efivars: cli.efivars.clone() };
     // verify and repair that cannot check at all end with their own status.
