@@ -39,7 +39,8 @@ pub struct Cli {
     #[argh(option)]
     pub efivars: Option<PathBuf>,
     /// wait up to this many seconds for another lifeboat holding the root's
-    /// lock (default 0: fail at once, exit 75)
+    /// lock, or another writer of the disk image (default 0: fail at once,
+    /// exit 75; at most a year)
     #[argh(option, default = "0")]
     pub wait: u64,
     #[argh(subcommand)]
@@ -360,7 +361,8 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
         _ => None,
     } {
         for name in ["--root", "--esp", "--boot", "--efivars", "--wait"] {
-            if global_value(&rest, name).is_some() {
+            // disk commands wait for another writer of their image.
+            if global_value(&rest, name).is_some() && !(cmd == "disk" && name == "--wait") {
                 let hint = match (cmd, name) {
                     ("disk", "--root" | "--esp") => {
                         format!("; a partition's size in `disk create` is {name}-size")

@@ -18,8 +18,9 @@ Global Options (before or after the subcommand):
   --boot BOOT       $BOOT (XBOOTLDR), when not the ESP or found on the ESP's disk
   --efivars DIR     efivarfs directory (default /sys/firmware/efi/efivars)
   --json            print one JSON document (errors too)
-  --wait SECONDS    wait this long for another lifeboat holding the root's lock
-                    (default 0: fail at once)
+  --wait SECONDS    wait this long for another lifeboat holding the root's lock,
+                    or another writer of the disk image or device (default 0:
+                    fail at once; at most a year)
   -h, --help        this help;  --version: the version";
 
 /// Exit statuses, as README lists them.
@@ -30,7 +31,8 @@ Exit Status:
       check: damage)
   2   verify or repair could not check (no index, unreadable tree)
   64  usage error (unknown option, missing argument, a bad combination)
-  75  the root is locked by another lifeboat or moss process (try --wait)";
+  75  the root is locked by another lifeboat or moss process, or the disk
+      image or device by another writer (try --wait)";
 
 /// What the first arguments ask of the program itself.
 #[derive(Debug, PartialEq, Eq)]
