@@ -1481,7 +1481,7 @@ fn roll_back(
     match SystemRoot::open(ctx.root).map_err(Error::from).and_then(|r| Ok(crate::pin::clear(&r)?)) {
         Ok(true) => ctx.out.note(format!(
             "the default set with `boot set-default` is dropped: it led to {name}, which failed; later syncs \
-             point the default at the active transaction"
+             choose the default as if none had been set"
         )),
         Ok(false) => {}
         Err(e) => ctx.out.note(format!("{e}; the next sync drops the default set with `boot set-default`")),
