@@ -108,11 +108,9 @@ impl fmt::Display for Error {
                 "{}: busy: another process is writing it (it holds its lock); try again, or give --wait SECONDS",
                 image.display()
             ),
-            Error::Busy { image, waited } => write!(
-                f,
-                "{}: busy: another process still held its lock after {waited} seconds",
-                image.display()
-            ),
+            Error::Busy { image, waited } => {
+                write!(f, "{}: busy: another process still held its lock after {waited} seconds", image.display())
+            }
             Error::Damaged { volume, damage } => {
                 let what: Vec<String> = damage.iter().map(|d| d.to_string()).collect();
                 if damage.iter().all(|d| matches!(d, fatcheck::Damage::NotChecked { .. })) {
