@@ -30,8 +30,11 @@ use crate::{Error, Result};
 /// process by the command line.
 static WAIT_SECS: AtomicU64 = AtomicU64::new(0);
 
-/// The files this process holds open for writing, by (device, inode).
-static HELD: Mutex<Vec<((u64, u64), Weak<File>)>> = Mutex::new(Vec::new());
+/// A file by its (device, inode).
+type FileId = (u64, u64);
+
+/// The files this process holds open for writing.
+static HELD: Mutex<Vec<(FileId, Weak<File>)>> = Mutex::new(Vec::new());
 
 /// How long a writable open waits for another holder of the image's lock.
 pub fn set_lock_wait(wait: Duration) {

@@ -1478,7 +1478,7 @@ fn roll_back(
     ctx.out.line(format!("default: {default}"));
     // A default chosen with `set-default` would bring the failed entry back
     // at the next sync: the rollback ends it.
-    match SystemRoot::open(ctx.root).map_err(Error::from).and_then(|r| Ok(crate::pin::clear(&r)?)) {
+    match SystemRoot::open(ctx.root).map_err(Error::from).and_then(|r| crate::pin::clear(&r)) {
         Ok(true) => ctx.out.note(format!(
             "the default set with `boot set-default` is dropped: it led to {name}, which failed; later syncs \
              choose the default as if none had been set"
