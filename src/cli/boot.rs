@@ -223,6 +223,16 @@ fn lock_root(ctx: &Ctx) -> Result<Option<SystemRoot>> {
     match SystemRoot::open_locked(ctx.root, false) {
         Ok(r) => Ok(Some(r)),
         Err(lifeboat_state::Error::NotARoot { .. }) => Ok(None),
+        // A root mounted read-only (a boot assessed before / is remounted)
+        // cannot take the lock file, and no lifeboat can change it meanwhile;
+        // the image's lock still guards an unmounted ESP.
+        Err(lifeboat_state::Error::Io { source, path, .. }) if source.raw_os_error() == Some(nix::libc::EROFS) => {
+            ctx.out.note(format!(
+                "{}: read-only filesystem: going on without the root's lock",
+                lifeboat_fs::shown::shown_path(&path)
+            ));
+            Ok(None)
+        }
         Err(e) => Err(e.into()),
     }
 }
