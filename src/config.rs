@@ -133,7 +133,14 @@ impl Config {
                 "secure-boot-key" => c.secure_boot_key = Some(v.clone()),
                 "secure-boot-cert" => c.secure_boot_cert = Some(v.clone()),
                 "keep" => c.keep = num(&mut warnings).map(|x| x as usize),
-                "tries" => c.tries = num(&mut warnings),
+                "tries" => match num(&mut warnings) {
+                    Some(0) => warnings.push(format!(
+                        "line {}: tries = 0 is ignored (an entry with 0 tries left is already out of them); new \
+                         entries are written without boot counting",
+                        n + 1
+                    )),
+                    x => c.tries = x,
+                },
                 "timeout" => c.timeout = num(&mut warnings),
                 "assess-failures" => match num(&mut warnings) {
                     Some(0) => warnings.push(format!("line {}: assess-failures is at least 1", n + 1)),

@@ -532,3 +532,177 @@ fn commit_refuses_a_source_holding_the_root() {
     fs::rename(s.join("t3"), root.join("usr/new")).unwrap();
     ok(&["--root", r(&root), "state", "commit", "--from", r(&root.join("usr/new"))]);
 }
+
+/// Another process holding an exclusive lock on a file (flock(1) is the
+/// oracle of what "another process" is): held from [`Holder::new`]'s return
+/// until [`Holder::release`].
+struct Holder {
+    child: std::process::Child,
+    ready: std::path::PathBuf,
+}
+
+impl Holder {
+    fn new(file: &Path, ready: &Path) -> Holder {
+        assert!(have("flock"), "flock(1) is missing (util-linux)");
+        // -o: flock(1) alone holds the lock, so it ends with it.
+        let script = format!("touch {0}; while [ -e {0} ]; do sleep 0.05; done", r(ready));
+        let child = Command::new("flock").args(["-x", "-o", r(file), "sh", "-c", &script]).spawn().unwrap();
+        let start = std::time::Instant::now();
+        while !ready.exists() {
+            assert!(start.elapsed().as_secs() < 30, "flock(1) never took the lock on {}", file.display());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Holder { child, ready: ready.to_owned() }
+    }
+
+    fn release(mut self) {
+        fs::remove_file(&self.ready).unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn boot_commands_that_write_take_the_roots_lock() {
+    let st = setup("cliblock");
+    let (root, img, vars) = (r(&st.root), st.img.as_str(), r(&st.vars));
+    let g = |a: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = ["--root", root, "--esp", img, "--efivars", vars].map(String::from).to_vec();
+        v.extend(a.iter().map(|s| s.to_string()));
+        v
+    };
+    ok(&g(&["boot", "sync", "--tries", "3"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let before = ok(&["disk", "cat", &format!("{img}:esp:loader/loader.conf")]);
+    let holder = Holder::new(&st.root.join(".moss/lifeboat/lock"), &st.s.join("ready"));
+    for a in [
+        &["boot", "sync", "--keep", "1"][..],
+        &["boot", "set-default", "1"],
+        &["boot", "set-oneshot", "1"],
+        &["boot", "bless", "--entry", "x.conf"],
+        &["boot", "assess"],
+        &["boot", "install", "--loader", "/nonexistent"],
+    ] {
+        let args = g(a);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails_with(&args, 75);
+        assert!(err.contains("locked by another lifeboat process"), "{a:?}: {err}");
+    }
+    // Reading needs no lock.
+    ok(&g(&["boot", "list"]).iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&g(&["boot", "sync", "--dry-run"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(ok(&["disk", "cat", &format!("{img}:esp:loader/loader.conf")]), before, "nothing was written");
+    holder.release();
+    // The auto-sync of a commit runs under the commit's own lock: no deadlock.
+    tree(&st.s.join("t3"), 3);
+    ok(&["--root", root, "--esp", img, "--efivars", vars, "state", "commit", "--from", r(&st.s.join("t3"))]);
+    ok(&g(&["boot", "set-default", "2"]).iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_disk_image_being_written_is_busy_for_another_writer() {
+    let st = setup("cliimglock");
+    let (root, img, vars) = (r(&st.root), st.img.as_str(), r(&st.vars));
+    write(&st.s.join("f"), b"hello", 0o644);
+    let holder = Holder::new(Path::new(img), &st.s.join("ready"));
+    let (f, dest) = (st.s.join("f"), format!("{img}:esp:f"));
+    let put = ["disk", "put", r(&f), &dest];
+    let err = fails_with(&put, 75);
+    assert!(err.contains(img) && err.contains("busy"), "{err}");
+    let o = run(&["--json", "disk", "put", r(&st.s.join("f")), &format!("{img}:esp:f")]);
+    assert_eq!(o.status.code(), Some(75));
+    one_json_document(&stdout(&o)).unwrap();
+    let err = fails_with(&["--root", root, "--esp", img, "--efivars", vars, "boot", "sync"], 75);
+    assert!(err.contains("busy"), "{err}");
+    // Reading takes no lock.
+    ok(&["disk", "ls", &format!("{img}:esp")]);
+    ok(&["--root", root, "--esp", img, "--efivars", vars, "boot", "list"]);
+    holder.release();
+    // --wait outlasts a holder that lets go.
+    let holder = Holder::new(Path::new(img), &st.s.join("ready2"));
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        holder.release();
+    });
+    ok(&["disk", "put", r(&st.s.join("f")), &format!("{img}:esp:f"), "--wait", "30"]);
+    t.join().unwrap();
+    assert_eq!(ok(&["disk", "cat", &format!("{img}:esp:f")]), "hello");
+}
+
+#[test]
+fn two_writers_of_one_image_at_once_leave_it_whole() {
+    let st = setup("clirace");
+    let (root, img, vars) = (st.root.clone(), st.img.clone(), st.vars.clone());
+    for i in 0..2 {
+        write(&st.s.join(&format!("f{i}")), format!("file {i}\n").repeat(3000 * (i + 1)).as_bytes(), 0o644);
+    }
+    // Two loops of writers, as two admins or a timer and an admin would run
+    // them; each waits for the other.
+    let loops: Vec<_> = (0..2)
+        .map(|i| {
+            let (img, f, root, vars) = (img.clone(), st.s.join(&format!("f{i}")), root.clone(), vars.clone());
+            std::thread::spawn(move || {
+                for n in 0..6 {
+                    ok(&["--wait", "120", "disk", "put", r(&f), &format!("{img}:esp:d{i}/f{n}")]);
+                    let keep = if i == 0 { "1" } else { "2" };
+                    ok(&[
+                        "--wait",
+                        "120",
+                        "--root",
+                        r(&root),
+                        "--esp",
+                        &img,
+                        "--efivars",
+                        r(&vars),
+                        "boot",
+                        "sync",
+                        "--keep",
+                        keep,
+                    ]);
+                }
+            })
+        })
+        .collect();
+    for l in loops {
+        l.join().unwrap();
+    }
+    for i in 0..2 {
+        for n in 0..6 {
+            let got = run(&["disk", "cat", &format!("{img}:esp:d{i}/f{n}")]).stdout;
+            assert_eq!(got, fs::read(st.s.join(&format!("f{i}"))).unwrap(), "d{i}/f{n}");
+        }
+    }
+    ok(&["disk", "check", &format!("{img}:esp")]);
+    let data = fs::read(&img).unwrap();
+    let p = st.s.join("esp.part");
+    fs::write(&p, &data[1 << 20..65 << 20]).unwrap();
+    assert!(have("fsck.fat"), "fsck.fat is missing: scripts/setup.sh installs dosfstools");
+    let o = Command::new("fsck.fat").args(["-n", r(&p)]).output().unwrap();
+    assert!(o.status.success(), "fsck.fat:\n{}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+fn an_absurd_wait_and_zero_tries_are_usage_errors() {
+    let st = setup("cliwait");
+    let (root, img, vars) = (r(&st.root), st.img.as_str(), r(&st.vars));
+    for json in [false, true] {
+        let mut a = vec!["--wait", "9999999999999999999", "--root", root, "--esp", img, "boot", "sync"];
+        if json {
+            a.insert(0, "--json");
+        }
+        let o = run(&a);
+        assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+        assert!(stderr(&o).contains("--wait"), "{}", stderr(&o));
+        if json {
+            one_json_document(&stdout(&o)).unwrap();
+        }
+    }
+    let err = fails_with(&["--root", root, "--esp", img, "--efivars", vars, "boot", "sync", "--tries", "0"], 64);
+    assert!(err.contains("--tries 0"), "{err}");
+    assert!(!ok(&["disk", "ls", &format!("{img}:esp")]).contains("entries/"), "nothing was written");
+    // In lifeboat.conf: said and ignored, the entries written uncounted.
+    write(&st.root.join("etc/lifeboat/lifeboat.conf"), b"tries = 0\n", 0o644);
+    let o = run(&["--root", root, "--esp", img, "--efivars", vars, "boot", "sync"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tries = 0 is ignored"), "{}", stderr(&o));
+    let ls = ok(&["disk", "ls", &format!("{img}:esp:loader/entries")]);
+    assert!(ls.contains(".conf") && !ls.contains('+'), "{ls}");
+}

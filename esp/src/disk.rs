@@ -219,11 +219,7 @@ fn guid_lower(u: &uuid::Uuid) -> String {
 impl Disk {
     /// Opens a disk and reads its GPT.
     pub fn open(path: &Path, writable: bool) -> Result<Disk> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
-            .map_err(|e| Error::io(path.display().to_string(), e))?;
+        let file = crate::imagelock::open_image(path, writable)?;
         let size = device_size(&file).map_err(|e| Error::io(path.display().to_string(), e))?;
         let gerr = |why: String| Error::Gpt { disk: path.to_owned(), why };
         if size == 0 {
@@ -314,7 +310,7 @@ impl Disk {
         }
         partitions.sort_by_key(|p| p.number);
         let _ = (hdr.part_start, hdr.part_size);
-        Ok(Disk { path: path.to_owned(), file: Arc::new(file), size, sector, disk_guid, partitions, notes, writable })
+        Ok(Disk { path: path.to_owned(), file, size, sector, disk_guid, partitions, notes, writable })
     }
 
     /// The first partition of a kind.

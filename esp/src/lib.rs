@@ -21,6 +21,7 @@ pub mod fatcheck;
 pub(crate) mod fatraw;
 pub mod fatwrite;
 pub mod hibernation;
+pub mod imagelock;
 pub mod mem;
 pub mod mounted;
 pub mod record;
@@ -62,6 +63,9 @@ pub enum Error {
     /// The stack of devices under `device` (device-mapper, md) cannot be walked:
     /// a cycle, an absurd depth, a layer with nothing below.
     Stack { device: String, why: String },
+    /// Another process holds the image's or device's lock ([`imagelock`]):
+    /// it is writing it; `waited` is how many seconds this one waited.
+    Busy { image: PathBuf, waited: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -99,6 +103,14 @@ impl fmt::Display for Error {
             }
             Error::Invalid(why) => write!(f, "{why}"),
             Error::Stack { device, why } => write!(f, "the devices under {device}: {why}"),
+            Error::Busy { image, waited: 0 } => write!(
+                f,
+                "{}: busy: another process is writing it (it holds its lock); try again, or give --wait SECONDS",
+                image.display()
+            ),
+            Error::Busy { image, waited } => {
+                write!(f, "{}: busy: another process still held its lock after {waited} seconds", image.display())
+            }
             Error::Damaged { volume, damage } => {
                 let what: Vec<String> = damage.iter().map(|d| d.to_string()).collect();
                 if damage.iter().all(|d| matches!(d, fatcheck::Damage::NotChecked { .. })) {

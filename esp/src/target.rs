@@ -186,9 +186,9 @@ pub fn open_target_with(
                     return Ok(t);
                 }
             }
-            let f = fs::OpenOptions::new().read(true).write(writable).open(p).map_err(|e| Error::io(path, e))?;
+            let f = crate::imagelock::open_image(p, writable)?;
             let len = device_size(&f).map_err(|e| Error::io(path, e))?;
-            let backing: Arc<dyn Backing> = Arc::new(f);
+            let backing: Arc<dyn Backing> = f;
             let w = Window::new(backing, 0, len, writable);
             let fat = FatVolume::open(w, path).map_err(|fat_err| match fat_err {
                 Error::Fat { why, .. } => {

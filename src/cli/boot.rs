@@ -197,7 +197,48 @@ fn esp_vol(t: &mut BootTargets) -> &mut dyn Volume {
     }
 }
 
+/// Whether a boot subcommand changes `$BOOT`, the ESP, EFI variables or the
+/// root's lifeboat files (then it runs under the root's lock).
+fn writes(c: &BootSub) -> bool {
+    match c {
+        BootSub::Status(_) | BootSub::List(_) => false,
+        BootSub::Sync(s) => !s.dry_run,
+        BootSub::SetDefault(_)
+        | BootSub::SetOneshot(_)
+        | BootSub::Bless(_)
+        | BootSub::Assess(_)
+        | BootSub::Install(_) => true,
+    }
+}
+
+/// The root's lifeboat lock for a boot command that writes, taken as the
+/// state commands take it (`--wait`, exit 75 when busy): two lifeboats never
+/// plan from, and write, the same `$BOOT` at once. A root that is not one of
+/// lifeboat's (no `.moss/lifeboat`) has nothing of its own to guard; the
+/// image's own lock ([`lifeboat_esp`]) still keeps two writers of one disk
+/// apart. The commands that lock here are only ever entered from the command
+/// line: the auto-sync of commit, activate and prune calls [`sync`] under the
+/// lock its state command already holds.
+fn lock_root(ctx: &Ctx) -> Result<Option<SystemRoot>> {
+    match SystemRoot::open_locked(ctx.root, false) {
+        Ok(r) => Ok(Some(r)),
+        Err(lifeboat_state::Error::NotARoot { .. }) => Ok(None),
+        // A root mounted read-only (a boot assessed before / is remounted)
+        // cannot take the lock file, and no lifeboat can change it meanwhile;
+        // the image's lock still guards an unmounted ESP.
+        Err(lifeboat_state::Error::Io { source, path, .. }) if source.raw_os_error() == Some(nix::libc::EROFS) => {
+            ctx.out.note(format!(
+                "{}: read-only filesystem: going on without the root's lock",
+                lifeboat_fs::shown::shown_path(&path)
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn run(ctx: &Ctx, c: BootCmd) -> Result<ExitCode> {
+    let _lock = if writes(&c.cmd) { lock_root(ctx)? } else { None };
     match c.cmd {
         BootSub::Sync(s) => {
             let build = s.kernel_initrds || s.host_only;
@@ -392,6 +433,25 @@ pub fn sync_with(
     let mut t = bootsync::open_targets(ctx.root, ctx.args, &config, !dry_run)?;
     for n in t.boot.notes.iter().chain(t.esp.iter().flat_map(|e| e.notes.iter())) {
         ctx.out.note(n);
+    }
+    // The loader boots what `default` names even when its tries ran out: a
+    // pin whose every entry failed its trial (a rollback's, or the loader's
+    // own count) is dropped rather than written back.
+    if let Some(pattern) = req.pinned_default.clone() {
+        let entries = all_entries(&mut t, Some(&req.token))?;
+        let named: Vec<&Found> = entries.iter().filter(|e| glob_match(&pattern, &e.sort.id)).collect();
+        if !named.is_empty() && named.iter().all(|e| e.sort.counter.is_some_and(|c| c.left == 0)) {
+            ctx.out.note(format!(
+                "the default set with `boot set-default` ({pattern}) names only entries out of tries (they failed \
+                 their boots): dropped, the default follows the active transaction again"
+            ));
+            req.pinned_default = None;
+            if !dry_run {
+                if let Err(e) = crate::pin::clear(&root) {
+                    ctx.out.note(e.to_string());
+                }
+            }
+        }
     }
     // A damaged FAT volume is never written: the sync says what it would do,
     // then fails naming the damage.
@@ -1322,6 +1382,10 @@ fn assess(ctx: &Ctx, cmd: &AssessCmd) -> Result<ExitCode> {
         (_, None, _) => {
             rec.reason = Some("the booted entry is not known (no LoaderBootCountPath or LoaderEntrySelected)".into())
         }
+        // A name the user gave must name an entry: silence would read as done.
+        (_, Some(name), _) if cmd.entry.is_some() && !entry_present(ctx, &config, name)? => {
+            return Err(Error::NoEntry { pattern: name.clone() });
+        }
         (_, Some(_), None) => {
             rec.reason =
                 Some("the booted entry is not on trial (no boot counter): nothing to bless or roll back".into())
@@ -1422,6 +1486,16 @@ fn roll_back(
     let default = if fb_blessed { plan::default_pattern(token, fb_tx) } else { format!("{token}-*") };
     loaderconf::set_on(esp_vol(&mut t), "default", Some(&default))?;
     ctx.out.line(format!("default: {default}"));
+    // A default chosen with `set-default` would bring the failed entry back
+    // at the next sync: the rollback ends it.
+    match SystemRoot::open(ctx.root).map_err(Error::from).and_then(|r| crate::pin::clear(&r)) {
+        Ok(true) => ctx.out.note(format!(
+            "the default set with `boot set-default` is dropped: it led to {name}, which failed; later syncs \
+             choose the default as if none had been set"
+        )),
+        Ok(false) => {}
+        Err(e) => ctx.out.note(format!("{e}; the next sync drops the default set with `boot set-default`")),
+    }
     let id = fb_file.to_lowercase();
     match efivars(ctx).and_then(|v| Ok(v.write_string("LoaderEntryOneShot", LOADER_GUID, NV_BS_RT, &id)?)) {
         Ok(()) => ctx.out.line(format!("next boot (once): {id}")),

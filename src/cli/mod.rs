@@ -39,7 +39,8 @@ pub struct Cli {
     #[argh(option)]
     pub efivars: Option<PathBuf>,
     /// wait up to this many seconds for another lifeboat holding the root's
-    /// lock (default 0: fail at once, exit 75)
+    /// lock, or another writer of the disk image (default 0: fail at once,
+    /// exit 75; at most a year)
     #[argh(option, default = "0")]
     pub wait: u64,
     #[argh(subcommand)]
@@ -198,11 +199,15 @@ pub const EXIT_BUSY: u8 = 75;
 /// The exit status an error ends the command with.
 pub fn exit_status(e: &Error) -> u8 {
     match e {
-        Error::State(lifeboat_state::Error::Busy { .. } | lifeboat_state::Error::MossBusy(_)) => EXIT_BUSY,
+        Error::State(lifeboat_state::Error::Busy { .. } | lifeboat_state::Error::MossBusy(_))
+        | Error::Esp(lifeboat_esp::Error::Busy { .. }) => EXIT_BUSY,
         Error::Usage { .. } => EXIT_USAGE,
         _ => EXIT_FAIL,
     }
 }
+
+/// The longest `--wait`, in seconds: a year.
+pub const MAX_WAIT: u64 = 365 * 24 * 3600;
 
 /// Options every command takes, before or after the subcommand.
 const GLOBAL_VALUE: [&str; 5] = ["--root", "--esp", "--boot", "--efivars", "--wait"];
@@ -395,6 +400,22 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
             ));
         }
     }
+    // A wait past any machine's uptime is a mistake, and its deadline would
+    // overflow the clock.
+    if cli.wait > MAX_WAIT {
+        return Err(usage_error(
+            cli.json,
+            &format!("lifeboat: --wait {}: at most {MAX_WAIT} seconds (one year)", cli.wait),
+        ));
+    }
+    // An entry written with 0 tries is out of them before its first boot.
+    if let Command::Boot(boot::BootCmd { cmd: boot::BootSub::Sync(boot::SyncCmd { tries: Some(0), .. }) }) = &cli.cmd {
+        return Err(usage_error(
+            cli.json,
+            "lifeboat: --tries 0: an entry with 0 tries is out of them before it boots; give 1 or more, or leave \
+             --tries out for no boot counting",
+        ));
+    }
     // A global option the command does not use is an error, not silence
     // (`lifeboat --root 50M disk create ...` once meant a partition size).
     if let Some(cmd) = match &cli.cmd {
@@ -403,7 +424,8 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
         _ => None,
     } {
         for name in ["--root", "--esp", "--boot", "--efivars", "--wait"] {
-            if global_value(&rest, name).is_some() {
+            // disk commands wait for another writer of their image.
+            if global_value(&rest, name).is_some() && !(cmd == "disk" && name == "--wait") {
                 let hint = match (cmd, name) {
                     ("disk", "--root" | "--esp") => {
                         format!("; a partition's size in `disk create` is {name}-size")
@@ -422,6 +444,7 @@ pub fn parse(args: &[String]) -> Result<Cli, ExitCode> {
 /// commands that report and exit: `main` runs those itself.
 pub fn run(cli: Cli) -> ExitCode {
     lifeboat_state::lock::set_own_lock_wait(std::time::Duration::from_secs(cli.wait));
+    lifeboat_esp::imagelock::set_lock_wait(std::time::Duration::from_secs(cli.wait));
     let out = Out::new(cli.json);
     let args = crate::bootsync::BootArgs { esp: cli.esp.clone(), boot: cli.boot.clone(), efivars: cli.efivars.clone() };
     // verify and repair that cannot check at all end with their own status.

@@ -19,16 +19,27 @@ Global Options (before or after the subcommand):
   --boot BOOT       $BOOT (XBOOTLDR), when not the ESP or found on the ESP's disk
   --efivars DIR     efivarfs directory (default /sys/firmware/efi/efivars)
   --json            print one JSON document (errors too)
-  --wait SECONDS    wait this long for another lifeboat holding the root's lock
-                    (default 0: fail at once)
+  --wait SECONDS    wait this long for another lifeboat holding the root's lock,
+                    or another writer of the disk image or device (default 0:
+                    fail at once; at most a year)
   -h, --help        this help
   --version         the version";
 
-/// The global options of `disk` and `initrd` (they work on the images and
-/// files they are given, and refuse the root's options: see [`takes_root_options`]).
+/// The global options of `initrd` (it works on the files it is given, and
+/// refuses the root's options: see [`takes_root_options`]).
 pub const GLOBAL_HELP_FILES: &str = "\
 Global Options (before or after the subcommand):
   --json            print one JSON document (errors too)
+  -h, --help        this help
+  --version         the version";
+
+/// The global options of `disk`: those of `initrd`, and `--wait` for another
+/// writer of the image.
+pub const GLOBAL_HELP_DISK: &str = "\
+Global Options (before or after the subcommand):
+  --json            print one JSON document (errors too)
+  --wait SECONDS    wait this long for another writer of the disk image or
+                    device (default 0: fail at once; at most a year)
   -h, --help        this help
   --version         the version";
 
@@ -46,7 +57,8 @@ Exit Status:
       check: damage)
   2   verify or repair could not check (no index, unreadable tree)
   64  usage error (unknown option, missing argument, a bad combination)
-  75  the root is locked by another lifeboat or moss process (try --wait)";
+  75  the root is locked by another lifeboat or moss process, or the disk
+      image or device by another writer (try --wait)";
 
 /// What the first arguments ask of the program itself.
 #[derive(Debug, PartialEq, Eq)]
@@ -150,7 +162,11 @@ pub fn extend_help(argh_help: &str, subcommand: &[&str], root: &Path) -> String 
     let mut s = argh_help.trim_end().to_owned();
     if !subcommand.is_empty() {
         s.push_str("\n\n");
-        s.push_str(if takes_root_options(subcommand) { GLOBAL_HELP } else { GLOBAL_HELP_FILES });
+        s.push_str(match subcommand.first() {
+            _ if takes_root_options(subcommand) => GLOBAL_HELP,
+            Some(&"disk") => GLOBAL_HELP_DISK,
+            _ => GLOBAL_HELP_FILES,
+        });
     } else {
         s = s.replacen(
             "  --help, help      display usage information",

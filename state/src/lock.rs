@@ -36,11 +36,12 @@ pub fn lock_waiting(
     mut file: std::fs::File,
     wait: Duration,
 ) -> std::result::Result<Option<Flock<std::fs::File>>, nix::errno::Errno> {
-    let deadline = Instant::now() + wait;
+    // A wait too long for the clock waits for ever rather than panicking.
+    let deadline = Instant::now().checked_add(wait);
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(Some(lock)),
-            Err((f, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if deadline.is_none_or(|d| Instant::now() < d) => {
                 file = f;
                 std::thread::sleep(Duration::from_millis(100));
             }
