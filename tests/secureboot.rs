@@ -82,6 +82,28 @@ fn setup(s: &Scratch) -> (PathBuf, String) {
     (root, img)
 }
 
+/// Whether sbverify accepts `file` under the certificate `cert`.
+fn sbverifies(cert: &Path, file: &Path) -> bool {
+    let o = Command::new("sbverify").args(["--cert", r(cert), r(file)]).output().expect("sbverify is missing");
+    o.status.success()
+}
+
+/// `image` with one byte flipped in the middle of the public key of the
+/// certificate (`cert`, PEM) its signature embeds; the RSA signature itself
+/// is untouched.
+fn flip_embedded_key(image: &[u8], cert: &Path, s: &Scratch) -> Vec<u8> {
+    let der = Command::new("openssl").args(["x509", "-in", r(cert), "-outform", "DER"]).output().unwrap().stdout;
+    let pubpem = s.join("pub.pem");
+    tool("openssl", &["x509", "-in", r(cert), "-noout", "-pubkey", "-out", r(&pubpem)]);
+    let spki =
+        Command::new("openssl").args(["pkey", "-pubin", "-outform", "DER", "-in", r(&pubpem)]).output().unwrap().stdout;
+    let find = |hay: &[u8], n: &[u8]| hay.windows(n.len()).position(|w| w == n).expect("certificate not embedded");
+    let at = find(image, &der) + find(&der, &spki) + spki.len() / 2;
+    let mut out = image.to_vec();
+    out[at] ^= 0x01;
+    out
+}
+
 fn cat(img: &str, path: &str) -> Vec<u8> {
     let o = run(&["disk", "cat", &format!("{img}:esp:{path}")]);
     assert!(o.status.success(), "disk cat {path}: {}", String::from_utf8_lossy(&o.stderr));
@@ -145,6 +167,18 @@ fn signed_ukis_per_transaction_synced_and_collected() {
     // The same inputs sign to the same bytes: nothing to do.
     let again = ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot"]);
     assert!(again.contains("up to date"), "{again}");
+
+    // One byte of the public key in the certificate the signature carries:
+    // the firmware (sbverify) refuses the image, so sync rewrites it.
+    let cert = root.join("etc/lifeboat/secureboot/db.crt");
+    let name = format!("{TOKEN}-3-6.1.0-test.efi");
+    let flipped = s.join("certflip.efi");
+    fs::write(&flipped, flip_embedded_key(&cat(&img, &format!("EFI/Linux/{name}")), &cert, &s)).unwrap();
+    assert!(!sbverifies(&cert, &flipped), "sbverify accepts a changed embedded certificate: the test tests nothing");
+    ok(&["disk", "put", r(&flipped), &format!("{img}:esp:EFI/Linux/{name}")]);
+    let again = ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot"]);
+    assert!(!again.contains("up to date"), "{again}");
+    verified_cmdline(&s, &root, &cat(&img, &format!("EFI/Linux/{name}")), &name);
 
     // Fewer kept: the oldest image goes, the foreign ones stay.
     ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot", "--keep", "2"]);
@@ -257,6 +291,18 @@ fn install_signs_the_loader_and_places_enrollment_keys() {
     // Again: the signed loader is up to date.
     let again = ok(&["--root", r(&root), "--esp", &img, "boot", "install", "--secure-boot"]);
     assert!(again.contains("already installed"), "{again}");
+    // A changed certificate inside the loader's signature: the firmware
+    // refuses it, so install writes the loader again.
+    let flipped = s.join("Lflip.efi");
+    fs::write(&flipped, flip_embedded_key(&cat(&img, "EFI/systemd/systemd-bootx64.efi"), &c, &s)).unwrap();
+    assert!(!sbverifies(&c, &flipped), "sbverify accepts a changed embedded certificate: the test tests nothing");
+    ok(&["disk", "put", r(&flipped), &format!("{img}:esp:EFI/systemd/systemd-bootx64.efi")]);
+    let again = ok(&["--root", r(&root), "--esp", &img, "boot", "install", "--secure-boot"]);
+    let line = again.lines().find(|l| l.starts_with("EFI/systemd/systemd-bootx64.efi:")).unwrap_or("");
+    assert!(line.contains("->") && !line.contains("already installed"), "{again}");
+    let f = s.join("loader.efi");
+    fs::write(&f, cat(&img, "EFI/systemd/systemd-bootx64.efi")).unwrap();
+    tool("sbverify", &["--cert", r(&c), r(&f)]);
     fsck(&img, &s);
     // A file that is not a signed list is refused before anything is written.
     fs::write(keys.join("db.auth"), b"plain bytes, not an authenticated variable").unwrap();
