@@ -334,3 +334,65 @@ fn images_that_do_not_all_fit_drop_the_oldest_transaction() {
     assert!(!entries.contains(&format!("{TOKEN}-4-")), "{entries}");
     fsck(&img, &s);
 }
+
+/// The file offset and size of a section, as objdump reads it.
+fn section(file: &Path, name: &str) -> (usize, usize) {
+    let h = tool("objdump", &["-h", r(file)]);
+    let l = h.lines().find(|l| l.split_whitespace().nth(1) == Some(name)).unwrap_or_else(|| panic!("no {name}:\n{h}"));
+    let f: Vec<&str> = l.split_whitespace().collect();
+    (usize::from_str_radix(f[5], 16).unwrap(), usize::from_str_radix(f[2], 16).unwrap())
+}
+
+#[test]
+fn status_tells_a_tampered_image_from_a_signed_one() {
+    let s = Scratch::new("sb-status");
+    let (root, img) = setup(&s);
+    ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot", "--no-initrd"]);
+    // Firmware enforcing Secure Boot, with a malformed (0-byte) AuditMode.
+    let vars = s.join("efivars");
+    fs::create_dir_all(&vars).unwrap();
+    let global = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+    for (n, d) in [("SecureBoot", &[1u8][..]), ("SetupMode", &[0]), ("AuditMode", &[])] {
+        let mut b = vec![6, 0, 0, 0];
+        b.extend_from_slice(d);
+        fs::write(vars.join(format!("{n}-{global}")), b).unwrap();
+    }
+    let status = |json: bool| {
+        let mut a = vec!["--root", r(&root), "--esp", &img, "--efivars", r(&vars)];
+        if json {
+            a.push("--json");
+        }
+        a.extend(["boot", "status"]);
+        let o = run(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (out, err) = status(false);
+    assert!(out.contains("secure boot: on") && out.contains("setup mode:  off"), "{out}");
+    assert!(out.contains("AuditMode: unreadable"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
+    let name = format!("{TOKEN}-3-6.1.0-test.efi");
+    assert!(out.lines().any(|l| l.contains(&name) && l.ends_with(" signed")), "{out}");
+
+    // One byte of .linux changed after signing.
+    let f = s.join("t.efi");
+    fs::write(&f, cat(&img, &format!("EFI/Linux/{name}"))).unwrap();
+    let (at, len) = section(&f, ".linux");
+    let mut b = fs::read(&f).unwrap();
+    b[at + len / 2] ^= 0x01;
+    fs::write(&f, &b).unwrap();
+    assert!(
+        !sbverifies(&root.join("etc/lifeboat/secureboot/db.crt"), &f),
+        "sbverify accepts it: the test tests nothing"
+    );
+    ok(&["disk", "put", r(&f), &format!("{img}:esp:EFI/Linux/{name}")]);
+    let (out, err) = status(false);
+    let line = out.lines().find(|l| l.contains(&name)).unwrap_or("");
+    assert!(line.contains("signature does not match the image (tampered)"), "{out}");
+    assert!(err.contains("warning") && err.contains(&name) && err.contains("tampered"), "{err}");
+    let (j, _) = status(true);
+    let at = j.find(&format!("\"id\":\"{}\"", name.to_lowercase())).expect("entry in the JSON");
+    let entry = &j[at..at + j[at..].find('}').unwrap()];
+    assert!(entry.contains("\"signed\": false") || entry.contains("\"signed\":false"), "{j}");
+    assert!(entry.contains("tampered"), "{j}");
+}

@@ -736,7 +736,7 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
                     .with("linux", e.path())
                     .with("uname", u.uname.clone())
                     .with("sbat", u.sbat.clone())
-                    .with("signed", u.signed)
+                    .with("signed", u.signature == uki::Signature::Signed)
             }
         }
         arr.push(j.with("options", e.options()));
@@ -764,10 +764,10 @@ fn broken_json(b: &Broken) -> Json {
 
 /// Whether PE bytes would be refused by firmware enforcing Secure Boot, and why.
 fn refused_why(bytes: &[u8]) -> Option<&'static str> {
-    match uki::pe_signed(bytes) {
-        Some(true) => None,
-        Some(false) => Some("unsigned"),
-        None => Some("not a PE image"),
+    match uki::Signature::of(bytes) {
+        Some(uki::Signature::Signed) => None,
+        Some(s) => Some(s.predicate()),
+        None => Some("is not a PE image"),
     }
 }
 
@@ -801,6 +801,18 @@ fn secure_boot_status(ctx: &Ctx, t: &mut BootTargets, entries: &[Found]) -> Json
     j.push("audit_mode", fw.audit_mode);
     j.push("deployed_mode", fw.deployed_mode);
     j.push("enforcing", fw.enforcing());
+    for (name, why) in &fw.unreadable {
+        ctx.out.line(format!("{name}: unreadable ({})", controls_escaped(why)));
+    }
+    j.push(
+        "unreadable",
+        Json::Arr(
+            fw.unreadable
+                .iter()
+                .map(|(n, w)| Json::obj().with("variable", n.as_str()).with("why", w.as_str()))
+                .collect(),
+        ),
+    );
     for (label, key, info, bits, table) in [
         ("loader", "loader", &fw.loader_info, fw.loader_features, sbstate::LOADER_FEATURES),
         ("stub", "stub", &fw.stub_info, fw.stub_features, sbstate::STUB_FEATURES),
@@ -827,15 +839,16 @@ fn secure_boot_status(ctx: &Ctx, t: &mut BootTargets, entries: &[Found]) -> Json
         for path in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"] {
             if let Ok(b) = esp.read(path) {
                 if let Some(why) = refused_why(&b) {
-                    warnings.push(format!("Secure Boot is on and the loader {path} is {why}: the firmware refuses it"));
+                    warnings.push(format!("Secure Boot is on and the loader {path} {why}: the firmware refuses it"));
                 }
             }
         }
         for e in entries {
             match &e.kind {
-                Kind::Type2(u) if !u.signed => warnings.push(format!(
-                    "Secure Boot is on and the UKI {} is unsigned: the firmware refuses it",
-                    shown_str(&e.path())
+                Kind::Type2(u) if u.signature != uki::Signature::Signed => warnings.push(format!(
+                    "Secure Boot is on and the UKI {} {}: the firmware refuses it",
+                    shown_str(&e.path()),
+                    u.signature.predicate()
                 )),
                 Kind::Type2(_) => {}
                 Kind::Type1(entry) => {
@@ -847,11 +860,11 @@ fn secure_boot_status(ctx: &Ctx, t: &mut BootTargets, entries: &[Found]) -> Json
                     };
                     let why = match vol.read(linux.trim_start_matches('/')) {
                         Ok(b) => refused_why(&b),
-                        Err(_) => Some("missing"),
+                        Err(_) => Some("is missing"),
                     };
                     if let Some(why) = why {
                         warnings.push(format!(
-                            "Secure Boot is on and the kernel {} of entry {} is {why}: the firmware refuses it",
+                            "Secure Boot is on and the kernel {} of entry {} {why}: the firmware refuses it",
                             controls_escaped(linux),
                             shown_str(&e.file)
                         ));
@@ -981,12 +994,12 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
         let about = match &e.kind {
             Kind::Type1(_) => String::new(),
             Kind::Type2(u) => format!(
-                " UKI \"{}\" version {} sort-key {} uname {}{}",
+                " UKI \"{}\" version {} sort-key {} uname {} {}",
                 controls_escaped(&u.title),
                 controls_escaped(u.sort.version.as_deref().unwrap_or("-")),
                 controls_escaped(u.sort.sort_key.as_deref().unwrap_or("-")),
                 controls_escaped(u.uname.as_deref().unwrap_or("-")),
-                if u.signed { " signed" } else { "" }
+                u.signature.describe()
             ),
         };
         ctx.out.line(format!("  {:<48} {owner}{counter}{about}", shown_str(&e.file)));
@@ -1003,7 +1016,10 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
             .with("tries_done", e.sort.counter.map(|c| c.done))
             .with("options", e.options());
         if let Kind::Type2(u) = &e.kind {
-            o = o.with("uname", u.uname.clone()).with("signed", u.signed);
+            o = o
+                .with("uname", u.uname.clone())
+                .with("signed", u.signature == uki::Signature::Signed)
+                .with("signature", u.signature.word());
         }
         arr.push(o);
     }
