@@ -207,6 +207,21 @@ fn config_and_boot_counting_name_the_image() {
     let lc = String::from_utf8(cat(&img, "loader/loader.conf")).unwrap();
     // The active entry is being tried: the loader's own order decides.
     assert!(lc.contains(&format!("default {TOKEN}-*")), "{lc}");
+
+    // A value that is no yes or no refuses to sync at all: guessing "off"
+    // would delete every signed image. Any case of the accepted words is taken.
+    let conf = root.join("etc/lifeboat/lifeboat.conf");
+    for bad in ["maybe", "", "enabled"] {
+        write(&conf, format!("tries = 3\nsecure-boot = {bad}\n").as_bytes(), 0o644);
+        let e = fails(&["--root", r(&root), "--esp", &img, "boot", "sync", "--no-initrd"]);
+        assert!(e.contains("lifeboat.conf") && e.contains("line 2") && e.contains("secure-boot"), "{e}");
+        assert_eq!(ls(&img, "EFI/Linux"), entries, "{bad:?}: the images changed");
+    }
+    for good in ["YES", "On", "True"] {
+        write(&conf, format!("tries = 3\nsecure-boot = {good}\n").as_bytes(), 0o644);
+        ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--no-initrd"]);
+        assert_eq!(ls(&img, "EFI/Linux"), entries, "{good}");
+    }
 }
 
 #[test]

@@ -246,6 +246,16 @@ pub fn sync(
 /// Secure Boot as chosen for `root`: the flag, lifeboat.conf, or (on the
 /// running system) the firmware; with it on, the checked db key.
 fn secure_boot(ctx: &Ctx, config: &Config, flag: bool) -> Result<Option<crate::uki::Keys>> {
+    // An unreadable choice is no choice: syncing with Secure Boot off would
+    // delete every signed image, on would sign against the user's wish.
+    if let Some((line, value)) = &config.secure_boot_invalid {
+        return Err(Error::SecureBoot {
+            path: ctx.root.join(crate::config::CONFIG_REL),
+            problem: format!(
+                "line {line}: secure-boot = {value:?} is none of yes, no, true, false, 1, 0, on, off (in any case);                  nothing is synced until it is fixed"
+            ),
+        });
+    }
     let live = (ctx.root == Path::new("/")).then(|| {
         let dir = ctx.args.efivars.clone().unwrap_or_else(|| PathBuf::from(lifeboat_boot::efivars::DEFAULT_DIR));
         crate::uki::firmware_secure_boot(&dir)
