@@ -262,6 +262,67 @@ fn keys_are_checked_before_anything_is_written() {
     let secret = fs::read_to_string(&moved).unwrap();
     let line = secret.lines().nth(2).unwrap();
     assert!(!e.contains(line));
+
+    // Who may swap the key: a directory anyone may write, a key owned by
+    // someone else. Both refused before anything is written.
+    use std::os::unix::fs::PermissionsExt;
+    fs::rename(&moved, &key).unwrap();
+    let sb = root.join("etc/lifeboat/secureboot");
+    fs::set_permissions(&sb, fs::Permissions::from_mode(0o777)).unwrap();
+    let e = fails(&sync);
+    assert!(e.contains("secureboot") && e.contains("writable by group or others") && e.contains("0777"), "{e}");
+    fs::set_permissions(&sb, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(root.join("etc"), fs::Permissions::from_mode(0o775)).unwrap();
+    let e = fails(&sync);
+    assert!(e.contains("writable by group or others") && e.contains("0775"), "{e}");
+    fs::set_permissions(root.join("etc"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(nix_like_root(), "this part needs root (chown): the tests run as root in CI");
+    std::os::unix::fs::chown(&key, Some(4242), None).unwrap();
+    let e = fails(&sync);
+    assert!(e.contains("db.key") && e.contains("owned by uid 4242"), "{e}");
+    std::os::unix::fs::chown(&key, Some(0), None).unwrap();
+
+    // The key's directory a symlink out of the root (absolute, so resolved on
+    // the host): not followed. A relative path with `..` leaving the root: refused.
+    let outside = s.join("outside-sb");
+    fs::rename(&sb, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &sb).unwrap();
+    let e = fails(&sync);
+    assert!(e.contains("secureboot") && e.contains("without following symlinks"), "{e}");
+    fs::remove_file(&sb).unwrap();
+    fs::rename(&outside, &sb).unwrap();
+    let conf = root.join("etc/lifeboat/lifeboat.conf");
+    write(&conf, b"secure-boot-key = ../outside-sb/db.key\n", 0o644);
+    let e = fails(&sync);
+    assert!(e.contains("leaves the root"), "{e}");
+    assert_eq!(ls(&img, ""), before, "a refused key must leave the ESP as it was");
+
+    // Not an RSA key: said so, the path once.
+    let ec = s.join("ec.key");
+    tool("openssl", &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", r(&ec)]);
+    fs::set_permissions(&ec, fs::Permissions::from_mode(0o600)).unwrap();
+    write(&conf, format!("secure-boot-key = {}\n", r(&ec)).as_bytes(), 0o644);
+    let e = fails(&sync);
+    assert!(e.contains("an EC key: only RSA keys") && e.matches("ec.key").count() == 1, "{e}");
+    let ed = s.join("ed.key");
+    tool("openssl", &["genpkey", "-algorithm", "ED25519", "-out", r(&ed)]);
+    fs::set_permissions(&ed, fs::Permissions::from_mode(0o600)).unwrap();
+    write(&conf, format!("secure-boot-key = {}\n", r(&ed)).as_bytes(), 0o644);
+    let e = fails(&sync);
+    assert!(e.contains("an Ed25519 key: only RSA keys") && !e.contains("OID"), "{e}");
+
+    // An absolute path in lifeboat.conf is taken as written (outside the root).
+    let abs = s.join("abs");
+    fs::create_dir_all(&abs).unwrap();
+    fs::set_permissions(&abs, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::copy(&key, abs.join("db.key")).unwrap();
+    fs::set_permissions(abs.join("db.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    write(&conf, format!("secure-boot-key = {}\n", r(&abs.join("db.key"))).as_bytes(), 0o644);
+    ok(&sync);
+}
+
+fn nix_like_root() -> bool {
+    String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0"
 }
 
 #[test]

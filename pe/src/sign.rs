@@ -149,15 +149,31 @@ impl SigningKey {
         }
         let mut text = Zeroizing::new(String::new());
         f.read_to_string(&mut text).map_err(|e| key_err(format!("cannot read the key as text: {e}")))?;
+        let cert = std::fs::read(cert_pem).map_err(|e| Error::Key {
+            path: cert_pem.to_path_buf(),
+            why: format!("cannot read the certificate: {e}"),
+        })?;
+        SigningKey::from_pem(&text, &cert, key_pem, cert_pem)
+    }
+
+    /// Parses a key and its certificate already read (by a caller that opened
+    /// and checked the files itself): an unencrypted PEM RSA key (PKCS#8 or
+    /// PKCS#1, 2048 to 4096 bits) and a PEM or DER certificate for it. The
+    /// paths only name the files in errors.
+    pub fn from_pem(text: &str, pem: &[u8], key_pem: &Path, cert_pem: &Path) -> Result<SigningKey, Error> {
+        let key_err = |why: String| Error::Key { path: key_pem.to_path_buf(), why };
         let key = if text.contains("-----BEGIN PRIVATE KEY-----") {
-            RsaPrivateKey::from_pkcs8_pem(&text).map_err(|e| key_err(format!("not a PKCS#8 RSA key: {e}")))?
+            RsaPrivateKey::from_pkcs8_pem(text)
+                .map_err(|e| key_err(not_rsa_pkcs8(text).unwrap_or_else(|| format!("not a PKCS#8 RSA key: {e}"))))?
         } else if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
             if text.contains("Proc-Type: 4,ENCRYPTED") {
                 return Err(key_err("the key is encrypted; decrypt it (openssl pkey) first".into()));
             }
-            RsaPrivateKey::from_pkcs1_pem(&text).map_err(|e| key_err(format!("not a PKCS#1 RSA key: {e}")))?
+            RsaPrivateKey::from_pkcs1_pem(text).map_err(|e| key_err(format!("not a PKCS#1 RSA key: {e}")))?
         } else if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
             return Err(key_err("the key is encrypted; decrypt it (openssl pkey) first".into()));
+        } else if text.contains("-----BEGIN EC PRIVATE KEY-----") {
+            return Err(key_err("an EC key: only RSA keys sign here".into()));
         } else {
             return Err(key_err("no PEM RSA private key (PRIVATE KEY or RSA PRIVATE KEY) in the file".into()));
         };
@@ -167,11 +183,10 @@ impl SigningKey {
         }
 
         let cert_err = |why: String| Error::Key { path: cert_pem.to_path_buf(), why };
-        let pem = std::fs::read(cert_pem).map_err(|e| cert_err(format!("cannot read the certificate: {e}")))?;
         // PEM as asked for; a DER file (a `.crt` often is one) is taken too.
-        let cert = match Certificate::from_pem(&pem) {
+        let cert = match Certificate::from_pem(pem) {
             Ok(c) => c,
-            Err(e) if pem.first() == Some(&0x30) => Certificate::from_der(&pem)
+            Err(e) if pem.first() == Some(&0x30) => Certificate::from_der(pem)
                 .map_err(|d| cert_err(format!("neither a PEM ({e}) nor a DER ({d}) X.509 certificate")))?,
             Err(e) => return Err(cert_err(format!("not a PEM X.509 certificate: {e}"))),
         };
@@ -187,6 +202,25 @@ impl SigningKey {
     pub fn certificate_der(&self) -> &[u8] {
         &self.cert_der
     }
+}
+
+/// What a PKCS#8 key that is not an RSA key is, by its algorithm: `None` when
+/// it is rsaEncryption (or unreadable), so the parser's own error stands.
+fn not_rsa_pkcs8(text: &str) -> Option<String> {
+    let (_, doc) = rsa::pkcs8::SecretDocument::from_pem(text).ok()?;
+    let info = rsa::pkcs8::PrivateKeyInfo::try_from(doc.as_bytes()).ok()?;
+    let oid = info.algorithm.oid.to_string();
+    let what = match oid.as_str() {
+        "1.2.840.113549.1.1.1" => return None,
+        "1.2.840.10045.2.1" => "an EC key".to_owned(),
+        "1.3.101.112" => "an Ed25519 key".to_owned(),
+        "1.3.101.113" => "an Ed448 key".to_owned(),
+        "1.2.840.113549.1.1.10" => {
+            "an RSA-PSS key (restricted to PSS signatures; Authenticode needs PKCS#1 v1.5)".to_owned()
+        }
+        other => format!("a key of algorithm {other}"),
+    };
+    Some(format!("{what}: only RSA keys (rsaEncryption) sign here"))
 }
 
 fn cert_public_key(cert: &Certificate) -> Result<RsaPublicKey, Error> {
