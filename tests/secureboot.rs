@@ -472,3 +472,29 @@ fn status_tells_a_tampered_image_from_a_signed_one() {
     assert!(entry.contains("\"signed\": false") || entry.contains("\"signed\":false"), "{j}");
     assert!(entry.contains("tampered"), "{j}");
 }
+
+#[test]
+fn an_active_transaction_without_a_stub_is_not_the_default_under_secure_boot() {
+    let s = Scratch::new("sb-nostub");
+    let (root, img) = setup(&s);
+    // Transaction 4: no systemd-stub in its tree.
+    let t = s.join("t4");
+    tree(&t, 4);
+    ok(&["--root", r(&root), "state", "commit", "--from", r(&t)]);
+    ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--no-initrd"]);
+    let lc = String::from_utf8(cat(&img, "loader/loader.conf")).unwrap();
+    assert!(lc.contains(&format!("default {TOKEN}-4-*")), "{lc}");
+
+    let o = run(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot", "--no-initrd"]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        err.contains("warning") && err.contains("active transaction 4") && err.contains("no systemd-stub"),
+        "{err}"
+    );
+    let lc = String::from_utf8(cat(&img, "loader/loader.conf")).unwrap();
+    assert!(lc.contains(&format!("default {TOKEN}-3-*")), "{lc}");
+    let entries = ls(&img, "EFI/Linux");
+    assert!(entries.contains(&format!("{TOKEN}-3-6.1.0-test.efi")), "{entries}");
+    fsck(&img, &s);
+}

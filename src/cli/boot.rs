@@ -362,10 +362,33 @@ fn make_ukis(
     }
     // Without a stub a transaction cannot boot signed: its entry is left as
     // it is (never replaced by an unsigned one the firmware would refuse).
-    for (tx, why) in unusable {
+    let active = req.entries.iter().find(|w| w.active).map(|w| w.tx);
+    for (tx, why) in &unusable {
         ctx.out.note(format!("transaction {tx}: {why}; no signed image, its entry (if any) is left as it is"));
-        req.entries.retain(|w| w.tx != tx);
-        req.protected.push(tx);
+        req.entries.retain(|w| w.tx != *tx);
+        req.protected.push(*tx);
+    }
+    // The active transaction cannot boot signed: left alone, loader.conf's
+    // default would go on naming its unsigned entry, which the firmware
+    // refuses. The newest transaction that got a signed image is the default
+    // instead (unless the user chose one with set-default).
+    if let Some(tx) = active.filter(|a| unusable.iter().any(|(u, _)| u == a)) {
+        let newest = req.entries.iter().filter(|w| w.uki.is_some()).map(|w| w.tx).max();
+        match newest {
+            Some(n) => {
+                ctx.out.note(format!(
+                    "warning: the active transaction {tx} carries no systemd-stub, so it has no signed image and \
+                     cannot boot under Secure Boot; the default is transaction {n}'s signed image"
+                ));
+                if req.pinned_default.is_none() {
+                    req.pinned_default = Some(plan::default_pattern(&req.token, n));
+                }
+            }
+            None => ctx.out.note(format!(
+                "warning: the active transaction {tx} carries no systemd-stub, so it has no signed image and \
+                 cannot boot under Secure Boot"
+            )),
+        }
     }
     Ok(())
 }
