@@ -498,3 +498,28 @@ fn an_active_transaction_without_a_stub_is_not_the_default_under_secure_boot() {
     assert!(entries.contains(&format!("{TOKEN}-3-6.1.0-test.efi")), "{entries}");
     fsck(&img, &s);
 }
+
+#[test]
+fn the_tries_note_counts_the_images_written() {
+    let s = Scratch::new("sb-tries");
+    let (root, img) = setup(&s);
+    ok(&["--root", r(&root), "--esp", &img, "boot", "sync", "--secure-boot", "--no-initrd", "--keep", "2"]);
+    let o = run(&[
+        "--root",
+        r(&root),
+        "--esp",
+        &img,
+        "boot",
+        "sync",
+        "--secure-boot",
+        "--no-initrd",
+        "--keep",
+        "3",
+        "--tries",
+        "3",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(ls(&img, "EFI/Linux").contains(&format!("{TOKEN}-1-6.1.0-test+3-0.efi")), "{}", ls(&img, "EFI/Linux"));
+    assert!(err.contains("the entries this sync writes (transactions [1]); the 2 entries already"), "{err}");
+}

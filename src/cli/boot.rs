@@ -489,11 +489,22 @@ pub fn sync_with(
     // Said when asked on the command line (a setting in lifeboat.conf is the
     // machine's standing choice, not news at every sync).
     if let (Some(n), true) = (req.tries, tries.is_some()) {
-        let written: Vec<u64> = plan
+        // Type #1 entries and, under Secure Boot, the images (each its own
+        // entry, written as a copy into EFI/Linux).
+        let mut written: Vec<u64> = plan
             .steps
             .iter()
-            .filter_map(|s| if let Step::WriteEntry { tx, .. } = s { Some(*tx) } else { None })
+            .filter_map(|s| match s {
+                Step::WriteEntry { tx, .. } => Some(*tx),
+                Step::Copy { path, .. } => path
+                    .strip_prefix(&format!("{}/", plan::UKI_DIR))
+                    .and_then(|f| plan::parse_uki_name(&req.token, f))
+                    .map(|(tx, _, _)| tx),
+                _ => None,
+            })
             .collect();
+        written.sort_unstable();
+        written.dedup();
         let untouched = plan.kept.iter().filter(|t| !written.contains(t)).count();
         if untouched > 0 {
             ctx.out.note(format!(
