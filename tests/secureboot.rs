@@ -310,6 +310,12 @@ fn keys_are_checked_before_anything_is_written() {
     write(&conf, format!("secure-boot-key = {}\n", r(&ed)).as_bytes(), 0o644);
     let e = fails(&sync);
     assert!(e.contains("an Ed25519 key: only RSA keys") && !e.contains("OID"), "{e}");
+    let pss = s.join("pss.key");
+    tool("openssl", &["genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048", "-out", r(&pss)]);
+    fs::set_permissions(&pss, fs::Permissions::from_mode(0o600)).unwrap();
+    write(&conf, format!("secure-boot-key = {}\n", r(&pss)).as_bytes(), 0o644);
+    let e = fails(&sync);
+    assert!(e.contains("an RSA-PSS key") && !e.contains("OID"), "{e}");
 
     // An absolute path in lifeboat.conf is taken as written (outside the root).
     let abs = s.join("abs");
@@ -379,6 +385,9 @@ fn install_signs_the_loader_and_places_enrollment_keys() {
     let f = s.join("loader.efi");
     fs::write(&f, cat(&img, "EFI/systemd/systemd-bootx64.efi")).unwrap();
     tool("sbverify", &["--cert", r(&c), r(&f)]);
+    // A loader signed already is refused by name, in one readable sentence.
+    let e = fails(&["--root", r(&root), "--esp", &img, "boot", "install", "--secure-boot", "--loader", r(&f)]);
+    assert!(e.contains("is signed already") && !e.contains("  "), "{e}");
     fsck(&img, &s);
     // A file that is not a signed list is refused before anything is written.
     fs::write(keys.join("db.auth"), b"plain bytes, not an authenticated variable").unwrap();

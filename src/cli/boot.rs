@@ -1602,7 +1602,8 @@ fn install(
             return Err(Error::SecureBoot {
                 path: src.clone(),
                 problem: format!(
-                    "is signed already (not by lifeboat); give the unsigned loader with --loader, or install it                      yourself behind shim; it is not re-signed over with {}",
+                    "is signed already (not by lifeboat); give the unsigned loader with --loader, or install it \
+                     yourself behind shim; it is not re-signed over with {}",
                     k.cert.display()
                 ),
             })
