@@ -292,6 +292,28 @@ pub fn load_keys(root: &Path, cfg: &Config) -> Result<Keys> {
     Ok(Keys { key, cert, signer })
 }
 
+/// The root's db certificate (DER) when it can be read (where
+/// [`load_keys`] finds it, with the same checks), for `boot status` to say
+/// whose signature an image carries; `None` when it cannot, or in the
+/// rescue build, which does not verify signatures.
+pub fn root_cert_der(root: &Path, cfg: &Config) -> Option<Vec<u8>> {
+    let (cert, f) = open_checked(root, cfg.secure_boot_cert.as_deref(), DEFAULT_CERT, "certificate").ok()?;
+    let (_, bytes) = read_opened(&cert, f, "certificate").ok()?;
+    #[cfg(feature = "sign")]
+    return lifeboat_pe::certificate_der(&bytes).ok();
+    #[cfg(not(feature = "sign"))]
+    {
+        let _ = bytes;
+        None
+    }
+}
+
+/// Whether `image` carries a valid signature by the certificate `cert_der`
+/// (the one it embeds is that certificate, and it verifies over this image).
+pub fn signed_by(image: &[u8], cert_der: &[u8]) -> bool {
+    verified(image, cert_der)
+}
+
 /// What one UKI is made of.
 pub struct UkiParts<'a> {
     pub stub: &'a [u8],

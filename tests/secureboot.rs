@@ -457,7 +457,21 @@ fn status_tells_a_tampered_image_from_a_signed_one() {
     assert!(out.contains("AuditMode: unreadable"), "{out}");
     assert!(!err.contains("warning"), "{err}");
     let name = format!("{TOKEN}-3-6.1.0-test.efi");
-    assert!(out.lines().any(|l| l.contains(&name) && l.ends_with(" signed")), "{out}");
+    assert!(out.lines().any(|l| l.contains(&name) && l.ends_with(" signed (by the root's db certificate)")), "{out}");
+    // A signature over the image but carrying another certificate: signed,
+    // not by the root's db certificate.
+    let cert = root.join("etc/lifeboat/secureboot/db.crt");
+    let two = format!("{TOKEN}-2-6.1.0-test.efi");
+    let f2 = s.join("two.efi");
+    fs::write(&f2, flip_embedded_key(&cat(&img, &format!("EFI/Linux/{two}")), &cert, &s)).unwrap();
+    ok(&["disk", "put", r(&f2), &format!("{img}:esp:EFI/Linux/{two}")]);
+    let (out, _) = status(false);
+    assert!(
+        out.lines().any(|l| l.contains(&two) && l.ends_with(" signed (not by the root's db certificate)")),
+        "{out}"
+    );
+    let (j, _) = status(true);
+    assert!(j.contains("\"signed_by_root_db\":false") && j.contains("\"signed_by_root_db\":true"), "{j}");
 
     // One byte of .linux changed after signing.
     let f = s.join("t.efi");

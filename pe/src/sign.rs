@@ -204,6 +204,18 @@ impl SigningKey {
     }
 }
 
+/// A certificate file's bytes (PEM, or DER) as DER, the form [`verify`] takes.
+pub fn certificate_der(pem: &[u8]) -> Result<Vec<u8>, Error> {
+    let cert = match Certificate::from_pem(pem) {
+        Ok(c) => c,
+        Err(e) if pem.first() == Some(&0x30) => {
+            Certificate::from_der(pem).map_err(|d| bad(format!("neither a PEM ({e}) nor a DER ({d}) certificate")))?
+        }
+        Err(e) => return Err(bad(format!("not a PEM X.509 certificate: {e}"))),
+    };
+    cert.to_der().map_err(crypto("certificate"))
+}
+
 /// What a PKCS#8 key that is not an RSA key is, by its algorithm: `None` when
 /// it is rsaEncryption (or unreadable), so the parser's own error stands.
 fn not_rsa_pkcs8(text: &str) -> Option<String> {

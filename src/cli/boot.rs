@@ -1021,8 +1021,21 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     let sb = secure_boot_status(ctx, &mut t, &entries);
     j.push("firmware", sb);
     let mut arr = Vec::new();
+    // Whose signature a signed image carries, when the root's db
+    // certificate can be read.
+    let db = crate::uki::root_cert_der(ctx.root, &config);
     ctx.out.line("entries:");
     for e in &entries {
+        let by_db = match (&e.kind, &db) {
+            (Kind::Type2(u), Some(cert)) if u.signature == uki::Signature::Signed => {
+                let vol: &mut dyn Volume = match (&mut t.esp, e.on_esp) {
+                    (Some(es), true) => es.volume.as_mut(),
+                    _ => t.boot.volume.as_mut(),
+                };
+                vol.read(&e.path()).ok().map(|b| crate::uki::signed_by(&b, cert))
+            }
+            _ => None,
+        };
         let counter = e.sort.counter.map(|c| format!(" +{}-{}", c.left, c.done)).unwrap_or_default();
         let owner = match (e.ours, &e.kind) {
             (Some(tx), _) => format!("transaction {tx}"),
@@ -1038,12 +1051,17 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
         let about = match &e.kind {
             Kind::Type1(_) => String::new(),
             Kind::Type2(u) => format!(
-                " UKI \"{}\" version {} sort-key {} uname {} {}",
+                " UKI \"{}\" version {} sort-key {} uname {} {}{}",
                 controls_escaped(&u.title),
                 controls_escaped(u.sort.version.as_deref().unwrap_or("-")),
                 controls_escaped(u.sort.sort_key.as_deref().unwrap_or("-")),
                 controls_escaped(u.uname.as_deref().unwrap_or("-")),
-                u.signature.describe()
+                u.signature.describe(),
+                match by_db {
+                    Some(true) => " (by the root's db certificate)",
+                    Some(false) => " (not by the root's db certificate)",
+                    None => "",
+                }
             ),
         };
         ctx.out.line(format!("  {:<48} {owner}{counter}{about}", shown_str(&e.file)));
@@ -1063,7 +1081,8 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
             o = o
                 .with("uname", u.uname.clone())
                 .with("signed", u.signature == uki::Signature::Signed)
-                .with("signature", u.signature.word());
+                .with("signature", u.signature.word())
+                .with("signed_by_root_db", by_db);
         }
         arr.push(o);
     }
