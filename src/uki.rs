@@ -412,7 +412,9 @@ pub fn cert_der(keys: &Keys) -> Result<Vec<u8>> {
 /// certificate `cert_der`: the same bytes up to its certificate table, apart
 /// from the CheckSum and the certificate-table entry, then at most the
 /// signer's zero padding (to the FileAlignment), and a signature `lifeboat-pe`
-/// verifies under the certificate over this very image.
+/// verifies under the certificate over this very image — the signer's
+/// certificate it carries being `cert_der` byte for byte, since the firmware
+/// checks the signature with that embedded certificate, not with ours.
 /// Such an image is kept as it is: nothing to sign, and an image made by
 /// another signer (sbsign puts a signing time into each signature) is not
 /// rewritten for a signature that differs only in that.
