@@ -38,6 +38,10 @@ pub struct Config {
     /// `secure-boot`: signed UKIs per transaction (`Some(true)`), Type #1
     /// entries (`Some(false)`), or unset: chosen by the firmware's state.
     pub secure_boot: Option<bool>,
+    /// A `secure-boot` value that is none of the accepted words: its line
+    /// number and the value. Syncing and installing refuse to run with it
+    /// (guessing either way would sign, or delete every signed image).
+    pub secure_boot_invalid: Option<(usize, String)>,
     /// `secure-boot-key`, `secure-boot-cert`: where the db key and its
     /// certificate are (a relative path is below the root).
     pub secure_boot_key: Option<String>,
@@ -125,10 +129,13 @@ impl Config {
                     Some(m) => c.initrd_modules = Some(m),
                     None => warnings.push(format!("line {}: initrd-modules is generic or host-only", n + 1)),
                 },
-                "secure-boot" => match v.as_str() {
-                    "yes" | "true" | "1" => c.secure_boot = Some(true),
-                    "no" | "false" | "0" => c.secure_boot = Some(false),
-                    _ => warnings.push(format!("line {}: secure-boot is yes or no", n + 1)),
+                "secure-boot" => match v.to_ascii_lowercase().as_str() {
+                    "yes" | "true" | "1" | "on" => (c.secure_boot, c.secure_boot_invalid) = (Some(true), None),
+                    "no" | "false" | "0" | "off" => (c.secure_boot, c.secure_boot_invalid) = (Some(false), None),
+                    _ => {
+                        warnings.push(format!("line {}: secure-boot is yes or no, not {v:?}", n + 1));
+                        (c.secure_boot, c.secure_boot_invalid) = (None, Some((n + 1, v.clone())));
+                    }
                 },
                 "secure-boot-key" => c.secure_boot_key = Some(v.clone()),
                 "secure-boot-cert" => c.secure_boot_cert = Some(v.clone()),
@@ -199,8 +206,14 @@ mod tests {
             (Some(true), Some("k.pem"), Some("/c.pem"))
         );
         assert!(w.is_empty());
-        let (c, w) = super::Config::parse("secure-boot = maybe\n");
-        assert_eq!((c.secure_boot, w.len()), (None, 1));
+        for bad in ["maybe", "", "y", "enabled"] {
+            let (c, w) = super::Config::parse(&format!("keep = 2\nsecure-boot = {bad}\n"));
+            assert_eq!((c.secure_boot, c.secure_boot_invalid, w.len()), (None, Some((2, bad.to_owned())), 1));
+        }
+        for (word, on) in [("YES", true), ("On", true), ("TRUE", true), ("1", true), ("Off", false), ("NO", false)] {
+            let (c, w) = super::Config::parse(&format!("secure-boot = {word}\n"));
+            assert_eq!((c.secure_boot, c.secure_boot_invalid, w.len()), (Some(on), None, 0), "{word}");
+        }
     }
 
     /// The example the packages install as /etc/lifeboat/lifeboat.conf.example
@@ -227,9 +240,11 @@ mod tests {
             assess_failures,
             assess_timeout,
             secure_boot,
+            secure_boot_invalid,
             secure_boot_key,
             secure_boot_cert,
         } = c;
+        assert!(secure_boot_invalid.is_none());
         assert!(esp.is_some() && boot.is_some() && initrd.is_some() && initrd_modules.is_some());
         assert!(keep.is_some() && tries.is_some() && timeout.is_some());
         assert!(assess_failures.is_some() && assess_timeout.is_some());

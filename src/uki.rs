@@ -92,12 +92,16 @@ pub struct NoSigner;
 const NO_SIGNER: &str = "this is lifeboat's rescue build, which does not sign: run the host build";
 
 #[cfg(feature = "sign")]
-fn load_signer(key: &Path, cert: &Path) -> Result<Signer> {
-    lifeboat_pe::SigningKey::load(key, cert).map_err(|e| bad(key, e.to_string()))
+fn load_signer(key: &Path, key_text: &str, cert: &Path, cert_bytes: &[u8]) -> Result<Signer> {
+    lifeboat_pe::SigningKey::from_pem(key_text, cert_bytes, key, cert).map_err(|e| match e {
+        // The path once, from the error that names it.
+        lifeboat_pe::Error::Key { path, why } => bad(&path, why),
+        e => bad(key, e.to_string()),
+    })
 }
 
 #[cfg(not(feature = "sign"))]
-fn load_signer(key: &Path, _cert: &Path) -> Result<Signer> {
+fn load_signer(key: &Path, _: &str, _cert: &Path, _: &[u8]) -> Result<Signer> {
     Err(bad(key, NO_SIGNER))
 }
 
@@ -108,51 +112,137 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-fn resolve(root: &Path, given: Option<&str>, default: &str) -> PathBuf {
-    match given {
-        Some(p) if Path::new(p).is_absolute() => PathBuf::from(p),
-        Some(p) => root.join(p),
-        None => root.join(default),
-    }
-}
-
 fn bad(path: &Path, problem: impl Into<String>) -> Error {
     Error::SecureBoot { path: path.to_path_buf(), problem: problem.into() }
 }
 
-/// A PEM file's text, after checking it is a regular file (a symlink, FIFO
-/// or device is refused, so a read never blocks or leaves the place named).
-fn read_pem(path: &Path, what: &str) -> Result<(fs::Metadata, String)> {
-    let md = fs::symlink_metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => bad(
+/// Whether a directory lets group or others replace what is in it (write
+/// permission without the sticky bit, which keeps others from renaming or
+/// deleting a file they do not own).
+fn others_may_swap(mode: u32) -> bool {
+    mode & 0o022 != 0 && mode & 0o1000 == 0
+}
+
+/// Opens the key or certificate `given` names (else `default`) and checks
+/// where it is. A relative path (and the default) is below the root,
+/// resolved there without following any symlink and without `..`, and every
+/// directory from the root down to the file must be writable by its owner
+/// only (else anyone could swap key and certificate). An absolute path in
+/// lifeboat.conf is taken as the user wrote it, symlinks followed, and its
+/// directory is checked the same way.
+fn open_checked(root: &Path, given: Option<&str>, default: &str, what: &str) -> Result<(PathBuf, fs::File)> {
+    use std::os::fd::AsFd;
+    let missing = |path: &Path| {
+        bad(
             path,
             format!(
                 "no {what} here: put the machine's db {what} there (PEM), or name it in lifeboat.conf \
                  (secure-boot-key / secure-boot-cert)"
             ),
-        ),
-        _ => Error::io("inspect", path, e),
-    })?;
+        )
+    };
+    let swap = |path: &Path, dir: &Path, mode: u32| {
+        bad(
+            path,
+            format!(
+                "its directory {} is writable by group or others (mode {:04o}): anyone could swap the key and \
+                 certificate; `chmod go-w` it",
+                lifeboat_fs::shown::shown_path(dir),
+                mode & 0o7777
+            ),
+        )
+    };
+    match given {
+        Some(p) if Path::new(p).is_absolute() => {
+            let path = PathBuf::from(p);
+            let f = lifeboat_fs::foreign::open_named(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => missing(&path),
+                _ => Error::io("open", &path, e),
+            })?;
+            let canon = fs::canonicalize(&path).map_err(|e| Error::io("resolve", &path, e))?;
+            if let Some(dir) = canon.parent() {
+                let md = fs::metadata(dir).map_err(|e| Error::io("inspect", dir, e))?;
+                if others_may_swap(md.mode()) {
+                    return Err(swap(&path, dir, md.mode()));
+                }
+            }
+            Ok((path, f))
+        }
+        _ => {
+            let rel = given.unwrap_or(default);
+            let path = root.join(rel);
+            let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+            if comps.contains(&"..") {
+                return Err(bad(
+                    &path,
+                    "`..` leaves the root: a relative path is below the root (give an absolute path to name a \
+                     file elsewhere)",
+                ));
+            }
+            let Some((name, dirs)) = comps.split_last() else { return Err(missing(&path)) };
+            let mut dir = lifeboat_fs::open_dir(root).map_err(|e| Error::io("open", root, e))?;
+            let mut at = root.to_path_buf();
+            let check = |dir: &std::os::fd::OwnedFd, at: &Path| {
+                let st = nix::sys::stat::fstat(dir.as_fd()).map_err(|e| Error::io("inspect", at, e.into()))?;
+                if others_may_swap(st.st_mode) {
+                    return Err(swap(&path, at, st.st_mode));
+                }
+                Ok(())
+            };
+            check(&dir, &at)?;
+            for next in dirs {
+                at.push(next);
+                dir = lifeboat_fs::open_dir_at(dir.as_fd(), next.as_bytes()).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => missing(&path),
+                    _ => bad(
+                        &path,
+                        format!(
+                            "{} is not a directory inside the root ({e}): the key's directories are resolved in \
+                             the root without following symlinks",
+                            lifeboat_fs::shown::shown_path(&at)
+                        ),
+                    ),
+                })?;
+                check(&dir, &at)?;
+            }
+            let f =
+                lifeboat_fs::foreign::open_file_beneath(dir.as_fd(), name.as_bytes()).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => missing(&path),
+                    _ => bad(
+                        &path,
+                        format!("the {what} is not a regular file inside the root (a symlink is not followed): {e}"),
+                    ),
+                })?;
+            Ok((path, f))
+        }
+    }
+}
+
+/// Reads an opened PEM file, at most [`PEM_MAX`] bytes.
+fn read_opened(path: &Path, f: fs::File, what: &str) -> Result<(fs::Metadata, Vec<u8>)> {
+    let md = f.metadata().map_err(|e| Error::io("inspect", path, e))?;
     if !md.file_type().is_file() {
         return Err(bad(path, format!("the {what} is not a regular file")));
     }
     if md.len() > PEM_MAX {
         return Err(bad(path, format!("{} bytes is too large for a PEM {what}", md.len())));
     }
-    let f = lifeboat_fs::foreign::open_named(path).map_err(|e| Error::io("read", path, e))?;
     let b = lifeboat_fs::foreign::read_capped(f, PEM_MAX).map_err(|e| Error::io("read", path, e))?;
-    let text = String::from_utf8(b).map_err(|_| bad(path, format!("the {what} is not PEM text")))?;
-    Ok((md, text))
+    Ok((md, b))
 }
 
 /// Finds and checks the db key and certificate of `root` (or the paths
-/// lifeboat.conf gives): both PEM regular files; the key readable by its owner
-/// only (a key that group or others can read is refused: it may have been
-/// copied already, and signing with it would hide that).
+/// lifeboat.conf gives): where they are ([`open_checked`]); both PEM regular
+/// files; the key owned by the user running lifeboat (or root) and readable
+/// by its owner only (a key that group or others can read is refused: it may
+/// have been copied already, and signing with it would hide that); the
+/// certificate writable by its owner only. What is checked is what is used:
+/// the files are read once, from the descriptors checked.
 pub fn load_keys(root: &Path, cfg: &Config) -> Result<Keys> {
-    let key = resolve(root, cfg.secure_boot_key.as_deref(), DEFAULT_KEY);
-    let cert = resolve(root, cfg.secure_boot_cert.as_deref(), DEFAULT_CERT);
-    let (md, text) = read_pem(&key, "key")?;
+    let (key, kf) = open_checked(root, cfg.secure_boot_key.as_deref(), DEFAULT_KEY, "key")?;
+    let (cert, cf) = open_checked(root, cfg.secure_boot_cert.as_deref(), DEFAULT_CERT, "certificate")?;
+    let (md, kbytes) = read_opened(&key, kf, "key")?;
+    let kbytes = zeroize::Zeroizing::new(kbytes);
     if md.mode() & 0o077 != 0 {
         return Err(bad(
             &key,
@@ -163,6 +253,18 @@ pub fn load_keys(root: &Path, cfg: &Config) -> Result<Keys> {
             ),
         ));
     }
+    let me = nix::unistd::geteuid().as_raw();
+    if md.uid() != me && md.uid() != 0 {
+        return Err(bad(
+            &key,
+            format!(
+                "the private key is owned by uid {}, not by the user running lifeboat (uid {me}) or root: \
+                 whoever owns it could change it; `chown` it",
+                md.uid()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(&kbytes).map_err(|_| bad(&key, "the key is not PEM text"))?;
     if !text.contains("-----BEGIN") || !text.contains("PRIVATE KEY-----") {
         return Err(bad(&key, "not a PEM private key (no BEGIN ... PRIVATE KEY line)"));
     }
@@ -173,15 +275,43 @@ pub fn load_keys(root: &Path, cfg: &Config) -> Result<Keys> {
              (`openssl pkey -in KEY -out db.key`)",
         ));
     }
-    drop(text);
-    let (_, ctext) = read_pem(&cert, "certificate")?;
-    if !ctext.contains("-----BEGIN CERTIFICATE-----") {
+    let (cmd, cbytes) = read_opened(&cert, cf, "certificate")?;
+    if cmd.mode() & 0o022 != 0 {
+        return Err(bad(
+            &cert,
+            format!(
+                "the certificate is writable by group or others (mode {:04o}): anyone could swap it; `chmod go-w` it",
+                cmd.mode() & 0o7777
+            ),
+        ));
+    }
+    if !String::from_utf8_lossy(&cbytes).contains("-----BEGIN CERTIFICATE-----") {
         return Err(bad(&cert, "not a PEM certificate (no BEGIN CERTIFICATE line)"));
     }
-    // The key is read again by its loader, which checks the mode once more
-    // on the file it opens and that the certificate is the key's.
-    let signer = load_signer(&key, &cert)?;
+    let signer = load_signer(&key, text, &cert, &cbytes)?;
     Ok(Keys { key, cert, signer })
+}
+
+/// The root's db certificate (DER) when it can be read (where
+/// [`load_keys`] finds it, with the same checks), for `boot status` to say
+/// whose signature an image carries; `None` when it cannot, or in the
+/// rescue build, which does not verify signatures.
+pub fn root_cert_der(root: &Path, cfg: &Config) -> Option<Vec<u8>> {
+    let (cert, f) = open_checked(root, cfg.secure_boot_cert.as_deref(), DEFAULT_CERT, "certificate").ok()?;
+    let (_, bytes) = read_opened(&cert, f, "certificate").ok()?;
+    #[cfg(feature = "sign")]
+    return lifeboat_pe::certificate_der(&bytes).ok();
+    #[cfg(not(feature = "sign"))]
+    {
+        let _ = bytes;
+        None
+    }
+}
+
+/// Whether `image` carries a valid signature by the certificate `cert_der`
+/// (the one it embeds is that certificate, and it verifies over this image).
+pub fn signed_by(image: &[u8], cert_der: &[u8]) -> bool {
+    verified(image, cert_der)
 }
 
 /// What one UKI is made of.
@@ -282,7 +412,9 @@ pub fn cert_der(keys: &Keys) -> Result<Vec<u8>> {
 /// certificate `cert_der`: the same bytes up to its certificate table, apart
 /// from the CheckSum and the certificate-table entry, then at most the
 /// signer's zero padding (to the FileAlignment), and a signature `lifeboat-pe`
-/// verifies under the certificate over this very image.
+/// verifies under the certificate over this very image — the signer's
+/// certificate it carries being `cert_der` byte for byte, since the firmware
+/// checks the signature with that embedded certificate, not with ours.
 /// Such an image is kept as it is: nothing to sign, and an image made by
 /// another signer (sbsign puts a signing time into each signature) is not
 /// rewritten for a signature that differs only in that.

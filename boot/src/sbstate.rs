@@ -65,6 +65,9 @@ pub struct FirmwareState {
     pub stub_features: Option<u64>,
     pub loader_info: Option<String>,
     pub stub_info: Option<String>,
+    /// Variables present but unreadable or malformed, with why: each is
+    /// reported as `None` above, and the others still count.
+    pub unreadable: Vec<(String, String)>,
 }
 
 impl FirmwareState {
@@ -98,17 +101,38 @@ fn features(v: &EfiVars, name: &str) -> Result<Option<u64>> {
     }
 }
 
-/// Reads the state. A malformed variable is an error naming it.
+/// A variable's value, or `None` with the error noted in `bad`.
+fn kept<T>(bad: &mut Vec<(String, String)>, name: &str, r: Result<Option<T>>) -> Option<T> {
+    r.unwrap_or_else(|e| {
+        bad.push((name.to_owned(), e.to_string()));
+        None
+    })
+}
+
+/// Reads the state. A malformed or unreadable variable is listed in
+/// [`FirmwareState::unreadable`] and read as absent: one bad variable (a
+/// 0-byte `AuditMode`) does not hide what the others say.
 pub fn read(v: &EfiVars) -> Result<FirmwareState> {
+    let mut bad = Vec::new();
+    let secure_boot = kept(&mut bad, "SecureBoot", flag(v, "SecureBoot"));
+    let setup_mode = kept(&mut bad, "SetupMode", flag(v, "SetupMode"));
+    let audit_mode = kept(&mut bad, "AuditMode", flag(v, "AuditMode"));
+    let deployed_mode = kept(&mut bad, "DeployedMode", flag(v, "DeployedMode"));
+    let loader_features = kept(&mut bad, "LoaderFeatures", features(v, "LoaderFeatures"));
+    let stub_features = kept(&mut bad, "StubFeatures", features(v, "StubFeatures"));
+    let loader_info = kept(&mut bad, "LoaderInfo", v.read_string("LoaderInfo", LOADER_GUID));
+    let stub_info = kept(&mut bad, "StubInfo", v.read_string("StubInfo", LOADER_GUID));
+    let unreadable = bad;
     Ok(FirmwareState {
-        secure_boot: flag(v, "SecureBoot")?,
-        setup_mode: flag(v, "SetupMode")?,
-        audit_mode: flag(v, "AuditMode")?,
-        deployed_mode: flag(v, "DeployedMode")?,
-        loader_features: features(v, "LoaderFeatures")?,
-        stub_features: features(v, "StubFeatures")?,
-        loader_info: v.read_string("LoaderInfo", LOADER_GUID)?,
-        stub_info: v.read_string("StubInfo", LOADER_GUID)?,
+        secure_boot,
+        setup_mode,
+        audit_mode,
+        deployed_mode,
+        loader_features,
+        stub_features,
+        loader_info,
+        stub_info,
+        unreadable,
     })
 }
 
@@ -143,8 +167,13 @@ mod tests {
         put("SetupMode", GLOBAL_GUID, &[1]);
         assert!(!read(&v).unwrap().enforcing(), "setup mode checks nothing");
         put("StubFeatures", LOADER_GUID, &[1, 2, 3]);
-        let e = read(&v).unwrap_err().to_string();
-        assert!(e.contains("StubFeatures") && e.contains("3 bytes"), "{e}");
+        put("AuditMode", GLOBAL_GUID, &[]);
+        let s = read(&v).unwrap();
+        // The malformed ones are named; the others still read.
+        assert_eq!((s.secure_boot, s.setup_mode, s.audit_mode, s.stub_features), (Some(true), Some(true), None, None));
+        let names: Vec<_> = s.unreadable.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["AuditMode", "StubFeatures"]);
+        assert!(s.unreadable[1].1.contains("3 bytes"), "{:?}", s.unreadable);
         fs::remove_dir_all(&d).unwrap();
     }
 }

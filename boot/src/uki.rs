@@ -31,22 +31,79 @@ pub struct Sections {
     pub cmdline: Option<String>,
     pub uname: Option<String>,
     pub sbat: Option<String>,
-    /// Carries an Authenticode signature (a non-empty certificate table).
-    pub signed: bool,
+    /// Its Authenticode signature, judged against the image itself.
+    pub signature: Signature,
+}
+
+/// An image's Authenticode signature, judged without a certificate: whether
+/// the image hash the signature carries is the image's own. Whose signature
+/// it is, and whether the firmware's db trusts it, needs a certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Signature {
+    /// No certificate table.
+    #[default]
+    Unsigned,
+    /// A signature over this very image (the image hash it carries matches).
+    Signed,
+    /// A signature over other bytes: the image was changed after signing.
+    Tampered,
+    /// A certificate table that is not a readable Authenticode signature.
+    Malformed,
+}
+
+impl Signature {
+    /// Judges PE bytes; `None` when they are not a PE image at all.
+    pub fn of(bytes: &[u8]) -> Option<Signature> {
+        let pe = lifeboat_pe::PeImage::parse(bytes).ok()?;
+        if !pe.is_signed() {
+            return Some(Signature::Unsigned);
+        }
+        Some(match (lifeboat_pe::signed_digest(bytes), lifeboat_pe::authenticode_sha256(bytes)) {
+            (Ok(Some(carried)), Ok(own)) if carried.as_slice() == own.as_slice() => Signature::Signed,
+            (Ok(Some(_)), Ok(_)) => Signature::Tampered,
+            _ => Signature::Malformed,
+        })
+    }
+
+    /// How `boot status` says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Signature::Unsigned => "unsigned",
+            Signature::Signed => "signed",
+            Signature::Tampered => "signature does not match the image (tampered)",
+            Signature::Malformed => "signature unreadable (malformed certificate table)",
+        }
+    }
+
+    /// What it is, as the end of a sentence naming the image ("X is
+    /// unsigned", "X has a signature that ...").
+    pub fn predicate(self) -> &'static str {
+        match self {
+            Signature::Unsigned => "is unsigned",
+            Signature::Signed => "is signed",
+            Signature::Tampered => "has a signature that does not match the image (tampered)",
+            Signature::Malformed => "has an unreadable signature (malformed certificate table)",
+        }
+    }
+
+    /// The JSON word for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Signature::Unsigned => "unsigned",
+            Signature::Signed => "signed",
+            Signature::Tampered => "tampered",
+            Signature::Malformed => "malformed",
+        }
+    }
 }
 
 /// Reads a UKI's sections through `lifeboat-pe` (bounded; never panics). The
 /// error names what is wrong and where in the file.
 pub fn inspect(bytes: &[u8]) -> std::result::Result<Sections, String> {
     let info = lifeboat_pe::read_uki(bytes).map_err(|e| e.to_string())?;
-    let signed = lifeboat_pe::PeImage::parse(bytes).map_err(|e| e.to_string())?.is_signed();
-    Ok(Sections { osrel: info.osrel, cmdline: info.cmdline, uname: info.uname, sbat: info.sbat, signed })
-}
-
-/// Whether PE bytes carry an Authenticode signature: `None` when they are not a
-/// PE image at all (what the firmware refuses under Secure Boot either way).
-pub fn pe_signed(bytes: &[u8]) -> Option<bool> {
-    lifeboat_pe::PeImage::parse(bytes).ok().map(|p| p.is_signed())
+    lifeboat_pe::PeImage::parse(bytes).map_err(|e| e.to_string())?;
+    let signature = Signature::of(bytes).unwrap_or(Signature::Malformed);
+    Ok(Sections { osrel: info.osrel, cmdline: info.cmdline, uname: info.uname, sbat: info.sbat, signature })
 }
 
 /// A Type #2 entry the loader shows.
@@ -61,7 +118,7 @@ pub struct Type2 {
     pub cmdline: Option<String>,
     pub uname: Option<String>,
     pub sbat: Option<String>,
-    pub signed: bool,
+    pub signature: Signature,
     /// The transaction, when the UKI is lifeboat's ([`owned_by_us`]).
     pub ours: Option<u64>,
 }
@@ -174,7 +231,7 @@ pub fn entry(file: &str, s: Sections, token: Option<&str>) -> Uki {
         cmdline,
         uname: s.uname.as_deref().map(|u| text(u).trim().to_owned()),
         sbat: s.sbat.as_deref().map(|t| text(t).to_owned()),
-        signed: s.signed,
+        signature: s.signature,
         ours,
     }))
 }

@@ -37,6 +37,7 @@ pub use authenticode::authenticode_sha256;
 pub use error::Error;
 pub use image::{pe_checksum, PeImage, Section};
 pub use sign::{
-    indirect_data_content, sign, sign_replacing, signature_der, signed_digest, verify, SigningKey, Verdict,
+    certificate_der, indirect_data_content, sign, sign_replacing, signature_der, signed_digest, verify, SigningKey,
+    Verdict,
 };
 pub use uki::{build_uki, read_uki, UkiInfo, UkiParts, UKI_SECTION_CHARACTERISTICS};

@@ -39,6 +39,7 @@ use crate::{Error, PeImage};
 
 const OID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const OID_SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 const OID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
 const OID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
 const OID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
@@ -148,15 +149,31 @@ impl SigningKey {
         }
         let mut text = Zeroizing::new(String::new());
         f.read_to_string(&mut text).map_err(|e| key_err(format!("cannot read the key as text: {e}")))?;
+        let cert = std::fs::read(cert_pem).map_err(|e| Error::Key {
+            path: cert_pem.to_path_buf(),
+            why: format!("cannot read the certificate: {e}"),
+        })?;
+        SigningKey::from_pem(&text, &cert, key_pem, cert_pem)
+    }
+
+    /// Parses a key and its certificate already read (by a caller that opened
+    /// and checked the files itself): an unencrypted PEM RSA key (PKCS#8 or
+    /// PKCS#1, 2048 to 4096 bits) and a PEM or DER certificate for it. The
+    /// paths only name the files in errors.
+    pub fn from_pem(text: &str, pem: &[u8], key_pem: &Path, cert_pem: &Path) -> Result<SigningKey, Error> {
+        let key_err = |why: String| Error::Key { path: key_pem.to_path_buf(), why };
         let key = if text.contains("-----BEGIN PRIVATE KEY-----") {
-            RsaPrivateKey::from_pkcs8_pem(&text).map_err(|e| key_err(format!("not a PKCS#8 RSA key: {e}")))?
+            RsaPrivateKey::from_pkcs8_pem(text)
+                .map_err(|e| key_err(not_rsa_pkcs8(text).unwrap_or_else(|| format!("not a PKCS#8 RSA key: {e}"))))?
         } else if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
             if text.contains("Proc-Type: 4,ENCRYPTED") {
                 return Err(key_err("the key is encrypted; decrypt it (openssl pkey) first".into()));
             }
-            RsaPrivateKey::from_pkcs1_pem(&text).map_err(|e| key_err(format!("not a PKCS#1 RSA key: {e}")))?
+            RsaPrivateKey::from_pkcs1_pem(text).map_err(|e| key_err(format!("not a PKCS#1 RSA key: {e}")))?
         } else if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
             return Err(key_err("the key is encrypted; decrypt it (openssl pkey) first".into()));
+        } else if text.contains("-----BEGIN EC PRIVATE KEY-----") {
+            return Err(key_err("an EC key: only RSA keys sign here".into()));
         } else {
             return Err(key_err("no PEM RSA private key (PRIVATE KEY or RSA PRIVATE KEY) in the file".into()));
         };
@@ -166,11 +183,10 @@ impl SigningKey {
         }
 
         let cert_err = |why: String| Error::Key { path: cert_pem.to_path_buf(), why };
-        let pem = std::fs::read(cert_pem).map_err(|e| cert_err(format!("cannot read the certificate: {e}")))?;
         // PEM as asked for; a DER file (a `.crt` often is one) is taken too.
-        let cert = match Certificate::from_pem(&pem) {
+        let cert = match Certificate::from_pem(pem) {
             Ok(c) => c,
-            Err(e) if pem.first() == Some(&0x30) => Certificate::from_der(&pem)
+            Err(e) if pem.first() == Some(&0x30) => Certificate::from_der(pem)
                 .map_err(|d| cert_err(format!("neither a PEM ({e}) nor a DER ({d}) X.509 certificate")))?,
             Err(e) => return Err(cert_err(format!("not a PEM X.509 certificate: {e}"))),
         };
@@ -186,6 +202,37 @@ impl SigningKey {
     pub fn certificate_der(&self) -> &[u8] {
         &self.cert_der
     }
+}
+
+/// A certificate file's bytes (PEM, or DER) as DER, the form [`verify`] takes.
+pub fn certificate_der(pem: &[u8]) -> Result<Vec<u8>, Error> {
+    let cert = match Certificate::from_pem(pem) {
+        Ok(c) => c,
+        Err(e) if pem.first() == Some(&0x30) => {
+            Certificate::from_der(pem).map_err(|d| bad(format!("neither a PEM ({e}) nor a DER ({d}) certificate")))?
+        }
+        Err(e) => return Err(bad(format!("not a PEM X.509 certificate: {e}"))),
+    };
+    cert.to_der().map_err(crypto("certificate"))
+}
+
+/// What a PKCS#8 key that is not an RSA key is, by its algorithm: `None` when
+/// it is rsaEncryption (or unreadable), so the parser's own error stands.
+fn not_rsa_pkcs8(text: &str) -> Option<String> {
+    let (_, doc) = rsa::pkcs8::SecretDocument::from_pem(text).ok()?;
+    let info = rsa::pkcs8::PrivateKeyInfo::try_from(doc.as_bytes()).ok()?;
+    let oid = info.algorithm.oid.to_string();
+    let what = match oid.as_str() {
+        "1.2.840.113549.1.1.1" => return None,
+        "1.2.840.10045.2.1" => "an EC key".to_owned(),
+        "1.3.101.112" => "an Ed25519 key".to_owned(),
+        "1.3.101.113" => "an Ed448 key".to_owned(),
+        "1.2.840.113549.1.1.10" => {
+            "an RSA-PSS key (restricted to PSS signatures; Authenticode needs PKCS#1 v1.5)".to_owned()
+        }
+        other => format!("a key of algorithm {other}"),
+    };
+    Some(format!("{what}: only RSA keys (rsaEncryption) sign here"))
 }
 
 fn cert_public_key(cert: &Certificate) -> Result<RsaPublicKey, Error> {
@@ -370,6 +417,10 @@ struct Parsed {
     digest: Vec<u8>,
     econtent_value: Vec<u8>,
     signer: SignerInfo,
+    /// The certificates the SignedData carries, DER-encoded.
+    certs: Vec<Vec<u8>>,
+    /// The SignedData's digestAlgorithms.
+    digest_algs: Vec<ObjectIdentifier>,
 }
 
 fn parse_signature(der_bytes: &[u8]) -> Result<Parsed, Error> {
@@ -391,10 +442,18 @@ fn parse_signature(der_bytes: &[u8]) -> Result<Parsed, Error> {
     if signers.len() != 1 {
         return Err(bad(format!("{} signer infos; one is supported", signers.len())));
     }
+    let mut certs = Vec::new();
+    for c in sd.certificates.iter().flat_map(|set| set.0.iter()) {
+        if let CertificateChoices::Certificate(c) = c {
+            certs.push(c.to_der().map_err(|e| bad(format!("an embedded certificate: {e}")))?);
+        }
+    }
     Ok(Parsed {
         digest: idc.message_digest.digest.as_bytes().to_vec(),
         econtent_value: econtent.value().to_vec(),
         signer: signers.remove(0),
+        certs,
+        digest_algs: sd.digest_algorithms.iter().map(|a| a.oid).collect(),
     })
 }
 
@@ -412,6 +471,13 @@ pub fn signed_digest(image: &[u8]) -> Result<Option<Vec<u8>>, Error> {
 /// ([`authenticode_sha256`]), and the signer's attributes and RSA signature against
 /// the certificate's key. A malformed signature is an error; a valid one by
 /// another key is `matches_cert: false`.
+///
+/// `matches_cert` also needs the signer's certificate the signature carries
+/// (found by the SignerInfo's issuer and serial number, as the firmware and
+/// sbverify find it) to be `cert_der` byte for byte: the firmware checks the
+/// signature with the embedded certificate's key and chains that certificate
+/// to db, so a signature that verifies under the configured key but carries a
+/// changed certificate is one the firmware refuses.
 pub fn verify(image: &[u8], cert_der: &[u8]) -> Result<Verdict, Error> {
     let pe = PeImage::parse(image)?;
     let Some(sig) = signature_der(&pe)? else { return Ok(Verdict::Unsigned) };
@@ -419,6 +485,9 @@ pub fn verify(image: &[u8], cert_der: &[u8]) -> Result<Verdict, Error> {
     let digest_ok = p.digest.as_slice() == image_hash(&pe)?.as_slice();
 
     let cert = Certificate::from_der(cert_der).map_err(|e| bad(format!("the given certificate: {e}")))?;
+    if !embeds_signer_cert(&p, &cert, cert_der) {
+        return Ok(Verdict::SignedBy { matches_cert: false, digest_ok });
+    }
     let public = cert_public_key(&cert)?;
     let verifier = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public);
     let signature = match rsa::pkcs1v15::Signature::try_from(p.signer.signature.as_bytes()) {
@@ -443,6 +512,30 @@ pub fn verify(image: &[u8], cert_der: &[u8]) -> Result<Verdict, Error> {
         None => verifier.verify(&p.econtent_value, &signature).is_ok(),
     };
     Ok(Verdict::SignedBy { matches_cert, digest_ok })
+}
+
+/// Whether the signature names `cert` as its signer (issuer and serial number),
+/// carries exactly one certificate with that name, and that certificate is
+/// `cert_der` byte for byte; and its algorithms are the ones the firmware takes
+/// (SHA-256, RSA).
+fn embeds_signer_cert(p: &Parsed, cert: &Certificate, cert_der: &[u8]) -> bool {
+    let SignerIdentifier::IssuerAndSerialNumber(sid) = &p.signer.sid else { return false };
+    let tbs = &cert.tbs_certificate;
+    if sid.issuer != tbs.issuer || sid.serial_number != tbs.serial_number {
+        return false;
+    }
+    let named: Vec<&Vec<u8>> = p
+        .certs
+        .iter()
+        .filter(|d| {
+            Certificate::from_der(d).is_ok_and(|c| {
+                c.tbs_certificate.issuer == sid.issuer && c.tbs_certificate.serial_number == sid.serial_number
+            })
+        })
+        .collect();
+    let algs_ok = !p.digest_algs.is_empty() && p.digest_algs.iter().all(|o| *o == OID_SHA256);
+    let sig_alg_ok = [OID_RSA_ENCRYPTION, OID_SHA256_WITH_RSA].contains(&p.signer.signature_algorithm.oid);
+    named.len() == 1 && named[0].as_slice() == cert_der && algs_ok && sig_alg_ok
 }
 
 #[cfg(test)]

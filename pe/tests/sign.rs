@@ -231,3 +231,58 @@ fn a_signed_stub_gives_the_same_unsigned_uki() {
     let out = Command::new("sbverify").args(["--cert", SNAKEOIL_CERT]).arg(&upath).output().unwrap();
     assert!(!out.status.success(), "sbverify accepts an unsigned UKI");
 }
+
+/// Where `needle` is in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).position(|w| w == needle).expect("not found")
+}
+
+#[test]
+fn a_changed_embedded_certificate_is_not_our_signature() {
+    let k = keys("sign-certflip");
+    let key = SigningKey::load(&k.key, SNAKEOIL_CERT.as_ref()).unwrap();
+    let cert = snakeoil_cert_der();
+    let signed = sign(&read(SYSTEMD_BOOT), &key).unwrap();
+    assert_eq!(verify(&signed, &cert).unwrap(), GOOD);
+    // One byte of the public key inside the embedded certificate: the RSA
+    // signature still verifies under the configured key, but the firmware
+    // (and sbverify) check it with the embedded certificate's key.
+    let at = find(&signed, &cert);
+    let spki = openssl_spki(&k);
+    let key_at = at + find(&cert, &spki) + spki.len() / 2;
+    let mut flipped = signed.clone();
+    flipped[key_at] ^= 0x01;
+    let path = k.dir.write("certflip.efi", &flipped);
+    assert!(!sbverify(&path), "sbverify accepts a changed embedded certificate: the test does not test");
+    assert_eq!(verify(&flipped, &cert).unwrap(), Verdict::SignedBy { matches_cert: false, digest_ok: true });
+
+    // Every byte of the certificate table changed in turn: whatever sbverify
+    // refuses, verify does not call good.
+    let (off, size) = PeImage::parse(&signed).unwrap().certificate_table().unwrap();
+    let mut checked = 0;
+    for i in off as usize..(off + size) as usize {
+        let mut m = signed.clone();
+        m[i] ^= 0x80;
+        let ours = matches!(verify(&m, &cert), Ok(GOOD));
+        if !ours {
+            continue;
+        }
+        // verify calls it good: sbverify must agree.
+        let p = k.dir.write("mut.efi", &m);
+        assert!(
+            sbverify(&p),
+            "byte {} of the certificate table (at {i}) changed: verify accepts, sbverify refuses",
+            i - off as usize
+        );
+        checked += 1;
+    }
+    // Only the table's padding after the SignedData may change unnoticed.
+    assert!(checked < 8, "{checked} changed bytes still verify");
+}
+
+/// The snakeoil certificate's SubjectPublicKeyInfo (DER), by openssl.
+fn openssl_spki(k: &Keys) -> Vec<u8> {
+    let pem = k.dir.path("pub.pem");
+    run(Command::new("openssl").args(["x509", "-in", SNAKEOIL_CERT, "-noout", "-pubkey", "-out"]).arg(&pem));
+    run(Command::new("openssl").args(["pkey", "-pubin", "-outform", "DER", "-in"]).arg(&pem)).stdout
+}

@@ -288,6 +288,16 @@ pub fn sync(
 /// Secure Boot as chosen for `root`: the flag, lifeboat.conf, or (on the
 /// running system) the firmware; with it on, the checked db key.
 fn secure_boot(ctx: &Ctx, config: &Config, flag: bool) -> Result<Option<crate::uki::Keys>> {
+    // An unreadable choice is no choice: syncing with Secure Boot off would
+    // delete every signed image, on would sign against the user's wish.
+    if let Some((line, value)) = &config.secure_boot_invalid {
+        return Err(Error::SecureBoot {
+            path: ctx.root.join(crate::config::CONFIG_REL),
+            problem: format!(
+                "line {line}: secure-boot = {value:?} is none of yes, no, true, false, 1, 0, on, off (in any case);                  nothing is synced until it is fixed"
+            ),
+        });
+    }
     let live = (ctx.root == Path::new("/")).then(|| {
         let dir = ctx.args.efivars.clone().unwrap_or_else(|| PathBuf::from(lifeboat_boot::efivars::DEFAULT_DIR));
         crate::uki::firmware_secure_boot(&dir)
@@ -394,10 +404,33 @@ fn make_ukis(
     }
     // Without a stub a transaction cannot boot signed: its entry is left as
     // it is (never replaced by an unsigned one the firmware would refuse).
-    for (tx, why) in unusable {
+    let active = req.entries.iter().find(|w| w.active).map(|w| w.tx);
+    for (tx, why) in &unusable {
         ctx.out.note(format!("transaction {tx}: {why}; no signed image, its entry (if any) is left as it is"));
-        req.entries.retain(|w| w.tx != tx);
-        req.protected.push(tx);
+        req.entries.retain(|w| w.tx != *tx);
+        req.protected.push(*tx);
+    }
+    // The active transaction cannot boot signed: left alone, loader.conf's
+    // default would go on naming its unsigned entry, which the firmware
+    // refuses. The newest transaction that got a signed image is the default
+    // instead (unless the user chose one with set-default).
+    if let Some(tx) = active.filter(|a| unusable.iter().any(|(u, _)| u == a)) {
+        let newest = req.entries.iter().filter(|w| w.uki.is_some()).map(|w| w.tx).max();
+        match newest {
+            Some(n) => {
+                ctx.out.note(format!(
+                    "warning: the active transaction {tx} carries no systemd-stub, so it has no signed image and \
+                     cannot boot under Secure Boot; the default is transaction {n}'s signed image"
+                ));
+                if req.pinned_default.is_none() {
+                    req.pinned_default = Some(plan::default_pattern(&req.token, n));
+                }
+            }
+            None => ctx.out.note(format!(
+                "warning: the active transaction {tx} carries no systemd-stub, so it has no signed image and \
+                 cannot boot under Secure Boot"
+            )),
+        }
     }
     Ok(())
 }
@@ -517,11 +550,22 @@ pub fn sync_with(
     // Said when asked on the command line (a setting in lifeboat.conf is the
     // machine's standing choice, not news at every sync).
     if let (Some(n), true) = (req.tries, tries.is_some()) {
-        let written: Vec<u64> = plan
+        // Type #1 entries and, under Secure Boot, the images (each its own
+        // entry, written as a copy into EFI/Linux).
+        let mut written: Vec<u64> = plan
             .steps
             .iter()
-            .filter_map(|s| if let Step::WriteEntry { tx, .. } = s { Some(*tx) } else { None })
+            .filter_map(|s| match s {
+                Step::WriteEntry { tx, .. } => Some(*tx),
+                Step::Copy { path, .. } => path
+                    .strip_prefix(&format!("{}/", plan::UKI_DIR))
+                    .and_then(|f| plan::parse_uki_name(&req.token, f))
+                    .map(|(tx, _, _)| tx),
+                _ => None,
+            })
             .collect();
+        written.sort_unstable();
+        written.dedup();
         let untouched = plan.kept.iter().filter(|t| !written.contains(t)).count();
         if untouched > 0 {
             ctx.out.note(format!(
@@ -797,7 +841,7 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
                     .with("linux", e.path())
                     .with("uname", u.uname.clone())
                     .with("sbat", u.sbat.clone())
-                    .with("signed", u.signed)
+                    .with("signed", u.signature == uki::Signature::Signed)
             }
         }
         arr.push(j.with("options", e.options()));
@@ -825,10 +869,10 @@ fn broken_json(b: &Broken) -> Json {
 
 /// Whether PE bytes would be refused by firmware enforcing Secure Boot, and why.
 fn refused_why(bytes: &[u8]) -> Option<&'static str> {
-    match uki::pe_signed(bytes) {
-        Some(true) => None,
-        Some(false) => Some("unsigned"),
-        None => Some("not a PE image"),
+    match uki::Signature::of(bytes) {
+        Some(uki::Signature::Signed) => None,
+        Some(s) => Some(s.predicate()),
+        None => Some("is not a PE image"),
     }
 }
 
@@ -862,6 +906,18 @@ fn secure_boot_status(ctx: &Ctx, t: &mut BootTargets, entries: &[Found]) -> Json
     j.push("audit_mode", fw.audit_mode);
     j.push("deployed_mode", fw.deployed_mode);
     j.push("enforcing", fw.enforcing());
+    for (name, why) in &fw.unreadable {
+        ctx.out.line(format!("{name}: unreadable ({})", controls_escaped(why)));
+    }
+    j.push(
+        "unreadable",
+        Json::Arr(
+            fw.unreadable
+                .iter()
+                .map(|(n, w)| Json::obj().with("variable", n.as_str()).with("why", w.as_str()))
+                .collect(),
+        ),
+    );
     for (label, key, info, bits, table) in [
         ("loader", "loader", &fw.loader_info, fw.loader_features, sbstate::LOADER_FEATURES),
         ("stub", "stub", &fw.stub_info, fw.stub_features, sbstate::STUB_FEATURES),
@@ -888,15 +944,16 @@ fn secure_boot_status(ctx: &Ctx, t: &mut BootTargets, entries: &[Found]) -> Json
         for path in ["EFI/systemd/systemd-bootx64.efi", "EFI/BOOT/BOOTX64.EFI"] {
             if let Ok(b) = esp.read(path) {
                 if let Some(why) = refused_why(&b) {
-                    warnings.push(format!("Secure Boot is on and the loader {path} is {why}: the firmware refuses it"));
+                    warnings.push(format!("Secure Boot is on and the loader {path} {why}: the firmware refuses it"));
                 }
             }
         }
         for e in entries {
             match &e.kind {
-                Kind::Type2(u) if !u.signed => warnings.push(format!(
-                    "Secure Boot is on and the UKI {} is unsigned: the firmware refuses it",
-                    shown_str(&e.path())
+                Kind::Type2(u) if u.signature != uki::Signature::Signed => warnings.push(format!(
+                    "Secure Boot is on and the UKI {} {}: the firmware refuses it",
+                    shown_str(&e.path()),
+                    u.signature.predicate()
                 )),
                 Kind::Type2(_) => {}
                 Kind::Type1(entry) => {
@@ -908,11 +965,11 @@ fn secure_boot_status(ctx: &Ctx, t: &mut BootTargets, entries: &[Found]) -> Json
                     };
                     let why = match vol.read(linux.trim_start_matches('/')) {
                         Ok(b) => refused_why(&b),
-                        Err(_) => Some("missing"),
+                        Err(_) => Some("is missing"),
                     };
                     if let Some(why) = why {
                         warnings.push(format!(
-                            "Secure Boot is on and the kernel {} of entry {} is {why}: the firmware refuses it",
+                            "Secure Boot is on and the kernel {} of entry {} {why}: the firmware refuses it",
                             controls_escaped(linux),
                             shown_str(&e.file)
                         ));
@@ -1025,8 +1082,21 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
     let sb = secure_boot_status(ctx, &mut t, &entries);
     j.push("firmware", sb);
     let mut arr = Vec::new();
+    // Whose signature a signed image carries, when the root's db
+    // certificate can be read.
+    let db = crate::uki::root_cert_der(ctx.root, &config);
     ctx.out.line("entries:");
     for e in &entries {
+        let by_db = match (&e.kind, &db) {
+            (Kind::Type2(u), Some(cert)) if u.signature == uki::Signature::Signed => {
+                let vol: &mut dyn Volume = match (&mut t.esp, e.on_esp) {
+                    (Some(es), true) => es.volume.as_mut(),
+                    _ => t.boot.volume.as_mut(),
+                };
+                vol.read(&e.path()).ok().map(|b| crate::uki::signed_by(&b, cert))
+            }
+            _ => None,
+        };
         let counter = e.sort.counter.map(|c| format!(" +{}-{}", c.left, c.done)).unwrap_or_default();
         let owner = match (e.ours, &e.kind) {
             (Some(tx), _) => format!("transaction {tx}"),
@@ -1042,12 +1112,17 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
         let about = match &e.kind {
             Kind::Type1(_) => String::new(),
             Kind::Type2(u) => format!(
-                " UKI \"{}\" version {} sort-key {} uname {}{}",
+                " UKI \"{}\" version {} sort-key {} uname {} {}{}",
                 controls_escaped(&u.title),
                 controls_escaped(u.sort.version.as_deref().unwrap_or("-")),
                 controls_escaped(u.sort.sort_key.as_deref().unwrap_or("-")),
                 controls_escaped(u.uname.as_deref().unwrap_or("-")),
-                if u.signed { " signed" } else { "" }
+                u.signature.describe(),
+                match by_db {
+                    Some(true) => " (by the root's db certificate)",
+                    Some(false) => " (not by the root's db certificate)",
+                    None => "",
+                }
             ),
         };
         ctx.out.line(format!("  {:<48} {owner}{counter}{about}", shown_str(&e.file)));
@@ -1064,7 +1139,11 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
             .with("tries_done", e.sort.counter.map(|c| c.done))
             .with("options", e.options());
         if let Kind::Type2(u) = &e.kind {
-            o = o.with("uname", u.uname.clone()).with("signed", u.signed);
+            o = o
+                .with("uname", u.uname.clone())
+                .with("signed", u.signature == uki::Signature::Signed)
+                .with("signature", u.signature.word())
+                .with("signed_by_root_db", by_db);
         }
         arr.push(o);
     }
@@ -1616,7 +1695,8 @@ fn install(
             return Err(Error::SecureBoot {
                 path: src.clone(),
                 problem: format!(
-                    "is signed already (not by lifeboat); give the unsigned loader with --loader, or install it                      yourself behind shim; it is not re-signed over with {}",
+                    "is signed already (not by lifeboat); give the unsigned loader with --loader, or install it \
+                     yourself behind shim; it is not re-signed over with {}",
                     k.cert.display()
                 ),
             })
