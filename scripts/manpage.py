@@ -163,8 +163,11 @@ def main():
     out.append("and")
     out.append(".B lifeboat initrd")
     out.append("work on the images and files they are given: of these they take only")
-    out.append(".BR \\-\\-json ;")
-    out.append("the others are refused (exit status 64).")
+    out.append(".BR \\-\\-json ,")
+    out.append(".B lifeboat disk")
+    out.append("also")
+    out.append(".B \\-\\-wait")
+    out.append("(for another writer of its image); the others are refused (exit status 64).")
     out.append(".SH COMMANDS")
     seen = []
     for name, _ in sections.get("Commands", []):
