@@ -300,9 +300,8 @@ pub fn parse_uki_name(token: &str, file: &str) -> Option<(u64, String, Option<bl
 /// `lifeboat-pe`'s bounded reader) carries `lifeboat.tx=<tx>` as a word. A
 /// file that is not a UKI does not.
 pub fn uki_names_tx(bytes: &[u8], tx: u64) -> bool {
-    let want = format!("lifeboat.tx={tx}");
     match lifeboat_pe::read_uki(bytes) {
-        Ok(info) => info.cmdline.is_some_and(|c| c.split_whitespace().any(|w| w.trim_end_matches('\0') == want)),
+        Ok(info) => info.cmdline.is_some_and(|c| crate::uki::cmdline_names_tx(&c, tx)),
         Err(_) => false,
     }
 }
@@ -433,6 +432,11 @@ fn our_ukis(boot: &mut dyn Volume, token: &str) -> Result<Vec<OurEntry>> {
         let Some((tx, kver, counter)) = parse_uki_name(token, &f.name) else {
             continue;
         };
+        // Larger than any image lifeboat writes or reads (PID 1 comes here):
+        // not provably ours, left alone.
+        if f.size > crate::uki::MAX_UKI {
+            continue;
+        }
         let bytes = match boot.read(&join(UKI_DIR, &f.name)) {
             Ok(b) => b,
             // Clusters that cannot be read: not provably ours, left alone.

@@ -101,7 +101,6 @@ impl Signature {
 /// error names what is wrong and where in the file.
 pub fn inspect(bytes: &[u8]) -> std::result::Result<Sections, String> {
     let info = lifeboat_pe::read_uki(bytes).map_err(|e| e.to_string())?;
-    lifeboat_pe::PeImage::parse(bytes).map_err(|e| e.to_string())?;
     let signature = Signature::of(bytes).unwrap_or(Signature::Malformed);
     Ok(Sections { osrel: info.osrel, cmdline: info.cmdline, uname: info.uname, sbat: info.sbat, signature })
 }
@@ -198,8 +197,15 @@ pub fn parse_name(token: &str, file: &str) -> Option<(u64, String, Option<Counte
 /// `lifeboat.tx=<tx>` — as for Type #1, a name alone is not enough.
 pub fn owned_by_us(token: &str, file: &str, cmdline: Option<&str>) -> Option<u64> {
     let (tx, _, _) = parse_name(token, file)?;
+    cmdline_names_tx(cmdline?, tx).then_some(tx)
+}
+
+/// Whether a `.cmdline` section carries `lifeboat.tx=<tx>` as a word of the
+/// command line the loader passes (up to the first NUL): the one rule that
+/// listing, sync and bless share.
+pub fn cmdline_names_tx(cmdline: &str, tx: u64) -> bool {
     let want = format!("lifeboat.tx={tx}");
-    cmdline?.split_whitespace().any(|o| o == want).then_some(tx)
+    text(cmdline).split_whitespace().any(|o| o == want)
 }
 
 /// The loader's entry for a UKI file from its sections.
@@ -279,6 +285,17 @@ pub fn entries_on(v: &mut dyn Volume, token: Option<&str>, only_ours: bool) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Listing, sync and bless take a UKI as ours by one rule: the word
+    /// `lifeboat.tx=N` in the command line the loader passes, which ends at
+    /// the first NUL.
+    #[test]
+    fn the_transaction_word_counts_only_before_a_nul() {
+        assert!(cmdline_names_tx("root=UUID=x lifeboat.tx=3\n", 3));
+        assert!(!cmdline_names_tx("root=UUID=x lifeboat.tx=3", 30));
+        assert!(!cmdline_names_tx("quiet\0 lifeboat.tx=3", 3));
+        assert!(!crate::plan::uki_names_tx(b"MZ not a PE", 3));
+    }
 
     fn secs(osrel: &str, cmdline: Option<&str>) -> Sections {
         Sections { osrel: Some(osrel.into()), cmdline: cmdline.map(str::to_owned), ..Default::default() }

@@ -126,6 +126,9 @@ pub fn build_uki(parts: &UkiParts) -> Result<Vec<u8>, Error> {
     let raw_end = pe
         .sections()
         .iter()
+        // A section with no raw data has no bytes in the file, whatever its
+        // PointerToRawData says (the reader checks only sections with data).
+        .filter(|s| s.raw_size != 0)
         .map(|s| u64::from(s.raw_offset) + u64::from(s.raw_size))
         .chain([u64::from(pe.size_of_headers())])
         .max()
@@ -139,7 +142,11 @@ pub fn build_uki(parts: &UkiParts) -> Result<Vec<u8>, Error> {
         .unwrap_or(0);
     let fa = pe.file_alignment();
     let sa = pe.section_alignment();
-    let mut out = parts.stub[..raw_end as usize].to_vec();
+    let mut out = usize::try_from(raw_end)
+        .ok()
+        .and_then(|end| parts.stub.get(..end))
+        .ok_or_else(|| Error::Build { why: format!("the stub's sections end at byte {raw_end}, past its end") })?
+        .to_vec();
     let mut file_end = align_up(raw_end, fa);
     let too_big = || Error::Build { why: "the image would exceed the 4 GiB a PE image can address".into() };
     let mut headers = Vec::with_capacity(need);
@@ -230,6 +237,35 @@ mod tests {
         let e = build_uki(&parts(&stub, b"initrd", Some(b"6.1.0"))).unwrap_err();
         assert!(matches!(e, Error::NoRoom { need: 200, have: 144 }), "{e}");
         assert!(e.to_string().contains("no room"));
+    }
+
+    /// A stub with a section that has no raw data but a PointerToRawData past
+    /// the file's end (the reader does not check it: there are no bytes to
+    /// read) is built around, never sliced by.
+    #[test]
+    fn a_section_without_raw_data_pointing_past_the_end_is_no_panic() {
+        let mut stub = tiny();
+        // Headers of 0x400 bytes (room for more section headers), .text moved there.
+        stub.resize(0x600, 0);
+        stub.copy_within(0x200..0x400, 0x400);
+        stub[0x200..0x400].fill(0);
+        let opt = 0x58;
+        stub[opt + 60..opt + 64].copy_from_slice(&0x400u32.to_le_bytes());
+        stub[opt + 56..opt + 60].copy_from_slice(&0x3000u32.to_le_bytes());
+        let st = opt + 240;
+        stub[st + 20..st + 24].copy_from_slice(&0x400u32.to_le_bytes());
+        // A second section, .bss: VirtualSize 0x100, no raw data, offset far out.
+        stub[0x46..0x48].copy_from_slice(&2u16.to_le_bytes());
+        let bss = st + 40;
+        stub[bss..bss + 4].copy_from_slice(b".bss");
+        stub[bss + 8..bss + 12].copy_from_slice(&0x100u32.to_le_bytes());
+        stub[bss + 12..bss + 16].copy_from_slice(&0x2000u32.to_le_bytes());
+        stub[bss + 20..bss + 24].copy_from_slice(&0xffff_0000u32.to_le_bytes());
+        stub[bss + 36..bss + 40].copy_from_slice(&0xc000_0080u32.to_le_bytes());
+        PeImage::parse(&stub).expect("the reader takes it");
+        let uki = build_uki(&parts(&stub, b"initrd", Some(b"6.1.0"))).expect("built");
+        let info = read_uki(&uki).unwrap();
+        assert_eq!((info.linux_size, info.initrd_size), (6, 6));
     }
 
     #[test]
