@@ -219,8 +219,11 @@ fn writes(c: &BootSub) -> bool {
 /// apart. The commands that lock here are only ever entered from the command
 /// line: the auto-sync of commit, activate and prune calls [`sync`] under the
 /// lock its state command already holds.
+/// lifeboat's own lock only: on a moss root the sync takes moss's lock itself
+/// around what it reads of moss's (a second `flock` of it here would wait for
+/// this process's own).
 fn lock_root(ctx: &Ctx) -> Result<Option<SystemRoot>> {
-    match SystemRoot::open_locked(ctx.root, false) {
+    match SystemRoot::open_own_locked(ctx.root) {
         Ok(r) => Ok(Some(r)),
         Err(lifeboat_state::Error::NotARoot { .. }) => Ok(None),
         // A root mounted read-only (a boot assessed before / is remounted)

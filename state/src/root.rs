@@ -166,6 +166,23 @@ impl SystemRoot {
         Ok(SystemRoot { path: path.to_owned(), fd, _lock: Some(lock), moss: false, moss_lock: None })
     }
 
+    /// Opens `path` holding lifeboat's own lock only, not moss's: for work
+    /// (a boot sync) that takes moss's lock itself around what reads moss's
+    /// databases, through a root it opens of its own — holding moss's lock
+    /// here too would make that second `flock` wait for this one.
+    pub fn open_own_locked(path: &Path) -> Result<Self> {
+        let fd = fsutil::open_dir(path).ctx("open root", path)?;
+        let moss = is_moss_root(fd.as_fd());
+        let mut root = SystemRoot { path: path.to_owned(), fd, _lock: None, moss, moss_lock: None };
+        if moss {
+            root.ensure_own_dir()?;
+        } else if fsutil::lstat_at(root.fd(), b".moss/lifeboat").ctx("stat", path.join(".moss/lifeboat"))?.is_none() {
+            return Err(not_a_root(path));
+        }
+        root._lock = Some(Self::own_lock(root.fd(), path)?);
+        Ok(root)
+    }
+
     fn open_moss_locked(path: &Path, fd: OwnedFd) -> Result<Self> {
         let mut root = SystemRoot { path: path.to_owned(), fd, _lock: None, moss: true, moss_lock: None };
         root.ensure_own_dir()?;
