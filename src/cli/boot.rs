@@ -665,6 +665,21 @@ struct Found {
 }
 
 impl Found {
+    /// The fields `boot list` and `boot status` both give of an entry.
+    fn json(&self) -> Json {
+        Json::obj()
+            .with("id", self.sort.id.as_str())
+            .with("kind", self.kind_name())
+            .with("path", self.path())
+            .with("title", self.title())
+            .with("version", self.sort.version.clone())
+            .with("sort_key", self.sort.sort_key.clone())
+            .with("transaction", self.ours)
+            .with("owner", if self.ours.is_some() { "lifeboat" } else { "foreign" })
+            .with("tries_left", self.sort.counter.map(|c| c.left))
+            .with("tries_done", self.sort.counter.map(|c| c.done))
+    }
+
     fn title(&self) -> &str {
         match &self.kind {
             Kind::Type1(e) => e.get("title").unwrap_or("(no title)"),
@@ -820,19 +835,7 @@ pub fn list(ctx: &Ctx) -> Result<ExitCode> {
             counter,
             if e.ours.is_none() { "  (not lifeboat's)" } else { "" }
         ));
-        let mut j = Json::obj()
-            .with("id", e.sort.id.as_str())
-            .with("kind", e.kind_name())
-            .with("path", e.path())
-            .with("title", e.title())
-            .with("version", e.sort.version.clone())
-            .with("sort_key", e.sort.sort_key.clone())
-            .with("transaction", e.ours)
-            .with("owner", if e.ours.is_some() { "lifeboat" } else { "foreign" })
-            .with("default", Some(i) == default_idx)
-            .with("tries_left", e.sort.counter.map(|c| c.left))
-            .with("tries_done", e.sort.counter.map(|c| c.done))
-            .with("on_esp", e.on_esp);
+        let mut j = e.json().with("default", Some(i) == default_idx).with("on_esp", e.on_esp);
         match &e.kind {
             Kind::Type1(entry) => {
                 j = j
@@ -1129,18 +1132,7 @@ fn status(ctx: &Ctx) -> Result<ExitCode> {
             ),
         };
         ctx.out.line(format!("  {:<48} {owner}{counter}{about}", shown_str(&e.file)));
-        let mut o = Json::obj()
-            .with("id", e.sort.id.as_str())
-            .with("kind", e.kind_name())
-            .with("path", e.path())
-            .with("title", e.title())
-            .with("version", e.sort.version.clone())
-            .with("sort_key", e.sort.sort_key.clone())
-            .with("transaction", e.ours)
-            .with("owner", if e.ours.is_some() { "lifeboat" } else { "foreign" })
-            .with("tries_left", e.sort.counter.map(|c| c.left))
-            .with("tries_done", e.sort.counter.map(|c| c.done))
-            .with("options", e.options());
+        let mut o = e.json().with("options", e.options());
         if let Kind::Type2(u) = &e.kind {
             o = o
                 .with("uname", u.uname.clone())
